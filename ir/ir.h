@@ -1,0 +1,232 @@
+/* ir.h — capc's graph IR: the one data structure every part of the compiler shares.
+ *
+ * A Module holds configuration variables, the parameter table (weights and buffers, with
+ * PyTorch state_dict names) and functions (entry points). A Function is a list of ops in SSA
+ * form: every op defines exactly one Value; a value is defined before it is used. Every value
+ * carries a dtype and a static shape (rank -1 means "not inferred yet": the frontend leaves
+ * shapes unknown and the shape pass fills them in).
+ *
+ * Ownership: a Module owns everything reachable from it (strings, values, ops, functions,
+ * params) through its arena and the arrays it grows; module_free() releases all of it. Nothing
+ * returned by the accessors below is to be freed by the caller.
+ *
+ * What each op means, its operands, attributes and shape rule live in ONE table (ops.def /
+ * ops.c, declared in ops.h); nothing else lists ops.
+ */
+#ifndef CAPC_IR_H
+#define CAPC_IR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- dtypes and shapes ---------------------------------------------------------------- */
+
+typedef enum { DT_F32, DT_I32, DT_BF16, DT_F16, DT_COUNT } DType;
+
+const char *dtype_name(DType dtype);                   /* "f32", "i32", "bf16", "f16" */
+bool dtype_from_name(const char *name, DType *dtype);  /* false if unknown */
+int dtype_size(DType dtype);                           /* bytes per element */
+bool dtype_is_float(DType dtype);
+
+#define IR_MAX_RANK 8
+/* Largest element count any single tensor may have (2^40): bigger is an "absurd size". */
+#define IR_MAX_NUMEL ((int64_t)1 << 40)
+
+typedef struct Shape {
+    int rank; /* -1: unknown (not inferred yet); 0: scalar */
+    int64_t dims[IR_MAX_RANK];
+} Shape;
+
+Shape shape_unknown(void);
+Shape shape_scalar(void);
+Shape shape_make(int rank, const int64_t *dims);
+Shape shape_of(int rank, ...); /* shape_of(2, (int64_t)16, (int64_t)64): variadic int64_t */
+bool shape_known(const Shape *s);
+bool shape_equal(const Shape *a, const Shape *b);
+/* Element count; -1 if unknown, or if the count overflows IR_MAX_NUMEL. */
+int64_t shape_numel(const Shape *s);
+/* Writes "f32[16,3,7,7]" ("f32[]" for a scalar, "?" for an unknown shape). Returns buf. */
+char *type_format(DType dtype, const Shape *s, char *buf, size_t size);
+
+/* ---- source locations ----------------------------------------------------------------- */
+
+/* Where a model-file construct came from, for `file:line:col: error:` messages. file NULL =
+ * no location (ops created by passes inherit the location of the op they derive from). */
+typedef struct SrcLoc {
+    const char *file;
+    int line, col; /* 1-based */
+} SrcLoc;
+
+extern const SrcLoc SRCLOC_NONE;
+
+/* ---- attributes ----------------------------------------------------------------------- */
+
+typedef enum { ATTR_INT, ATTR_FLOAT, ATTR_BOOL, ATTR_INTS, ATTR_STRING } AttrKind;
+
+typedef struct AttrValue {
+    AttrKind kind;
+    int64_t i;           /* ATTR_INT, ATTR_BOOL (0/1) */
+    double f;            /* ATTR_FLOAT */
+    const int64_t *ints; /* ATTR_INTS */
+    int n_ints;
+    const char *s;       /* ATTR_STRING */
+} AttrValue;
+
+/* ---- the IR proper -------------------------------------------------------------------- */
+
+typedef struct Module Module;
+typedef struct Function Function;
+typedef struct Op Op;
+
+typedef struct Value {
+    int id;           /* index in fn->values, dense from 0 */
+    const char *name; /* unique within its function; printed as %name */
+    DType dtype;
+    Shape shape;
+    Op *def;          /* defining op; NULL for a function input */
+    Function *fn;
+} Value;
+
+struct Op {
+    int kind;         /* OpKind (ops.h) */
+    Value **inputs;
+    int n_inputs;
+    Value *result;    /* every op defines exactly one value */
+    AttrValue *attrs; /* op_info(kind)->n_attrs entries, in the table's schema order */
+    SrcLoc loc;
+    Function *fn;
+};
+
+typedef enum { PARAM_WEIGHT, PARAM_BUFFER } ParamKind;
+
+typedef struct Param {
+    const char *name; /* PyTorch state_dict name, e.g. "backbone.layer1.0.conv1.weight" */
+    DType dtype;
+    Shape shape;
+    ParamKind kind;   /* weights count as parameters; buffers (BN running stats) do not */
+    bool trainable;   /* false for frozen weights; always false for buffers */
+    const char *init; /* initializer spec, e.g. "kaiming_uniform", "zeros", "normal(0,0.02)" */
+    SrcLoc loc;
+} Param;
+
+typedef struct ConfigVar {
+    const char *name;
+    double value;
+    bool is_int;
+} ConfigVar;
+
+struct Function {
+    const char *name;
+    Module *module;
+    Value **inputs;
+    int n_inputs;
+    Op **ops; /* in program order */
+    int n_ops, cap_ops;
+    Value **outputs;
+    const char **output_names;
+    int n_outputs, cap_outputs;
+    Value **values; /* all values (inputs and op results), by id */
+    int n_values, cap_values;
+    int cap_inputs;
+};
+
+struct Module {
+    const char *name;
+    struct Arena *arena;
+    ConfigVar *config;
+    int n_config, cap_config;
+    Param **params; /* in declaration order */
+    int n_params, cap_params;
+    Function **funcs;
+    int n_funcs, cap_funcs;
+};
+
+/* ---- building ------------------------------------------------------------------------- */
+
+Module *module_new(const char *name);
+void module_free(Module *m);
+/* Arena allocation owned by the module: zeroed memory, freed by module_free. */
+void *module_alloc(Module *m, size_t size);
+const char *module_strdup(Module *m, const char *s);
+
+/* Sets (or overwrites) a config variable; kept in insertion order for printing. */
+void module_set_config(Module *m, const char *name, double value, bool is_int);
+const ConfigVar *module_find_config(const Module *m, const char *name);
+
+/* Returns NULL if a parameter of that name exists already. */
+Param *module_add_param(Module *m, const char *name, DType dtype, Shape shape, ParamKind kind,
+                        bool trainable, const char *init, SrcLoc loc);
+Param *module_find_param(const Module *m, const char *name);
+
+/* Returns NULL if a function of that name exists already. */
+Function *module_add_function(Module *m, const char *name);
+Function *module_find_function(const Module *m, const char *name);
+
+/* name NULL or taken: a fresh name "t<N>" / "<name>.<N>" is chosen so names stay unique. */
+Value *func_add_input(Function *f, const char *name, DType dtype, Shape shape);
+/* Appends an op whose result has the given name (uniquified as above), dtype f32 and unknown
+ * shape until shape inference; attributes start at the op table's defaults (required ones
+ * zero/empty until set). n_inputs is checked against the table only by the verifier. */
+Op *func_add_op(Function *f, int kind, Value *const *inputs, int n_inputs, const char *name,
+                SrcLoc loc);
+void func_add_output(Function *f, const char *name, Value *v);
+Value *func_find_value(const Function *f, const char *name);
+/* Renames a value, keeping names unique (uniquifies if taken). */
+void value_rename(Value *v, const char *name);
+
+/* Attribute access by schema name. Setting an attribute the op's schema lacks, or with the
+ * wrong kind, is a bug in the caller: it aborts with a message (ir_bug). Getters likewise. */
+int op_attr_index(int kind, const char *attr_name); /* -1 if the op has no such attribute */
+void op_set_int(Op *op, const char *name, int64_t v);
+void op_set_bool(Op *op, const char *name, bool v);
+void op_set_float(Op *op, const char *name, double v);
+void op_set_ints(Op *op, const char *name, const int64_t *v, int n);
+void op_set_string(Op *op, const char *name, const char *s);
+int64_t op_int(const Op *op, const char *name);
+bool op_bool(const Op *op, const char *name);
+double op_float(const Op *op, const char *name);
+const int64_t *op_ints(const Op *op, const char *name, int *n);
+const char *op_string(const Op *op, const char *name);
+
+/* Internal-error tier: a violated invariant is a bug in capc, not bad input. Prints
+ * "capc: internal error at FILE:LINE: MESSAGE (this is a bug in capc)" and aborts. */
+void ir_bug_at(const char *file, int line, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
+#define ir_bug(...) ir_bug_at(__FILE__, __LINE__, __VA_ARGS__)
+#define IR_ASSERT(cond)                                                                    \
+    do {                                                                                   \
+        if (!(cond)) ir_bug("assertion failed: %s", #cond);                               \
+    } while (0)
+
+/* ---- checking and text forms ---------------------------------------------------------- */
+
+/* Error reporting for user-facing failures: a message buffer that callers print. */
+typedef struct Diag {
+    char msg[1024];
+    SrcLoc loc; /* where, when known */
+} Diag;
+
+/* Verifier: operand counts and attributes against the op table, dtypes and shapes against
+ * the shape rules (when require_shapes, every value must have a known shape), SSA (defined
+ * once, defined before use, in this function), params exist. Returns 0 or -1 with d filled. */
+int ir_verify_module(const Module *m, bool require_shapes, Diag *d);
+int ir_verify_function(const Function *f, bool require_shapes, Diag *d);
+
+/* Text form (docs/ir.md): stable, one op per line with its type; print -> parse -> print is
+ * the identity. The printer writes to a FILE* or returns a malloc'd string (caller frees). */
+#include <stdio.h>
+void ir_print_module(FILE *out, const Module *m);
+char *ir_module_to_string(const Module *m);
+/* Parses text; returns a new module (caller frees with module_free) or NULL with
+ * d->msg = "LINE:COL: message" and d->loc filled (file = filename). */
+Module *ir_parse(const char *text, const char *filename, Diag *d);
+
+/* Graphviz DOT for a module (one cluster per function). */
+void ir_print_dot(FILE *out, const Module *m);
+
+/* Summary numbers used by `capc --check`. */
+int64_t module_count_parameters(const Module *m, bool trainable_only); /* weights only */
+int64_t module_count_buffer_elements(const Module *m);
+
+#endif

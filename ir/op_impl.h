@@ -1,0 +1,17 @@
+/* op_impl.h — declarations of every op's shape rule and reference evaluator, expanded from
+ * ops.def so that a new op without its functions fails to link. Internal to ir/. */
+#ifndef CAPC_OP_IMPL_H
+#define CAPC_OP_IMPL_H
+
+#include "interp.h"
+#include "ops.h"
+
+#define OP(ENUM, name, min_in, max_in, fusion, doc)                                        \
+    int infer_##name(const Op *op, DType *out_dtype, Shape *out_shape, char *err,          \
+                     size_t err_size);                                                     \
+    int ref_##name(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err, \
+                    size_t err_size);
+#include "ops.def"
+#undef OP
+
+#endif

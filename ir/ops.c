@@ -1,0 +1,90 @@
+/* ops.c — the op table (expanded from ops.def) and each op's attribute schema.
+ *
+ * Attribute schemas are listed here, one array per op, in the order the IR printer writes
+ * them. A default of NULL makes the attribute required. Shape rules (infer_NAME) live in
+ * shape_rules.c and reference evaluators (ref_NAME) in ref_ops.c.
+ */
+#include <string.h>
+
+#include "op_impl.h"
+
+#define NO_ATTRS(name) static const AttrSpec attrs_##name[] = {{0}};
+#define ATTRS(name, ...) static const AttrSpec attrs_##name[] = {__VA_ARGS__, {0}};
+
+ATTRS(param, {"name", ATTR_STRING, NULL})
+ATTRS(full, {"shape", ATTR_INTS, NULL}, {"value", ATTR_FLOAT, "0.0"}, {"dtype", ATTR_STRING, "\"f32\""})
+ATTRS(sinusoid_table, {"length", ATTR_INT, NULL}, {"dim", ATTR_INT, NULL})
+ATTRS(causal_mask, {"size", ATTR_INT, NULL})
+
+NO_ATTRS(relu)
+NO_ATTRS(neg)
+NO_ATTRS(exp)
+NO_ATTRS(log)
+NO_ATTRS(sqrt)
+NO_ATTRS(rsqrt)
+NO_ATTRS(tanh)
+ATTRS(scale, {"factor", ATTR_FLOAT, NULL})
+ATTRS(cast, {"dtype", ATTR_STRING, NULL})
+ATTRS(dropout, {"p", ATTR_FLOAT, NULL}, {"stream", ATTR_INT, "0"})
+ATTRS(padding_mask, {"pad", ATTR_INT, "0"})
+
+NO_ATTRS(add)
+NO_ATTRS(sub)
+NO_ATTRS(mul)
+NO_ATTRS(div)
+
+ATTRS(broadcast, {"shape", ATTR_INTS, NULL})
+ATTRS(reshape, {"shape", ATTR_INTS, NULL})
+ATTRS(transpose, {"perm", ATTR_INTS, NULL})
+ATTRS(slice, {"axis", ATTR_INT, NULL}, {"start", ATTR_INT, NULL}, {"end", ATTR_INT, NULL},
+      {"step", ATTR_INT, "1"})
+ATTRS(concat, {"axis", ATTR_INT, NULL})
+NO_ATTRS(embedding)
+
+ATTRS(sum, {"axes", ATTR_INTS, NULL}, {"keepdim", ATTR_BOOL, "false"})
+ATTRS(mean, {"axes", ATTR_INTS, NULL}, {"keepdim", ATTR_BOOL, "false"})
+ATTRS(max, {"axes", ATTR_INTS, NULL}, {"keepdim", ATTR_BOOL, "false"})
+ATTRS(reduce_to_shape, {"shape", ATTR_INTS, NULL})
+ATTRS(softmax, {"axis", ATTR_INT, "-1"})
+ATTRS(layer_norm, {"eps", ATTR_FLOAT, "1e-05"})
+ATTRS(batch_norm, {"training", ATTR_BOOL, "false"}, {"eps", ATTR_FLOAT, "1e-05"},
+      {"momentum", ATTR_FLOAT, "0.1"})
+ATTRS(cross_entropy, {"ignore_index", ATTR_INT, "0"})
+ATTRS(max_pool2d, {"kernel", ATTR_INTS, NULL}, {"stride", ATTR_INTS, NULL},
+      {"padding", ATTR_INTS, "[0,0]"})
+ATTRS(adaptive_avg_pool2d, {"output", ATTR_INTS, NULL})
+
+ATTRS(matmul, {"transpose_a", ATTR_BOOL, "false"}, {"transpose_b", ATTR_BOOL, "false"})
+NO_ATTRS(linear)
+ATTRS(conv2d, {"stride", ATTR_INTS, "[1,1]"}, {"padding", ATTR_INTS, "[0,0]"},
+      {"dilation", ATTR_INTS, "[1,1]"}, {"groups", ATTR_INT, "1"})
+
+ATTRS(scatter_add, {"num", ATTR_INT, NULL})
+
+#define N_ATTRS(name) ((int)(sizeof(attrs_##name) / sizeof(attrs_##name[0])) - 1)
+
+const OpInfo OP_TABLE[OP_COUNT] = {
+#define OP(ENUM, name, min_in, max_in, fusion, doc)                                        \
+    [OP_##ENUM] = {#name,        min_in, max_in, fusion, attrs_##name, N_ATTRS(name),      \
+                   infer_##name, ref_##name, NULL,  NULL,   doc},
+#include "ops.def"
+#undef OP
+};
+
+int op_kind_from_name(const char *name) {
+    for (int k = 0; k < OP_COUNT; k++)
+        if (strcmp(OP_TABLE[k].name, name) == 0) return k;
+    return -1;
+}
+
+const char *fusion_kind_name(FusionKind k) {
+    switch (k) {
+    case FUSE_ELEMENTWISE: return "elementwise";
+    case FUSE_BROADCAST: return "broadcast";
+    case FUSE_INJECTIVE: return "injective";
+    case FUSE_REDUCTION: return "reduction";
+    case FUSE_CONTRACTION: return "contraction";
+    case FUSE_OPAQUE: return "opaque";
+    }
+    return "?";
+}

@@ -1,0 +1,86 @@
+/* ops.h — the op table's types. The table itself is ops.def, expanded in ops.c.
+ *
+ * Every part of capc asks the table instead of listing ops: the verifier checks operand
+ * counts and attributes against it, shape inference calls its shape rule, the reference
+ * interpreter calls its evaluator, and later passes find their hooks (gradient rule, kernel
+ * lowering) in the same entry.
+ */
+#ifndef CAPC_OPS_H
+#define CAPC_OPS_H
+
+#include "ir.h"
+
+typedef enum {
+#define OP(ENUM, name, min_in, max_in, fusion, doc) OP_##ENUM,
+#include "ops.def"
+#undef OP
+    OP_COUNT
+} OpKind;
+
+typedef enum {
+    FUSE_ELEMENTWISE, /* out[i] depends on in[i] of every operand (after broadcasting) */
+    FUSE_BROADCAST,   /* out[i] reads an input element chosen by dropping broadcast axes */
+    FUSE_INJECTIVE,   /* each output element reads one input element: reshape, gather... */
+    FUSE_REDUCTION,   /* output elements combine many inputs along some axes */
+    FUSE_CONTRACTION, /* matmul / conv: the GEMM-shaped ops, fusable epilogue */
+    FUSE_OPAQUE,      /* anything fusion must leave alone */
+} FusionKind;
+
+const char *fusion_kind_name(FusionKind k);
+
+/* One attribute in an op's schema. default_text is parsed with the IR text parser's attribute
+ * syntax ("1", "1e-5", "true", "[1,1]", "\"f32\""); NULL means the attribute is required. */
+typedef struct AttrSpec {
+    const char *name;
+    AttrKind kind;
+    const char *default_text;
+} AttrSpec;
+
+/* Shape rule: from the op's operands (their dtype/shape are known) and attributes, compute the
+ * result's dtype and shape. On a user-visible problem return -1 and write a message that
+ * names the op and both shapes where two disagree, e.g.
+ *   "add: cannot broadcast f32[16,64] with f32[16,32]". */
+typedef int (*ShapeRule)(const Op *op, DType *out_dtype, Shape *out_shape, char *err,
+                         size_t err_size);
+
+/* Reference evaluator: float64, obviously right, no speed concerns. ins[i] matches
+ * op->inputs[i]; out is allocated with the result's shape. Integer tensors hold their values
+ * as exact doubles. Return -1 with a message for data-dependent errors (id out of range). */
+struct RefTensor;
+typedef int (*RefEval)(const Op *op, const struct RefTensor *const *ins, struct RefTensor *out,
+                       char *err, size_t err_size);
+
+typedef struct OpInfo {
+    const char *name;
+    int min_inputs, max_inputs; /* max -1: any number */
+    FusionKind fusion;
+    const AttrSpec *attrs;
+    int n_attrs;
+    ShapeRule infer_shape;
+    RefEval ref_eval;
+    /* Hooks later passes fill in (NULL until their issue lands). */
+    void *grad_rule;
+    void *lower_kernel;
+    const char *doc;
+} OpInfo;
+
+extern const OpInfo OP_TABLE[OP_COUNT];
+
+static inline const OpInfo *op_info(int kind) { return &OP_TABLE[kind]; }
+/* -1 if no op has that name. */
+int op_kind_from_name(const char *name);
+
+/* Parses one attribute value in IR text syntax into v (strings/lists allocated in m).
+ * Returns 0, or -1 with a message. Shared by the IR parser and the op-table defaults. */
+int attr_parse(Module *m, AttrKind kind, const char *text, AttrValue *v, char *err,
+               size_t err_size);
+/* Writes an attribute value in IR text syntax; returns the number of chars (snprintf-like). */
+int attr_format(const AttrValue *v, char *buf, size_t size);
+const char *attr_kind_name(AttrKind k); /* "int", "float", "bool", "int list", "string" */
+
+/* Normalizes a possibly negative axis against rank; -1 if out of range. */
+int axis_normalize(int64_t axis, int rank);
+/* numpy broadcast of two shapes; false if incompatible. */
+bool shape_broadcast(const Shape *a, const Shape *b, Shape *out);
+
+#endif
