@@ -1,1 +1,518 @@
-/* placeholder: being written */
+/* ir.c — dtypes, shapes, the module/function/value/op builder, attribute access, value
+ * naming and the internal-error tier (see ir.h for the contract).
+ *
+ * Value names are unique per function. Lookups go through a hash index kept beside the arena
+ * (a Module's layout is public, so the index lives in struct Arena). The index is a cache
+ * that is validated on every hit: an entry only counts if the value still has that name and
+ * still sits in its function's value array, so renames and passes that drop values never
+ * make it lie.
+ */
+#include "ir.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+#include "ops.h"
+
+const SrcLoc SRCLOC_NONE = {NULL, 0, 0};
+
+/* ---- dtypes and shapes ---------------------------------------------------------------- */
+
+static const char *const DTYPE_NAMES[DT_COUNT] = {"f32", "i32", "bf16", "f16"};
+
+const char *dtype_name(DType dtype) {
+    return dtype >= 0 && dtype < DT_COUNT ? DTYPE_NAMES[dtype] : "?";
+}
+
+bool dtype_from_name(const char *name, DType *dtype) {
+    for (int i = 0; i < DT_COUNT; i++) {
+        if (strcmp(DTYPE_NAMES[i], name) == 0) {
+            *dtype = (DType)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+int dtype_size(DType dtype) {
+    switch (dtype) {
+    case DT_F32:
+    case DT_I32: return 4;
+    case DT_BF16:
+    case DT_F16: return 2;
+    default: return 0;
+    }
+}
+
+bool dtype_is_float(DType dtype) { return dtype != DT_I32; }
+
+Shape shape_unknown(void) {
+    Shape s;
+    memset(&s, 0, sizeof s);
+    s.rank = -1;
+    return s;
+}
+
+Shape shape_scalar(void) {
+    Shape s;
+    memset(&s, 0, sizeof s);
+    return s;
+}
+
+Shape shape_make(int rank, const int64_t *dims) {
+    IR_ASSERT(rank >= -1 && rank <= IR_MAX_RANK);
+    Shape s = shape_scalar();
+    s.rank = rank;
+    for (int i = 0; i < rank; i++) s.dims[i] = dims[i];
+    return s;
+}
+
+Shape shape_of(int rank, ...) {
+    IR_ASSERT(rank >= 0 && rank <= IR_MAX_RANK);
+    int64_t dims[IR_MAX_RANK];
+    va_list ap;
+    va_start(ap, rank);
+    for (int i = 0; i < rank; i++) dims[i] = va_arg(ap, int64_t);
+    va_end(ap);
+    return shape_make(rank, dims);
+}
+
+bool shape_known(const Shape *s) { return s->rank >= 0; }
+
+bool shape_equal(const Shape *a, const Shape *b) {
+    if (a->rank != b->rank) return false;
+    for (int i = 0; i < a->rank; i++)
+        if (a->dims[i] != b->dims[i]) return false;
+    return true;
+}
+
+int64_t shape_numel(const Shape *s) {
+    if (s->rank < 0) return -1;
+    int64_t n = 1;
+    for (int i = 0; i < s->rank; i++) {
+        int64_t d = s->dims[i];
+        if (d < 0) return -1;
+        if (d == 0) return 0;
+        if (n > IR_MAX_NUMEL / d) return -1; /* checked before multiplying: no overflow */
+        n *= d;
+    }
+    return n;
+}
+
+char *type_format(DType dtype, const Shape *s, char *buf, size_t size) {
+    if (size == 0) return buf;
+    if (!shape_known(s)) {
+        snprintf(buf, size, "?");
+        return buf;
+    }
+    size_t len = (size_t)snprintf(buf, size, "%s[", dtype_name(dtype));
+    for (int i = 0; i < s->rank && len < size; i++)
+        len += (size_t)snprintf(buf + len, size - len, "%s%lld", i ? "," : "",
+                                (long long)s->dims[i]);
+    if (len < size) snprintf(buf + len, size - len, "]");
+    return buf;
+}
+
+/* ---- internal errors ------------------------------------------------------------------ */
+
+void ir_bug_at(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "capc: internal error at %s:%d: ", file, line);
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, " (this is a bug in capc)\n");
+    va_end(ap);
+    fflush(stderr);
+    abort();
+}
+
+/* ---- growable arrays ------------------------------------------------------------------ */
+
+/* Makes room for one more element in *items (count n, capacity *cap). */
+static void grow(void **items, int n, int *cap, size_t elem) {
+    if (n < *cap) return;
+    int new_cap = *cap ? *cap * 2 : 8;
+    void *p = realloc(*items, (size_t)new_cap * elem);
+    if (!p) ir_bug("out of memory growing an array to %d elements", new_cap);
+    *items = p;
+    *cap = new_cap;
+}
+#define GROW(arr, n, cap) grow((void **)&(arr), (n), &(cap), sizeof *(arr))
+
+/* ---- the value-name index ------------------------------------------------------------- */
+
+typedef struct NameEntry {
+    const Function *fn; /* NULL: empty slot */
+    const char *name;   /* the key as inserted (arena string, never changes) */
+    uint64_t hash;
+    Value *value;
+} NameEntry;
+
+typedef struct NameIndex {
+    NameEntry *slots;
+    size_t cap, used; /* cap is a power of two; used counts stale entries too */
+} NameIndex;
+
+static uint64_t name_hash(const Function *fn, const char *name) {
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)(uintptr_t)fn;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
+        h ^= *p;
+        h *= 1099511628211ull;
+    }
+    return h ^ (h >> 29);
+}
+
+static void name_index_free(NameIndex *ix) {
+    if (!ix) return;
+    free(ix->slots);
+    free(ix);
+}
+
+/* True if the entry still describes a live value of fn with exactly that name. */
+static bool entry_live(const NameEntry *e, const Function *fn, const char *name) {
+    const Value *v = e->value;
+    return v->fn == fn && v->id >= 0 && v->id < fn->n_values && fn->values[v->id] == v &&
+           strcmp(v->name, name) == 0;
+}
+
+static void name_index_put_slot(NameIndex *ix, NameEntry e) {
+    size_t mask = ix->cap - 1;
+    for (size_t i = e.hash & mask;; i = (i + 1) & mask) {
+        NameEntry *s = &ix->slots[i];
+        if (!s->fn) {
+            *s = e;
+            ix->used++;
+            return;
+        }
+        if (s->fn == e.fn && s->hash == e.hash && strcmp(s->name, e.name) == 0) {
+            *s = e; /* same key: the newer value wins (the old one was renamed away) */
+            return;
+        }
+    }
+}
+
+static void name_index_rehash(NameIndex *ix) {
+    NameEntry *old = ix->slots;
+    size_t old_cap = ix->cap;
+    ix->cap = old_cap ? old_cap * 2 : 64;
+    ix->slots = calloc(ix->cap, sizeof *ix->slots);
+    if (!ix->slots) ir_bug("out of memory growing the value-name index");
+    ix->used = 0;
+    for (size_t i = 0; i < old_cap; i++) {
+        /* Dropping stale entries here keeps the table from filling with renamed names. */
+        if (old[i].fn && entry_live(&old[i], old[i].fn, old[i].name))
+            name_index_put_slot(ix, old[i]);
+    }
+    free(old);
+}
+
+static NameIndex *module_names(Module *m) {
+    if (!m->arena->names) {
+        m->arena->names = calloc(1, sizeof(NameIndex));
+        if (!m->arena->names) ir_bug("out of memory");
+    }
+    return m->arena->names;
+}
+
+static void name_index_put(Module *m, Value *v) {
+    NameIndex *ix = module_names(m);
+    if ((ix->used + 1) * 4 > ix->cap * 3) name_index_rehash(ix);
+    NameEntry e = {v->fn, v->name, name_hash(v->fn, v->name), v};
+    name_index_put_slot(ix, e);
+}
+
+Value *func_find_value(const Function *f, const char *name) {
+    const NameIndex *ix = f->module->arena->names;
+    if (!ix || !ix->cap) return NULL;
+    uint64_t h = name_hash(f, name);
+    size_t mask = ix->cap - 1;
+    for (size_t i = h & mask; ix->slots[i].fn; i = (i + 1) & mask) {
+        const NameEntry *e = &ix->slots[i];
+        if (e->fn == f && e->hash == h && strcmp(e->name, name) == 0)
+            return entry_live(e, f, name) ? e->value : NULL;
+    }
+    return NULL;
+}
+
+/* ---- value naming --------------------------------------------------------------------- */
+
+static bool name_char_ok(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.';
+}
+
+/* Picks a name for v that is free in its function: the requested one with characters outside
+ * the text form's [A-Za-z0-9_.] replaced by '_', else "<name>.<N>" with the smallest free
+ * N >= 1; no name at all gives "t<N>" with N from the value's id upwards. */
+static const char *unique_name(Function *f, const Value *v, const char *want) {
+    Module *m = f->module;
+    char buf[512];
+    size_t len = 0;
+    if (want && *want) {
+        for (; want[len] && len < sizeof buf - 24; len++)
+            buf[len] = name_char_ok(want[len]) ? want[len] : '_';
+        buf[len] = '\0';
+        const Value *holder = func_find_value(f, buf);
+        if (!holder || holder == v) return module_strdup(m, buf);
+        for (long n = 1;; n++) {
+            snprintf(buf + len, sizeof buf - len, ".%ld", n);
+            holder = func_find_value(f, buf);
+            if (!holder || holder == v) return module_strdup(m, buf);
+        }
+    }
+    for (long n = v->id;; n++) {
+        snprintf(buf, sizeof buf, "t%ld", n);
+        const Value *holder = func_find_value(f, buf);
+        if (!holder || holder == v) return module_strdup(m, buf);
+    }
+}
+
+void value_rename(Value *v, const char *name) {
+    v->name = unique_name(v->fn, v, name);
+    name_index_put(v->fn->module, v);
+}
+
+static Value *new_value(Function *f, const char *name, DType dtype, Shape shape, Op *def) {
+    Value *v = module_alloc(f->module, sizeof *v);
+    v->id = f->n_values;
+    v->dtype = dtype;
+    v->shape = shape;
+    v->def = def;
+    v->fn = f;
+    GROW(f->values, f->n_values, f->cap_values);
+    f->values[f->n_values++] = v;
+    v->name = ""; /* unique_name reads it only through the index */
+    value_rename(v, name);
+    return v;
+}
+
+/* ---- modules -------------------------------------------------------------------------- */
+
+Module *module_new(const char *name) {
+    Module *m = calloc(1, sizeof *m);
+    if (!m) return NULL;
+    m->arena = arena_new();
+    if (!m->arena) {
+        free(m);
+        return NULL;
+    }
+    m->name = module_strdup(m, name ? name : "");
+    return m;
+}
+
+static void function_free_arrays(Function *f) {
+    free(f->inputs);
+    free(f->ops);
+    free(f->outputs);
+    free(f->output_names);
+    free(f->values);
+}
+
+void module_free(Module *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_funcs; i++) function_free_arrays(m->funcs[i]);
+    free(m->funcs);
+    free(m->params);
+    free(m->config);
+    name_index_free(m->arena->names);
+    arena_free(m->arena);
+    free(m);
+}
+
+void *module_alloc(Module *m, size_t size) { return arena_alloc(m->arena, size); }
+
+const char *module_strdup(Module *m, const char *s) {
+    return s ? arena_strdup(m->arena, s) : NULL;
+}
+
+void module_set_config(Module *m, const char *name, double value, bool is_int) {
+    for (int i = 0; i < m->n_config; i++) {
+        if (strcmp(m->config[i].name, name) == 0) {
+            m->config[i].value = value;
+            m->config[i].is_int = is_int;
+            return;
+        }
+    }
+    GROW(m->config, m->n_config, m->cap_config);
+    m->config[m->n_config++] = (ConfigVar){module_strdup(m, name), value, is_int};
+}
+
+const ConfigVar *module_find_config(const Module *m, const char *name) {
+    for (int i = 0; i < m->n_config; i++)
+        if (strcmp(m->config[i].name, name) == 0) return &m->config[i];
+    return NULL;
+}
+
+Param *module_add_param(Module *m, const char *name, DType dtype, Shape shape, ParamKind kind,
+                        bool trainable, const char *init, SrcLoc loc) {
+    if (module_find_param(m, name)) return NULL;
+    Param *p = module_alloc(m, sizeof *p);
+    p->name = module_strdup(m, name);
+    p->dtype = dtype;
+    p->shape = shape;
+    p->kind = kind;
+    p->trainable = kind == PARAM_WEIGHT && trainable;
+    p->init = module_strdup(m, init ? init : "");
+    p->loc = loc;
+    GROW(m->params, m->n_params, m->cap_params);
+    m->params[m->n_params++] = p;
+    return p;
+}
+
+Param *module_find_param(const Module *m, const char *name) {
+    for (int i = 0; i < m->n_params; i++)
+        if (strcmp(m->params[i]->name, name) == 0) return m->params[i];
+    return NULL;
+}
+
+Function *module_add_function(Module *m, const char *name) {
+    if (module_find_function(m, name)) return NULL;
+    Function *f = module_alloc(m, sizeof *f);
+    f->name = module_strdup(m, name);
+    f->module = m;
+    GROW(m->funcs, m->n_funcs, m->cap_funcs);
+    m->funcs[m->n_funcs++] = f;
+    return f;
+}
+
+Function *module_find_function(const Module *m, const char *name) {
+    for (int i = 0; i < m->n_funcs; i++)
+        if (strcmp(m->funcs[i]->name, name) == 0) return m->funcs[i];
+    return NULL;
+}
+
+int64_t module_count_parameters(const Module *m, bool trainable_only) {
+    int64_t total = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        const Param *p = m->params[i];
+        if (p->kind != PARAM_WEIGHT || (trainable_only && !p->trainable)) continue;
+        int64_t n = shape_numel(&p->shape);
+        if (n > 0) total += n;
+    }
+    return total;
+}
+
+int64_t module_count_buffer_elements(const Module *m) {
+    int64_t total = 0;
+    for (int i = 0; i < m->n_params; i++) {
+        int64_t n = shape_numel(&m->params[i]->shape);
+        if (m->params[i]->kind == PARAM_BUFFER && n > 0) total += n;
+    }
+    return total;
+}
+
+/* ---- functions ------------------------------------------------------------------------ */
+
+Value *func_add_input(Function *f, const char *name, DType dtype, Shape shape) {
+    Value *v = new_value(f, name, dtype, shape, NULL);
+    GROW(f->inputs, f->n_inputs, f->cap_inputs);
+    f->inputs[f->n_inputs++] = v;
+    return v;
+}
+
+/* Attributes start at the schema's defaults; required ones at their kind's zero value (an
+ * empty string rather than NULL, so printing and strcmp never meet a NULL). */
+static void init_attrs(Module *m, Op *op) {
+    const OpInfo *info = op_info(op->kind);
+    op->attrs = module_alloc(m, sizeof(AttrValue) * (size_t)(info->n_attrs ? info->n_attrs : 1));
+    for (int i = 0; i < info->n_attrs; i++) {
+        const AttrSpec *spec = &info->attrs[i];
+        AttrValue *a = &op->attrs[i];
+        a->kind = spec->kind;
+        if (spec->kind == ATTR_STRING) a->s = "";
+        if (!spec->default_text) continue;
+        char err[256];
+        if (attr_parse(m, spec->kind, spec->default_text, a, err, sizeof err) != 0)
+            ir_bug("op table: bad default for %s.%s: %s", info->name, spec->name, err);
+    }
+}
+
+Op *func_add_op(Function *f, int kind, Value *const *inputs, int n_inputs, const char *name,
+                SrcLoc loc) {
+    IR_ASSERT(kind >= 0 && kind < OP_COUNT);
+    IR_ASSERT(n_inputs >= 0);
+    Module *m = f->module;
+    Op *op = module_alloc(m, sizeof *op);
+    op->kind = kind;
+    op->fn = f;
+    op->loc = loc;
+    op->n_inputs = n_inputs;
+    op->inputs = module_alloc(m, sizeof(Value *) * (size_t)(n_inputs ? n_inputs : 1));
+    for (int i = 0; i < n_inputs; i++) op->inputs[i] = inputs[i];
+    init_attrs(m, op);
+    op->result = new_value(f, name, DT_F32, shape_unknown(), op);
+    GROW(f->ops, f->n_ops, f->cap_ops);
+    f->ops[f->n_ops++] = op;
+    return op;
+}
+
+void func_add_output(Function *f, const char *name, Value *v) {
+    if (f->n_outputs == f->cap_outputs) {
+        int cap = f->cap_outputs;
+        GROW(f->outputs, f->n_outputs, cap);
+        GROW(f->output_names, f->n_outputs, f->cap_outputs);
+    }
+    f->outputs[f->n_outputs] = v;
+    f->output_names[f->n_outputs] = module_strdup(f->module, name);
+    f->n_outputs++;
+}
+
+/* ---- attributes ----------------------------------------------------------------------- */
+
+int op_attr_index(int kind, const char *attr_name) {
+    const OpInfo *info = op_info(kind);
+    for (int i = 0; i < info->n_attrs; i++)
+        if (strcmp(info->attrs[i].name, attr_name) == 0) return i;
+    return -1;
+}
+
+/* The attribute slot of that name, which must have that kind: anything else is a caller bug. */
+static AttrValue *attr_slot(const Op *op, const char *name, AttrKind kind) {
+    int i = op_attr_index(op->kind, name);
+    const char *op_name = op_info(op->kind)->name;
+    if (i < 0) ir_bug("op %s has no attribute '%s'", op_name, name);
+    AttrKind have = op_info(op->kind)->attrs[i].kind;
+    if (have != kind)
+        ir_bug("attribute %s.%s is %s, accessed as %s", op_name, name, attr_kind_name(have),
+               attr_kind_name(kind));
+    return &op->attrs[i];
+}
+
+void op_set_int(Op *op, const char *name, int64_t v) { attr_slot(op, name, ATTR_INT)->i = v; }
+
+void op_set_bool(Op *op, const char *name, bool v) { attr_slot(op, name, ATTR_BOOL)->i = v; }
+
+void op_set_float(Op *op, const char *name, double v) {
+    attr_slot(op, name, ATTR_FLOAT)->f = v;
+}
+
+void op_set_ints(Op *op, const char *name, const int64_t *v, int n) {
+    AttrValue *a = attr_slot(op, name, ATTR_INTS);
+    IR_ASSERT(n >= 0);
+    int64_t *copy = module_alloc(op->fn->module, sizeof(int64_t) * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) copy[i] = v[i];
+    a->ints = copy;
+    a->n_ints = n;
+}
+
+void op_set_string(Op *op, const char *name, const char *s) {
+    attr_slot(op, name, ATTR_STRING)->s = module_strdup(op->fn->module, s ? s : "");
+}
+
+int64_t op_int(const Op *op, const char *name) { return attr_slot(op, name, ATTR_INT)->i; }
+
+bool op_bool(const Op *op, const char *name) { return attr_slot(op, name, ATTR_BOOL)->i != 0; }
+
+double op_float(const Op *op, const char *name) { return attr_slot(op, name, ATTR_FLOAT)->f; }
+
+const int64_t *op_ints(const Op *op, const char *name, int *n) {
+    const AttrValue *a = attr_slot(op, name, ATTR_INTS);
+    if (n) *n = a->n_ints;
+    return a->ints;
+}
+
+const char *op_string(const Op *op, const char *name) {
+    return attr_slot(op, name, ATTR_STRING)->s;
+}
