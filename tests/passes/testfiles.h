@@ -1,0 +1,15 @@
+/* testfiles.h — small file helpers shared by the passes/ and CLI test suites. */
+#ifndef CAPC_TESTS_PASSES_TESTFILES_H
+#define CAPC_TESTS_PASSES_TESTFILES_H
+
+#include <stdbool.h>
+
+/* The whole file as a NUL-terminated malloc'd string (caller frees); NULL if unreadable. */
+char *read_text_file(const char *path);
+bool file_exists(const char *path);
+/* The source tree (CAPC_SOURCE_DIR, else "."): data paths are relative to it. */
+const char *source_dir(void);
+/* Removes dir and everything in it (test temp dirs); ignores errors. */
+void remove_tree(const char *dir);
+
+#endif
