@@ -1,1 +1,424 @@
-/* placeholder: being written */
+/* parse.c — reads the IR text form (docs/ir.md) back into a Module.
+ *
+ * A hand-written recursive-descent parser working directly on the characters: the grammar is
+ * small and line-shaped, and reading in place keeps every error's line:col exact.
+ *
+ *   file   := 'module' STRING config* param* func*
+ *   config := 'config' WORD '=' NUMBER
+ *   param  := ('param' | 'buffer') '@'NAME ':' type ['init' '=' STRING] ['frozen']
+ *   func   := 'func' '@'NAME '(' [arg {',' arg}] ')' '{' op* 'return' [out {',' out}] '}'
+ *   arg    := '%'NAME ':' type          op := '%'NAME '=' WORD '(' [operands] ')' [attrs] ':' type
+ *   attrs  := '{' WORD '=' VALUE {',' WORD '=' VALUE} '}'        out := WORD '=' '%'NAME
+ *   type   := '?' | DTYPE '[' [INT {',' INT}] ']'
+ *
+ * Attribute values are handed to attr_parse (attrs.c), the same code that reads the op
+ * table's defaults. The parser insists on what the printer guarantees: every attribute of the
+ * schema present, values defined before use, names unique.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+
+enum { MAX_WORD = 512 };
+
+typedef struct Parser {
+    const char *text, *p;
+    const char *filename;
+    Module *m;
+    Diag *d;
+    const char *file_in_module; /* filename copied into the module, for op locations */
+    Value **ins;                /* operand scratch array, reused; freed by ir_parse */
+    int cap_ins;
+    const char *pos_at;         /* loc_of resumes counting here (lines only move forward) */
+    int pos_line, pos_col;
+    jmp_buf fail; /* errors unwind to ir_parse, which frees the half-built module */
+} Parser;
+
+/* Line and column of a position. Counting resumes from the last position asked for, so
+ * locating every op of a large file stays linear. */
+static void loc_of(Parser *ps, const char *at, int *line, int *col) {
+    if (!ps->pos_at || at < ps->pos_at) {
+        ps->pos_at = ps->text;
+        ps->pos_line = 1;
+        ps->pos_col = 1;
+    }
+    for (const char *q = ps->pos_at; q < at && *q; q++) {
+        if (*q == '\n') {
+            ps->pos_line++;
+            ps->pos_col = 1;
+        } else {
+            ps->pos_col++;
+        }
+    }
+    ps->pos_at = at;
+    *line = ps->pos_line;
+    *col = ps->pos_col;
+}
+
+static void fail_at(Parser *ps, const char *at, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
+static void fail_at(Parser *ps, const char *at, const char *fmt, ...) {
+    int line, col;
+    loc_of(ps, at, &line, &col);
+    char msg[900];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(ps->d->msg, sizeof ps->d->msg, "%d:%d: %s", line, col, msg);
+    ps->d->loc = (SrcLoc){ps->filename, line, col};
+    longjmp(ps->fail, 1);
+}
+
+/* Skips blanks, newlines and '#' comments. */
+static void skip(Parser *ps) {
+    for (;;) {
+        char c = *ps->p;
+        if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            ps->p++;
+        } else if (c == '#') {
+            while (*ps->p && *ps->p != '\n') ps->p++;
+        } else {
+            return;
+        }
+    }
+}
+
+static bool word_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.';
+}
+
+/* Reads [A-Za-z0-9_.]+ into buf; what names it in errors. */
+static const char *read_word(Parser *ps, char *buf, const char *what) {
+    skip(ps);
+    const char *start = ps->p;
+    size_t n = 0;
+    while (word_char(*ps->p)) {
+        if (n + 1 >= MAX_WORD) fail_at(ps, start, "%s is too long", what);
+        buf[n++] = *ps->p++;
+    }
+    buf[n] = '\0';
+    if (n == 0) fail_at(ps, start, "expected %s", what);
+    return start;
+}
+
+static bool peek_char(Parser *ps, char c) {
+    skip(ps);
+    return *ps->p == c;
+}
+
+static bool accept_char(Parser *ps, char c) {
+    if (!peek_char(ps, c)) return false;
+    ps->p++;
+    return true;
+}
+
+static void expect_char(Parser *ps, char c, const char *context) {
+    if (accept_char(ps, c)) return;
+    if (*ps->p == '\0') fail_at(ps, ps->p, "expected '%c' %s, found end of file", c, context);
+    fail_at(ps, ps->p, "expected '%c' %s", c, context);
+}
+
+static bool peek_keyword(Parser *ps, const char *kw) {
+    skip(ps);
+    size_t n = strlen(kw);
+    return strncmp(ps->p, kw, n) == 0 && !word_char(ps->p[n]);
+}
+
+static bool accept_keyword(Parser *ps, const char *kw) {
+    if (!peek_keyword(ps, kw)) return false;
+    ps->p += strlen(kw);
+    return true;
+}
+
+/* A sigil-prefixed name: '%value' or '@global'. */
+static const char *read_name(Parser *ps, char sigil, char *buf, const char *what) {
+    skip(ps);
+    if (*ps->p != sigil) fail_at(ps, ps->p, "expected %s starting with '%c'", what, sigil);
+    const char *at = ps->p++;
+    if (!word_char(*ps->p)) fail_at(ps, ps->p, "expected a name after '%c'", sigil);
+    read_word(ps, buf, what);
+    return at;
+}
+
+/* The extent of one attribute-like value starting at ps->p: a quoted string, a bracketed list
+ * or a bare token; returned as a heap copy for attr_parse. */
+static char *read_value_text(Parser *ps, const char **start) {
+    skip(ps);
+    const char *s = ps->p, *q = s;
+    if (*q == '"') {
+        for (q++; *q && *q != '"' && *q != '\n'; q++)
+            if (*q == '\\' && q[1] && q[1] != '\n') q++;
+        if (*q != '"') fail_at(ps, s, "unterminated string");
+        q++;
+    } else if (*q == '[') {
+        while (*q && *q != ']' && *q != '\n') q++;
+        if (*q != ']') fail_at(ps, s, "unterminated int list");
+        q++;
+    } else {
+        while (*q && (word_char(*q) || *q == '-' || *q == '+')) q++;
+    }
+    if (q == s) fail_at(ps, s, "expected a value");
+    char *copy = malloc((size_t)(q - s) + 1);
+    if (!copy) fail_at(ps, s, "out of memory");
+    memcpy(copy, s, (size_t)(q - s));
+    copy[q - s] = '\0';
+    ps->p = q;
+    *start = s;
+    return copy;
+}
+
+static void parse_value_as(Parser *ps, AttrKind kind, AttrValue *v, const char *what) {
+    const char *at;
+    char *text = read_value_text(ps, &at);
+    char err[256];
+    int rc = attr_parse(ps->m, kind, text, v, err, sizeof err);
+    free(text);
+    if (rc != 0) fail_at(ps, at, "%s: %s", what, err);
+}
+
+static int64_t read_int(Parser *ps, const char *what) {
+    AttrValue v;
+    parse_value_as(ps, ATTR_INT, &v, what);
+    return v.i;
+}
+
+static void parse_type(Parser *ps, DType *dtype, Shape *shape) {
+    if (accept_char(ps, '?')) {
+        *dtype = DT_F32;
+        *shape = shape_unknown();
+        return;
+    }
+    char word[MAX_WORD];
+    const char *at = read_word(ps, word, "a type");
+    if (!dtype_from_name(word, dtype)) fail_at(ps, at, "unknown dtype '%s'", word);
+    expect_char(ps, '[', "after the dtype");
+    Shape s = shape_scalar();
+    if (!accept_char(ps, ']')) {
+        do {
+            skip(ps);
+            const char *dim_at = ps->p;
+            if (s.rank == IR_MAX_RANK)
+                fail_at(ps, dim_at, "shape has more than %d dimensions", IR_MAX_RANK);
+            int64_t dim = read_int(ps, "dimension");
+            if (dim < 0) fail_at(ps, dim_at, "negative dimension %lld", (long long)dim);
+            s.dims[s.rank++] = dim;
+        } while (accept_char(ps, ','));
+        expect_char(ps, ']', "to close the shape");
+    }
+    *shape = s;
+}
+
+static void parse_config(Parser *ps) {
+    char name[MAX_WORD];
+    const char *at = read_word(ps, name, "a config name");
+    if (module_find_config(ps->m, name)) fail_at(ps, at, "config '%s' set twice", name);
+    expect_char(ps, '=', "after the config name");
+    const char *vat;
+    char *text = read_value_text(ps, &vat);
+    AttrValue v;
+    char err[256];
+    bool is_int = attr_parse(ps->m, ATTR_INT, text, &v, err, sizeof err) == 0;
+    if (!is_int && attr_parse(ps->m, ATTR_FLOAT, text, &v, err, sizeof err) != 0) {
+        free(text);
+        fail_at(ps, vat, "config value: %s", err);
+    }
+    free(text);
+    module_set_config(ps->m, name, is_int ? (double)v.i : v.f, is_int);
+}
+
+static void parse_param(Parser *ps, ParamKind kind) {
+    char name[MAX_WORD];
+    const char *at = read_name(ps, '@', name, "a parameter name");
+    if (module_find_param(ps->m, name)) fail_at(ps, at, "parameter @%s declared twice", name);
+    expect_char(ps, ':', "before the parameter's type");
+    DType dtype;
+    Shape shape;
+    const char *type_at = ps->p;
+    parse_type(ps, &dtype, &shape);
+    if (!shape_known(&shape)) fail_at(ps, type_at, "parameter @%s needs a known shape", name);
+    AttrValue init = {.kind = ATTR_STRING, .s = ""};
+    if (accept_keyword(ps, "init")) {
+        expect_char(ps, '=', "after init");
+        parse_value_as(ps, ATTR_STRING, &init, "init");
+    }
+    bool frozen = false;
+    if (peek_keyword(ps, "frozen")) {
+        if (kind == PARAM_BUFFER) fail_at(ps, ps->p, "buffers are never trainable: drop 'frozen'");
+        ps->p += strlen("frozen");
+        frozen = true;
+    }
+    SrcLoc loc = SRCLOC_NONE;
+    module_add_param(ps->m, name, dtype, shape, kind, !frozen, init.s, loc);
+}
+
+/* '%name' that must already be defined in f. */
+static Value *read_use(Parser *ps, Function *f) {
+    char name[MAX_WORD];
+    const char *at = read_name(ps, '%', name, "an operand");
+    Value *v = func_find_value(f, name);
+    if (!v) fail_at(ps, at, "use of undefined value %%%s", name);
+    return v;
+}
+
+/* '%name' about to be defined in f: must be new, and keeps exactly that spelling. */
+static const char *read_def(Parser *ps, Function *f, char *name) {
+    const char *at = read_name(ps, '%', name, "a value name");
+    if (func_find_value(f, name)) fail_at(ps, at, "value %%%s defined twice", name);
+    return at;
+}
+
+static void parse_attrs(Parser *ps, Op *op) {
+    const OpInfo *info = op_info(op->kind);
+    bool seen[64] = {false};
+    IR_ASSERT(info->n_attrs <= 64);
+    const char *open = ps->p;
+    if (accept_char(ps, '{')) {
+        open = ps->p - 1;
+        do {
+            char name[MAX_WORD];
+            const char *at = read_word(ps, name, "an attribute name");
+            int i = op_attr_index(op->kind, name);
+            if (i < 0) fail_at(ps, at, "op %s has no attribute '%s'", info->name, name);
+            if (seen[i]) fail_at(ps, at, "attribute '%s' given twice", name);
+            seen[i] = true;
+            expect_char(ps, '=', "after the attribute name");
+            char what[MAX_WORD + 32];
+            snprintf(what, sizeof what, "attribute '%s' (%s)", name,
+                     attr_kind_name(info->attrs[i].kind));
+            parse_value_as(ps, info->attrs[i].kind, &op->attrs[i], what);
+        } while (accept_char(ps, ','));
+        expect_char(ps, '}', "to close the attributes");
+    }
+    for (int i = 0; i < info->n_attrs; i++)
+        if (!seen[i])
+            fail_at(ps, open, "op %s is missing attribute '%s'", info->name, info->attrs[i].name);
+}
+
+static void parse_op(Parser *ps, Function *f) {
+    char name[MAX_WORD], op_name[MAX_WORD];
+    const char *at = read_def(ps, f, name);
+    expect_char(ps, '=', "after the value name");
+    const char *op_at = read_word(ps, op_name, "an op name");
+    int kind = op_kind_from_name(op_name);
+    if (kind < 0) fail_at(ps, op_at, "unknown op '%s'", op_name);
+    expect_char(ps, '(', "before the operands");
+    int n = 0;
+    if (!accept_char(ps, ')')) {
+        do {
+            Value *v = read_use(ps, f);
+            if (n == ps->cap_ins) {
+                int cap = ps->cap_ins ? ps->cap_ins * 2 : 8;
+                Value **grown = realloc(ps->ins, sizeof *grown * (size_t)cap);
+                if (!grown) fail_at(ps, ps->p, "out of memory");
+                ps->ins = grown;
+                ps->cap_ins = cap;
+            }
+            ps->ins[n++] = v;
+        } while (accept_char(ps, ','));
+        if (!accept_char(ps, ')')) fail_at(ps, ps->p, "expected ',' or ')' in the operand list");
+    }
+    int line, col;
+    loc_of(ps, at, &line, &col);
+    Op *op = func_add_op(f, kind, ps->ins, n, name, (SrcLoc){ps->file_in_module, line, col});
+    parse_attrs(ps, op);
+    expect_char(ps, ':', "before the result type");
+    parse_type(ps, &op->result->dtype, &op->result->shape);
+}
+
+static void parse_return(Parser *ps, Function *f) {
+    if (peek_char(ps, '}')) return;
+    do {
+        char out_name[MAX_WORD];
+        const char *at = read_word(ps, out_name, "an output name");
+        for (int i = 0; i < f->n_outputs; i++)
+            if (strcmp(f->output_names[i], out_name) == 0)
+                fail_at(ps, at, "output '%s' returned twice", out_name);
+        expect_char(ps, '=', "after the output name");
+        func_add_output(f, out_name, read_use(ps, f));
+    } while (accept_char(ps, ','));
+}
+
+static void parse_function(Parser *ps) {
+    char name[MAX_WORD];
+    const char *at = read_name(ps, '@', name, "a function name");
+    Function *f = module_add_function(ps->m, name);
+    if (!f) fail_at(ps, at, "function @%s defined twice", name);
+    expect_char(ps, '(', "before the function's inputs");
+    if (!accept_char(ps, ')')) {
+        do {
+            char vname[MAX_WORD];
+            read_def(ps, f, vname);
+            expect_char(ps, ':', "before the input's type");
+            DType dtype;
+            Shape shape;
+            parse_type(ps, &dtype, &shape);
+            func_add_input(f, vname, dtype, shape);
+        } while (accept_char(ps, ','));
+        expect_char(ps, ')', "after the function's inputs");
+    }
+    expect_char(ps, '{', "to open the function body");
+    for (;;) {
+        skip(ps);
+        if (accept_keyword(ps, "return")) break;
+        if (*ps->p == '}' || *ps->p == '\0')
+            fail_at(ps, ps->p, "function @%s has no 'return'", name);
+        parse_op(ps, f);
+    }
+    parse_return(ps, f);
+    expect_char(ps, '}', "to close the function");
+}
+
+static void parse_file(Parser *ps) {
+    if (!accept_keyword(ps, "module")) fail_at(ps, ps->p, "expected 'module \"NAME\"' first");
+    AttrValue name;
+    parse_value_as(ps, ATTR_STRING, &name, "module name");
+    ps->m->name = name.s;
+    for (;;) {
+        skip(ps);
+        if (*ps->p == '\0') return;
+        if (accept_keyword(ps, "config")) {
+            parse_config(ps);
+        } else if (accept_keyword(ps, "param")) {
+            parse_param(ps, PARAM_WEIGHT);
+        } else if (accept_keyword(ps, "buffer")) {
+            parse_param(ps, PARAM_BUFFER);
+        } else if (accept_keyword(ps, "func")) {
+            parse_function(ps);
+        } else {
+            fail_at(ps, ps->p, "expected 'config', 'param', 'buffer' or 'func'");
+        }
+    }
+}
+
+/* setjmp lives in its own frame: the parser state it guards is reached through a pointer
+ * that never changes, so nothing is left indeterminate after a longjmp. */
+static int parse_guarded(Parser *ps) {
+    if (setjmp(ps->fail) != 0) return -1;
+    parse_file(ps);
+    return 0;
+}
+
+Module *ir_parse(const char *text, const char *filename, Diag *d) {
+    Diag scratch;
+    Parser ps = {.text = text, .p = text, .filename = filename, .d = d ? d : &scratch};
+    ps.d->msg[0] = '\0';
+    ps.d->loc = SRCLOC_NONE;
+    ps.m = module_new("");
+    if (!ps.m) {
+        snprintf(ps.d->msg, sizeof ps.d->msg, "1:1: out of memory");
+        return NULL;
+    }
+    ps.file_in_module = filename ? module_strdup(ps.m, filename) : NULL;
+    int rc = parse_guarded(&ps);
+    free(ps.ins);
+    if (rc != 0) {
+        module_free(ps.m);
+        return NULL;
+    }
+    return ps.m;
+}

@@ -1,1 +1,114 @@
-/* placeholder: being written */
+/* print.c — the IR text form (docs/ir.md): header, module line, config, params and buffers,
+ * functions. Everything is printed in a fixed order with every attribute spelled out, so two
+ * dumps diff line by line and parse.c reads the text back to the same module.
+ */
+#include <stdlib.h>
+
+#include "ops.h"
+
+/* Attribute text of any size: short values use the stack, long lists and strings the heap. */
+static void print_attr(FILE *out, const AttrValue *v) {
+    char small[256];
+    int n = attr_format(v, small, sizeof small);
+    if (n < (int)sizeof small) {
+        fputs(small, out);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) ir_bug("out of memory printing an attribute");
+    attr_format(v, big, (size_t)n + 1);
+    fputs(big, out);
+    free(big);
+}
+
+static void print_string(FILE *out, const char *s) {
+    AttrValue v = {.kind = ATTR_STRING, .s = s};
+    print_attr(out, &v);
+}
+
+static void print_type(FILE *out, DType dtype, const Shape *s) {
+    char buf[32 + IR_MAX_RANK * 24];
+    fputs(type_format(dtype, s, buf, sizeof buf), out);
+}
+
+static void print_config(FILE *out, const ConfigVar *c) {
+    fprintf(out, "config %s = ", c->name);
+    if (c->is_int) {
+        fprintf(out, "%lld\n", (long long)c->value);
+        return;
+    }
+    AttrValue v = {.kind = ATTR_FLOAT, .f = c->value};
+    print_attr(out, &v);
+    fputc('\n', out);
+}
+
+static void print_param(FILE *out, const Param *p) {
+    fprintf(out, "%s @%s : ", p->kind == PARAM_BUFFER ? "buffer" : "param", p->name);
+    print_type(out, p->dtype, &p->shape);
+    fputs(" init=", out);
+    print_string(out, p->init ? p->init : "");
+    if (p->kind == PARAM_WEIGHT && !p->trainable) fputs(" frozen", out);
+    fputc('\n', out);
+}
+
+static void print_op(FILE *out, const Op *op) {
+    const OpInfo *info = op_info(op->kind);
+    fprintf(out, "  %%%s = %s(", op->result->name, info->name);
+    for (int i = 0; i < op->n_inputs; i++)
+        fprintf(out, "%s%%%s", i ? ", " : "", op->inputs[i] ? op->inputs[i]->name : "<null>");
+    fputc(')', out);
+    if (info->n_attrs > 0) {
+        fputs(" {", out);
+        for (int i = 0; i < info->n_attrs; i++) {
+            fprintf(out, "%s%s=", i ? ", " : "", info->attrs[i].name);
+            print_attr(out, &op->attrs[i]);
+        }
+        fputc('}', out);
+    }
+    fputs(" : ", out);
+    print_type(out, op->result->dtype, &op->result->shape);
+    fputc('\n', out);
+}
+
+static void print_function(FILE *out, const Function *f) {
+    fprintf(out, "func @%s(", f->name);
+    for (int i = 0; i < f->n_inputs; i++) {
+        const Value *v = f->inputs[i];
+        fprintf(out, "%s%%%s : ", i ? ", " : "", v->name);
+        print_type(out, v->dtype, &v->shape);
+    }
+    fputs(") {\n", out);
+    for (int i = 0; i < f->n_ops; i++) print_op(out, f->ops[i]);
+    fputs("  return", out);
+    for (int i = 0; i < f->n_outputs; i++)
+        fprintf(out, "%s%s=%%%s", i ? ", " : " ", f->output_names[i],
+                f->outputs[i] ? f->outputs[i]->name : "<null>");
+    fputs("\n}\n", out);
+}
+
+void ir_print_module(FILE *out, const Module *m) {
+    fputs("# capc IR\nmodule ", out);
+    print_string(out, m->name);
+    fputc('\n', out);
+    if (m->n_config > 0) fputc('\n', out);
+    for (int i = 0; i < m->n_config; i++) print_config(out, &m->config[i]);
+    if (m->n_params > 0) fputc('\n', out);
+    for (int i = 0; i < m->n_params; i++) print_param(out, m->params[i]);
+    for (int i = 0; i < m->n_funcs; i++) {
+        fputc('\n', out);
+        print_function(out, m->funcs[i]);
+    }
+}
+
+char *ir_module_to_string(const Module *m) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *out = open_memstream(&text, &len);
+    if (!out) return NULL;
+    ir_print_module(out, m);
+    if (fclose(out) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
