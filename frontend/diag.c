@@ -1,1 +1,81 @@
-/* placeholder: being written */
+/* diag.c — filling and printing user-facing errors (diag.h).
+ *
+ * The printer reopens the file named in the location to show the offending line with a
+ * caret under the column, as compilers do; if the file cannot be read (a model given as text
+ * in a test), the first line alone still says everything.
+ */
+#include "diag.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+void diag_vset(Diag *d, SrcLoc loc, const char *fmt, va_list ap) {
+    vsnprintf(d->msg, sizeof d->msg, fmt, ap);
+    d->loc = loc;
+}
+
+void diag_set(Diag *d, SrcLoc loc, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    diag_vset(d, loc, fmt, ap);
+    va_end(ap);
+}
+
+/* Reads line `line` (1-based) of path into a malloc'd string without its newline. */
+static char *read_line(const char *path, int line) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 256, len = 0;
+    char *buf = malloc(cap);
+    int cur = 1, c;
+    while (buf && (c = fgetc(f)) != EOF) {
+        if (c == '\n') {
+            if (cur == line) break;
+            cur++;
+            continue;
+        }
+        if (cur != line) continue;
+        if (len + 2 > cap) {
+            char *p = realloc(buf, cap *= 2);
+            if (!p) {
+                free(buf);
+                buf = NULL;
+                break;
+            }
+            buf = p;
+        }
+        buf[len++] = (char)c;
+    }
+    fclose(f);
+    if (!buf) return NULL;
+    if (cur != line) {
+        free(buf);
+        return NULL;
+    }
+    if (len && buf[len - 1] == '\r') len--;
+    buf[len] = '\0';
+    return buf;
+}
+
+static void print_caret(FILE *out, const SrcLoc *loc) {
+    char *text = read_line(loc->file, loc->line);
+    if (!text) return;
+    fprintf(out, "  %s\n  ", text);
+    /* Keep tabs so the caret lines up with what the terminal showed above. */
+    size_t len = strlen(text);
+    for (int i = 0; i < loc->col - 1; i++) fputc((size_t)i < len && text[i] == '\t' ? '\t' : ' ', out);
+    fputs("^\n", out);
+    free(text);
+}
+
+void diag_print(FILE *out, const Diag *d) {
+    const SrcLoc *loc = &d->loc;
+    if (!loc->file) {
+        fprintf(out, "capc: error: %s\n", d->msg);
+    } else if (loc->line <= 0) {
+        fprintf(out, "%s: error: %s\n", loc->file, d->msg);
+    } else {
+        fprintf(out, "%s:%d:%d: error: %s\n", loc->file, loc->line, loc->col, d->msg);
+        print_caret(out, loc);
+    }
+}

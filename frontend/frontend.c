@@ -1,1 +1,224 @@
-/* placeholder: being written */
+/* frontend.c — the frontend's entry points (frontend.h) and the model's top level: it parses
+ * the JSON with positions, evaluates config, checks the block table, declares the inputs of
+ * the `forward` function, runs the body and binds the outputs. Statements are in
+ * statements.c, config and expressions in config.c, attributes in op_attrs.c.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fe_internal.h"
+
+/* ---- errors and locations ------------------------------------------------------------- */
+
+int fe_error(Frontend *fe, SrcLoc loc, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    diag_vset(fe->d, loc, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int fe_error_at(Frontend *fe, const cJSON *node, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    diag_vset(fe->d, json_loc(&fe->doc, node), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+int fe_error_key(Frontend *fe, const cJSON *node, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    diag_vset(fe->d, json_key_loc(&fe->doc, node), fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+SrcLoc fe_ir_loc(const Frontend *fe, const cJSON *node) {
+    SrcLoc loc = json_loc(&fe->doc, node);
+    loc.file = fe->ir_file;
+    return loc;
+}
+
+int fe_check_keys(Frontend *fe, const cJSON *obj, const char *const *allowed, const char *what) {
+    for (const cJSON *m = obj->child; m; m = m->next) {
+        bool ok = false;
+        for (int i = 0; allowed[i] && !ok; i++) ok = strcmp(allowed[i], m->string) == 0;
+        if (!ok) return fe_error_key(fe, m, "unknown key '%s' in %s", m->string, what);
+    }
+    return 0;
+}
+
+const cJSON *fe_member(Frontend *fe, const cJSON *obj, const char *key, bool required,
+                       const char *what, int *rc) {
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(obj, key);
+    if (!m && required && *rc == 0) *rc = fe_error_at(fe, obj, "missing key '%s' in %s", key, what);
+    return m;
+}
+
+/* ---- top level ------------------------------------------------------------------------ */
+
+static int load_inputs(const Ctx *c, const cJSON *inputs) {
+    static const char *const keys[] = {"dtype", "shape", NULL};
+    Frontend *fe = c->fe;
+    if (!cJSON_IsObject(inputs))
+        return fe_error_at(fe, inputs, "'inputs' must be an object, got %s", json_type_name(inputs));
+    for (const cJSON *in = inputs->child; in; in = in->next) {
+        if (!fe_valid_name(in->string))
+            return fe_error_key(fe, in, "bad input name '%s': names may use letters, digits, '_' and '.'",
+                                in->string);
+        if (!cJSON_IsObject(in))
+            return fe_error_at(fe, in, "input '%s' must be an object with dtype and shape, got %s",
+                               in->string, json_type_name(in));
+        int rc = 0;
+        if (fe_check_keys(fe, in, keys, "an input")) return -1;
+        const cJSON *dt = fe_member(fe, in, "dtype", false, "", &rc);
+        const cJSON *shape_node = fe_member(fe, in, "shape", true, "an input", &rc);
+        DType dtype = DT_F32;
+        if (dt && (!cJSON_IsString(dt) || !dtype_from_name(dt->valuestring, &dtype) ||
+                   (dtype != DT_F32 && dtype != DT_I32)))
+            return fe_error_at(fe, dt, "'dtype' must be \"f32\" or \"i32\"");
+        Shape shape;
+        char what[160];
+        snprintf(what, sizeof what, "shape of input '%s'", in->string);
+        if (rc || fe_shape(c, shape_node, what, false, &shape)) return -1;
+        Value *v = func_add_input(fe->fn, in->string, dtype, shape);
+        if (fe_env_bind(c->env, in->string, v)) return fe_error(fe, SRCLOC_NONE, "out of memory");
+    }
+    return 0;
+}
+
+static int load_outputs(const Ctx *c, const cJSON *outputs) {
+    Frontend *fe = c->fe;
+    if (!cJSON_IsObject(outputs))
+        return fe_error_at(fe, outputs, "'outputs' must be an object, got %s", json_type_name(outputs));
+    for (const cJSON *o = outputs->child; o; o = o->next) {
+        if (!fe_valid_name(o->string))
+            return fe_error_key(fe, o, "bad output name '%s'", o->string);
+        if (!cJSON_IsString(o))
+            return fe_error_at(fe, o, "output '%s' must name a value, got %s", o->string, json_type_name(o));
+        Value *v = fe_env_find(c->env, o->valuestring);
+        if (!v) return fe_error_at(fe, o, "undefined value '%s'", o->valuestring);
+        func_add_output(fe->fn, o->string, v);
+    }
+    return 0;
+}
+
+static int load_frozen(Frontend *fe, const cJSON *frozen) {
+    if (!frozen) return 0;
+    if (!cJSON_IsArray(frozen))
+        return fe_error_at(fe, frozen, "'frozen' must be a list of parameter name prefixes, got %s",
+                           json_type_name(frozen));
+    for (const cJSON *p = frozen->child; p; p = p->next)
+        if (!cJSON_IsString(p) || !p->valuestring[0])
+            return fe_error_at(fe, p, "'frozen' entries must be parameter name prefixes (strings)");
+    fe->frozen = frozen;
+    return 0;
+}
+
+static int load_blocks(Frontend *fe, const cJSON *blocks) {
+    if (!blocks) return 0;
+    if (!cJSON_IsObject(blocks))
+        return fe_error_at(fe, blocks, "'blocks' must be an object, got %s", json_type_name(blocks));
+    for (const cJSON *b = blocks->child; b; b = b->next)
+        if (fe_check_block_def(fe, b)) return -1;
+    fe->blocks = blocks;
+    return 0;
+}
+
+static int load_model(Frontend *fe, const ConfigOverride *ov, int n_ov) {
+    static const char *const keys[] = {"model", "config", "inputs", "frozen",
+                                       "blocks", "body", "outputs", NULL};
+    const cJSON *root = fe->doc.root;
+    if (!cJSON_IsObject(root))
+        return fe_error_at(fe, root, "a model file must hold a JSON object, got %s", json_type_name(root));
+    if (fe_check_keys(fe, root, keys, "the model")) return -1;
+    int rc = 0;
+    const cJSON *name = fe_member(fe, root, "model", true, "the model", &rc);
+    const cJSON *inputs = fe_member(fe, root, "inputs", true, "the model", &rc);
+    const cJSON *body = fe_member(fe, root, "body", true, "the model", &rc);
+    const cJSON *outputs = fe_member(fe, root, "outputs", true, "the model", &rc);
+    if (rc) return -1;
+    if (!cJSON_IsString(name) || !fe_valid_name(name->valuestring))
+        return fe_error_at(fe, name, "'model' must be a name of letters, digits, '_' and '.'");
+    fe->m = module_new(name->valuestring);
+    fe->ir_file = module_strdup(fe->m, fe->doc.file);
+    fe->fn = module_add_function(fe->m, "forward");
+    if (fe_load_config(fe, cJSON_GetObjectItemCaseSensitive(root, "config"), ov, n_ov) ||
+        load_frozen(fe, cJSON_GetObjectItemCaseSensitive(root, "frozen")) ||
+        load_blocks(fe, cJSON_GetObjectItemCaseSensitive(root, "blocks")))
+        return -1;
+    Env env = {0};
+    Ctx c = {fe, &env, "", NULL, NULL};
+    rc = load_inputs(&c, inputs);
+    if (!rc) rc = fe_run_body(&c, body, "'body'");
+    if (!rc) rc = load_outputs(&c, outputs);
+    fe_env_free(&env);
+    return rc;
+}
+
+/* ---- entry points --------------------------------------------------------------------- */
+
+int frontend_parse_define(const char *arg, ConfigOverride *o, Diag *d) {
+    const char *eq = arg ? strchr(arg, '=') : NULL;
+    if (!eq || eq == arg || !eq[1]) {
+        diag_set(d, SRCLOC_NONE, "bad -D '%s': expected NAME=VALUE", arg ? arg : "");
+        return -1;
+    }
+    for (const char *p = arg; p < eq; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') || *p == '_')) {
+            diag_set(d, SRCLOC_NONE, "bad -D '%s': expected NAME=VALUE", arg);
+            return -1;
+        }
+    o->name = arg;
+    o->value = eq + 1;
+    return 0;
+}
+
+Module *frontend_load_text(const char *text, size_t len, const char *filename,
+                           const ConfigOverride *overrides, int n_overrides, Diag *d) {
+    Frontend fe = {.d = d};
+    memset(d, 0, sizeof *d);
+    if (!filename) filename = "<model>";
+    if (json_doc_parse(&fe.doc, text, len, filename, d)) return NULL;
+    int rc = load_model(&fe, overrides, n_overrides);
+    json_doc_free(&fe.doc);
+    free(fe.config);
+    free(fe.cfg_stack);
+    if (rc) {
+        module_free(fe.m);
+        return NULL;
+    }
+    return fe.m;
+}
+
+Module *frontend_load_file(const char *path, const ConfigOverride *overrides, int n_overrides,
+                           Diag *d) {
+    memset(d, 0, sizeof *d);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        diag_set(d, SRCLOC_NONE, "cannot open model file '%s': %s", path, strerror(errno));
+        return NULL;
+    }
+    size_t cap = 1 << 16, len = 0, got;
+    char *text = malloc(cap);
+    while (text && (got = fread(text + len, 1, cap - len, f)) > 0) {
+        len += got;
+        if (len == cap) {
+            char *p = realloc(text, cap *= 2);
+            if (!p) free(text);
+            text = p;
+        }
+    }
+    bool failed = ferror(f);
+    fclose(f);
+    if (!text || failed) {
+        free(text);
+        diag_set(d, SRCLOC_NONE, "cannot read model file '%s'", path);
+        return NULL;
+    }
+    Module *m = frontend_load_text(text, len, path, overrides, n_overrides, d);
+    free(text);
+    return m;
+}

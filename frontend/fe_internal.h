@@ -1,0 +1,127 @@
+/* fe_internal.h — what the frontend's files share (not part of the public frontend.h).
+ *
+ *   frontend.c    entry points and the top level: inputs, outputs, frozen, block table
+ *   config.c      config variables (dependency order, cycles, -D), expression evaluation of
+ *                 JSON nodes, name interpolation, shapes
+ *   statements.c  statements: op, param, use, block call, scope, repeat, if
+ *   op_attrs.c    op attributes from JSON against the op table's schema
+ *
+ * Every function that can fail returns 0 or -1; on -1 the Diag in the Frontend is filled and
+ * the caller just propagates the failure.
+ */
+#ifndef CAPC_FE_INTERNAL_H
+#define CAPC_FE_INTERNAL_H
+
+#include "diag.h"
+#include "expr.h"
+#include "frontend.h"
+#include "json_loc.h"
+#include "ops.h"
+
+/* Upper bounds that turn an absurd model into an error instead of hours of work. */
+#define FE_MAX_REPEAT 100000
+#define FE_MAX_OPS 2000000
+
+typedef enum { CFG_PENDING, CFG_EVALUATING, CFG_DONE } ConfigState;
+
+typedef struct ConfigEntry {
+    const cJSON *node; /* the member in "config" (key = name) */
+    ConfigState state;
+    bool overridden; /* set by -D: node's expression is not evaluated */
+    ExprValue value;
+} ConfigEntry;
+
+/* A block call in progress, for recursion detection (a linked list up the C stack). */
+typedef struct CallFrame {
+    const char *block;
+    const struct CallFrame *caller;
+} CallFrame;
+
+typedef struct Frontend {
+    JsonDoc doc;
+    Module *m;
+    Function *fn;
+    Diag *d;
+    const char *ir_file; /* file name owned by the module, for op/param SrcLocs */
+    ConfigEntry *config;
+    int n_config;
+    int *cfg_stack; /* config entries being evaluated, outermost first */
+    int cfg_depth;
+    const cJSON *blocks; /* "blocks" object or NULL */
+    const cJSON *frozen; /* "frozen" list or NULL */
+    int64_t next_stream; /* dropout sites numbered in the order they are emitted */
+    int64_t n_ops;
+} Frontend;
+
+/* Variables visible to expressions besides config: block arguments and repeat variables. A
+ * chain of frames on the C stack; a block body starts a fresh chain (it sees only its own
+ * arguments, then config). */
+typedef struct VarFrame {
+    const char *name;
+    ExprValue value;
+    const struct VarFrame *parent;
+} VarFrame;
+
+/* Value names in scope: `out` bindings. A block body gets its own Env; scope/repeat/if bodies
+ * share their surrounding one. */
+typedef struct Binding {
+    char *name;
+    Value *value;
+} Binding;
+
+typedef struct Env {
+    Binding *items;
+    int n, cap;
+} Env;
+
+/* Where a statement runs. */
+typedef struct Ctx {
+    Frontend *fe;
+    Env *env;
+    const char *prefix; /* scope prefix for names, "" at the top */
+    const VarFrame *vars;
+    const CallFrame *calls;
+} Ctx;
+
+/* ---- errors and locations (frontend.c) ---- */
+int fe_error(Frontend *fe, SrcLoc loc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int fe_error_at(Frontend *fe, const cJSON *node, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+int fe_error_key(Frontend *fe, const cJSON *node, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Location of node for the IR (file name owned by the module). */
+SrcLoc fe_ir_loc(const Frontend *fe, const cJSON *node);
+/* Fails on the first key of obj not in allowed (NULL-terminated): "unknown key 'k' in WHAT". */
+int fe_check_keys(Frontend *fe, const cJSON *obj, const char *const *allowed, const char *what);
+/* The member named key, or NULL; required: error at obj when missing. */
+const cJSON *fe_member(Frontend *fe, const cJSON *obj, const char *key, bool required,
+                       const char *what, int *rc);
+
+/* ---- config and expressions (config.c) ---- */
+int fe_load_config(Frontend *fe, const cJSON *config, const ConfigOverride *ov, int n_ov);
+/* Evaluates a JSON number, bool (0/1) or string expression. */
+int fe_eval(const Ctx *c, const cJSON *node, const char *what, ExprValue *out);
+/* Same, requiring an integer. */
+int fe_eval_int(const Ctx *c, const cJSON *node, const char *what, int64_t *out);
+/* A JSON string naming something, with `{expr}` replaced; returns malloc'd text or NULL. */
+char *fe_name(const Ctx *c, const cJSON *node, const char *what);
+/* A list of dims: every dim an integer > 0 (or -1 once when allow_infer), at most
+ * IR_MAX_RANK of them, element count at most IR_MAX_NUMEL. */
+int fe_shape(const Ctx *c, const cJSON *node, const char *what, bool allow_infer, Shape *out);
+/* True for value/param/scope names the IR can print: [A-Za-z0-9_.]+ */
+bool fe_valid_name(const char *s);
+
+/* ---- statements (statements.c) ---- */
+int fe_run_body(const Ctx *c, const cJSON *body, const char *what);
+Value *fe_env_find(const Env *env, const char *name);
+int fe_env_bind(Env *env, const char *name, Value *v);
+void fe_env_free(Env *env);
+/* Validates the shape of a block definition (keys and their types), not its body. */
+int fe_check_block_def(Frontend *fe, const cJSON *def);
+
+/* ---- attributes (op_attrs.c) ---- */
+/* Sets op's attributes from the "attrs" object (may be NULL); op_node locates "missing"
+ * errors. */
+int fe_set_attrs(const Ctx *c, Op *op, const cJSON *attrs, const cJSON *op_node);
+
+#endif
