@@ -143,11 +143,16 @@ static void grow(void **items, int n, int *cap, size_t elem) {
 
 /* ---- the value-name index ------------------------------------------------------------- */
 
+/* Two kinds of entries share the table: names ("x.1" -> its value) and suffix hints
+ * ("\1x" -> value NULL, hint = a lower bound of the smallest free N in "x.<N>"), so that
+ * adding many values that ask for the same name stays linear instead of probing x.1, x.2, ...
+ * from the start every time. */
 typedef struct NameEntry {
     const Function *fn; /* NULL: empty slot */
     const char *name;   /* the key as inserted (arena string, never changes) */
     uint64_t hash;
-    Value *value;
+    Value *value;       /* NULL for a suffix hint */
+    long hint;
 } NameEntry;
 
 typedef struct NameIndex {
@@ -173,7 +178,7 @@ static void name_index_free(NameIndex *ix) {
 /* True if the entry still describes a live value of fn with exactly that name. */
 static bool entry_live(const NameEntry *e, const Function *fn, const char *name) {
     const Value *v = e->value;
-    return v->fn == fn && v->id >= 0 && v->id < fn->n_values && fn->values[v->id] == v &&
+    return v && v->fn == fn && v->id >= 0 && v->id < fn->n_values && fn->values[v->id] == v &&
            strcmp(v->name, name) == 0;
 }
 
@@ -202,7 +207,7 @@ static void name_index_rehash(NameIndex *ix) {
     ix->used = 0;
     for (size_t i = 0; i < old_cap; i++) {
         /* Dropping stale entries here keeps the table from filling with renamed names. */
-        if (old[i].fn && entry_live(&old[i], old[i].fn, old[i].name))
+        if (old[i].fn && (!old[i].value || entry_live(&old[i], old[i].fn, old[i].name)))
             name_index_put_slot(ix, old[i]);
     }
     free(old);
@@ -219,21 +224,59 @@ static NameIndex *module_names(Module *m) {
 static void name_index_put(Module *m, Value *v) {
     NameIndex *ix = module_names(m);
     if ((ix->used + 1) * 4 > ix->cap * 3) name_index_rehash(ix);
-    NameEntry e = {v->fn, v->name, name_hash(v->fn, v->name), v};
+    NameEntry e = {v->fn, v->name, name_hash(v->fn, v->name), v, 0};
     name_index_put_slot(ix, e);
 }
 
-Value *func_find_value(const Function *f, const char *name) {
-    const NameIndex *ix = f->module->arena->names;
+static NameEntry *name_index_find(const NameIndex *ix, const Function *f, const char *key) {
     if (!ix || !ix->cap) return NULL;
-    uint64_t h = name_hash(f, name);
+    uint64_t h = name_hash(f, key);
     size_t mask = ix->cap - 1;
     for (size_t i = h & mask; ix->slots[i].fn; i = (i + 1) & mask) {
-        const NameEntry *e = &ix->slots[i];
-        if (e->fn == f && e->hash == h && strcmp(e->name, name) == 0)
-            return entry_live(e, f, name) ? e->value : NULL;
+        NameEntry *e = &ix->slots[i];
+        if (e->fn == f && e->hash == h && strcmp(e->name, key) == 0) return e;
     }
     return NULL;
+}
+
+/* The suffix hint of base in f: 1 when none is recorded. */
+static long suffix_hint(Function *f, const char *base) {
+    char key[600];
+    snprintf(key, sizeof key, "\1%s", base);
+    const NameEntry *e = name_index_find(f->module->arena->names, f, key);
+    return e ? e->hint : 1;
+}
+
+static void set_suffix_hint(Function *f, const char *base, long hint) {
+    char key[600];
+    snprintf(key, sizeof key, "\1%s", base);
+    NameIndex *ix = module_names(f->module);
+    NameEntry *e = name_index_find(ix, f, key);
+    if (e) {
+        e->hint = hint;
+        return;
+    }
+    if ((ix->used + 1) * 4 > ix->cap * 3) name_index_rehash(ix);
+    NameEntry fresh = {f, module_strdup(f->module, key), name_hash(f, key), NULL, hint};
+    name_index_put_slot(ix, fresh);
+}
+
+/* A name "base.<N>" given up by a rename makes N free again: lower base's hint to it. */
+static void release_suffix(Function *f, const char *name) {
+    const char *dot = strrchr(name, '.');
+    if (!dot || !dot[1] || strlen(name) >= 512) return;
+    for (const char *q = dot + 1; *q; q++)
+        if (*q < '0' || *q > '9') return;
+    long n = strtol(dot + 1, NULL, 10);
+    char base[512];
+    memcpy(base, name, (size_t)(dot - name));
+    base[dot - name] = '\0';
+    if (n >= 1 && n < suffix_hint(f, base)) set_suffix_hint(f, base, n);
+}
+
+Value *func_find_value(const Function *f, const char *name) {
+    const NameEntry *e = name_index_find(f->module->arena->names, f, name);
+    return e && entry_live(e, f, name) ? e->value : NULL;
 }
 
 /* ---- value naming --------------------------------------------------------------------- */
@@ -256,10 +299,15 @@ static const char *unique_name(Function *f, const Value *v, const char *want) {
         buf[len] = '\0';
         const Value *holder = func_find_value(f, buf);
         if (!holder || holder == v) return module_strdup(m, buf);
-        for (long n = 1;; n++) {
+        char base[512];
+        memcpy(base, buf, len + 1);
+        for (long n = suffix_hint(f, base);; n++) {
             snprintf(buf + len, sizeof buf - len, ".%ld", n);
             holder = func_find_value(f, buf);
-            if (!holder || holder == v) return module_strdup(m, buf);
+            if (!holder || holder == v) {
+                set_suffix_hint(f, base, n + 1);
+                return module_strdup(m, buf);
+            }
         }
     }
     for (long n = v->id;; n++) {
@@ -270,7 +318,9 @@ static const char *unique_name(Function *f, const Value *v, const char *want) {
 }
 
 void value_rename(Value *v, const char *name) {
+    const char *old = v->name;
     v->name = unique_name(v->fn, v, name);
+    if (old && *old && strcmp(old, v->name) != 0) release_suffix(v->fn, old);
     name_index_put(v->fn->module, v);
 }
 

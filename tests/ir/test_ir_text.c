@@ -210,6 +210,25 @@ static void test_builder_naming(void **state) {
     module_free(m);
 }
 
+/* Many values asking for one name get x, x.1, x.2, ... in order (and fast: the builder keeps
+ * a hint per base name); a suffix given up by a rename is reused first. */
+static void test_builder_many_duplicate_names(void **state) {
+    (void)state;
+    Module *m = module_new("dups");
+    Function *f = module_add_function(m, "f");
+    Value *x = func_add_input(f, "x", DT_F32, shape_scalar());
+    for (int i = 1; i <= 5000; i++) {
+        Op *op = func_add_op(f, OP_RELU, &x, 1, "x", SRCLOC_NONE);
+        char want[32];
+        snprintf(want, sizeof want, "x.%d", i);
+        assert_string_equal(op->result->name, want);
+    }
+    value_rename(func_find_value(f, "x.2500"), "moved");
+    assert_string_equal(func_add_op(f, OP_RELU, &x, 1, "x", SRCLOC_NONE)->result->name, "x.2500");
+    assert_string_equal(func_add_op(f, OP_RELU, &x, 1, "x", SRCLOC_NONE)->result->name, "x.5001");
+    module_free(m);
+}
+
 static void test_builder_defaults_and_attrs(void **state) {
     (void)state;
     Module *m = module_new("attrs");
@@ -398,6 +417,7 @@ int main(void) {
         cmocka_unit_test(test_parse_errors_name_line_and_column),
         cmocka_unit_test(test_comments_and_spacing_are_ignored),
         cmocka_unit_test(test_builder_naming),
+        cmocka_unit_test(test_builder_many_duplicate_names),
         cmocka_unit_test(test_builder_defaults_and_attrs),
         cmocka_unit_test(test_attr_misuse_is_a_bug),
         cmocka_unit_test(test_float_format_round_trips),
