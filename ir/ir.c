@@ -509,6 +509,45 @@ void func_add_output(Function *f, const char *name, Value *v) {
     f->n_outputs++;
 }
 
+int op_infer(Op *op, char *err, size_t err_size) {
+    DType dtype;
+    Shape shape;
+    if (op_info(op->kind)->infer_shape(op, &dtype, &shape, err, err_size) != 0) return -1;
+    op->result->dtype = dtype;
+    op->result->shape = shape;
+    return 0;
+}
+
+/* Attribute values are immutable once set (setters replace the slot's pointers), so a clone
+ * may share lists and strings with the source: both live in the same module arena. */
+Function *func_clone(Function *src, const char *new_name) {
+    Function *dst = module_add_function(src->module, new_name);
+    if (!dst) return NULL;
+    Value **map = calloc((size_t)(src->n_values ? src->n_values : 1), sizeof *map);
+    IR_ASSERT(map);
+    for (int i = 0; i < src->n_inputs; i++) {
+        const Value *in = src->inputs[i];
+        map[in->id] = func_add_input(dst, in->name, in->dtype, in->shape);
+    }
+    Value *operands[64];
+    for (int i = 0; i < src->n_ops; i++) {
+        const Op *op = src->ops[i];
+        Value **ins = op->n_inputs <= 64 ? operands : malloc(sizeof(Value *) * (size_t)op->n_inputs);
+        IR_ASSERT(ins);
+        for (int j = 0; j < op->n_inputs; j++) ins[j] = map[op->inputs[j]->id];
+        Op *copy = func_add_op(dst, op->kind, ins, op->n_inputs, op->result->name, op->loc);
+        if (ins != operands) free(ins);
+        memcpy(copy->attrs, op->attrs, sizeof(AttrValue) * (size_t)op_info(op->kind)->n_attrs);
+        copy->result->dtype = op->result->dtype;
+        copy->result->shape = op->result->shape;
+        map[op->result->id] = copy->result;
+    }
+    for (int i = 0; i < src->n_outputs; i++)
+        func_add_output(dst, src->output_names[i], map[src->outputs[i]->id]);
+    free(map);
+    return dst;
+}
+
 /* ---- attributes ----------------------------------------------------------------------- */
 
 int op_attr_index(int kind, const char *attr_name) {

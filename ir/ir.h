@@ -98,7 +98,10 @@ struct Op {
     Function *fn;
 };
 
-typedef enum { PARAM_WEIGHT, PARAM_BUFFER } ParamKind;
+/* Weights count as parameters; buffers (BN running statistics) do not. STATE is what the
+ * training program adds: optimizer moments ("adam.m.<param>", "adam.v.<param>") and the step
+ * counter ("step"); printed as `state @name : TYPE init="..."`. */
+typedef enum { PARAM_WEIGHT, PARAM_BUFFER, PARAM_STATE } ParamKind;
 
 typedef struct Param {
     const char *name; /* PyTorch state_dict name, e.g. "backbone.layer1.0.conv1.weight" */
@@ -124,6 +127,9 @@ struct Function {
     Op **ops; /* in program order */
     int n_ops, cap_ops;
     Value **outputs;
+    /* An output named "@X" is the new value of module param/buffer/state X: the step updates
+     * that state in place (the runtime and the memory planner alias the two). Other outputs
+     * are plain results ("loss"). */
     const char **output_names;
     int n_outputs, cap_outputs;
     Value **values; /* all values (inputs and op results), by id */
@@ -171,6 +177,12 @@ Value *func_add_input(Function *f, const char *name, DType dtype, Shape shape);
 Op *func_add_op(Function *f, int kind, Value *const *inputs, int n_inputs, const char *name,
                 SrcLoc loc);
 void func_add_output(Function *f, const char *name, Value *v);
+/* Runs the op table's shape rule on op and records the result's dtype and shape. Returns 0,
+ * or -1 with the rule's message in err. Passes that build ops call this right away. */
+int op_infer(Op *op, char *err, size_t err_size);
+/* Copies function src (ops, attrs, names, locations, outputs) into a new function of the same
+ * module named new_name. Returns NULL if the name is taken. */
+Function *func_clone(Function *src, const char *new_name);
 Value *func_find_value(const Function *f, const char *name);
 /* Renames a value, keeping names unique (uniquifies if taken). */
 void value_rename(Value *v, const char *name);

@@ -1,4 +1,4 @@
-/* op_impl.h — declarations of every op's shape rule and reference evaluator, expanded from
+/* op_impl.h — declarations of every op's shape rule, reference evaluator and gradient rule, expanded from
  * ops.def so that a new op without its functions fails to link. Internal to ir/. */
 #ifndef CAPC_OP_IMPL_H
 #define CAPC_OP_IMPL_H
@@ -10,7 +10,9 @@
     int infer_##name(const Op *op, DType *out_dtype, Shape *out_shape, char *err,          \
                      size_t err_size);                                                     \
     int ref_##name(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err, \
-                    size_t err_size);
+                    size_t err_size);                                                      \
+    int grad_##name(Function *f, const Op *op, Value *dy, const bool *need, Value **grads, \
+                    char *err, size_t err_size);
 #include "ops.def"
 #undef OP
 

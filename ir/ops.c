@@ -2,7 +2,8 @@
  *
  * Attribute schemas are listed here, one array per op, in the order the IR printer writes
  * them. A default of NULL makes the attribute required. Shape rules (infer_NAME) live in
- * shape_rules.c and reference evaluators (ref_NAME) in ref_ops.c.
+ * shape_rules.c, reference evaluators (ref_NAME) in ref_ops.c, gradient rules (grad_NAME) in
+ * grad_rules.c.
  */
 #include <string.h>
 
@@ -66,7 +67,7 @@ ATTRS(scatter_add, {"num", ATTR_INT, NULL})
 const OpInfo OP_TABLE[OP_COUNT] = {
 #define OP(ENUM, name, min_in, max_in, fusion, doc)                                        \
     [OP_##ENUM] = {#name,        min_in, max_in, fusion, attrs_##name, N_ATTRS(name),      \
-                   infer_##name, ref_##name, NULL,  NULL,   doc},
+                   infer_##name, ref_##name, grad_##name, NULL, doc},
 #include "ops.def"
 #undef OP
 };

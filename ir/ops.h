@@ -46,6 +46,15 @@ typedef int (*ShapeRule)(const Op *op, DType *out_dtype, Shape *out_shape, char 
 /* Reference evaluator: float64, obviously right, no speed concerns. ins[i] matches
  * op->inputs[i]; out is allocated with the result's shape. Integer tensors hold their values
  * as exact doubles. Return -1 with a message for data-dependent errors (id out of range). */
+/* Gradient rule (reverse mode): given forward op `op` in f and dy, the gradient of the loss
+ * w.r.t. op's result, append to f the ops computing the gradient w.r.t. each operand i for
+ * which need[i] is true, and store it in grads[i] (same dtype and shape as the operand).
+ * Operands that are not differentiable (ids, rng, masks) are never needed. Rules append at the
+ * end of f, use op_infer() on every op they create, and give new ops op->loc. Return 0, or
+ * -1 with a message. Ops with no differentiable operand use grad_none (ir/grad_rules.c). */
+typedef int (*GradRule)(Function *f, const Op *op, Value *dy, const bool *need, Value **grads,
+                        char *err, size_t err_size);
+
 struct RefTensor;
 typedef int (*RefEval)(const Op *op, const struct RefTensor *const *ins, struct RefTensor *out,
                        char *err, size_t err_size);
@@ -59,7 +68,7 @@ typedef struct OpInfo {
     ShapeRule infer_shape;
     RefEval ref_eval;
     /* Hooks later passes fill in (NULL until their issue lands). */
-    void *grad_rule;
+    GradRule grad_rule;
     void *lower_kernel;
     const char *doc;
 } OpInfo;
