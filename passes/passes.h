@@ -20,6 +20,29 @@ typedef struct Pass {
  * with shapes required. */
 int pass_infer_shapes(Module *m, Diag *d);
 
+/* Reverse-mode autodiff (passes/autodiff.c). Appends to f the backward program of the scalar
+ * value loss w.r.t. every trainable weight that f reads through `param` ops, using each op's
+ * gradient rule from the op table. Ops that do not lie on a path from a trainable weight to
+ * loss get no backward ops (a frozen prefix of the network is pruned entirely); tied weights
+ * (several `param` ops of one name) get the sum of their contributions.
+ * On success *param_grads is a malloc'd array of m->n_params entries (caller frees): the
+ * gradient value for module param i, or NULL when it has none. Returns 0, or -1 with d. */
+int autodiff_append(Function *f, Value *loss, Value ***param_grads, Diag *d);
+
+/* The training program (passes/train_program.c): from `forward`, builds the entry points
+ * train_step, eval_loss, encode and decode_step described in docs/training.md. */
+int pass_build_training_program(Module *m, Diag *d);
+
+/* Memory planning (passes/memplan.c): liveness over each entry point's op order, values
+ * packed into one arena by lifetime. Results per function, for dumps and `capc --check`. */
+typedef struct MemPlan {
+    const char *function;
+    int64_t peak_bytes;  /* arena size */
+    int64_t naive_bytes; /* sum of every intermediate's size */
+    int n_values;
+    int64_t *offsets;    /* per value id: byte offset in the arena, -1 if not in the arena */
+} MemPlan;
+
 typedef struct PipelineOptions {
     const char *dump_dir; /* NULL: no dumps */
     int verbose;          /* print each stage's name and time to stderr */
