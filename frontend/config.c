@@ -210,7 +210,10 @@ int fe_shape(const Ctx *c, const cJSON *node, const char *what, bool allow_infer
     int k = 0, inferred = 0;
     for (const cJSON *e = node->child; e; e = e->next, k++) {
         if (fe_eval_int(c, e, what, &dims[k])) return -1;
-        if (allow_infer && dims[k] == -1 && !inferred++) continue;
+        if (allow_infer && dims[k] == -1) {
+            if (inferred++) return fe_error_at(c->fe, e, "%s: only one dimension may be -1", what);
+            continue;
+        }
         if (dims[k] <= 0)
             return fe_error_at(c->fe, e, "%s: dimension %d is %lld; dimensions must be positive", what,
                                k, (long long)dims[k]);

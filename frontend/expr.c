@@ -143,9 +143,9 @@ static int parse_primary(Parser *p, ExprValue *v) {
         return parse_number(p, v);
     if (isalpha((unsigned char)c) || c == '_') return parse_name(p, v);
     if (c == '(') {
-        size_t open = p->pos++;
+        p->pos++;
         if (parse_cond(p, v)) return -1;
-        if (!accept(p, ")")) return fail(p, p->pos, "expected ')' to close the '(' at column %zu", open + 1);
+        if (!accept(p, ")")) return fail(p, p->pos, "expected ')' to close '('");
         return 0;
     }
     if (c == '\0') return fail(p, p->pos, "expression ends where a value was expected");
