@@ -377,7 +377,7 @@ static int report_recursion(const Ctx *c, const cJSON *at, const char *block) {
 
 /* Runs the block body in a fresh environment; *result is its output value. */
 static int expand_block(const Ctx *c, const cJSON *s, const cJSON *def, const char *block,
-                        const cJSON *name_node, const char *prefix, Value **result) {
+                        const char *prefix, Value **result) {
     Frontend *fe = c->fe;
     const cJSON *in = cJSON_GetObjectItemCaseSensitive(s, "in");
     const cJSON *args = cJSON_GetObjectItemCaseSensitive(s, "args");
@@ -446,7 +446,7 @@ static int run_block_call(const Ctx *c, const cJSON *s) {
     }
     if (!prefix) return -1;
     Value *result = NULL;
-    int rc = expand_block(c, s, def, block, name_node, prefix, &result);
+    int rc = expand_block(c, s, def, block, prefix, &result);
     free(prefix);
     const cJSON *out = cJSON_GetObjectItemCaseSensitive(s, "out");
     if (!rc && out) rc = bind_out(c, out, result);
