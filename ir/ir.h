@@ -137,6 +137,43 @@ struct Function {
     int cap_inputs;
 };
 
+/* The model file's "train" section (docs/model-format.md, docs/training.md): loss output,
+ * optimizer, clipping, LR schedule and per-prefix parameter groups, all values evaluated.
+ * Printed as one `train ...` line plus a `train_group ...` line per group. */
+typedef enum { LR_CONSTANT, LR_WARMUP_COSINE, LR_WARMUP_STEP, LR_SCHEDULE_COUNT } LrScheduleKind;
+typedef enum { OPT_ADAM, OPT_ADAMW, OPT_COUNT } OptimizerKind;
+
+typedef struct TrainGroup {
+    const char *prefix; /* matches a parameter name at a '.' boundary or the whole name */
+    double lr;          /* base learning rate of the group */
+    double weight_decay;
+} TrainGroup;
+
+typedef struct TrainSpec {
+    const char *loss; /* name of the forward output to minimize */
+    OptimizerKind optimizer;
+    double lr, beta1, beta2, eps, weight_decay;
+    double clip_grad_norm; /* 0: no clipping */
+    LrScheduleKind schedule;
+    int64_t warmup, total, step_size; /* in optimizer steps */
+    double min_lr, gamma;
+    TrainGroup *groups; /* first matching group wins; the rest use lr/weight_decay above */
+    int n_groups;
+} TrainSpec;
+
+const char *lr_schedule_name(LrScheduleKind k); /* "constant", "warmup_cosine", "warmup_step" */
+bool lr_schedule_from_name(const char *name, LrScheduleKind *k);
+const char *optimizer_name(OptimizerKind k); /* "adam", "adamw" */
+bool optimizer_from_name(const char *name, OptimizerKind *k);
+/* A zeroed TrainSpec allocated in m's arena with PyTorch's Adam defaults (lr 1e-3, betas
+ * 0.9/0.999, eps 1e-8, no decay, no clipping, constant schedule); sets m->train. */
+TrainSpec *module_new_train_spec(Module *m, const char *loss);
+/* Appends a group (arena-allocated; prefix copied). */
+TrainGroup *train_spec_add_group(Module *m, TrainSpec *t, const char *prefix, double lr,
+                                 double weight_decay);
+/* True when prefix names `name` itself or a parent of it at a '.' boundary. */
+bool name_has_prefix(const char *name, const char *prefix);
+
 struct Module {
     const char *name;
     struct Arena *arena;
@@ -146,6 +183,7 @@ struct Module {
     int n_params, cap_params;
     Function **funcs;
     int n_funcs, cap_funcs;
+    TrainSpec *train; /* NULL when the model file has no "train" section */
 };
 
 /* ---- building ------------------------------------------------------------------------- */

@@ -3,12 +3,13 @@
  * A hand-written recursive-descent parser working directly on the characters: the grammar is
  * small and line-shaped, and reading in place keeps every error's line:col exact.
  *
- *   file   := 'module' STRING config* param* func*
+ *   file   := 'module' STRING config* [train group*] param* func*
  *   config := 'config' WORD '=' NUMBER
- *   param  := ('param' | 'buffer') '@'NAME ':' type ['init' '=' STRING] ['frozen']
+ *   train  := 'train' {KEY '=' VALUE}        group := 'train_group' {KEY '=' VALUE}
+ *   param  := ('param' | 'buffer' | 'state') '@'NAME ':' type ['init' '=' STRING] ['frozen']
  *   func   := 'func' '@'NAME '(' [arg {',' arg}] ')' '{' op* 'return' [out {',' out}] '}'
  *   arg    := '%'NAME ':' type          op := '%'NAME '=' WORD '(' [operands] ')' [attrs] ':' type
- *   attrs  := '{' WORD '=' VALUE {',' WORD '=' VALUE} '}'        out := WORD '=' '%'NAME
+ *   attrs  := '{' WORD '=' VALUE {',' WORD '=' VALUE} '}'  out := ['@']WORD '=' '%'NAME
  *   type   := '?' | DTYPE '[' [INT {',' INT}] ']'
  *
  * Attribute values are handed to attr_parse (attrs.c), the same code that reads the op
@@ -249,11 +250,76 @@ static void parse_param(Parser *ps, ParamKind kind) {
     bool frozen = false;
     if (peek_keyword(ps, "frozen")) {
         if (kind == PARAM_BUFFER) fail_at(ps, ps->p, "buffers are never trainable: drop 'frozen'");
+        if (kind == PARAM_STATE) fail_at(ps, ps->p, "state is never trainable: drop 'frozen'");
         ps->p += strlen("frozen");
         frozen = true;
     }
     SrcLoc loc = SRCLOC_NONE;
-    module_add_param(ps->m, name, dtype, shape, kind, !frozen, init.s, loc);
+    module_add_param(ps->m, name, dtype, shape, kind, kind == PARAM_WEIGHT && !frozen, init.s,
+                     loc);
+}
+
+/* One `KEY=VALUE` field of a train line: the key table says its kind and where it goes. */
+typedef struct TrainField {
+    const char *key;
+    AttrKind kind;
+    void *dst; /* double*, int64_t* or const char** */
+} TrainField;
+
+/* Reads KEY=VALUE pairs while the next word is a key of fields (each at most once). */
+static void parse_train_fields(Parser *ps, const TrainField *fields, int n, const char *what) {
+    bool seen[16] = {false};
+    IR_ASSERT(n <= 16);
+    for (;;) {
+        int k = -1;
+        for (int i = 0; i < n && k < 0; i++)
+            if (peek_keyword(ps, fields[i].key)) k = i;
+        if (k < 0) return;
+        if (seen[k]) fail_at(ps, ps->p, "%s: '%s' given twice", what, fields[k].key);
+        seen[k] = true;
+        ps->p += strlen(fields[k].key);
+        expect_char(ps, '=', "after the key");
+        AttrValue v;
+        parse_value_as(ps, fields[k].kind, &v, fields[k].key);
+        if (fields[k].kind == ATTR_FLOAT) *(double *)fields[k].dst = v.f;
+        else if (fields[k].kind == ATTR_INT) *(int64_t *)fields[k].dst = v.i;
+        else *(const char **)fields[k].dst = v.s;
+    }
+}
+
+static void parse_train(Parser *ps) {
+    const char *at = ps->p;
+    if (ps->m->train) fail_at(ps, at, "'train' given twice");
+    TrainSpec *t = module_new_train_spec(ps->m, "loss");
+    const char *opt = "adam", *sched = "constant";
+    TrainField fields[] = {
+        {"loss", ATTR_STRING, &t->loss},          {"optimizer", ATTR_STRING, &opt},
+        {"lr", ATTR_FLOAT, &t->lr},               {"beta1", ATTR_FLOAT, &t->beta1},
+        {"beta2", ATTR_FLOAT, &t->beta2},         {"eps", ATTR_FLOAT, &t->eps},
+        {"weight_decay", ATTR_FLOAT, &t->weight_decay},
+        {"clip_grad_norm", ATTR_FLOAT, &t->clip_grad_norm},
+        {"schedule", ATTR_STRING, &sched},        {"warmup", ATTR_INT, &t->warmup},
+        {"total", ATTR_INT, &t->total},           {"min_lr", ATTR_FLOAT, &t->min_lr},
+        {"step_size", ATTR_INT, &t->step_size},   {"gamma", ATTR_FLOAT, &t->gamma},
+    };
+    parse_train_fields(ps, fields, (int)(sizeof fields / sizeof fields[0]), "train");
+    if (!optimizer_from_name(opt, &t->optimizer))
+        fail_at(ps, at, "train: unknown optimizer \"%s\" (adam, adamw)", opt);
+    if (!lr_schedule_from_name(sched, &t->schedule))
+        fail_at(ps, at, "train: unknown schedule \"%s\"", sched);
+}
+
+static void parse_train_group(Parser *ps) {
+    const char *at = ps->p;
+    if (!ps->m->train) fail_at(ps, at, "'train_group' before 'train'");
+    const char *prefix = "";
+    double lr = ps->m->train->lr, wd = ps->m->train->weight_decay;
+    TrainField fields[] = {{"prefix", ATTR_STRING, &prefix},
+                           {"lr", ATTR_FLOAT, &lr},
+                           {"weight_decay", ATTR_FLOAT, &wd}};
+    parse_train_fields(ps, fields, 3, "train_group");
+    if (!prefix[0]) fail_at(ps, at, "train_group needs a non-empty prefix");
+    train_spec_add_group(ps->m, ps->m->train, prefix, lr, wd);
 }
 
 /* '%name' that must already be defined in f. */
@@ -333,8 +399,11 @@ static void parse_op(Parser *ps, Function *f) {
 static void parse_return(Parser *ps, Function *f) {
     if (peek_char(ps, '}')) return;
     do {
-        char out_name[MAX_WORD];
-        const char *at = read_word(ps, out_name, "an output name");
+        char out_name[MAX_WORD + 1];
+        /* "@X" names the new value of module state X (ir.h). */
+        bool state = accept_char(ps, '@');
+        const char *at = read_word(ps, out_name + state, "an output name");
+        if (state) out_name[0] = '@';
         for (int i = 0; i < f->n_outputs; i++)
             if (strcmp(f->output_names[i], out_name) == 0)
                 fail_at(ps, at, "output '%s' returned twice", out_name);
@@ -387,10 +456,16 @@ static void parse_file(Parser *ps) {
             parse_param(ps, PARAM_WEIGHT);
         } else if (accept_keyword(ps, "buffer")) {
             parse_param(ps, PARAM_BUFFER);
+        } else if (accept_keyword(ps, "state")) {
+            parse_param(ps, PARAM_STATE);
+        } else if (accept_keyword(ps, "train_group")) {
+            parse_train_group(ps);
+        } else if (accept_keyword(ps, "train")) {
+            parse_train(ps);
         } else if (accept_keyword(ps, "func")) {
             parse_function(ps);
         } else {
-            fail_at(ps, ps->p, "expected 'config', 'param', 'buffer' or 'func'");
+            fail_at(ps, ps->p, "expected 'config', 'train', 'param', 'buffer', 'state' or 'func'");
         }
     }
 }

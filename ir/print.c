@@ -1,5 +1,5 @@
-/* print.c — the IR text form (docs/ir.md): header, module line, config, params and buffers,
- * functions. Everything is printed in a fixed order with every attribute spelled out, so two
+/* print.c — the IR text form (docs/ir.md): header, module line, config, the train section,
+ * params, buffers and optimizer state, functions. Everything is printed in a fixed order with every attribute spelled out, so two
  * dumps diff line by line and parse.c reads the text back to the same module.
  */
 #include <stdlib.h>
@@ -42,8 +42,46 @@ static void print_config(FILE *out, const ConfigVar *c) {
     fputc('\n', out);
 }
 
+static void print_float_field(FILE *out, const char *key, double value) {
+    AttrValue v = {.kind = ATTR_FLOAT, .f = value};
+    fprintf(out, " %s=", key);
+    print_attr(out, &v);
+}
+
+/* `train k=v ...` then one `train_group ...` per group (docs/ir.md). */
+static void print_train(FILE *out, const TrainSpec *t) {
+    fputs("train loss=", out);
+    print_string(out, t->loss);
+    fputs(" optimizer=", out);
+    print_string(out, optimizer_name(t->optimizer));
+    print_float_field(out, "lr", t->lr);
+    print_float_field(out, "beta1", t->beta1);
+    print_float_field(out, "beta2", t->beta2);
+    print_float_field(out, "eps", t->eps);
+    print_float_field(out, "weight_decay", t->weight_decay);
+    print_float_field(out, "clip_grad_norm", t->clip_grad_norm);
+    fputs(" schedule=", out);
+    print_string(out, lr_schedule_name(t->schedule));
+    fprintf(out, " warmup=%lld total=%lld", (long long)t->warmup, (long long)t->total);
+    print_float_field(out, "min_lr", t->min_lr);
+    fprintf(out, " step_size=%lld", (long long)t->step_size);
+    print_float_field(out, "gamma", t->gamma);
+    fputc('\n', out);
+    for (int i = 0; i < t->n_groups; i++) {
+        fputs("train_group prefix=", out);
+        print_string(out, t->groups[i].prefix);
+        print_float_field(out, "lr", t->groups[i].lr);
+        print_float_field(out, "weight_decay", t->groups[i].weight_decay);
+        fputc('\n', out);
+    }
+}
+
+static const char *param_keyword(ParamKind kind) {
+    return kind == PARAM_BUFFER ? "buffer" : kind == PARAM_STATE ? "state" : "param";
+}
+
 static void print_param(FILE *out, const Param *p) {
-    fprintf(out, "%s @%s : ", p->kind == PARAM_BUFFER ? "buffer" : "param", p->name);
+    fprintf(out, "%s @%s : ", param_keyword(p->kind), p->name);
     print_type(out, p->dtype, &p->shape);
     fputs(" init=", out);
     print_string(out, p->init ? p->init : "");
@@ -92,6 +130,10 @@ void ir_print_module(FILE *out, const Module *m) {
     fputc('\n', out);
     if (m->n_config > 0) fputc('\n', out);
     for (int i = 0; i < m->n_config; i++) print_config(out, &m->config[i]);
+    if (m->train) {
+        if (m->n_config == 0) fputc('\n', out);
+        print_train(out, m->train);
+    }
     if (m->n_params > 0) fputc('\n', out);
     for (int i = 0; i < m->n_params; i++) print_param(out, m->params[i]);
     for (int i = 0; i < m->n_funcs; i++) {
