@@ -202,6 +202,7 @@ static void print_params(FILE *out, const Module *m) {
     int weights = 0, frozen = 0, buffers = 0;
     for (int i = 0; i < m->n_params; i++) {
         const Param *p = m->params[i];
+        if (p->kind == PARAM_STATE) continue; /* optimizer state: not a model tensor */
         if (p->kind == PARAM_BUFFER) buffers++;
         else if (p->trainable) weights++;
         else { weights++; frozen++; }

@@ -5,6 +5,7 @@
  *                 JSON nodes, name interpolation, shapes
  *   statements.c  statements: op, param, use, block call, scope, repeat, if
  *   op_attrs.c    op attributes from JSON against the op table's schema
+ *   train.c       the "train" section: optimizer, clipping, LR schedule, groups
  *
  * Every function that can fail returns 0 or -1; on -1 the Diag in the Frontend is filled and
  * the caller just propagates the failure.
@@ -118,6 +119,10 @@ int fe_env_bind(Env *env, const char *name, Value *v);
 void fe_env_free(Env *env);
 /* Validates the shape of a block definition (keys and their types), not its body. */
 int fe_check_block_def(Frontend *fe, const cJSON *def);
+
+/* ---- the "train" section (train.c) ---- */
+/* Reads the top-level "train" object (NULL: absent) into m->train; runs after the outputs. */
+int fe_load_train(const Ctx *c, const cJSON *train);
 
 /* ---- attributes (op_attrs.c) ---- */
 /* Sets op's attributes from the "attrs" object (may be NULL); op_node locates "missing"

@@ -129,7 +129,7 @@ static int load_blocks(Frontend *fe, const cJSON *blocks) {
 
 static int load_model(Frontend *fe, const ConfigOverride *ov, int n_ov) {
     static const char *const keys[] = {"model", "config", "inputs", "frozen",
-                                       "blocks", "body", "outputs", NULL};
+                                       "blocks", "body", "outputs", "train", NULL};
     const cJSON *root = fe->doc.root;
     if (!cJSON_IsObject(root))
         return fe_error_at(fe, root, "a model file must hold a JSON object, got %s", json_type_name(root));
@@ -154,6 +154,7 @@ static int load_model(Frontend *fe, const ConfigOverride *ov, int n_ov) {
     rc = load_inputs(&c, inputs);
     if (!rc) rc = fe_run_body(&c, body, "'body'");
     if (!rc) rc = load_outputs(&c, outputs);
+    if (!rc) rc = fe_load_train(&c, cJSON_GetObjectItemCaseSensitive(root, "train"));
     fe_env_free(&env);
     return rc;
 }
