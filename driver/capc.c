@@ -160,7 +160,8 @@ static int parse_args(int argc, char **argv, CliArgs *a) {
 
 /* ---- --check summary ------------------------------------------------------------------ */
 
-/* Shortest %g form that reads back as the same double. */
+/* Shortest %g form that reads back as the same double; reals keep a '.' (5.0, not 5) so
+ * they read as they do in the IR text. */
 static void format_number(double v, bool is_int, char *buf, size_t size) {
     if (is_int) {
         snprintf(buf, size, "%lld", (long long)v);
@@ -168,8 +169,9 @@ static void format_number(double v, bool is_int, char *buf, size_t size) {
     }
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(buf, size, "%.*g", prec, v);
-        if (strtod(buf, NULL) == v) return;
+        if (strtod(buf, NULL) == v) break;
     }
+    if (strpbrk(buf, ".eEni") == NULL && strlen(buf) + 3 <= size) strcat(buf, ".0");
 }
 
 static void print_config(FILE *out, const Module *m) {
