@@ -185,6 +185,20 @@ static void test_check_defines(void **state) {
     run_free(&r);
 }
 
+/* A shape error found by the pass points into the model file, compiler-style, with the
+ * source line and a caret under the op. */
+static void test_shape_error_location(void **state) {
+    Run r = run_capc(*state, (const char *[]){"--check", "tests/passes/data/bad_shapes_model.json",
+                                               NULL});
+    assert_int_equal(r.status, 1);
+    assert_string_equal(r.out, "");
+    assert_contains(r.err, "tests/passes/data/bad_shapes_model.json:10:13: error: add: cannot "
+                           "broadcast f32[4,8] with f32[4,3] (in %sum)\n");
+    assert_contains(r.err, "{ \"op\": \"add\"");
+    assert_contains(r.err, "\n              ^");
+    run_free(&r);
+}
+
 static void test_bad_define(void **state) {
     Run r = run_capc(*state, (const char *[]){"--check", "-D", "batch", SMALL_MODEL, NULL});
     assert_int_equal(r.status, 2);
@@ -271,10 +285,19 @@ static void test_dump_ir_unwritable(void **state) {
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_tmp, teardown_tmp)
     const struct CMUnitTest tests[] = {
-        T(test_help),          T(test_version),          T(test_unknown_option),
-        T(test_no_model),      T(test_missing_value),    T(test_missing_file),
-        T(test_output_not_implemented), T(test_check_summary), T(test_check_defines),
-        T(test_bad_define),    T(test_dump_ir),          T(test_dump_ir_separate_arg),
+        T(test_help),
+        T(test_version),
+        T(test_unknown_option),
+        T(test_no_model),
+        T(test_missing_value),
+        T(test_missing_file),
+        T(test_output_not_implemented),
+        T(test_check_summary),
+        T(test_check_defines),
+        T(test_shape_error_location),
+        T(test_bad_define),
+        T(test_dump_ir),
+        T(test_dump_ir_separate_arg),
         T(test_dump_ir_unwritable),
     };
 #undef T
