@@ -185,7 +185,22 @@ static void print_config(FILE *out, const Module *m) {
     fprintf(out, "\n");
 }
 
-static void print_function(FILE *out, const Function *f) {
+/* The entry point's activation memory: the arena its memory plan packs intermediates into. */
+static int print_activation_bytes(FILE *out, const Function *f) {
+    MemPlan plan;
+    Diag d = {0};
+    int rc = memplan_function(f, &plan, &d);
+    if (rc != 0) fprintf(stderr, "capc: error: %s\n", d.msg);
+    else
+        fprintf(out, "  activation bytes: %lld (naive %lld, %.1f%%)\n", (long long)plan.peak_bytes,
+                (long long)plan.naive_bytes,
+                plan.naive_bytes > 0 ? 100.0 * (double)plan.peak_bytes / (double)plan.naive_bytes
+                                     : 0.0);
+    memplan_free(&plan);
+    return rc;
+}
+
+static int print_function(FILE *out, const Function *f) {
     char type[128];
     fprintf(out, "function @%s: %d ops\n", f->name, f->n_ops);
     for (int i = 0; i < f->n_inputs; i++) {
@@ -198,6 +213,7 @@ static void print_function(FILE *out, const Function *f) {
         fprintf(out, "  output %s: %s\n", f->output_names[i],
                 type_format(v->dtype, &v->shape, type, sizeof type));
     }
+    return print_activation_bytes(out, f);
 }
 
 static void print_params(FILE *out, const Module *m) {
@@ -218,16 +234,18 @@ static void print_params(FILE *out, const Module *m) {
             (long long)module_count_buffer_elements(m));
 }
 
-static void print_summary(FILE *out, const Module *m) {
+/* Returns 0, or -1 after printing why (a memory plan failed: an internal error). */
+static int print_summary(FILE *out, const Module *m) {
     int n_ops = 0;
     fprintf(out, "model: %s\n", m->name);
     print_config(out, m);
     for (int i = 0; i < m->n_funcs; i++) {
-        print_function(out, m->funcs[i]);
+        if (print_function(out, m->funcs[i]) != 0) return -1;
         n_ops += m->funcs[i]->n_ops;
     }
     fprintf(out, "ops: %d\n", n_ops);
     print_params(out, m);
+    return 0;
 }
 
 /* ---- running ---------------------------------------------------------------------------- */
@@ -265,7 +283,10 @@ static Module *compile_to_ir(const CliArgs *a) {
 static int run_check(const CliArgs *a) {
     Module *m = compile_to_ir(a);
     if (m == NULL) return EXIT_MODEL_ERROR;
-    print_summary(stdout, m);
+    if (print_summary(stdout, m) != 0) {
+        module_free(m);
+        return EXIT_MODEL_ERROR;
+    }
     if (a->dump_dir != NULL) printf("IR dumps written to %s/\n", a->dump_dir);
     module_free(m);
     return 0;

@@ -41,7 +41,32 @@ typedef struct MemPlan {
     int64_t naive_bytes; /* sum of every intermediate's size */
     int n_values;
     int64_t *offsets;    /* per value id: byte offset in the arena, -1 if not in the arena */
+    /* Per value id, for values in the arena (else -1): the op indices where the value is
+     * defined and last read, [start, end] inclusive; end = n_ops for function outputs. */
+    int *starts, *ends;
+    /* Per value id: the operand whose bytes this value reuses, or -1. Set for views (reshape
+     * shares its operand's bytes) and in-place elementwise results (written over an operand
+     * whose last read is this op). The plan checker accepts shared bytes only along these. */
+    int *alias_of;
 } MemPlan;
+
+#define MEMPLAN_ALIGN 64 /* every arena offset is a multiple of this */
+
+/* Plans f's memory into plan (caller frees with memplan_free, also after a failure). Function
+ * inputs and `param` results are caller/state memory, not arena; a value returned as "@X" is
+ * written straight into state X when nothing reads the old X afterwards. Returns 0, or -1
+ * with d filled (an unknown size is an internal error). */
+int memplan_function(const Function *f, MemPlan *plan, Diag *d);
+void memplan_free(MemPlan *plan);
+/* Checks plan against f with its own liveness: aligned offsets inside the arena, aliases only
+ * where the op allows one, and no two values live at the same time sharing bytes except
+ * along declared view/in-place aliases. Returns 0, or -1 with a message in err. */
+int memplan_check(const Function *f, const MemPlan *plan, char *err, size_t err_size);
+/* Writes the plan as text: peak, naive, ratio, then one line per value (name, bytes, offset,
+ * [start,end]). */
+void memplan_print(FILE *out, const Function *f, const MemPlan *plan);
+/* Writes DIR/STEM.txt with the plan of every function of m. Returns 0 or -1 with d. */
+int memplan_dump_module(const Module *m, const char *dir, const char *stem, Diag *d);
 
 typedef struct PipelineOptions {
     const char *dump_dir; /* NULL: no dumps */

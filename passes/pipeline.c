@@ -118,5 +118,11 @@ int pipeline_run(Module *m, const PipelineOptions *opts, Diag *d) {
         if (dump_stage(m, opts, i + 1, p->name, d) != 0) return -1;
         if (verify_after(m, stage, true, d) != 0) return -1;
     }
+    /* The memory plan changes no IR; its dump follows the last pass's (passes/memplan.c). */
+    if (opts != NULL && opts->dump_dir != NULL) {
+        char stem[128];
+        snprintf(stem, sizeof stem, "%02d-memplan", N_PASSES + 1);
+        if (memplan_dump_module(m, opts->dump_dir, stem, d) != 0) return -1;
+    }
     return 0;
 }

@@ -1,0 +1,602 @@
+/* memplan.c — memory planning: where every intermediate value of an entry point lives.
+ *
+ * Needs: a verified function with every shape known (an unknown size is an internal error).
+ * Changes nothing in the IR; fills a MemPlan (passes.h) that the runtime, the dumps
+ * (NN-memplan.txt) and `capc --check` read.
+ *
+ * Liveness over the op order: a value lives from the op that defines it to the last op that
+ * reads it, both inclusive ([start, end] in op indices); a function output lives to the end
+ * (end = n_ops, past the last op). Then each value gets a home:
+ *
+ *   caller/state memory (offset -1, not in the arena):
+ *     - function inputs and `param` results: the caller's tensors and the module's state;
+ *     - a view of such a value;
+ *     - a value returned as "@X" (the new value of state X) is written straight into X, when
+ *       nothing reads the old X after the op that computes the new one (or that op reads it
+ *       only as an in-place elementwise operand). Otherwise it stays in the arena and the
+ *       runtime copies it into X at the end of the step.
+ *   a view of its operand: a reshape is a view of its (always contiguous) operand. It gets
+ *     the operand's offset, and the operand's buffer lives as long as any view of it is read.
+ *     The op table has no "view" flag yet; op_is_view() below is the one place that says
+ *     which ops are views.
+ *   in place over an operand: an op of fusion kind FUSE_ELEMENTWISE whose result has the same
+ *     dtype and shape as an arena operand whose buffer is last read by this op writes over
+ *     that operand (out[i] reads only in[i], so reading and writing element i in one step is
+ *     safe; every other operand that shares the buffer must have the result's element count,
+ *     so it is read at the same flat index). Decided from the op table's fusion kind and the
+ *     shapes, not from op names.
+ *   a fresh buffer otherwise.
+ *
+ * Buffers (a fresh value plus its views and in-place successors) are packed into one arena:
+ * two buffers may share bytes only if their lifetimes do not overlap. Greedy first-fit: in
+ * some order, each buffer goes to the lowest 64-byte-aligned offset that does not overlap a
+ * placed buffer live at the same time. Two orders are tried (largest first; earliest first)
+ * and the smaller arena is kept. peak_bytes is the arena's size; naive_bytes is the sum of the
+ * (unaligned) sizes of every value that would be its own allocation without planning (arena
+ * values, not counting views).
+ *
+ * memplan_check() verifies a plan with its own liveness, trusting only the offsets and the
+ * declared aliases, so tests can run it on any plan.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "passes.h"
+
+/* ---- small helpers ------------------------------------------------------------------------ */
+
+/* The only ops whose result shares its operand's bytes unchanged (see the top comment). */
+static bool op_is_view(const Op *op) { return op->kind == OP_RESHAPE; }
+
+/* Bytes of v, or -1 when its shape is unknown. */
+static int64_t value_bytes(const Value *v) {
+    int64_t n = shape_numel(&v->shape);
+    return n < 0 ? -1 : n * dtype_size(v->dtype);
+}
+
+static int64_t align_up(int64_t n) {
+    return (n + MEMPLAN_ALIGN - 1) / MEMPLAN_ALIGN * MEMPLAN_ALIGN;
+}
+
+static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
+static int max_int(int a, int b) { return a > b ? a : b; }
+
+static int fail(Diag *d, const char *fmt, const char *a, const char *b) {
+    snprintf(d->msg, sizeof d->msg, fmt, a, b);
+    d->loc = SRCLOC_NONE;
+    return -1;
+}
+
+/* The state name X when v is returned as "@X" exactly once (and is no other output), else
+ * NULL. */
+static const char *state_output_name(const Function *f, const Value *v) {
+    const char *name = NULL;
+    int uses = 0;
+    for (int i = 0; i < f->n_outputs; i++) {
+        if (f->outputs[i] != v) continue;
+        uses++;
+        if (f->output_names[i][0] == '@') name = f->output_names[i] + 1;
+    }
+    return uses == 1 ? name : NULL;
+}
+
+/* ---- liveness ----------------------------------------------------------------------------- */
+
+typedef struct Liveness {
+    int *def_index; /* per value id: index of its defining op; -1 for inputs */
+    int *last_use;  /* per value id: last op reading it; n_ops for outputs; else def index */
+} Liveness;
+
+static void liveness_free(Liveness *l) {
+    free(l->def_index);
+    free(l->last_use);
+}
+
+static int liveness_compute(const Function *f, Liveness *l) {
+    l->def_index = malloc(sizeof(int) * (size_t)(f->n_values + 1));
+    l->last_use = malloc(sizeof(int) * (size_t)(f->n_values + 1));
+    if (l->def_index == NULL || l->last_use == NULL) return -1;
+    for (int v = 0; v < f->n_values; v++) l->def_index[v] = l->last_use[v] = -1;
+    for (int i = 0; i < f->n_ops; i++) {
+        const Op *op = f->ops[i];
+        l->def_index[op->result->id] = l->last_use[op->result->id] = i;
+        for (int k = 0; k < op->n_inputs; k++)
+            l->last_use[op->inputs[k]->id] = max_int(l->last_use[op->inputs[k]->id], i);
+    }
+    for (int i = 0; i < f->n_outputs; i++) l->last_use[f->outputs[i]->id] = f->n_ops;
+    return 0;
+}
+
+/* ---- homes and buffers -------------------------------------------------------------------- */
+
+typedef struct Buffer {
+    int64_t size;   /* aligned bytes */
+    int start, end; /* op indices, inclusive: first definition, last read of any member */
+    int64_t offset;
+} Buffer;
+
+typedef struct Planner {
+    const Function *f;
+    Liveness live;
+    int *storage_end; /* per value id: last read of it or of any view of it (views extend) */
+    int *root;        /* per value id: the value whose bytes it views (itself if no view) */
+    int *buffer_of;   /* per value id: its buffer, -1 when not in the arena */
+    Buffer *buffers;
+    int n_buffers;
+    MemPlan *plan;
+} Planner;
+
+static void planner_free(Planner *p) {
+    liveness_free(&p->live);
+    free(p->storage_end);
+    free(p->root);
+    free(p->buffer_of);
+    free(p->buffers);
+}
+
+/* root: views come after their operand, so one forward sweep finds every view's root.
+ * storage_end: a view's reads count as reads of its operand; one backward sweep carries
+ * every chain of views down to its root. */
+static void compute_views(Planner *p) {
+    const Function *f = p->f;
+    for (int v = 0; v < f->n_values; v++) {
+        p->root[v] = v;
+        p->storage_end[v] = p->live.last_use[v];
+    }
+    for (int i = 0; i < f->n_ops; i++) {
+        const Op *op = f->ops[i];
+        if (op_is_view(op)) p->root[op->result->id] = p->root[op->inputs[0]->id];
+    }
+    for (int i = f->n_ops - 1; i >= 0; i--) {
+        const Op *op = f->ops[i];
+        if (!op_is_view(op)) continue;
+        int u = op->inputs[0]->id;
+        p->storage_end[u] = max_int(p->storage_end[u], p->storage_end[op->result->id]);
+    }
+}
+
+/* Every other operand of op that lives in buffer b must be read at the result's flat index. */
+static bool shared_operands_aligned(const Planner *p, const Op *op, int b, int skip) {
+    int64_t n = shape_numel(&op->result->shape);
+    for (int k = 0; k < op->n_inputs; k++) {
+        const Value *w = op->inputs[k];
+        if (k != skip && p->buffer_of[w->id] == b && shape_numel(&w->shape) != n) return false;
+    }
+    return true;
+}
+
+/* The operand index that op may overwrite in place (op at index i), or -1. */
+static int inplace_operand(const Planner *p, const Op *op, int i) {
+    if (op_info(op->kind)->fusion != FUSE_ELEMENTWISE) return -1;
+    const Value *r = op->result;
+    for (int k = 0; k < op->n_inputs; k++) {
+        const Value *u = op->inputs[k];
+        int b = p->buffer_of[u->id];
+        if (b < 0 || p->buffers[b].end != i) continue; /* not arena, or read later */
+        if (u->dtype != r->dtype || !shape_equal(&u->shape, &r->shape)) continue;
+        if (shared_operands_aligned(p, op, b, k)) return k;
+    }
+    return -1;
+}
+
+/* True when the old value of state X is read by no op after `at` (op index), except as an
+ * operand of op `at` itself that an elementwise op of the same shape may overwrite. */
+static bool old_state_dead(const Planner *p, const char *x, int at) {
+    const Function *f = p->f;
+    const Op *writer = f->ops[at];
+    bool elementwise = op_info(writer->kind)->fusion == FUSE_ELEMENTWISE;
+    int64_t n = shape_numel(&writer->result->shape);
+    for (int i = 0; i < f->n_ops; i++) {
+        const Op *op = f->ops[i];
+        if (op->kind != OP_PARAM || strcmp(op_string(op, "name"), x) != 0) continue;
+        int old = op->result->id, end = p->storage_end[old];
+        if (end < at) continue;
+        if (end > at || !elementwise) return false;
+        for (int k = 0; k < writer->n_inputs; k++) {
+            const Value *u = writer->inputs[k];
+            if (p->root[u->id] == old && shape_numel(&u->shape) != n) return false;
+        }
+    }
+    return true;
+}
+
+/* A value returned as "@X" that can be computed straight into X's memory. */
+static bool goes_to_state(const Planner *p, const Op *op, int i) {
+    const char *x = state_output_name(p->f, op->result);
+    return x != NULL && old_state_dead(p, x, i);
+}
+
+static int new_buffer(Planner *p, const Value *r, int i) {
+    Buffer *b = &p->buffers[p->n_buffers];
+    b->size = align_up(value_bytes(r));
+    b->start = b->end = i;
+    b->offset = -1;
+    return p->n_buffers++;
+}
+
+/* Decides op i's result's home; records aliases and extends its buffer's lifetime. */
+static void assign_home(Planner *p, int i) {
+    const Op *op = p->f->ops[i];
+    const Value *r = op->result;
+    int b = -1;
+    if (op->kind == OP_PARAM) {
+        /* caller/state memory */
+    } else if (op_is_view(op)) {
+        b = p->buffer_of[op->inputs[0]->id];
+        if (b >= 0) p->plan->alias_of[r->id] = op->inputs[0]->id;
+    } else if (goes_to_state(p, op, i)) {
+        /* written into state X */
+    } else {
+        int k = inplace_operand(p, op, i);
+        b = k >= 0 ? p->buffer_of[op->inputs[k]->id] : new_buffer(p, r, i);
+        if (k >= 0) p->plan->alias_of[r->id] = op->inputs[k]->id;
+        p->plan->naive_bytes += value_bytes(r); /* without planning, its own allocation */
+    }
+    p->buffer_of[r->id] = b;
+    if (b >= 0) p->buffers[b].end = max_int(p->buffers[b].end, p->live.last_use[r->id]);
+}
+
+/* ---- packing ------------------------------------------------------------------------------ */
+
+typedef struct Span {
+    int64_t lo, hi; /* bytes [lo, hi) */
+} Span;
+
+static int span_cmp(const void *a, const void *b) {
+    const Span *x = a, *y = b;
+    return (x->lo > y->lo) - (x->lo < y->lo);
+}
+
+typedef struct Order {
+    int64_t key1, key2; /* ascending */
+    int index;
+} Order;
+
+static int order_cmp(const void *a, const void *b) {
+    const Order *x = a, *y = b;
+    if (x->key1 != y->key1) return x->key1 < y->key1 ? -1 : 1;
+    if (x->key2 != y->key2) return x->key2 < y->key2 ? -1 : 1;
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+static bool lifetimes_overlap(const Buffer *a, const Buffer *b) {
+    return a->start <= b->end && b->start <= a->end;
+}
+
+/* Lowest offset where b fits between the placed buffers live at the same time. */
+static int64_t first_fit(const Buffer *bufs, const Order *order, int n_placed, const Buffer *b,
+                         Span *scratch) {
+    int n = 0;
+    for (int k = 0; k < n_placed; k++) {
+        const Buffer *o = &bufs[order[k].index];
+        if (lifetimes_overlap(o, b)) scratch[n++] = (Span){o->offset, o->offset + o->size};
+    }
+    qsort(scratch, (size_t)n, sizeof *scratch, span_cmp);
+    int64_t at = 0;
+    for (int k = 0; k < n && scratch[k].lo < at + b->size; k++) at = max64(at, scratch[k].hi);
+    return at;
+}
+
+/* Places every buffer in the given order; returns the arena size. */
+static int64_t pack(Buffer *bufs, int n, const Order *order, Span *scratch) {
+    int64_t peak = 0;
+    for (int k = 0; k < n; k++) {
+        Buffer *b = &bufs[order[k].index];
+        b->offset = first_fit(bufs, order, k, b, scratch);
+        peak = max64(peak, b->offset + b->size);
+    }
+    return peak;
+}
+
+/* Packs with both orders and leaves the better placement in p->buffers. */
+static int pack_best(Planner *p) {
+    int n = p->n_buffers;
+    Order *order = malloc(sizeof *order * (size_t)(n + 1));
+    Span *scratch = malloc(sizeof *scratch * (size_t)(n + 1));
+    int64_t *best = malloc(sizeof *best * (size_t)(n + 1));
+    if (order == NULL || scratch == NULL || best == NULL) {
+        free(order), free(scratch), free(best);
+        return -1;
+    }
+    int64_t best_peak = -1;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int k = 0; k < n; k++) {
+            const Buffer *b = &p->buffers[k];
+            order[k] = pass == 0 ? (Order){-b->size, b->start, k} : (Order){b->start, -b->size, k};
+        }
+        qsort(order, (size_t)n, sizeof *order, order_cmp);
+        int64_t peak = pack(p->buffers, n, order, scratch);
+        if (best_peak >= 0 && peak >= best_peak) continue;
+        best_peak = peak;
+        for (int k = 0; k < n; k++) best[k] = p->buffers[k].offset;
+    }
+    for (int k = 0; k < n; k++) p->buffers[k].offset = best[k];
+    p->plan->peak_bytes = best_peak < 0 ? 0 : best_peak;
+    free(order), free(scratch), free(best);
+    return 0;
+}
+
+/* ---- the plan ----------------------------------------------------------------------------- */
+
+void memplan_free(MemPlan *plan) {
+    free(plan->offsets);
+    free(plan->starts);
+    free(plan->ends);
+    free(plan->alias_of);
+    memset(plan, 0, sizeof *plan);
+}
+
+static int plan_alloc(MemPlan *plan, const Function *f) {
+    memset(plan, 0, sizeof *plan);
+    size_t n = (size_t)f->n_values + 1;
+    plan->function = f->name;
+    plan->n_values = f->n_values;
+    plan->offsets = malloc(sizeof(int64_t) * n);
+    plan->starts = malloc(sizeof(int) * n);
+    plan->ends = malloc(sizeof(int) * n);
+    plan->alias_of = malloc(sizeof(int) * n);
+    if (!plan->offsets || !plan->starts || !plan->ends || !plan->alias_of) return -1;
+    for (int v = 0; v < f->n_values; v++) {
+        plan->offsets[v] = -1;
+        plan->starts[v] = plan->ends[v] = plan->alias_of[v] = -1;
+    }
+    return 0;
+}
+
+static int planner_init(Planner *p, const Function *f, MemPlan *plan) {
+    memset(p, 0, sizeof *p);
+    p->f = f;
+    p->plan = plan;
+    size_t n = (size_t)f->n_values + 1;
+    p->storage_end = malloc(sizeof(int) * n);
+    p->root = malloc(sizeof(int) * n);
+    p->buffer_of = malloc(sizeof(int) * n);
+    p->buffers = malloc(sizeof(Buffer) * ((size_t)f->n_ops + 1));
+    if (plan_alloc(plan, f) != 0 || liveness_compute(f, &p->live) != 0 ||
+        p->storage_end == NULL || p->root == NULL || p->buffer_of == NULL || p->buffers == NULL)
+        return -1;
+    for (int v = 0; v < f->n_values; v++) p->buffer_of[v] = -1;
+    compute_views(p);
+    return 0;
+}
+
+/* Every value the plan could place must have a known size. */
+static int check_sizes(const Function *f, Diag *d) {
+    for (int v = 0; v < f->n_values; v++) {
+        if (value_bytes(f->values[v]) >= 0) continue;
+        return fail(d,
+                    "internal error: memory plan: %%%s of @%s has no known size "
+                    "(this is a bug in capc)",
+                    f->values[v]->name, f->name);
+    }
+    return 0;
+}
+
+static void record_values(Planner *p) {
+    MemPlan *plan = p->plan;
+    for (int v = 0; v < p->f->n_values; v++) {
+        int b = p->buffer_of[v];
+        if (b < 0) continue;
+        plan->offsets[v] = p->buffers[b].offset;
+        plan->starts[v] = p->live.def_index[v];
+        plan->ends[v] = p->storage_end[v];
+    }
+}
+
+int memplan_function(const Function *f, MemPlan *plan, Diag *d) {
+    if (check_sizes(f, d) != 0) {
+        memset(plan, 0, sizeof *plan);
+        return -1;
+    }
+    Planner p;
+    int rc = -1;
+    if (planner_init(&p, f, plan) == 0) {
+        for (int i = 0; i < f->n_ops; i++) assign_home(&p, i);
+        rc = pack_best(&p);
+        if (rc == 0) record_values(&p);
+    }
+    if (rc != 0) fail(d, "memory plan of @%s: %s", f->name, "out of memory");
+    planner_free(&p);
+    return rc;
+}
+
+/* ---- the checker -------------------------------------------------------------------------- */
+
+typedef struct Checker {
+    const Function *f;
+    const MemPlan *plan;
+    Liveness live;
+    int *cls;     /* per value id: the first value of its view class (views join operand's) */
+    int *cls_end; /* per class: last read of any member */
+    char *err;
+    size_t err_size;
+} Checker;
+
+static int check_fail(Checker *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int check_fail(Checker *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = snprintf(c->err, c->err_size, "@%s: ", c->f->name);
+    if (n >= 0 && (size_t)n < c->err_size) vsnprintf(c->err + n, c->err_size - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static bool is_operand(const Op *op, int id) {
+    for (int k = 0; k < op->n_inputs; k++)
+        if (op->inputs[k]->id == id) return true;
+    return false;
+}
+
+/* A value outside the arena must be an input, a param, a view of outside memory or a new
+ * state value. */
+static int check_outside(Checker *c, const Value *v) {
+    const MemPlan *plan = c->plan;
+    const Op *op = v->def;
+    if (plan->alias_of[v->id] >= 0)
+        return check_fail(c, "%%%s is outside the arena but declares an alias", v->name);
+    if (op == NULL || op->kind == OP_PARAM) return 0;
+    if (op_is_view(op) && plan->offsets[op->inputs[0]->id] < 0) return 0;
+    if (state_output_name(c->f, v) != NULL) return 0;
+    return check_fail(c, "%%%s has no memory: neither in the arena nor caller/state memory",
+                      v->name);
+}
+
+/* An alias must be an operand that this op may share bytes with, at the same offset. */
+static int check_alias(Checker *c, const Value *v) {
+    int u = c->plan->alias_of[v->id];
+    if (u < 0) return 0;
+    const Value *src = c->f->values[u];
+    const Op *op = v->def;
+    if (op == NULL || !is_operand(op, u))
+        return check_fail(c, "%%%s aliases %%%s, which is not its operand", v->name, src->name);
+    if (c->plan->offsets[u] != c->plan->offsets[v->id])
+        return check_fail(c, "%%%s aliases %%%s at another offset", v->name, src->name);
+    if (op_is_view(op)) return 0;
+    if (op_info(op->kind)->fusion != FUSE_ELEMENTWISE || src->dtype != v->dtype ||
+        !shape_equal(&src->shape, &v->shape))
+        return check_fail(c, "%%%s cannot be computed in place of %%%s", v->name, src->name);
+    return 0;
+}
+
+static int check_value(Checker *c, const Value *v) {
+    int64_t off = c->plan->offsets[v->id], bytes = value_bytes(v);
+    if (v->def == NULL && off >= 0)
+        return check_fail(c, "input %%%s is placed in the arena", v->name);
+    if (off < 0) return check_outside(c, v);
+    if (bytes < 0) return check_fail(c, "%%%s has no known size", v->name);
+    if (off % MEMPLAN_ALIGN != 0 || off + bytes > c->plan->peak_bytes)
+        return check_fail(c, "%%%s at offset %lld (%lld bytes) is misaligned or outside the "
+                          "%lld-byte arena", v->name, (long long)off, (long long)bytes,
+                          (long long)c->plan->peak_bytes);
+    return check_alias(c, v);
+}
+
+static void build_classes(Checker *c) {
+    const Function *f = c->f;
+    for (int v = 0; v < f->n_values; v++) c->cls[v] = v, c->cls_end[v] = -1;
+    for (int i = 0; i < f->n_ops; i++) {
+        const Op *op = f->ops[i];
+        int r = op->result->id, u = c->plan->alias_of[r];
+        if (u >= 0 && op_is_view(op)) c->cls[r] = c->cls[u];
+        c->cls_end[c->cls[r]] = max_int(c->cls_end[c->cls[r]], c->live.last_use[r]);
+    }
+}
+
+/* Classes a (defined first) and b may share bytes while both live only when b is computed in
+ * place over a member of a, at the op where a is read for the last time. */
+static int check_pair(Checker *c, int a, int b) {
+    const MemPlan *plan = c->plan;
+    const Value *va = c->f->values[a], *vb = c->f->values[b];
+    int64_t lo = max64(plan->offsets[a], plan->offsets[b]);
+    int64_t hi_a = plan->offsets[a] + value_bytes(va), hi_b = plan->offsets[b] + value_bytes(vb);
+    if (lo >= (hi_a < hi_b ? hi_a : hi_b)) return 0; /* no shared bytes */
+    int sa = c->live.def_index[a], sb = c->live.def_index[b];
+    if (c->cls_end[a] < sb || c->cls_end[b] < sa) return 0; /* never live together */
+    int u = plan->alias_of[b];
+    if (u >= 0 && c->cls[u] == a && c->cls_end[a] == sb) return 0; /* in place */
+    return check_fail(c, "%%%s [%d,%d] and %%%s [%d,%d] share bytes from %lld while both live",
+                      va->name, sa, c->cls_end[a], vb->name, sb, c->cls_end[b], (long long)lo);
+}
+
+static int check_overlaps(Checker *c) {
+    const Function *f = c->f;
+    int *roots = malloc(sizeof(int) * ((size_t)f->n_ops + 1));
+    if (roots == NULL) return check_fail(c, "out of memory");
+    int n = 0, rc = 0;
+    for (int i = 0; i < f->n_ops; i++) {
+        int r = f->ops[i]->result->id;
+        if (c->cls[r] == r && c->plan->offsets[r] >= 0) roots[n++] = r;
+    }
+    for (int i = 0; i < n && rc == 0; i++)
+        for (int j = i + 1; j < n && rc == 0; j++) rc = check_pair(c, roots[i], roots[j]);
+    free(roots);
+    return rc;
+}
+
+int memplan_check(const Function *f, const MemPlan *plan, char *err, size_t err_size) {
+    Checker c = {.f = f, .plan = plan, .err = err, .err_size = err_size};
+    if (plan->n_values != f->n_values || plan->offsets == NULL || plan->alias_of == NULL)
+        return check_fail(&c, "the plan is for another function (%d values, not %d)",
+                          plan->n_values, f->n_values);
+    int rc = -1;
+    c.cls = malloc(sizeof(int) * ((size_t)f->n_values + 1));
+    c.cls_end = malloc(sizeof(int) * ((size_t)f->n_values + 1));
+    if (c.cls == NULL || c.cls_end == NULL || liveness_compute(f, &c.live) != 0) {
+        check_fail(&c, "out of memory");
+    } else {
+        rc = 0;
+        for (int v = 0; v < f->n_values && rc == 0; v++) rc = check_value(&c, f->values[v]);
+        if (rc == 0) build_classes(&c);
+        if (rc == 0) rc = check_overlaps(&c);
+    }
+    liveness_free(&c.live);
+    free(c.cls);
+    free(c.cls_end);
+    return rc;
+}
+
+/* ---- reports ------------------------------------------------------------------------------ */
+
+/* Why a value outside the arena is there, or how an arena value shares its bytes. */
+static void value_note(const Function *f, const MemPlan *plan, const Value *v, char *buf,
+                       size_t size) {
+    int u = plan->alias_of[v->id];
+    const char *state = state_output_name(f, v);
+    buf[0] = '\0';
+    if (v->def == NULL) snprintf(buf, size, "input");
+    else if (v->def->kind == OP_PARAM) snprintf(buf, size, "param %s", op_string(v->def, "name"));
+    else if (u >= 0)
+        snprintf(buf, size, "%s %%%s", op_is_view(v->def) ? "view of" : "in place of",
+                 f->values[u]->name);
+    else if (op_is_view(v->def) && plan->offsets[v->id] < 0)
+        snprintf(buf, size, "view of %%%s", v->def->inputs[0]->name);
+    else if (state != NULL && plan->offsets[v->id] < 0) snprintf(buf, size, "state @%s", state);
+}
+
+void memplan_print(FILE *out, const Function *f, const MemPlan *plan) {
+    fprintf(out, "function @%s\n", f->name);
+    fprintf(out, "  peak bytes:  %lld\n", (long long)plan->peak_bytes);
+    fprintf(out, "  naive bytes: %lld\n", (long long)plan->naive_bytes);
+    fprintf(out, "  ratio:       %.1f%%\n",
+            plan->naive_bytes > 0 ? 100.0 * (double)plan->peak_bytes / (double)plan->naive_bytes
+                                  : 0.0);
+    fprintf(out, "  %-44s %12s %12s %13s\n", "value", "bytes", "offset", "[start,end]");
+    for (int id = 0; id < f->n_values; id++) {
+        const Value *v = f->values[id];
+        char note[256], off[32] = "-", life[32] = "-";
+        value_note(f, plan, v, note, sizeof note);
+        if (plan->offsets[id] >= 0) {
+            snprintf(off, sizeof off, "%lld", (long long)plan->offsets[id]);
+            snprintf(life, sizeof life, "[%d,%d]", plan->starts[id], plan->ends[id]);
+        }
+        fprintf(out, "  %%%-43s %12lld %12s %13s%s%s\n", v->name, (long long)value_bytes(v), off,
+                life, note[0] ? "  " : "", note);
+    }
+}
+
+int memplan_dump_module(const Module *m, const char *dir, const char *stem, Diag *d) {
+    char path[4096];
+    int n = snprintf(path, sizeof path, "%s/%s.txt", dir, stem);
+    if (n < 0 || (size_t)n >= sizeof path) return fail(d, "cannot write '%s': %s", dir, "name too long");
+    FILE *out = fopen(path, "w");
+    if (out == NULL) return fail(d, "cannot write '%s': %s", path, strerror(errno));
+    int rc = 0;
+    fprintf(out, "# capc memory plan: arena offsets and lifetimes (op indices) per value\n");
+    for (int i = 0; i < m->n_funcs && rc == 0; i++) {
+        MemPlan plan;
+        rc = memplan_function(m->funcs[i], &plan, d);
+        if (rc == 0) fprintf(out, "\n"), memplan_print(out, m->funcs[i], &plan);
+        memplan_free(&plan);
+    }
+    int bad = ferror(out);
+    if (fclose(out) != 0 || bad) {
+        if (rc == 0) fail(d, "cannot write '%s': %s", path, strerror(bad ? EIO : errno));
+        return -1;
+    }
+    return rc;
+}
