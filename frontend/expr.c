@@ -113,6 +113,40 @@ static int parse_number(Parser *p, ExprValue *v) {
     return 0;
 }
 
+/* Built-in functions: sqrt(x) (real), min(a, b), max(a, b) (int if both are ints). They make
+ * derived sizes such as an attention scale 1/sqrt(d/heads) expressible in the config. */
+static int parse_call(Parser *p, const char *name, size_t start, ExprValue *v) {
+    int arity = strcmp(name, "sqrt") == 0 ? 1
+                : (strcmp(name, "min") == 0 || strcmp(name, "max") == 0) ? 2 : 0;
+    if (arity == 0) return fail(p, start, "unknown function '%s' (known: sqrt, min, max)", name);
+    p->pos++; /* '(' */
+    ExprValue args[2];
+    for (int i = 0; i < arity; i++) {
+        if (i > 0 && !accept(p, ",")) return fail(p, p->pos, "%s() takes %d arguments", name, arity);
+        if (parse_cond(p, &args[i])) return -1;
+    }
+    if (!accept(p, ")")) return fail(p, p->pos, "expected ')' to close %s(", name);
+    if (p->skip) {
+        *v = expr_int(0);
+        return 0;
+    }
+    if (arity == 1) {
+        double x = expr_to_double(args[0]);
+        if (x < 0) return fail(p, start, "sqrt of a negative number (%g)", x);
+        *v = expr_real(sqrt(x));
+        return 0;
+    }
+    bool want_min = name[1] == 'i';
+    if (args[0].is_int && args[1].is_int) {
+        bool first = want_min ? args[0].i <= args[1].i : args[0].i >= args[1].i;
+        *v = first ? args[0] : args[1];
+    } else {
+        double a = expr_to_double(args[0]), b = expr_to_double(args[1]);
+        *v = expr_real(want_min ? fmin(a, b) : fmax(a, b));
+    }
+    return 0;
+}
+
 static int parse_name(Parser *p, ExprValue *v) {
     size_t start = p->pos;
     while (isalnum((unsigned char)p->s[p->pos]) || p->s[p->pos] == '_') p->pos++;
@@ -121,6 +155,8 @@ static int parse_name(Parser *p, ExprValue *v) {
     if (n >= sizeof name) return fail(p, start, "name too long");
     memcpy(name, p->s + start, n);
     name[n] = '\0';
+    skip_space(p);
+    if (p->s[p->pos] == '(') return parse_call(p, name, start, v);
     if (p->skip) {
         *v = expr_int(0);
         return 0;

@@ -136,6 +136,19 @@ static void test_interpolate(void **state) {
     assert_int_equal(err.offset, 2);
 }
 
+static void test_functions(void **state) {
+    (void)state;
+    assert_real_result("sqrt(16)", 4.0);
+    assert_real_result("1 / sqrt(64 / 4)", 0.25); /* the attention scale 1/sqrt(d/heads) */
+    assert_int_result("min(3, 2 + 2)", 3);
+    assert_int_result("max(-1, 0)", 0);
+    assert_real_result("max(1, 2.5)", 2.5);
+    assert_int_result("1 ? 2 : sqrt(-1)", 2); /* the branch not taken is not evaluated */
+    assert_error("cbrt(8)", "unknown function 'cbrt' (known: sqrt, min, max)", 0);
+    assert_error("sqrt(-4)", "sqrt of a negative number (-4)", 0);
+    assert_error("min(1)", "min() takes 2 arguments", 5);
+}
+
 static void test_format_and_names(void **state) {
     (void)state;
     char buf[64];
@@ -156,7 +169,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_arithmetic), cmocka_unit_test(test_logic),
         cmocka_unit_test(test_errors),     cmocka_unit_test(test_interpolate),
-        cmocka_unit_test(test_format_and_names),
+        cmocka_unit_test(test_format_and_names), cmocka_unit_test(test_functions),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
