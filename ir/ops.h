@@ -55,6 +55,11 @@ typedef int (*ShapeRule)(const Op *op, DType *out_dtype, Shape *out_shape, char 
 typedef int (*GradRule)(Function *f, const Op *op, Value *dy, const bool *need, Value **grads,
                         char *err, size_t err_size);
 
+/* The explicit "no gradient" rule: succeeds when no operand's gradient is needed, else fails
+ * naming the op. Autodiff compares op_info(kind)->grad_rule with it. */
+int grad_none(Function *f, const Op *op, Value *dy, const bool *need, Value **grads, char *err,
+              size_t err_size);
+
 struct RefTensor;
 typedef int (*RefEval)(const Op *op, const struct RefTensor *const *ins, struct RefTensor *out,
                        char *err, size_t err_size);

@@ -119,6 +119,8 @@ REF_UNARY(sqrt, sqrt(x))
 REF_UNARY(rsqrt, 1.0 / sqrt(x))
 REF_UNARY(tanh, tanh(x))
 REF_UNARY(scale, x *op_float(op, "factor"))
+REF_UNARY(cos, cos(x))
+REF_UNARY(floor, floor(x))
 
 int ref_cast(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err,
              size_t err_size) {
@@ -173,6 +175,10 @@ REF_BINARY(add, a + b)
 REF_BINARY(sub, a - b)
 REF_BINARY(mul, a *b)
 REF_BINARY(div, a / b)
+/* NaN propagates from either side, as torch.minimum/maximum do. */
+REF_BINARY(minimum, (isnan(a) || isnan(b)) ? NAN : (a < b ? a : b))
+REF_BINARY(maximum, (isnan(a) || isnan(b)) ? NAN : (a > b ? a : b))
+REF_BINARY(equal, a == b ? 1.0 : 0.0)
 
 /* ---- layout ----------------------------------------------------------------------------- */
 
@@ -551,6 +557,179 @@ int ref_scatter_add(const Op *op, const RefTensor *const *ins, RefTensor *out, c
     for (int64_t i = 0; i < numel(ids); i++) {
         int64_t row = (int64_t)ids->data[i];
         for (int64_t j = 0; j < dim; j++) out->data[row * dim + j] += g->data[i * dim + j];
+    }
+    return 0;
+}
+
+int ref_relu_grad(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err,
+                  size_t err_size) {
+    for (int64_t i = 0; i < numel(out); i++)
+        out->data[i] = ins[1]->data[i] > 0 ? ins[0]->data[i] : 0.0;
+    return 0;
+}
+
+int ref_slice_grad(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err,
+                   size_t err_size) {
+    const RefTensor *dy = ins[0];
+    int axis = axis_of(op, "axis", dy->shape.rank);
+    int64_t start = op_int(op, "start"), step = op_int(op, "step");
+    int64_t idx[IR_MAX_RANK];
+    for (int64_t o = 0; o < numel(out); o++) out->data[o] = 0.0;
+    for (int64_t i = 0; i < numel(dy); i++) {
+        unravel(&dy->shape, i, idx);
+        idx[axis] = start + idx[axis] * step;
+        out->data[ravel(&out->shape, idx)] = dy->data[i];
+    }
+    return 0;
+}
+
+/* Flat index (within one plane) of the first maximum of window (oy, ox), as ref_max_pool2d
+ * picks it (NaN wins, as it does there); -1 if the window holds no input element (it never
+ * does: padding is at most half the kernel). */
+static int64_t window_argmax(const double *x, int64_t h, int64_t w, const int64_t *k,
+                             const int64_t *st, const int64_t *pad, int64_t oy, int64_t ox) {
+    double m = -INFINITY;
+    int64_t at = -1;
+    for (int64_t ky = 0; ky < k[0]; ky++)
+        for (int64_t kx = 0; kx < k[1]; kx++) {
+            int64_t y = oy * st[0] - pad[0] + ky, xx = ox * st[1] - pad[1] + kx;
+            if (y < 0 || y >= h || xx < 0 || xx >= w) continue;
+            double v = x[y * w + xx];
+            if (at < 0 || v > m || (isnan(v) && !isnan(m))) m = v, at = y * w + xx;
+        }
+    return at;
+}
+
+int ref_max_pool2d_grad(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err,
+                        size_t err_size) {
+    int n_k = 0, n_s = 0, n_p = 0;
+    const int64_t *k = op_ints(op, "kernel", &n_k), *st = op_ints(op, "stride", &n_s);
+    const int64_t *pad = op_ints(op, "padding", &n_p);
+    const RefTensor *dy = ins[0], *x = ins[1];
+    int64_t h = x->shape.dims[2], w = x->shape.dims[3];
+    int64_t ho = dy->shape.dims[2], wo = dy->shape.dims[3];
+    int64_t planes = x->shape.dims[0] * x->shape.dims[1];
+    for (int64_t o = 0; o < numel(out); o++) out->data[o] = 0.0;
+    for (int64_t pl = 0; pl < planes; pl++)
+        for (int64_t oy = 0; oy < ho; oy++)
+            for (int64_t ox = 0; ox < wo; ox++) {
+                int64_t at = window_argmax(x->data + pl * h * w, h, w, k, st, pad, oy, ox);
+                if (at >= 0) out->data[pl * h * w + at] += dy->data[(pl * ho + oy) * wo + ox];
+            }
+    return 0;
+}
+
+int ref_adaptive_avg_pool2d_grad(const Op *op, const RefTensor *const *ins, RefTensor *out,
+                                 char *err, size_t err_size) {
+    const RefTensor *dy = ins[0];
+    int64_t h = out->shape.dims[2], w = out->shape.dims[3];
+    int64_t ho = dy->shape.dims[2], wo = dy->shape.dims[3];
+    int64_t planes = dy->shape.dims[0] * dy->shape.dims[1];
+    for (int64_t o = 0; o < numel(out); o++) out->data[o] = 0.0;
+    for (int64_t pl = 0; pl < planes; pl++)
+        for (int64_t oy = 0; oy < ho; oy++) {
+            int64_t y0 = oy * h / ho, y1 = ((oy + 1) * h + ho - 1) / ho; /* as the forward */
+            for (int64_t ox = 0; ox < wo; ox++) {
+                int64_t x0 = ox * w / wo, x1 = ((ox + 1) * w + wo - 1) / wo;
+                double share = dy->data[(pl * ho + oy) * wo + ox] / (double)((y1 - y0) * (x1 - x0));
+                for (int64_t y = y0; y < y1; y++)
+                    for (int64_t xx = x0; xx < x1; xx++) out->data[(pl * h + y) * w + xx] += share;
+            }
+        }
+    return 0;
+}
+
+/* The geometry shared by conv2d's two backward evaluators. */
+typedef struct ConvGeom {
+    int64_t n, c, h, w;     /* input */
+    int64_t o, cg, kh, kw;  /* weight */
+    int64_t ho, wo, groups; /* output */
+    const int64_t *st, *pad, *dil;
+} ConvGeom;
+
+static ConvGeom conv_geom(const Op *op, const Shape *x, const Shape *w, const Shape *y) {
+    int nn = 0;
+    ConvGeom g = {x->dims[0], x->dims[1], x->dims[2], x->dims[3],
+                  w->dims[0], w->dims[1], w->dims[2], w->dims[3],
+                  y->dims[2], y->dims[3], op_int(op, "groups"),
+                  op_ints(op, "stride", &nn), op_ints(op, "padding", &nn),
+                  op_ints(op, "dilation", &nn)};
+    return g;
+}
+
+typedef enum { CONV_GRAD_INPUT, CONV_GRAD_WEIGHT } ConvGrad;
+
+/* Walks every multiply-add term x[xi] * w[wi] -> y[yi] of the forward conv2d (the same loops
+ * as ref_conv2d) and accumulates dy[yi] times the other factor into the wanted gradient. */
+static void conv_backward(const ConvGeom *g, ConvGrad which, const double *dy,
+                          const double *other, double *out) {
+    int64_t og = g->o / g->groups;
+    for (int64_t b = 0; b < g->n; b++)
+        for (int64_t oc = 0; oc < g->o; oc++)
+            for (int64_t oy = 0; oy < g->ho; oy++)
+                for (int64_t ox = 0; ox < g->wo; ox++) {
+                    int64_t yi = ((b * g->o + oc) * g->ho + oy) * g->wo + ox;
+                    for (int64_t ic = 0; ic < g->cg; ic++)
+                        for (int64_t ky = 0; ky < g->kh; ky++)
+                            for (int64_t kx = 0; kx < g->kw; kx++) {
+                                int64_t y = oy * g->st[0] - g->pad[0] + ky * g->dil[0];
+                                int64_t xx = ox * g->st[1] - g->pad[1] + kx * g->dil[1];
+                                if (y < 0 || y >= g->h || xx < 0 || xx >= g->w) continue;
+                                int64_t cin = oc / og * g->cg + ic;
+                                int64_t xi = ((b * g->c + cin) * g->h + y) * g->w + xx;
+                                int64_t wi = ((oc * g->cg + ic) * g->kh + ky) * g->kw + kx;
+                                if (which == CONV_GRAD_INPUT)
+                                    out[xi] += dy[yi] * other[wi];
+                                else
+                                    out[wi] += dy[yi] * other[xi];
+                            }
+                }
+}
+
+int ref_conv2d_grad_input(const Op *op, const RefTensor *const *ins, RefTensor *out,
+                          char *err, size_t err_size) {
+    const RefTensor *dy = ins[0], *w = ins[1];
+    ConvGeom g = conv_geom(op, &out->shape, &w->shape, &dy->shape);
+    for (int64_t i = 0; i < numel(out); i++) out->data[i] = 0.0;
+    conv_backward(&g, CONV_GRAD_INPUT, dy->data, w->data, out->data);
+    return 0;
+}
+
+int ref_conv2d_grad_weight(const Op *op, const RefTensor *const *ins, RefTensor *out,
+                           char *err, size_t err_size) {
+    const RefTensor *dy = ins[0], *x = ins[1];
+    ConvGeom g = conv_geom(op, &x->shape, &out->shape, &dy->shape);
+    for (int64_t i = 0; i < numel(out); i++) out->data[i] = 0.0;
+    conv_backward(&g, CONV_GRAD_WEIGHT, dy->data, x->data, out->data);
+    return 0;
+}
+
+int ref_cross_entropy_grad(const Op *op, const RefTensor *const *ins, RefTensor *out,
+                           char *err, size_t err_size) {
+    const RefTensor *logits = ins[1], *target = ins[2];
+    int64_t n = logits->shape.dims[0], v = logits->shape.dims[1];
+    double ignore = (double)op_int(op, "ignore_index");
+    int64_t count = 0;
+    for (int64_t r = 0; r < n; r++) count += target->data[r] != ignore;
+    /* d(mean loss)/d(logits[r]) = (softmax(row) - onehot(target)) / count; with no counted
+     * rows the loss is NaN and so is its gradient, as in PyTorch. */
+    double scale = count ? ins[0]->data[0] / (double)count : NAN;
+    for (int64_t r = 0; r < n; r++) {
+        double t = target->data[r];
+        double *g = out->data + r * v;
+        const double *row = logits->data + r * v;
+        if (t == ignore) {
+            for (int64_t j = 0; j < v; j++) g[j] = 0.0;
+            continue;
+        }
+        if (!(t >= 0 && t < (double)v))
+            return fail(op, err, err_size, "target id %g at row %lld is out of range [0, %lld)",
+                        t, (long long)r, (long long)v);
+        double mx = -INFINITY, sum = 0.0;
+        for (int64_t j = 0; j < v; j++) mx = fmax(mx, row[j]);
+        for (int64_t j = 0; j < v; j++) sum += exp(row[j] - mx);
+        for (int64_t j = 0; j < v; j++)
+            g[j] = (exp(row[j] - mx) / sum - (j == (int64_t)t ? 1.0 : 0.0)) * scale;
     }
     return 0;
 }

@@ -211,6 +211,8 @@ UNARY_F32(sqrt)
 UNARY_F32(rsqrt)
 UNARY_F32(tanh)
 UNARY_F32(scale)
+UNARY_F32(cos)
+UNARY_F32(floor)
 
 int infer_cast(const Op *op, DType *out_dtype, Shape *out_shape, char *err, size_t err_size) {
     if (check_operands(op, err, err_size)) return -1;
@@ -269,6 +271,9 @@ BINARY_F32(add)
 BINARY_F32(sub)
 BINARY_F32(mul)
 BINARY_F32(div)
+BINARY_F32(minimum)
+BINARY_F32(maximum)
+BINARY_F32(equal)
 
 /* ---- layout ----------------------------------------------------------------------------- */
 
@@ -728,4 +733,169 @@ int infer_scatter_add(const Op *op, DType *out_dtype, Shape *out_shape, char *er
     if (num <= 0) return fail(op, err, err_size, "num must be > 0, got %lld", (long long)num);
     Shape s = shape_of(2, num, g->shape.dims[g->shape.rank - 1]);
     return finish(op, DT_F32, &s, out_dtype, out_shape, err, err_size);
+}
+
+/* Operands dy and y (relu's result): the same f32 shape. */
+int infer_relu_grad(const Op *op, DType *out_dtype, Shape *out_shape, char *err,
+                    size_t err_size) {
+    if (check_operands(op, err, err_size)) return -1;
+    const Value *dy = op->inputs[0], *y = op->inputs[1];
+    if (dy->dtype != DT_F32 || y->dtype != DT_F32 || !shape_equal(&dy->shape, &y->shape))
+        return fail(op, err, err_size, "dy %s and y %s must be f32 of the same shape",
+                    vtype(dy).s, vtype(y).s);
+    return finish(op, DT_F32, &y->shape, out_dtype, out_shape, err, err_size);
+}
+
+/* dy is what slice [start:end:step] of an axis of length size produced. */
+int infer_slice_grad(const Op *op, DType *out_dtype, Shape *out_shape, char *err,
+                     size_t err_size) {
+    if (check_operands(op, err, err_size)) return -1;
+    if (need_dtype(op, 0, DT_F32, "dy", err, err_size)) return -1;
+    const Value *dy = op->inputs[0];
+    int axis;
+    if (axis_attr(op, "axis", dy, &axis, err, err_size)) return -1;
+    int64_t start = op_int(op, "start"), end = op_int(op, "end"), step = op_int(op, "step");
+    int64_t size = op_int(op, "size");
+    if (step < 1) return fail(op, err, err_size, "step must be >= 1, got %lld", (long long)step);
+    if (size < 1 || size > IR_MAX_NUMEL)
+        return fail(op, err, err_size, "size must be > 0, got %lld", (long long)size);
+    if (!(0 <= start && start <= end && end <= size))
+        return fail(op, err, err_size, "[%lld:%lld] is out of bounds for size %lld",
+                    (long long)start, (long long)end, (long long)size);
+    int64_t count = end == start ? 0 : (end - start - 1) / step + 1;
+    if (dy->shape.dims[axis] != count)
+        return fail(op, err, err_size, "dy %s must have %lld entries along axis %d for [%lld:%lld:%lld]",
+                    vtype(dy).s, (long long)count, axis, (long long)start, (long long)end,
+                    (long long)step);
+    Shape s = dy->shape;
+    s.dims[axis] = size;
+    return finish(op, DT_F32, &s, out_dtype, out_shape, err, err_size);
+}
+
+/* dy must be max_pool2d's result for input x with the same attributes. */
+int infer_max_pool2d_grad(const Op *op, DType *out_dtype, Shape *out_shape, char *err,
+                          size_t err_size) {
+    if (check_operands(op, err, err_size)) return -1;
+    if (need_dtype(op, 0, DT_F32, "dy", err, err_size)) return -1;
+    if (need_dtype(op, 1, DT_F32, "x", err, err_size)) return -1;
+    if (need_rank(op, 1, 4, "x", "[N, C, H, W]", err, err_size)) return -1;
+    /* The forward rule validates the attributes and computes the pooled shape (the two
+     * schemas list kernel, stride, padding in the same order, so attrs carry over). */
+    Op fwd = *op;
+    fwd.kind = OP_MAX_POOL2D;
+    fwd.inputs = op->inputs + 1;
+    fwd.n_inputs = 1;
+    DType dt;
+    Shape pooled;
+    char msg[512];
+    if (infer_max_pool2d(&fwd, &dt, &pooled, msg, sizeof msg))
+        return fail(op, err, err_size, "as the forward %s", msg);
+    if (!shape_equal(&pooled, &op->inputs[0]->shape))
+        return fail(op, err, err_size, "dy %s must be the pooled shape %s of x %s",
+                    vtype(op->inputs[0]).s, stype(DT_F32, &pooled).s, vtype(op->inputs[1]).s);
+    return finish(op, DT_F32, &op->inputs[1]->shape, out_dtype, out_shape, err, err_size);
+}
+
+int infer_adaptive_avg_pool2d_grad(const Op *op, DType *out_dtype, Shape *out_shape,
+                                   char *err, size_t err_size) {
+    if (check_operands(op, err, err_size)) return -1;
+    if (need_dtype(op, 0, DT_F32, "dy", err, err_size)) return -1;
+    if (need_rank(op, 0, 4, "dy", "[N, C, Ho, Wo]", err, err_size)) return -1;
+    int64_t in[2];
+    if (pair_attr(op, "input_size", 1, in, err, err_size)) return -1;
+    Shape s = op->inputs[0]->shape;
+    s.dims[2] = in[0];
+    s.dims[3] = in[1];
+    return finish(op, DT_F32, &s, out_dtype, out_shape, err, err_size);
+}
+
+/* Checks a conv2d backward op against the forward conv2d it undoes: x and w are the forward
+ * operands' types (one of them rebuilt from attributes), dy must be the forward result. */
+static int check_conv_backward(const Op *op, const Value *x, const Value *w, const Value *dy,
+                               Shape *out, char *err, size_t err_size) {
+    /* conv2d's schema is a prefix of both backward schemas, so attrs carry over. */
+    Op fwd = *op;
+    const Value *ins[2] = {x, w};
+    fwd.kind = OP_CONV2D;
+    fwd.inputs = (Value **)ins;
+    fwd.n_inputs = 2;
+    DType dt;
+    Shape y;
+    char msg[512];
+    if (infer_conv2d(&fwd, &dt, &y, msg, sizeof msg))
+        return fail(op, err, err_size, "as the forward %s", msg);
+    if (!shape_equal(&y, &dy->shape))
+        return fail(op, err, err_size, "dy %s must be the forward result %s of input %s and "
+                    "weight %s", vtype(dy).s, stype(DT_F32, &y).s, vtype(x).s, vtype(w).s);
+    *out = y;
+    return 0;
+}
+
+/* A stand-in value of the given shape, for checking against a forward shape rule. */
+static Value shaped(Shape s) {
+    Value v;
+    memset(&v, 0, sizeof v);
+    v.name = "?";
+    v.dtype = DT_F32;
+    v.shape = s;
+    return v;
+}
+
+int infer_conv2d_grad_input(const Op *op, DType *out_dtype, Shape *out_shape, char *err,
+                            size_t err_size) {
+    if (check_operands(op, err, err_size)) return -1;
+    if (need_dtype(op, 0, DT_F32, "dy", err, err_size)) return -1;
+    if (need_rank(op, 0, 4, "dy", "[N, O, Ho, Wo]", err, err_size)) return -1;
+    if (need_dtype(op, 1, DT_F32, "weight", err, err_size)) return -1;
+    if (need_rank(op, 1, 4, "weight", "[O, C/groups, kh, kw]", err, err_size)) return -1;
+    const Value *dy = op->inputs[0], *w = op->inputs[1];
+    int64_t in[2];
+    if (pair_attr(op, "input_size", 1, in, err, err_size)) return -1;
+    int64_t g = op_int(op, "groups");
+    if (g < 1 || g > ((int64_t)1 << 31))
+        return fail(op, err, err_size, "groups must be >= 1, got %lld", (long long)g);
+    Value x = shaped(shape_of(4, dy->shape.dims[0], w->shape.dims[1] * g, in[0], in[1]));
+    Shape y;
+    if (check_conv_backward(op, &x, w, dy, &y, err, err_size)) return -1;
+    return finish(op, DT_F32, &x.shape, out_dtype, out_shape, err, err_size);
+}
+
+int infer_conv2d_grad_weight(const Op *op, DType *out_dtype, Shape *out_shape, char *err,
+                             size_t err_size) {
+    if (check_operands(op, err, err_size)) return -1;
+    if (need_dtype(op, 0, DT_F32, "dy", err, err_size)) return -1;
+    if (need_rank(op, 0, 4, "dy", "[N, O, Ho, Wo]", err, err_size)) return -1;
+    if (need_dtype(op, 1, DT_F32, "x", err, err_size)) return -1;
+    if (need_rank(op, 1, 4, "x", "[N, C, H, W]", err, err_size)) return -1;
+    const Value *dy = op->inputs[0], *x = op->inputs[1];
+    int64_t k[2];
+    if (pair_attr(op, "kernel", 1, k, err, err_size)) return -1;
+    int64_t g = op_int(op, "groups");
+    if (g < 1 || x->shape.dims[1] % g != 0)
+        return fail(op, err, err_size, "groups=%lld must divide the channels of x %s",
+                    (long long)g, vtype(x).s);
+    Value w = shaped(shape_of(4, dy->shape.dims[1], x->shape.dims[1] / g, k[0], k[1]));
+    Shape y;
+    if (check_conv_backward(op, x, &w, dy, &y, err, err_size)) return -1;
+    return finish(op, DT_F32, &w.shape, out_dtype, out_shape, err, err_size);
+}
+
+/* Operands dy f32[], logits f32[N,V], target i32[N]: as cross_entropy's, plus the scalar. */
+int infer_cross_entropy_grad(const Op *op, DType *out_dtype, Shape *out_shape, char *err,
+                             size_t err_size) {
+    if (check_operands(op, err, err_size)) return -1;
+    const Value *dy = op->inputs[0];
+    if (dy->dtype != DT_F32 || dy->shape.rank != 0)
+        return fail(op, err, err_size, "dy must be f32[] (the loss is a scalar), got %s",
+                    vtype(dy).s);
+    Op fwd = *op; /* same schema (ignore_index) as cross_entropy */
+    fwd.kind = OP_CROSS_ENTROPY;
+    fwd.inputs = op->inputs + 1;
+    fwd.n_inputs = 2;
+    DType dt;
+    Shape loss;
+    char msg[512];
+    if (infer_cross_entropy(&fwd, &dt, &loss, msg, sizeof msg))
+        return fail(op, err, err_size, "as the forward %s", msg);
+    return finish(op, DT_F32, &op->inputs[1]->shape, out_dtype, out_shape, err, err_size);
 }

@@ -118,6 +118,15 @@ static void case_padding_mask(TestCtx *c) {
     tu_expect_values(c, a, "f32[2,2]", w, 4, 0);
 }
 
+static void case_cos(TestCtx *c) {
+    static const double x[] = {0, 1.5707963267948966, 3.141592653589793}, w[] = {1, 0, -1};
+    unary(c, "cos", x, w, 3, TOL);
+}
+static void case_floor(TestCtx *c) {
+    static const double x[] = {-1.5, -1, 0.25, 2.999}, w[] = {-2, -1, 0, 2};
+    unary(c, "floor", x, w, 4, 0);
+}
+
 static void case_add(TestCtx *c) {
     /* [[1,2,3],[4,5,6]] + [10,20,30] (row broadcast) */
     static const double a[] = {1, 2, 3, 4, 5, 6}, b[] = {10, 20, 30};
@@ -139,6 +148,23 @@ static void case_mul(TestCtx *c) {
 static void case_div(TestCtx *c) {
     static const double a[] = {1, 2, 3}, b[] = {2}, w[] = {0.5, 1, 1.5};
     tu_expect_values(c, tu_op(c, "div", tu_in(c, "f32[3]", a), tu_in(c, "f32[1]", b), END),
+                     "f32[3]", w, 3, 0);
+}
+
+static void case_minimum(TestCtx *c) {
+    /* [[1,5],[-3,4]] vs row [2,4]: min per element */
+    static const double a[] = {1, 5, -3, 4}, b[] = {2, 4}, w[] = {1, 4, -3, 4};
+    tu_expect_values(c, tu_op(c, "minimum", tu_in(c, "f32[2,2]", a), tu_in(c, "f32[2]", b), END),
+                     "f32[2,2]", w, 4, 0);
+}
+static void case_maximum(TestCtx *c) {
+    static const double a[] = {1, 5, -3, 4}, b[] = {2, 4}, w[] = {2, 5, 2, 4};
+    tu_expect_values(c, tu_op(c, "maximum", tu_in(c, "f32[2,2]", a), tu_in(c, "f32[2]", b), END),
+                     "f32[2,2]", w, 4, 0);
+}
+static void case_equal(TestCtx *c) {
+    static const double a[] = {1, 2, 3}, b[] = {1, 0, 3}, w[] = {1, 0, 1};
+    tu_expect_values(c, tu_op(c, "equal", tu_in(c, "f32[3]", a), tu_in(c, "f32[3]", b), END),
                      "f32[3]", w, 3, 0);
 }
 
@@ -478,6 +504,75 @@ static void case_scatter_add(TestCtx *c) {
     Op *a = tu_op(c, "scatter_add", tu_in(c, "f32[3,2]", g), tu_in(c, "i32[3]", ids), END);
     op_set_int(a, "num", 3);
     tu_expect_values(c, a, "f32[3,2]", w, 6, 0);
+}
+
+static void case_relu_grad(TestCtx *c) {
+    /* dy passes where y > 0 */
+    static const double dy[] = {1, 2, 3, 4}, y[] = {0, 0.5, 0, 2}, w[] = {0, 2, 0, 4};
+    tu_expect_values(c, tu_op(c, "relu_grad", tu_in(c, "f32[4]", dy), tu_in(c, "f32[4]", y), END),
+                     "f32[4]", w, 4, 0);
+}
+
+static void case_slice_grad(TestCtx *c) {
+    /* dy [[1,2],[3,4]] back at columns 1 and 3 of 5 (slice [1:5:2]) */
+    static const double dy[] = {1, 2, 3, 4}, w[] = {0, 1, 0, 2, 0, 0, 3, 0, 4, 0};
+    Op *a = tu_op(c, "slice_grad", tu_in(c, "f32[2,2]", dy), END);
+    op_set_int(a, "axis", 1);
+    op_set_int(a, "start", 1);
+    op_set_int(a, "end", 5);
+    op_set_int(a, "step", 2);
+    op_set_int(a, "size", 5);
+    tu_expect_values(c, a, "f32[2,5]", w, 10, 0);
+}
+
+static void case_max_pool2d_grad(TestCtx *c) {
+    /* x [[1,9,2],[3,4,8],[7,6,5]], 2x2 windows stride 1: maxima 9 at (0,1) twice, 7 at
+     * (2,0), 8 at (1,2); dy [1,10,100,1000] -> (0,1) gets 1+10, (2,0) 100, (1,2) 1000 */
+    static const double dy[] = {1, 10, 100, 1000}, x[] = {1, 9, 2, 3, 4, 8, 7, 6, 5};
+    static const double w[] = {0, 11, 0, 0, 0, 1000, 100, 0, 0};
+    Op *a = tu_op(c, "max_pool2d_grad", tu_in(c, "f32[1,1,2,2]", dy), tu_in(c, "f32[1,1,3,3]", x), END);
+    tu_ints(a, "kernel", 2, 2, 2);
+    tu_ints(a, "stride", 2, 1, 1);
+    tu_expect_values(c, a, "f32[1,1,3,3]", w, 9, 0);
+}
+
+static void case_adaptive_avg_pool2d_grad(TestCtx *c) {
+    /* [2,3] pooled to [1,2]: column bins [0,2) and [1,3), 4 elements each; dy [4,8] gives
+     * shares 1 and 2, and column 1 is in both bins: rows [1, 1+2, 2] */
+    static const double dy[] = {4, 8}, w[] = {1, 3, 2, 1, 3, 2};
+    Op *a = tu_op(c, "adaptive_avg_pool2d_grad", tu_in(c, "f32[1,1,1,2]", dy), END);
+    tu_ints(a, "input_size", 2, 2, 3);
+    tu_expect_values(c, a, "f32[1,1,2,3]", w, 6, 0);
+}
+
+static void case_conv2d_grad_input(TestCtx *c) {
+    /* 2x2 kernel [[1,2],[3,4]] over a 3x3 input; dy 1 at outputs (0,0) and (1,1): the kernel
+     * lands at the top-left and bottom-right, overlapping at (1,1): 4 + 1 */
+    static const double dy[] = {1, 0, 0, 1}, w[] = {1, 2, 3, 4};
+    static const double want[] = {1, 2, 0, 3, 5, 2, 0, 3, 4};
+    Op *a = tu_op(c, "conv2d_grad_input", tu_in(c, "f32[1,1,2,2]", dy), tu_in(c, "f32[1,1,2,2]", w), END);
+    tu_ints(a, "input_size", 2, 3, 3);
+    tu_expect_values(c, a, "f32[1,1,3,3]", want, 9, 0);
+}
+
+static void case_conv2d_grad_weight(TestCtx *c) {
+    /* x = 1..9 (3x3), dy 1 at outputs (0,0) and (1,1): dw[ky][kx] = x[ky][kx] + x[ky+1][kx+1]
+     * = 1+5, 2+6, 4+8, 5+9 */
+    static const double dy[] = {1, 0, 0, 1}, want[] = {6, 8, 12, 14};
+    Op *a = tu_op(c, "conv2d_grad_weight", tu_in(c, "f32[1,1,2,2]", dy), tu_in(c, "f32[1,1,3,3]", X33), END);
+    tu_ints(a, "kernel", 2, 2, 2);
+    tu_expect_values(c, a, "f32[1,1,2,2]", want, 4, 0);
+}
+
+static void case_cross_entropy_grad(TestCtx *c) {
+    /* rows [0,0] target 1, [0,ln3] target 0, [7,7] ignored (-1); count 2, dy 2: scale 1.
+     * softmax rows [.5,.5] and [.25,.75]; minus one-hot: [.5,-.5], [-.75,.75]; zeros */
+    static const double dy[] = {2}, logits[] = {0, 0, 0, 1.0986122886681098, 7, 7};
+    static const double target[] = {1, 0, -1}, want[] = {0.5, -0.5, -0.75, 0.75, 0, 0};
+    Op *a = tu_op(c, "cross_entropy_grad", tu_in(c, "f32[]", dy), tu_in(c, "f32[3,2]", logits),
+                  tu_in(c, "i32[3]", target), END);
+    op_set_int(a, "ignore_index", -1);
+    tu_expect_values(c, a, "f32[3,2]", want, 6, TOL);
 }
 
 /* ---- the loop over the op table --------------------------------------------------------- */

@@ -83,6 +83,8 @@ static void case_sqrt(TestCtx *c) { unary_case(c, "sqrt"); }
 static void case_rsqrt(TestCtx *c) { unary_case(c, "rsqrt"); }
 static void case_tanh(TestCtx *c) { unary_case(c, "tanh"); }
 static void case_scale(TestCtx *c) { unary_case(c, "scale"); }
+static void case_cos(TestCtx *c) { unary_case(c, "cos"); }
+static void case_floor(TestCtx *c) { unary_case(c, "floor"); }
 
 static void case_cast(TestCtx *c) {
     Op *a = tu_op(c, "cast", tu_in(c, "f32[2,3]", NULL), END);
@@ -133,6 +135,9 @@ static void case_add(TestCtx *c) { binary_case(c, "add"); }
 static void case_sub(TestCtx *c) { binary_case(c, "sub"); }
 static void case_mul(TestCtx *c) { binary_case(c, "mul"); }
 static void case_div(TestCtx *c) { binary_case(c, "div"); }
+static void case_minimum(TestCtx *c) { binary_case(c, "minimum"); }
+static void case_maximum(TestCtx *c) { binary_case(c, "maximum"); }
+static void case_equal(TestCtx *c) { binary_case(c, "equal"); }
 
 static void case_broadcast(TestCtx *c) {
     Op *a = tu_op(c, "broadcast", tu_in(c, "f32[3,1]", NULL), END);
@@ -410,6 +415,105 @@ static void case_scatter_add(TestCtx *c) {
     tu_expect_error(b, "f32[16,14,64]", "i32[16,15]", END);
     Op *d = tu_op(c, "scatter_add", tu_in(c, "f32[3,4]", NULL), tu_in(c, "i32[3]", NULL), END);
     tu_expect_error(d, "num must be > 0", END);
+}
+
+static void case_relu_grad(TestCtx *c) {
+    tu_expect_type(tu_op(c, "relu_grad", tu_in(c, "f32[2,3]", NULL), tu_in(c, "f32[2,3]", NULL), END),
+                   "f32[2,3]");
+    tu_expect_error(tu_op(c, "relu_grad", tu_in(c, "f32[2,3]", NULL), tu_in(c, "f32[3]", NULL), END),
+                    "dy f32[2,3] and y f32[3]", END);
+}
+
+static void case_slice_grad(TestCtx *c) {
+    /* x[1:5:2] of an axis of 6 has 2 entries */
+    Op *a = tu_op(c, "slice_grad", tu_in(c, "f32[3,2]", NULL), END);
+    op_set_int(a, "axis", -1);
+    op_set_int(a, "start", 1);
+    op_set_int(a, "end", 5);
+    op_set_int(a, "step", 2);
+    op_set_int(a, "size", 6);
+    tu_expect_type(a, "f32[3,6]");
+    Op *b = tu_op(c, "slice_grad", tu_in(c, "f32[3,3]", NULL), END);
+    op_set_int(b, "axis", 1);
+    op_set_int(b, "start", 1);
+    op_set_int(b, "end", 5);
+    op_set_int(b, "step", 2);
+    op_set_int(b, "size", 6);
+    tu_expect_error(b, "dy f32[3,3] must have 2 entries along axis 1", END);
+    Op *d = tu_op(c, "slice_grad", tu_in(c, "f32[3,2]", NULL), END);
+    op_set_int(d, "axis", 1);
+    op_set_int(d, "start", 0);
+    op_set_int(d, "end", 7);
+    op_set_int(d, "size", 6);
+    tu_expect_error(d, "out of bounds", END);
+}
+
+static void case_max_pool2d_grad(TestCtx *c) {
+    Op *a = tu_op(c, "max_pool2d_grad", tu_in(c, "f32[2,4,4,4]", NULL), tu_in(c, "f32[2,4,8,8]", NULL), END);
+    tu_ints(a, "kernel", 2, 3, 3);
+    tu_ints(a, "stride", 2, 2, 2);
+    tu_ints(a, "padding", 2, 1, 1);
+    tu_expect_type(a, "f32[2,4,8,8]");
+    Op *b = tu_op(c, "max_pool2d_grad", tu_in(c, "f32[2,4,3,3]", NULL), tu_in(c, "f32[2,4,8,8]", NULL), END);
+    tu_ints(b, "kernel", 2, 3, 3);
+    tu_ints(b, "stride", 2, 2, 2);
+    tu_ints(b, "padding", 2, 1, 1);
+    tu_expect_error(b, "dy f32[2,4,3,3] must be the pooled shape f32[2,4,4,4]", END);
+    Op *k = tu_op(c, "max_pool2d_grad", tu_in(c, "f32[1,1,1,1]", NULL), tu_in(c, "f32[1,1,2,2]", NULL), END);
+    tu_ints(k, "kernel", 2, 3, 3);
+    tu_ints(k, "stride", 2, 1, 1);
+    tu_expect_error(k, "larger than the padded input", END);
+}
+
+static void case_adaptive_avg_pool2d_grad(TestCtx *c) {
+    Op *a = tu_op(c, "adaptive_avg_pool2d_grad", tu_in(c, "f32[2,4,2,2]", NULL), END);
+    tu_ints(a, "input_size", 2, 7, 5);
+    tu_expect_type(a, "f32[2,4,7,5]");
+    Op *b = tu_op(c, "adaptive_avg_pool2d_grad", tu_in(c, "f32[2,4,2,2]", NULL), END);
+    tu_ints(b, "input_size", 1, 7);
+    tu_expect_error(b, "input_size must have 2 entries", END);
+}
+
+static void case_conv2d_grad_input(TestCtx *c) {
+    /* forward: x [2,8,10,10], w [4,2,3,3], groups 4, dilation 2 -> [2,4,6,6] */
+    Op *a = tu_op(c, "conv2d_grad_input", tu_in(c, "f32[2,4,6,6]", NULL), tu_in(c, "f32[4,2,3,3]", NULL), END);
+    op_set_int(a, "groups", 4);
+    tu_ints(a, "dilation", 2, 2, 2);
+    tu_ints(a, "input_size", 2, 10, 10);
+    tu_expect_type(a, "f32[2,8,10,10]");
+    /* stride 2 maps both 7 and 8 to 4 outputs (pad 1, k 3): input_size says which */
+    Op *s = tu_op(c, "conv2d_grad_input", tu_in(c, "f32[1,1,4,4]", NULL), tu_in(c, "f32[1,1,3,3]", NULL), END);
+    tu_ints(s, "stride", 2, 2, 2);
+    tu_ints(s, "padding", 2, 1, 1);
+    tu_ints(s, "input_size", 2, 7, 8);
+    tu_expect_type(s, "f32[1,1,7,8]");
+    Op *b = tu_op(c, "conv2d_grad_input", tu_in(c, "f32[2,4,5,6]", NULL), tu_in(c, "f32[4,2,3,3]", NULL), END);
+    tu_ints(b, "input_size", 2, 8, 8);
+    tu_expect_error(b, "dy f32[2,4,5,6] must be the forward result f32[2,4,6,6]", END);
+}
+
+static void case_conv2d_grad_weight(TestCtx *c) {
+    Op *a = tu_op(c, "conv2d_grad_weight", tu_in(c, "f32[2,16,64,64]", NULL), tu_in(c, "f32[2,3,128,128]", NULL), END);
+    tu_ints(a, "stride", 2, 2, 2);
+    tu_ints(a, "padding", 2, 3, 3);
+    tu_ints(a, "kernel", 2, 7, 7);
+    tu_expect_type(a, "f32[16,3,7,7]");
+    Op *g = tu_op(c, "conv2d_grad_weight", tu_in(c, "f32[1,4,6,6]", NULL), tu_in(c, "f32[1,6,6,6]", NULL), END);
+    op_set_int(g, "groups", 4);
+    tu_ints(g, "kernel", 2, 1, 1);
+    tu_expect_error(g, "groups=4 must divide", "f32[1,6,6,6]", END);
+}
+
+static void case_cross_entropy_grad(TestCtx *c) {
+    tu_expect_type(tu_op(c, "cross_entropy_grad", tu_in(c, "f32[]", NULL), tu_in(c, "f32[6,10]", NULL),
+                         tu_in(c, "i32[6]", NULL), END),
+                   "f32[6,10]");
+    tu_expect_error(tu_op(c, "cross_entropy_grad", tu_in(c, "f32[6]", NULL), tu_in(c, "f32[6,10]", NULL),
+                          tu_in(c, "i32[6]", NULL), END),
+                    "dy must be f32[]", END);
+    tu_expect_error(tu_op(c, "cross_entropy_grad", tu_in(c, "f32[]", NULL), tu_in(c, "f32[6,10]", NULL),
+                          tu_in(c, "i32[5]", NULL), END),
+                    "target i32[5] must be i32[6]", END);
 }
 
 typedef void (*ShapeCase)(TestCtx *c);
