@@ -139,11 +139,25 @@ static void check(Check *g, Op *op) {
     static const char *const out_names[] = {"grad0", "grad1", "grad2", "grad3", "grad4"};
     for (int i = 0; i < op->n_inputs; i++)
         if (need[i]) func_add_output(f, out_names[i], grads[i]);
+    /* Autodiff often needs only some operands (frozen weights, ids): asking for one operand
+     * alone must build the same gradient. Those outputs follow the full set's. */
+    static const char *const alone_names[] = {"alone0", "alone1", "alone2", "alone3", "alone4"};
+    for (int i = 0; i < op->n_inputs; i++) {
+        if (!need[i]) continue;
+        bool only[TU_MAX_INPUTS] = {false};
+        only[i] = true;
+        Value *alone[TU_MAX_INPUTS] = {NULL};
+        if (op_info(op->kind)->grad_rule(f, op, dy, only, alone, err, sizeof err) != 0)
+            fail_msg("%s gradient rule for operand %d alone: %s", op_info(op->kind)->name, i, err);
+        for (int k = 0; k < op->n_inputs; k++)
+            if (k != i && alone[k]) fail_msg("%s: built a gradient for operand %d unasked", op_info(op->kind)->name, k);
+        func_add_output(f, alone_names[i], alone[i]);
+    }
     Diag d;
     if (ir_verify_function(f, true, &d) != 0) fail_msg("verify: %s", d.msg);
 
     /* Input tensors; dy's slot gets R. */
-    RefTensor ins[TU_MAX_INPUTS], outs[1 + TU_MAX_INPUTS];
+    RefTensor ins[TU_MAX_INPUTS], outs[1 + 2 * TU_MAX_INPUTS];
     for (int k = 0; k < f->n_inputs; k++) {
         const Value *v = f->inputs[k];
         assert_int_equal(ref_tensor_init(&ins[k], v->dtype, v->shape), 0);
@@ -152,6 +166,12 @@ static void check(Check *g, Op *op) {
     }
     run(g, ins, outs);
 
+    int n_needed = 0;
+    for (int i = 0; i < op->n_inputs; i++) n_needed += need[i];
+    for (int k = 0; k < n_needed; k++) /* the same ops on the same data: the same numbers */
+        for (int64_t j = 0; j < ref_tensor_numel(&outs[1 + k]); j++)
+            if (outs[1 + k].data[j] != outs[1 + n_needed + k].data[j])
+                fail_msg("%s: gradient %d differs when built alone", op_info(op->kind)->name, k);
     int out = 1;
     for (int i = 0; i < op->n_inputs; i++) {
         if (!need[i]) continue;
