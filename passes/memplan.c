@@ -579,6 +579,16 @@ void memplan_print(FILE *out, const Function *f, const MemPlan *plan) {
     }
 }
 
+/* A plan that fails its checker is a bug in the planner: said so, never written as valid. */
+static int self_check(const Function *f, const MemPlan *plan, Diag *d) {
+    char err[512];
+    if (memplan_check(f, plan, err, sizeof err) == 0) return 0;
+    snprintf(d->msg, sizeof d->msg, "internal error: invalid memory plan (this is a bug in capc): %s",
+             err);
+    d->loc = SRCLOC_NONE;
+    return -1;
+}
+
 int memplan_dump_module(const Module *m, const char *dir, const char *stem, Diag *d) {
     char path[4096];
     int n = snprintf(path, sizeof path, "%s/%s.txt", dir, stem);
@@ -590,6 +600,7 @@ int memplan_dump_module(const Module *m, const char *dir, const char *stem, Diag
     for (int i = 0; i < m->n_funcs && rc == 0; i++) {
         MemPlan plan;
         rc = memplan_function(m->funcs[i], &plan, d);
+        if (rc == 0) rc = self_check(m->funcs[i], &plan, d);
         if (rc == 0) fprintf(out, "\n"), memplan_print(out, m->funcs[i], &plan);
         memplan_free(&plan);
     }
