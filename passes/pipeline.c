@@ -17,6 +17,7 @@
 /* The passes, in the order they run. Adding a pass = one line here plus its file. */
 static const Pass PASSES[] = {
     {"shapes", pass_infer_shapes}, /* every value gets its dtype and static shape */
+    {"training", pass_build_training_program}, /* eval_loss, train_step (docs/training.md) */
 };
 enum { N_PASSES = sizeof PASSES / sizeof PASSES[0] };
 

@@ -1,0 +1,403 @@
+/* train_program.c — the training program (docs/training.md): from `forward`, builds
+ *
+ *   eval_loss   forward with every batch_norm in eval mode (running statistics) and every
+ *               dropout at p = 0: the same outputs as forward.
+ *   train_step  (only with a "train" section) forward + backward (autodiff_append) + global
+ *               grad-norm clipping + Adam/AdamW with per-group lr and weight decay and the LR
+ *               schedule computed in the IR from the step counter + BatchNorm running
+ *               statistics updated as PyTorch does in training mode.
+ *
+ * What it keeps true: every op it builds has its shape inferred (op_infer) and both functions
+ * verify with shapes; forward is left untouched; train_step's outputs are `loss`, `lr`,
+ * `grad_norm`, then `@X` for every state X it updates (docs/ir.md): each trainable weight
+ * that gets a gradient, its `adam.m.*` / `adam.v.*` moments (PARAM_STATE, zeros), the
+ * running statistics of every training-mode batch_norm, and `step` (f32[], the number of
+ * updates done so far). Running the pass again (a module parsed from a dump) changes nothing.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "passes.h"
+
+static const double PI = 3.14159265358979323846;
+
+/* ---- building ops: the first failure is kept, later calls still return a value ---------- */
+
+typedef struct Builder {
+    Function *f;
+    SrcLoc loc; /* given to every op built */
+    Diag *d;
+    bool failed;
+} Builder;
+
+static Op *new_op(Builder *b, int kind, Value *const *ins, int n, const char *name) {
+    return func_add_op(b->f, kind, ins, n, name, b->loc);
+}
+
+/* Infers the op's shape (after its attributes are set) and returns its result. */
+static Value *finish(Builder *b, Op *op) {
+    char err[512];
+    if (op_infer(op, err, sizeof err) != 0 && !b->failed) {
+        b->failed = true;
+        snprintf(b->d->msg, sizeof b->d->msg,
+                 "internal error: training program: %s (this is a bug in capc)", err);
+        b->d->loc = op->loc;
+    }
+    return op->result;
+}
+
+static Value *scalar(Builder *b, double value, const char *name) {
+    Op *op = new_op(b, OP_FULL, NULL, 0, name);
+    op_set_ints(op, "shape", NULL, 0);
+    op_set_float(op, "value", value);
+    op_set_string(op, "dtype", "f32");
+    return finish(b, op);
+}
+
+static Value *unary(Builder *b, int kind, Value *x, const char *name) {
+    return finish(b, new_op(b, kind, &x, 1, name));
+}
+
+static Value *binary(Builder *b, int kind, Value *x, Value *y, const char *name) {
+    Value *ins[2] = {x, y};
+    return finish(b, new_op(b, kind, ins, 2, name));
+}
+
+static Value *scaled(Builder *b, Value *x, double factor, const char *name) {
+    Op *op = new_op(b, OP_SCALE, &x, 1, name);
+    op_set_float(op, "factor", factor);
+    return finish(b, op);
+}
+
+static Value *plus_const(Builder *b, Value *x, double c, const char *name) {
+    return binary(b, OP_ADD, x, scalar(b, c, NULL), name);
+}
+
+static Value *read_param(Builder *b, const char *param_name) {
+    Op *op = new_op(b, OP_PARAM, NULL, 0, param_name);
+    op_set_string(op, "name", param_name);
+    return finish(b, op);
+}
+
+/* Sum (or mean) over `axes` of x. */
+static Value *reduce(Builder *b, int kind, Value *x, const int64_t *axes, int n, bool keepdim,
+                     const char *name) {
+    Op *op = new_op(b, kind, &x, 1, name);
+    op_set_ints(op, "axes", axes, n);
+    op_set_bool(op, "keepdim", keepdim);
+    return finish(b, op);
+}
+
+static Value *reshape(Builder *b, Value *x, const Shape *s, const char *name) {
+    Op *op = new_op(b, OP_RESHAPE, &x, 1, name);
+    op_set_ints(op, "shape", s->dims, s->rank);
+    return finish(b, op);
+}
+
+/* sum(x * x) over every axis: a scalar. */
+static Value *sum_of_squares(Builder *b, Value *x) {
+    Value *sq = binary(b, OP_MUL, x, x, NULL);
+    if (sq->shape.rank <= 0) return sq;
+    int64_t axes[IR_MAX_RANK];
+    for (int i = 0; i < sq->shape.rank; i++) axes[i] = i;
+    return reduce(b, OP_SUM, sq, axes, sq->shape.rank, false, NULL);
+}
+
+static char *name_with(char *buf, size_t size, const char *a, const char *b) {
+    snprintf(buf, size, "%s%s", a, b);
+    return buf;
+}
+
+static int fail(Diag *d, SrcLoc loc, const char *fmt, const char *arg) {
+    snprintf(d->msg, sizeof d->msg, fmt, arg);
+    d->loc = loc;
+    return -1;
+}
+
+/* ---- eval_loss ---------------------------------------------------------------------------- */
+
+static void build_eval_loss(Function *forward) {
+    Function *f = func_clone(forward, "eval_loss");
+    IR_ASSERT(f); /* the caller checked that the name is free */
+    for (int i = 0; i < f->n_ops; i++) {
+        Op *op = f->ops[i];
+        if (op->kind == OP_BATCH_NORM) op_set_bool(op, "training", false);
+        if (op->kind == OP_DROPOUT) op_set_float(op, "p", 0.0);
+    }
+}
+
+/* ---- state -------------------------------------------------------------------------------- */
+
+/* The state tensor `name` shaped like `like` (declared on first use; zeros). */
+static int ensure_state(Module *m, const char *name, const Shape *shape, SrcLoc loc, Diag *d) {
+    Param *p = module_find_param(m, name);
+    if (!p) {
+        module_add_param(m, name, DT_F32, *shape, PARAM_STATE, false, "zeros", loc);
+        return 0;
+    }
+    if (p->kind != PARAM_STATE || p->dtype != DT_F32 || !shape_equal(&p->shape, shape))
+        return fail(d, p->loc, "training program: '%s' is already declared as something else",
+                    name);
+    return 0;
+}
+
+/* ---- BatchNorm running statistics --------------------------------------------------------- */
+
+/* For a training-mode batch_norm: running = (1 - momentum) running + momentum batch_stat,
+ * with the unbiased batch variance for running_var (PyTorch). Adds the two @ outputs. */
+static int update_running_stats(Builder *b, const Op *bn) {
+    Value *x = bn->inputs[0], *rm = bn->inputs[3], *rv = bn->inputs[4];
+    if (!rm->def || rm->def->kind != OP_PARAM || !rv->def || rv->def->kind != OP_PARAM)
+        return fail(b->d, bn->loc, "training program: a training-mode batch_norm's running "
+                    "statistics must be buffers read with `param` (%s)", bn->result->name);
+    const Shape *xs = &x->shape;
+    int64_t axes[IR_MAX_RANK], n = 1;
+    int n_axes = 0;
+    for (int i = 0; i < xs->rank; i++)
+        if (i != 1) {
+            axes[n_axes++] = i;
+            n *= xs->dims[i];
+        }
+    double mom = op_float(bn, "momentum");
+    char name[600];
+    const char *bn_name = bn->result->name;
+    Value *mean = reduce(b, OP_MEAN, x, axes, n_axes, true, name_with(name, sizeof name, bn_name, ".batch_mean"));
+    Value *centered = binary(b, OP_SUB, x, mean, NULL);
+    Value *var = reduce(b, OP_MEAN, binary(b, OP_MUL, centered, centered, NULL), axes, n_axes, false,
+                        name_with(name, sizeof name, bn_name, ".batch_var"));
+    /* n = 1 would divide by zero; PyTorch refuses to train BN on one value per channel. */
+    Value *unbiased = n > 1 ? scaled(b, var, (double)n / (double)(n - 1), NULL) : var;
+    Value *mean_c = reshape(b, mean, &rm->shape, NULL);
+    const char *rm_name = op_string(rm->def, "name"), *rv_name = op_string(rv->def, "name");
+    Value *new_rm = binary(b, OP_ADD, scaled(b, rm, 1.0 - mom, NULL), scaled(b, mean_c, mom, NULL),
+                           name_with(name, sizeof name, rm_name, ".new"));
+    Value *new_rv = binary(b, OP_ADD, scaled(b, rv, 1.0 - mom, NULL), scaled(b, unbiased, mom, NULL),
+                           name_with(name, sizeof name, rv_name, ".new"));
+    func_add_output(b->f, name_with(name, sizeof name, "@", rm_name), new_rm);
+    func_add_output(b->f, name_with(name, sizeof name, "@", rv_name), new_rv);
+    return 0;
+}
+
+static int find_output(const Function *f, const char *name) {
+    for (int i = 0; i < f->n_outputs; i++)
+        if (strcmp(f->output_names[i], name) == 0) return i;
+    return -1;
+}
+
+/* bn_ops: the training-mode batch_norms of forward's clone, found before autodiff. */
+static int add_running_stats(Builder *b, Op **bn_ops, int n_bn) {
+    for (int i = 0; i < n_bn; i++) {
+        const char *rm = op_string(bn_ops[i]->inputs[3]->def, "name");
+        char out[600];
+        snprintf(out, sizeof out, "@%s", rm ? rm : "");
+        if (rm && find_output(b->f, out) >= 0)
+            return fail(b->d, bn_ops[i]->loc, "training program: buffer '%s' is updated by two "
+                        "training-mode batch_norms", rm);
+        if (update_running_stats(b, bn_ops[i])) return -1;
+    }
+    return 0;
+}
+
+/* ---- LR schedule -------------------------------------------------------------------------- */
+
+/* The schedule's factor f(t) (docs/training.md), or NULL for a constant schedule. */
+static Value *schedule_factor(Builder *b, const TrainSpec *t, Value *step) {
+    if (t->schedule == LR_CONSTANT) return NULL;
+    Value *one = scalar(b, 1.0, NULL), *zero = scalar(b, 0.0, NULL);
+    Value *warm = t->warmup > 0 ? binary(b, OP_MINIMUM, scaled(b, step, 1.0 / (double)t->warmup, NULL), one, "lr.warmup")
+                                : NULL;
+    Value *after = binary(b, OP_MAXIMUM, plus_const(b, step, -(double)t->warmup, NULL), zero, NULL);
+    Value *decay;
+    if (t->schedule == LR_WARMUP_COSINE) {
+        double r = t->min_lr / t->lr;
+        Value *p = binary(b, OP_MINIMUM, scaled(b, after, 1.0 / (double)(t->total - t->warmup), NULL), one, NULL);
+        Value *c = plus_const(b, unary(b, OP_COS, scaled(b, p, PI, NULL), NULL), 1.0, NULL);
+        decay = plus_const(b, scaled(b, c, (1.0 - r) / 2.0, NULL), r, "lr.cosine");
+    } else {
+        Value *k = unary(b, OP_FLOOR, scaled(b, after, 1.0 / (double)t->step_size, NULL), NULL);
+        decay = unary(b, OP_EXP, scaled(b, k, log(t->gamma), NULL), "lr.decay");
+    }
+    return warm ? binary(b, OP_MUL, warm, decay, "lr.factor") : decay;
+}
+
+/* ---- Adam --------------------------------------------------------------------------------- */
+
+typedef struct Adam {
+    const TrainSpec *t;
+    Value *factor;     /* schedule factor, NULL = 1 */
+    Value *bc1, *bc2s; /* 1 - b1^t, sqrt(1 - b2^t) */
+    Value *coef;       /* clipping coefficient, NULL = none */
+    Value **lr_of_group; /* lr(t) per group (n_groups + 1: the last = no group), on demand */
+} Adam;
+
+static int group_of(const TrainSpec *t, const char *name) {
+    for (int i = 0; i < t->n_groups; i++)
+        if (name_has_prefix(name, t->groups[i].prefix)) return i;
+    return -1;
+}
+
+static Value *group_lr(Builder *b, Adam *a, int g) {
+    int slot = g < 0 ? a->t->n_groups : g;
+    if (!a->lr_of_group[slot]) {
+        double lr = g < 0 ? a->t->lr : a->t->groups[g].lr;
+        a->lr_of_group[slot] = a->factor ? scaled(b, a->factor, lr, g < 0 ? "lr" : NULL)
+                                         : scalar(b, lr, g < 0 ? "lr" : NULL);
+    }
+    return a->lr_of_group[slot];
+}
+
+/* 1 - beta^t as exp(t ln beta); beta = 0 gives 1. */
+static Value *bias_correction(Builder *b, Value *step, double beta, const char *name) {
+    if (beta == 0.0) return scalar(b, 1.0, name);
+    Value *pow_t = unary(b, OP_EXP, scaled(b, step, log(beta), NULL), NULL);
+    return binary(b, OP_SUB, scalar(b, 1.0, NULL), pow_t, name);
+}
+
+/* One parameter's update; adds @param, @adam.m.param, @adam.v.param. */
+static int adam_update(Builder *b, Adam *a, const Param *p, Value *grad) {
+    Module *m = b->f->module;
+    const TrainSpec *t = a->t;
+    char mname[600], vname[600], buf[620];
+    snprintf(mname, sizeof mname, "adam.m.%s", p->name);
+    snprintf(vname, sizeof vname, "adam.v.%s", p->name);
+    if (ensure_state(m, mname, &p->shape, p->loc, b->d) || ensure_state(m, vname, &p->shape, p->loc, b->d))
+        return -1;
+    int g = group_of(t, p->name);
+    double wd = g < 0 ? t->weight_decay : t->groups[g].weight_decay;
+    Value *lr = group_lr(b, a, g);
+    Value *w = read_param(b, p->name);
+    if (a->coef) grad = binary(b, OP_MUL, grad, a->coef, NULL);
+    if (wd > 0 && t->optimizer == OPT_ADAM) grad = binary(b, OP_ADD, grad, scaled(b, w, wd, NULL), NULL);
+    if (wd > 0 && t->optimizer == OPT_ADAMW) {
+        Value *keep = binary(b, OP_SUB, scalar(b, 1.0, NULL), scaled(b, lr, wd, NULL), NULL);
+        w = binary(b, OP_MUL, w, keep, NULL);
+    }
+    Value *m_old = read_param(b, mname), *v_old = read_param(b, vname);
+    Value *m_new = binary(b, OP_ADD, scaled(b, m_old, t->beta1, NULL),
+                          scaled(b, grad, 1.0 - t->beta1, NULL), name_with(buf, sizeof buf, mname, ".new"));
+    Value *v_new = binary(b, OP_ADD, scaled(b, v_old, t->beta2, NULL),
+                          scaled(b, binary(b, OP_MUL, grad, grad, NULL), 1.0 - t->beta2, NULL),
+                          name_with(buf, sizeof buf, vname, ".new"));
+    /* PyTorch: denom = sqrt(v) / sqrt(bc2) + eps; p -= (lr / bc1) * m / denom. */
+    Value *denom = plus_const(b, binary(b, OP_DIV, unary(b, OP_SQRT, v_new, NULL), a->bc2s, NULL), t->eps, NULL);
+    Value *step_size = binary(b, OP_DIV, lr, a->bc1, NULL);
+    Value *delta = binary(b, OP_MUL, binary(b, OP_DIV, m_new, denom, NULL), step_size, NULL);
+    Value *w_new = binary(b, OP_SUB, w, delta, name_with(buf, sizeof buf, p->name, ".new"));
+    func_add_output(b->f, name_with(buf, sizeof buf, "@", p->name), w_new);
+    func_add_output(b->f, name_with(buf, sizeof buf, "@", mname), m_new);
+    func_add_output(b->f, name_with(buf, sizeof buf, "@", vname), v_new);
+    return 0;
+}
+
+/* ---- train_step --------------------------------------------------------------------------- */
+
+/* The gradient-norm (always computed, for logs) and clipping coefficient (when clipping). */
+static Value *global_grad_norm(Builder *b, int n_params, Value **grads, const bool *updated) {
+    Value *total = NULL;
+    for (int i = 0; i < n_params; i++) {
+        if (!updated[i]) continue;
+        Value *s = sum_of_squares(b, grads[i]);
+        total = total ? binary(b, OP_ADD, total, s, NULL) : s;
+    }
+    if (!total) return scalar(b, 0.0, "grad_norm");
+    return unary(b, OP_SQRT, total, "grad_norm");
+}
+
+/* Clipping coefficient, schedule and bias corrections: the scalars every update shares. */
+static void adam_prepare(Builder *b, Adam *a, Value *step, Value *norm) {
+    const TrainSpec *t = a->t;
+    if (t->clip_grad_norm > 0) {
+        /* torch.nn.utils.clip_grad_norm_: coef = min(1, max_norm / (norm + 1e-6)). */
+        Value *ratio = binary(b, OP_DIV, scalar(b, t->clip_grad_norm, NULL),
+                              plus_const(b, norm, 1e-6, NULL), NULL);
+        a->coef = binary(b, OP_MINIMUM, ratio, scalar(b, 1.0, NULL), "clip_coef");
+    }
+    a->factor = schedule_factor(b, t, step);
+    a->bc1 = bias_correction(b, step, t->beta1, "adam.bias_correction1");
+    a->bc2s = unary(b, OP_SQRT, bias_correction(b, step, t->beta2, "adam.bias_correction2"), NULL);
+}
+
+/* grads has one entry per param that existed before this pass added state (n_params). */
+static int add_optimizer(Builder *b, const TrainSpec *t, Value **grads) {
+    Module *m = b->f->module;
+    const int n_params = m->n_params;
+    Shape scalar_shape = shape_scalar();
+    if (ensure_state(m, "step", &scalar_shape, SRCLOC_NONE, b->d)) return -1;
+    bool *updated = calloc((size_t)(n_params ? n_params : 1), sizeof *updated);
+    Adam a = {.t = t, .lr_of_group = calloc((size_t)t->n_groups + 1, sizeof(Value *))};
+    int rc = updated && a.lr_of_group ? 0 : fail(b->d, SRCLOC_NONE, "%s: out of memory", "training program");
+    for (int i = 0; !rc && i < n_params; i++)
+        updated[i] = m->params[i]->kind == PARAM_WEIGHT && m->params[i]->trainable && grads[i];
+    if (!rc) {
+        Value *step = plus_const(b, read_param(b, "step"), 1.0, "step.new");
+        Value *norm = global_grad_norm(b, n_params, grads, updated);
+        adam_prepare(b, &a, step, norm);
+        func_add_output(b->f, "lr", group_lr(b, &a, -1));
+        func_add_output(b->f, "grad_norm", norm);
+        for (int i = 0; !rc && i < n_params; i++)
+            if (updated[i]) rc = adam_update(b, &a, m->params[i], grads[i]);
+        if (!rc) func_add_output(b->f, "@step", step);
+    }
+    free(a.lr_of_group);
+    free(updated);
+    return rc;
+}
+
+/* The forward output named spec->loss, checked to be an f32 scalar. */
+static Value *loss_value(Function *f, const TrainSpec *t, Diag *d) {
+    int i = find_output(f, t->loss);
+    if (i < 0) {
+        fail(d, SRCLOC_NONE, "training program: the train loss '%s' is not an output of forward", t->loss);
+        return NULL;
+    }
+    Value *v = f->outputs[i];
+    if (v->dtype != DT_F32 || v->shape.rank != 0) {
+        fail(d, v->def ? v->def->loc : SRCLOC_NONE,
+             "training program: the train loss '%s' must be an f32 scalar", t->loss);
+        return NULL;
+    }
+    return v;
+}
+
+/* Training-mode batch_norms of f (malloc'd array; caller frees). */
+static Op **training_batch_norms(const Function *f, int *n) {
+    Op **list = malloc(sizeof *list * (size_t)(f->n_ops ? f->n_ops : 1));
+    IR_ASSERT(list);
+    *n = 0;
+    for (int i = 0; i < f->n_ops; i++)
+        if (f->ops[i]->kind == OP_BATCH_NORM && op_bool(f->ops[i], "training")) list[(*n)++] = f->ops[i];
+    return list;
+}
+
+static int build_train_step(Module *m, Function *forward, Diag *d) {
+    const TrainSpec *t = m->train;
+    Function *f = func_clone(forward, "train_step");
+    IR_ASSERT(f);
+    Value *loss = loss_value(f, t, d);
+    if (!loss) return -1;
+    f->n_outputs = 0; /* outputs are rebuilt: loss first, then logs and state */
+    func_add_output(f, "loss", loss);
+    int n_bn;
+    Op **bns = training_batch_norms(f, &n_bn);
+    Value **grads = NULL;
+    int rc = autodiff_append(f, loss, &grads, d);
+    Builder b = {f, SRCLOC_NONE, d, false};
+    if (!rc) rc = add_optimizer(&b, t, grads);
+    if (!rc) rc = add_running_stats(&b, bns, n_bn);
+    free(bns);
+    free(grads);
+    return rc || b.failed ? -1 : 0;
+}
+
+int pass_build_training_program(Module *m, Diag *d) {
+    Function *forward = module_find_function(m, "forward");
+    /* Nothing to build from (a hand-written IR file), or built already (a parsed dump). */
+    if (!forward || module_find_function(m, "eval_loss") || module_find_function(m, "train_step"))
+        return 0;
+    build_eval_loss(forward);
+    if (m->train && build_train_step(m, forward, d)) return -1;
+    return 0;
+}
