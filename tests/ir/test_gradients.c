@@ -586,11 +586,49 @@ static void test_gradient_names(void **state) {
     check_close(&g);
 }
 
+/* Ties, which finite differences cannot check: max over an axis and maximum/minimum split
+ * dy evenly among the tied elements, as PyTorch's amax and maximum do. */
+static void expect_tie_split(const char *name, const char *type_b, const double *b,
+                             const double *want_a) {
+    Check g;
+    check_open(&g);
+    static const double a[] = {1, 2, 2}, dyv[] = {1, 2, 4};
+    Value *va = given(&g, "f32[3]", a), *vb = type_b ? given(&g, type_b, b) : NULL;
+    Op *op = op_of(&g, name, va, vb, END);
+    if (!vb) {
+        int64_t axis = 0;
+        op_set_ints(op, "axes", &axis, 1);
+    }
+    char err[256];
+    assert_int_equal(tu_infer(op, err, sizeof err), 0);
+    Value *dy = tu_in(&g.c, vb ? "f32[3]" : "f32[]", vb ? dyv : dyv + 2);
+    bool need[2] = {true, false};
+    Value *grads[2] = {NULL, NULL};
+    if (op_info(op->kind)->grad_rule(g.c.f, op, dy, need, grads, err, sizeof err) != 0)
+        fail_msg("%s", err);
+    tu_expect_values(&g.c, grads[0]->def, "f32[3]", want_a, 3, 0);
+    check_close(&g);
+}
+
+static void test_ties_split_evenly(void **state) {
+    (void)state;
+    /* max over [1,2,2] with dy 4: the two 2s get 2 each */
+    static const double max_want[] = {0, 2, 2};
+    expect_tie_split("max", NULL, NULL, max_want);
+    /* maximum([1,2,2], [1,3,2]) with dy [1,2,4]: a ties at 0 and 2 (half each), loses at 1 */
+    static const double b[] = {1, 3, 2}, maximum_want[] = {0.5, 0, 2};
+    expect_tie_split("maximum", "f32[3]", b, maximum_want);
+    /* minimum([1,2,2], [1,3,2]): a ties at 0 and 2, wins at 1 */
+    static const double minimum_want[] = {0.5, 2, 2};
+    expect_tie_split("minimum", "f32[3]", b, minimum_want);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_every_gradient_matches_finite_differences),
         cmocka_unit_test(test_grad_none_refuses),
         cmocka_unit_test(test_gradient_names),
+        cmocka_unit_test(test_ties_split_evenly),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
