@@ -1,0 +1,313 @@
+/* kernel.c — building KernelDescs: buffers, variables, expressions (with the little constant
+ * folding that keeps generated index arithmetic readable) and statements appended to the
+ * innermost open block. Misuse (closing a block that is not open, nesting too deep) is a bug
+ * in the lowering, so it aborts through ir_bug. */
+#include "kernel.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "arena.h"
+
+KernelDesc *kd_new(const char *name) {
+    KernelDesc *kd = calloc(1, sizeof *kd);
+    if (!kd) return NULL;
+    kd->arena = arena_new();
+    if (!kd->arena) {
+        free(kd);
+        return NULL;
+    }
+    kd->name = arena_strdup(kd->arena, name);
+    kd->comment = "";
+    kd->tail[0] = &kd->body;
+    return kd;
+}
+
+void kd_free(KernelDesc *kd) {
+    if (!kd) return;
+    free(kd->bufs);
+    free(kd->vars);
+    arena_free(kd->arena);
+    free(kd);
+}
+
+const char *kd_strdup(KernelDesc *kd, const char *s) { return arena_strdup(kd->arena, s); }
+
+void kd_set_comment(KernelDesc *kd, const char *comment) {
+    kd->comment = arena_strdup(kd->arena, comment);
+}
+
+static int add_buf(KernelDesc *kd, const KBuffer *b) {
+    if (kd->n_bufs == kd->cap_bufs) {
+        kd->cap_bufs = kd->cap_bufs ? 2 * kd->cap_bufs : 8;
+        kd->bufs = realloc(kd->bufs, (size_t)kd->cap_bufs * sizeof *kd->bufs);
+        if (!kd->bufs) ir_bug("out of memory");
+    }
+    kd->bufs[kd->n_bufs] = *b;
+    return kd->n_bufs++;
+}
+
+int kd_arg(KernelDesc *kd, const char *what, KType type, int64_t numel, bool written) {
+    IR_ASSERT(kd->n_args == kd->n_bufs); /* arguments come before scratch */
+    char name[16];
+    snprintf(name, sizeof name, "a%d", kd->n_args);
+    KBuffer b = {arena_strdup(kd->arena, name), arena_strdup(kd->arena, what), type, numel,
+                 written, false};
+    kd->n_args++;
+    return add_buf(kd, &b);
+}
+
+int kd_scratch(KernelDesc *kd, KType type, int64_t numel) {
+    char name[16];
+    snprintf(name, sizeof name, "s%d", kd->n_bufs - kd->n_args);
+    KBuffer b = {arena_strdup(kd->arena, name), "scratch", type, numel, true, true};
+    return add_buf(kd, &b);
+}
+
+int kd_var(KernelDesc *kd, const char *hint, KType type) {
+    if (kd->n_vars == kd->cap_vars) {
+        kd->cap_vars = kd->cap_vars ? 2 * kd->cap_vars : 16;
+        kd->vars = realloc(kd->vars, (size_t)kd->cap_vars * sizeof *kd->vars);
+        if (!kd->vars) ir_bug("out of memory");
+    }
+    char name[64];
+    snprintf(name, sizeof name, "%s%d", hint, kd->n_vars);
+    kd->vars[kd->n_vars].name = arena_strdup(kd->arena, name);
+    kd->vars[kd->n_vars].type = type;
+    return kd->n_vars++;
+}
+
+/* ---- expressions ------------------------------------------------------------------------ */
+
+static KExpr *new_expr(KernelDesc *kd, KExprKind kind, KType type) {
+    KExpr *e = arena_alloc(kd->arena, sizeof *e);
+    e->kind = kind;
+    e->type = type;
+    return e;
+}
+
+static bool is_float(KType t) { return t == KT_F32 || t == KT_F64; }
+
+static const KExpr *konst(KernelDesc *kd, KType type, int64_t i, double f) {
+    KExpr *e = new_expr(kd, KE_CONST, type);
+    e->i = i;
+    e->f = f;
+    return e;
+}
+
+const KExpr *ke_int(KernelDesc *kd, int64_t v) { return konst(kd, KT_I64, v, 0); }
+const KExpr *ke_i32(KernelDesc *kd, int64_t v) { return konst(kd, KT_I32, v, 0); }
+const KExpr *ke_f32(KernelDesc *kd, double v) { return konst(kd, KT_F32, 0, v); }
+const KExpr *ke_f64(KernelDesc *kd, double v) { return konst(kd, KT_F64, 0, v); }
+
+const KExpr *ke_var(KernelDesc *kd, int var) {
+    IR_ASSERT(var >= 0 && var < kd->n_vars);
+    KExpr *e = new_expr(kd, KE_VAR, kd->vars[var].type);
+    e->var = var;
+    return e;
+}
+
+const KExpr *ke_load(KernelDesc *kd, int buf, const KExpr *index) {
+    IR_ASSERT(buf >= 0 && buf < kd->n_bufs);
+    KExpr *e = new_expr(kd, KE_LOAD, kd->bufs[buf].type);
+    e->buf = buf;
+    e->a = index;
+    return e;
+}
+
+/* The usual arithmetic conversions, restricted to the types kernels use. */
+static KType common_type(KType a, KType b) {
+    if (a == KT_F64 || b == KT_F64) return KT_F64;
+    if (a == KT_F32 || b == KT_F32) return KT_F32;
+    if (a == KT_I64 || b == KT_I64) return KT_I64;
+    if (a == KT_U32 || b == KT_U32) return KT_U32;
+    return KT_I32;
+}
+
+static bool is_int_const(const KExpr *e, int64_t v) {
+    return e->kind == KE_CONST && !is_float(e->type) && e->i == v;
+}
+
+/* Folds integer arithmetic on two constants; false when it does not apply. */
+static bool fold_int(KBinOp op, int64_t a, int64_t b, int64_t *out) {
+    switch (op) {
+    case KB_ADD: *out = a + b; return true;
+    case KB_SUB: *out = a - b; return true;
+    case KB_MUL: *out = a * b; return true;
+    case KB_DIV: if (b == 0) return false; *out = a / b; return true;
+    case KB_MOD: if (b == 0) return false; *out = a % b; return true;
+    default: return false;
+    }
+}
+
+const KExpr *ke_bin(KernelDesc *kd, KBinOp op, const KExpr *a, const KExpr *b) {
+    bool compare = op >= KB_LT;
+    KType t = compare ? KT_BOOL : common_type(a->type, b->type);
+    if (!compare && !is_float(t)) {
+        int64_t v;
+        if (a->kind == KE_CONST && b->kind == KE_CONST && fold_int(op, a->i, b->i, &v))
+            return konst(kd, t, v, 0);
+        if ((op == KB_ADD && is_int_const(b, 0)) || (op == KB_SUB && is_int_const(b, 0)) ||
+            ((op == KB_MUL || op == KB_DIV) && is_int_const(b, 1)))
+            return a;
+        if ((op == KB_ADD && is_int_const(a, 0)) || (op == KB_MUL && is_int_const(a, 1)))
+            return b;
+        if ((op == KB_MUL && (is_int_const(a, 0) || is_int_const(b, 0))) ||
+            (op == KB_MOD && is_int_const(b, 1)))
+            return konst(kd, t, 0, 0);
+    }
+    KExpr *e = new_expr(kd, KE_BIN, t);
+    e->op = op;
+    e->a = a;
+    e->b = b;
+    return e;
+}
+
+const KExpr *ke_not(KernelDesc *kd, const KExpr *a) {
+    KExpr *e = new_expr(kd, KE_NOT, KT_BOOL);
+    e->a = a;
+    return e;
+}
+
+const KExpr *ke_neg(KernelDesc *kd, const KExpr *a) {
+    KExpr *e = new_expr(kd, KE_NEG, a->type);
+    e->a = a;
+    return e;
+}
+
+const KExpr *ke_call(KernelDesc *kd, KFn fn, const KExpr *a) {
+    KExpr *e = new_expr(kd, KE_CALL, fn == KF_ISNAN ? KT_BOOL : a->type);
+    e->op = fn;
+    e->a = a;
+    return e;
+}
+
+const KExpr *ke_call2(KernelDesc *kd, KFn fn, const KExpr *a, const KExpr *b) {
+    KExpr *e = new_expr(kd, KE_CALL, common_type(a->type, b->type));
+    e->op = fn;
+    e->a = a;
+    e->b = b;
+    return e;
+}
+
+const KExpr *ke_select(KernelDesc *kd, const KExpr *c, const KExpr *a, const KExpr *b) {
+    KType t = a->type == b->type ? a->type : common_type(a->type, b->type);
+    KExpr *e = new_expr(kd, KE_SELECT, t);
+    e->a = c;
+    e->b = a->type == t ? a : ke_cast(kd, t, a);
+    e->c = b->type == t ? b : ke_cast(kd, t, b);
+    return e;
+}
+
+const KExpr *ke_cast(KernelDesc *kd, KType type, const KExpr *a) {
+    if (a->type == type) return a;
+    if (a->kind == KE_CONST) {
+        if (is_float(type)) return konst(kd, type, 0, is_float(a->type) ? a->f : (double)a->i);
+        if (!is_float(a->type)) return konst(kd, type, a->i, 0);
+    }
+    KExpr *e = new_expr(kd, KE_CAST, type);
+    e->a = a;
+    return e;
+}
+
+const KExpr *ke_dropout_keep(KernelDesc *kd, const KExpr *seed, const KExpr *step,
+                             uint32_t stream, const KExpr *index, double p) {
+    KExpr *e = new_expr(kd, KE_DROPOUT, KT_BOOL);
+    e->a = seed;
+    e->b = step;
+    e->c = index;
+    e->stream = stream;
+    e->p = p;
+    return e;
+}
+
+/* ---- statements ------------------------------------------------------------------------- */
+
+static KStmt *append(KernelDesc *kd, KStmtKind kind) {
+    KStmt *s = arena_alloc(kd->arena, sizeof *s);
+    s->kind = kind;
+    s->buf = -1;
+    s->var = -1;
+    *kd->tail[kd->depth] = s;
+    kd->tail[kd->depth] = &s->next;
+    return s;
+}
+
+static void open_block(KernelDesc *kd, KStmt *s, KStmt **slot) {
+    if (kd->depth + 1 >= KD_MAX_DEPTH) ir_bug("kernel %s nests too deep", kd->name);
+    kd->depth++;
+    kd->open[kd->depth] = s;
+    kd->tail[kd->depth] = slot;
+}
+
+void ks_parfor(KernelDesc *kd, int var, int64_t count) {
+    KStmt *s = append(kd, KS_PARFOR);
+    s->var = var;
+    s->lo = ke_int(kd, 0);
+    s->hi = ke_int(kd, count);
+    open_block(kd, s, &s->body);
+}
+
+void ks_for(KernelDesc *kd, int var, const KExpr *lo, const KExpr *hi) {
+    KStmt *s = append(kd, KS_FOR);
+    s->var = var;
+    s->lo = lo;
+    s->hi = hi;
+    open_block(kd, s, &s->body);
+}
+
+void ks_for_n(KernelDesc *kd, int var, int64_t count) {
+    ks_for(kd, var, ke_int(kd, 0), ke_int(kd, count));
+}
+
+void ks_if(KernelDesc *kd, const KExpr *cond) {
+    KStmt *s = append(kd, KS_IF);
+    s->cond = cond;
+    open_block(kd, s, &s->body);
+}
+
+void ks_else(KernelDesc *kd) {
+    KStmt *s = kd->open[kd->depth];
+    if (kd->depth == 0 || s->kind != KS_IF || s->else_body)
+        ir_bug("ks_else outside an if in kernel %s", kd->name);
+    kd->tail[kd->depth] = &s->else_body;
+}
+
+void ks_end(KernelDesc *kd) {
+    if (kd->depth == 0) ir_bug("ks_end with no open block in kernel %s", kd->name);
+    kd->depth--;
+}
+
+void ks_decl(KernelDesc *kd, int var, const KExpr *init) {
+    KStmt *s = append(kd, KS_DECL);
+    s->var = var;
+    s->value = ke_cast(kd, kd->vars[var].type, init);
+}
+
+void ks_assign(KernelDesc *kd, int var, const KExpr *value) {
+    KStmt *s = append(kd, KS_ASSIGN);
+    s->var = var;
+    s->value = ke_cast(kd, kd->vars[var].type, value);
+}
+
+void ks_store(KernelDesc *kd, int buf, const KExpr *index, const KExpr *value) {
+    KStmt *s = append(kd, KS_STORE);
+    s->buf = buf;
+    s->index = index;
+    s->value = ke_cast(kd, kd->bufs[buf].type, value);
+}
+
+void ks_gemm(KernelDesc *kd, const KGemm *g) {
+    KStmt *s = append(kd, KS_GEMM);
+    KGemm *copy = arena_alloc(kd->arena, sizeof *copy);
+    *copy = *g;
+    s->gemm = copy;
+}
+
+const KExpr *kd_let(KernelDesc *kd, const char *hint, const KExpr *e) {
+    if (e->kind == KE_CONST || e->kind == KE_VAR) return e;
+    int v = kd_var(kd, hint, e->type == KT_BOOL ? KT_I32 : e->type);
+    ks_decl(kd, v, e);
+    return ke_var(kd, v);
+}

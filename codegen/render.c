@@ -1,0 +1,532 @@
+/* render.c — ONE renderer for kernel descriptions, two targets. C and CUDA differ only in the
+ * small Target table below (type names, math function names, constants, how a kernel is
+ * declared) and in the two places the target must: how a parfor maps onto the machine
+ * (C: `omp parallel for` over the loop; CUDA: a grid-stride loop over blockIdx/threadIdx) and
+ * how a gemm statement runs (C: cblas_sgemm from OpenBLAS per batch; CUDA, for now: a
+ * parallel loop over output elements with an inner K loop — tensor-core tiles come later).
+ *
+ * Expressions print with the fewest parentheses C's precedence allows, so the generated code
+ * reads like hand-written loops. */
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernel.h"
+
+/* ---- the per-target table --------------------------------------------------------------- */
+
+typedef struct Target {
+    const char *type_name[6]; /* by KType */
+    const char *fn_f32[KF_COUNT];
+    const char *fn_f64[KF_COUNT];
+    const char *inf_f32, *nan_f32, *inf_f64, *nan_f64;
+    bool cuda;
+} Target;
+
+static const Target TARGET_C = {
+    {"int", "int32_t", "uint32_t", "int64_t", "float", "double"},
+    {"expf", "logf", "sqrtf", "cap_rsqrtf", "tanhf", "cosf", "sinf", "floorf", "cap_isnan",
+     "cap_maxf", "cap_minf"},
+    {"exp", "log", "sqrt", "cap_rsqrt", "tanh", "cos", "sin", "floor", "cap_isnan", "cap_max",
+     "cap_min"},
+    "CAP_INF_F", "CAP_NAN_F", "CAP_INF", "CAP_NAN", false,
+};
+
+static const Target TARGET_CUDA = {
+    {"int", "int", "unsigned int", "long long", "float", "double"},
+    {"expf", "logf", "sqrtf", "rsqrtf", "tanhf", "cosf", "sinf", "floorf", "cap_isnan",
+     "cap_maxf", "cap_minf"},
+    {"exp", "log", "sqrt", "rsqrt", "tanh", "cos", "sin", "floor", "cap_isnan", "cap_max",
+     "cap_min"},
+    "CAP_INF_F", "CAP_NAN_F", "CAP_INF", "CAP_NAN", true,
+};
+
+#define CUDA_BLOCK 256
+#define CUDA_MAX_GRID 65536
+
+/* ---- a growable string ------------------------------------------------------------------ */
+
+typedef struct Out {
+    char *s;
+    size_t len, cap;
+    bool failed;
+} Out;
+
+__attribute__((format(printf, 2, 3))) static void put(Out *o, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    va_list ap2;
+    va_copy(ap2, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || o->failed) {
+        va_end(ap2);
+        o->failed = true;
+        return;
+    }
+    if (o->len + (size_t)n + 1 > o->cap) {
+        size_t cap = o->cap ? o->cap : 1024;
+        while (o->len + (size_t)n + 1 > cap) cap *= 2;
+        char *s = realloc(o->s, cap);
+        if (!s) {
+            va_end(ap2);
+            o->failed = true;
+            return;
+        }
+        o->s = s;
+        o->cap = cap;
+    }
+    vsnprintf(o->s + o->len, o->cap - o->len, fmt, ap2);
+    va_end(ap2);
+    o->len += (size_t)n;
+}
+
+static void indent(Out *o, int level) { put(o, "%*s", 4 * level, ""); }
+
+/* ---- expressions ------------------------------------------------------------------------ */
+
+typedef struct Ctx {
+    const KernelDesc *kd;
+    const Target *t;
+    Out *o;
+} Ctx;
+
+enum { PREC_SELECT = 3, PREC_OR = 4, PREC_AND = 5, PREC_EQ = 9, PREC_REL = 10, PREC_ADD = 12,
+       PREC_MUL = 13, PREC_UNARY = 14, PREC_PRIMARY = 16 };
+
+static int bin_prec(int op) {
+    switch (op) {
+    case KB_ADD: case KB_SUB: return PREC_ADD;
+    case KB_MUL: case KB_DIV: case KB_MOD: return PREC_MUL;
+    case KB_LT: case KB_LE: case KB_GT: case KB_GE: return PREC_REL;
+    case KB_EQ: case KB_NE: return PREC_EQ;
+    case KB_AND: return PREC_AND;
+    default: return PREC_OR;
+    }
+}
+
+static const char *bin_text(int op) {
+    static const char *const text[] = {"+", "-", "*", "/", "%", "<", "<=", ">", ">=",
+                                       "==", "!=", "&&", "||"};
+    return text[op];
+}
+
+static int prec_of(const KExpr *e) {
+    switch (e->kind) {
+    case KE_BIN: return bin_prec(e->op);
+    case KE_SELECT: return PREC_SELECT;
+    case KE_NOT: case KE_NEG: case KE_CAST: return PREC_UNARY;
+    case KE_CONST:
+        if (e->type == KT_F32 || e->type == KT_F64) return signbit(e->f) ? PREC_UNARY : PREC_PRIMARY;
+        return e->i < 0 ? PREC_UNARY : PREC_PRIMARY;
+    default: return PREC_PRIMARY;
+    }
+}
+
+static void expr(Ctx *c, const KExpr *e, int min_prec);
+
+static void const_float(Ctx *c, const KExpr *e) {
+    bool f32 = e->type == KT_F32;
+    if (isnan(e->f)) {
+        put(c->o, "%s", f32 ? c->t->nan_f32 : c->t->nan_f64);
+        return;
+    }
+    if (isinf(e->f)) {
+        put(c->o, "%s%s", e->f < 0 ? "-" : "", f32 ? c->t->inf_f32 : c->t->inf_f64);
+        return;
+    }
+    char buf[64];
+    snprintf(buf, sizeof buf, f32 ? "%.9g" : "%.17g", e->f);
+    /* A float constant must read as one: 2 -> 2.0 (then the f suffix for f32). */
+    bool has_point = strpbrk(buf, ".e") != NULL;
+    put(c->o, "%s%s%s", buf, has_point ? "" : ".0", f32 ? "f" : "");
+}
+
+static void const_int(Ctx *c, const KExpr *e) {
+    switch (e->type) {
+    case KT_U32: put(c->o, "%lluu", (unsigned long long)(uint32_t)e->i); break;
+    case KT_I64:
+        if (e->i > INT32_MAX || e->i < INT32_MIN)
+            put(c->o, "%lldLL", (long long)e->i);
+        else
+            put(c->o, "%lld", (long long)e->i);
+        break;
+    default: put(c->o, "%lld", (long long)e->i); break;
+    }
+}
+
+static void call(Ctx *c, const KExpr *e) {
+    bool f64 = e->a->type == KT_F64 || (e->b && e->b->type == KT_F64);
+    const char *name = f64 ? c->t->fn_f64[e->op] : c->t->fn_f32[e->op];
+    put(c->o, "%s(", name);
+    expr(c, e->a, 0);
+    if (e->b) {
+        put(c->o, ", ");
+        expr(c, e->b, 0);
+    }
+    put(c->o, ")");
+}
+
+static void expr_inner(Ctx *c, const KExpr *e) {
+    switch (e->kind) {
+    case KE_CONST:
+        if (e->type == KT_F32 || e->type == KT_F64)
+            const_float(c, e);
+        else
+            const_int(c, e);
+        break;
+    case KE_VAR: put(c->o, "%s", c->kd->vars[e->var].name); break;
+    case KE_LOAD:
+        put(c->o, "%s[", c->kd->bufs[e->buf].name);
+        expr(c, e->a, 0);
+        put(c->o, "]");
+        break;
+    case KE_BIN: {
+        int p = bin_prec(e->op);
+        expr(c, e->a, p);
+        put(c->o, " %s ", bin_text(e->op));
+        expr(c, e->b, p + 1); /* left-associative: a right operand of equal rank needs () */
+        break;
+    }
+    case KE_NOT: put(c->o, "!"); expr(c, e->a, PREC_UNARY); break;
+    case KE_NEG: put(c->o, "-"); expr(c, e->a, PREC_UNARY); break;
+    case KE_CALL: call(c, e); break;
+    case KE_SELECT:
+        expr(c, e->a, PREC_OR);
+        put(c->o, " ? ");
+        expr(c, e->b, PREC_OR);
+        put(c->o, " : ");
+        expr(c, e->c, PREC_SELECT);
+        break;
+    case KE_CAST:
+        put(c->o, "(%s)", c->t->type_name[e->type]);
+        expr(c, e->a, PREC_UNARY);
+        break;
+    case KE_DROPOUT:
+        put(c->o, "cap_dropout_keep(");
+        expr(c, e->a, 0);
+        put(c->o, ", ");
+        expr(c, e->b, 0);
+        put(c->o, ", %uu, ", e->stream);
+        expr(c, e->c, 0);
+        put(c->o, ", %.17g)", e->p);
+        break;
+    }
+}
+
+static void expr(Ctx *c, const KExpr *e, int min_prec) {
+    bool paren = prec_of(e) < min_prec;
+    if (paren) put(c->o, "(");
+    expr_inner(c, e);
+    if (paren) put(c->o, ")");
+}
+
+/* ---- statements ------------------------------------------------------------------------- */
+
+static int render_block(Ctx *c, const KStmt *s, int level, Diag *d);
+
+static void loop_head(Ctx *c, const KStmt *s, int level) {
+    const char *v = c->kd->vars[s->var].name, *ty = c->t->type_name[c->kd->vars[s->var].type];
+    indent(c->o, level);
+    put(c->o, "for (%s %s = ", ty, v);
+    expr(c, s->lo, 0);
+    put(c->o, "; %s < ", v);
+    expr(c, s->hi, PREC_REL + 1);
+    put(c->o, "; %s++) {\n", v);
+}
+
+static void parfor_head(Ctx *c, const KStmt *s, int level) {
+    if (!c->t->cuda) {
+        indent(c->o, level);
+        put(c->o, "CAP_PARALLEL_FOR\n");
+        loop_head(c, s, level);
+        return;
+    }
+    const char *v = c->kd->vars[s->var].name, *ty = c->t->type_name[KT_I64];
+    indent(c->o, level);
+    put(c->o, "for (%s %s = (%s)blockIdx.x * blockDim.x + threadIdx.x; %s < ", ty, v, ty, v);
+    expr(c, s->hi, PREC_REL + 1);
+    put(c->o, "; %s += (%s)blockDim.x * gridDim.x) {\n", v, ty);
+}
+
+static const char *buf_name(Ctx *c, int buf) { return c->kd->bufs[buf].name; }
+
+/* A finite f32 constant as C reads it back exactly: 1 -> "1.0f". */
+static const char *f32_text(float v, char *buf, size_t size) {
+    int n = snprintf(buf, size, "%.9g", v);
+    if (!strpbrk(buf, ".e") && n + 2 < (int)size) strcat(buf, ".0");
+    strncat(buf, "f", size - strlen(buf) - 1);
+    return buf;
+}
+
+/* C: one cblas_sgemm per batch (OpenBLAS threads inside), after filling C with the bias. */
+static void gemm_c(Ctx *c, const KGemm *g, int level) {
+    const char *bv = c->kd->vars[g->batch_var].name;
+    if (g->bias_buf >= 0) {
+        indent(c->o, level);
+        put(c->o, "CAP_PARALLEL_FOR\n");
+        indent(c->o, level);
+        put(c->o, "for (int64_t gr = 0; gr < %lld; gr++)\n", (long long)(g->batch * g->m));
+        indent(c->o, level + 1);
+        put(c->o, "for (int64_t gj = 0; gj < %lld; gj++) %s[gr * %lld + gj] = %s[gj];\n",
+            (long long)g->n, buf_name(c, g->c.buf), (long long)g->c.ld, buf_name(c, g->bias_buf));
+    }
+    float beta = g->accumulate || g->bias_buf >= 0 ? 1.0f : 0.0f;
+    indent(c->o, level);
+    put(c->o, "for (int64_t %s = 0; %s < %lld; %s++)\n", bv, bv, (long long)g->batch, bv);
+    indent(c->o, level + 1);
+    char alpha[64];
+    put(c->o, "cblas_sgemm(CblasRowMajor, %s, %s, %lld, %lld, %lld, %s, %s + ",
+        g->a.trans ? "CblasTrans" : "CblasNoTrans", g->b.trans ? "CblasTrans" : "CblasNoTrans",
+        (long long)g->m, (long long)g->n, (long long)g->k, f32_text(g->alpha, alpha, sizeof alpha),
+        buf_name(c, g->a.buf));
+    expr(c, g->a.offset, PREC_ADD + 1);
+    put(c->o, ", %lld, %s + ", (long long)g->a.ld, buf_name(c, g->b.buf));
+    expr(c, g->b.offset, PREC_ADD + 1);
+    put(c->o, ", %lld, %.1ff, %s + ", (long long)g->b.ld, beta, buf_name(c, g->c.buf));
+    expr(c, g->c.offset, PREC_ADD + 1);
+    put(c->o, ", %lld);\n", (long long)g->c.ld);
+}
+
+/* CUDA: one work item per output element, K loop inside (the simple form, for now). */
+static void gemm_cuda(Ctx *c, const KGemm *g, int level) {
+    const char *bv = c->kd->vars[g->batch_var].name;
+    long long m = g->m, n = g->n, k = g->k;
+    indent(c->o, level);
+    put(c->o, "for (long long ge = (long long)blockIdx.x * blockDim.x + threadIdx.x; ge < %lldLL; "
+              "ge += (long long)blockDim.x * gridDim.x) {\n",
+        (long long)(g->batch * m * n));
+    indent(c->o, level + 1);
+    put(c->o, "long long %s = ge / %lldLL, gi = ge / %lld %% %lld, gj = ge %% %lld;\n", bv,
+        m * n, n, m, n);
+    indent(c->o, level + 1);
+    put(c->o, "const float *ga = %s + ", buf_name(c, g->a.buf));
+    expr(c, g->a.offset, PREC_ADD + 1);
+    put(c->o, ";\n");
+    indent(c->o, level + 1);
+    put(c->o, "const float *gb = %s + ", buf_name(c, g->b.buf));
+    expr(c, g->b.offset, PREC_ADD + 1);
+    put(c->o, ";\n");
+    indent(c->o, level + 1);
+    put(c->o, "float *gc = %s + ", buf_name(c, g->c.buf));
+    expr(c, g->c.offset, PREC_ADD + 1);
+    put(c->o, ";\n");
+    indent(c->o, level + 1);
+    put(c->o, "float acc = 0.0f;\n");
+    indent(c->o, level + 1);
+    char ai[96], bi[96];
+    if (g->a.trans)
+        snprintf(ai, sizeof ai, "gp * %lldLL + gi", (long long)g->a.ld);
+    else
+        snprintf(ai, sizeof ai, "gi * %lldLL + gp", (long long)g->a.ld);
+    if (g->b.trans)
+        snprintf(bi, sizeof bi, "gj * %lldLL + gp", (long long)g->b.ld);
+    else
+        snprintf(bi, sizeof bi, "gp * %lldLL + gj", (long long)g->b.ld);
+    put(c->o, "for (long long gp = 0; gp < %lld; gp++) acc += ga[%s] * gb[%s];\n", k, ai, bi);
+    indent(c->o, level + 1);
+    char alpha[64];
+    put(c->o, "gc[gi * %lldLL + gj] = %s * acc", (long long)g->c.ld,
+        f32_text(g->alpha, alpha, sizeof alpha));
+    if (g->accumulate) put(c->o, " + gc[gi * %lldLL + gj]", (long long)g->c.ld);
+    if (g->bias_buf >= 0) put(c->o, " + %s[gj]", buf_name(c, g->bias_buf));
+    put(c->o, ";\n");
+    indent(c->o, level);
+    put(c->o, "}\n");
+}
+
+static int render_stmt(Ctx *c, const KStmt *s, int level, Diag *d) {
+    const KernelDesc *kd = c->kd;
+    switch (s->kind) {
+    case KS_PARFOR:
+        parfor_head(c, s, level);
+        if (render_block(c, s->body, level + 1, d)) return -1;
+        indent(c->o, level);
+        put(c->o, "}\n");
+        return 0;
+    case KS_FOR:
+        loop_head(c, s, level);
+        if (render_block(c, s->body, level + 1, d)) return -1;
+        indent(c->o, level);
+        put(c->o, "}\n");
+        return 0;
+    case KS_DECL:
+        indent(c->o, level);
+        put(c->o, "%s %s = ", c->t->type_name[kd->vars[s->var].type], kd->vars[s->var].name);
+        expr(c, s->value, 0);
+        put(c->o, ";\n");
+        return 0;
+    case KS_ASSIGN:
+        indent(c->o, level);
+        put(c->o, "%s = ", kd->vars[s->var].name);
+        expr(c, s->value, 0);
+        put(c->o, ";\n");
+        return 0;
+    case KS_STORE:
+        indent(c->o, level);
+        put(c->o, "%s[", kd->bufs[s->buf].name);
+        expr(c, s->index, 0);
+        put(c->o, "] = ");
+        expr(c, s->value, 0);
+        put(c->o, ";\n");
+        return 0;
+    case KS_IF:
+        indent(c->o, level);
+        put(c->o, "if (");
+        expr(c, s->cond, 0);
+        put(c->o, ") {\n");
+        if (render_block(c, s->body, level + 1, d)) return -1;
+        if (s->else_body) {
+            indent(c->o, level);
+            put(c->o, "} else {\n");
+            if (render_block(c, s->else_body, level + 1, d)) return -1;
+        }
+        indent(c->o, level);
+        put(c->o, "}\n");
+        return 0;
+    case KS_GEMM:
+        if (c->t->cuda) {
+            if (level != 1) {
+                snprintf(d->msg, sizeof d->msg, "kernel %s: a CUDA gemm must be the whole kernel",
+                         kd->name);
+                return -1;
+            }
+            gemm_cuda(c, s->gemm, level);
+        } else {
+            gemm_c(c, s->gemm, level);
+        }
+        return 0;
+    }
+    return 0;
+}
+
+static int render_block(Ctx *c, const KStmt *s, int level, Diag *d) {
+    for (; s; s = s->next)
+        if (render_stmt(c, s, level, d)) return -1;
+    return 0;
+}
+
+/* ---- which buffers a kernel reads ------------------------------------------------------- */
+
+static void mark_expr(const KExpr *e, bool *used) {
+    if (!e) return;
+    if (e->kind == KE_LOAD) used[e->buf] = true;
+    mark_expr(e->a, used);
+    mark_expr(e->b, used);
+    mark_expr(e->c, used);
+}
+
+static void mark_block(const KStmt *s, bool *used) {
+    for (; s; s = s->next) {
+        if (s->buf >= 0) used[s->buf] = true;
+        mark_expr(s->lo, used);
+        mark_expr(s->hi, used);
+        mark_expr(s->value, used);
+        mark_expr(s->index, used);
+        mark_expr(s->cond, used);
+        if (s->gemm) {
+            used[s->gemm->a.buf] = used[s->gemm->b.buf] = used[s->gemm->c.buf] = true;
+            if (s->gemm->bias_buf >= 0) used[s->gemm->bias_buf] = true;
+        }
+        mark_block(s->body, used);
+        mark_block(s->else_body, used);
+    }
+}
+
+/* ---- kernels ---------------------------------------------------------------------------- */
+
+static void header_comment(Ctx *c) {
+    const KernelDesc *kd = c->kd;
+    put(c->o, "/* %s:", kd->comment);
+    for (int i = 0; i < kd->n_args; i++)
+        put(c->o, "%s %s %s", i ? "," : "", kd->bufs[i].name, kd->bufs[i].what);
+    put(c->o, " */\n");
+}
+
+static void c_signature(Ctx *c, const bool *used) {
+    const KernelDesc *kd = c->kd;
+    put(c->o, "void %s(void *const *bufs) {\n", kd->name);
+    for (int i = 0; i < kd->n_args; i++) {
+        const KBuffer *b = &kd->bufs[i];
+        const char *ty = c->t->type_name[b->type];
+        if (!used[i]) {
+            put(c->o, "    (void)bufs[%d]; /* %s: not read by this form of the op */\n", i, b->name);
+            continue;
+        }
+        if (b->written)
+            put(c->o, "    %s *%s = (%s *)bufs[%d];\n", ty, b->name, ty, i);
+        else
+            put(c->o, "    const %s *%s = (const %s *)bufs[%d];\n", ty, b->name, ty, i);
+    }
+    for (int i = kd->n_args; i < kd->n_bufs; i++) {
+        const KBuffer *b = &kd->bufs[i];
+        const char *ty = c->t->type_name[b->type];
+        put(c->o, "    %s *%s = (%s *)malloc(sizeof(%s) * %lld);\n", ty, b->name, ty, ty,
+            (long long)b->numel);
+        /* A kernel has no error channel; running out of memory here is fatal. */
+        put(c->o, "    if (!%s) abort();\n", b->name);
+    }
+}
+
+static void cuda_signature(Ctx *c) {
+    const KernelDesc *kd = c->kd;
+    put(c->o, "extern \"C\" __global__ void %s(", kd->name);
+    for (int i = 0; i < kd->n_args; i++) {
+        const KBuffer *b = &kd->bufs[i];
+        put(c->o, "%s%s%s *%s", i ? ", " : "", b->written ? "" : "const ",
+            c->t->type_name[b->type], b->name);
+    }
+    put(c->o, ") {\n");
+}
+
+char *kernel_render(const KernelDesc *kd, KTarget target, Diag *d) {
+    const Target *t = target == KTARGET_CUDA ? &TARGET_CUDA : &TARGET_C;
+    Out o = {0};
+    Ctx c = {kd, t, &o};
+    if (t->cuda) {
+        bool one = kd->body && !kd->body->next &&
+                   (kd->body->kind == KS_PARFOR || kd->body->kind == KS_GEMM);
+        if (!one || kd->n_bufs != kd->n_args) {
+            snprintf(d->msg, sizeof d->msg,
+                     "kernel %s: a CUDA kernel must be one parfor or gemm without scratch",
+                     kd->name);
+            return NULL;
+        }
+    }
+    bool *used = calloc((size_t)kd->n_bufs + 1, sizeof *used);
+    if (!used) {
+        snprintf(d->msg, sizeof d->msg, "out of memory");
+        return NULL;
+    }
+    mark_block(kd->body, used);
+    header_comment(&c);
+    if (t->cuda)
+        cuda_signature(&c);
+    else
+        c_signature(&c, used);
+    free(used);
+    if (render_block(&c, kd->body, 1, d)) {
+        free(o.s);
+        return NULL;
+    }
+    for (int i = kd->n_args; i < kd->n_bufs; i++) put(&o, "    free(%s);\n", kd->bufs[i].name);
+    put(&o, "}\n");
+    if (o.failed) {
+        free(o.s);
+        snprintf(d->msg, sizeof d->msg, "out of memory rendering kernel %s", kd->name);
+        return NULL;
+    }
+    return o.s;
+}
+
+void kernel_cuda_launch(const KernelDesc *kd, int64_t *grid, int *block) {
+    int64_t count = 1;
+    const KStmt *s = kd->body;
+    if (s && s->kind == KS_PARFOR && s->hi->kind == KE_CONST) count = s->hi->i;
+    if (s && s->kind == KS_GEMM) count = s->gemm->batch * s->gemm->m * s->gemm->n;
+    int64_t g = (count + CUDA_BLOCK - 1) / CUDA_BLOCK;
+    *grid = g < 1 ? 1 : g > CUDA_MAX_GRID ? CUDA_MAX_GRID : g;
+    *block = CUDA_BLOCK;
+}
