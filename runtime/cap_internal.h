@@ -1,0 +1,81 @@
+/* cap_internal.h — what the runtime's files share and nobody outside runtime/ sees: the model
+ * and session structs, the backend interface, the error helper.
+ *
+ * A backend is a table of functions over device memory (CapBackendOps). The session code is
+ * backend-neutral: it allocates state and the arena through the table, resolves each step's
+ * CapBufRefs to device pointers and hands the step to run_step. The cpu backend's "device" is
+ * host memory (host_memory = 1, so caller buffers are used in place); CUDA slots in as one
+ * more table (a later issue).
+ */
+#ifndef CAP_INTERNAL_H
+#define CAP_INTERNAL_H
+
+#include "cap.h"
+
+#include <stdarg.h>
+
+struct cJSON;
+
+struct CapModel {
+    void *handle;            /* dlopen handle of cap.so */
+    const CapArtifact *a;    /* inside cap.so */
+    char *path;              /* owned copy */
+    struct cJSON *config;    /* parsed config_json, or NULL if absent/unparsable */
+};
+
+typedef struct CapBackendOps {
+    const char *name;
+    int host_memory; /* device pointers are host pointers: inputs/outputs used in place */
+    CapStatus (*open)(const CapModel *m, void **ctx, char *err, size_t err_size);
+    void (*close)(void *ctx);
+    /* Zero-filled device memory of bytes (> 0) bytes. */
+    CapStatus (*alloc)(void *ctx, size_t bytes, void **ptr, char *err, size_t err_size);
+    void (*free)(void *ctx, void *ptr);
+    CapStatus (*copy_in)(void *ctx, void *dst, const void *src, size_t bytes, char *err,
+                         size_t err_size);
+    CapStatus (*copy_out)(void *ctx, void *dst, const void *src, size_t bytes, char *err,
+                          size_t err_size);
+    /* Launches one kernel over resolved device pointers. */
+    CapStatus (*run_step)(void *ctx, const CapKernel *k, void *const *bufs, char *err,
+                          size_t err_size);
+    CapStatus (*sync)(void *ctx, char *err, size_t err_size);
+} CapBackendOps;
+
+extern const CapBackendOps cap_backend_cpu;
+
+/* The ops table for kind (auto resolved), with a note on the choice (backend.c). */
+CapStatus cap_backend_select(CapBackendKind kind, const CapBackendOps **ops, char *note,
+                             size_t note_size, char *err, size_t err_size);
+
+struct CapSession {
+    const CapModel *m;
+    const CapBackendOps *be;
+    void *ctx;
+    void **state;      /* n_state device pointers */
+    void *arena;       /* max arena over entries (NULL when 0 bytes) */
+    void **bufs;       /* scratch: resolved args of one step (max n_args) */
+    void **dev_io;     /* scratch: device copies of inputs/outputs (non-host backends) */
+    char note[256];
+};
+
+/* Writes the message into err and returns code. */
+CapStatus cap_fail(char *err, size_t err_size, CapStatus code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Initializer of one state tensor (init.c): fills dst (numel f32 or i32) from info->init. */
+CapStatus cap_init_state(const CapStateInfo *info, int index, uint32_t seed, void *dst,
+                         char *err, size_t err_size);
+/* Philox4x32-10 (init.c). */
+void cap_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+
+/* Checks file tensor t against info (shape; F32/F64 for f32, I32/I64 for i32) and converts it
+ * into dst, host memory of cap_tensor_bytes(info) (checkpoint.c). */
+struct StFile;
+struct StTensor;
+CapStatus cap_st_convert(const struct StFile *f, const struct StTensor *t,
+                         const CapTensorInfo *info, void *dst, char *err, size_t err_size);
+
+/* "[2,3,4]" into buf. */
+char *cap_dims_str(int rank, const int64_t *dims, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,415 @@
+/* cap_main.c — the `cap` command line over libcaprt (cap.h): info, init, loss, train.
+ * docs/cli.md ("cap") describes it; `cap --help` prints the same usage. This is the only
+ * layer that prints to stderr or exits: exit 0 on success, 1 on an error (the library's
+ * message, prefixed "cap: error: "), 2 on a bad command line.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cap.h"
+#include "safetensors.h"
+
+#define ERR_SIZE 2048
+
+static const char USAGE[] =
+    "usage: cap COMMAND cap.so [options]\n"
+    "\n"
+    "commands:\n"
+    "  info  cap.so                      what the model holds: parameters, entry points,\n"
+    "                                    kernels, arena, backends\n"
+    "  init  cap.so -o W.safetensors [--seed N]\n"
+    "                                    initial weights (PyTorch's default initializers)\n"
+    "  loss  cap.so --weights W.safetensors --batch B.safetensors [--mode eval|train]\n"
+    "        [--grads G.safetensors] [--seed N]\n"
+    "                                    prints `loss: <value>`; --grads writes the\n"
+    "                                    gradients named as the parameters\n"
+    "  train cap.so (--batches B1[,B2...] | --batch-dir DIR) (--steps N | --epochs N)\n"
+    "        --out CKPT [--weights W | --resume CKPT] [--log metrics.jsonl] [--seed S]\n"
+    "        [--save-every N] [--print-every N]\n"
+    "                                    runs train_step; --steps counts from step 0, so a\n"
+    "                                    resumed run stops at the same total\n"
+    "\n"
+    "options for every command:\n"
+    "  --backend auto|cpu|cuda           where to run (default auto: cpu for now)\n"
+    "  -h, --help                        this text\n"
+    "  --version                         the runtime's version\n"
+    "\n"
+    "exit status: 0 success, 1 error, 2 bad command line. docs/cli.md has the details.\n";
+
+/* ---- command line ------------------------------------------------------------------------ */
+
+typedef struct Args {
+    const char *cmd, *model;
+    const char *out, *weights, *batch, *batches, *batch_dir, *grads, *resume, *log, *mode;
+    const char *backend;
+    const char *seed, *steps, *epochs, *save_every, *print_every;
+} Args;
+
+static void usage_error(const char *fmt, const char *arg) {
+    fprintf(stderr, "cap: error: ");
+    fprintf(stderr, fmt, arg);
+    fprintf(stderr, " (see cap --help)\n");
+    exit(2);
+}
+
+static const char **option_slot(Args *a, const char *name) {
+    static const struct {
+        const char *name;
+        size_t off;
+    } table[] = {
+        {"-o", offsetof(Args, out)},           {"--out", offsetof(Args, out)},
+        {"--weights", offsetof(Args, weights)}, {"--batch", offsetof(Args, batch)},
+        {"--batches", offsetof(Args, batches)}, {"--batch-dir", offsetof(Args, batch_dir)},
+        {"--grads", offsetof(Args, grads)},     {"--resume", offsetof(Args, resume)},
+        {"--log", offsetof(Args, log)},         {"--mode", offsetof(Args, mode)},
+        {"--backend", offsetof(Args, backend)}, {"--seed", offsetof(Args, seed)},
+        {"--steps", offsetof(Args, steps)},     {"--epochs", offsetof(Args, epochs)},
+        {"--save-every", offsetof(Args, save_every)},
+        {"--print-every", offsetof(Args, print_every)},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
+        if (strcmp(table[i].name, name) == 0) return (const char **)((char *)a + table[i].off);
+    return NULL;
+}
+
+static void parse_args(int argc, char **argv, Args *a) {
+    memset(a, 0, sizeof *a);
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
+            fputs(USAGE, stdout);
+            exit(0);
+        }
+        if (strcmp(s, "--version") == 0) {
+            printf("cap %s (artifact version %d)\n", CAPC_VERSION, CAP_ARTIFACT_VERSION);
+            exit(0);
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *s = argv[i];
+        if (s[0] != '-' || s[1] == 0) {
+            if (!a->cmd) a->cmd = s;
+            else if (!a->model) a->model = s;
+            else usage_error("unexpected argument '%s'", s);
+            continue;
+        }
+        char name[64];
+        const char *eq = strchr(s, '=');
+        size_t n = eq ? (size_t)(eq - s) : strlen(s);
+        if (n >= sizeof name) usage_error("unknown option '%s'", s);
+        memcpy(name, s, n);
+        name[n] = 0;
+        const char **slot = option_slot(a, name);
+        if (!slot) usage_error("unknown option '%s'", s);
+        if (eq) *slot = eq + 1;
+        else if (i + 1 < argc) *slot = argv[++i];
+        else usage_error("option '%s' needs a value", s);
+    }
+    if (!a->cmd) usage_error("no command%s", "");
+    if (!a->model) usage_error("'%s' needs a cap.so", a->cmd);
+}
+
+static int64_t int_option(const char *name, const char *v, int64_t dflt, int64_t min) {
+    if (!v) return dflt;
+    char *end;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || errno || x < min) {
+        fprintf(stderr, "cap: error: %s must be an integer >= %lld, not '%s' (see cap --help)\n",
+                name, (long long)min, v);
+        exit(2);
+    }
+    return (int64_t)x;
+}
+
+static void fail_if(CapStatus st, const char *err) {
+    if (st == CAP_OK) return;
+    fprintf(stderr, "cap: error: %s\n", err);
+    exit(1);
+}
+
+static void forbid(const char *cmd, const char *opt, const char *value) {
+    if (value) usage_error("this option does not apply here: %s", opt), (void)cmd;
+}
+
+/* ---- shared steps ---------------------------------------------------------------------- */
+
+static CapModel *open_model(const char *path) {
+    char err[ERR_SIZE];
+    CapModel *m = NULL;
+    fail_if(cap_model_open(path, &m, err, sizeof err), err);
+    return m;
+}
+
+static CapSession *open_session(const CapModel *m, const char *backend) {
+    CapBackendKind kind = CAP_BACKEND_AUTO;
+    if (backend && cap_backend_parse(backend, &kind))
+        usage_error("unknown backend '%s' (auto, cpu or cuda)", backend);
+    char err[ERR_SIZE];
+    CapSession *s = NULL;
+    fail_if(cap_session_new(m, kind, &s, err, sizeof err), err);
+    if (*cap_session_backend_note(s)) fprintf(stderr, "cap: %s\n", cap_session_backend_note(s));
+    return s;
+}
+
+/* ---- cap info ---------------------------------------------------------------------------- */
+
+static void print_entry(const CapEntry *e) {
+    char ty[192];
+    int n_updates = 0;
+    printf("  %s: %d steps, arena %lld bytes\n", e->name, (int)e->n_steps,
+           (long long)e->arena_bytes);
+    for (int i = 0; i < e->n_inputs; i++)
+        printf("    input  %s: %s\n", e->inputs[i].name, cap_tensor_type_str(&e->inputs[i], ty, sizeof ty));
+    for (int i = 0; i < e->n_outputs; i++) {
+        if (e->output_state && e->output_state[i] >= 0) {
+            n_updates++;
+            continue;
+        }
+        printf("    output %s: %s\n", e->outputs[i].name, cap_tensor_type_str(&e->outputs[i], ty, sizeof ty));
+    }
+    if (n_updates) printf("    updates %d state tensors in place (@X outputs)\n", n_updates);
+}
+
+static int cmd_info(const Args *a) {
+    CapModel *m = open_model(a->model);
+    const CapArtifact *art = cap_model_artifact(m);
+    CapCounts c;
+    cap_model_counts(m, &c);
+    printf("model: %s\n", art->model_name ? art->model_name : "?");
+    printf("compiled by: capc %s%s%s\n", art->capc_version ? art->capc_version : "?",
+           art->compile_flags && *art->compile_flags ? " " : "",
+           art->compile_flags ? art->compile_flags : "");
+    if (art->config_json) printf("config: %s\n", art->config_json);
+    printf("parameters: %lld\n", (long long)c.params);
+    printf("trainable: %lld\n", (long long)c.trainable);
+    printf("state: %d weights (%d trainable), %d buffers (%lld elements), %d optimizer "
+           "tensors (%lld elements), %lld bytes\n", c.n_weights, c.n_trainable, c.n_buffers,
+           (long long)c.buffer_elems, c.n_optim, (long long)c.optim_elems,
+           (long long)c.state_bytes);
+    printf("vocab: %lld (pad %d, start %d, end %d, unk %d)\n", (long long)art->vocab_size,
+           (int)art->pad_id, (int)art->start_id, (int)art->end_id, (int)art->unk_id);
+    printf("entry points: %d\n", (int)art->n_entries);
+    for (int i = 0; i < art->n_entries; i++) print_entry(&art->entries[i]);
+    printf("kernels: %d\n", (int)art->n_kernels);
+    printf("arena bytes: %lld\n", (long long)c.max_arena_bytes);
+    char why[512];
+    int has_cpu = art->n_kernels == 0 || art->kernels[0].cpu != NULL;
+    printf("backends: cpu: %s; ", has_cpu ? "available" : "not built into this cap.so");
+    if (art->n_cuda_images == 0) printf("cuda: no CUDA images in this cap.so\n");
+    else {
+        cap_backend_probe(CAP_BACKEND_CUDA, why, sizeof why);
+        printf("cuda: %s\n", why);
+    }
+    for (int i = 0; i < art->n_cuda_images; i++)
+        printf("  cuda image %s: %zu bytes\n", art->cuda_images[i].arch, art->cuda_images[i].size);
+    cap_model_close(m);
+    return 0;
+}
+
+/* ---- cap init ---------------------------------------------------------------------------- */
+
+static int cmd_init(const Args *a) {
+    if (!a->out) usage_error("cap init needs -o WEIGHTS.safetensors%s", "");
+    uint32_t seed = (uint32_t)int_option("--seed", a->seed, 0, 0);
+    CapModel *m = open_model(a->model);
+    CapSession *s = open_session(m, a->backend);
+    char err[ERR_SIZE];
+    fail_if(cap_session_init(s, seed, err, sizeof err), err);
+    fail_if(cap_save_weights(s, a->out, err, sizeof err), err);
+    CapCounts c;
+    cap_model_counts(m, &c);
+    printf("wrote %s: %d tensors, %lld parameters (seed %u)\n", a->out,
+           c.n_weights + c.n_buffers, (long long)c.params, seed);
+    cap_session_free(s);
+    cap_model_close(m);
+    return 0;
+}
+
+/* ---- cap loss ---------------------------------------------------------------------------- */
+
+/* The gradient entry for a mode: outputs "loss" and "grad.<param>". NULL if absent. */
+static const char *grads_entry(const CapModel *m, const char *mode) {
+    static const char *names[2][2] = {{"eval_grads", NULL}, {"train_grads", "grads"}};
+    int t = strcmp(mode, "train") == 0;
+    for (int i = 0; i < 2; i++)
+        if (names[t][i] && cap_model_find_entry(m, names[t][i]) >= 0) return names[t][i];
+    return NULL;
+}
+
+static void write_grads(const CapModel *m, const char *entry, CapSession *s, CapBatch *b,
+                        uint32_t seed, const char *path) {
+    const CapArtifact *art = cap_model_artifact(m);
+    const CapEntry *e = &art->entries[cap_model_find_entry(m, entry)];
+    void **outs = calloc((size_t)e->n_outputs + 1, sizeof *outs);
+    StWriteTensor *ts = calloc((size_t)e->n_outputs + 1, sizeof *ts);
+    int n = 0, li = -1;
+    for (int i = 0; i < e->n_outputs; i++) {
+        if (e->output_state && e->output_state[i] >= 0) continue;
+        outs[i] = malloc(cap_tensor_bytes(&e->outputs[i]) + 1);
+        if (strcmp(e->outputs[i].name, "loss") == 0) li = i;
+        if (strncmp(e->outputs[i].name, "grad.", 5) == 0)
+            ts[n++] = (StWriteTensor){e->outputs[i].name + 5, ST_F32, e->outputs[i].rank,
+                                      e->outputs[i].dims, outs[i]};
+    }
+    char err[ERR_SIZE];
+    fail_if(cap_session_run_batch(s, entry, b, seed, 0, outs, err, sizeof err), err);
+    if (li >= 0) printf("loss: %.9g\n", (double)*(float *)outs[li]);
+    const char *keys[] = {"format", "entry"};
+    const char *values[] = {"capc-grads", entry};
+    fail_if(st_write_file(path, ts, n, keys, values, 2, err, sizeof err) ? CAP_E_IO : CAP_OK, err);
+    fprintf(stderr, "cap: wrote %d gradients to %s\n", n, path);
+    for (int i = 0; i < e->n_outputs; i++) free(outs[i]);
+    free(outs);
+    free(ts);
+}
+
+static int cmd_loss(const Args *a) {
+    if (!a->weights) usage_error("cap loss needs --weights W.safetensors%s", "");
+    if (!a->batch) usage_error("cap loss needs --batch B.safetensors%s", "");
+    const char *mode = a->mode ? a->mode : "eval";
+    if (strcmp(mode, "eval") && strcmp(mode, "train"))
+        usage_error("--mode is eval or train, not '%s'", mode);
+    uint32_t seed = (uint32_t)int_option("--seed", a->seed, 0, 0);
+    CapModel *m = open_model(a->model);
+    const char *entry = strcmp(mode, "eval") == 0 ? "eval_loss"
+                        : cap_model_find_entry(m, "train_loss") >= 0 ? "train_loss"
+                                                                      : "train_step";
+    const char *gentry = a->grads ? grads_entry(m, mode) : NULL;
+    char err[ERR_SIZE];
+    if (a->grads && !gentry)
+        fail_if(CAP_E_UNSUPPORTED,
+                strcmp(mode, "eval") == 0
+                    ? "--grads: this cap.so has no gradient entry point ('eval_grads' with "
+                      "outputs 'loss' and 'grad.<param>'); capc does not emit one yet"
+                    : "--grads: this cap.so has no gradient entry point ('train_grads' with "
+                      "outputs 'loss' and 'grad.<param>'); capc does not emit one yet");
+    if (gentry) entry = gentry;
+    CapSession *s = open_session(m, a->backend);
+    fail_if(cap_load_weights(s, a->weights, err, sizeof err), err);
+    CapBatch *b = NULL;
+    fail_if(cap_batch_open(m, entry, a->batch, &b, err, sizeof err), err);
+    if (gentry) {
+        write_grads(m, gentry, s, b, seed, a->grads);
+    } else {
+        double loss = 0;
+        fail_if(cap_session_loss(s, entry, b, seed, 0, &loss, err, sizeof err), err);
+        printf("loss: %.9g\n", loss);
+    }
+    cap_batch_free(b);
+    cap_session_free(s);
+    cap_model_close(m);
+    return 0;
+}
+
+/* ---- cap train --------------------------------------------------------------------------- */
+
+typedef struct PathList {
+    char **items;
+    int n;
+} PathList;
+
+static void paths_add(PathList *p, const char *s, size_t len) {
+    p->items = realloc(p->items, (size_t)(p->n + 1) * sizeof *p->items);
+    p->items[p->n] = malloc(len + 1);
+    memcpy(p->items[p->n], s, len);
+    p->items[p->n++][len] = 0;
+}
+
+static int cmp_str(const void *x, const void *y) {
+    return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+static void collect_batches(const Args *a, PathList *p) {
+    if (!!a->batches == !!a->batch_dir)
+        usage_error("cap train needs exactly one of --batches and --batch-dir%s", "");
+    if (a->batches) {
+        for (const char *s = a->batches; *s;) {
+            size_t n = strcspn(s, ",");
+            if (n) paths_add(p, s, n);
+            s += n + (s[n] == ',');
+        }
+        return;
+    }
+    DIR *d = opendir(a->batch_dir);
+    if (!d) {
+        fprintf(stderr, "cap: error: %s: cannot open directory: %s\n", a->batch_dir, strerror(errno));
+        exit(1);
+    }
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t n = strlen(de->d_name);
+        if (n <= 12 || strcmp(de->d_name + n - 12, ".safetensors")) continue;
+        char buf[4096];
+        int k = snprintf(buf, sizeof buf, "%s/%s", a->batch_dir, de->d_name);
+        paths_add(p, buf, (size_t)k);
+    }
+    closedir(d);
+    qsort(p->items, (size_t)p->n, sizeof *p->items, cmp_str); /* a stable order */
+    if (p->n == 0) {
+        fprintf(stderr, "cap: error: %s: no .safetensors batch files\n", a->batch_dir);
+        exit(1);
+    }
+}
+
+static void prepare_state(const Args *a, CapSession *s, CapTrainMeta *meta, uint32_t seed) {
+    char err[ERR_SIZE];
+    memset(meta, 0, sizeof *meta);
+    if (a->resume) {
+        if (a->weights) usage_error("--resume and --weights exclude each other%s", "");
+        fail_if(cap_load_checkpoint(s, a->resume, meta, err, sizeof err), err);
+        if (a->seed && meta->seed != seed) {
+            fprintf(stderr, "cap: error: %s was trained with --seed %u, not %u\n", a->resume,
+                    meta->seed, seed);
+            exit(1);
+        }
+        fprintf(stderr, "cap: resuming %s at step %lld\n", a->resume, (long long)meta->step);
+        return;
+    }
+    fail_if(cap_session_init(s, seed, err, sizeof err), err); /* optimizer state, unlisted */
+    if (a->weights) fail_if(cap_load_weights(s, a->weights, err, sizeof err), err);
+}
+
+static int cmd_train(const Args *a) {
+    if (!a->out) usage_error("cap train needs --out CKPT%s", "");
+    if (!!a->steps == !!a->epochs) usage_error("cap train needs exactly one of --steps and --epochs%s", "");
+    forbid("train", "--grads", a->grads);
+    PathList batches = {0};
+    collect_batches(a, &batches);
+    uint32_t seed = (uint32_t)int_option("--seed", a->seed, 0, 0);
+    int64_t steps = a->steps ? int_option("--steps", a->steps, 0, 1)
+                             : int_option("--epochs", a->epochs, 0, 1) * batches.n;
+    CapModel *m = open_model(a->model);
+    CapSession *s = open_session(m, a->backend);
+    CapTrainMeta meta;
+    prepare_state(a, s, &meta, seed);
+    CapTrainOptions o = {
+        .batch_paths = (const char *const *)batches.items, .n_batches = batches.n,
+        .steps = steps, .seed = seed, .out_path = a->out,
+        .save_every = int_option("--save-every", a->save_every, 0, 0), .log_path = a->log,
+        .print_every = int_option("--print-every", a->print_every, 10, 0), .progress = stdout,
+    };
+    char err[ERR_SIZE];
+    fail_if(cap_train(s, &o, &meta, err, sizeof err), err);
+    printf("saved %s (step %lld)\n", a->out, (long long)meta.step);
+    for (int i = 0; i < batches.n; i++) free(batches.items[i]);
+    free(batches.items);
+    cap_session_free(s);
+    cap_model_close(m);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    Args a;
+    parse_args(argc, argv, &a);
+    if (strcmp(a.cmd, "info") == 0) return cmd_info(&a);
+    if (strcmp(a.cmd, "init") == 0) return cmd_init(&a);
+    if (strcmp(a.cmd, "loss") == 0) return cmd_loss(&a);
+    if (strcmp(a.cmd, "train") == 0) return cmd_train(&a);
+    usage_error("unknown command '%s'", a.cmd);
+    return 2;
+}

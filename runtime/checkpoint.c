@@ -1,0 +1,287 @@
+/* checkpoint.c — state to and from safetensors files.
+ *
+ * Weights file: WEIGHT and BUFFER states under their state names (PyTorch's state_dict names),
+ * F32 (I32 for integer state), metadata format = "capc-weights". Loading accepts PyTorch
+ * exports: F64 tensors are rounded to f32 (and I64 to i32 when in range), `num_batches_tracked`
+ * is ignored, and a tied layer's copy ("P.weight" when the model has "P.bias" but shares its
+ * weight with another parameter, e.g. decoder.out.weight) must equal one of the model's
+ * weights of that shape. Everything is checked before any state changes.
+ *
+ * Checkpoint file: every state (optimizer moments and step counter too) plus the training
+ * position (step, seed, data_position, n_batches) in the metadata, format = "capc-checkpoint".
+ * Both are written through st_write_file: temp file, fsync, rename.
+ */
+#include "cap_internal.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "safetensors.h"
+
+/* ---- writing ------------------------------------------------------------------------------- */
+
+static int is_weights_kind(int kind) { return kind == CAP_STATE_WEIGHT || kind == CAP_STATE_BUFFER; }
+
+/* Writes the states for which pick(kind) holds. Host copies live only during the call. */
+static CapStatus write_states(const CapSession *s, const char *path, int all_states,
+                              const char *const *keys, const char *const *values, int n_meta,
+                              char *err, size_t err_size) {
+    const CapArtifact *a = cap_model_artifact(s->m);
+    StWriteTensor *ts = calloc((size_t)a->n_state + 1, sizeof *ts);
+    void **host = calloc((size_t)a->n_state + 1, sizeof *host);
+    CapStatus st = ts && host ? CAP_OK : cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    int n = 0;
+    for (int i = 0; i < a->n_state && !st; i++) {
+        const CapStateInfo *si = &a->state[i];
+        if (!all_states && !is_weights_kind(si->kind)) continue;
+        host[n] = malloc(cap_tensor_bytes(&si->t) + 1);
+        if (!host[n]) {
+            st = cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+            break;
+        }
+        st = cap_session_read_state(s, i, host[n], err, err_size);
+        ts[n] = (StWriteTensor){si->t.name, si->t.dtype == CAP_DT_I32 ? ST_I32 : ST_F32,
+                                si->t.rank, si->t.dims, host[n]};
+        n++;
+    }
+    if (!st && st_write_file(path, ts, n, keys, values, n_meta, err, err_size))
+        st = CAP_E_IO;
+    for (int i = 0; host && i < n; i++) free(host[i]);
+    free(host);
+    free(ts);
+    return st;
+}
+
+CapStatus cap_save_weights(const CapSession *s, const char *path, char *err, size_t err_size) {
+    const char *keys[] = {"format", "model"};
+    const char *values[] = {"capc-weights", cap_model_artifact(s->m)->model_name};
+    return write_states(s, path, 0, keys, values, values[1] ? 2 : 1, err, err_size);
+}
+
+CapStatus cap_save_checkpoint(const CapSession *s, const char *path, const CapTrainMeta *meta,
+                              char *err, size_t err_size) {
+    const CapArtifact *a = cap_model_artifact(s->m);
+    char step[32], seed[32], pos[32], nb[32];
+    snprintf(step, sizeof step, "%" PRId64, meta->step);
+    snprintf(seed, sizeof seed, "%" PRIu32, meta->seed);
+    snprintf(pos, sizeof pos, "%" PRId64, meta->data_position);
+    snprintf(nb, sizeof nb, "%" PRId64, meta->n_batches);
+    const char *keys[] = {"format", "step", "seed", "data_position", "n_batches", "model",
+                          "config"};
+    const char *values[] = {"capc-checkpoint", step, seed, pos, nb,
+                            a->model_name ? a->model_name : "",
+                            a->config_json ? a->config_json : "{}"};
+    return write_states(s, path, 1, keys, values, 7, err, err_size);
+}
+
+/* ---- reading ------------------------------------------------------------------------------- */
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int same_shape(const StTensor *t, const CapTensorInfo *info) {
+    if (t->rank != info->rank) return 0;
+    for (int i = 0; i < t->rank; i++)
+        if (t->shape[i] != info->dims[i]) return 0;
+    return 1;
+}
+
+/* Converts file tensor t (checked against info) into dst (f32 or i32 host memory). */
+CapStatus cap_st_convert(const StFile *f, const StTensor *t, const CapTensorInfo *info,
+                         void *dst, char *err, size_t err_size) {
+    char a[160], b[160];
+    if (!same_shape(t, info))
+        return cap_fail(err, err_size, CAP_E_MISMATCH,
+                        "%s: tensor '%s' has shape %s in the file but the model expects %s",
+                        f->path, info->name, cap_dims_str(t->rank, t->shape, a, sizeof a),
+                        cap_dims_str(info->rank, info->dims, b, sizeof b));
+    int is_int = info->dtype == CAP_DT_I32;
+    StDType exact = is_int ? ST_I32 : ST_F32, wide = is_int ? ST_I64 : ST_F64;
+    if (t->dtype != exact && t->dtype != wide)
+        return cap_fail(err, err_size, CAP_E_MISMATCH,
+                        "%s: tensor '%s' is %s in the file but the model expects %s (or %s)",
+                        f->path, info->name, st_dtype_name(t->dtype), st_dtype_name(exact),
+                        st_dtype_name(wide));
+    if (t->dtype == exact) {
+        memcpy(dst, t->data, t->nbytes); /* little-endian host */
+        return CAP_OK;
+    }
+    double *tmp = malloc((size_t)(t->numel ? t->numel : 1) * sizeof *tmp);
+    if (!tmp) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    st_to_f64(t, tmp);
+    for (int64_t i = 0; i < t->numel; i++) {
+        if (!is_int) {
+            ((float *)dst)[i] = (float)tmp[i];
+        } else if (tmp[i] < INT32_MIN || tmp[i] > INT32_MAX) {
+            free(tmp);
+            return cap_fail(err, err_size, CAP_E_MISMATCH,
+                            "%s: tensor '%s' element %" PRId64 " does not fit in i32", f->path,
+                            info->name, i);
+        } else {
+            ((int32_t *)dst)[i] = (int32_t)tmp[i];
+        }
+    }
+    free(tmp);
+    return CAP_OK;
+}
+
+/* Host copies of the states that `want` selects, converted from file f; all or nothing. */
+typedef struct Staged {
+    int n_state;
+    void **host; /* per state index; NULL where not loaded */
+} Staged;
+
+static void staged_free(Staged *sg) {
+    for (int i = 0; sg->host && i < sg->n_state; i++) free(sg->host[i]);
+    free(sg->host);
+}
+
+static CapStatus stage(const CapModel *m, const StFile *f, int all_states, Staged *sg, char *err,
+                       size_t err_size) {
+    const CapArtifact *a = cap_model_artifact(m);
+    sg->n_state = a->n_state;
+    sg->host = calloc((size_t)a->n_state + 1, sizeof *sg->host);
+    if (!sg->host) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    for (int i = 0; i < a->n_state; i++) {
+        const CapTensorInfo *info = &a->state[i].t;
+        if (!all_states && !is_weights_kind(a->state[i].kind)) continue;
+        const StTensor *t = st_find(f, info->name);
+        char dims[160];
+        if (!t)
+            return cap_fail(err, err_size, CAP_E_MISMATCH,
+                            "%s: missing tensor '%s' (the model expects %s %s)", f->path,
+                            info->name, info->dtype == CAP_DT_I32 ? "I32" : "F32",
+                            cap_dims_str(info->rank, info->dims, dims, sizeof dims));
+        sg->host[i] = malloc(cap_tensor_bytes(info) + 1);
+        if (!sg->host[i]) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+        CapStatus st = cap_st_convert(f, t, info, sg->host[i], err, err_size);
+        if (st) return st;
+    }
+    return CAP_OK;
+}
+
+/* A tied layer's copy: "P.weight" absent from the model while "P.bias" is present. It must
+ * equal (after conversion) some weight of the model with its shape. */
+static CapStatus check_tied(const CapModel *m, const StFile *f, const StTensor *t,
+                            const Staged *sg, char *err, size_t err_size) {
+    const CapArtifact *a = cap_model_artifact(m);
+    size_t n = strlen(t->name) - strlen(".weight");
+    char bias[512];
+    snprintf(bias, sizeof bias, "%.*s.bias", (int)n, t->name);
+    if (n + 6 >= sizeof bias || cap_model_find_state(m, bias) < 0)
+        return cap_fail(err, err_size, CAP_E_MISMATCH,
+                        "%s: unexpected tensor '%s' (the model has no state of that name)",
+                        f->path, t->name);
+    const char *differs = NULL;
+    for (int i = 0; i < a->n_state; i++) {
+        const CapStateInfo *si = &a->state[i];
+        if (si->kind != CAP_STATE_WEIGHT || !sg->host[i] || si->t.dtype != CAP_DT_F32 ||
+            !same_shape(t, &si->t))
+            continue;
+        float *tmp = malloc(cap_tensor_bytes(&si->t) + 1);
+        if (!tmp) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+        CapStatus st = cap_st_convert(f, t, &si->t, tmp, err, err_size);
+        int equal = !st && memcmp(tmp, sg->host[i], cap_tensor_bytes(&si->t)) == 0;
+        free(tmp);
+        if (st) return st;
+        if (equal) return CAP_OK;
+        differs = si->t.name;
+    }
+    char dims[160];
+    return cap_fail(err, err_size, CAP_E_MISMATCH,
+                    "%s: tensor '%s' is tied in this model (it has '%s' but shares its weight), "
+                    "yet it equals no weight of shape %s%s%s%s",
+                    f->path, t->name, bias, cap_dims_str(t->rank, t->shape, dims, sizeof dims),
+                    differs ? " (" : "", differs ? differs : "", differs ? " differs)" : "");
+}
+
+/* Every file tensor that is not a loaded state must be explainable. */
+static CapStatus check_extra(const CapModel *m, const StFile *f, const Staged *sg, char *err,
+                             size_t err_size) {
+    for (int k = 0; k < f->n; k++) {
+        const StTensor *t = &f->tensors[k];
+        int si = cap_model_find_state(m, t->name);
+        if (si >= 0) continue; /* loaded, or an optimizer state of this model: skipped */
+        if (ends_with(t->name, "num_batches_tracked")) continue;
+        CapStatus st = ends_with(t->name, ".weight")
+                           ? check_tied(m, f, t, sg, err, err_size)
+                           : cap_fail(err, err_size, CAP_E_MISMATCH,
+                                      "%s: unexpected tensor '%s' (the model has no state of "
+                                      "that name)", f->path, t->name);
+        if (st) return st;
+    }
+    return CAP_OK;
+}
+
+static CapStatus commit(CapSession *s, const Staged *sg, char *err, size_t err_size) {
+    for (int i = 0; i < sg->n_state; i++) {
+        if (!sg->host[i]) continue;
+        CapStatus st = cap_session_write_state(s, i, sg->host[i], err, err_size);
+        if (st) return st;
+    }
+    return CAP_OK;
+}
+
+CapStatus cap_load_weights(CapSession *s, const char *path, char *err, size_t err_size) {
+    StFile f;
+    if (st_read_file(path, &f, err, err_size)) return CAP_E_IO;
+    Staged sg = {0};
+    CapStatus st = stage(s->m, &f, 0, &sg, err, err_size);
+    if (!st) st = check_extra(s->m, &f, &sg, err, err_size);
+    if (!st) st = commit(s, &sg, err, err_size);
+    staged_free(&sg);
+    st_free(&f);
+    return st;
+}
+
+static CapStatus meta_int(const StFile *f, const char *key, int64_t *v, char *err,
+                          size_t err_size) {
+    const char *s = st_metadata(f, key);
+    char *end;
+    long long x = s ? strtoll(s, &end, 10) : 0;
+    if (!s || !*s || *end || x < 0)
+        return cap_fail(err, err_size, CAP_E_FORMAT,
+                        "%s: checkpoint metadata '%s' is missing or not a number", f->path, key);
+    *v = (int64_t)x;
+    return CAP_OK;
+}
+
+static CapStatus read_meta(const CapModel *m, const StFile *f, CapTrainMeta *meta, char *err,
+                           size_t err_size) {
+    const char *fmt = st_metadata(f, "format");
+    if (!fmt || strcmp(fmt, "capc-checkpoint") != 0)
+        return cap_fail(err, err_size, CAP_E_FORMAT,
+                        "%s: not a capc training checkpoint (metadata format is '%s'); to start "
+                        "from weights only, use --weights", f->path, fmt ? fmt : "absent");
+    const char *model = st_metadata(f, "model");
+    const char *want = cap_model_artifact(m)->model_name;
+    if (model && want && strcmp(model, want) != 0)
+        return cap_fail(err, err_size, CAP_E_MISMATCH,
+                        "%s: checkpoint of model '%s', but %s is '%s'", f->path, model,
+                        cap_model_path(m), want);
+    int64_t seed = 0;
+    CapStatus st = meta_int(f, "step", &meta->step, err, err_size);
+    if (!st) st = meta_int(f, "seed", &seed, err, err_size);
+    if (!st) st = meta_int(f, "data_position", &meta->data_position, err, err_size);
+    if (!st) st = meta_int(f, "n_batches", &meta->n_batches, err, err_size);
+    meta->seed = (uint32_t)seed;
+    return st;
+}
+
+CapStatus cap_load_checkpoint(CapSession *s, const char *path, CapTrainMeta *meta, char *err,
+                              size_t err_size) {
+    StFile f;
+    if (st_read_file(path, &f, err, err_size)) return CAP_E_IO;
+    Staged sg = {0};
+    CapTrainMeta tmp = {0};
+    CapStatus st = read_meta(s->m, &f, &tmp, err, err_size);
+    if (!st) st = stage(s->m, &f, 1, &sg, err, err_size);
+    if (!st) st = commit(s, &sg, err, err_size);
+    if (!st && meta) *meta = tmp;
+    staged_free(&sg);
+    st_free(&f);
+    return st;
+}

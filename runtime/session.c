@@ -1,0 +1,222 @@
+/* session.c — a model instance on a backend: one device buffer per state tensor (sized from
+ * its CapStateInfo), one arena as large as the largest entry's, and running an entry: each
+ * step's CapBufRefs become device pointers (arena + offset, state, the caller's input or
+ * output) and the step goes to the backend, in order.
+ *
+ * Ownership: the session owns its state, arena and scratch arrays; the model is borrowed.
+ */
+#include "cap_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int max_kernel_args(const CapArtifact *a) {
+    int n = 1;
+    for (int i = 0; i < a->n_kernels; i++)
+        if (a->kernels[i].n_args > n) n = a->kernels[i].n_args;
+    return n;
+}
+
+static int max_entry_io(const CapArtifact *a) {
+    int n = 1;
+    for (int i = 0; i < a->n_entries; i++)
+        if (a->entries[i].n_inputs + a->entries[i].n_outputs > n)
+            n = a->entries[i].n_inputs + a->entries[i].n_outputs;
+    return n;
+}
+
+static CapStatus alloc_state(CapSession *s, char *err, size_t err_size) {
+    const CapArtifact *a = cap_model_artifact(s->m);
+    s->state = calloc((size_t)(a->n_state ? a->n_state : 1), sizeof *s->state);
+    if (!s->state) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    for (int i = 0; i < a->n_state; i++) {
+        CapStatus st = s->be->alloc(s->ctx, cap_tensor_bytes(&a->state[i].t), &s->state[i], err,
+                                    err_size);
+        if (st) return st;
+    }
+    return CAP_OK;
+}
+
+CapStatus cap_session_new(const CapModel *m, CapBackendKind kind, CapSession **out, char *err,
+                          size_t err_size) {
+    if (!m || !out) return cap_fail(err, err_size, CAP_E_ARG, "cap_session_new: NULL argument");
+    *out = NULL;
+    CapSession *s = calloc(1, sizeof *s);
+    if (!s) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    s->m = m;
+    const CapArtifact *a = cap_model_artifact(m);
+    CapStatus st = cap_backend_select(kind, &s->be, s->note, sizeof s->note, err, err_size);
+    if (!st) st = s->be->open(m, &s->ctx, err, err_size);
+    if (st) {
+        s->be = NULL;
+        cap_session_free(s);
+        return st;
+    }
+    s->bufs = calloc((size_t)max_kernel_args(a), sizeof *s->bufs);
+    s->dev_io = calloc((size_t)max_entry_io(a), sizeof *s->dev_io);
+    if (!s->bufs || !s->dev_io) st = cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    if (!st) st = alloc_state(s, err, err_size);
+    CapCounts c;
+    cap_model_counts(m, &c);
+    if (!st && c.max_arena_bytes > 0)
+        st = s->be->alloc(s->ctx, (size_t)c.max_arena_bytes, &s->arena, err, err_size);
+    if (st) {
+        cap_session_free(s);
+        return st;
+    }
+    *out = s;
+    return CAP_OK;
+}
+
+void cap_session_free(CapSession *s) {
+    if (!s) return;
+    if (s->be) {
+        const CapArtifact *a = cap_model_artifact(s->m);
+        if (s->state)
+            for (int i = 0; i < a->n_state; i++)
+                if (s->state[i]) s->be->free(s->ctx, s->state[i]);
+        if (s->arena) s->be->free(s->ctx, s->arena);
+        s->be->close(s->ctx);
+    }
+    free(s->state);
+    free(s->bufs);
+    free(s->dev_io);
+    free(s);
+}
+
+const CapModel *cap_session_model(const CapSession *s) { return s->m; }
+const char *cap_session_backend_name(const CapSession *s) { return s->be->name; }
+const char *cap_session_backend_note(const CapSession *s) { return s->note; }
+
+static CapStatus check_state_index(const CapSession *s, int index, char *err, size_t err_size) {
+    if (index < 0 || index >= cap_model_artifact(s->m)->n_state)
+        return cap_fail(err, err_size, CAP_E_ARG, "state index %d out of range", index);
+    return CAP_OK;
+}
+
+CapStatus cap_session_read_state(const CapSession *s, int index, void *dst, char *err,
+                                 size_t err_size) {
+    CapStatus st = check_state_index(s, index, err, err_size);
+    if (st) return st;
+    const CapTensorInfo *t = &cap_model_artifact(s->m)->state[index].t;
+    return s->be->copy_out(s->ctx, dst, s->state[index], cap_tensor_bytes(t), err, err_size);
+}
+
+CapStatus cap_session_write_state(CapSession *s, int index, const void *src, char *err,
+                                  size_t err_size) {
+    CapStatus st = check_state_index(s, index, err, err_size);
+    if (st) return st;
+    const CapTensorInfo *t = &cap_model_artifact(s->m)->state[index].t;
+    return s->be->copy_in(s->ctx, s->state[index], src, cap_tensor_bytes(t), err, err_size);
+}
+
+CapStatus cap_session_init(CapSession *s, uint32_t seed, char *err, size_t err_size) {
+    const CapArtifact *a = cap_model_artifact(s->m);
+    size_t max_bytes = 4;
+    for (int i = 0; i < a->n_state; i++)
+        if (cap_tensor_bytes(&a->state[i].t) > max_bytes) max_bytes = cap_tensor_bytes(&a->state[i].t);
+    void *host = malloc(max_bytes);
+    if (!host) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    CapStatus st = CAP_OK;
+    for (int i = 0; i < a->n_state && !st; i++) {
+        st = cap_init_state(&a->state[i], i, seed, host, err, err_size);
+        if (!st) st = cap_session_write_state(s, i, host, err, err_size);
+    }
+    free(host);
+    return st;
+}
+
+/* ---- running an entry ---------------------------------------------------------------------- */
+
+/* Device pointers for the entry's inputs and outputs: the caller's own buffers on a host-memory
+ * backend, else device copies (inputs copied in here). dev_io[0..n_in) inputs, then outputs. */
+static CapStatus bind_io(CapSession *s, const CapEntry *e, const void *const *inputs,
+                         void *const *outputs, char *err, size_t err_size) {
+    memset(s->dev_io, 0, (size_t)(e->n_inputs + e->n_outputs) * sizeof *s->dev_io);
+    for (int i = 0; i < e->n_inputs; i++) {
+        if (!inputs || !inputs[i])
+            return cap_fail(err, err_size, CAP_E_ARG, "entry '%s': input '%s' is NULL", e->name,
+                            e->inputs[i].name);
+        size_t bytes = cap_tensor_bytes(&e->inputs[i]);
+        if (s->be->host_memory) {
+            /* Kernels never write their inputs; the cast only fits the kernel signature. */
+            s->dev_io[i] = (void *)inputs[i];
+            continue;
+        }
+        CapStatus st = s->be->alloc(s->ctx, bytes, &s->dev_io[i], err, err_size);
+        if (!st) st = s->be->copy_in(s->ctx, s->dev_io[i], inputs[i], bytes, err, err_size);
+        if (st) return st;
+    }
+    for (int i = 0; i < e->n_outputs; i++) {
+        int si = e->output_state ? e->output_state[i] : -1;
+        void **slot = &s->dev_io[e->n_inputs + i];
+        if (si >= 0) {
+            *slot = s->state[si]; /* "@X": written in place */
+            continue;
+        }
+        if (!outputs || !outputs[i])
+            return cap_fail(err, err_size, CAP_E_ARG, "entry '%s': output '%s' is NULL", e->name,
+                            e->outputs[i].name);
+        if (s->be->host_memory) *slot = outputs[i];
+        else {
+            CapStatus st = s->be->alloc(s->ctx, cap_tensor_bytes(&e->outputs[i]), slot, err,
+                                        err_size);
+            if (st) return st;
+        }
+    }
+    return CAP_OK;
+}
+
+/* Frees device copies (non-host backends), copying outputs back first when copy_back. */
+static CapStatus unbind_io(CapSession *s, const CapEntry *e, void *const *outputs,
+                           int copy_back, char *err, size_t err_size) {
+    if (s->be->host_memory) return CAP_OK;
+    CapStatus st = CAP_OK;
+    for (int i = 0; i < e->n_outputs; i++) {
+        int si = e->output_state ? e->output_state[i] : -1;
+        void *d = s->dev_io[e->n_inputs + i];
+        if (si >= 0 || !d) continue;
+        if (copy_back && !st)
+            st = s->be->copy_out(s->ctx, outputs[i], d, cap_tensor_bytes(&e->outputs[i]), err,
+                                 err_size);
+        s->be->free(s->ctx, d);
+    }
+    for (int i = 0; i < e->n_inputs; i++)
+        if (s->dev_io[i]) s->be->free(s->ctx, s->dev_io[i]);
+    return st;
+}
+
+static void *resolve(const CapSession *s, const CapEntry *e, const CapBufRef *r) {
+    switch (r->space) {
+    case CAP_BUF_ARENA: return (char *)s->arena + r->offset;
+    case CAP_BUF_STATE: return s->state[r->index];
+    case CAP_BUF_INPUT: return s->dev_io[r->index];
+    case CAP_BUF_OUTPUT: return s->dev_io[e->n_inputs + r->index];
+    }
+    return NULL; /* unreachable: model.c checked every reference */
+}
+
+static CapStatus run_steps(CapSession *s, const CapEntry *e, char *err, size_t err_size) {
+    const CapArtifact *a = cap_model_artifact(s->m);
+    for (int i = 0; i < e->n_steps; i++) {
+        const CapStep *st = &e->steps[i];
+        for (int j = 0; j < st->n_args; j++) s->bufs[j] = resolve(s, e, &st->args[j]);
+        CapStatus rc = s->be->run_step(s->ctx, &a->kernels[st->kernel], s->bufs, err, err_size);
+        if (rc) return rc;
+    }
+    return s->be->sync(s->ctx, err, err_size);
+}
+
+CapStatus cap_session_run(CapSession *s, const char *entry, const void *const *inputs,
+                          void *const *outputs, char *err, size_t err_size) {
+    if (!s || !entry) return cap_fail(err, err_size, CAP_E_ARG, "cap_session_run: NULL argument");
+    int ei = cap_model_find_entry(s->m, entry);
+    if (ei < 0)
+        return cap_fail(err, err_size, CAP_E_UNSUPPORTED, "%s has no entry point '%s'",
+                        cap_model_path(s->m), entry);
+    const CapEntry *e = &cap_model_artifact(s->m)->entries[ei];
+    CapStatus st = bind_io(s, e, inputs, outputs, err, err_size);
+    if (!st) st = run_steps(s, e, err, err_size);
+    CapStatus st2 = unbind_io(s, e, outputs, !st, err, err_size);
+    return st ? st : st2;
+}

@@ -1,0 +1,513 @@
+/* test_runtime.c — libcaprt (runtime/cap.h) and the `cap` CLI against a hand-written cap.so
+ * (tests/runtime/data/fake_artifact.c: two weights, two buffers, a step counter; eval_loss =
+ * affine + mean, train_step = that + an SGD update).
+ *
+ * What it shows: loading and the artifact checks (version mismatch, no symbol, missing file);
+ * init is deterministic per seed, differs across seeds, respects the initializers' bounds and
+ * moments; entries compute what the kernels say; weights and checkpoints round-trip; bad
+ * weights files are rejected with messages naming the tensor and both shapes (and PyTorch
+ * extras are accepted: F64, num_batches_tracked, a tied copy); batch size mismatches say how
+ * to recompile; training passes rng = (seed, step) and resumes bit for bit; cuda is refused
+ * cleanly; the CLI commands work end to end.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cap.h"
+#include "safetensors.h"
+
+#define ERR 2048
+
+static char tmpdir[256];
+
+static const char *fake_path(const char *var) {
+    const char *p = getenv(var);
+    if (!p || !*p) fail_msg("environment variable %s is not set (run through ctest)", var);
+    return p;
+}
+
+static void tpath(char *buf, size_t size, const char *name) {
+    snprintf(buf, size, "%s/%s", tmpdir, name);
+}
+
+static CapModel *open_fake(void) {
+    CapModel *m = NULL;
+    char err[ERR] = "";
+    CapStatus st = cap_model_open(fake_path("FAKE_ARTIFACT"), &m, err, sizeof err);
+    if (st) fail_msg("%s", err);
+    return m;
+}
+
+static CapSession *new_session(const CapModel *m, uint32_t seed) {
+    CapSession *s = NULL;
+    char err[ERR] = "";
+    if (cap_session_new(m, CAP_BACKEND_CPU, &s, err, sizeof err)) fail_msg("%s", err);
+    if (cap_session_init(s, seed, err, sizeof err)) fail_msg("%s", err);
+    return s;
+}
+
+static void read_state(const CapSession *s, const char *name, void *dst) {
+    char err[ERR];
+    int i = cap_model_find_state(cap_session_model(s), name);
+    assert_true(i >= 0);
+    assert_int_equal(cap_session_read_state(s, i, dst, err, sizeof err), CAP_OK);
+}
+
+static void write_state(CapSession *s, const char *name, const void *src) {
+    char err[ERR];
+    int i = cap_model_find_state(cap_session_model(s), name);
+    assert_true(i >= 0);
+    assert_int_equal(cap_session_write_state(s, i, src, err, sizeof err), CAP_OK);
+}
+
+/* Writes a safetensors file of (name, dtype, rank, shape, data) tensors. */
+typedef struct T {
+    const char *name;
+    StDType dt;
+    int rank;
+    int64_t shape[4];
+    const void *data;
+} T;
+
+static void write_file(const char *path, const T *ts, int n) {
+    StWriteTensor w[16];
+    for (int i = 0; i < n; i++) w[i] = (StWriteTensor){ts[i].name, ts[i].dt, ts[i].rank, ts[i].shape, ts[i].data};
+    char err[ERR];
+    if (st_write_file(path, w, n, NULL, NULL, 0, err, sizeof err)) fail_msg("%s", err);
+}
+
+static void expect_msg(const char *err, const char *a, const char *b, const char *c) {
+    const char *want[3] = {a, b, c};
+    for (int i = 0; i < 3; i++)
+        if (want[i] && !strstr(err, want[i])) fail_msg("message \"%s\" lacks \"%s\"", err, want[i]);
+}
+
+/* ---- loading --------------------------------------------------------------------------- */
+
+static void test_load_and_counts(void **unused) {
+    CapModel *m = open_fake();
+    const CapArtifact *a = cap_model_artifact(m);
+    assert_string_equal(a->model_name, "fake_affine");
+    CapCounts c;
+    cap_model_counts(m, &c);
+    assert_int_equal(c.params, 8);
+    assert_int_equal(c.trainable, 8);
+    assert_int_equal(c.n_buffers, 2);
+    assert_int_equal(c.buffer_elems, 2052);
+    assert_int_equal(c.n_optim, 1);
+    assert_int_equal(c.max_arena_bytes, 96);
+    assert_int_equal(cap_model_find_entry(m, "train_step"), 1);
+    assert_int_equal(cap_model_find_entry(m, "nope"), -1);
+    int64_t v = 0;
+    assert_int_equal(cap_model_config_int(m, "batch", &v), 0);
+    assert_int_equal(v, 2);
+    cap_model_close(m);
+}
+
+static void test_version_mismatch(void **unused) {
+    CapModel *m = NULL;
+    char err[ERR] = "";
+    assert_int_equal(cap_model_open(fake_path("FAKE_ARTIFACT_V99"), &m, err, sizeof err),
+                     CAP_E_VERSION);
+    assert_null(m);
+    expect_msg(err, "artifact version 99", "reads version 1", "recompile");
+}
+
+static void test_not_a_model(void **unused) {
+    CapModel *m = NULL;
+    char err[ERR] = "";
+    assert_int_equal(cap_model_open(fake_path("FAKE_ARTIFACT_NOSYM"), &m, err, sizeof err),
+                     CAP_E_FORMAT);
+    expect_msg(err, "no symbol 'cap_artifact'", NULL, NULL);
+    assert_int_equal(cap_model_open("/nonexistent/cap.so", &m, err, sizeof err), CAP_E_IO);
+    expect_msg(err, "/nonexistent/cap.so", "cannot load", NULL);
+}
+
+static void test_cuda_refused(void **unused) {
+    setenv("CAP_CUDA_DRIVER", "/nonexistent/libcuda.so.1", 1);
+    CapModel *m = open_fake();
+    CapSession *s = NULL;
+    char err[ERR] = "";
+    assert_int_equal(cap_session_new(m, CAP_BACKEND_CUDA, &s, err, sizeof err), CAP_E_BACKEND);
+    expect_msg(err, "no usable CUDA driver", NULL, NULL);
+    assert_int_equal(cap_session_new(m, CAP_BACKEND_AUTO, &s, err, sizeof err), CAP_OK);
+    assert_string_equal(cap_session_backend_name(s), "cpu");
+    expect_msg(cap_session_backend_note(s), "using cpu", "no usable CUDA driver", NULL);
+    cap_session_free(s);
+    cap_model_close(m);
+    unsetenv("CAP_CUDA_DRIVER");
+}
+
+/* ---- init ------------------------------------------------------------------------------ */
+
+static void test_init(void **unused) {
+    CapModel *m = open_fake();
+    CapSession *a = new_session(m, 7), *b = new_session(m, 7), *c = new_session(m, 8);
+    float wa[4], wb[4], wc[4], ba[4], run[4];
+    static float big[2048];
+    read_state(a, "embed.weight", wa);
+    read_state(b, "embed.weight", wb);
+    read_state(c, "embed.weight", wc);
+    assert_memory_equal(wa, wb, sizeof wa);
+    assert_memory_not_equal(wa, wc, sizeof wa);
+    read_state(a, "head.bias", ba);
+    read_state(a, "stats.running", run);
+    for (int j = 0; j < 4; j++) {
+        assert_true(fabsf(wa[j]) <= 0.5f); /* kaiming_uniform, fan_in 4: 1/sqrt(4) */
+        assert_true(fabsf(ba[j]) <= 0.5f); /* linear_bias(4) */
+        assert_true(run[j] == 1.0f);
+    }
+    /* Init is keyed by (seed, state index), not by a stream shared between tensors. */
+    assert_memory_not_equal(wa, ba, sizeof wa);
+    read_state(a, "stats.big", big);
+    double mean = 0, var = 0;
+    for (int i = 0; i < 2048; i++) mean += big[i] / 2048.0;
+    for (int i = 0; i < 2048; i++) var += (big[i] - mean) * (big[i] - mean) / 2047.0;
+    assert_true(fabs(mean - 1.0) < 0.15);
+    assert_true(fabs(sqrt(var) - 2.0) < 0.15);
+    int32_t step = -1;
+    read_state(a, "step", &step);
+    assert_int_equal(step, 0);
+    cap_session_free(a);
+    cap_session_free(b);
+    cap_session_free(c);
+    cap_model_close(m);
+}
+
+/* ---- running --------------------------------------------------------------------------- */
+
+static void test_run_eval(void **unused) {
+    CapModel *m = open_fake();
+    CapSession *s = new_session(m, 1);
+    const float w[4] = {1, 2, 3, 4}, b[4] = {0.5f, 0.5f, 0.5f, 0.5f};
+    const float x[8] = {1, 1, 1, 1, 2, 2, 2, 2};
+    write_state(s, "embed.weight", w);
+    write_state(s, "head.bias", b);
+    float loss = 0;
+    const void *in[] = {x};
+    void *out[] = {&loss};
+    char err[ERR];
+    assert_int_equal(cap_session_run(s, "eval_loss", in, out, err, sizeof err), CAP_OK);
+    /* sum(w*x) = 10 + 20 = 30, sum(b) over 8 = 4: (30 + 4) / 8 */
+    assert_true(loss == 34.0f / 8);
+    assert_int_equal(cap_session_run(s, "nope", in, out, err, sizeof err), CAP_E_UNSUPPORTED);
+    expect_msg(err, "no entry point 'nope'", NULL, NULL);
+    out[0] = NULL;
+    assert_int_equal(cap_session_run(s, "eval_loss", in, out, err, sizeof err), CAP_E_ARG);
+    expect_msg(err, "output 'loss' is NULL", NULL, NULL);
+    cap_session_free(s);
+    cap_model_close(m);
+}
+
+/* ---- weights files --------------------------------------------------------------------- */
+
+static void assert_same_state(const CapSession *a, const CapSession *b, const char *name,
+                              size_t bytes) {
+    static char x[8192], y[8192];
+    read_state(a, name, x);
+    read_state(b, name, y);
+    assert_memory_equal(x, y, bytes);
+}
+
+static void test_weights_round_trip(void **unused) {
+    CapModel *m = open_fake();
+    CapSession *a = new_session(m, 1), *b = new_session(m, 2);
+    char path[512], err[ERR];
+    tpath(path, sizeof path, "w.safetensors");
+    assert_int_equal(cap_save_weights(a, path, err, sizeof err), CAP_OK);
+    StFile f;
+    assert_int_equal(st_read_file(path, &f, err, sizeof err), 0);
+    assert_int_equal(f.n, 4); /* weights and buffers, not the optimizer's step */
+    assert_null(st_find(&f, "step"));
+    st_free(&f);
+    assert_int_equal(cap_load_weights(b, path, err, sizeof err), CAP_OK);
+    assert_same_state(a, b, "embed.weight", 16);
+    assert_same_state(a, b, "head.bias", 16);
+    assert_same_state(a, b, "stats.big", 8192);
+    cap_session_free(a);
+    cap_session_free(b);
+    cap_model_close(m);
+}
+
+static const float W4[4] = {0.1f, 0.2f, 0.3f, 0.4f}, B4[4] = {1, 2, 3, 4}, R4[4] = {1, 1, 1, 1};
+static float BIG[2048];
+
+/* Loads a weights file made of the standard tensors with `swap` replacing (or, with a NULL
+ * data, removing) the one of its name, plus `extra` (if any). On success head.bias must equal
+ * expect_bias (NULL: B4); on failure no state may have changed. Returns the status. */
+static CapStatus load_variant(const T *swap, const T *extra, const float *expect_bias, char *err,
+                              size_t err_size) {
+    T ts[6] = {
+        {"embed.weight", ST_F32, 2, {1, 4}, W4},
+        {"head.bias", ST_F32, 1, {4}, B4},
+        {"stats.running", ST_F32, 1, {4}, R4},
+        {"stats.big", ST_F32, 2, {64, 32}, BIG},
+    };
+    int n = 0;
+    T out[6];
+    for (int i = 0; i < 4; i++) {
+        if (swap && strcmp(swap->name, ts[i].name) == 0) {
+            if (swap->data) out[n++] = *swap;
+        } else out[n++] = ts[i];
+    }
+    if (extra) out[n++] = *extra;
+    char path[512];
+    tpath(path, sizeof path, "variant.safetensors");
+    write_file(path, out, n);
+    CapModel *m = open_fake();
+    CapSession *s = new_session(m, 3);
+    float before[4], after[4];
+    read_state(s, "head.bias", before);
+    CapStatus st = cap_load_weights(s, path, err, err_size);
+    read_state(s, "head.bias", after);
+    if (st) assert_memory_equal(before, after, sizeof before); /* nothing changed */
+    else assert_memory_equal(after, expect_bias ? expect_bias : B4, 16);
+    cap_session_free(s);
+    cap_model_close(m);
+    return st;
+}
+
+static void test_bad_weights(void **unused) {
+    char err[ERR] = "";
+    assert_int_equal(load_variant(NULL, NULL, NULL, err, sizeof err), CAP_OK);
+
+    T missing = {"head.bias", ST_F32, 1, {4}, NULL};
+    assert_int_equal(load_variant(&missing, NULL, NULL, err, sizeof err), CAP_E_MISMATCH);
+    expect_msg(err, "missing tensor 'head.bias'", "[4]", "variant.safetensors");
+
+    static const float five[5] = {0};
+    T shape = {"head.bias", ST_F32, 1, {5}, five};
+    assert_int_equal(load_variant(&shape, NULL, NULL, err, sizeof err), CAP_E_MISMATCH);
+    expect_msg(err, "'head.bias'", "shape [5] in the file", "the model expects [4]");
+
+    static const int32_t ints[4] = {0};
+    T dtype = {"head.bias", ST_I32, 1, {4}, ints};
+    assert_int_equal(load_variant(&dtype, NULL, NULL, err, sizeof err), CAP_E_MISMATCH);
+    expect_msg(err, "'head.bias' is I32", "F32", NULL);
+
+    static const double d4[4] = {1.5, 2.5, 3.5, 4.5};
+    static const float f4[4] = {1.5f, 2.5f, 3.5f, 4.5f};
+    T f64 = {"head.bias", ST_F64, 1, {4}, d4};
+    assert_int_equal(load_variant(&f64, NULL, f4, err, sizeof err), CAP_OK);
+
+    static const int64_t nbt = 5;
+    T counter = {"stats.num_batches_tracked", ST_I64, 0, {0}, &nbt};
+    assert_int_equal(load_variant(NULL, &counter, NULL, err, sizeof err), CAP_OK);
+
+    T unknown = {"other.thing", ST_F32, 1, {4}, W4};
+    assert_int_equal(load_variant(NULL, &unknown, NULL, err, sizeof err), CAP_E_MISMATCH);
+    expect_msg(err, "unexpected tensor 'other.thing'", NULL, NULL);
+
+    T tied = {"head.weight", ST_F32, 2, {1, 4}, W4}; /* a copy of embed.weight: accepted */
+    assert_int_equal(load_variant(NULL, &tied, NULL, err, sizeof err), CAP_OK);
+    T untied = {"head.weight", ST_F32, 2, {1, 4}, B4};
+    assert_int_equal(load_variant(NULL, &untied, NULL, err, sizeof err), CAP_E_MISMATCH);
+    expect_msg(err, "'head.weight' is tied", "embed.weight differs", NULL);
+
+    char path[512];
+    tpath(path, sizeof path, "absent.safetensors");
+    CapModel *m = open_fake();
+    CapSession *s = new_session(m, 1);
+    assert_int_equal(cap_load_weights(s, path, err, sizeof err), CAP_E_IO);
+    expect_msg(err, "absent.safetensors", NULL, NULL);
+    cap_session_free(s);
+    cap_model_close(m);
+}
+
+/* ---- batches ---------------------------------------------------------------------------- */
+
+static void make_batch(const char *name, float scale, int rows) {
+    float x[12];
+    for (int i = 0; i < 12; i++) x[i] = scale * (float)(i % 5 - 1);
+    T t = {"x", ST_F32, 2, {rows, 4}, x};
+    char path[512];
+    tpath(path, sizeof path, name);
+    write_file(path, &t, 1);
+}
+
+static void test_batch_mismatch(void **unused) {
+    make_batch("b3.safetensors", 1, 3);
+    char path[512], err[ERR] = "";
+    tpath(path, sizeof path, "b3.safetensors");
+    CapModel *m = open_fake();
+    CapBatch *b = NULL;
+    assert_int_equal(cap_batch_open(m, "eval_loss", path, &b, err, sizeof err), CAP_E_MISMATCH);
+    expect_msg(err, "'x' has shape [3,4]", "compiled for [2,4]", "-D batch=3");
+    expect_msg(err, "compiled with batch=2", NULL, NULL);
+    make_batch("b2.safetensors", 1, 2);
+    tpath(path, sizeof path, "b2.safetensors");
+    assert_int_equal(cap_batch_open(m, "train_step", path, &b, err, sizeof err), CAP_OK);
+    assert_int_equal(cap_batch_size(b), 2);
+    cap_batch_free(b);
+    cap_model_close(m);
+}
+
+/* ---- training and resume ---------------------------------------------------------------- */
+
+typedef struct Seen {
+    int n;
+    double loss[64], gn[64];
+} Seen;
+
+static int record(void *user, int64_t step, double loss, double lr, double gn) {
+    Seen *s = user;
+    s->loss[s->n] = loss;
+    s->gn[s->n++] = gn;
+    return 0;
+}
+
+static void run_training(const CapModel *m, const char *resume, int64_t steps, const char *out,
+                         Seen *seen) {
+    char b1[512], b2[512], err[ERR];
+    tpath(b1, sizeof b1, "t1.safetensors");
+    tpath(b2, sizeof b2, "t2.safetensors");
+    const char *paths[] = {b1, b2};
+    CapSession *s = new_session(m, 11);
+    CapTrainMeta meta = {0};
+    if (resume) assert_int_equal(cap_load_checkpoint(s, resume, &meta, err, sizeof err), CAP_OK);
+    CapTrainOptions o = {.batch_paths = paths, .n_batches = 2, .steps = steps, .seed = 5,
+                         .out_path = out, .on_step = record, .user = seen};
+    CapStatus st = cap_train(s, &o, &meta, err, sizeof err);
+    if (st) fail_msg("%s", err);
+    assert_int_equal(meta.step, steps);
+    cap_session_free(s);
+}
+
+static void test_train_resume(void **unused) {
+    make_batch("t1.safetensors", 1, 2);
+    make_batch("t2.safetensors", -0.5f, 2);
+    CapModel *m = open_fake();
+    char full[512], half[512], rest[512], err[ERR];
+    tpath(full, sizeof full, "full.safetensors");
+    tpath(half, sizeof half, "half.safetensors");
+    tpath(rest, sizeof rest, "rest.safetensors");
+    Seen a = {0}, b = {0};
+    run_training(m, NULL, 8, full, &a);
+    run_training(m, NULL, 3, half, &b);
+    run_training(m, half, 8, rest, &b);
+    assert_int_equal(a.n, 8);
+    assert_int_equal(b.n, 8);
+    assert_memory_equal(a.loss, b.loss, sizeof(double) * 8);
+    for (int i = 0; i < 8; i++) assert_true(a.gn[i] >= 0); /* rng = (seed, step) */
+    assert_true(a.loss[7] < a.loss[0] || a.loss[6] < a.loss[0]);
+    StFile fa, fb;
+    assert_int_equal(st_read_file(full, &fa, err, sizeof err), 0);
+    assert_int_equal(st_read_file(rest, &fb, err, sizeof err), 0);
+    assert_int_equal(fa.size, fb.size);
+    assert_memory_equal(fa.buf, fb.buf, fa.size);
+    assert_string_equal(st_metadata(&fa, "step"), "8");
+    assert_string_equal(st_metadata(&fa, "seed"), "5");
+    assert_non_null(st_find(&fa, "step"));
+    st_free(&fa);
+    st_free(&fb);
+    /* A weights file is not a checkpoint. */
+    CapSession *s = new_session(m, 1);
+    char w[512];
+    tpath(w, sizeof w, "w2.safetensors");
+    assert_int_equal(cap_save_weights(s, w, err, sizeof err), CAP_OK);
+    CapTrainMeta meta;
+    assert_int_equal(cap_load_checkpoint(s, w, &meta, err, sizeof err), CAP_E_FORMAT);
+    expect_msg(err, "not a capc training checkpoint", "--weights", NULL);
+    /* A checkpoint works as a weights file (optimizer state skipped). */
+    assert_int_equal(cap_load_weights(s, full, err, sizeof err), CAP_OK);
+    cap_session_free(s);
+    cap_model_close(m);
+}
+
+/* ---- the CLI ---------------------------------------------------------------------------- */
+
+/* Runs `cap ARGS` with output to a file; returns the exit status and the output in out. */
+static int run_cap(char *out, size_t size, const char *fmt, ...) {
+    char args[2048], cmd[4096], log[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    tpath(log, sizeof log, "cli.txt");
+    snprintf(cmd, sizeof cmd, "%s %s >%s 2>&1", fake_path("CAP_BIN"), args, log);
+    int rc = system(cmd);
+    FILE *f = fopen(log, "r");
+    size_t n = f ? fread(out, 1, size - 1, f) : 0;
+    out[n] = 0;
+    if (f) fclose(f);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+static void test_cli(void **unused) {
+    char out[16384], w[512], b[512], ck[512], log[512], g[512];
+    const char *so = fake_path("FAKE_ARTIFACT");
+    tpath(w, sizeof w, "cli_w.safetensors");
+    tpath(ck, sizeof ck, "cli_ck.safetensors");
+    tpath(log, sizeof log, "cli_metrics.jsonl");
+    tpath(g, sizeof g, "cli_g.safetensors");
+    make_batch("cli_b.safetensors", 1, 2);
+    tpath(b, sizeof b, "cli_b.safetensors");
+
+    assert_int_equal(run_cap(out, sizeof out, "info %s", so), 0);
+    expect_msg(out, "model: fake_affine", "parameters: 8\n", "trainable: 8\n");
+    expect_msg(out, "kernels: 3", "arena bytes: 96", "input  rng: i32[2]");
+    assert_int_equal(run_cap(out, sizeof out, "init %s -o %s --seed 4", so, w), 0);
+    assert_int_equal(run_cap(out, sizeof out, "loss %s --weights %s --batch %s", so, w, b), 0);
+    expect_msg(out, "loss: ", NULL, NULL);
+    assert_int_equal(run_cap(out, sizeof out, "loss %s --weights %s --batch %s --mode train",
+                             so, w, b), 0);
+    expect_msg(out, "loss: ", NULL, NULL);
+    assert_int_equal(run_cap(out, sizeof out, "loss %s --weights %s --batch %s --grads %s", so,
+                             w, b, g), 1);
+    expect_msg(out, "cap: error: --grads", "no gradient entry point", NULL);
+    assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s,%s --steps 4 --out %s --log"
+                             " %s --weights %s --print-every 2", so, b, b, ck, log, w), 0);
+    expect_msg(out, "step 4/4", "samples/s", "ETA");
+    expect_msg(out, "saved ", NULL, NULL);
+    assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 6 --out %s "
+                             "--resume %s --log %s", so, b, ck, ck, log), 1);
+    expect_msg(out, "2 batch files", "has 1", NULL);
+    assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s,%s --steps 6 --out %s "
+                             "--resume %s --log %s", so, b, b, ck, ck, log), 0);
+    expect_msg(out, "resuming", "step 6/6", NULL);
+    FILE *f = fopen(log, "r");
+    int lines = 0;
+    for (int c; f && (c = fgetc(f)) != EOF;) lines += c == '\n';
+    if (f) fclose(f);
+    assert_int_equal(lines, 6);
+    assert_int_equal(run_cap(out, sizeof out, "frobnicate %s", so), 2);
+    expect_msg(out, "unknown command 'frobnicate'", NULL, NULL);
+    assert_int_equal(run_cap(out, sizeof out, "train %s --steps 3 --out %s", so, ck), 2);
+    assert_int_equal(run_cap(out, sizeof out, "--help"), 0);
+    expect_msg(out, "usage: cap", NULL, NULL);
+}
+
+static int setup(void **unused) {
+    const char *t = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/capc_rt_XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(tmpdir)) return -1;
+    for (int i = 0; i < 2048; i++) BIG[i] = (float)i;
+    return 0;
+}
+
+static int teardown(void **unused) {
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_load_and_counts),  cmocka_unit_test(test_version_mismatch),
+        cmocka_unit_test(test_not_a_model),      cmocka_unit_test(test_cuda_refused),
+        cmocka_unit_test(test_init),             cmocka_unit_test(test_run_eval),
+        cmocka_unit_test(test_weights_round_trip), cmocka_unit_test(test_bad_weights),
+        cmocka_unit_test(test_batch_mismatch),   cmocka_unit_test(test_train_resume),
+        cmocka_unit_test(test_cli),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
