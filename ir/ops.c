@@ -65,6 +65,9 @@ NO_ATTRS(linear)
 ATTRS(conv2d, {"stride", ATTR_INTS, "[1,1]"}, {"padding", ATTR_INTS, "[0,0]"},
       {"dilation", ATTR_INTS, "[1,1]"}, {"groups", ATTR_INT, "1"})
 
+ATTRS(update_slice, {"axis", ATTR_INT, NULL})
+ATTRS(position_mask, {"size", ATTR_INT, NULL})
+
 ATTRS(scatter_add, {"num", ATTR_INT, NULL})
 NO_ATTRS(relu_grad)
 ATTRS(slice_grad, {"axis", ATTR_INT, NULL}, {"start", ATTR_INT, NULL}, {"end", ATTR_INT, NULL},
@@ -88,6 +91,9 @@ ATTRS(cross_entropy_grad, {"ignore_index", ATTR_INT, "0"})
 #define grad_sinusoid_table grad_none
 #define grad_causal_mask grad_none
 #define grad_padding_mask grad_none
+/* update_slice and position_mask only serve the sampling entry points (no training). */
+#define grad_update_slice grad_none
+#define grad_position_mask grad_none
 #define grad_scatter_add grad_none
 #define grad_relu_grad grad_none
 #define grad_slice_grad grad_none

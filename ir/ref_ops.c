@@ -546,6 +546,35 @@ int ref_conv2d(const Op *op, const RefTensor *const *ins, RefTensor *out, char *
     return 0;
 }
 
+/* ---- decoding with a cache -------------------------------------------------------------- */
+
+int ref_update_slice(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err,
+                     size_t err_size) {
+    const RefTensor *x = ins[0], *u = ins[1];
+    int axis = axis_of(op, "axis", x->shape.rank);
+    int64_t size = x->shape.dims[axis], n = u->shape.dims[axis];
+    double pos = ins[2]->data[0];
+    if (!(pos >= 0 && pos <= (double)(size - n)))
+        return fail(op, err, err_size, "pos %g is out of range: %lld rows at pos must fit in %lld",
+                    pos, (long long)n, (long long)size);
+    memcpy(out->data, x->data, (size_t)numel(x) * sizeof *out->data);
+    int64_t idx[IR_MAX_RANK];
+    for (int64_t i = 0; i < numel(u); i++) {
+        unravel(&u->shape, i, idx);
+        idx[axis] += (int64_t)pos;
+        out->data[ravel(&x->shape, idx)] = u->data[i];
+    }
+    return 0;
+}
+
+int ref_position_mask(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err,
+                      size_t err_size) {
+    /* Any pos is valid: below 0 masks everything, at or past size-1 nothing. */
+    double pos = ins[0]->data[0];
+    for (int64_t j = 0; j < numel(out); j++) out->data[j] = (double)j <= pos ? 0.0 : -INFINITY;
+    return 0;
+}
+
 /* ---- autodiff helpers ------------------------------------------------------------------- */
 
 int ref_scatter_add(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err,

@@ -715,6 +715,45 @@ int infer_conv2d(const Op *op, DType *out_dtype, Shape *out_shape, char *err,
     return finish(op, DT_F32, &s, out_dtype, out_shape, err, err_size);
 }
 
+/* ---- decoding with a cache -------------------------------------------------------------- */
+
+/* A runtime position: operand i must be an i32 scalar. */
+static int need_position(const Op *op, int i, char *err, size_t err_size) {
+    const Value *pos = op->inputs[i];
+    if (pos->dtype == DT_I32 && pos->shape.rank == 0) return 0;
+    return fail(op, err, err_size, "pos must be i32[], got %s", vtype(pos).s);
+}
+
+/* x [..., size, ...], update [..., n, ...] (same dtype, same sizes off the axis, n <= size),
+ * pos i32[] -> x's type. */
+int infer_update_slice(const Op *op, DType *out_dtype, Shape *out_shape, char *err,
+                       size_t err_size) {
+    if (check_operands(op, err, err_size)) return -1;
+    const Value *x = op->inputs[0], *u = op->inputs[1];
+    int axis;
+    if (axis_attr(op, "axis", x, &axis, err, err_size)) return -1;
+    bool ok = u->dtype == x->dtype && u->shape.rank == x->shape.rank &&
+              u->shape.dims[axis] <= x->shape.dims[axis];
+    for (int d = 0; ok && d < x->shape.rank; d++) ok = d == axis || u->shape.dims[d] == x->shape.dims[d];
+    if (!ok)
+        return fail(op, err, err_size,
+                    "update %s does not fit %s (same dtype and sizes except axis %d, where it "
+                    "may be at most %lld)",
+                    vtype(u).s, vtype(x).s, axis, (long long)x->shape.dims[axis]);
+    if (need_position(op, 2, err, err_size)) return -1;
+    return finish(op, x->dtype, &x->shape, out_dtype, out_shape, err, err_size);
+}
+
+int infer_position_mask(const Op *op, DType *out_dtype, Shape *out_shape, char *err,
+                        size_t err_size) {
+    if (check_operands(op, err, err_size)) return -1;
+    if (need_position(op, 0, err, err_size)) return -1;
+    int64_t n = op_int(op, "size");
+    if (n <= 0) return fail(op, err, err_size, "size must be > 0, got %lld", (long long)n);
+    Shape s = shape_of(1, n);
+    return finish(op, DT_F32, &s, out_dtype, out_shape, err, err_size);
+}
+
 /* ---- autodiff helpers ------------------------------------------------------------------- */
 
 /* Operands: grad [..., d] f32, ids [...] i32 -> f32[num, d]. */

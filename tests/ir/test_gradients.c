@@ -514,6 +514,8 @@ static const struct {
     {"sinusoid_table", "a source op: no operands"},
     {"causal_mask", "a source op: no operands"},
     {"padding_mask", "its only operand is integer ids"},
+    {"update_slice", "serves the sampling entry points only; nothing trains through a cache"},
+    {"position_mask", "its only operand is an integer position"},
     {"scatter_add", "a backward op (embedding's): gradients are not differentiated again"},
     {"relu_grad", "a backward op: gradients are not differentiated again"},
     {"slice_grad", "a backward op: gradients are not differentiated again"},

@@ -575,6 +575,27 @@ static void case_cross_entropy_grad(TestCtx *c) {
     tu_expect_values(c, a, "f32[3,2]", want, 6, TOL);
 }
 
+/* ---- decoding with a cache -------------------------------------------------------------- */
+
+static void case_update_slice(TestCtx *c) {
+    /* x [2,3] = [[1,2,3],[4,5,6]]; update [2,1] = [[7],[8]] at pos 1 along axis 1:
+     * [[1,7,3],[4,8,6]] */
+    static const double x[] = {1, 2, 3, 4, 5, 6}, u[] = {7, 8}, pos[] = {1};
+    static const double want[] = {1, 7, 3, 4, 8, 6};
+    Op *a = tu_op(c, "update_slice", tu_in(c, "f32[2,3]", x), tu_in(c, "f32[2,1]", u),
+                  tu_in(c, "i32[]", pos), END);
+    op_set_int(a, "axis", 1);
+    tu_expect_values(c, a, "f32[2,3]", want, 6, 0);
+}
+
+static void case_position_mask(TestCtx *c) {
+    /* pos 1, size 4: keys 0 and 1 visible */
+    static const double pos[] = {1}, want[] = {0, 0, NEG_INF, NEG_INF};
+    Op *a = tu_op(c, "position_mask", tu_in(c, "i32[]", pos), END);
+    op_set_int(a, "size", 4);
+    tu_expect_values(c, a, "f32[4]", want, 4, 0);
+}
+
 /* ---- the loop over the op table --------------------------------------------------------- */
 
 typedef void (*RefCase)(TestCtx *c);
@@ -628,6 +649,41 @@ static void test_ids_out_of_range(void **state) {
     Op *k = tu_op(&c, "cast", tu_in(&c, "f32[1]", big), END);
     op_set_string(k, "dtype", "i32");
     tu_expect_run_error(&c, k, "does not fit in i32");
+    tu_close(&c);
+}
+
+/* update_slice writes several rows at once and rejects a pos whose rows would not fit;
+ * position_mask accepts any pos (none visible below 0, all at or past the end). */
+static void test_decode_ops_edges(void **state) {
+    (void)state;
+    TestCtx c;
+    static const double x[] = {1, 2, 3, 4}, u[] = {8, 9}, p2[] = {2}, p3[] = {3}, pneg[] = {-1};
+    static const double want[] = {1, 2, 8, 9};
+    tu_open(&c);
+    Op *a = tu_op(&c, "update_slice", tu_in(&c, "f32[4]", x), tu_in(&c, "f32[2]", u), tu_in(&c, "i32[]", p2), END);
+    op_set_int(a, "axis", 0);
+    tu_expect_values(&c, a, "f32[4]", want, 4, 0);
+    tu_close(&c);
+    tu_open(&c);
+    Op *b = tu_op(&c, "update_slice", tu_in(&c, "f32[4]", x), tu_in(&c, "f32[2]", u), tu_in(&c, "i32[]", p3), END);
+    op_set_int(b, "axis", 0);
+    tu_expect_run_error(&c, b, "pos 3 is out of range");
+    tu_close(&c);
+    tu_open(&c);
+    Op *d = tu_op(&c, "update_slice", tu_in(&c, "f32[4]", x), tu_in(&c, "f32[2]", u), tu_in(&c, "i32[]", pneg), END);
+    op_set_int(d, "axis", 0);
+    tu_expect_run_error(&c, d, "pos -1 is out of range");
+    tu_close(&c);
+    static const double none[] = {NEG_INF, NEG_INF}, all[] = {0, 0};
+    tu_open(&c);
+    Op *e = tu_op(&c, "position_mask", tu_in(&c, "i32[]", pneg), END);
+    op_set_int(e, "size", 2);
+    tu_expect_values(&c, e, "f32[2]", none, 2, 0);
+    tu_close(&c);
+    tu_open(&c);
+    Op *g = tu_op(&c, "position_mask", tu_in(&c, "i32[]", p3), END);
+    op_set_int(g, "size", 2);
+    tu_expect_values(&c, g, "f32[2]", all, 2, 0);
     tu_close(&c);
 }
 
@@ -760,6 +816,7 @@ int main(void) {
         cmocka_unit_test(test_conv2d_variants),
         cmocka_unit_test(test_ids_out_of_range),
         cmocka_unit_test(test_reductions_keepdim_and_full),
+        cmocka_unit_test(test_decode_ops_edges),
         cmocka_unit_test(test_philox_known_answers),
         cmocka_unit_test(test_dropout_keep_definition),
         cmocka_unit_test(test_dropout_statistics),

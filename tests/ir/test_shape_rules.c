@@ -516,6 +516,41 @@ static void case_cross_entropy_grad(TestCtx *c) {
                     "target i32[5] must be i32[6]", END);
 }
 
+static void case_update_slice(TestCtx *c) {
+    Op *a = tu_op(c, "update_slice", tu_in(c, "f32[2,4,15,16]", NULL), tu_in(c, "f32[2,4,1,16]", NULL),
+                  tu_in(c, "i32[]", NULL), END);
+    op_set_int(a, "axis", 2);
+    tu_expect_type(a, "f32[2,4,15,16]");
+    Op *b = tu_op(c, "update_slice", tu_in(c, "f32[2,4,15,16]", NULL), tu_in(c, "f32[2,4,1,8]", NULL),
+                  tu_in(c, "i32[]", NULL), END);
+    op_set_int(b, "axis", 2);
+    tu_expect_error(b, "update f32[2,4,1,8] does not fit f32[2,4,15,16]", END);
+    Op *d = tu_op(c, "update_slice", tu_in(c, "f32[3]", NULL), tu_in(c, "f32[4]", NULL),
+                  tu_in(c, "i32[]", NULL), END);
+    op_set_int(d, "axis", 0);
+    tu_expect_error(d, "at most 3", END);
+    Op *e = tu_op(c, "update_slice", tu_in(c, "f32[3]", NULL), tu_in(c, "f32[1]", NULL),
+                  tu_in(c, "i32[1]", NULL), END);
+    op_set_int(e, "axis", -1);
+    tu_expect_error(e, "pos must be i32[], got i32[1]", END);
+    Op *g = tu_op(c, "update_slice", tu_in(c, "f32[3]", NULL), tu_in(c, "f32[1]", NULL),
+                  tu_in(c, "i32[]", NULL), END);
+    op_set_int(g, "axis", 1);
+    tu_expect_error(g, "axis 1 is out of range", END);
+}
+
+static void case_position_mask(TestCtx *c) {
+    Op *a = tu_op(c, "position_mask", tu_in(c, "i32[]", NULL), END);
+    op_set_int(a, "size", 15);
+    tu_expect_type(a, "f32[15]");
+    Op *b = tu_op(c, "position_mask", tu_in(c, "i32[]", NULL), END);
+    op_set_int(b, "size", 0);
+    tu_expect_error(b, "size must be > 0", END);
+    Op *d = tu_op(c, "position_mask", tu_in(c, "f32[]", NULL), END);
+    op_set_int(d, "size", 3);
+    tu_expect_error(d, "pos must be i32[], got f32[]", END);
+}
+
 typedef void (*ShapeCase)(TestCtx *c);
 
 static const ShapeCase CASES[OP_COUNT] = {
