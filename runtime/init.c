@@ -184,7 +184,7 @@ CapStatus cap_init_state(const CapStateInfo *info, int index, uint32_t seed, voi
         return CAP_OK;
     }
     if (parse_spec(info->init, &sp)) return spec_error(info, "cannot parse", err, err_size);
-    Dist d;
+    Dist d = {DIST_CONST, 0, 0};
     CapStatus st = spec_to_dist(info, &sp, &d, err, err_size);
     if (st) return st;
     if (t->dtype == CAP_DT_I32) {
