@@ -2,7 +2,7 @@
  *
  * Reads the arguments into a CliArgs, then runs one of: --help, --version, --check (load the
  * model, run the pass pipeline, print a summary), or a compile (load, run the pipeline with
- * optional IR dumps, then code generation, which is not implemented yet).
+ * optional IR dumps, then package_module: kernels, cap.c, cc, NVRTC -> cap.so).
  *
  * This is the only layer of capc that decides exit statuses:
  *   0  success
@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codegen.h"
 #include "diag.h"
 #include "frontend.h"
 #include "passes.h"
@@ -34,6 +35,8 @@ typedef struct CliArgs {
     ConfigOverride *defines; /* -D, in command-line order; owned (free with cli_args_free) */
     int n_defines;
     int verbose;
+    int targets;          /* CodegenTarget bits; 0: cpu, plus cuda when NVRTC is available */
+    const char *emit_src; /* --emit-src DIR; NULL: none */
 } CliArgs;
 
 static const char USAGE[] =
@@ -48,7 +51,9 @@ static const char USAGE[] =
     "  -D NAME=VALUE       override the config variable NAME (also -DNAME=VALUE; repeatable)\n"
     "  --dump-ir DIR       write the IR after every stage to DIR as NN-STAGE.ir and .dot\n"
     "                      (also --dump-ir=DIR)\n"
-    "  -v, --verbose       print each pass and its time to stderr\n"
+    "  --target=T          cpu, cuda or all (default: cpu, plus cuda when NVRTC is available)\n"
+    "  --emit-src DIR      also write the generated cap.c and cap.cu to DIR (also --emit-src=DIR)\n"
+    "  -v, --verbose       print each pass and each code generation step, with times, to stderr\n"
     "  -h, --help          print this help and exit\n"
     "  --version           print the version and exit\n"
     "\n"
@@ -89,10 +94,18 @@ static int add_define(CliArgs *a, const char *text) {
     return 0;
 }
 
+static int parse_target(CliArgs *a, const char *value) {
+    if (strcmp(value, "cpu") == 0) a->targets = TARGET_CPU;
+    else if (strcmp(value, "cuda") == 0) a->targets = TARGET_CUDA;
+    else if (strcmp(value, "all") == 0) a->targets = TARGET_ALL;
+    else return usage_error("unknown --target '%s' (cpu, cuda or all)", value);
+    return 1;
+}
+
 /* Handles one option that takes a value. Returns 1 if argv[*i] was one, 0 if not, -1 on a
  * usage error (already printed). */
 static int parse_valued_option(int argc, char **argv, int *i, CliArgs *a) {
-    static const char *const names[] = {"-D", "--dump-ir", "-o"};
+    static const char *const names[] = {"-D", "--dump-ir", "-o", "--target", "--emit-src"};
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         const char *value = NULL;
         int r = option_value(argc, argv, i, names[k], &value);
@@ -101,6 +114,8 @@ static int parse_valued_option(int argc, char **argv, int *i, CliArgs *a) {
         if (k == 0) return add_define(a, value) == 0 ? 1 : -1;
         if (k == 1) a->dump_dir = value;
         if (k == 2) a->output = value;
+        if (k == 3) return parse_target(a, value);
+        if (k == 4) a->emit_src = value;
         if (*value == '\0') return usage_error("option '%s' needs a value", names[k]);
         return 1;
     }
@@ -155,6 +170,8 @@ static int parse_args(int argc, char **argv, CliArgs *a) {
     if (a->model_path == NULL) return usage_error("%s", "no model file given");
     if (a->action == ACTION_CHECK && a->output != NULL)
         return usage_error("%s", "--check writes nothing; it cannot be combined with -o");
+    if (a->action == ACTION_CHECK && a->emit_src != NULL)
+        return usage_error("%s", "--check writes nothing; it cannot be combined with --emit-src");
     return 0;
 }
 
@@ -292,15 +309,57 @@ static int run_check(const CliArgs *a) {
     return 0;
 }
 
+/* "-D batch=32 -D vocab=9000": recorded in cap.so so the runtime can say how to rebuild. */
+static char *join_defines(const CliArgs *a) {
+    size_t size = 1;
+    for (int i = 0; i < a->n_defines; i++)
+        size += strlen(a->defines[i].name) + strlen(a->defines[i].value) + 5;
+    char *text = malloc(size);
+    if (text == NULL) return NULL;
+    text[0] = '\0';
+    for (int i = 0; i < a->n_defines; i++) {
+        size_t len = strlen(text);
+        /* name points into the argument: it runs on to "=VALUE". */
+        const char *name = a->defines[i].name;
+        snprintf(text + len, size - len, "%s-D %.*s=%s", i ? " " : "", (int)strcspn(name, "="),
+                 name, a->defines[i].value);
+    }
+    return text;
+}
+
+/* Code generation and packaging: cap.so at -o (default cap.so). */
+static int write_library(const CliArgs *a, const Module *m) {
+    int targets = a->targets;
+    if (targets == 0) targets = TARGET_CPU | (nvrtc_available() ? TARGET_CUDA : 0);
+    char *flags = join_defines(a);
+    PackageOptions opts = {
+        .output_path = a->output != NULL ? a->output : DEFAULT_OUTPUT,
+        .targets = targets,
+        .emit_src_dir = a->emit_src,
+        .cuda_archs = NULL, /* the default list, codegen/package.c */
+        .compile_flags = flags != NULL ? flags : "",
+        .verbose = a->verbose,
+    };
+    Diag d = {0};
+    int rc = package_module(m, &opts, &d);
+    free(flags);
+    if (rc != 0) {
+        diag_print(stderr, &d);
+        return EXIT_MODEL_ERROR;
+    }
+    return 0;
+}
+
 static int run_compile(const CliArgs *a) {
     Module *m = compile_to_ir(a);
     if (m == NULL) return EXIT_MODEL_ERROR;
     if (a->dump_dir != NULL) printf("capc: IR dumps written to %s/\n", a->dump_dir);
-    module_free(m);
     /* --dump-ir alone asks only for the dumps; anything else asks for the library. */
-    if (a->output == NULL && a->dump_dir != NULL) return 0;
-    fprintf(stderr, "capc: error: code generation (-o) is not implemented yet\n");
-    return EXIT_MODEL_ERROR;
+    int status = 0;
+    if (a->output != NULL || a->dump_dir == NULL || a->emit_src != NULL)
+        status = write_library(a, m);
+    module_free(m);
+    return status;
 }
 
 static int dispatch(const CliArgs *a) {

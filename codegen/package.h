@@ -1,0 +1,137 @@
+/* package.h — the packager's own pieces (not part of codegen.h's interface).
+ *
+ *   package_plan.c     per entry point: lower, memory-plan, resolve every kernel argument to a
+ *                      buffer (arena / state / input / output), add the final output copies
+ *   package_kernels.c  the artifact's kernel table: kernels of all entry points deduplicated
+ *                      by source text, renamed apart when names collide, plus copy kernels
+ *   package_emit.c     cap.c (prelude, kernels, the static tables, `cap_artifact`) and cap.cu
+ *   package_cc.c       files, temp dirs, running the system C compiler
+ *   package.c          package_module(): the steps above in order, NVRTC, the atomic write
+ *
+ * A Package borrows the Module and owns everything else it holds (freed by pkg_free); the
+ * KernelSets of the lowering are freed as soon as their kernels are copied in.
+ */
+#ifndef CAPC_CODEGEN_PACKAGE_H
+#define CAPC_CODEGEN_PACKAGE_H
+
+#include <stdarg.h>
+
+#include "cap_artifact.h"
+#include "codegen.h"
+
+/* ---- a growable string ------------------------------------------------------------------ */
+
+typedef struct PkgBuf {
+    char *data; /* NUL-terminated; NULL until the first append */
+    size_t len, cap;
+    bool failed; /* an allocation failed: the content is incomplete */
+} PkgBuf;
+
+void pkg_buf_append(PkgBuf *b, const char *s, size_t n);
+void pkg_buf_puts(PkgBuf *b, const char *s);
+void pkg_buf_printf(PkgBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends s as the body of a C string literal (quotes not included): escapes \ " ? and
+ * non-printable bytes (octal, always 3 digits so a following digit is never absorbed). */
+void pkg_buf_c_escape(PkgBuf *b, const char *s, size_t n);
+/* Takes the string out of b (caller frees); NULL if an allocation failed. */
+char *pkg_buf_take(PkgBuf *b);
+
+/* ---- the package ------------------------------------------------------------------------ */
+
+/* One kernel of the artifact. */
+typedef struct PkgKernel {
+    char *name;       /* owned; unique in the package */
+    int n_args;
+    int64_t cuda_grid;
+    int cuda_block, cuda_shared_bytes;
+    char *source_ops; /* owned */
+    char *c_src;      /* owned (renamed copy of the lowering's source, or a copy kernel) */
+    char *cuda_src;   /* owned */
+    int merged;       /* how many identical lowered kernels were merged into this one */
+} PkgKernel;
+
+typedef struct PkgStep {
+    int kernel; /* index in Package.kernels */
+    int n_args;
+    CapBufRef *args; /* owned */
+} PkgStep;
+
+typedef struct PkgEntry {
+    const Function *f;
+    int64_t arena_bytes;
+    int64_t naive_bytes; /* for -v */
+    PkgStep *steps;
+    int n_steps, cap_steps;
+    int32_t *output_state; /* n_outputs: state index of "@X" outputs, else -1 */
+    int n_copies;          /* how many of the steps are the final output/state copies */
+} PkgEntry;
+
+typedef struct PkgDedupSlot PkgDedupSlot;
+
+typedef struct Package {
+    const Module *m;
+    PkgKernel *kernels;
+    int n_kernels, cap_kernels;
+    PkgEntry *entries;
+    int n_entries;
+    int n_lowered; /* kernels the lowering produced, before deduplication */
+    /* Kernel deduplication (package_kernels.c): open addressing over normalized sources. */
+    PkgDedupSlot *slots;
+    int n_slots, n_used_slots;
+} Package;
+
+/* Builds the package for every function of m (package_plan.c). verbose: progress on stderr.
+ * Returns 0, or -1 with d. p is zeroed first; free it with pkg_free either way. */
+int pkg_build(Package *p, const Module *m, int verbose, Diag *d);
+void pkg_free(Package *p);
+
+/* Adds a lowered kernel (package_kernels.c): returns the index of an identical kernel already
+ * in the package, or of the newly added copy (renamed if its name is taken); -1 on OOM. */
+int pkg_add_kernel(Package *p, const KernelSource *k);
+/* The copy kernel for numel elements of dtype (4-byte elements); -1 on OOM. */
+int pkg_copy_kernel(Package *p, DType dtype, int64_t numel);
+/* Frees the kernel table and the deduplication index. */
+void pkg_kernels_free(Package *p);
+
+/* State table index of module param `name`, or -1. */
+int pkg_state_index(const Module *m, const char *name);
+/* CapDType for an IR dtype; false if the artifact cannot hold it. */
+bool pkg_cap_dtype(DType dt, int32_t *out);
+
+/* ---- rendering (package_emit.c) -------------------------------------------------------- */
+
+typedef struct PkgCudaImage {
+    char *arch; /* "sm_80", "sm_90", "ptx" */
+    unsigned char *data;
+    size_t size;
+} PkgCudaImage;
+
+/* cap.cu: the CUDA prelude and every kernel's CUDA source (malloc'd; NULL on OOM). */
+char *pkg_render_cuda(const Package *p);
+/* cap.c: self-contained C for the chosen targets (malloc'd; NULL on OOM). cuda_hash is the
+ * 16-hex-digit hash of cap.cu, used only when images are given. */
+char *pkg_render_c(const Package *p, const PackageOptions *opts, const PkgCudaImage *images,
+                   int n_images, const char *cuda_hash);
+/* 64-bit FNV-1a of s, as 16 lowercase hex digits into out[17]. */
+void pkg_fnv1a_hex(const char *s, char out[17]);
+uint64_t pkg_fnv1a(const char *s, size_t n, uint64_t h);
+
+/* The text of runtime/cap_artifact.h, embedded at build time (cmake/embed_text.cmake). */
+extern const char capc_artifact_header_text[];
+
+/* ---- files and the C compiler (package_cc.c) -------------------------------------------- */
+
+/* mkdir -p. Returns 0 or -1 with d. */
+int pkg_make_dirs(const char *dir, Diag *d);
+/* Writes text to path (whole file). Returns 0 or -1 with d naming path. */
+int pkg_write_file(const char *path, const char *text, Diag *d);
+/* A fresh private directory under $TMPDIR (or /tmp): malloc'd path, or NULL with d. */
+char *pkg_make_temp_dir(Diag *d);
+/* Removes dir and the plain files in it (the packager's temp dirs are flat). */
+void pkg_remove_temp_dir(const char *dir);
+/* Compiles c_path into the shared library out_path with the system C compiler ($CAPC_CC or
+ * cc). Compiler output goes to log_path; on failure d holds its first lines. */
+int pkg_run_cc(const char *c_path, const char *out_path, const char *log_path, int verbose,
+               Diag *d);
+
+#endif

@@ -1,0 +1,156 @@
+/* package_cc.c — files, temp directories and the system C compiler for the packager.
+ *
+ * cap.c is compiled with
+ *     $CAPC_CC (default cc) -std=c11 -O2 -fPIC -shared -fopenmp -o OUT cap.c -lopenblas -lm
+ * run with posix_spawnp (no shell: paths with spaces or quotes need no escaping), its output
+ * captured in a log file inside the packager's temp dir. A failure of the compiler on code
+ * capc generated is a bug in capc; the message carries the compiler's first lines.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "package.h"
+
+extern char **environ;
+
+static int fail_path(Diag *d, const char *what, const char *path, int err) {
+    snprintf(d->msg, sizeof d->msg, "cannot %s '%s': %s", what, path, strerror(err));
+    d->loc = SRCLOC_NONE;
+    return -1;
+}
+
+int pkg_make_dirs(const char *dir, Diag *d) {
+    size_t len = strlen(dir);
+    char *path = strdup(dir);
+    if (path == NULL || len == 0) {
+        free(path);
+        return fail_path(d, "create directory", dir, len == 0 ? ENOENT : ENOMEM);
+    }
+    /* Each prefix ending at a '/' must exist before its child is made. */
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != '\0') continue;
+        char saved = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+            int err = errno;
+            fail_path(d, "create directory", path, err);
+            free(path);
+            return -1;
+        }
+        path[i] = saved;
+    }
+    free(path);
+    struct stat st;
+    if (stat(dir, &st) != 0) return fail_path(d, "create directory", dir, errno);
+    if (!S_ISDIR(st.st_mode)) return fail_path(d, "create directory", dir, ENOTDIR);
+    return 0;
+}
+
+int pkg_write_file(const char *path, const char *text, Diag *d) {
+    FILE *f = fopen(path, "wb");
+    if (f == NULL) return fail_path(d, "write", path, errno);
+    size_t len = strlen(text);
+    bool short_write = fwrite(text, 1, len, f) != len;
+    /* Write errors (disk full) may only surface when the buffer is flushed at fclose. */
+    if (fclose(f) != 0 || short_write) return fail_path(d, "write", path, short_write ? EIO : errno);
+    return 0;
+}
+
+char *pkg_make_temp_dir(Diag *d) {
+    const char *base = getenv("TMPDIR");
+    if (base == NULL || *base == '\0') base = "/tmp";
+    size_t size = strlen(base) + 32;
+    char *dir = malloc(size);
+    if (dir == NULL) {
+        fail_path(d, "create a temporary directory in", base, ENOMEM);
+        return NULL;
+    }
+    snprintf(dir, size, "%s/capc-XXXXXX", base);
+    if (mkdtemp(dir) == NULL) {
+        fail_path(d, "create a temporary directory in", base, errno);
+        free(dir);
+        return NULL;
+    }
+    return dir;
+}
+
+void pkg_remove_temp_dir(const char *dir) {
+    DIR *dp = opendir(dir);
+    if (dp != NULL) {
+        struct dirent *ent;
+        while ((ent = readdir(dp)) != NULL) {
+            if (strcmp(ent->d_name, ".") == 0 || strcmp(ent->d_name, "..") == 0) continue;
+            size_t size = strlen(dir) + strlen(ent->d_name) + 2;
+            char *path = malloc(size);
+            if (path == NULL) continue;
+            snprintf(path, size, "%s/%s", dir, ent->d_name);
+            unlink(path);
+            free(path);
+        }
+        closedir(dp);
+    }
+    rmdir(dir);
+}
+
+/* The first lines of the compiler's log, for the message (the whole log is too long). */
+static void log_excerpt(const char *log_path, char *out, size_t size) {
+    out[0] = '\0';
+    FILE *f = fopen(log_path, "rb");
+    if (f == NULL) return;
+    size_t n = fread(out, 1, size - 1, f);
+    out[n] = '\0';
+    fclose(f);
+}
+
+/* Runs argv with stdout and stderr into log_path; returns the exit status, or -1 with errno
+ * set when the program could not be started. */
+static int spawn_and_wait(char *const argv[], const char *log_path) {
+    posix_spawn_file_actions_t actions;
+    if (posix_spawn_file_actions_init(&actions) != 0) return -1;
+    posix_spawn_file_actions_addopen(&actions, 1, log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    pid_t pid;
+    int err = posix_spawnp(&pid, argv[0], &actions, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    if (err != 0) {
+        errno = err;
+        return -1;
+    }
+    int status;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) return -1;
+    if (WIFEXITED(status)) return WEXITSTATUS(status);
+    return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+}
+
+int pkg_run_cc(const char *c_path, const char *out_path, const char *log_path, int verbose,
+               Diag *d) {
+    const char *cc = getenv("CAPC_CC");
+    if (cc == NULL || *cc == '\0') cc = "cc";
+    char *const argv[] = {(char *)cc,       "-std=c11",     "-O2",   "-fPIC",
+                          "-shared",        "-fopenmp",     "-o",    (char *)out_path,
+                          (char *)c_path,   "-lopenblas",   "-lm",   NULL};
+    if (verbose) fprintf(stderr, "capc: compiling cap.c with %s\n", cc);
+    int status = spawn_and_wait(argv, log_path);
+    if (status < 0) {
+        snprintf(d->msg, sizeof d->msg, "cannot run the C compiler '%s': %s (install gcc, or "
+                 "set CAPC_CC to a C compiler)", cc, strerror(errno));
+        d->loc = SRCLOC_NONE;
+        return -1;
+    }
+    if (status == 0) return 0;
+    char excerpt[640];
+    log_excerpt(log_path, excerpt, sizeof excerpt);
+    snprintf(d->msg, sizeof d->msg, "internal error: the C compiler '%s' rejected the generated "
+             "%s (this is a bug in capc; exit status %d):\n%s", cc, c_path, status, excerpt);
+    d->loc = SRCLOC_NONE;
+    return -1;
+}

@@ -1,0 +1,356 @@
+/* package_emit.c — the text of cap.c and cap.cu.
+ *
+ * cap.c is self-contained so that it compiles anywhere with just a C compiler and OpenBLAS:
+ *
+ *   a banner (model, capc version, how to rebuild)
+ *   the text of runtime/cap_artifact.h (embedded into capc at build time), so the tables
+ *     below are checked by the compiler against the very header the runtime reads
+ *   codegen_c_prelude() and every kernel's C source        (cpu target only)
+ *   the static tables: state, per entry its inputs/outputs/steps/buffer refs, kernels,
+ *     CUDA images (cubins and PTX as string literals)
+ *   `const CapArtifact cap_artifact`, the one symbol the runtime looks up
+ *
+ * cap.cu is codegen_cuda_prelude() followed by every kernel's CUDA source; NVRTC compiles it
+ * and --emit-src writes it for people to read.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "package.h"
+
+/* ---- PkgBuf ------------------------------------------------------------------------------ */
+
+static bool buf_reserve(PkgBuf *b, size_t extra) {
+    if (b->failed) return false;
+    if (b->len + extra + 1 <= b->cap) return true;
+    size_t cap = b->cap == 0 ? 4096 : b->cap;
+    while (cap < b->len + extra + 1) cap *= 2;
+    char *data = realloc(b->data, cap);
+    if (data == NULL) {
+        b->failed = true;
+        return false;
+    }
+    b->data = data;
+    b->cap = cap;
+    return true;
+}
+
+void pkg_buf_append(PkgBuf *b, const char *s, size_t n) {
+    if (!buf_reserve(b, n)) return;
+    memcpy(b->data + b->len, s, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void pkg_buf_puts(PkgBuf *b, const char *s) { pkg_buf_append(b, s, strlen(s)); }
+
+void pkg_buf_printf(PkgBuf *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0 || !buf_reserve(b, (size_t)n)) return;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void pkg_buf_c_escape(PkgBuf *b, const char *s, size_t n) {
+    if (!buf_reserve(b, n * 4)) return;
+    char *out = b->data + b->len;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        /* '?' too: -std=c11 turns ??= and friends into trigraphs. */
+        if (c == '\\' || c == '"' || c == '?') {
+            *out++ = '\\';
+            *out++ = (char)c;
+        } else if (c >= 0x20 && c < 0x7f) {
+            *out++ = (char)c;
+        } else {
+            *out++ = '\\';
+            *out++ = (char)('0' + (c >> 6));
+            *out++ = (char)('0' + ((c >> 3) & 7));
+            *out++ = (char)('0' + (c & 7));
+        }
+    }
+    b->len = (size_t)(out - b->data);
+    b->data[b->len] = '\0';
+}
+
+char *pkg_buf_take(PkgBuf *b) {
+    char *s = b->failed ? NULL : b->data;
+    if (b->failed) free(b->data);
+    if (s == NULL && !b->failed) s = calloc(1, 1); /* nothing appended: "" */
+    memset(b, 0, sizeof *b);
+    return s;
+}
+
+/* "text" as a C string literal (NULL: an empty string). */
+static void put_string(PkgBuf *b, const char *s) {
+    pkg_buf_puts(b, "\"");
+    if (s != NULL) pkg_buf_c_escape(b, s, strlen(s));
+    pkg_buf_puts(b, "\"");
+}
+
+/* ---- small tables ------------------------------------------------------------------------- */
+
+static void put_tensor_info(PkgBuf *b, const char *name, DType dtype, const Shape *s) {
+    int32_t dt = 0;
+    pkg_cap_dtype(dtype, &dt); /* checked by pkg_build */
+    pkg_buf_puts(b, "{");
+    put_string(b, name);
+    pkg_buf_printf(b, ", %d, %d, {", (int)dt, s->rank);
+    for (int i = 0; i < s->rank; i++) pkg_buf_printf(b, "%s%lld", i ? ", " : "", (long long)s->dims[i]);
+    pkg_buf_printf(b, "%s}, %lld}", s->rank == 0 ? "0" : "", (long long)shape_numel(s));
+}
+
+static int state_kind(ParamKind k) {
+    return k == PARAM_WEIGHT ? CAP_STATE_WEIGHT : k == PARAM_BUFFER ? CAP_STATE_BUFFER
+                                                                     : CAP_STATE_OPTIM;
+}
+
+static void put_state_table(PkgBuf *b, const Module *m) {
+    if (m->n_params == 0) return;
+    pkg_buf_puts(b, "/* The state table: weights, buffers, optimizer state, in module order. */\n"
+                    "static const CapStateInfo capt_state[] = {\n");
+    for (int i = 0; i < m->n_params; i++) {
+        const Param *p = m->params[i];
+        pkg_buf_printf(b, "    /* %d */ {", i);
+        put_tensor_info(b, p->name, p->dtype, &p->shape);
+        pkg_buf_printf(b, ", %d, %d, ", state_kind(p->kind), p->trainable ? 1 : 0);
+        put_string(b, p->init);
+        pkg_buf_puts(b, "},\n");
+    }
+    pkg_buf_puts(b, "};\n\n");
+}
+
+static const char *const SPACE_NAMES[] = {"CAP_BUF_ARENA", "CAP_BUF_STATE", "CAP_BUF_INPUT",
+                                          "CAP_BUF_OUTPUT"};
+
+static void put_entry_io(PkgBuf *b, int e, const PkgEntry *entry) {
+    const Function *f = entry->f;
+    if (f->n_inputs > 0) {
+        pkg_buf_printf(b, "static const CapTensorInfo capt_e%d_inputs[] = {\n", e);
+        for (int i = 0; i < f->n_inputs; i++) {
+            pkg_buf_puts(b, "    ");
+            put_tensor_info(b, f->inputs[i]->name, f->inputs[i]->dtype, &f->inputs[i]->shape);
+            pkg_buf_puts(b, ",\n");
+        }
+        pkg_buf_puts(b, "};\n");
+    }
+    if (f->n_outputs > 0) {
+        pkg_buf_printf(b, "static const CapTensorInfo capt_e%d_outputs[] = {\n", e);
+        for (int i = 0; i < f->n_outputs; i++) {
+            pkg_buf_puts(b, "    ");
+            put_tensor_info(b, f->output_names[i], f->outputs[i]->dtype, &f->outputs[i]->shape);
+            pkg_buf_puts(b, ",\n");
+        }
+        pkg_buf_printf(b, "};\nstatic const int32_t capt_e%d_output_state[] = {", e);
+        for (int i = 0; i < f->n_outputs; i++)
+            pkg_buf_printf(b, "%s%d", i ? ", " : "", (int)entry->output_state[i]);
+        pkg_buf_puts(b, "};\n");
+    }
+}
+
+/* All of an entry's buffer refs in one array; each step points at its slice. */
+static void put_entry_steps(PkgBuf *b, int e, const PkgEntry *entry, const Package *p) {
+    if (entry->n_steps == 0) return;
+    pkg_buf_printf(b, "static const CapBufRef capt_e%d_args[] = {\n", e);
+    for (int s = 0; s < entry->n_steps; s++) {
+        const PkgStep *step = &entry->steps[s];
+        pkg_buf_printf(b, "    /* step %d: %s */\n", s, p->kernels[step->kernel].name);
+        for (int a = 0; a < step->n_args; a++) {
+            const CapBufRef *r = &step->args[a];
+            pkg_buf_printf(b, "    {%s, %d, %lld, %lld},\n", SPACE_NAMES[r->space], (int)r->index,
+                           (long long)r->offset, (long long)r->bytes);
+        }
+    }
+    pkg_buf_printf(b, "};\nstatic const CapStep capt_e%d_steps[] = {\n", e);
+    int64_t first_arg = 0;
+    for (int s = 0; s < entry->n_steps; s++) {
+        const PkgStep *step = &entry->steps[s];
+        pkg_buf_printf(b, "    {%d, %d, capt_e%d_args + %lld},\n", step->kernel, step->n_args, e,
+                       (long long)first_arg);
+        first_arg += step->n_args;
+    }
+    pkg_buf_puts(b, "};\n");
+}
+
+static void put_entries(PkgBuf *b, const Package *p) {
+    for (int e = 0; e < p->n_entries; e++) {
+        pkg_buf_printf(b, "/* ---- entry @%s ---- */\n", p->entries[e].f->name);
+        put_entry_io(b, e, &p->entries[e]);
+        put_entry_steps(b, e, &p->entries[e], p);
+        pkg_buf_puts(b, "\n");
+    }
+    if (p->n_entries == 0) return;
+    pkg_buf_puts(b, "static const CapEntry capt_entries[] = {\n");
+    for (int e = 0; e < p->n_entries; e++) {
+        const PkgEntry *entry = &p->entries[e];
+        const Function *f = entry->f;
+        pkg_buf_puts(b, "    {");
+        put_string(b, f->name);
+        if (f->n_inputs > 0) pkg_buf_printf(b, ", %d, capt_e%d_inputs", f->n_inputs, e);
+        else pkg_buf_puts(b, ", 0, NULL");
+        if (f->n_outputs > 0)
+            pkg_buf_printf(b, ", %d, capt_e%d_outputs, capt_e%d_output_state", f->n_outputs, e, e);
+        else pkg_buf_puts(b, ", 0, NULL, NULL");
+        pkg_buf_printf(b, ", %lld", (long long)entry->arena_bytes);
+        if (entry->n_steps > 0) pkg_buf_printf(b, ", %d, capt_e%d_steps},\n", entry->n_steps, e);
+        else pkg_buf_puts(b, ", 0, NULL},\n");
+    }
+    pkg_buf_puts(b, "};\n\n");
+}
+
+static void put_kernel_table(PkgBuf *b, const Package *p, bool cpu) {
+    if (p->n_kernels == 0) return;
+    pkg_buf_puts(b, "static const CapKernel capt_kernels[] = {\n");
+    for (int k = 0; k < p->n_kernels; k++) {
+        const PkgKernel *pk = &p->kernels[k];
+        char ops[600];
+        if (pk->merged > 1)
+            snprintf(ops, sizeof ops, "%s (+%d identical)", pk->source_ops, pk->merged - 1);
+        else snprintf(ops, sizeof ops, "%s", pk->source_ops);
+        pkg_buf_printf(b, "    /* %d */ {", k);
+        put_string(b, pk->name);
+        pkg_buf_printf(b, ", %s, %d, %lld, %d, %d, ", cpu ? pk->name : "NULL", pk->n_args,
+                       (long long)pk->cuda_grid, pk->cuda_block, pk->cuda_shared_bytes);
+        put_string(b, ops);
+        pkg_buf_puts(b, "},\n");
+    }
+    pkg_buf_puts(b, "};\n\n");
+}
+
+/* An image as a string literal: sized exactly, so C drops the terminating NUL. */
+static void put_cuda_images(PkgBuf *b, const PkgCudaImage *images, int n, const char *hash) {
+    for (int i = 0; i < n; i++) {
+        pkg_buf_printf(b, "static const unsigned char capt_cuda_image%d[%zu] =\n", i,
+                       images[i].size);
+        for (size_t at = 0; at < images[i].size; at += 64) {
+            size_t len = images[i].size - at < 64 ? images[i].size - at : 64;
+            pkg_buf_puts(b, "    \"");
+            pkg_buf_c_escape(b, (const char *)images[i].data + at, len);
+            pkg_buf_puts(b, "\"\n");
+        }
+        pkg_buf_puts(b, ";\n");
+    }
+    if (n == 0) return;
+    pkg_buf_puts(b, "static const CapCudaImage capt_cuda_images[] = {\n");
+    for (int i = 0; i < n; i++) {
+        pkg_buf_puts(b, "    {");
+        put_string(b, images[i].arch);
+        pkg_buf_printf(b, ", capt_cuda_image%d, %zu, \"%s\"},\n", i, images[i].size, hash);
+    }
+    pkg_buf_puts(b, "};\n\n");
+}
+
+/* ---- config and the artifact ------------------------------------------------------------- */
+
+/* Shortest %g that reads back as the same double; JSON has no inf/nan, so those are null. */
+static void put_json_number(PkgBuf *b, double v, bool is_int) {
+    if (is_int) {
+        pkg_buf_printf(b, "%lld", (long long)v);
+        return;
+    }
+    if (!isfinite(v)) {
+        pkg_buf_puts(b, "null");
+        return;
+    }
+    char text[64];
+    for (int prec = 1; prec <= 17; prec++) {
+        snprintf(text, sizeof text, "%.*g", prec, v);
+        if (strtod(text, NULL) == v) break;
+    }
+    pkg_buf_puts(b, text);
+}
+
+/* {"batch":16,"dropout":0.1}: config names are identifiers, so they need no JSON escapes. */
+static char *config_json(const Module *m) {
+    PkgBuf b = {0};
+    pkg_buf_puts(&b, "{");
+    for (int i = 0; i < m->n_config; i++) {
+        pkg_buf_printf(&b, "%s\"%s\":", i ? "," : "", m->config[i].name);
+        put_json_number(&b, m->config[i].value, m->config[i].is_int);
+    }
+    pkg_buf_puts(&b, "}");
+    return pkg_buf_take(&b);
+}
+
+static int64_t vocab_size(const Module *m) {
+    const ConfigVar *v = module_find_config(m, "vocab");
+    return v != NULL ? (int64_t)v->value : 0;
+}
+
+static void put_artifact(PkgBuf *b, const Package *p, const PackageOptions *opts, int n_images) {
+    char *json = config_json(p->m);
+    pkg_buf_puts(b, "/* The one symbol the runtime looks up (CAP_ARTIFACT_SYMBOL). */\n"
+                    "__attribute__((visibility(\"default\"))) const CapArtifact cap_artifact = {\n"
+                    "    .version = CAP_ARTIFACT_VERSION,\n    .model_name = ");
+    put_string(b, p->m->name);
+    pkg_buf_puts(b, ",\n    .config_json = ");
+    put_string(b, json != NULL ? json : "{}");
+    pkg_buf_puts(b, ",\n    .capc_version = \"" CAPC_VERSION "\",\n    .compile_flags = ");
+    put_string(b, opts->compile_flags);
+    pkg_buf_printf(b, ",\n    .n_state = %d,\n    .state = %s,\n", p->m->n_params,
+                   p->m->n_params > 0 ? "capt_state" : "NULL");
+    pkg_buf_printf(b, "    .n_entries = %d,\n    .entries = %s,\n", p->n_entries,
+                   p->n_entries > 0 ? "capt_entries" : "NULL");
+    pkg_buf_printf(b, "    .n_kernels = %d,\n    .kernels = %s,\n", p->n_kernels,
+                   p->n_kernels > 0 ? "capt_kernels" : "NULL");
+    pkg_buf_printf(b, "    .vocab_size = %lld,\n", (long long)vocab_size(p->m));
+    pkg_buf_puts(b, "    .pad_id = 0, .start_id = 1, .end_id = 2, .unk_id = 3,\n");
+    pkg_buf_printf(b, "    .n_cuda_images = %d,\n    .cuda_images = %s,\n};\n", n_images,
+                   n_images > 0 ? "capt_cuda_images" : "NULL");
+    free(json);
+}
+
+static void put_banner(PkgBuf *b, const Package *p, const PackageOptions *opts) {
+    pkg_buf_puts(b, "/* cap.c — generated by capc " CAPC_VERSION " from model '");
+    pkg_buf_puts(b, p->m->name);
+    pkg_buf_printf(b, "'%s%s. Do not edit: change the model\n * and recompile. The tables at "
+                      "the end follow cap_artifact.h (embedded below);\n * docs/artifact.md "
+                      "explains them. */\n\n",
+                   opts->compile_flags != NULL && *opts->compile_flags ? " with " : "",
+                   opts->compile_flags != NULL ? opts->compile_flags : "");
+}
+
+char *pkg_render_c(const Package *p, const PackageOptions *opts, const PkgCudaImage *images,
+                   int n_images, const char *cuda_hash) {
+    bool cpu = (opts->targets & TARGET_CPU) != 0;
+    PkgBuf b = {0};
+    put_banner(&b, p, opts);
+    pkg_buf_puts(&b, capc_artifact_header_text);
+    pkg_buf_puts(&b, "\n#include <string.h> /* memcpy: the copy kernels */\n\n");
+    if (cpu) {
+        pkg_buf_puts(&b, codegen_c_prelude());
+        pkg_buf_puts(&b, "\n/* ---- kernels ---- */\n\n");
+        for (int k = 0; k < p->n_kernels; k++) {
+            pkg_buf_puts(&b, p->kernels[k].c_src);
+            pkg_buf_puts(&b, "\n");
+        }
+    }
+    pkg_buf_puts(&b, "/* ---- tables ---- */\n\n");
+    put_state_table(&b, p->m);
+    put_entries(&b, p);
+    put_kernel_table(&b, p, cpu);
+    put_cuda_images(&b, images, n_images, cuda_hash);
+    put_artifact(&b, p, opts, n_images);
+    return pkg_buf_take(&b);
+}
+
+char *pkg_render_cuda(const Package *p) {
+    PkgBuf b = {0};
+    pkg_buf_puts(&b, "/* cap.cu — generated by capc " CAPC_VERSION " from model '");
+    pkg_buf_puts(&b, p->m->name);
+    pkg_buf_puts(&b, "'. Every kernel of cap.so, compiled by NVRTC. */\n\n");
+    pkg_buf_puts(&b, codegen_cuda_prelude());
+    pkg_buf_puts(&b, "\n");
+    for (int k = 0; k < p->n_kernels; k++) {
+        pkg_buf_puts(&b, p->kernels[k].cuda_src);
+        pkg_buf_puts(&b, "\n");
+    }
+    return pkg_buf_take(&b);
+}

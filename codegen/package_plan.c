@@ -1,0 +1,313 @@
+/* package_plan.c — each entry point as a straight list of kernel steps over buffers.
+ *
+ * Needs: a module whose functions are verified with every shape known.
+ * For every function: lower it (codegen_lower_function), plan its memory (memplan_function),
+ * then give every kernel argument a place (a CapBufRef):
+ *
+ *   a function input          -> CAP_BUF_INPUT  i (the caller's tensor)
+ *   a `param` result          -> CAP_BUF_STATE  index of the param in the module's table
+ *   a view (reshape)          -> the place of its operand, transitively: the same bytes
+ *   a planned value           -> CAP_BUF_ARENA  at the plan's offset
+ *   an "@X" output the plan left out of the arena (written straight into X)
+ *                             -> CAP_BUF_STATE  X
+ *
+ * The entry ends with copies: every plain output ("loss") into CAP_BUF_OUTPUT i, then every
+ * "@X" output into state X unless its value already lives there. Plain outputs go first and
+ * state write-backs last, so every read of an old state value (by a kernel or an output copy)
+ * happens before X is overwritten.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ops.h"
+#include "package.h"
+#include "passes.h"
+
+typedef struct EntryCtx {
+    Package *p;
+    const Function *f;
+    const MemPlan *plan;
+    PkgEntry *e;
+    Diag *d;
+} EntryCtx;
+
+static int internal_error(Diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int internal_error(Diag *d, const char *fmt, ...) {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    snprintf(d->msg, sizeof d->msg, "internal error: %s (this is a bug in capc)", msg);
+    d->loc = SRCLOC_NONE;
+    return -1;
+}
+
+static int out_of_memory(Diag *d) {
+    snprintf(d->msg, sizeof d->msg, "out of memory while packaging");
+    d->loc = SRCLOC_NONE;
+    return -1;
+}
+
+int pkg_state_index(const Module *m, const char *name) {
+    for (int i = 0; i < m->n_params; i++)
+        if (strcmp(m->params[i]->name, name) == 0) return i;
+    return -1;
+}
+
+bool pkg_cap_dtype(DType dt, int32_t *out) {
+    if (dt == DT_F32) *out = CAP_DT_F32;
+    else if (dt == DT_I32) *out = CAP_DT_I32;
+    else return false;
+    return true;
+}
+
+static int64_t value_bytes(const Value *v) {
+    return shape_numel(&v->shape) * dtype_size(v->dtype);
+}
+
+/* The state X of an output "@X" whose value is v, or -1. */
+static int state_written_by(const Function *f, const Value *v) {
+    for (int i = 0; i < f->n_outputs; i++)
+        if (f->outputs[i] == v && f->output_names[i][0] == '@')
+            return pkg_state_index(f->module, f->output_names[i] + 1);
+    return -1;
+}
+
+static int input_index(const Function *f, const Value *v) {
+    for (int i = 0; i < f->n_inputs; i++)
+        if (f->inputs[i] == v) return i;
+    return -1;
+}
+
+/* Where base (a value that is not a view) lives. */
+static int place_base(const EntryCtx *c, const Value *base, CapBufRef *ref) {
+    if (base->def == NULL) {
+        ref->space = CAP_BUF_INPUT;
+        ref->index = input_index(c->f, base);
+        if (ref->index < 0) return internal_error(c->d, "%%%s is not an input of @%s",
+                                                  base->name, c->f->name);
+        return 0;
+    }
+    if (base->def->kind == OP_PARAM) {
+        const char *name = op_string(base->def, "name");
+        ref->space = CAP_BUF_STATE;
+        ref->index = pkg_state_index(c->f->module, name);
+        if (ref->index < 0) return internal_error(c->d, "param '%s' is not in the module", name);
+        return 0;
+    }
+    int64_t offset = c->plan->offsets[base->id];
+    if (offset >= 0) {
+        ref->space = CAP_BUF_ARENA;
+        ref->offset = offset;
+        return 0;
+    }
+    ref->space = CAP_BUF_STATE;
+    ref->index = state_written_by(c->f, base);
+    if (ref->index < 0)
+        return internal_error(c->d, "%%%s of @%s has no place: not in the arena, not an input, "
+                              "param or \"@X\" output", base->name, c->f->name);
+    return 0;
+}
+
+/* Fills ref with v's place; views resolve to their operand's bytes. */
+static int place_value(const EntryCtx *c, const Value *v, CapBufRef *ref) {
+    memset(ref, 0, sizeof *ref);
+    if (v == NULL || v->fn != c->f || v->id < 0 || v->id >= c->plan->n_values)
+        return internal_error(c->d, "a kernel of @%s reads a value of another function",
+                              c->f->name);
+    const Value *base = v;
+    while (base->def != NULL && codegen_op_is_view(base->def)) base = base->def->inputs[0];
+    if (place_base(c, base, ref) != 0) return -1;
+    ref->bytes = value_bytes(v);
+    if (ref->space == CAP_BUF_ARENA && ref->offset + ref->bytes > c->e->arena_bytes)
+        return internal_error(c->d, "%%%s (%lld bytes at %lld) lies outside the arena of @%s "
+                              "(%lld bytes)", v->name, (long long)ref->bytes,
+                              (long long)ref->offset, c->f->name, (long long)c->e->arena_bytes);
+    return 0;
+}
+
+static PkgStep *append_step(PkgEntry *e, int kernel, int n_args) {
+    if (e->n_steps == e->cap_steps) {
+        int cap = e->cap_steps == 0 ? 64 : e->cap_steps * 2;
+        PkgStep *s = realloc(e->steps, (size_t)cap * sizeof *s);
+        if (s == NULL) return NULL;
+        e->steps = s;
+        e->cap_steps = cap;
+    }
+    PkgStep *s = &e->steps[e->n_steps];
+    s->kernel = kernel;
+    s->n_args = n_args;
+    s->args = calloc((size_t)(n_args > 0 ? n_args : 1), sizeof *s->args);
+    if (s->args == NULL) return NULL;
+    e->n_steps++;
+    return s;
+}
+
+/* One step per lowered kernel, in program order. */
+static int add_kernel_steps(const EntryCtx *c, const KernelSet *ks) {
+    for (int k = 0; k < ks->n_kernels; k++) {
+        const KernelSource *src = &ks->kernels[k];
+        int index = pkg_add_kernel(c->p, src);
+        if (index < 0) return out_of_memory(c->d);
+        PkgStep *step = append_step(c->e, index, src->n_args);
+        if (step == NULL) return out_of_memory(c->d);
+        for (int j = 0; j < src->n_args; j++)
+            if (place_value(c, src->arg_values[j], &step->args[j]) != 0) return -1;
+    }
+    c->p->n_lowered += ks->n_kernels;
+    return 0;
+}
+
+static int add_copy(const EntryCtx *c, const Value *v, const CapBufRef *dst) {
+    int kernel = pkg_copy_kernel(c->p, v->dtype, shape_numel(&v->shape));
+    if (kernel < 0) return out_of_memory(c->d);
+    PkgStep *step = append_step(c->e, kernel, 2);
+    if (step == NULL) return out_of_memory(c->d);
+    step->args[0] = *dst;
+    c->e->n_copies++;
+    return place_value(c, v, &step->args[1]);
+}
+
+static bool is_state_copy_target(const PkgEntry *e, int first_copy, int state) {
+    for (int s = first_copy; s < e->n_steps; s++)
+        if (e->steps[s].args[0].space == CAP_BUF_STATE && e->steps[s].args[0].index == state)
+            return true;
+    return false;
+}
+
+/* The "@X" output i: record X, copy the value into X unless it is already there. */
+static int add_state_writeback(const EntryCtx *c, int i, int first_state_copy) {
+    const Function *f = c->f;
+    const Value *v = f->outputs[i];
+    int state = pkg_state_index(f->module, f->output_names[i] + 1);
+    if (state < 0)
+        return internal_error(c->d, "output '%s' of @%s names no module state",
+                              f->output_names[i], f->name);
+    const Param *param = f->module->params[state];
+    if (param->dtype != v->dtype || shape_numel(&param->shape) != shape_numel(&v->shape))
+        return internal_error(c->d, "output '%s' of @%s does not match the state's type",
+                              f->output_names[i], f->name);
+    c->e->output_state[i] = state;
+    CapBufRef src;
+    if (place_value(c, v, &src) != 0) return -1;
+    if (src.space == CAP_BUF_STATE && src.index == state) return 0;
+    /* A copy that read a state an earlier write-back already replaced would see the new
+     * value; the plan never produces that, so it is a bug if it happens. */
+    if (src.space == CAP_BUF_STATE && is_state_copy_target(c->e, first_state_copy, src.index))
+        return internal_error(c->d, "output '%s' of @%s reads state '%s' after its write-back",
+                              f->output_names[i], f->name, f->module->params[src.index]->name);
+    CapBufRef dst = {.space = CAP_BUF_STATE, .index = state, .bytes = value_bytes(v)};
+    return add_copy(c, v, &dst);
+}
+
+static int add_output_copies(const EntryCtx *c) {
+    const Function *f = c->f;
+    for (int i = 0; i < f->n_outputs; i++) {
+        c->e->output_state[i] = -1;
+        if (f->output_names[i][0] == '@') continue;
+        CapBufRef dst = {.space = CAP_BUF_OUTPUT, .index = i, .bytes = value_bytes(f->outputs[i])};
+        if (add_copy(c, f->outputs[i], &dst) != 0) return -1;
+    }
+    int first_state_copy = c->e->n_steps;
+    for (int i = 0; i < f->n_outputs; i++)
+        if (f->output_names[i][0] == '@' && add_state_writeback(c, i, first_state_copy) != 0)
+            return -1;
+    return 0;
+}
+
+static double seconds_since(const struct timespec *t0) {
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
+}
+
+static int build_steps(const EntryCtx *c, const KernelSet *ks) {
+    if (add_kernel_steps(c, ks) != 0) return -1;
+    c->e->output_state = calloc((size_t)(c->f->n_outputs + 1), sizeof *c->e->output_state);
+    if (c->e->output_state == NULL) return out_of_memory(c->d);
+    return add_output_copies(c);
+}
+
+static int build_entry(Package *p, const Function *f, PkgEntry *e, int verbose, Diag *d) {
+    struct timespec t0;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (verbose) fprintf(stderr, "capc: lowering %s (%d ops)\n", f->name, f->n_ops);
+    e->f = f;
+    KernelSet ks = {0};
+    MemPlan plan = {0};
+    int rc = codegen_lower_function(f, &ks, d);
+    if (rc == 0) rc = memplan_function(f, &plan, d);
+    if (rc == 0) {
+        e->arena_bytes = plan.peak_bytes;
+        e->naive_bytes = plan.naive_bytes;
+        EntryCtx c = {.p = p, .f = f, .plan = &plan, .e = e, .d = d};
+        rc = build_steps(&c, &ks);
+    }
+    if (rc == 0 && verbose)
+        fprintf(stderr, "capc: %s: %d kernels, %d steps, arena %lld bytes (%.2fs)\n", f->name,
+                ks.n_kernels, e->n_steps, (long long)e->arena_bytes, seconds_since(&t0));
+    memplan_free(&plan);
+    kernel_set_free(&ks);
+    return rc;
+}
+
+/* Every state tensor must be a dtype the artifact can hold. */
+static int check_state_dtypes(const Module *m, Diag *d) {
+    for (int i = 0; i < m->n_params; i++) {
+        int32_t dt;
+        if (!pkg_cap_dtype(m->params[i]->dtype, &dt)) {
+            snprintf(d->msg, sizeof d->msg, "'%s' has dtype %s, which cap.so cannot hold (f32 "
+                     "and i32 only)", m->params[i]->name, dtype_name(m->params[i]->dtype));
+            d->loc = m->params[i]->loc;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ... and so must every entry point's inputs and outputs. */
+static int check_io_dtypes(const Function *f, Diag *d) {
+    for (int i = 0; i < f->n_inputs + f->n_outputs; i++) {
+        const Value *v = i < f->n_inputs ? f->inputs[i] : f->outputs[i - f->n_inputs];
+        const char *name = i < f->n_inputs ? v->name : f->output_names[i - f->n_inputs];
+        int32_t dt;
+        if (!pkg_cap_dtype(v->dtype, &dt)) {
+            snprintf(d->msg, sizeof d->msg, "@%s: '%s' has dtype %s, which cap.so cannot pass "
+                     "(f32 and i32 only)", f->name, name, dtype_name(v->dtype));
+            d->loc = SRCLOC_NONE;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+int pkg_build(Package *p, const Module *m, int verbose, Diag *d) {
+    memset(p, 0, sizeof *p);
+    p->m = m;
+    if (check_state_dtypes(m, d) != 0) return -1;
+    for (int i = 0; i < m->n_funcs; i++)
+        if (check_io_dtypes(m->funcs[i], d) != 0) return -1;
+    p->entries = calloc((size_t)(m->n_funcs > 0 ? m->n_funcs : 1), sizeof *p->entries);
+    if (p->entries == NULL) return out_of_memory(d);
+    for (int i = 0; i < m->n_funcs; i++) {
+        p->n_entries++;
+        if (build_entry(p, m->funcs[i], &p->entries[i], verbose, d) != 0) return -1;
+    }
+    return 0;
+}
+
+void pkg_free(Package *p) {
+    for (int i = 0; i < p->n_entries; i++) {
+        PkgEntry *e = &p->entries[i];
+        for (int s = 0; s < e->n_steps; s++) free(e->steps[s].args);
+        free(e->steps);
+        free(e->output_state);
+    }
+    free(p->entries);
+    pkg_kernels_free(p);
+    memset(p, 0, sizeof *p);
+}
