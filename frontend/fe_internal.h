@@ -6,6 +6,8 @@
  *   statements.c  statements: op, param, use, block call, scope, repeat, if
  *   op_attrs.c    op attributes from JSON against the op table's schema
  *   train.c       the "train" section: optimizer, clipping, LR schedule, groups
+ *   entries.c     the "entries" section: more entry points (encode, decode_step) sharing
+ *                 forward's parameters
  *
  * Every function that can fail returns 0 or -1; on -1 the Diag in the Frontend is filled and
  * the caller just propagates the failure.
@@ -52,6 +54,7 @@ typedef struct Frontend {
     const cJSON *frozen; /* "frozen" list or NULL */
     int64_t next_stream; /* dropout sites numbered in the order they are emitted */
     int64_t n_ops;
+    bool in_entry; /* building an "entries" function: param statements bind forward's */
 } Frontend;
 
 /* Variables visible to expressions besides config: block arguments and repeat variables. A
@@ -98,6 +101,10 @@ int fe_check_keys(Frontend *fe, const cJSON *obj, const char *const *allowed, co
 const cJSON *fe_member(Frontend *fe, const cJSON *obj, const char *key, bool required,
                        const char *what, int *rc);
 
+/* The "inputs" / "outputs" objects of the top level or an entry, into fe->fn and c->env. */
+int fe_load_inputs(const Ctx *c, const cJSON *inputs);
+int fe_load_outputs(const Ctx *c, const cJSON *outputs);
+
 /* ---- config and expressions (config.c) ---- */
 int fe_load_config(Frontend *fe, const cJSON *config, const ConfigOverride *ov, int n_ov);
 /* Evaluates a JSON number, bool (0/1) or string expression. */
@@ -123,6 +130,14 @@ int fe_check_block_def(Frontend *fe, const cJSON *def);
 /* ---- the "train" section (train.c) ---- */
 /* Reads the top-level "train" object (NULL: absent) into m->train; runs after the outputs. */
 int fe_load_train(const Ctx *c, const cJSON *train);
+
+/* ---- the "entries" section (entries.c) ---- */
+/* Builds one function per entry (NULL: absent); runs after forward is complete. */
+int fe_load_entries(Frontend *fe, const cJSON *entries);
+/* In an entry, a param statement for full_name: forward must have it with this dtype and
+ * shape (errors at `at`). */
+int fe_entry_param(const Ctx *c, const cJSON *at, const char *full_name, DType dtype,
+                   const Shape *shape);
 
 /* ---- attributes (op_attrs.c) ---- */
 /* Sets op's attributes from the "attrs" object (may be NULL); op_node locates "missing"

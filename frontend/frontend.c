@@ -1,6 +1,7 @@
 /* frontend.c — the frontend's entry points (frontend.h) and the model's top level: it parses
  * the JSON with positions, evaluates config, checks the block table, declares the inputs of
- * the `forward` function, runs the body and binds the outputs. Statements are in
+ * the `forward` function, runs the body and binds the outputs; then the other entry points
+ * (entries.c). Statements are in
  * statements.c, config and expressions in config.c, attributes in op_attrs.c.
  */
 #include <errno.h>
@@ -59,7 +60,7 @@ const cJSON *fe_member(Frontend *fe, const cJSON *obj, const char *key, bool req
 
 /* ---- top level ------------------------------------------------------------------------ */
 
-static int load_inputs(const Ctx *c, const cJSON *inputs) {
+int fe_load_inputs(const Ctx *c, const cJSON *inputs) {
     static const char *const keys[] = {"dtype", "shape", NULL};
     Frontend *fe = c->fe;
     if (!cJSON_IsObject(inputs))
@@ -89,7 +90,7 @@ static int load_inputs(const Ctx *c, const cJSON *inputs) {
     return 0;
 }
 
-static int load_outputs(const Ctx *c, const cJSON *outputs) {
+int fe_load_outputs(const Ctx *c, const cJSON *outputs) {
     Frontend *fe = c->fe;
     if (!cJSON_IsObject(outputs))
         return fe_error_at(fe, outputs, "'outputs' must be an object, got %s", json_type_name(outputs));
@@ -129,7 +130,8 @@ static int load_blocks(Frontend *fe, const cJSON *blocks) {
 
 static int load_model(Frontend *fe, const ConfigOverride *ov, int n_ov) {
     static const char *const keys[] = {"model", "config", "inputs", "frozen",
-                                       "blocks", "body", "outputs", "train", NULL};
+                                       "blocks", "body", "outputs", "train", "entries",
+                                       NULL};
     const cJSON *root = fe->doc.root;
     if (!cJSON_IsObject(root))
         return fe_error_at(fe, root, "a model file must hold a JSON object, got %s", json_type_name(root));
@@ -151,10 +153,11 @@ static int load_model(Frontend *fe, const ConfigOverride *ov, int n_ov) {
         return -1;
     Env env = {0};
     Ctx c = {fe, &env, "", NULL, NULL};
-    rc = load_inputs(&c, inputs);
+    rc = fe_load_inputs(&c, inputs);
     if (!rc) rc = fe_run_body(&c, body, "'body'");
-    if (!rc) rc = load_outputs(&c, outputs);
+    if (!rc) rc = fe_load_outputs(&c, outputs);
     if (!rc) rc = fe_load_train(&c, cJSON_GetObjectItemCaseSensitive(root, "train"));
+    if (!rc) rc = fe_load_entries(fe, cJSON_GetObjectItemCaseSensitive(root, "entries"));
     fe_env_free(&env);
     return rc;
 }

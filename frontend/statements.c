@@ -287,7 +287,11 @@ static int run_param(const Ctx *c, const cJSON *s) {
     free(name);
     if (!full) return -1;
     int rc = 0;
-    if (module_find_param(fe->m, full)) {
+    if (fe->in_entry) { /* an entry binds forward's parameter (entries.c) */
+        const cJSON *out = cJSON_GetObjectItemCaseSensitive(s, "out");
+        rc = fe_entry_param(c, name_node, full, dtype, &shape);
+        if (!rc && out) rc = emit_param_op(c, name_node, full, out);
+    } else if (module_find_param(fe->m, full)) {
         const Param *first = module_find_param(fe->m, full);
         rc = fe_error_at(fe, name_node, "duplicate parameter '%s' (first declared at line %d)", full,
                          first->loc.line);
