@@ -173,8 +173,10 @@ static CapStatus check_artifact(const CapArtifact *a, char *err, size_t err_size
 
 static CapStatus open_artifact(CapModel *m, const char *path, char *err, size_t err_size) {
     dlerror();
-    /* RTLD_LOCAL: two cap.so files loaded side by side keep their kernels apart. */
-    m->handle = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    /* RTLD_LOCAL: two cap.so files loaded side by side keep their kernels apart.
+     * RTLD_NODELETE: cap.so's kernels start OpenMP/OpenBLAS thread pools and allocations that
+     * outlive any one model; unmapping that code under them at cap_model_close is unsafe. */
+    m->handle = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
     if (!m->handle) {
         const char *why = dlerror();
         return cap_fail(err, err_size, CAP_E_IO, "%s: cannot load: %s", path,
