@@ -72,7 +72,9 @@ int kd_var(KernelDesc *kd, const char *hint, KType type) {
         if (!kd->vars) ir_bug("out of memory");
     }
     char name[64];
-    snprintf(name, sizeof name, "%s%d", hint, kd->n_vars);
+    /* Buffers are a0.. and s0..: a variable must never read like one. */
+    bool clash = (hint[0] == 'a' || hint[0] == 's') && hint[1] == 0;
+    snprintf(name, sizeof name, clash ? "%s_%d" : "%s%d", hint, kd->n_vars);
     kd->vars[kd->n_vars].name = arena_strdup(kd->arena, name);
     kd->vars[kd->n_vars].type = type;
     return kd->n_vars++;

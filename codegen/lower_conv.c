@@ -1,7 +1,323 @@
-/* lower_conv.c — placeholder until this family's lowering lands. */
+/* lower_conv.c — conv2d and its two gradients.
+ *
+ * C form: per image and group, im2col into a malloc'd scratch matrix col [Cg*kh*kw, Ho*Wo]
+ * (zero where the window hangs over the padding), then one cblas_sgemm:
+ *   conv2d              y[b, g]  = W_g [og, K] @ col [K, P]           (bias prefilled, beta 1)
+ *   conv2d_grad_weight  dW_g    += dy[b, g] [og, P] @ col^T [P, K]   (dW zeroed first)
+ *   conv2d_grad_input   col      = W_g^T [K, og] @ dy[b, g] [og, P], then col2im as a gather
+ *                       (each dx element sums the col entries that read it: no atomics)
+ * CUDA form (separate description: one launch, no scratch): direct loops, one work item per
+ * output element, the whole reduction in its loop. Tiled tensor-core kernels come later. */
 #include "lower.h"
 
+typedef struct Conv {
+    int64_t n, c, h, w;     /* input */
+    int64_t o, cg, kh, kw;  /* weight */
+    int64_t ho, wo, groups, og, k, p;
+    const int64_t *st, *pad, *dil;
+} Conv;
+
+static Conv conv_of(const Op *op, const Shape *x, const Shape *w, const Shape *y) {
+    int nn = 0;
+    Conv g = {x->dims[0], x->dims[1], x->dims[2], x->dims[3], w->dims[0], w->dims[1], w->dims[2],
+              w->dims[3], y->dims[2], y->dims[3], op_int(op, "groups"), 0, 0, 0,
+              op_ints(op, "stride", &nn), op_ints(op, "padding", &nn), op_ints(op, "dilation", &nn)};
+    g.og = g.o / g.groups;
+    g.k = g.cg * g.kh * g.kw;
+    g.p = g.ho * g.wo;
+    return g;
+}
+
+/* The geometry of op whatever its kind: which operand is x, w, dy. */
+static Conv conv_geom(const Op *op) {
+    const Shape *r = &op->result->shape, *a = &op->inputs[0]->shape, *b = &op->inputs[1]->shape;
+    switch (op->kind) {
+    case OP_CONV2D: return conv_of(op, a, b, r);
+    case OP_CONV2D_GRAD_INPUT: return conv_of(op, r, b, a);
+    default: return conv_of(op, b, r, a); /* grad_weight: dy, x -> dW */
+    }
+}
+
+static const KExpr *i64(KernelDesc *kd, int64_t v) { return ke_int(kd, v); }
+
+/* 0 <= v < n */
+static const KExpr *in_range(KernelDesc *kd, const KExpr *v, int64_t n) {
+    return ke_bin(kd, KB_AND, ke_bin(kd, KB_GE, v, i64(kd, 0)), ke_bin(kd, KB_LT, v, i64(kd, n)));
+}
+
+/* Input coordinate read by output coordinate o at kernel tap t along axis a. */
+static const KExpr *tap(KernelDesc *kd, const Conv *g, int a, const KExpr *o, const KExpr *t) {
+    return KADD(kd, KSUB(kd, KMUL(kd, o, i64(kd, g->st[a])), i64(kd, g->pad[a])),
+                KMUL(kd, t, i64(kd, g->dil[a])));
+}
+
+/* flat index of x[b, ch, y, xx] */
+static const KExpr *x_at(KernelDesc *kd, const Conv *g, const KExpr *b, const KExpr *ch,
+                         const KExpr *y, const KExpr *xx) {
+    return KADD(kd, KMUL(kd, KADD(kd, KMUL(kd, KADD(kd, KMUL(kd, b, i64(kd, g->c)), ch), i64(kd, g->h)), y),
+                         i64(kd, g->w)), xx);
+}
+
+/* parfor filling col [K, P] from image b, group gr of input buffer xbuf. */
+static void im2col(KernelDesc *kd, const Conv *g, int xbuf, int col, const KExpr *b, const KExpr *gr) {
+    int e = kd_var(kd, "e", KT_I64);
+    ks_parfor(kd, e, g->k * g->p);
+    const KExpr *ev = ke_var(kd, e);
+    const KExpr *row = kd_let(kd, "row", KDIV(kd, ev, i64(kd, g->p)));
+    const KExpr *pc = kd_let(kd, "pc", KMOD(kd, ev, i64(kd, g->p)));
+    const KExpr *ic = KDIV(kd, row, i64(kd, g->kh * g->kw));
+    const KExpr *ky = KMOD(kd, KDIV(kd, row, i64(kd, g->kw)), i64(kd, g->kh)), *kx = KMOD(kd, row, i64(kd, g->kw));
+    const KExpr *y = kd_let(kd, "y", tap(kd, g, 0, KDIV(kd, pc, i64(kd, g->wo)), ky));
+    const KExpr *x = kd_let(kd, "x", tap(kd, g, 1, KMOD(kd, pc, i64(kd, g->wo)), kx));
+    const KExpr *ch = KADD(kd, KMUL(kd, gr, i64(kd, g->cg)), ic);
+    const KExpr *ok = ke_bin(kd, KB_AND, in_range(kd, y, g->h), in_range(kd, x, g->w));
+    ks_store(kd, col, ev, ke_select(kd, ok, ke_load(kd, xbuf, x_at(kd, g, b, ch, y, x)), ke_f32(kd, 0)));
+    ks_end(kd);
+}
+
+static KGemm gemm_of(KernelDesc *kd, int64_t m, int64_t n, int64_t k, bool accumulate) {
+    KGemm gm = {0};
+    gm.batch_var = kd_var(kd, "bt", KT_I64);
+    gm.batch = 1;
+    gm.m = m;
+    gm.n = n;
+    gm.k = k;
+    gm.alpha = 1.0f;
+    gm.accumulate = accumulate;
+    gm.bias_buf = -1;
+    return gm;
+}
+
+static KMat mat(int buf, const KExpr *offset, int64_t ld, bool trans) {
+    KMat m = {buf, offset, ld, trans};
+    return m;
+}
+
+/* Opens `for b < N { for gr < groups {` and returns the two loop expressions. */
+static void image_group_loops(KernelDesc *kd, const Conv *g, const KExpr **b, const KExpr **gr) {
+    int bv = kd_var(kd, "b", KT_I64), gv = kd_var(kd, "g", KT_I64);
+    ks_for_n(kd, bv, g->n);
+    ks_for_n(kd, gv, g->groups);
+    *b = ke_var(kd, bv);
+    *gr = ke_var(kd, gv);
+}
+
+/* flat offset of [b, gr*og, 0, 0] in a [N, O, Ho, Wo] tensor */
+static const KExpr *dy_group(KernelDesc *kd, const Conv *g, const KExpr *b, const KExpr *gr) {
+    return KMUL(kd, KADD(kd, KMUL(kd, b, i64(kd, g->o)), KMUL(kd, gr, i64(kd, g->og))), i64(kd, g->p));
+}
+
+static void conv2d_c(KernelDesc *kd, const Op *op, const Conv *g) {
+    int col = kd_scratch(kd, KT_F32, g->k * g->p);
+    bool bias = op->n_inputs == 3;
+    if (bias) {
+        int e = kd_var(kd, "e", KT_I64);
+        ks_parfor(kd, e, numel_of(op->result));
+        const KExpr *oc = KMOD(kd, KDIV(kd, ke_var(kd, e), i64(kd, g->p)), i64(kd, g->o));
+        ks_store(kd, 0, ke_var(kd, e), ke_load(kd, 3, oc));
+        ks_end(kd);
+    }
+    const KExpr *b, *gr;
+    image_group_loops(kd, g, &b, &gr);
+    im2col(kd, g, 1, col, b, gr);
+    KGemm gm = gemm_of(kd, g->og, g->p, g->k, bias);
+    gm.a = mat(2, KMUL(kd, gr, i64(kd, g->og * g->k)), g->k, false);
+    gm.b = mat(col, i64(kd, 0), g->p, false);
+    gm.c = mat(0, dy_group(kd, g, b, gr), g->p, false);
+    ks_gemm(kd, &gm);
+    ks_end(kd);
+    ks_end(kd);
+}
+
+static void grad_weight_c(KernelDesc *kd, const Conv *g, int64_t total) {
+    int col = kd_scratch(kd, KT_F32, g->k * g->p);
+    int e = kd_var(kd, "e", KT_I64);
+    ks_parfor(kd, e, total);
+    ks_store(kd, 0, ke_var(kd, e), ke_f32(kd, 0));
+    ks_end(kd);
+    const KExpr *b, *gr;
+    image_group_loops(kd, g, &b, &gr);
+    im2col(kd, g, 2, col, b, gr);
+    KGemm gm = gemm_of(kd, g->og, g->k, g->p, true);
+    gm.a = mat(1, dy_group(kd, g, b, gr), g->p, false);
+    gm.b = mat(col, i64(kd, 0), g->p, true);
+    gm.c = mat(0, KMUL(kd, gr, i64(kd, g->og * g->k)), g->k, false);
+    ks_gemm(kd, &gm);
+    ks_end(kd);
+    ks_end(kd);
+}
+
+/* The output coordinate that reads input coordinate v at tap t along axis a, if any:
+ * o = (v + pad - t*dil) / stride when that divides exactly and lands inside [0, size). */
+static const KExpr *source_ok(KernelDesc *kd, const Conv *g, int a, const KExpr *num, int64_t size) {
+    const KExpr *q = KDIV(kd, num, i64(kd, g->st[a]));
+    return ke_bin(kd, KB_AND, ke_bin(kd, KB_AND, ke_bin(kd, KB_GE, num, i64(kd, 0)),
+                                     ke_bin(kd, KB_EQ, KMOD(kd, num, i64(kd, g->st[a])), i64(kd, 0))),
+                  ke_bin(kd, KB_LT, q, i64(kd, size)));
+}
+
+static const KExpr *tap_source(KernelDesc *kd, const Conv *g, int a, const KExpr *v, const KExpr *t) {
+    return KSUB(kd, KADD(kd, v, i64(kd, g->pad[a])), KMUL(kd, t, i64(kd, g->dil[a])));
+}
+
+static void grad_input_c(KernelDesc *kd, const Conv *g) {
+    int col = kd_scratch(kd, KT_F32, g->k * g->p);
+    const KExpr *b, *gr;
+    image_group_loops(kd, g, &b, &gr);
+    KGemm gm = gemm_of(kd, g->k, g->p, g->og, false);
+    gm.a = mat(2, KMUL(kd, gr, i64(kd, g->og * g->k)), g->k, true);
+    gm.b = mat(1, dy_group(kd, g, b, gr), g->p, false);
+    gm.c = mat(col, i64(kd, 0), g->p, false);
+    ks_gemm(kd, &gm);
+    /* col2im as a gather over this group's channels of image b */
+    int e = kd_var(kd, "e", KT_I64), ky = kd_var(kd, "ky", KT_I64), kx = kd_var(kd, "kx", KT_I64);
+    int acc = kd_var(kd, "acc", KT_F32);
+    ks_parfor(kd, e, g->cg * g->h * g->w);
+    const KExpr *ev = ke_var(kd, e);
+    const KExpr *ic = kd_let(kd, "ic", KDIV(kd, ev, i64(kd, g->h * g->w)));
+    const KExpr *y = kd_let(kd, "y", KMOD(kd, KDIV(kd, ev, i64(kd, g->w)), i64(kd, g->h)));
+    const KExpr *x = kd_let(kd, "x", KMOD(kd, ev, i64(kd, g->w)));
+    ks_decl(kd, acc, ke_f32(kd, 0));
+    ks_for_n(kd, ky, g->kh);
+    const KExpr *ny = kd_let(kd, "ny", tap_source(kd, g, 0, y, ke_var(kd, ky)));
+    ks_for_n(kd, kx, g->kw);
+    const KExpr *nx = kd_let(kd, "nx", tap_source(kd, g, 1, x, ke_var(kd, kx)));
+    ks_if(kd, ke_bin(kd, KB_AND, source_ok(kd, g, 0, ny, g->ho), source_ok(kd, g, 1, nx, g->wo)));
+    const KExpr *row = KADD(kd, KMUL(kd, KADD(kd, KMUL(kd, ic, i64(kd, g->kh)), ke_var(kd, ky)), i64(kd, g->kw)), ke_var(kd, kx));
+    const KExpr *pc = KADD(kd, KMUL(kd, KDIV(kd, ny, i64(kd, g->st[0])), i64(kd, g->wo)), KDIV(kd, nx, i64(kd, g->st[1])));
+    ks_assign(kd, acc, KADD(kd, ke_var(kd, acc), ke_load(kd, col, KADD(kd, KMUL(kd, row, i64(kd, g->p)), pc))));
+    ks_end(kd);
+    ks_end(kd);
+    ks_end(kd);
+    ks_store(kd, 0, x_at(kd, g, b, KADD(kd, KMUL(kd, gr, i64(kd, g->cg)), ic), y, x), ke_var(kd, acc));
+    ks_end(kd);
+    ks_end(kd);
+    ks_end(kd);
+}
+
+/* ---- CUDA: direct loops ----------------------------------------------------------------- */
+
+/* flat index of w[oc, ic, ky, kx] */
+static const KExpr *w_at(KernelDesc *kd, const Conv *g, const KExpr *oc, const KExpr *ic,
+                         const KExpr *ky, const KExpr *kx) {
+    return KADD(kd, KMUL(kd, KADD(kd, KMUL(kd, KADD(kd, KMUL(kd, oc, i64(kd, g->cg)), ic), i64(kd, g->kh)), ky),
+                         i64(kd, g->kw)), kx);
+}
+
+static const KExpr *y_at(KernelDesc *kd, const Conv *g, const KExpr *b, const KExpr *oc,
+                         const KExpr *oy, const KExpr *ox) {
+    return KADD(kd, KMUL(kd, KADD(kd, KMUL(kd, KADD(kd, KMUL(kd, b, i64(kd, g->o)), oc), i64(kd, g->ho)), oy),
+                         i64(kd, g->wo)), ox);
+}
+
+static void conv2d_direct(KernelDesc *kd, const Op *op, const Conv *g) {
+    int e = kd_var(kd, "e", KT_I64), ic = kd_var(kd, "ic", KT_I64), ky = kd_var(kd, "ky", KT_I64),
+        kx = kd_var(kd, "kx", KT_I64), acc = kd_var(kd, "acc", KT_F32);
+    ks_parfor(kd, e, numel_of(op->result));
+    const KExpr *ev = ke_var(kd, e);
+    const KExpr *b = kd_let(kd, "b", KDIV(kd, ev, i64(kd, g->o * g->p)));
+    const KExpr *oc = kd_let(kd, "oc", KMOD(kd, KDIV(kd, ev, i64(kd, g->p)), i64(kd, g->o)));
+    const KExpr *oy = kd_let(kd, "oy", KMOD(kd, KDIV(kd, ev, i64(kd, g->wo)), i64(kd, g->ho)));
+    const KExpr *ox = kd_let(kd, "ox", KMOD(kd, ev, i64(kd, g->wo)));
+    const KExpr *c0 = kd_let(kd, "c0", KMUL(kd, KDIV(kd, oc, i64(kd, g->og)), i64(kd, g->cg)));
+    ks_decl(kd, acc, op->n_inputs == 3 ? ke_load(kd, 3, oc) : ke_f32(kd, 0));
+    ks_for_n(kd, ic, g->cg);
+    ks_for_n(kd, ky, g->kh);
+    const KExpr *y = kd_let(kd, "y", tap(kd, g, 0, oy, ke_var(kd, ky)));
+    ks_for_n(kd, kx, g->kw);
+    const KExpr *x = kd_let(kd, "x", tap(kd, g, 1, ox, ke_var(kd, kx)));
+    ks_if(kd, ke_bin(kd, KB_AND, in_range(kd, y, g->h), in_range(kd, x, g->w)));
+    const KExpr *xv = ke_load(kd, 1, x_at(kd, g, b, KADD(kd, c0, ke_var(kd, ic)), y, x));
+    const KExpr *wv = ke_load(kd, 2, w_at(kd, g, oc, ke_var(kd, ic), ke_var(kd, ky), ke_var(kd, kx)));
+    ks_assign(kd, acc, KADD(kd, ke_var(kd, acc), KMUL(kd, xv, wv)));
+    ks_end(kd);
+    ks_end(kd);
+    ks_end(kd);
+    ks_end(kd);
+    ks_store(kd, 0, ev, ke_var(kd, acc));
+    ks_end(kd);
+}
+
+static void grad_input_direct(KernelDesc *kd, const Op *op, const Conv *g) {
+    int e = kd_var(kd, "e", KT_I64), j = kd_var(kd, "j", KT_I64), ky = kd_var(kd, "ky", KT_I64),
+        kx = kd_var(kd, "kx", KT_I64), acc = kd_var(kd, "acc", KT_F32);
+    ks_parfor(kd, e, numel_of(op->result));
+    const KExpr *ev = ke_var(kd, e);
+    const KExpr *b = kd_let(kd, "b", KDIV(kd, ev, i64(kd, g->c * g->h * g->w)));
+    const KExpr *ch = kd_let(kd, "ch", KMOD(kd, KDIV(kd, ev, i64(kd, g->h * g->w)), i64(kd, g->c)));
+    const KExpr *y = kd_let(kd, "y", KMOD(kd, KDIV(kd, ev, i64(kd, g->w)), i64(kd, g->h)));
+    const KExpr *x = kd_let(kd, "x", KMOD(kd, ev, i64(kd, g->w)));
+    const KExpr *ic = kd_let(kd, "ic", KMOD(kd, ch, i64(kd, g->cg)));
+    const KExpr *o0 = kd_let(kd, "o0", KMUL(kd, KDIV(kd, ch, i64(kd, g->cg)), i64(kd, g->og)));
+    ks_decl(kd, acc, ke_f32(kd, 0));
+    ks_for_n(kd, ky, g->kh);
+    const KExpr *ny = kd_let(kd, "ny", tap_source(kd, g, 0, y, ke_var(kd, ky)));
+    ks_for_n(kd, kx, g->kw);
+    const KExpr *nx = kd_let(kd, "nx", tap_source(kd, g, 1, x, ke_var(kd, kx)));
+    ks_if(kd, ke_bin(kd, KB_AND, source_ok(kd, g, 0, ny, g->ho), source_ok(kd, g, 1, nx, g->wo)));
+    const KExpr *oy = kd_let(kd, "oy", KDIV(kd, ny, i64(kd, g->st[0])));
+    const KExpr *ox = kd_let(kd, "ox", KDIV(kd, nx, i64(kd, g->st[1])));
+    ks_for_n(kd, j, g->og);
+    const KExpr *oc = KADD(kd, o0, ke_var(kd, j));
+    const KExpr *dy = ke_load(kd, 1, y_at(kd, g, b, oc, oy, ox));
+    const KExpr *wv = ke_load(kd, 2, w_at(kd, g, oc, ic, ke_var(kd, ky), ke_var(kd, kx)));
+    ks_assign(kd, acc, KADD(kd, ke_var(kd, acc), KMUL(kd, dy, wv)));
+    ks_end(kd);
+    ks_end(kd);
+    ks_end(kd);
+    ks_end(kd);
+    ks_store(kd, 0, ev, ke_var(kd, acc));
+    ks_end(kd);
+}
+
+static void grad_weight_direct(KernelDesc *kd, const Op *op, const Conv *g) {
+    int e = kd_var(kd, "e", KT_I64), b = kd_var(kd, "b", KT_I64), oy = kd_var(kd, "oy", KT_I64),
+        ox = kd_var(kd, "ox", KT_I64), acc = kd_var(kd, "acc", KT_F32);
+    ks_parfor(kd, e, numel_of(op->result));
+    const KExpr *ev = ke_var(kd, e);
+    const KExpr *oc = kd_let(kd, "oc", KDIV(kd, ev, i64(kd, g->k)));
+    const KExpr *ic = kd_let(kd, "ic", KMOD(kd, KDIV(kd, ev, i64(kd, g->kh * g->kw)), i64(kd, g->cg)));
+    const KExpr *ky = kd_let(kd, "ky", KMOD(kd, KDIV(kd, ev, i64(kd, g->kw)), i64(kd, g->kh)));
+    const KExpr *kx = kd_let(kd, "kx", KMOD(kd, ev, i64(kd, g->kw)));
+    const KExpr *ch = kd_let(kd, "ch", KADD(kd, KMUL(kd, KDIV(kd, oc, i64(kd, g->og)), i64(kd, g->cg)), ic));
+    ks_decl(kd, acc, ke_f32(kd, 0));
+    ks_for_n(kd, b, g->n);
+    ks_for_n(kd, oy, g->ho);
+    const KExpr *y = kd_let(kd, "y", tap(kd, g, 0, ke_var(kd, oy), ky));
+    ks_if(kd, in_range(kd, y, g->h));
+    ks_for_n(kd, ox, g->wo);
+    const KExpr *x = kd_let(kd, "x", tap(kd, g, 1, ke_var(kd, ox), kx));
+    ks_if(kd, in_range(kd, x, g->w));
+    const KExpr *dy = ke_load(kd, 1, y_at(kd, g, ke_var(kd, b), oc, ke_var(kd, oy), ke_var(kd, ox)));
+    const KExpr *xv = ke_load(kd, 2, x_at(kd, g, ke_var(kd, b), ch, y, x));
+    ks_assign(kd, acc, KADD(kd, ke_var(kd, acc), KMUL(kd, dy, xv)));
+    ks_end(kd);
+    ks_end(kd);
+    ks_end(kd);
+    ks_end(kd);
+    ks_end(kd);
+    ks_store(kd, 0, ev, ke_var(kd, acc));
+    ks_end(kd);
+}
+
 int lower_conv(const Op *op, KernelDesc *kd, KernelDesc **cuda, char *err, size_t n) {
-    snprintf(err, n, "kernel lowering not written yet");
-    return -1;
+    Conv g = conv_geom(op);
+    char name[300];
+    snprintf(name, sizeof name, "%s", kd->name);
+    KernelDesc *cu = lower_new_desc(op, name);
+    if (!cu) {
+        snprintf(err, n, "out of memory");
+        return -1;
+    }
+    switch (op->kind) {
+    case OP_CONV2D: conv2d_c(kd, op, &g); conv2d_direct(cu, op, &g); break;
+    case OP_CONV2D_GRAD_INPUT: grad_input_c(kd, &g); grad_input_direct(cu, op, &g); break;
+    case OP_CONV2D_GRAD_WEIGHT:
+        grad_weight_c(kd, &g, numel_of(op->result));
+        grad_weight_direct(cu, op, &g);
+        break;
+    default: kd_free(cu); snprintf(err, n, "not a convolution"); return -1;
+    }
+    *cuda = cu;
+    return 0;
 }

@@ -184,10 +184,11 @@ static void expr_inner(Ctx *c, const KExpr *e) {
         put(c->o, "]");
         break;
     case KE_BIN: {
-        int p = bin_prec(e->op);
+        /* && inside || gets parentheses anyway: compilers warn about it, readers trip on it */
+        int p = e->op == KB_OR ? PREC_AND + 1 : bin_prec(e->op);
         expr(c, e->a, p);
         put(c->o, " %s ", bin_text(e->op));
-        expr(c, e->b, p + 1); /* left-associative: a right operand of equal rank needs () */
+        expr(c, e->b, e->op == KB_OR ? p : p + 1); /* left-assoc: equal rank on the right needs () */
         break;
     }
     case KE_NOT: put(c->o, "!"); expr(c, e->a, PREC_UNARY); break;
@@ -274,9 +275,13 @@ static void gemm_c(Ctx *c, const KGemm *g, int level) {
             (long long)g->n, buf_name(c, g->c.buf), (long long)g->c.ld, buf_name(c, g->bias_buf));
     }
     float beta = g->accumulate || g->bias_buf >= 0 ? 1.0f : 0.0f;
+    /* A single product needs no batch loop (its offsets cannot depend on the batch index). */
+    if (g->batch > 1) {
+        indent(c->o, level);
+        put(c->o, "for (int64_t %s = 0; %s < %lld; %s++)\n", bv, bv, (long long)g->batch, bv);
+        level++;
+    }
     indent(c->o, level);
-    put(c->o, "for (int64_t %s = 0; %s < %lld; %s++)\n", bv, bv, (long long)g->batch, bv);
-    indent(c->o, level + 1);
     char alpha[64];
     put(c->o, "cblas_sgemm(CblasRowMajor, %s, %s, %lld, %lld, %lld, %s, %s + ",
         g->a.trans ? "CblasTrans" : "CblasNoTrans", g->b.trans ? "CblasTrans" : "CblasNoTrans",
