@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cap.h"
+#include "metrics.h" /* cap_cmd_score */
 #include "safetensors.h"
 
 #define ERR_SIZE 2048
@@ -32,6 +33,9 @@ static const char USAGE[] =
     "        [--save-every N] [--print-every N]\n"
     "                                    runs train_step; --steps counts from step 0, so a\n"
     "                                    resumed run stops at the same total\n"
+    "  score RESULTS.json --refs CAPTIONS.json [--tokenizer ptb|none]\n"
+    "                                    BLEU-1..4 and CIDEr-D of a COCO results file\n"
+    "                                    (no cap.so; docs/metrics.md)\n"
     "\n"
     "options for every command:\n"
     "  --backend auto|cpu|cuda           where to run (default auto: cpu for now)\n"
@@ -289,6 +293,12 @@ static int cmd_loss(const Args *a) {
                     : "--grads: this cap.so has no gradient entry point ('train_grads' with "
                       "outputs 'loss' and 'grad.<param>'); capc does not emit one yet");
     if (gentry) entry = gentry;
+    if (cap_model_find_entry(m, entry) < 0) {
+        snprintf(err, sizeof err, "%s has no entry point '%s'%s", a->model, entry,
+                 strcmp(mode, "train") == 0 ? " (nor 'train_loss'): it was compiled without a "
+                                              "train section" : "");
+        fail_if(CAP_E_UNSUPPORTED, err);
+    }
     CapSession *s = open_session(m, a->backend);
     fail_if(cap_load_weights(s, a->weights, err, sizeof err), err);
     CapBatch *b = NULL;
@@ -404,6 +414,7 @@ static int cmd_train(const Args *a) {
 }
 
 int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "score") == 0) return cap_cmd_score(argc - 1, argv + 1);
     Args a;
     parse_args(argc, argv, &a);
     if (strcmp(a.cmd, "info") == 0) return cmd_info(&a);
