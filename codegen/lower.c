@@ -65,6 +65,8 @@ static const LowerFn LOWER[OP_COUNT] = {
     [OP_CONV2D] = lower_conv,
     [OP_CONV2D_GRAD_INPUT] = lower_conv,
     [OP_CONV2D_GRAD_WEIGHT] = lower_conv,
+    [OP_UPDATE_SLICE] = lower_layout,
+    [OP_POSITION_MASK] = lower_source,
 };
 
 bool codegen_op_is_view(const Op *op) { return op->kind == OP_RESHAPE; }

@@ -114,6 +114,12 @@ int lower_source(const Op *op, KernelDesc *kd, KernelDesc **cuda, char *err, siz
         break;
     }
     case OP_SINUSOID_TABLE: sinusoid(kd, op, flat); break;
+    case OP_POSITION_MASK: { /* 0 where j <= pos (a run-time i32[]), else -inf */
+        const KExpr *pos = ke_cast(kd, KT_I64, ke_load(kd, 1, ke_int(kd, 0)));
+        ks_store(kd, 0, flat,
+                 ke_select(kd, ke_bin(kd, KB_LE, flat, pos), ke_f32(kd, 0), ke_f32(kd, -INFINITY)));
+        break;
+    }
     case OP_CAUSAL_MASK: {
         int64_t size = op_int(op, "size");
         const KExpr *q = KDIV(kd, flat, ke_int(kd, size)), *k = KMOD(kd, flat, ke_int(kd, size));

@@ -112,6 +112,29 @@ static void scatter_add(KernelDesc *kd, const Op *op) {
     ks_end(kd);
 }
 
+/* out = x with x[pos:pos+n] along axis replaced by the update; pos is read at run time. An
+ * out-of-range pos (the reference reports it) leaves x unchanged rather than writing outside.
+ * Each item reads x at its own index, so the result may alias x (the KV cache update). */
+static void update_slice(KernelDesc *kd, const Op *op) {
+    const KExpr *idx[IR_MAX_RANK];
+    const KExpr *flat = each_output(kd, op, idx);
+    const Shape *x = &op->inputs[0]->shape, *u = &op->inputs[1]->shape;
+    int axis = axis_normalize(op_int(op, "axis"), x->rank);
+    int64_t n = u->dims[axis];
+    const KExpr *pos = kd_let(kd, "pos", ke_cast(kd, KT_I64, ke_load(kd, 3, ke_int(kd, 0))));
+    const KExpr *rel = kd_let(kd, "rel", KSUB(kd, idx[axis], pos));
+    const KExpr *valid = ke_bin(kd, KB_AND, ke_bin(kd, KB_GE, pos, ke_int(kd, 0)),
+                                ke_bin(kd, KB_LE, pos, ke_int(kd, x->dims[axis] - n)));
+    const KExpr *inside = ke_bin(kd, KB_AND, ke_bin(kd, KB_GE, rel, ke_int(kd, 0)),
+                                 ke_bin(kd, KB_LT, rel, ke_int(kd, n)));
+    idx[axis] = rel;
+    ks_if(kd, ke_bin(kd, KB_AND, valid, inside));
+    ks_store(kd, 0, flat, ke_load(kd, 2, ix_ravel(kd, idx, u)));
+    ks_else(kd);
+    ks_store(kd, 0, flat, ke_load(kd, 1, flat));
+    ks_end(kd);
+}
+
 int lower_layout(const Op *op, KernelDesc *kd, KernelDesc **cuda, char *err, size_t n) {
     const KExpr *idx[IR_MAX_RANK];
     switch (op->kind) {
@@ -133,6 +156,7 @@ int lower_layout(const Op *op, KernelDesc *kd, KernelDesc **cuda, char *err, siz
     case OP_CONCAT: concat(kd, op); break;
     case OP_EMBEDDING: embedding(kd, op); break;
     case OP_SCATTER_ADD: scatter_add(kd, op); break;
+    case OP_UPDATE_SLICE: update_slice(kd, op); break;
     default: snprintf(err, n, "not a layout op"); return -1;
     }
     ks_end(kd);

@@ -297,6 +297,17 @@ static Op *c_cross_entropy_grad(Function *f) {
     return oc_op(f, "cross_entropy_grad", X(f, "f32[]"), X(f, "f32[6,7]"), X(f, "i32[6]"), NULL);
 }
 
+static Op *c_update_slice(Function *f) {
+    Op *o = oc_op(f, "update_slice", X(f, "f32[2,6,3]"), X(f, "f32[2,2,3]"), X(f, "i32[]"), NULL);
+    op_set_int(o, "axis", 1);
+    return o;
+}
+static Op *c_position_mask(Function *f) {
+    Op *o = oc_op(f, "position_mask", X(f, "i32[]"), NULL);
+    op_set_int(o, "size", 6);
+    return o;
+}
+
 static const OpCase OP_CASES[] = {
     {"param", c_param, "", 0},
     {"full", c_full, "", 0},
@@ -357,6 +368,8 @@ static const OpCase OP_CASES[] = {
     {"conv2d_grad_input", c_conv2d_grad_input_dil, "rr", 0},
     {"conv2d_grad_weight", c_conv2d_grad_weight, "rr", 0},
     {"cross_entropy_grad", c_cross_entropy_grad, "rri", 7},
+    {"update_slice", c_update_slice, "rri", 5},
+    {"position_mask", c_position_mask, "i", 6},
 };
 
 #define N_OP_CASES ((int)(sizeof OP_CASES / sizeof OP_CASES[0]))
