@@ -14,7 +14,9 @@
  * The entry ends with copies: every plain output ("loss") into CAP_BUF_OUTPUT i, then every
  * "@X" output into state X unless its value already lives there. Plain outputs go first and
  * state write-backs last, so every read of an old state value (by a kernel or an output copy)
- * happens before X is overwritten.
+ * happens before X is overwritten. Among the write-backs, one that reads state Y (`@X = old
+ * Y`) goes before the one that overwrites Y; a cycle of them (two states swapped) would need
+ * a temporary and is reported as an internal error.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -172,15 +174,17 @@ static int add_copy(const EntryCtx *c, const Value *v, const CapBufRef *dst) {
     return place_value(c, v, &step->args[1]);
 }
 
-static bool is_state_copy_target(const PkgEntry *e, int first_copy, int state) {
-    for (int s = first_copy; s < e->n_steps; s++)
-        if (e->steps[s].args[0].space == CAP_BUF_STATE && e->steps[s].args[0].index == state)
-            return true;
-    return false;
-}
+/* A pending "@X" write-back: copy src into state `state`. */
+typedef struct WriteBack {
+    const Value *v;
+    CapBufRef src;
+    int state;
+    bool done;
+} WriteBack;
 
-/* The "@X" output i: record X, copy the value into X unless it is already there. */
-static int add_state_writeback(const EntryCtx *c, int i, int first_state_copy) {
+/* The "@X" output i: record X; returns 1 with *wb filled when a copy is needed, 0 when the
+ * value already lives in X, -1 on error. */
+static int plan_writeback(const EntryCtx *c, int i, WriteBack *wb) {
     const Function *f = c->f;
     const Value *v = f->outputs[i];
     int state = pkg_state_index(f->module, f->output_names[i] + 1);
@@ -192,16 +196,40 @@ static int add_state_writeback(const EntryCtx *c, int i, int first_state_copy) {
         return internal_error(c->d, "output '%s' of @%s does not match the state's type",
                               f->output_names[i], f->name);
     c->e->output_state[i] = state;
-    CapBufRef src;
-    if (place_value(c, v, &src) != 0) return -1;
-    if (src.space == CAP_BUF_STATE && src.index == state) return 0;
-    /* A copy that read a state an earlier write-back already replaced would see the new
-     * value; the plan never produces that, so it is a bug if it happens. */
-    if (src.space == CAP_BUF_STATE && is_state_copy_target(c->e, first_state_copy, src.index))
-        return internal_error(c->d, "output '%s' of @%s reads state '%s' after its write-back",
-                              f->output_names[i], f->name, f->module->params[src.index]->name);
-    CapBufRef dst = {.space = CAP_BUF_STATE, .index = state, .bytes = value_bytes(v)};
-    return add_copy(c, v, &dst);
+    wb->v = v;
+    wb->state = state;
+    wb->done = false;
+    if (place_value(c, v, &wb->src) != 0) return -1;
+    return wb->src.space == CAP_BUF_STATE && wb->src.index == state ? 0 : 1;
+}
+
+/* True when a pending write-back other than wbs[k] still reads the state wbs[k] writes. */
+static bool state_still_read(const WriteBack *wbs, int n, int k) {
+    for (int j = 0; j < n; j++)
+        if (j != k && !wbs[j].done && wbs[j].src.space == CAP_BUF_STATE &&
+            wbs[j].src.index == wbs[k].state)
+            return true;
+    return false;
+}
+
+/* Emits the write-backs so that each state is read before it is overwritten. */
+static int emit_writebacks(const EntryCtx *c, WriteBack *wbs, int n) {
+    for (int emitted = 0; emitted < n;) {
+        int progress = 0;
+        for (int k = 0; k < n; k++) {
+            if (wbs[k].done || state_still_read(wbs, n, k)) continue;
+            CapBufRef dst = {.space = CAP_BUF_STATE, .index = wbs[k].state,
+                             .bytes = value_bytes(wbs[k].v)};
+            if (add_copy(c, wbs[k].v, &dst) != 0) return -1;
+            wbs[k].done = true;
+            progress++;
+        }
+        if (progress == 0)
+            return internal_error(c->d, "the state write-backs of @%s form a cycle (states "
+                                  "exchanged); the packager cannot order them", c->f->name);
+        emitted += progress;
+    }
+    return 0;
 }
 
 static int add_output_copies(const EntryCtx *c) {
@@ -212,11 +240,17 @@ static int add_output_copies(const EntryCtx *c) {
         CapBufRef dst = {.space = CAP_BUF_OUTPUT, .index = i, .bytes = value_bytes(f->outputs[i])};
         if (add_copy(c, f->outputs[i], &dst) != 0) return -1;
     }
-    int first_state_copy = c->e->n_steps;
-    for (int i = 0; i < f->n_outputs; i++)
-        if (f->output_names[i][0] == '@' && add_state_writeback(c, i, first_state_copy) != 0)
-            return -1;
-    return 0;
+    WriteBack *wbs = calloc((size_t)f->n_outputs + 1, sizeof *wbs);
+    if (wbs == NULL) return out_of_memory(c->d);
+    int n = 0, rc = 0;
+    for (int i = 0; i < f->n_outputs && rc >= 0; i++) {
+        if (f->output_names[i][0] != '@') continue;
+        rc = plan_writeback(c, i, &wbs[n]);
+        if (rc > 0) n++;
+    }
+    if (rc >= 0) rc = emit_writebacks(c, wbs, n);
+    free(wbs);
+    return rc < 0 ? -1 : 0;
 }
 
 static double seconds_since(const struct timespec *t0) {

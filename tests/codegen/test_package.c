@@ -35,6 +35,7 @@
 
 #define MODEL "tests/codegen/data/package_mlp.json"
 #define MODEL_ELEMENTWISE "tests/codegen/data/package_elementwise.json"
+#define MODEL_STATE_COPIES "tests/codegen/data/state_copies.ir"
 
 typedef struct Fixture {
     const char *model; /* relative to the source dir */
@@ -44,9 +45,23 @@ typedef struct Fixture {
     const CapArtifact *a;
 } Fixture;
 
+/* IR text, already typed (for programs the frontend does not write, such as "@X" outputs). */
+static Module *load_ir(const char *path) {
+    char *text = read_text_file(path);
+    if (text == NULL) fail_msg("cannot read %s", path);
+    Diag d = {0};
+    Module *m = ir_parse(text, path, &d);
+    free(text);
+    if (m == NULL) fail_msg("%s", d.msg);
+    if (ir_verify_module(m, true, &d) != 0) fail_msg("%s", d.msg);
+    return m;
+}
+
 static Module *load_model(const char *model) {
     char path[4096];
     snprintf(path, sizeof path, "%s/%s", source_dir(), model);
+    size_t len = strlen(path);
+    if (len > 3 && strcmp(path + len - 3, ".ir") == 0) return load_ir(path);
     Diag d = {0};
     Module *m = frontend_load_file(path, NULL, 0, &d);
     if (m == NULL) fail_msg("%s", d.msg);
@@ -78,6 +93,7 @@ static int setup_model(void **state, const char *model) {
 
 static int setup_mlp(void **state) { return setup_model(state, MODEL); }
 static int setup_elementwise(void **state) { return setup_model(state, MODEL_ELEMENTWISE); }
+static int setup_state_copies(void **state) { return setup_model(state, MODEL_STATE_COPIES); }
 
 static int teardown(void **state) {
     Fixture *fx = *state;
@@ -345,6 +361,60 @@ static void test_train_step_matches_reference(void **state) {
     compare_entry(*state, "train_step", 1e-4, 1e-5);
 }
 
+/* state_copies.ir: every write-back is a copy step, and s (which takes the old v) is written
+ * before v is overwritten; the values are checked against the reference. */
+static void test_state_copies(void **state) {
+    Fixture *fx = *state;
+    const CapEntry *e = find_entry(fx->a, "update");
+    int copy_into[3] = {-1, -1, -1}; /* step index of the copy into w, v, s */
+    for (int i = 0; i < e->n_steps; i++) {
+        const CapBufRef *dst = &e->steps[i].args[0];
+        if (strncmp(fx->a->kernels[e->steps[i].kernel].name, "capc_copy_", 10) == 0 &&
+            dst->space == CAP_BUF_STATE)
+            copy_into[dst->index] = i;
+    }
+    for (int k = 0; k < 3; k++) assert_true(copy_into[k] >= 0);
+    assert_true(copy_into[2] < copy_into[1]);
+    compare_entry(fx, "update", 1e-6, 0);
+}
+
+/* ---- the cuda target (where NVRTC is installed) ------------------------------------------- */
+
+static bool contains(const unsigned char *data, size_t size, const char *text) {
+    size_t n = strlen(text);
+    for (size_t i = 0; i + n <= size; i++)
+        if (memcmp(data + i, text, n) == 0) return true;
+    return false;
+}
+
+/* Images embedded as string literals come back byte for byte: cubins are ELF files, PTX is
+ * text; one image per default arch plus PTX. */
+static void test_cuda_images(void **state) {
+    Fixture *fx = *state;
+    if (!nvrtc_available()) skip();
+    char out[4200];
+    snprintf(out, sizeof out, "%s/cuda.so", fx->dir);
+    PackageOptions opts = {.output_path = out, .targets = TARGET_ALL};
+    Diag d = {0};
+    if (package_module(fx->m, &opts, &d) != 0) fail_msg("package_module: %s", d.msg);
+    void *lib = dlopen(out, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+    assert_non_null(lib);
+    const CapArtifact *a = dlsym(lib, CAP_ARTIFACT_SYMBOL);
+    assert_non_null(a);
+    assert_int_equal(a->n_cuda_images, 3);
+    static const char *const archs[] = {"sm_80", "sm_90", "ptx"};
+    for (int i = 0; i < 3; i++) {
+        const CapCudaImage *img = &a->cuda_images[i];
+        assert_string_equal(img->arch, archs[i]);
+        assert_int_equal(strlen(img->source_hash), 16);
+        assert_true(img->size > 16);
+        if (i < 2) assert_memory_equal(img->data, "\177ELF", 4);
+        else assert_true(contains(img->data, img->size, ".version"));
+    }
+    for (int k = 0; k < a->n_kernels; k++) assert_non_null(a->kernels[k].cpu);
+    dlclose(lib);
+}
+
 /* ---- the command line ----------------------------------------------------------------------- */
 
 /* Runs $CAPC_BIN with args; stderr into err_path. Returns the exit status. */
@@ -424,11 +494,18 @@ int main(void) {
         cmocka_unit_test(test_dedupe),
         cmocka_unit_test(test_forward_matches_reference),
         cmocka_unit_test(test_train_step_matches_reference),
+        cmocka_unit_test(test_cuda_images),
         cmocka_unit_test(test_cli_emit_src),
         cmocka_unit_test(test_cli_unwritable_output),
         cmocka_unit_test(test_cli_bad_target),
     };
+    const struct CMUnitTest ir_tests[] = {
+        cmocka_unit_test(test_entries),
+        cmocka_unit_test(test_state_copies),
+    };
     int failed = cmocka_run_group_tests_name("package_elementwise", tests, setup_elementwise,
                                              teardown);
-    return failed + cmocka_run_group_tests_name("package_mlp", tests, setup_mlp, teardown);
+    failed += cmocka_run_group_tests_name("package_mlp", tests, setup_mlp, teardown);
+    return failed + cmocka_run_group_tests_name("state_copies", ir_tests, setup_state_copies,
+                                                teardown);
 }
