@@ -6,6 +6,8 @@
  *               grad-norm clipping + Adam/AdamW with per-group lr and weight decay and the LR
  *               schedule computed in the IR from the step counter + BatchNorm running
  *               statistics updated as PyTorch does in training mode.
+ *   train_grads, eval_grads  (with a "train" section) the loss and `grad.<param>` for every
+ *               trainable weight, in training / eval mode, without an update.
  *
  * What it keeps true: every op it builds has its shape inferred (op_infer) and both functions
  * verify with shapes; forward is left untouched; train_step's outputs are `loss`, `lr`,
@@ -392,12 +394,43 @@ static int build_train_step(Module *m, Function *forward, Diag *d) {
     return rc || b.failed ? -1 : 0;
 }
 
+/* `train_grads` / `eval_grads`: the loss and the gradient of every trainable weight, without
+ * an update, from a clone of `from` (forward: training mode; eval_loss: eval mode). `cap loss
+ * --grads` and the golden tests read them; outputs are `loss` then `grad.<param>`. */
+static int build_grads_entry(Module *m, Function *from, const char *name, const char *loss_name,
+                             Diag *d) {
+    Function *f = func_clone(from, name);
+    IR_ASSERT(f);
+    int i = find_output(f, loss_name);
+    if (i < 0) return fail(d, SRCLOC_NONE, "training program: no output '%s' to differentiate", loss_name);
+    Value *loss = f->outputs[i];
+    f->n_outputs = 0;
+    func_add_output(f, "loss", loss);
+    Value **grads = NULL;
+    if (autodiff_append(f, loss, &grads, d)) return -1;
+    for (int p = 0; p < m->n_params; p++) {
+        if (!grads[p]) continue;
+        char out_name[512];
+        snprintf(out_name, sizeof out_name, "grad.%s", m->params[p]->name);
+        func_add_output(f, out_name, grads[p]);
+    }
+    free(grads);
+    return 0;
+}
+
 int pass_build_training_program(Module *m, Diag *d) {
     Function *forward = module_find_function(m, "forward");
     /* Nothing to build from (a hand-written IR file), or built already (a parsed dump). */
-    if (!forward || module_find_function(m, "eval_loss") || module_find_function(m, "train_step"))
+    if (!forward || module_find_function(m, "eval_loss") || module_find_function(m, "train_step") ||
+        module_find_function(m, "train_grads"))
         return 0;
     build_eval_loss(forward);
     if (m->train && build_train_step(m, forward, d)) return -1;
+    if (m->train) {
+        const char *loss = m->train->loss;
+        if (build_grads_entry(m, forward, "train_grads", loss, d)) return -1;
+        if (build_grads_entry(m, module_find_function(m, "eval_loss"), "eval_grads", loss, d))
+            return -1;
+    }
     return 0;
 }
