@@ -360,7 +360,7 @@ static double run_loss(const Function *s, const RefTensor *inputs, RefStore *sto
 
 typedef struct FdWorst {
     double err, ad, fd;
-    char name[256];
+    char name[512];
     int64_t index;
     int checked;
     long suffix_ops;

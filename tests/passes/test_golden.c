@@ -103,7 +103,7 @@ static void load_batch(const Function *f, RefTensor *inputs) {
 typedef struct Worst {
     double loss_err;      /* |a-b| / |b| */
     double grad_err;      /* max over entries of |a-b| / max(|b|, scale) */
-    char grad_name[256];
+    char grad_name[512];
     int64_t grad_index;
     double grad_got, grad_want;
     int n_grads;
