@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cap.h"
+#include "cli_data.h" /* cap_cmd_data, cap_cmd_vocab */
 #include "metrics.h" /* cap_cmd_score */
 #include "safetensors.h"
 
@@ -415,6 +416,8 @@ static int cmd_train(const Args *a) {
 
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "score") == 0) return cap_cmd_score(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "data") == 0) return cap_cmd_data(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "vocab") == 0) return cap_cmd_vocab(argc - 1, argv + 1);
     Args a;
     parse_args(argc, argv, &a);
     if (strcmp(a.cmd, "info") == 0) return cmd_info(&a);

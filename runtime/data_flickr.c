@@ -1,0 +1,228 @@
+/* data_flickr.c — Flickr30k (and Flickr8k) captions in their two common forms:
+ *   the original token file:  1000092795.jpg#0<TAB>Two young guys with shaggy hair ...
+ *                             (one caption per line; "#N" is optional; blank lines ignored)
+ *   Kaggle's CSV:             image,caption            <- this header line is required
+ *                             1000092795.jpg,"Two young guys, with shaggy hair ..."
+ *                             (RFC 4180: quoted fields may hold commas, newlines and "" for ";
+ *                             every row has exactly two fields; \n or \r\n line ends)
+ * The form is told by the first line: `image,caption` (any case, after a UTF-8 BOM) is CSV,
+ * anything else the token file. Images come into being with their first caption, in file
+ * order; an image's id is the number its file name starts with (else its index). Neither
+ * form has splits: they come from the spec's split= rule (default: data_hash_split of the
+ * file name). Errors name the file and line: a line without a tab, an unterminated quoted
+ * field, a stray quote, a row with another number of fields.
+ */
+#include "data_internal.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct Reader {
+    DataBuilder *b;
+    const char *path;
+    DataSplitRule rule;
+    char *err;
+    size_t err_size;
+} Reader;
+
+static CapStatus nomem(const Reader *r) {
+    return data_fail(r->err, r->err_size, CAP_E_NOMEM, "%s: out of memory", r->path);
+}
+
+static DataSplit split_for(DataSplitRule rule, const char *name) {
+    switch (rule) {
+    case DATA_SPLIT_ALL_TRAIN: return DATA_TRAIN;
+    case DATA_SPLIT_ALL_VAL: return DATA_VAL;
+    case DATA_SPLIT_ALL_TEST: return DATA_TEST;
+    default: return data_hash_split(name, strlen(name));
+    }
+}
+
+/* Adds caption to the image named name (created on first sight). */
+static CapStatus add_pair(Reader *r, const char *name, const char *caption, size_t len, int line) {
+    char where[1200];
+    snprintf(where, sizeof where, "%s:%d", r->path, line);
+    if (!*name) return data_fail(r->err, r->err_size, CAP_E_FORMAT, "%s: empty image name", where);
+    int32_t img = db_find_image(r->b, name);
+    if (img < 0) {
+        int64_t id = isdigit((unsigned char)name[0]) ? strtoll(name, NULL, 10) : r->b->ds->n_images;
+        img = db_add_image(r->b, name, name, id, split_for(r->rule, name), where);
+        if (img < 0) return nomem(r);
+    }
+    return db_add_caption(r->b, img, caption, len, where) ? nomem(r) : CAP_OK;
+}
+
+/* ---- the token file ------------------------------------------------------------------------- */
+
+static CapStatus token_line(Reader *r, char *line, int lineno) {
+    size_t n = strlen(line);
+    if (n && line[n - 1] == '\r') line[--n] = 0;
+    if (strspn(line, " \t") == n) return CAP_OK; /* blank */
+    char *tab = strchr(line, '\t');
+    if (!tab)
+        return data_fail(r->err, r->err_size, CAP_E_FORMAT,
+                         "%s:%d: expected 'IMAGE#N<TAB>caption' (no tab on this line)", r->path, lineno);
+    *tab = 0;
+    char *hash = strrchr(line, '#');
+    if (hash) *hash = 0;
+    return add_pair(r, line, tab + 1, strlen(tab + 1), lineno);
+}
+
+static CapStatus read_token_file(Reader *r, char *text) {
+    int lineno = 1;
+    for (char *line = text; line && *line; lineno++) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        CapStatus st = token_line(r, line, lineno);
+        if (st) return st;
+        line = nl ? nl + 1 : NULL;
+    }
+    return CAP_OK;
+}
+
+/* ---- CSV ------------------------------------------------------------------------------------ */
+
+#define CSV_MAX_FIELDS 16
+
+typedef struct CsvRow {
+    char *buf;          /* the fields, each NUL-terminated */
+    size_t len, cap;
+    size_t start[CSV_MAX_FIELDS];
+    int n;
+} CsvRow;
+
+static int row_put(CsvRow *row, char c) {
+    if (row->len == row->cap) {
+        size_t cap = row->cap ? row->cap * 2 : 256;
+        char *b = realloc(row->buf, cap);
+        if (!b) return -1;
+        row->buf = b;
+        row->cap = cap;
+    }
+    row->buf[row->len++] = c;
+    return 0;
+}
+
+static int is_row_end(char c) {
+    return c == ',' || c == '\n' || c == '\r' || c == 0;
+}
+
+/* A quoted field at text[*p] == '"'. */
+static CapStatus csv_quoted(Reader *r, const char *text, size_t *p, int *line, CsvRow *row) {
+    int open_line = *line;
+    size_t i = *p + 1;
+    for (;;) {
+        char c = text[i];
+        if (c == 0)
+            return data_fail(r->err, r->err_size, CAP_E_FORMAT,
+                             "%s:%d: unterminated quoted field (the quote opens on this line)",
+                             r->path, open_line);
+        if (c == '"' && text[i + 1] == '"') {
+            if (row_put(row, '"')) return nomem(r);
+            i += 2;
+            continue;
+        }
+        if (c == '"') break;
+        if (c == '\n') (*line)++;
+        if (row_put(row, c)) return nomem(r);
+        i++;
+    }
+    i++;
+    if (!is_row_end(text[i]))
+        return data_fail(r->err, r->err_size, CAP_E_FORMAT,
+                         "%s:%d: '%c' after a closing quote (write a quote inside a quoted field "
+                         "as \"\")", r->path, *line, text[i]);
+    *p = i;
+    return CAP_OK;
+}
+
+static CapStatus csv_plain(Reader *r, const char *text, size_t *p, int line, CsvRow *row) {
+    size_t i = *p;
+    for (; !is_row_end(text[i]); i++) {
+        if (text[i] == '"')
+            return data_fail(r->err, r->err_size, CAP_E_FORMAT,
+                             "%s:%d: quote inside an unquoted field (quote the whole field and "
+                             "double the quote)", r->path, line);
+        if (row_put(row, text[i])) return nomem(r);
+    }
+    *p = i;
+    return CAP_OK;
+}
+
+/* Reads the row at text[*p] into row; *line advances past it. */
+static CapStatus csv_row(Reader *r, const char *text, size_t *p, int *line, CsvRow *row) {
+    row->len = 0;
+    row->n = 0;
+    for (;;) {
+        if (row->n == CSV_MAX_FIELDS)
+            return data_fail(r->err, r->err_size, CAP_E_FORMAT, "%s:%d: too many fields", r->path, *line);
+        row->start[row->n++] = row->len;
+        CapStatus st = text[*p] == '"' ? csv_quoted(r, text, p, line, row)
+                                       : csv_plain(r, text, p, *line, row);
+        if (st) return st;
+        if (row_put(row, 0)) return nomem(r);
+        if (text[*p] != ',') break;
+        (*p)++;
+    }
+    if (text[*p] == '\r') (*p)++;
+    if (text[*p] == '\n') {
+        (*p)++;
+        (*line)++;
+    }
+    return CAP_OK;
+}
+
+static CapStatus read_csv(Reader *r, const char *text) {
+    CsvRow row = {0};
+    size_t p = 0;
+    int line = 1;
+    CapStatus st = csv_row(r, text, &p, &line, &row); /* the header, checked by the caller */
+    while (!st && text[p]) {
+        int row_line = line;
+        st = csv_row(r, text, &p, &line, &row);
+        if (st) break;
+        if (row.n == 1 && row.buf[0] == 0) continue; /* blank line */
+        if (row.n != 2) {
+            st = data_fail(r->err, r->err_size, CAP_E_FORMAT,
+                           "%s:%d: expected 2 fields (image,caption), found %d", r->path, row_line, row.n);
+            break;
+        }
+        const char *cap = row.buf + row.start[1];
+        st = add_pair(r, row.buf, cap, strlen(cap), row_line);
+    }
+    free(row.buf);
+    return st;
+}
+
+static int is_csv_header(const char *text) {
+    static const char header[] = "image,caption";
+    for (size_t i = 0; i < sizeof header - 1; i++)
+        if (tolower((unsigned char)text[i]) != header[i]) return 0;
+    char c = text[sizeof header - 1];
+    return c == '\n' || c == '\r' || c == 0;
+}
+
+CapStatus data_load_flickr30k(const char *path, const char *image_dir, DataSplitRule rule,
+                              Dataset **out, char *err, size_t err_size) {
+    *out = NULL;
+    char *text;
+    size_t len;
+    CapStatus st = data_read_file(path, &text, &len, err, err_size);
+    if (st) return st;
+    DataBuilder b;
+    if ((st = db_init(&b, DATA_FLICKR30K, path, image_dir, err, err_size))) {
+        free(text);
+        return st;
+    }
+    Reader r = {&b, path, rule, err, err_size};
+    char *body = strncmp(text, "\xEF\xBB\xBF", 3) == 0 ? text + 3 : text;
+    st = is_csv_header(body) ? read_csv(&r, body) : read_token_file(&r, body);
+    free(text);
+    if (st) {
+        db_abort(&b);
+        return st;
+    }
+    return db_finish(&b, out, err, err_size);
+}

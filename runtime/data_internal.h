@@ -1,0 +1,63 @@
+/* data_internal.h — what the dataset readers (data_coco.c, data_flickr.c, data_karpathy.c)
+ * share: a builder that collects images and captions in file order, applies the rules every
+ * format follows (UTF-8 repair, empty captions, orphans, duplicates, images without captions)
+ * and produces a Dataset with captions grouped by image. Not part of any public API.
+ */
+#ifndef DATA_INTERNAL_H
+#define DATA_INTERNAL_H
+
+#include "data.h"
+
+#include <stdarg.h>
+
+typedef struct DataBuilder {
+    Dataset *ds;        /* being built; owned until db_finish hands it over */
+    int32_t cap_images; /* allocated length of ds->images */
+    char **keys;        /* per image: its lookup key (owned) */
+    int32_t *table;     /* key -> image index, open addressing, -1 empty */
+    int32_t table_size;
+    int32_t *cap_image; /* per pending caption: image index */
+    char **cap_text;    /* per pending caption: text (owned) */
+    int32_t n_pending, cap_pending;
+} DataBuilder;
+
+/* Starts a dataset read from `source`, images under image_dir (NULL or "" = the source's
+ * directory). */
+CapStatus db_init(DataBuilder *b, DataFormat f, const char *source, const char *image_dir,
+                  char *err, size_t err_size);
+/* Adds an image under lookup key `key` whose file is IMAGE_DIR/rel_path. Returns its index,
+ * -2 if the key is a duplicate (counted, warned with `where`), -1 if out of memory. */
+int32_t db_add_image(DataBuilder *b, const char *key, const char *rel_path, int64_t id,
+                     DataSplit split, const char *where);
+/* Index of the image with key, or -1. */
+int32_t db_find_image(const DataBuilder *b, const char *key);
+/* Adds caption bytes [0, n) to image index img: repairs UTF-8 (warns), trims, skips empty
+ * ones (warns). Returns 0, or -1 if out of memory. */
+int db_add_caption(DataBuilder *b, int32_t img, const char *text, size_t n, const char *where);
+/* Records a warning (counted by the caller in ds->stats). */
+void db_warn(DataBuilder *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Groups captions, drops images without captions, counts splits. On success *out owns the
+ * dataset; on failure (no images left) everything is freed. The builder is consumed. */
+CapStatus db_finish(DataBuilder *b, Dataset **out, char *err, size_t err_size);
+/* Frees a builder that will not be finished. */
+void db_abort(DataBuilder *b);
+
+/* data_load_coco with rule_given: whether split= was given (then it beats per-image "split"
+ * keys, even split=hash). */
+CapStatus data_coco_load(const char *path, const char *image_dir, DataSplitRule rule,
+                         int rule_given, Dataset **out, char *err, size_t err_size);
+
+/* Reads a whole file (NUL-terminated; *len excludes the NUL). Caller frees. */
+CapStatus data_read_file(const char *path, char **text, size_t *len, char *err,
+                         size_t err_size);
+/* Line (1-based) and column of byte offset off in text. */
+void data_line_col(const char *text, size_t off, int *line, int *col);
+/* Writes "fmt" into err and returns code. */
+CapStatus data_fail(char *err, size_t err_size, CapStatus code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* A malloc'ed string "a/b" (just b if a is empty or b is absolute). */
+char *data_join_path(const char *a, const char *b);
+/* The directory part of path ("." if none), malloc'ed. */
+char *data_dirname(const char *path);
+
+#endif
