@@ -30,7 +30,8 @@ int pass_infer_shapes(Module *m, Diag *d);
 int autodiff_append(Function *f, Value *loss, Value ***param_grads, Diag *d);
 
 /* The training program (passes/train_program.c): from `forward`, builds the entry points
- * train_step, eval_loss, encode and decode_step described in docs/training.md. */
+ * train_step and eval_loss described in docs/training.md. Other functions (the model file's
+ * entries, such as encode and decode_step) are left as they are. */
 int pass_build_training_program(Module *m, Diag *d);
 
 /* Memory planning (passes/memplan.c): liveness over each entry point's op order, values
