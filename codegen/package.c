@@ -4,12 +4,15 @@
  *      long step)
  *   2. build the package: every function lowered, memory-planned, its kernel arguments
  *      resolved to buffers, final output/state copies added (package_plan.c)
- *   3. cuda target: render cap.cu and compile it with NVRTC per arch, plus compute_80 PTX
+ *   3. cuda target: render cap.cu and compile it with NVRTC per arch, plus compute_80 PTX,
+ *      the archs in parallel threads (NVRTC is the slowest step by far: ~25 s per arch for
+ *      the tiny captioner; nvrtc.c opens the library once, under pthread_once)
  *   4. render cap.c (package_emit.c); --emit-src writes cap.c and cap.cu to a directory
  *   5. cc cap.c in a private temp dir into OUT.tmp.PID, then rename over OUT: a reader never
  *      sees a half-written cap.so, and a failed build leaves the old one in place
  */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,28 +46,73 @@ static void images_free(Images *im) {
     im->n = 0;
 }
 
-/* Compiles cu for one arch and appends the image ("compute_*" is PTX, labelled "ptx"). */
-static int compile_arch(const char *cu, const char *arch, Images *im, int verbose, Diag *d) {
+/* One NVRTC compile, run on its own thread. */
+typedef struct ArchJob {
+    const char *cu;
+    char arch[32];
+    int verbose;
+    PkgCudaImage img;
+    int rc;
+    Diag d;
+    pthread_t thread;
+    bool started;
+} ArchJob;
+
+static void *compile_arch(void *arg) {
+    ArchJob *job = arg;
     double t0 = now_seconds();
-    if (verbose) fprintf(stderr, "capc: NVRTC %s ...\n", arch);
-    PkgCudaImage img = {0};
-    if (nvrtc_compile(cu, "cap.cu", arch, &img.data, &img.size, d) != 0) return -1;
-    img.arch = strdup(strncmp(arch, "compute_", 8) == 0 ? "ptx" : arch);
-    PkgCudaImage *items = realloc(im->items, (size_t)(im->n + 1) * sizeof *items);
-    if (img.arch == NULL || items == NULL) {
-        free(img.arch);
-        free(img.data);
+    if (job->verbose) fprintf(stderr, "capc: NVRTC %s ...\n", job->arch);
+    job->rc = nvrtc_compile(job->cu, "cap.cu", job->arch, &job->img.data, &job->img.size,
+                            &job->d);
+    if (job->rc == 0 && job->verbose)
+        fprintf(stderr, "capc: NVRTC %s: %zu bytes (%.1fs)\n", job->arch, job->img.size,
+                now_seconds() - t0);
+    return NULL;
+}
+
+/* The archs of the comma-separated list, then the PTX fallback unless listed. Returns the
+ * number of jobs filled (at most max). */
+static int plan_arch_jobs(const char *list, const char *cu, int verbose, ArchJob *jobs, int max) {
+    int n = 0;
+    bool have_ptx = false;
+    for (const char *s = list; *s != '\0' && n < max - 1;) {
+        size_t len = strcspn(s, ",");
+        if (len > 0 && len < sizeof jobs[n].arch) {
+            memcpy(jobs[n].arch, s, len);
+            jobs[n].arch[len] = '\0';
+            if (strncmp(jobs[n].arch, "compute_", 8) == 0) have_ptx = true;
+            n++;
+        }
+        s += len + (s[len] == ',');
+    }
+    if (!have_ptx) snprintf(jobs[n++].arch, sizeof jobs[0].arch, "%s", PTX_ARCH);
+    for (int i = 0; i < n; i++) {
+        jobs[i].cu = cu;
+        jobs[i].verbose = verbose;
+    }
+    return n;
+}
+
+/* Moves the jobs' images into im, in arch order ("compute_*" is PTX, labelled "ptx"). */
+static int collect_images(ArchJob *jobs, int n, Images *im, Diag *d) {
+    im->items = calloc((size_t)n, sizeof *im->items);
+    if (im->items == NULL) {
         snprintf(d->msg, sizeof d->msg, "out of memory while packaging");
         return -1;
     }
-    im->items = items;
-    im->items[im->n++] = img;
-    if (verbose)
-        fprintf(stderr, "capc: NVRTC %s: %zu bytes (%.1fs)\n", arch, img.size, now_seconds() - t0);
+    for (int i = 0; i < n; i++) {
+        PkgCudaImage *img = &im->items[im->n++];
+        *img = jobs[i].img;
+        jobs[i].img.data = NULL;
+        img->arch = strdup(strncmp(jobs[i].arch, "compute_", 8) == 0 ? "ptx" : jobs[i].arch);
+        if (img->arch == NULL) {
+            snprintf(d->msg, sizeof d->msg, "out of memory while packaging");
+            return -1;
+        }
+    }
     return 0;
 }
 
-/* Every arch of the comma-separated list, then the PTX fallback (once). */
 static int compile_cuda(const char *cu, const PackageOptions *opts, Images *im, Diag *d) {
     if (!nvrtc_available()) {
         snprintf(d->msg, sizeof d->msg, "the cuda target needs NVRTC, which is not available "
@@ -74,19 +122,22 @@ static int compile_cuda(const char *cu, const PackageOptions *opts, Images *im, 
     }
     const char *list = opts->cuda_archs != NULL && *opts->cuda_archs ? opts->cuda_archs
                                                                       : DEFAULT_CUDA_ARCHS;
-    bool have_ptx = false;
-    for (const char *s = list; *s != '\0';) {
-        size_t len = strcspn(s, ",");
-        char arch[32];
-        if (len > 0 && len < sizeof arch) {
-            memcpy(arch, s, len);
-            arch[len] = '\0';
-            if (compile_arch(cu, arch, im, opts->verbose, d) != 0) return -1;
-            if (strncmp(arch, "compute_", 8) == 0) have_ptx = true;
+    ArchJob jobs[8] = {0};
+    int n = plan_arch_jobs(list, cu, opts->verbose, jobs, 8);
+    for (int i = 0; i < n; i++)
+        jobs[i].started = pthread_create(&jobs[i].thread, NULL, compile_arch, &jobs[i]) == 0;
+    int rc = 0;
+    for (int i = 0; i < n; i++) {
+        if (jobs[i].started) pthread_join(jobs[i].thread, NULL);
+        else compile_arch(&jobs[i]); /* no thread to spare: compile here */
+        if (jobs[i].rc != 0 && rc == 0) {
+            *d = jobs[i].d;
+            rc = -1;
         }
-        s += len + (s[len] == ',');
     }
-    return have_ptx ? 0 : compile_arch(cu, PTX_ARCH, im, opts->verbose, d);
+    if (rc == 0) rc = collect_images(jobs, n, im, d);
+    for (int i = 0; i < n; i++) free(jobs[i].img.data);
+    return rc;
 }
 
 static int write_in_dir(const char *dir, const char *name, const char *text, Diag *d) {
