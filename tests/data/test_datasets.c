@@ -1,0 +1,202 @@
+/* test_datasets.c — the dataset readers on small fixture files (tests/data/fixtures/): COCO,
+ * Flickr30k token file and CSV, Karpathy; spec strings; splits; and every malformed input the
+ * readers must name: JSON syntax, missing keys, broken CSV quoting, lines without a tab,
+ * unknown splits, captions for images that do not exist, empty captions, non-UTF-8 bytes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <string.h>
+
+#include "data.h"
+#include "test_util.h"
+
+static char err[1024];
+
+static Dataset *load_ok(const char *spec) {
+    Dataset *ds = NULL;
+    CapStatus st = data_load(spec, &ds, err, sizeof err);
+    if (st) fail_msg("%s: %s", spec, err);
+    return ds;
+}
+
+/* Loads spec expecting failure; err must contain every given fragment. */
+static void load_fails(const char *spec, CapStatus want, const char *frag1, const char *frag2) {
+    Dataset *ds = NULL;
+    CapStatus st = data_load(spec, &ds, err, sizeof err);
+    assert_null(ds);
+    assert_int_equal(st, want);
+    if (frag1 && !strstr(err, frag1)) fail_msg("'%s' not in '%s'", frag1, err);
+    if (frag2 && !strstr(err, frag2)) fail_msg("'%s' not in '%s'", frag2, err);
+}
+
+static char spec_buf[4200];
+static const char *spec(const char *format, const char *name, const char *extra) {
+    snprintf(spec_buf, sizeof spec_buf, "%s:%s%s", format, fixture(name), extra ? extra : "");
+    return spec_buf;
+}
+
+static const char *caption(const Dataset *ds, int image, int k) {
+    assert_true(k < ds->images[image].n_captions);
+    return ds->captions[ds->images[image].first_caption + k];
+}
+
+static void test_coco(void **state) {
+    (void)state;
+    Dataset *ds = load_ok(spec("coco", "coco_small.json", ",/data/imgs"));
+    assert_int_equal(ds->format, DATA_COCO);
+    assert_int_equal(ds->n_images, 2); /* image 3 has no captions: dropped */
+    assert_int_equal(ds->n_captions, 4);
+    assert_int_equal(ds->images[0].id, 1);
+    assert_string_equal(ds->images[0].path, "/data/imgs/a.jpg");
+    assert_int_equal(ds->images[0].n_captions, 3);
+    assert_string_equal(caption(ds, 0, 0), "A man riding a horse.");
+    assert_string_equal(caption(ds, 0, 1), "The man's horse, brown."); /* trimmed */
+    assert_string_equal(caption(ds, 0, 2), "bad \xEF\xBF\xBD byte");    /* 0xFF -> U+FFFD */
+    assert_string_equal(caption(ds, 1, 0), "Two dogs.");
+    assert_int_equal(ds->images[1].split, DATA_VAL); /* its own "split" key */
+    assert_int_equal(ds->images[0].split, data_hash_split("a.jpg", 5));
+    assert_int_equal(ds->stats.orphan_captions, 1);
+    assert_int_equal(ds->stats.empty_captions, 1);
+    assert_int_equal(ds->stats.bad_utf8_captions, 1);
+    assert_int_equal(ds->stats.images_without_captions, 1);
+    assert_true(ds->n_warnings >= 4);
+    int saw_orphan = 0;
+    for (int i = 0; i < ds->n_warnings; i++)
+        saw_orphan |= strstr(ds->warnings[i], "annotations[3]") && strstr(ds->warnings[i], "image_id 9");
+    assert_true(saw_orphan);
+    data_free(ds);
+}
+
+static void test_coco_default_image_dir_and_split_option(void **state) {
+    (void)state;
+    Dataset *ds = load_ok(spec("coco", "coco_small.json", ",split=test"));
+    char want[4200];
+    snprintf(want, sizeof want, "%s", fixture("a.jpg"));
+    assert_string_equal(ds->images[0].path, want); /* the annotation file's directory */
+    assert_int_equal(ds->images[0].split, DATA_TEST);
+    assert_int_equal(ds->images[1].split, DATA_TEST); /* split= beats the per-image key */
+    assert_int_equal(ds->n_per_split[DATA_TEST], 2);
+    data_free(ds);
+}
+
+static void test_coco_errors(void **state) {
+    (void)state;
+    load_fails(spec("coco", "coco_missing_key.json", NULL), CAP_E_FORMAT,
+               "coco_missing_key.json: annotations[1]: missing key 'caption'", NULL);
+    load_fails(spec("coco", "coco_syntax.json", NULL), CAP_E_FORMAT, "coco_syntax.json:3:",
+               "JSON syntax error");
+    load_fails(spec("coco", "coco_no_images.json", NULL), CAP_E_FORMAT, "missing key 'images'", NULL);
+    load_fails(spec("coco", "does_not_exist.json", NULL), CAP_E_IO, "does_not_exist.json: cannot open", NULL);
+}
+
+static void test_flickr_tokens(void **state) {
+    (void)state;
+    Dataset *ds = load_ok(spec("flickr30k", "flickr_tokens.txt", ",imgs,split=train"));
+    assert_int_equal(ds->n_images, 2);
+    assert_int_equal(ds->n_captions, 3);
+    assert_string_equal(ds->images[0].path, "imgs/1000092795.jpg");
+    assert_int_equal(ds->images[0].id, 1000092795);
+    assert_int_equal(ds->images[0].n_captions, 2);
+    assert_string_equal(caption(ds, 0, 1), "Two young, White males are outside near many bushes.");
+    assert_string_equal(caption(ds, 1, 0), "Several men in hard hats are operating a giant pulley system.");
+    assert_int_equal(ds->stats.empty_captions, 1);
+    assert_int_equal(ds->n_per_split[DATA_TRAIN], 2);
+    data_free(ds);
+}
+
+static void test_flickr_csv(void **state) {
+    (void)state;
+    Dataset *ds = load_ok(spec("flickr30k", "flickr.csv", ",imgs"));
+    assert_int_equal(ds->n_images, 2);
+    assert_string_equal(caption(ds, 0, 0), "Two young guys, with \"shaggy\" hair.");
+    assert_string_equal(caption(ds, 0, 1), "Two men outside.");
+    assert_string_equal(caption(ds, 1, 0), "Several men\non two lines");
+    assert_int_equal(ds->images[0].split, data_hash_split("1000092795.jpg", 14));
+    data_free(ds);
+}
+
+static void test_flickr_errors(void **state) {
+    (void)state;
+    load_fails(spec("flickr30k", "flickr_notab.txt", NULL), CAP_E_FORMAT, "flickr_notab.txt:2:", "no tab");
+    load_fails(spec("flickr30k", "flickr_unterminated.csv", NULL), CAP_E_FORMAT,
+               "flickr_unterminated.csv:3:", "unterminated quoted field");
+    load_fails(spec("flickr30k", "flickr_stray_quote.csv", NULL), CAP_E_FORMAT,
+               "flickr_stray_quote.csv:2:", "quote inside an unquoted field");
+    load_fails(spec("flickr30k", "flickr_fields.csv", NULL), CAP_E_FORMAT, "flickr_fields.csv:2:",
+               "expected 2 fields");
+}
+
+static void test_karpathy(void **state) {
+    (void)state;
+    Dataset *ds = load_ok(spec("karpathy", "karpathy.json", ",/coco"));
+    assert_int_equal(ds->n_images, 4);
+    assert_string_equal(ds->images[0].path, "/coco/train2014/a.jpg");
+    assert_int_equal(ds->images[0].id, 5);
+    assert_int_equal(ds->images[1].id, 1);
+    assert_int_equal(ds->images[0].split, DATA_TRAIN);
+    assert_int_equal(ds->images[1].split, DATA_TRAIN); /* restval */
+    assert_int_equal(ds->images[2].split, DATA_VAL);
+    assert_int_equal(ds->images[3].split, DATA_TEST);
+    assert_string_equal(caption(ds, 0, 0), "A cat.");
+    assert_string_equal(caption(ds, 0, 1), "a small cat"); /* no raw: tokens joined */
+    assert_int_equal(ds->n_per_split[DATA_TRAIN], 2);
+    int32_t n;
+    int32_t *val = data_split_images(ds, DATA_VAL, &n);
+    assert_int_equal(n, 1);
+    assert_int_equal(val[0], 2);
+    free(val);
+    data_free(ds);
+    load_fails(spec("karpathy", "karpathy_bad_split.json", NULL), CAP_E_FORMAT,
+               "karpathy_bad_split.json: images[0]: unknown split 'dev'", NULL);
+    load_fails(spec("karpathy", "karpathy_no_sentences.json", NULL), CAP_E_FORMAT,
+               "images[0]: missing key 'sentences'", NULL);
+}
+
+static void test_specs(void **state) {
+    (void)state;
+    DataSpec s;
+    assert_int_equal(data_spec_parse("coco:a.json,imgs,split=val", &s, err, sizeof err), 0);
+    assert_string_equal(s.path, "a.json");
+    assert_string_equal(s.image_dir, "imgs");
+    assert_int_equal(s.split_rule, DATA_SPLIT_ALL_VAL);
+    assert_int_equal(data_spec_parse("karpathy:k.json", &s, err, sizeof err), 0);
+    assert_string_equal(s.image_dir, "");
+    assert_int_equal(data_spec_parse("imagenet:x", &s, err, sizeof err), -1);
+    assert_non_null(strstr(err, "coco, flickr30k or karpathy"));
+    assert_int_equal(data_spec_parse("coco:", &s, err, sizeof err), -1);
+    assert_int_equal(data_spec_parse("coco:a.json,split=half", &s, err, sizeof err), -1);
+    assert_int_equal(data_spec_parse("karpathy:a.json,split=val", &s, err, sizeof err), -1);
+    assert_int_equal(data_spec_parse("coco:a.json,x,y", &s, err, sizeof err), -1);
+}
+
+static void test_hash_split(void **state) {
+    (void)state;
+    int counts[3] = {0};
+    char key[32];
+    for (int i = 0; i < 20000; i++) {
+        snprintf(key, sizeof key, "%012d.jpg", i);
+        counts[data_hash_split(key, strlen(key))]++;
+    }
+    assert_in_range(counts[DATA_TRAIN], 17700, 18300); /* 90% */
+    assert_in_range(counts[DATA_VAL], 850, 1150);      /* 5% */
+    assert_in_range(counts[DATA_TEST], 850, 1150);
+    assert_int_equal(data_hash_split("a.jpg", 5), data_hash_split("a.jpg", 5));
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_coco),
+        cmocka_unit_test(test_coco_default_image_dir_and_split_option),
+        cmocka_unit_test(test_coco_errors),
+        cmocka_unit_test(test_flickr_tokens),
+        cmocka_unit_test(test_flickr_csv),
+        cmocka_unit_test(test_flickr_errors),
+        cmocka_unit_test(test_karpathy),
+        cmocka_unit_test(test_specs),
+        cmocka_unit_test(test_hash_split),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
