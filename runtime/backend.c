@@ -1,10 +1,9 @@
 /* backend.c — the cpu backend (host memory, kernels called directly) and backend selection.
  *
  * cpu: "device" memory is 64-byte aligned host memory; a step is a call of the kernel's C
- * function with the resolved buffer pointers. cuda: a later issue (runtime/backend_cuda.c).
- * Until then `cuda` is probed honestly: the driver is looked for with dlopen (never linked),
- * and without it the answer is "no usable CUDA driver: <why>"; with it, the answer is that
- * this runtime does not run CUDA yet. `auto` picks cpu and says why.
+ * function with the resolved buffer pointers. cuda: runtime/backend_cuda.c, over the driver
+ * opened with dlopen (never linked); without it the answer is "no usable CUDA driver: <why>".
+ * `auto` picks cuda when a GPU is usable, else cpu, and the session's note says which.
  */
 #include "cap_internal.h"
 
@@ -76,37 +75,17 @@ int cap_backend_parse(const char *name, CapBackendKind *out) {
     return 0;
 }
 
-/* Looks for the CUDA driver without linking it. */
-static CapStatus probe_cuda(char *why, size_t why_size) {
-    const char *force = getenv("CAP_CUDA_DRIVER"); /* tests: point at a missing library */
-    void *h = dlopen(force && *force ? force : "libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        const char *e = dlerror();
-        return cap_fail(why, why_size, CAP_E_BACKEND, "no usable CUDA driver: %s",
-                        e ? e : "libcuda.so.1 not found");
-    }
-    int (*cu_init)(unsigned) = NULL;
-    *(void **)&cu_init = dlsym(h, "cuInit");
-    int rc = cu_init ? cu_init(0) : -1;
-    dlclose(h);
-    if (rc != 0)
-        return cap_fail(why, why_size, CAP_E_BACKEND,
-                        "no usable CUDA driver: %s (cuInit returned %d)",
-                        cu_init ? "no GPU or driver error" : "cuInit missing", rc);
-    return cap_fail(why, why_size, CAP_E_BACKEND,
-                    "a CUDA driver is present, but this runtime has no cuda backend yet "
-                    "(use --backend cpu)");
-}
-
 CapStatus cap_backend_probe(CapBackendKind kind, char *why, size_t why_size) {
     switch (kind) {
     case CAP_BACKEND_CPU:
     case CAP_BACKEND_AUTO: return cap_fail(why, why_size, CAP_OK, "ok");
-    case CAP_BACKEND_CUDA: return probe_cuda(why, why_size);
+    case CAP_BACKEND_CUDA: return cap_cuda_probe(why, why_size);
     }
     return cap_fail(why, why_size, CAP_E_ARG, "unknown backend %d", (int)kind);
 }
 
+/* cuda when asked for and usable; auto: cuda if a GPU is usable, else cpu. The session falls
+ * back from auto's cuda to cpu when the model cannot run on the GPU (session.c). */
 CapStatus cap_backend_select(CapBackendKind kind, const CapBackendOps **ops, char *note,
                              size_t note_size, char *err, size_t err_size) {
     char why[384];
@@ -115,13 +94,19 @@ CapStatus cap_backend_select(CapBackendKind kind, const CapBackendOps **ops, cha
         *ops = &cap_backend_cpu;
         return CAP_OK;
     }
+    if (kind != CAP_BACKEND_CUDA && kind != CAP_BACKEND_AUTO)
+        return cap_fail(err, err_size, CAP_E_ARG, "unknown backend");
+    CapStatus st = cap_cuda_probe(why, sizeof why);
     if (kind == CAP_BACKEND_CUDA) {
-        probe_cuda(why, sizeof why);
-        return cap_fail(err, err_size, CAP_E_BACKEND, "backend cuda: %s", why);
+        if (st) return cap_fail(err, err_size, CAP_E_BACKEND, "backend cuda: %s", why);
+        *ops = &cap_backend_cuda;
+        return CAP_OK;
     }
-    if (kind != CAP_BACKEND_AUTO) return cap_fail(err, err_size, CAP_E_ARG, "unknown backend");
-    probe_cuda(why, sizeof why);
-    snprintf(note, note_size, "backend auto: using cpu (cuda: %s)", why);
-    *ops = &cap_backend_cpu;
+    if (st) {
+        snprintf(note, note_size, "backend auto: using cpu (cuda: %s)", why);
+        *ops = &cap_backend_cpu;
+    } else {
+        *ops = &cap_backend_cuda;
+    }
     return CAP_OK;
 }

@@ -4,8 +4,8 @@
  * A backend is a table of functions over device memory (CapBackendOps). The session code is
  * backend-neutral: it allocates state and the arena through the table, resolves each step's
  * CapBufRefs to device pointers and hands the step to run_step. The cpu backend's "device" is
- * host memory (host_memory = 1, so caller buffers are used in place); CUDA slots in as one
- * more table (a later issue).
+ * host memory (host_memory = 1, so caller buffers are used in place); the cuda backend
+ * (backend_cuda.c) is one more table over the driver API.
  */
 #ifndef CAP_INTERNAL_H
 #define CAP_INTERNAL_H
@@ -39,9 +39,16 @@ typedef struct CapBackendOps {
     CapStatus (*run_step)(void *ctx, const CapKernel *k, void *const *bufs, char *err,
                           size_t err_size);
     CapStatus (*sync)(void *ctx, char *err, size_t err_size);
+    /* One line about the open backend ("NVIDIA H100, sm_90, sm_90 cubin"); may be NULL. */
+    void (*describe)(void *ctx, char *buf, size_t size);
 } CapBackendOps;
 
 extern const CapBackendOps cap_backend_cpu;
+extern const CapBackendOps cap_backend_cuda;
+
+/* Whether the cuda backend could run here (backend_cuda.c): CAP_OK with "available: <GPU>,
+ * sm_XY" in why, or CAP_E_BACKEND with "no usable CUDA driver: <why>". */
+CapStatus cap_cuda_probe(char *why, size_t why_size);
 
 /* The ops table for kind (auto resolved), with a note on the choice (backend.c). */
 CapStatus cap_backend_select(CapBackendKind kind, const CapBackendOps **ops, char *note,

@@ -39,7 +39,7 @@ static const char USAGE[] =
     "                                    (no cap.so; docs/metrics.md)\n"
     "\n"
     "options for every command:\n"
-    "  --backend auto|cpu|cuda           where to run (default auto: cpu for now)\n"
+    "  --backend auto|cpu|cuda           where to run (default auto: cuda if a GPU is usable)\n"
     "  -h, --help                        this text\n"
     "  --version                         the runtime's version\n"
     "\n"

@@ -7,6 +7,7 @@
  */
 #include "cap_internal.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +38,24 @@ static CapStatus alloc_state(CapSession *s, char *err, size_t err_size) {
     return CAP_OK;
 }
 
+/* Selects and opens the backend, and writes the note on the choice. auto falls back to cpu
+ * when cuda is usable but cannot run this model (no image for the GPU, ...), and says why. */
+static CapStatus open_backend(CapSession *s, CapBackendKind kind, char *err, size_t err_size) {
+    CapStatus st = cap_backend_select(kind, &s->be, s->note, sizeof s->note, err, err_size);
+    if (!st) st = s->be->open(s->m, &s->ctx, err, err_size);
+    if (st && kind == CAP_BACKEND_AUTO && s->be == &cap_backend_cuda) {
+        snprintf(s->note, sizeof s->note, "backend auto: using cpu (cuda: %.200s)", err);
+        s->be = &cap_backend_cpu;
+        st = s->be->open(s->m, &s->ctx, err, err_size);
+    } else if (!st && s->be->describe) {
+        char desc[200];
+        s->be->describe(s->ctx, desc, sizeof desc);
+        snprintf(s->note, sizeof s->note, "backend %s: using %s (%s)",
+                 kind == CAP_BACKEND_AUTO ? "auto" : s->be->name, s->be->name, desc);
+    }
+    return st;
+}
+
 CapStatus cap_session_new(const CapModel *m, CapBackendKind kind, CapSession **out, char *err,
                           size_t err_size) {
     if (!m || !out) return cap_fail(err, err_size, CAP_E_ARG, "cap_session_new: NULL argument");
@@ -45,8 +64,7 @@ CapStatus cap_session_new(const CapModel *m, CapBackendKind kind, CapSession **o
     if (!s) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
     s->m = m;
     const CapArtifact *a = cap_model_artifact(m);
-    CapStatus st = cap_backend_select(kind, &s->be, s->note, sizeof s->note, err, err_size);
-    if (!st) st = s->be->open(m, &s->ctx, err, err_size);
+    CapStatus st = open_backend(s, kind, err, err_size);
     if (st) {
         s->be = NULL;
         cap_session_free(s);
