@@ -150,6 +150,17 @@ CapStatus cap_save_checkpoint(const CapSession *s, const char *path, const CapTr
 CapStatus cap_load_checkpoint(CapSession *s, const char *path, CapTrainMeta *meta, char *err,
                               size_t err_size);
 
+/* cap_save_checkpoint plus n extra metadata pairs (keys must not repeat the standard ones):
+ * what a dataset run stores besides the position (data_epoch, data_index, vocab). */
+CapStatus cap_save_checkpoint_extra(const CapSession *s, const char *path,
+                                    const CapTrainMeta *meta, const char *const *keys,
+                                    const char *const *values, int n, char *err,
+                                    size_t err_size);
+/* Metadata value `key` of a safetensors file (checkpoint or weights): *value is a malloc'ed
+ * copy (free() it), or NULL when the file has no such key. */
+CapStatus cap_file_metadata(const char *path, const char *key, char **value, char *err,
+                            size_t err_size);
+
 /* ---- batches (runtime/batch.c) ------------------------------------------------------------- */
 
 typedef struct CapBatch CapBatch;
@@ -190,6 +201,15 @@ typedef struct CapTrainOptions {
      * (a checkpoint is still written). */
     int (*on_step)(void *user, int64_t step, double loss, double lr, double grad_norm);
     void *user;
+    /* Instead of batch files (batch_paths unused when next_batch is set): next_batch points
+     * inputs[i] at host data for every train_step input i but `rng` (its slot is ignored) and
+     * sets *samples to the batch's size; the pointers stay valid until the next call.
+     * checkpoint_meta (may be NULL) gives extra metadata pairs for the position after the
+     * last batch handed out (at most max; returns how many), saved with every checkpoint. */
+    CapStatus (*next_batch)(void *source, const void **inputs, int64_t *samples, char *err,
+                            size_t err_size);
+    int (*checkpoint_meta)(void *source, const char **keys, const char **values, int max);
+    void *source;
 } CapTrainOptions;
 
 /* Runs train_step from the session's current state and position *meta (zero it for a fresh

@@ -12,6 +12,7 @@
 
 #include "cap.h"
 #include "cli_data.h" /* cap_cmd_data, cap_cmd_vocab */
+#include "cli_caption.h" /* cap train --data, cap sample, cap eval */
 #include "metrics.h" /* cap_cmd_score */
 #include "safetensors.h"
 
@@ -34,6 +35,15 @@ static const char USAGE[] =
     "        [--save-every N] [--print-every N]\n"
     "                                    runs train_step; --steps counts from step 0, so a\n"
     "                                    resumed run stops at the same total\n"
+    "  train cap.so --data SPEC --vocab VOCAB.txt (--steps N | --epochs N) --out CKPT\n"
+    "        [--weights W | --resume CKPT] [--log L] [--seed S] [--workers K]\n"
+    "                                    trains on a dataset's train split (docs/data.md);\n"
+    "                                    the data position and vocabulary go in CKPT\n"
+    "  sample cap.so --weights CKPT --image FILE... [--greedy | --temperature T]\n"
+    "        [--top-k K] [--top-p P] [--beam N] [--max-len L] [--seed S] [--vocab V]\n"
+    "                                    prints `FILE: caption` per image\n"
+    "  eval  cap.so --weights CKPT --data SPEC [--split test] [--beam N]\n"
+    "        [--results results.json]    captions a split, prints BLEU-1..4 and CIDEr-D\n"
     "  score RESULTS.json --refs CAPTIONS.json [--tokenizer ptb|none]\n"
     "                                    BLEU-1..4 and CIDEr-D of a COCO results file\n"
     "                                    (no cap.so; docs/metrics.md)\n"
@@ -416,6 +426,11 @@ static int cmd_train(const Args *a) {
 
 int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "score") == 0) return cap_cmd_score(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "sample") == 0) return cap_cmd_sample(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "eval") == 0) return cap_cmd_eval(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "train") == 0 && cap_cli_has_option(argc, argv, "--data") &&
+        !cap_cli_has_option(argc, argv, "--help") && !cap_cli_has_option(argc, argv, "-h"))
+        return cap_cmd_train_data(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "data") == 0) return cap_cmd_data(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "vocab") == 0) return cap_cmd_vocab(argc - 1, argv + 1);
     Args a;

@@ -61,18 +61,47 @@ CapStatus cap_save_weights(const CapSession *s, const char *path, char *err, siz
 
 CapStatus cap_save_checkpoint(const CapSession *s, const char *path, const CapTrainMeta *meta,
                               char *err, size_t err_size) {
+    return cap_save_checkpoint_extra(s, path, meta, NULL, NULL, 0, err, err_size);
+}
+
+#define CKPT_STD_META 7
+#define CKPT_MAX_EXTRA 16
+
+CapStatus cap_save_checkpoint_extra(const CapSession *s, const char *path,
+                                    const CapTrainMeta *meta, const char *const *ekeys,
+                                    const char *const *evalues, int n_extra, char *err,
+                                    size_t err_size) {
+    if (n_extra < 0 || n_extra > CKPT_MAX_EXTRA)
+        return cap_fail(err, err_size, CAP_E_ARG, "too many checkpoint metadata pairs (%d)",
+                        n_extra);
     const CapArtifact *a = cap_model_artifact(s->m);
     char step[32], seed[32], pos[32], nb[32];
     snprintf(step, sizeof step, "%" PRId64, meta->step);
     snprintf(seed, sizeof seed, "%" PRIu32, meta->seed);
     snprintf(pos, sizeof pos, "%" PRId64, meta->data_position);
     snprintf(nb, sizeof nb, "%" PRId64, meta->n_batches);
-    const char *keys[] = {"format", "step", "seed", "data_position", "n_batches", "model",
-                          "config"};
-    const char *values[] = {"capc-checkpoint", step, seed, pos, nb,
-                            a->model_name ? a->model_name : "",
-                            a->config_json ? a->config_json : "{}"};
-    return write_states(s, path, 1, keys, values, 7, err, err_size);
+    const char *keys[CKPT_STD_META + CKPT_MAX_EXTRA] = {
+        "format", "step", "seed", "data_position", "n_batches", "model", "config"};
+    const char *values[CKPT_STD_META + CKPT_MAX_EXTRA] = {
+        "capc-checkpoint", step, seed, pos, nb, a->model_name ? a->model_name : "",
+        a->config_json ? a->config_json : "{}"};
+    for (int i = 0; i < n_extra; i++) {
+        keys[CKPT_STD_META + i] = ekeys[i];
+        values[CKPT_STD_META + i] = evalues[i];
+    }
+    return write_states(s, path, 1, keys, values, CKPT_STD_META + n_extra, err, err_size);
+}
+
+CapStatus cap_file_metadata(const char *path, const char *key, char **value, char *err,
+                            size_t err_size) {
+    *value = NULL;
+    StFile f;
+    if (st_read_file(path, &f, err, err_size)) return CAP_E_IO;
+    const char *v = st_metadata(&f, key);
+    CapStatus st = CAP_OK;
+    if (v && !(*value = strdup(v))) st = cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    st_free(&f);
+    return st;
 }
 
 /* ---- reading ------------------------------------------------------------------------------- */

@@ -6,6 +6,8 @@
  * tensor, so a resumed run computes what the uninterrupted run would have, bit for bit on the
  * cpu backend. The loss/lr/grad_norm printed are train_step's outputs of those names (the loss
  * of the batch before the update, the lr the update used, the gradient norm before clipping).
+ * Instead of batch files, a caller may hand batches in through opts->next_batch (a dataset
+ * loader: train_data.c); its position then travels as extra checkpoint metadata.
  */
 #include "cap_internal.h"
 
@@ -112,13 +114,14 @@ static void report(const CapTrainOptions *o, FILE *log, const Progress *p, int64
 
 static CapStatus check_options(const CapSession *s, const CapTrainOptions *o,
                                const CapTrainMeta *meta, char *err, size_t err_size) {
-    if (!o->batch_paths || o->n_batches <= 0)
+    if (!o->next_batch && (!o->batch_paths || o->n_batches <= 0))
         return cap_fail(err, err_size, CAP_E_ARG, "no batch files to train on");
     if (cap_model_find_entry(s->m, "train_step") < 0)
         return cap_fail(err, err_size, CAP_E_UNSUPPORTED,
                         "%s has no entry point 'train_step' (was it compiled without a train "
                         "section?)", cap_model_path(s->m));
-    if (meta->step > 0 && meta->n_batches != 0 && meta->n_batches != o->n_batches)
+    if (!o->next_batch && meta->step > 0 && meta->n_batches != 0 &&
+        meta->n_batches != o->n_batches)
         return cap_fail(err, err_size, CAP_E_ARG,
                         "the checkpoint was trained on %lld batch files, this run has %d: "
                         "resume with the same batch files", (long long)meta->n_batches,
@@ -126,9 +129,40 @@ static CapStatus check_options(const CapSession *s, const CapTrainOptions *o,
     return CAP_OK;
 }
 
+/* One step on a batch from o->next_batch: rng = (seed, step) in its slot. */
+static CapStatus train_one_source(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
+                                  StepOutputs *so, int64_t *samples, char *err,
+                                  size_t err_size) {
+    const CapEntry *e = so->e;
+    const void **in = calloc((size_t)e->n_inputs + 1, sizeof *in);
+    if (!in) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    int64_t n = 0;
+    int32_t rng[2] = {(int32_t)meta->seed, (int32_t)meta->step};
+    CapStatus st = o->next_batch(o->source, in, &n, err, err_size);
+    for (int i = 0; !st && i < e->n_inputs; i++)
+        if (strcmp(e->inputs[i].name, "rng") == 0) in[i] = rng;
+    if (!st) st = cap_session_run(s, "train_step", in, so->outs, err, err_size);
+    free(in);
+    if (!st) {
+        *samples += n;
+        meta->step++;
+        meta->data_position++;
+    }
+    return st;
+}
+
+/* The checkpoint, with the source's metadata when there is a source. */
+static CapStatus save(const CapSession *s, const CapTrainOptions *o, const CapTrainMeta *meta,
+                      char *err, size_t err_size) {
+    const char *keys[16], *values[16];
+    int n = o->checkpoint_meta ? o->checkpoint_meta(o->source, keys, values, 16) : 0;
+    return cap_save_checkpoint_extra(s, o->out_path, meta, keys, values, n, err, err_size);
+}
+
 /* One step: batch, run, counters. */
 static CapStatus train_one(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
                            StepOutputs *so, int64_t *samples, char *err, size_t err_size) {
+    if (o->next_batch) return train_one_source(s, o, meta, so, samples, err, err_size);
     const char *path = o->batch_paths[meta->data_position % o->n_batches];
     CapBatch *b = NULL;
     CapStatus st = cap_batch_open(s->m, "train_step", path, &b, err, err_size);
@@ -154,7 +188,7 @@ static CapStatus train_loop(CapSession *s, const CapTrainOptions *o, CapTrainMet
         report(o, log, &p, meta->step, loss, lr, gn);
         int stop = o->on_step && o->on_step(o->user, meta->step, loss, lr, gn);
         if (o->out_path && o->save_every > 0 && meta->step % o->save_every == 0 &&
-            meta->step < o->steps && (st = cap_save_checkpoint(s, o->out_path, meta, err, err_size)))
+            meta->step < o->steps && (st = save(s, o, meta, err, err_size)))
             return st;
         if (stop) break;
     }
@@ -183,6 +217,6 @@ CapStatus cap_train(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
     if (!st) st = train_loop(s, o, meta, &so, log, err, err_size);
     if (log) fclose(log);
     outputs_free(&so);
-    if (!st && o->out_path) st = cap_save_checkpoint(s, o->out_path, meta, err, err_size);
+    if (!st && o->out_path) st = save(s, o, meta, err, err_size);
     return st;
 }

@@ -1,0 +1,203 @@
+/* train_data.c — cap_train over a dataset loader (train_data.h): the loader is the trainer's
+ * batch source, and its position plus the vocabulary are the checkpoint's extra metadata.
+ */
+#include "train_data.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cap_internal.h"
+
+/* ---- compiled sizes ------------------------------------------------------------------------ */
+
+static const CapTensorInfo *entry_input(const CapEntry *e, const char *name) {
+    for (int i = 0; i < e->n_inputs; i++)
+        if (strcmp(e->inputs[i].name, name) == 0) return &e->inputs[i];
+    return NULL;
+}
+
+CapStatus cap_data_shape(const CapModel *m, const char *entry, CapDataShape *out, char *err,
+                         size_t err_size) {
+    int ei = cap_model_find_entry(m, entry);
+    if (ei < 0)
+        return cap_fail(err, err_size, CAP_E_UNSUPPORTED, "%s has no entry point '%s'",
+                        cap_model_path(m), entry);
+    const CapArtifact *a = cap_model_artifact(m);
+    const CapEntry *e = &a->entries[ei];
+    const CapTensorInfo *im = entry_input(e, "image"), *cap = entry_input(e, "caption");
+    if (!im || im->rank != 4 || im->dims[1] != 3 || im->dims[2] != im->dims[3] ||
+        im->dtype != CAP_DT_F32)
+        return cap_fail(err, err_size, CAP_E_UNSUPPORTED,
+                        "%s: entry '%s' has no input 'image' f32[B,3,S,S]", cap_model_path(m),
+                        entry);
+    *out = (CapDataShape){.batch = (int)im->dims[0], .image = (int)im->dims[2],
+                          .vocab = a->vocab_size};
+    if (cap) {
+        if (cap->rank != 2 || cap->dims[0] != im->dims[0] || cap->dtype != CAP_DT_I32)
+            return cap_fail(err, err_size, CAP_E_UNSUPPORTED,
+                            "%s: entry '%s' has no input 'caption' i32[B,T]", cap_model_path(m),
+                            entry);
+        out->max_len = (int)cap->dims[1];
+    } else {
+        int64_t t = 0;
+        if (cap_model_config_int(m, "max_len", &t) == 0) out->max_len = (int)t;
+    }
+    return CAP_OK;
+}
+
+CapStatus cap_check_vocab(const CapModel *m, const Vocab *v, const char *what, char *err,
+                          size_t err_size) {
+    const CapArtifact *a = cap_model_artifact(m);
+    if (a->vocab_size <= 0 || a->vocab_size == v->size) return CAP_OK;
+    const char *flags = a->compile_flags && *a->compile_flags ? a->compile_flags : "no -D";
+    return cap_fail(err, err_size, CAP_E_MISMATCH,
+                    "%s has %d tokens but %s was compiled for vocab=%" PRId64 ": recompile "
+                    "with `capc MODEL.json -D vocab=%d -o cap.so` (compiled with: %s)",
+                    what, (int)v->size, cap_model_path(m), a->vocab_size, (int)v->size, flags);
+}
+
+/* ---- checkpoint metadata ------------------------------------------------------------------- */
+
+static CapStatus parse_i64(const char *path, const char *key, const char *s, int64_t *v,
+                           char *err, size_t err_size) {
+    char *end;
+    errno = 0;
+    long long x = s ? strtoll(s, &end, 10) : -1;
+    if (!s || !*s || *end || errno || x < 0)
+        return cap_fail(err, err_size, CAP_E_FORMAT,
+                        "%s: checkpoint metadata '%s' is missing or not a number (was it "
+                        "trained with --data?)", path, key);
+    *v = (int64_t)x;
+    return CAP_OK;
+}
+
+CapStatus cap_checkpoint_data(const char *path, DataPosition *pos, char **vocab_text,
+                              char *err, size_t err_size) {
+    char *epoch = NULL, *index = NULL;
+    *vocab_text = NULL;
+    CapStatus st = cap_file_metadata(path, "data_epoch", &epoch, err, err_size);
+    if (!st) st = cap_file_metadata(path, "data_index", &index, err, err_size);
+    if (!st) st = parse_i64(path, "data_epoch", epoch, &pos->epoch, err, err_size);
+    if (!st) st = parse_i64(path, "data_index", index, &pos->index, err, err_size);
+    if (!st) st = cap_file_metadata(path, "vocab", vocab_text, err, err_size);
+    free(epoch);
+    free(index);
+    return st;
+}
+
+/* ---- the batch source ---------------------------------------------------------------------- */
+
+typedef struct Source {
+    DataLoader *l;
+    float *images;
+    int32_t *captions;
+    int image_in, caption_in; /* train_step input indices */
+    int64_t batch;
+    DataPosition pos;         /* after the last batch handed out */
+    char epoch[32], index[32];
+    char *vocab_text;
+} Source;
+
+static CapStatus source_next(void *ctx, const void **inputs, int64_t *samples, char *err,
+                             size_t err_size) {
+    Source *src = ctx;
+    CapStatus st = loader_next(src->l, src->images, src->captions, NULL, &src->pos, err,
+                               err_size);
+    if (st) return st;
+    inputs[src->image_in] = src->images;
+    inputs[src->caption_in] = src->captions;
+    *samples = src->batch;
+    return CAP_OK;
+}
+
+static int source_meta(void *ctx, const char **keys, const char **values, int max) {
+    Source *src = ctx;
+    if (max < 3) return 0;
+    snprintf(src->epoch, sizeof src->epoch, "%" PRId64, src->pos.epoch);
+    snprintf(src->index, sizeof src->index, "%" PRId64, src->pos.index);
+    keys[0] = "data_epoch", values[0] = src->epoch;
+    keys[1] = "data_index", values[1] = src->index;
+    keys[2] = "vocab", values[2] = src->vocab_text;
+    return 3;
+}
+
+/* Every train_step input must be image, caption or rng. */
+static CapStatus source_inputs(const CapModel *m, Source *src, char *err, size_t err_size) {
+    const CapEntry *e = &cap_model_artifact(m)->entries[cap_model_find_entry(m, "train_step")];
+    src->image_in = src->caption_in = -1;
+    for (int i = 0; i < e->n_inputs; i++) {
+        const char *n = e->inputs[i].name;
+        if (strcmp(n, "image") == 0) src->image_in = i;
+        else if (strcmp(n, "caption") == 0) src->caption_in = i;
+        else if (strcmp(n, "rng") != 0)
+            return cap_fail(err, err_size, CAP_E_UNSUPPORTED,
+                            "%s: train_step input '%s' cannot come from a dataset (only image, "
+                            "caption and rng)", cap_model_path(m), n);
+    }
+    return CAP_OK;
+}
+
+static CapStatus source_open(const CapSession *s, const CapDataTrainOptions *o,
+                             const CapDataShape *sh, Source *src, char *err, size_t err_size) {
+    memset(src, 0, sizeof *src);
+    src->pos = o->start;
+    CapStatus st = source_inputs(cap_session_model(s), src, err, err_size);
+    if (st) return st;
+    src->images = malloc((size_t)sh->batch * 3 * (size_t)sh->image * (size_t)sh->image *
+                         sizeof *src->images);
+    src->captions = malloc((size_t)sh->batch * (size_t)sh->max_len * sizeof *src->captions);
+    src->vocab_text = vocab_to_string(o->vocab);
+    if (!src->images || !src->captions || !src->vocab_text)
+        return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    st = loader_open(o->ds, DATA_TRAIN, sh->batch, sh->image, sh->max_len, o->vocab, o->seed,
+                     o->workers, o->start, &src->l, err, err_size);
+    if (!st) loader_on_skip(src->l, o->on_skip, o->skip_ctx);
+    return st;
+}
+
+static void source_close(Source *src) {
+    loader_close(src->l);
+    free(src->images);
+    free(src->captions);
+    free(src->vocab_text);
+}
+
+/* ---- the run ----------------------------------------------------------------------------- */
+
+static double seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+CapStatus cap_train_data(CapSession *s, const CapDataTrainOptions *o, CapTrainMeta *meta,
+                         CapDataTrainResult *res, char *err, size_t err_size) {
+    const CapModel *m = cap_session_model(s);
+    double t0 = seconds_now();
+    memset(res, 0, sizeof *res);
+    CapDataShape sh;
+    CapStatus st = cap_data_shape(m, "train_step", &sh, err, err_size);
+    if (!st) st = cap_check_vocab(m, o->vocab, "the vocabulary", err, err_size);
+    if (st) return st;
+    Source src;
+    st = source_open(s, o, &sh, &src, err, err_size);
+    src.batch = sh.batch;
+    CapTrainOptions to = {
+        .steps = o->steps, .seed = o->seed, .out_path = o->out_path,
+        .save_every = o->save_every, .log_path = o->log_path, .print_every = o->print_every,
+        .progress = o->progress, .next_batch = source_next, .checkpoint_meta = source_meta,
+        .source = &src,
+    };
+    if (!st) st = cap_train(s, &to, meta, err, err_size);
+    if (src.l) {
+        loader_stats(src.l, &res->loader);
+        res->split_images = loader_split_size(src.l);
+    }
+    res->position = src.pos;
+    source_close(&src);
+    res->seconds = seconds_now() - t0;
+    return st;
+}

@@ -1,0 +1,396 @@
+/* test_e2e_caption.c — real data in, captions out, on the cpu backend.
+ *
+ * Setup (once): the synthetic shapes set (synth_write: 500 images of 64x64, 400 train / 50 val
+ * / 50 test), its vocabulary (train split, min count 2), and the tiny captioner compiled by
+ * CAPC_BIN for it: `-D image=64 -D vocab=<size> -D batch=16 -D lr=0.001 --target=cpu` (at 64
+ * pixels layer4's map is 2x2 and the neck's adaptive pooling spreads it to G=4x4 tokens).
+ *
+ * Tests:
+ *   - learns: greedy captions of the 50 held-out test images, BLEU-4 of the freshly
+ *     initialized model, then TRAIN_STEPS steps of cap_train_data (the loader with 2 workers),
+ *     BLEU-4 again: trained must be > untrained + 0.05 and > 0.1 (both printed). The trained
+ *     checkpoint is kept for the tests below.
+ *   - sampling: greedy twice (and in another batch grouping: 5 images vs 20, so the padding of
+ *     a partial batch changes nothing) gives the same captions; top-k = 1 sampling equals
+ *     greedy; beam search with 1 beam equals greedy; beam 3 and greedy captions hold no
+ *     <pad>/<start>/<end> token.
+ *   - resume: 40 steps straight equal 20 steps + checkpoint + resume + 20 (crossing an epoch
+ *     boundary at step 25; 2 loader workers in one run, 0 in the other): the same checkpoint
+ *     bytes.
+ *   - cli: `cap train --data` (resume from its checkpoint too), `cap sample` prints
+ *     `FILE: caption`, `cap eval` prints the five metric lines and writes a results file, and
+ *     a vocabulary of another size is refused with the -D vocab=N to recompile with.
+ * OMP_NUM_THREADS defaults to 1 here: the machine is shared, and spinning OpenMP threads
+ * made a step ten times slower.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "cap.h"
+#include "caption.h"
+#include "data.h"
+#include "image.h"
+#include "synth.h"
+#include "train_data.h"
+#include "vocab.h"
+
+#define ERR 2048
+#define N_IMAGES 500
+#define IMAGE 64
+#define BATCH 16
+#define TRAIN_STEPS 800
+
+static char tmpdir[256], spec[600], vocab_path[600], so_path[600], trained[600];
+static Dataset *ds;
+static Vocab *vocab;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void ok(CapStatus st, const char *err) {
+    if (st) fail_msg("%s", err);
+}
+
+static const char *src_dir(void) {
+    const char *s = getenv("CAPC_SOURCE_DIR");
+    return s && *s ? s : ".";
+}
+
+static int run_cmd(const char *cmd) {
+    int rc = system(cmd);
+    return rc == -1 ? -1 : WEXITSTATUS(rc);
+}
+
+static int setup(void **state) {
+    (void)state;
+    char err[ERR];
+    setenv("OMP_NUM_THREADS", "1", 0);
+    const char *t = getenv("TMPDIR");
+    snprintf(tmpdir, sizeof tmpdir, "%s/capc_e2e_XXXXXX", t && *t ? t : "/tmp");
+    if (!mkdtemp(tmpdir)) return -1;
+    double t0 = now();
+    SynthOptions so = {.out_dir = tmpdir, .n_images = N_IMAGES, .seed = 1, .size = IMAGE,
+                       .format = SYNTH_MIXED};
+    snprintf(spec, sizeof spec, "coco:%s/captions.json", tmpdir);
+    snprintf(vocab_path, sizeof vocab_path, "%s/vocab.txt", tmpdir);
+    if (synth_write(&so, err, sizeof err) || data_load(spec, &ds, err, sizeof err) ||
+        vocab_build(ds, 2, &vocab, err, sizeof err) ||
+        vocab_save(vocab, vocab_path, err, sizeof err)) {
+        fprintf(stderr, "setup: %s\n", err);
+        return -1;
+    }
+    snprintf(so_path, sizeof so_path, "%s/tiny64.so", tmpdir);
+    char cmd[4096];
+    const char *capc = getenv("CAPC_BIN");
+    snprintf(cmd, sizeof cmd, "%s %s/models/captioner_tiny.json --target=cpu -D image=%d "
+             "-D vocab=%d -D batch=%d -D lr=0.001 -o %s", capc ? capc : "capc", src_dir(), IMAGE,
+             (int)vocab->size, BATCH, so_path);
+    if (run_cmd(cmd) != 0) {
+        fprintf(stderr, "setup: failed: %s\n", cmd);
+        return -1;
+    }
+    printf("setup: %d images, vocab %d, compiled in %.1f s\n", N_IMAGES, (int)vocab->size,
+           now() - t0);
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    data_free(ds);
+    vocab_free(vocab);
+    char cmd[400];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return run_cmd(cmd) == 0 ? 0 : -1;
+}
+
+/* ---- helpers ------------------------------------------------------------------------------- */
+
+typedef struct Ctx {
+    CapModel *m;
+    CapSession *s;
+} Ctx;
+
+static void ctx_open(Ctx *c) {
+    char err[ERR];
+    ok(cap_model_open(so_path, &c->m, err, sizeof err), err);
+    ok(cap_session_new(c->m, CAP_BACKEND_CPU, &c->s, err, sizeof err), err);
+}
+
+static void ctx_close(Ctx *c) {
+    cap_session_free(c->s);
+    cap_model_close(c->m);
+}
+
+static double bleu4(CapSession *s, const char *label) {
+    char err[ERR];
+    CapCaptioner *cap = NULL;
+    ok(cap_captioner_new(s, &cap, err, sizeof err), err);
+    CapCaptionOptions o = {.sample = {.greedy = 1}};
+    CapEvalResult r;
+    ok(cap_eval_split(cap, ds, DATA_TEST, vocab, &o, 0, NULL, NULL, &r, err, sizeof err), err);
+    printf("%s: BLEU-4 %.4f (BLEU-1 %.4f, CIDEr-D %.4f) on %d test images; e.g. \"%s\"\n", label,
+           r.bleu[3], r.bleu[0], r.cider, r.n, r.captions[0]);
+    double b = r.bleu[3];
+    assert_int_equal(r.n, 50);
+    cap_eval_result_free(&r);
+    cap_captioner_free(cap);
+    return b;
+}
+
+static void train(CapSession *s, CapTrainMeta *meta, DataPosition start, int64_t steps,
+                  int workers, const char *out) {
+    char err[ERR];
+    CapDataTrainOptions o = {.ds = ds, .vocab = vocab, .steps = steps, .seed = 7,
+                             .workers = workers, .start = start, .out_path = out,
+                             .print_every = 100, .progress = stdout};
+    CapDataTrainResult res;
+    ok(cap_train_data(s, &o, meta, &res, err, sizeof err), err);
+    assert_int_equal(res.loader.skipped, 0);
+}
+
+/* ---- learning ------------------------------------------------------------------------------ */
+
+static void test_learns(void **state) {
+    (void)state;
+    char err[ERR];
+    Ctx c;
+    ctx_open(&c);
+    ok(cap_session_init(c.s, 7, err, sizeof err), err);
+    double before = bleu4(c.s, "untrained");
+    snprintf(trained, sizeof trained, "%s/trained.safetensors", tmpdir);
+    CapTrainMeta meta = {0};
+    double t0 = now();
+    train(c.s, &meta, (DataPosition){0, 0}, TRAIN_STEPS, 2, trained);
+    printf("trained %d steps (batch %d) in %.1f s\n", TRAIN_STEPS, BATCH, now() - t0);
+    double after = bleu4(c.s, "trained");
+    printf("BLEU-4: untrained %.4f, trained %.4f\n", before, after);
+    assert_true(after > before + 0.05);
+    assert_true(after > 0.1);
+    ctx_close(&c);
+}
+
+/* ---- sampling ------------------------------------------------------------------------------ */
+
+#define N_SAMPLE 20
+
+typedef struct Captions {
+    int32_t tokens[N_SAMPLE * 64];
+    int lens[N_SAMPLE];
+} Captions;
+
+static void caption(CapCaptioner *cap, const float *images, int n, const CapCaptionOptions *o,
+                    Captions *out) {
+    char err[ERR];
+    assert_true(cap_captioner_max_tokens(cap) <= 64);
+    ok(cap_caption_images(cap, images, n, o, NULL, out->tokens, out->lens, err, sizeof err), err);
+}
+
+static void assert_same(const Captions *a, const Captions *b, int n, int T1) {
+    for (int i = 0; i < n; i++) {
+        assert_int_equal(a->lens[i], b->lens[i]);
+        assert_memory_equal(a->tokens + i * T1, b->tokens + i * T1,
+                            (size_t)a->lens[i] * sizeof(int32_t));
+    }
+}
+
+static void assert_no_specials(const Captions *a, int n, int T1, int V) {
+    for (int i = 0; i < n; i++) {
+        assert_true(a->lens[i] >= 1 && a->lens[i] <= T1);
+        for (int k = 0; k < a->lens[i]; k++) {
+            int t = a->tokens[i * T1 + k];
+            assert_true(t > VOCAB_END && t < V);
+        }
+    }
+}
+
+static float *test_images(int n, int S) {
+    int32_t count = 0;
+    int32_t *idx = data_split_images(ds, DATA_TEST, &count);
+    assert_true(count >= n);
+    size_t one = 3 * (size_t)S * (size_t)S;
+    float *images = malloc((size_t)n * one * sizeof *images);
+    char err[ERR];
+    for (int i = 0; i < n; i++)
+        ok(image_load_preprocessed(ds->images[idx[i]].path, S, images + (size_t)i * one, err,
+                                   sizeof err), err);
+    free(idx);
+    return images;
+}
+
+static void test_sampling(void **state) {
+    (void)state;
+    if (!*trained) skip();
+    char err[ERR];
+    Ctx c;
+    ctx_open(&c);
+    ok(cap_load_weights(c.s, trained, err, sizeof err), err);
+    CapCaptioner *cap = NULL;
+    ok(cap_captioner_new(c.s, &cap, err, sizeof err), err);
+    int T1 = cap_captioner_max_tokens(cap), V = cap_captioner_vocab(cap);
+    float *images = test_images(N_SAMPLE, cap_captioner_image_size(cap));
+    static Captions g1, g2, g5, k1, b1, b3;
+    CapCaptionOptions greedy = {.sample = {.greedy = 1}};
+    CapCaptionOptions topk1 = {.sample = {.temperature = 1, .top_k = 1, .top_p = 1}, .seed = 3};
+    CapCaptionOptions beam1 = {.beam = 1}, beam3 = {.beam = 3};
+    caption(cap, images, N_SAMPLE, &greedy, &g1);
+    caption(cap, images, N_SAMPLE, &greedy, &g2);
+    caption(cap, images, 5, &greedy, &g5);
+    caption(cap, images, N_SAMPLE, &topk1, &k1);
+    caption(cap, images, 6, &beam1, &b1);
+    caption(cap, images, 6, &beam3, &b3);
+    assert_same(&g1, &g2, N_SAMPLE, T1);
+    assert_same(&g1, &g5, 5, T1);
+    assert_same(&g1, &k1, N_SAMPLE, T1);
+    assert_same(&g1, &b1, 6, T1);
+    assert_no_specials(&g1, N_SAMPLE, T1, V);
+    assert_no_specials(&b3, 6, T1, V);
+    char text[512];
+    for (int i = 0; i < 3; i++) {
+        vocab_decode(vocab, b3.tokens + i * T1, b3.lens[i], text, sizeof text);
+        printf("beam 3, test image %d: %s\n", i, text);
+    }
+    free(images);
+    cap_captioner_free(cap);
+    ctx_close(&c);
+}
+
+/* ---- resume -------------------------------------------------------------------------------- */
+
+static unsigned char *slurp(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    assert_non_null(f);
+    fseek(f, 0, SEEK_END);
+    long len = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    unsigned char *buf = malloc((size_t)len + 1);
+    assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
+    fclose(f);
+    *n = (size_t)len;
+    return buf;
+}
+
+static void test_resume(void **state) {
+    (void)state;
+    char err[ERR], straight[600], half[600], resumed[600];
+    snprintf(straight, sizeof straight, "%s/straight.safetensors", tmpdir);
+    snprintf(half, sizeof half, "%s/half.safetensors", tmpdir);
+    snprintf(resumed, sizeof resumed, "%s/resumed.safetensors", tmpdir);
+    Ctx a, b;
+    ctx_open(&a);
+    ok(cap_session_init(a.s, 7, err, sizeof err), err);
+    CapTrainMeta ma = {0};
+    train(a.s, &ma, (DataPosition){0, 0}, 40, 2, straight);
+    ctx_close(&a);
+
+    ctx_open(&b);
+    ok(cap_session_init(b.s, 7, err, sizeof err), err);
+    CapTrainMeta mb = {0};
+    train(b.s, &mb, (DataPosition){0, 0}, 20, 0, half);
+    ctx_close(&b);
+    ctx_open(&b); /* a new process would start like this */
+    DataPosition pos;
+    char *text = NULL;
+    ok(cap_load_checkpoint(b.s, half, &mb, err, sizeof err), err);
+    ok(cap_checkpoint_data(half, &pos, &text, err, sizeof err), err);
+    assert_int_equal(mb.step, 20);
+    assert_int_equal(pos.epoch, 0);
+    assert_int_equal(pos.index, 20 * BATCH);
+    char *want = vocab_to_string(vocab);
+    assert_string_equal(text, want);
+    free(want);
+    free(text);
+    train(b.s, &mb, pos, 40, 0, resumed);
+    ctx_close(&b);
+
+    size_t na, nb;
+    unsigned char *x = slurp(straight, &na), *y = slurp(resumed, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(x, y, na);
+    free(x);
+    free(y);
+}
+
+/* ---- the command line ---------------------------------------------------------------------- */
+
+static char *read_text(const char *path) {
+    size_t n;
+    unsigned char *b = slurp(path, &n);
+    b[n] = 0;
+    return (char *)b;
+}
+
+static void test_cli(void **state) {
+    (void)state;
+    const char *cap = getenv("CAP_BIN");
+    if (!cap) skip();
+    char cmd[4096], out[600], ck[600];
+    snprintf(out, sizeof out, "%s/cli.out", tmpdir);
+    snprintf(ck, sizeof ck, "%s/cli.safetensors", tmpdir);
+    snprintf(cmd, sizeof cmd, "%s train %s --data %s --vocab %s --steps 3 --out %s --seed 5 "
+             "--backend cpu >%s 2>&1", cap, so_path, spec, vocab_path, ck, out);
+    assert_int_equal(run_cmd(cmd), 0);
+    snprintf(cmd, sizeof cmd, "%s train %s --data %s --steps 5 --resume %s --out %s "
+             "--backend cpu >%s 2>&1", cap, so_path, spec, ck, ck, out);
+    assert_int_equal(run_cmd(cmd), 0);
+    char *text = read_text(out);
+    assert_non_null(strstr(text, "step 5/5"));
+    assert_non_null(strstr(text, "skipped"));
+    free(text);
+
+    const char *w = *trained ? trained : ck;
+    snprintf(cmd, sizeof cmd, "%s sample %s --weights %s --image %s/images/synth_000450.png "
+             "%s/images/synth_000451.jpg --backend cpu >%s 2>&1", cap, so_path, w, tmpdir,
+             tmpdir, out);
+    assert_int_equal(run_cmd(cmd), 0);
+    text = read_text(out);
+    printf("%s", text);
+    assert_non_null(strstr(text, "synth_000450.png: "));
+    assert_non_null(strstr(text, "synth_000451.jpg: "));
+    assert_null(strstr(text, "<end>"));
+    free(text);
+
+    snprintf(cmd, sizeof cmd, "%s eval %s --weights %s --data %s --split test --results "
+             "%s/results.json --backend cpu >%s 2>/dev/null", cap, so_path, w, spec, tmpdir, out);
+    assert_int_equal(run_cmd(cmd), 0);
+    text = read_text(out);
+    printf("%s", text);
+    assert_non_null(strstr(text, "BLEU-1: "));
+    assert_non_null(strstr(text, "BLEU-4: "));
+    assert_non_null(strstr(text, "CIDEr-D: "));
+    free(text);
+
+    /* a vocabulary of another size: refused with the -D to recompile with */
+    char small[600];
+    snprintf(small, sizeof small, "%s/small_vocab.txt", tmpdir);
+    FILE *f = fopen(small, "w");
+    fputs("<pad>\n<start>\n<end>\n<unk>\na\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s train %s --data %s --vocab %s --steps 1 --out %s/x.st "
+             "--backend cpu >%s 2>&1", cap, so_path, spec, small, tmpdir, out);
+    assert_int_equal(run_cmd(cmd), 1);
+    text = read_text(out);
+    assert_non_null(strstr(text, "-D vocab=5"));
+    free(text);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_learns),
+        cmocka_unit_test(test_sampling),
+        cmocka_unit_test(test_resume),
+        cmocka_unit_test(test_cli),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
