@@ -194,14 +194,14 @@ class TiedOut(nn.Module):
         return F.linear(x, weight, self.bias)
 
 
-def sinusoid_table(n, d, dtype):
+def sinusoid_table(n, d, dtype, device=None):
     pe = torch.zeros(n, d, dtype=torch.float64)
     pos = torch.arange(n, dtype=torch.float64).unsqueeze(1)
     i2 = torch.arange(0, d, 2, dtype=torch.float64)
     freq = torch.exp(-math.log(10000.0) * i2 / d)
     pe[:, 0::2] = torch.sin(pos * freq)
     pe[:, 1::2] = torch.cos(pos * freq)
-    return pe.to(dtype)
+    return pe.to(dtype=dtype, device=device)
 
 
 class Decoder(nn.Module):
@@ -214,8 +214,8 @@ class Decoder(nn.Module):
 
     def forward(self, ids, memory):
         t = ids.shape[1]
-        x = self.embed(ids) + sinusoid_table(t, self.d, memory.dtype).unsqueeze(0)
-        causal = torch.triu(torch.full((t, t), float("-inf"), dtype=memory.dtype),
+        x = self.embed(ids) + sinusoid_table(t, self.d, memory.dtype, memory.device).unsqueeze(0)
+        causal = torch.triu(torch.full((t, t), float("-inf"), dtype=memory.dtype, device=memory.device),
                             diagonal=1)
         key_pad = ids == PAD
         for layer in self.layers:
