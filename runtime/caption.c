@@ -115,6 +115,11 @@ static CapStatus wire_decode(CapCaptioner *c, char *err, size_t err_size) {
         }
     }
     if (c->T1 <= 0) return bad(c, "decode_step has no key_mask cache f32[B,T-1]", err, err_size);
+    for (int o = 0; o < c->dec->n_outputs; o++) {
+        int fed = o == c->logits_out || (c->dec->output_state && c->dec->output_state[o] >= 0);
+        for (int i = 0; i < c->dec->n_inputs; i++) fed |= c->dec_cache_out[i] == o;
+        if (!fed) return bad(c, "a decode_step output is neither logits nor a cache", err, err_size);
+    }
     return CAP_OK;
 }
 
