@@ -1,17 +1,18 @@
 #!/usr/bin/env python3
-"""torch_step.py — PyTorch's time for one train step of the tiny captioner on the GPU, the
-yardstick bench/gpu-check.sh prints beside capc's.
+"""torch_step.py — PyTorch's time for one train step of the tiny captioner (--device cuda or
+cpu), the yardstick bench/gpu-check.sh and bench/train_step.sh print beside capc's.
 
 The model is tests/golden/make_golden.py's TinyCaptioner (imported, not copied), float32,
 dropout 0, the frozen prefixes frozen, Adam (lr 1e-4) with global grad-norm clipping at 5.0,
 as capc's train_step does. A step = zero_grad, forward, loss.backward, clip, optimizer.step;
-timed with CUDA events, median of --iters after --warmup. Prints one line:
+timed with CUDA events on the GPU (wall clock on the CPU), median of --iters after --warmup. Prints one line:
     pytorch train_step cuda: median 4.321 ms, min 4.100 ms (batch 16, 20 runs after 3 warm-up)
 """
 import argparse
 import os
 import statistics
 import sys
+import time
 
 import torch
 
@@ -24,8 +25,9 @@ def main():
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--device", default="cuda", help="cuda or cpu")
     a = ap.parse_args()
-    dev = torch.device("cuda")
+    dev = torch.device(a.device)
     cfg = dict(mg.CONFIG, batch=a.batch)
     torch.manual_seed(0)
     model = mg.TinyCaptioner(cfg, p=0.0).to(dev).float()
@@ -46,16 +48,24 @@ def main():
 
     times = []
     for i in range(a.warmup + a.iters):
-        t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        t0.record()
-        step()
-        t1.record()
-        torch.cuda.synchronize()
+        if dev.type == "cuda":
+            t0, t1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            t0.record()
+            step()
+            t1.record()
+            torch.cuda.synchronize()
+            ms = t0.elapsed_time(t1)
+        else:
+            start = time.perf_counter()
+            step()
+            ms = (time.perf_counter() - start) * 1e3
         if i >= a.warmup:
-            times.append(t0.elapsed_time(t1))
-    print(f"pytorch train_step cuda: median {statistics.median(times):.3f} ms, "
+            times.append(ms)
+    where = torch.cuda.get_device_name() if dev.type == "cuda" else \
+        f"cpu, {torch.get_num_threads()} threads"
+    print(f"pytorch train_step {dev.type}: median {statistics.median(times):.3f} ms, "
           f"min {min(times):.3f} ms (batch {b}, {a.iters} runs after {a.warmup} warm-up; "
-          f"torch {torch.__version__}, {torch.cuda.get_device_name()})")
+          f"torch {torch.__version__}, {where})")
 
 
 if __name__ == "__main__":
