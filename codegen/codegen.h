@@ -47,6 +47,10 @@ const char *codegen_cuda_prelude(void);
 int codegen_lower_function(const Function *f, KernelSet *ks, Diag *d);
 void kernel_set_free(KernelSet *ks);
 
+/* Two kernels with equal keys are the same function: sources with comments removed and the
+ * kernel's own name masked, plus n_args and launch geometry. malloc'd; caller frees. */
+char *codegen_kernel_dedup_key(const KernelSource *k);
+
 /* True for ops whose result is a view of operand 0's storage (no kernel, no copy). */
 bool codegen_op_is_view(const Op *op);
 

@@ -84,7 +84,7 @@ static char *rewrite_source(const char *src, const char *from, const char *to, b
 }
 
 /* The deduplication key: both sources normalized, plus the launch geometry. */
-static char *dedup_key(const KernelSource *k) {
+char *codegen_kernel_dedup_key(const KernelSource *k) {
     char *c = rewrite_source(k->c_src, k->name, "$K", true);
     char *cu = rewrite_source(k->cuda_src, k->name, "$K", true);
     PkgBuf b = {0};
@@ -178,7 +178,7 @@ static int add_new_kernel(Package *p, const KernelSource *k) {
 
 int pkg_add_kernel(Package *p, const KernelSource *k) {
     if ((p->n_used_slots + 1) * 2 > p->n_slots && grow_slots(p) != 0) return -1;
-    char *key = dedup_key(k);
+    char *key = codegen_kernel_dedup_key(k);
     if (key == NULL) return -1;
     uint64_t hash = pkg_fnv1a(key, strlen(key), 0);
     PkgDedupSlot *slot = find_slot(p, key, hash);
