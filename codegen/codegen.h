@@ -51,8 +51,6 @@ void kernel_set_free(KernelSet *ks);
  * kernel's own name masked, plus n_args and launch geometry. malloc'd; caller frees. */
 char *codegen_kernel_dedup_key(const KernelSource *k);
 
-/* True for ops whose result is a view of operand 0's storage (no kernel, no copy). */
-bool codegen_op_is_view(const Op *op);
 
 /* NVRTC (codegen/nvrtc.c; dlopen'ed, so capc runs without the CUDA toolkit): compiles CUDA
  * source for an arch ("sm_90" -> cubin, "compute_80" -> PTX). Returns 0 and a malloc'd image,

@@ -69,7 +69,6 @@ static const LowerFn LOWER[OP_COUNT] = {
     [OP_POSITION_MASK] = lower_source,
 };
 
-bool codegen_op_is_view(const Op *op) { return op->kind == OP_RESHAPE; }
 
 /* ---- helpers shared by the lower_*.c files ---------------------------------------------- */
 
@@ -250,7 +249,7 @@ int codegen_lower_function(const Function *f, KernelSet *ks, Diag *d) {
     for (int i = 0; i < f->n_ops; i++) {
         const Op *op = f->ops[i];
         ks->kernel_of_op[i] = -1;
-        if (op->kind == OP_PARAM || codegen_op_is_view(op)) continue;
+        if (op->kind == OP_PARAM || op_is_view(op)) continue;
         if (lower_op(f, i, ks, d)) {
             kernel_set_free(ks);
             return -1;

@@ -122,7 +122,7 @@ static int place_value(const EntryCtx *c, const Value *v, CapBufRef *ref) {
         return internal_error(c->d, "a kernel of @%s reads a value of another function",
                               c->f->name);
     const Value *base = v;
-    while (base->def != NULL && codegen_op_is_view(base->def)) base = base->def->inputs[0];
+    while (base->def != NULL && op_is_view(base->def)) base = base->def->inputs[0];
     if (place_base(c, base, ref) != 0) return -1;
     ref->bytes = value_bytes(v);
     if (ref->space == CAP_BUF_ARENA && ref->offset + ref->bytes > c->e->arena_bytes)

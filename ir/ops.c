@@ -113,6 +113,8 @@ const OpInfo OP_TABLE[OP_COUNT] = {
 #undef OP
 };
 
+bool op_is_view(const Op *op) { return op->kind == OP_RESHAPE; }
+
 int op_kind_from_name(const char *name) {
     for (int k = 0; k < OP_COUNT; k++)
         if (strcmp(OP_TABLE[k].name, name) == 0) return k;

@@ -83,6 +83,10 @@ extern const OpInfo OP_TABLE[OP_COUNT];
 static inline const OpInfo *op_info(int kind) { return &OP_TABLE[kind]; }
 /* -1 if no op has that name. */
 int op_kind_from_name(const char *name);
+/* True for ops whose result is operand 0's bytes unchanged (a view: no kernel, no copy). Tensors
+ * are contiguous row-major, so only reshape qualifies. Memory planning and code generation
+ * both ask this, so they agree on which values share storage. */
+bool op_is_view(const Op *op);
 
 /* Parses one attribute value in IR text syntax into v (strings/lists allocated in m).
  * Returns 0, or -1 with a message. Shared by the IR parser and the op-table defaults. */

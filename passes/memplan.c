@@ -17,8 +17,7 @@
  *       runtime copies it into X at the end of the step.
  *   a view of its operand: a reshape is a view of its (always contiguous) operand. It gets
  *     the operand's offset, and the operand's buffer lives as long as any view of it is read.
- *     The op table has no "view" flag yet; op_is_view() below is the one place that says
- *     which ops are views.
+ *     op_is_view() (ir/ops.h) says which ops are views, for this pass and codegen alike.
  *   in place over an operand: an op of fusion kind FUSE_ELEMENTWISE whose result has the same
  *     dtype and shape as an arena operand whose buffer is last read by this op writes over
  *     that operand (out[i] reads only in[i], so reading and writing element i in one step is
@@ -50,7 +49,6 @@
 /* ---- small helpers ------------------------------------------------------------------------ */
 
 /* The only ops whose result shares its operand's bytes unchanged (see the top comment). */
-static bool op_is_view(const Op *op) { return op->kind == OP_RESHAPE; }
 
 /* Bytes of v, or -1 when its shape is unknown. */
 static int64_t value_bytes(const Value *v) {

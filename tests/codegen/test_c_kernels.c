@@ -181,7 +181,7 @@ static void test_case(void **state) {
     if (c->build_err[0]) fail_msg("case c%d (%s): %s", c->index, op, c->build_err);
     const Op *last = c->op;
     int k = c->ks.kernel_of_op[c->ks.n_ops - 1];
-    if (last->kind == OP_PARAM || codegen_op_is_view(last)) {
+    if (last->kind == OP_PARAM || op_is_view(last)) {
         assert_int_equal(k, -1);
         assert_int_equal(c->ks.n_kernels, 0);
         return;

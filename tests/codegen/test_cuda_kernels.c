@@ -256,7 +256,7 @@ static void test_case(void **state) {
     const char *op = OP_CASES[c->index].op;
     if (!c->m || c->build_err[0]) fail_msg("case c%d (%s): %s", c->index, op, c->build_err);
     const Op *last = c->op;
-    if (last->kind == OP_PARAM || codegen_op_is_view(last)) {
+    if (last->kind == OP_PARAM || op_is_view(last)) {
         assert_int_equal(c->ks.n_kernels, 0);
         return;
     }
