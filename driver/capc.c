@@ -1,6 +1,6 @@
 /* capc.c — the `capc` command line (docs/cli.md).
  *
- * Reads the arguments into a CliArgs, then runs one of: --help, --version, --check (load the
+ * Reads the arguments into a CliArgs, then runs one of: --help, --version, --list-ops, --check (load the
  * model, run the pass pipeline, print a summary), or a compile (load, run the pipeline with
  * optional IR dumps, then package_module: kernels, cap.c, cc, NVRTC -> cap.so).
  *
@@ -18,6 +18,7 @@
 #include "codegen.h"
 #include "diag.h"
 #include "frontend.h"
+#include "ops.h"
 #include "passes.h"
 
 enum { EXIT_MODEL_ERROR = 1, EXIT_USAGE = 2 };
@@ -25,7 +26,7 @@ enum { EXIT_MODEL_ERROR = 1, EXIT_USAGE = 2 };
 /* Where `capc MODEL.json` with no -o would write (like cc's a.out). */
 #define DEFAULT_OUTPUT "cap.so"
 
-typedef enum { ACTION_COMPILE, ACTION_CHECK, ACTION_HELP, ACTION_VERSION } Action;
+typedef enum { ACTION_COMPILE, ACTION_CHECK, ACTION_HELP, ACTION_VERSION, ACTION_LIST_OPS } Action;
 
 typedef struct CliArgs {
     Action action;
@@ -56,6 +57,8 @@ static const char USAGE[] =
     "  -v, --verbose       print each pass and each code generation step, with times, to stderr\n"
     "  -h, --help          print this help and exit\n"
     "  --version           print the version and exit\n"
+    "  --list-ops          print the op table (operands, attributes, fusion kind, meaning) as\n"
+    "                      markdown and exit; docs/ops.md is this output\n"
     "\n"
     "exit status: 0 success, 1 error in the model or a file, 2 bad command line\n";
 
@@ -143,6 +146,7 @@ static Action early_action(int argc, char **argv) {
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return ACTION_HELP;
         if (strcmp(argv[i], "--version") == 0) return ACTION_VERSION;
+        if (strcmp(argv[i], "--list-ops") == 0) return ACTION_LIST_OPS;
     }
     return ACTION_COMPILE;
 }
@@ -362,10 +366,45 @@ static int run_compile(const CliArgs *a) {
     return status;
 }
 
+/* ---- --list-ops ----------------------------------------------------------------------- */
+
+static void print_operand_count(const OpInfo *info) {
+    if (info->max_inputs < 0) printf("%d or more", info->min_inputs);
+    else if (info->min_inputs == info->max_inputs) printf("%d", info->min_inputs);
+    else printf("%d-%d", info->min_inputs, info->max_inputs);
+}
+
+static void print_attrs(const OpInfo *info) {
+    for (int j = 0; j < info->n_attrs; j++) {
+        const AttrSpec *spec = &info->attrs[j];
+        printf("%s`%s`: %s", j ? ", " : "", spec->name, attr_kind_name(spec->kind));
+        if (spec->default_text) printf(" = `%s`", spec->default_text);
+        else printf(" (required)");
+    }
+}
+
+/* The op table as a markdown reference; docs/ops.md is exactly this (a test diffs them). */
+static int list_ops(void) {
+    printf("# Ops\n\nThe op table (`ir/ops.def`), as `capc --list-ops` prints it. Binary "
+           "elementwise ops broadcast numpy-style; docs/ir.md has the semantics that kernels "
+           "depend on.\n\n");
+    printf("| op | operands | attributes | fusion | meaning |\n|---|---|---|---|---|\n");
+    for (int k = 0; k < OP_COUNT; k++) {
+        const OpInfo *info = op_info(k);
+        printf("| `%s` | ", info->name);
+        print_operand_count(info);
+        printf(" | ");
+        print_attrs(info);
+        printf(" | %s | %s |\n", fusion_kind_name(info->fusion), info->doc);
+    }
+    return 0;
+}
+
 static int dispatch(const CliArgs *a) {
     switch (a->action) {
     case ACTION_HELP: fputs(USAGE, stdout); return 0;
     case ACTION_VERSION: printf("capc %s\n", CAPC_VERSION); return 0;
+    case ACTION_LIST_OPS: return list_ops();
     case ACTION_CHECK: return run_check(a);
     case ACTION_COMPILE: return run_compile(a);
     }
