@@ -13,13 +13,14 @@
  *   - sampling: greedy twice (and in another batch grouping: 5 images vs 20, so the padding of
  *     a partial batch changes nothing) gives the same captions; top-k = 1 sampling equals
  *     greedy; beam search with 1 beam equals greedy; beam 3 and greedy captions hold no
- *     <pad>/<start>/<end> token.
+ *     <pad>/<start>/<end> token; more beams than batch rows is refused with -D batch=N.
  *   - resume: 40 steps straight equal 20 steps + checkpoint + resume + 20 (crossing an epoch
  *     boundary at step 25; 2 loader workers in one run, 0 in the other): the same checkpoint
  *     bytes.
  *   - cli: `cap train --data` (resume from its checkpoint too), `cap sample` prints
- *     `FILE: caption`, `cap eval` prints the five metric lines and writes a results file, and
- *     a vocabulary of another size is refused with the -D vocab=N to recompile with.
+ *     `FILE: caption`, `cap eval` prints the five metric lines and writes a results file, a
+ *     vocabulary of another size is refused with the -D vocab=N to recompile with, plain
+ *     weights need --vocab, and a corrupt train image is skipped, warned about and counted.
  * OMP_NUM_THREADS defaults to 1 here: the machine is shared, and spinning OpenMP threads
  * made a step ten times slower.
  */
@@ -256,6 +257,11 @@ static void test_sampling(void **state) {
     assert_same(&g1, &b1, 6, T1);
     assert_no_specials(&g1, N_SAMPLE, T1, V);
     assert_no_specials(&b3, 6, T1, V);
+    CapCaptionOptions too_many = {.beam = BATCH + 1};
+    static Captions unused;
+    assert_int_equal(cap_caption_images(cap, images, 1, &too_many, NULL, unused.tokens,
+                                        unused.lens, err, sizeof err), CAP_E_ARG);
+    assert_non_null(strstr(err, "-D batch=17"));
     char text[512];
     for (int i = 0; i < 3; i++) {
         vocab_decode(vocab, b3.tokens + i * T1, b3.lens[i], text, sizeof text);
@@ -382,6 +388,35 @@ static void test_cli(void **state) {
     assert_int_equal(run_cmd(cmd), 1);
     text = read_text(out);
     assert_non_null(strstr(text, "-D vocab=5"));
+    free(text);
+
+    /* plain weights carry no vocabulary: sample needs --vocab */
+    snprintf(cmd, sizeof cmd, "%s init %s -o %s/init.safetensors >/dev/null 2>&1 && %s sample "
+             "%s --weights %s/init.safetensors --image %s/images/synth_000450.png --backend cpu "
+             ">%s 2>&1", cap, so_path, tmpdir, cap, so_path, tmpdir, tmpdir, out);
+    assert_int_equal(run_cmd(cmd), 1);
+    text = read_text(out);
+    assert_non_null(strstr(text, "give --vocab"));
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s sample %s --weights %s/init.safetensors --vocab %s --image "
+             "%s/images/synth_000450.png --backend cpu >%s 2>&1", cap, so_path, tmpdir,
+             vocab_path, tmpdir, out);
+    assert_int_equal(run_cmd(cmd), 0);
+
+    /* a corrupt train image is skipped, warned about and counted (last: it changes the set) */
+    char bad[700];
+    snprintf(bad, sizeof bad, "%s/images/synth_000002.png", tmpdir);
+    f = fopen(bad, "w");
+    fputs("not a png", f);
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "%s train %s --data %s --vocab %s --steps 30 --out %s/y.st "
+             "--print-every 0 --backend cpu >%s 2>&1", cap, so_path, spec, vocab_path, tmpdir,
+             out);
+    assert_int_equal(run_cmd(cmd), 0);
+    text = read_text(out);
+    assert_non_null(strstr(text, "cap: warning: skipped "));
+    assert_non_null(strstr(text, "synth_000002.png"));
+    assert_non_null(strstr(text, "1 skipped"));
     free(text);
 }
 
