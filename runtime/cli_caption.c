@@ -46,10 +46,29 @@ static Opt *find_opt(Opt *o, int n, const char *a, size_t len) {
     return NULL;
 }
 
+static const char *const HELP[][2] = {
+    {"train", "usage: cap train cap.so --data SPEC --vocab VOCAB.txt (--steps N | --epochs N)\n"
+              "       --out CKPT [--weights W | --resume CKPT] [--log metrics.jsonl] [--seed S]\n"
+              "       [--workers K] [--save-every N] [--print-every N] [--backend B]\n"},
+    {"sample", "usage: cap sample cap.so --weights CKPT --image FILE... [--greedy]\n"
+               "       [--temperature T] [--top-k K] [--top-p P] [--beam N] [--length-alpha A]\n"
+               "       [--max-len L] [--seed S] [--vocab VOCAB.txt] [--backend B]\n"},
+    {"eval", "usage: cap eval cap.so --weights CKPT --data SPEC [--split train|val|test]\n"
+             "       [--beam N] [--results results.json] [--limit N] [--max-len L]\n"
+             "       [--vocab VOCAB.txt] [--backend B] (and sample's --greedy/--temperature/...)\n"},
+};
+
 /* argv[0] is the command; argv[1..] the model and the options. *model receives the one
- * positional argument. Returns 0 or 2. */
+ * positional argument. Returns 0, 2 on a bad line, or -1 after printing the help. */
 static int parse(int argc, char **argv, Opt *opts, int n, const char **model) {
     *model = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-h") && strcmp(argv[i], "--help")) continue;
+        for (size_t k = 0; k < sizeof HELP / sizeof HELP[0]; k++)
+            if (strcmp(HELP[k][0], argv[0]) == 0) fputs(HELP[k][1], stdout);
+        fputs("(docs/cli.md has the details)\n", stdout);
+        return -1;
+    }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (a[0] != '-' || a[1] == 0) {
@@ -298,6 +317,7 @@ int cap_cmd_train_data(int argc, char **argv) {
                   {"--workers", 0, NULL, NULL, 0}, {"--save-every", 0, NULL, NULL, 0}, {"--print-every", 0, NULL, NULL, 0}, {"--backend", 0, NULL, NULL, 0}};
     const char *model;
     int rc = parse(argc, argv, o, T_N, &model);
+    if (rc < 0) return opts_free(o, T_N), 0;
     long long seed = 0;
     if (!rc && !o[T_OUT].value) rc = usage("cap train needs --out CKPT%s", "");
     if (!rc && !!o[T_STEPS].value == !!o[T_EPOCHS].value)
@@ -381,6 +401,7 @@ int cap_cmd_sample(int argc, char **argv) {
     const char *model;
     CapCaptionOptions co;
     int rc = parse(argc, argv, o, S_N, &model);
+    if (rc < 0) return opts_free(o, S_N), 0;
     if (!rc && !o[S_WEIGHTS].value) rc = usage("cap sample needs --weights CKPT%s", "");
     if (!rc && !o[S_IMAGE].n_list) rc = usage("cap sample needs --image FILE...%s", "");
     if (!rc && o[S_IMAGE].n_list > MAX_IMAGES) rc = usage("at most 4096 images per call%s", "");
@@ -446,6 +467,7 @@ int cap_cmd_eval(int argc, char **argv) {
     int split = 2;
     long long limit = 0;
     int rc = parse(argc, argv, o, E_N, &model);
+    if (rc < 0) return opts_free(o, E_N), 0;
     if (!rc && !o[E_WEIGHTS].value) rc = usage("cap eval needs --weights CKPT%s", "");
     if (!rc && !o[E_DATA].value) rc = usage("cap eval needs --data SPEC%s", "");
     if (!rc && o[E_SPLIT].value) rc = split_of(o[E_SPLIT].value, &split);
