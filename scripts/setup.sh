@@ -4,9 +4,11 @@
 # is there (NVRTC compile checks) and works without it.
 set -euo pipefail
 
+# python3 runs scripts/param_counts.py for the models_* tests (a fresh Debian image has no
+# python3; without it CMake turns those tests off). libclang-dev is optional for the build
+# (in-process C compilation) but installed so that the feature is on.
 packages=(build-essential cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev
-          libjpeg-dev libpng-dev libclang-dev)
-# libclang is optional; install the newest -dev the archive has if none is present.
+          libjpeg-dev libpng-dev python3 libclang-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
