@@ -310,13 +310,13 @@ static int parse_entries(const cJSON *root, StFile *f, char *err, size_t err_siz
 
 /* ---- reading: layout of the data section ---------------------------------------------------- */
 
-static const StTensor *g_sort_base; /* qsort has no context argument in C11 */
-
+/* Orders tensor pointers (all into one array) by byte range, then by position in the header.
+ * Sorting pointers keeps qsort free of shared state: readers may run on several threads. */
 static int by_offset(const void *a, const void *b) {
-    const StTensor *x = &g_sort_base[*(const int *)a], *y = &g_sort_base[*(const int *)b];
+    const StTensor *x = *(const StTensor *const *)a, *y = *(const StTensor *const *)b;
     if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
     if (x->nbytes != y->nbytes) return x->nbytes < y->nbytes ? -1 : 1;
-    return *(const int *)a - *(const int *)b;
+    return x < y ? -1 : x > y;
 }
 
 /* The byte ranges, sorted, must tile [0, data_size) exactly. */
@@ -331,16 +331,15 @@ static int check_layout(StFile *f, const uint8_t *data, size_t data_size, char *
                         t->name, t->offset, t->offset + t->nbytes, data_size);
         t->data = data + t->offset;
     }
-    int *order = malloc(sizeof *order * ((size_t)f->n + 1));
+    const StTensor **order = malloc(sizeof *order * ((size_t)f->n + 1));
     if (!order) return fail(err, err_size, f->path, "out of memory");
-    for (int i = 0; i < f->n; i++) order[i] = i;
-    g_sort_base = f->tensors;
+    for (int i = 0; i < f->n; i++) order[i] = &f->tensors[i];
     qsort(order, (size_t)f->n, sizeof *order, by_offset);
     size_t expect = 0;
     int rc = 0;
     const StTensor *prev = NULL;
     for (int i = 0; i < f->n && rc == 0; i++) {
-        const StTensor *t = &f->tensors[order[i]];
+        const StTensor *t = order[i];
         if (t->offset < expect)
             rc = fail(err, err_size, f->path, "tensor '%s': data_offsets overlap tensor '%s'",
                       t->name, prev->name);
