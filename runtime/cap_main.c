@@ -141,6 +141,17 @@ static int64_t int_option(const char *name, const char *v, int64_t dflt, int64_t
     return (int64_t)x;
 }
 
+/* --seed: Philox keys are 32-bit, so a larger value would silently become another seed. */
+static uint32_t seed_option(const char *v) {
+    int64_t x = int_option("--seed", v, 0, 0);
+    if (x > (int64_t)UINT32_MAX) {
+        fprintf(stderr, "cap: error: --seed must be at most %lu, not '%s' (see cap --help)\n",
+                (unsigned long)UINT32_MAX, v);
+        exit(2);
+    }
+    return (uint32_t)x;
+}
+
 static void fail_if(CapStatus st, const char *err) {
     if (st == CAP_OK) return;
     fprintf(stderr, "cap: error: %s\n", err);
@@ -230,7 +241,7 @@ static int cmd_info(const Args *a) {
 
 static int cmd_init(const Args *a) {
     if (!a->out) usage_error("cap init needs -o WEIGHTS.safetensors%s", "");
-    uint32_t seed = (uint32_t)int_option("--seed", a->seed, 0, 0);
+    uint32_t seed = seed_option(a->seed);
     CapModel *m = open_model(a->model);
     CapSession *s = open_session(m, a->backend);
     char err[ERR_SIZE];
@@ -289,7 +300,7 @@ static int cmd_loss(const Args *a) {
     const char *mode = a->mode ? a->mode : "eval";
     if (strcmp(mode, "eval") && strcmp(mode, "train"))
         usage_error("--mode is eval or train, not '%s'", mode);
-    uint32_t seed = (uint32_t)int_option("--seed", a->seed, 0, 0);
+    uint32_t seed = seed_option(a->seed);
     CapModel *m = open_model(a->model);
     const char *entry = strcmp(mode, "eval") == 0 ? "eval_loss"
                         : cap_model_find_entry(m, "train_loss") >= 0 ? "train_loss"
@@ -334,11 +345,23 @@ typedef struct PathList {
     int n;
 } PathList;
 
-static void paths_add(PathList *p, const char *s, size_t len) {
-    p->items = realloc(p->items, (size_t)(p->n + 1) * sizeof *p->items);
-    p->items[p->n] = malloc(len + 1);
-    memcpy(p->items[p->n], s, len);
-    p->items[p->n++][len] = 0;
+static void out_of_memory(void) {
+    fprintf(stderr, "cap: error: out of memory\n");
+    exit(1);
+}
+
+/* Appends "PREFIX" + the first len bytes of s (prefix may be ""). */
+static void paths_add(PathList *p, const char *prefix, const char *s, size_t len) {
+    char **items = realloc(p->items, (size_t)(p->n + 1) * sizeof *p->items);
+    if (!items) out_of_memory();
+    p->items = items;
+    size_t np = strlen(prefix);
+    char *item = malloc(np + len + 1);
+    if (!item) out_of_memory();
+    memcpy(item, prefix, np);
+    memcpy(item + np, s, len);
+    item[np + len] = 0;
+    p->items[p->n++] = item;
 }
 
 static int cmp_str(const void *x, const void *y) {
@@ -351,11 +374,15 @@ static void collect_batches(const Args *a, PathList *p) {
     if (a->batches) {
         for (const char *s = a->batches; *s;) {
             size_t n = strcspn(s, ",");
-            if (n) paths_add(p, s, n);
+            if (n) paths_add(p, "", s, n);
             s += n + (s[n] == ',');
         }
         return;
     }
+    size_t nd = strlen(a->batch_dir);
+    char *prefix = malloc(nd + 2);
+    if (!prefix) out_of_memory();
+    snprintf(prefix, nd + 2, "%s/", a->batch_dir);
     DIR *d = opendir(a->batch_dir);
     if (!d) {
         fprintf(stderr, "cap: error: %s: cannot open directory: %s\n", a->batch_dir, strerror(errno));
@@ -365,11 +392,10 @@ static void collect_batches(const Args *a, PathList *p) {
     while ((de = readdir(d))) {
         size_t n = strlen(de->d_name);
         if (n <= 12 || strcmp(de->d_name + n - 12, ".safetensors")) continue;
-        char buf[4096];
-        int k = snprintf(buf, sizeof buf, "%s/%s", a->batch_dir, de->d_name);
-        paths_add(p, buf, (size_t)k);
+        paths_add(p, prefix, de->d_name, n);
     }
     closedir(d);
+    free(prefix);
     qsort(p->items, (size_t)p->n, sizeof *p->items, cmp_str); /* a stable order */
     if (p->n == 0) {
         fprintf(stderr, "cap: error: %s: no .safetensors batch files\n", a->batch_dir);
@@ -401,7 +427,7 @@ static int cmd_train(const Args *a) {
     forbid("train", "--grads", a->grads);
     PathList batches = {0};
     collect_batches(a, &batches);
-    uint32_t seed = (uint32_t)int_option("--seed", a->seed, 0, 0);
+    uint32_t seed = seed_option(a->seed);
     int64_t steps = a->steps ? int_option("--steps", a->steps, 0, 1)
                              : int_option("--epochs", a->epochs, 0, 1) * batches.n;
     CapModel *m = open_model(a->model);
