@@ -13,6 +13,7 @@
  */
 #include "cap_internal.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,14 +267,17 @@ CapStatus cap_load_weights(CapSession *s, const char *path, char *err, size_t er
     return st;
 }
 
-static CapStatus meta_int(const StFile *f, const char *key, int64_t *v, char *err,
+/* A non-negative integer at most max from the metadata. */
+static CapStatus meta_int(const StFile *f, const char *key, int64_t max, int64_t *v, char *err,
                           size_t err_size) {
     const char *s = st_metadata(f, key);
-    char *end;
+    char *end = NULL;
+    errno = 0;
     long long x = s ? strtoll(s, &end, 10) : 0;
-    if (!s || !*s || *end || x < 0)
+    if (!s || !*s || *end || errno || x < 0 || x > max)
         return cap_fail(err, err_size, CAP_E_FORMAT,
-                        "%s: checkpoint metadata '%s' is missing or not a number", f->path, key);
+                        "%s: checkpoint metadata '%s' is missing or not a number in range",
+                        f->path, key);
     *v = (int64_t)x;
     return CAP_OK;
 }
@@ -292,10 +296,10 @@ static CapStatus read_meta(const CapModel *m, const StFile *f, CapTrainMeta *met
                         "%s: checkpoint of model '%s', but %s is '%s'", f->path, model,
                         cap_model_path(m), want);
     int64_t seed = 0;
-    CapStatus st = meta_int(f, "step", &meta->step, err, err_size);
-    if (!st) st = meta_int(f, "seed", &seed, err, err_size);
-    if (!st) st = meta_int(f, "data_position", &meta->data_position, err, err_size);
-    if (!st) st = meta_int(f, "n_batches", &meta->n_batches, err, err_size);
+    CapStatus st = meta_int(f, "step", INT64_MAX, &meta->step, err, err_size);
+    if (!st) st = meta_int(f, "seed", UINT32_MAX, &seed, err, err_size);
+    if (!st) st = meta_int(f, "data_position", INT64_MAX, &meta->data_position, err, err_size);
+    if (!st) st = meta_int(f, "n_batches", INT64_MAX, &meta->n_batches, err, err_size);
     meta->seed = (uint32_t)seed;
     return st;
 }
