@@ -116,6 +116,15 @@ DataSplit data_hash_split(const char *key, size_t len) {
     return bucket < 90 ? DATA_TRAIN : bucket < 95 ? DATA_VAL : DATA_TEST;
 }
 
+DataSplit data_rule_split(DataSplitRule rule, const char *key) {
+    switch (rule) {
+    case DATA_SPLIT_ALL_TRAIN: return DATA_TRAIN;
+    case DATA_SPLIT_ALL_VAL: return DATA_VAL;
+    case DATA_SPLIT_ALL_TEST: return DATA_TEST;
+    default: return data_hash_split(key, strlen(key));
+    }
+}
+
 int32_t *data_split_images(const Dataset *ds, DataSplit split, int32_t *n) {
     *n = 0;
     int32_t count = ds->n_per_split[split];

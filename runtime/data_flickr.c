@@ -31,15 +31,6 @@ static CapStatus nomem(const Reader *r) {
     return data_fail(r->err, r->err_size, CAP_E_NOMEM, "%s: out of memory", r->path);
 }
 
-static DataSplit split_for(DataSplitRule rule, const char *name) {
-    switch (rule) {
-    case DATA_SPLIT_ALL_TRAIN: return DATA_TRAIN;
-    case DATA_SPLIT_ALL_VAL: return DATA_VAL;
-    case DATA_SPLIT_ALL_TEST: return DATA_TEST;
-    default: return data_hash_split(name, strlen(name));
-    }
-}
-
 /* Adds caption to the image named name (created on first sight). */
 static CapStatus add_pair(Reader *r, const char *name, const char *caption, size_t len, int line) {
     char where[1200];
@@ -48,7 +39,7 @@ static CapStatus add_pair(Reader *r, const char *name, const char *caption, size
     int32_t img = db_find_image(r->b, name);
     if (img < 0) {
         int64_t id = isdigit((unsigned char)name[0]) ? strtoll(name, NULL, 10) : r->b->ds->n_images;
-        img = db_add_image(r->b, name, name, id, split_for(r->rule, name), where);
+        img = db_add_image(r->b, name, name, id, data_rule_split(r->rule, name), where);
         if (img < 0) return nomem(r);
     }
     return db_add_caption(r->b, img, caption, len, where) ? nomem(r) : CAP_OK;
@@ -65,8 +56,8 @@ static CapStatus token_line(Reader *r, char *line, int lineno) {
         return data_fail(r->err, r->err_size, CAP_E_FORMAT,
                          "%s:%d: expected 'IMAGE#N<TAB>caption' (no tab on this line)", r->path, lineno);
     *tab = 0;
-    char *hash = strrchr(line, '#');
-    if (hash) *hash = 0;
+    char *hash = strrchr(line, '#'); /* "#N" (digits) ends the name; other '#' belong to it */
+    if (hash && hash[1] && hash[1 + strspn(hash + 1, "0123456789")] == 0) *hash = 0;
     return add_pair(r, line, tab + 1, strlen(tab + 1), lineno);
 }
 

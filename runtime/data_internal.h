@@ -47,6 +47,10 @@ void db_abort(DataBuilder *b);
 CapStatus data_coco_load(const char *path, const char *image_dir, DataSplitRule rule,
                          int rule_given, Dataset **out, char *err, size_t err_size);
 
+/* The split that rule gives the image whose key (file name) is key: the rule's split, or for
+ * DATA_SPLIT_HASH data_hash_split(key). */
+DataSplit data_rule_split(DataSplitRule rule, const char *key);
+
 /* Reads a whole file (NUL-terminated; *len excludes the NUL). Caller frees. */
 CapStatus data_read_file(const char *path, char **text, size_t *len, char *err,
                          size_t err_size);

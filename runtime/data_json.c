@@ -99,15 +99,6 @@ static CapStatus nomem(const char *path, char *err, size_t err_size) {
 
 /* ---- COCO ----------------------------------------------------------------------------------- */
 
-static DataSplit rule_split(DataSplitRule rule, const char *key) {
-    switch (rule) {
-    case DATA_SPLIT_ALL_TRAIN: return DATA_TRAIN;
-    case DATA_SPLIT_ALL_VAL: return DATA_VAL;
-    case DATA_SPLIT_ALL_TEST: return DATA_TEST;
-    default: return data_hash_split(key, strlen(key));
-    }
-}
-
 static CapStatus coco_image(DataBuilder *b, const cJSON *o, Record *r, DataSplitRule rule,
                             int rule_given) {
     if (!cJSON_IsObject(o)) return rec_fail(r, "expected an object, not", "value");
@@ -117,7 +108,7 @@ static CapStatus coco_image(DataBuilder *b, const cJSON *o, Record *r, DataSplit
     if (!st) st = rec_string(r, o, "file_name", 1, &file);
     if (!st) st = rec_string(r, o, "split", 0, &split_name);
     if (st) return st;
-    DataSplit split = rule_split(rule, file);
+    DataSplit split = data_rule_split(rule, file);
     if (split_name && !rule_given && (st = rec_split(r, split_name, &split))) return st;
     char key[32], where[1200];
     snprintf(key, sizeof key, "%lld", (long long)id);
@@ -206,6 +197,7 @@ static CapStatus karpathy_sentence(const cJSON *s, Record *r, char **out) {
     if (raw) return (*out = strdup(raw)) ? CAP_OK : nomem(r->path, r->err, r->err_size);
     const cJSON *toks = cJSON_GetObjectItemCaseSensitive(s, "tokens");
     if (!toks) return rec_fail(r, "sentence without 'raw' or", "tokens");
+    if (!cJSON_IsArray(toks)) return rec_fail(r, "expected an array for", "tokens");
     size_t n = 1;
     const cJSON *t;
     cJSON_ArrayForEach(t, toks) {

@@ -107,6 +107,23 @@ static void test_flickr_tokens(void **state) {
     data_free(ds);
 }
 
+/* Only a "#N" suffix (digits) is cut from a token-file name; a '#' inside the name stays. */
+static void test_flickr_tokens_hash_in_name(void **state) {
+    (void)state;
+    char *dir = make_temp_dir(), path[4100];
+    assert_non_null(dir);
+    snprintf(path, sizeof path, "%s/tokens.txt", dir);
+    write_text(path, "a#b.jpg\tA dog.\nc.jpg#12\tA cat.\nd#.jpg#x\tA cow.\n");
+    snprintf(spec_buf, sizeof spec_buf, "flickr30k:%s,imgs", path);
+    Dataset *ds = load_ok(spec_buf);
+    assert_int_equal(ds->n_images, 3);
+    assert_string_equal(ds->images[0].path, "imgs/a#b.jpg");
+    assert_string_equal(ds->images[1].path, "imgs/c.jpg");
+    assert_string_equal(ds->images[2].path, "imgs/d#.jpg#x");
+    data_free(ds);
+    rm_tree(dir);
+}
+
 static void test_flickr_csv(void **state) {
     (void)state;
     Dataset *ds = load_ok(spec("flickr30k", "flickr.csv", ",imgs"));
@@ -153,6 +170,14 @@ static void test_karpathy(void **state) {
                "karpathy_bad_split.json: images[0]: unknown split 'dev'", NULL);
     load_fails(spec("karpathy", "karpathy_no_sentences.json", NULL), CAP_E_FORMAT,
                "images[0]: missing key 'sentences'", NULL);
+    char *dir = make_temp_dir(), path[4100];
+    assert_non_null(dir);
+    snprintf(path, sizeof path, "%s/k.json", dir);
+    write_text(path, "{\"images\": [{\"filename\": \"a.jpg\", \"split\": \"train\", "
+                     "\"sentences\": [{\"tokens\": \"a cat\"}]}]}");
+    snprintf(spec_buf, sizeof spec_buf, "karpathy:%s", path);
+    load_fails(spec_buf, CAP_E_FORMAT, "images[0]: expected an array for 'tokens'", NULL);
+    rm_tree(dir);
 }
 
 static void test_specs(void **state) {
@@ -192,6 +217,7 @@ int main(void) {
         cmocka_unit_test(test_coco_default_image_dir_and_split_option),
         cmocka_unit_test(test_coco_errors),
         cmocka_unit_test(test_flickr_tokens),
+        cmocka_unit_test(test_flickr_tokens_hash_in_name),
         cmocka_unit_test(test_flickr_csv),
         cmocka_unit_test(test_flickr_errors),
         cmocka_unit_test(test_karpathy),
