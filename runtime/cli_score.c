@@ -9,6 +9,7 @@
  * docs/metrics.md describes the command; it returns its exit status and never exits.
  */
 #include "cap_internal.h"
+#include "data_internal.h" /* data_read_file */
 #include "metrics.h"
 
 #include <cjson/cJSON.h>
@@ -23,26 +24,10 @@
 /* ---- reading ----------------------------------------------------------------------------- */
 
 static CapStatus read_json(const char *path, cJSON **out, char *err, size_t err_size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return cap_fail(err, err_size, CAP_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0, got;
-    char *text = malloc(cap);
-    while (text && (got = fread(text + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (n + 1 == cap) {
-            char *g = realloc(text, cap *= 2);
-            if (!g) free(text);
-            text = g;
-        }
-    }
-    int read_error = ferror(f);
-    fclose(f);
-    if (!text) return cap_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory", path);
-    if (read_error) {
-        free(text);
-        return cap_fail(err, err_size, CAP_E_IO, "%s: read error", path);
-    }
-    text[n] = 0;
+    char *text;
+    size_t len;
+    CapStatus st = data_read_file(path, &text, &len, err, err_size);
+    if (st) return st;
     const char *end = NULL;
     *out = cJSON_ParseWithOpts(text, &end, 1);
     if (!*out) {
