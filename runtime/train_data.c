@@ -124,7 +124,7 @@ static int source_meta(void *ctx, const char **keys, const char **values, int ma
     return 3;
 }
 
-/* Every train_step input must be image, caption or rng. */
+/* Every train_step input must be image, caption or rng; image and caption must be there. */
 static CapStatus source_inputs(const CapModel *m, Source *src, char *err, size_t err_size) {
     const CapEntry *e = &cap_model_artifact(m)->entries[cap_model_find_entry(m, "train_step")];
     src->image_in = src->caption_in = -1;
@@ -137,6 +137,11 @@ static CapStatus source_inputs(const CapModel *m, Source *src, char *err, size_t
                             "%s: train_step input '%s' cannot come from a dataset (only image, "
                             "caption and rng)", cap_model_path(m), n);
     }
+    if (src->image_in < 0 || src->caption_in < 0) /* source_next writes both */
+        return cap_fail(err, err_size, CAP_E_UNSUPPORTED,
+                        "%s: train_step has no input '%s' for the dataset's %s",
+                        cap_model_path(m), src->image_in < 0 ? "image" : "caption",
+                        src->image_in < 0 ? "images" : "captions");
     return CAP_OK;
 }
 
