@@ -1,4 +1,4 @@
-/* data_internal.h — what the dataset readers (data_coco.c, data_flickr.c, data_karpathy.c)
+/* data_internal.h — what the dataset readers (data_json.c: COCO and Karpathy; data_flickr.c)
  * share: a builder that collects images and captions in file order, applies the rules every
  * format follows (UTF-8 repair, empty captions, orphans, duplicates, images without captions)
  * and produces a Dataset with captions grouped by image. Not part of any public API.
@@ -51,7 +51,8 @@ CapStatus data_coco_load(const char *path, const char *image_dir, DataSplitRule 
  * DATA_SPLIT_HASH data_hash_split(key). */
 DataSplit data_rule_split(DataSplitRule rule, const char *key);
 
-/* Reads a whole file (NUL-terminated; *len excludes the NUL). Caller frees. */
+/* Reads a whole file (NUL-terminated; *len excludes the NUL). Caller frees. Also used by
+ * `cap score` (cli_score.c) for its JSON files. */
 CapStatus data_read_file(const char *path, char **text, size_t *len, char *err,
                          size_t err_size);
 /* Line (1-based) and column of byte offset off in text. */
