@@ -26,7 +26,7 @@ static CapStatus parse_json_file(const char *path, cJSON **root, char *err, size
     CapStatus st = data_read_file(path, &text, &len, err, err_size);
     if (st != CAP_OK) return st;
     const char *end = NULL;
-    *root = cJSON_ParseWithOpts(text, &end, 0);
+    *root = cJSON_ParseWithOpts(text, &end, 1); /* nothing but whitespace after the value */
     if (!*root) {
         int line, col;
         size_t off = end ? (size_t)(end - text) : 0;

@@ -90,6 +90,15 @@ static void test_coco_errors(void **state) {
                "JSON syntax error");
     load_fails(spec("coco", "coco_no_images.json", NULL), CAP_E_FORMAT, "missing key 'images'", NULL);
     load_fails(spec("coco", "does_not_exist.json", NULL), CAP_E_IO, "does_not_exist.json: cannot open", NULL);
+    /* Text after the top-level value is an error, as for Python's json.load and `cap score`. */
+    char *dir = make_temp_dir(), path[4100];
+    assert_non_null(dir);
+    snprintf(path, sizeof path, "%s/trailing.json", dir);
+    write_text(path, "{\"images\": [{\"id\": 1, \"file_name\": \"a.jpg\"}],\n"
+                     " \"annotations\": [{\"image_id\": 1, \"caption\": \"a\"}]}\n}\n");
+    snprintf(spec_buf, sizeof spec_buf, "coco:%s", path);
+    load_fails(spec_buf, CAP_E_FORMAT, "trailing.json:3:1: JSON syntax error", NULL);
+    rm_tree(dir);
 }
 
 static void test_flickr_tokens(void **state) {
