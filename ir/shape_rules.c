@@ -703,7 +703,13 @@ int infer_conv2d(const Op *op, DType *out_dtype, Shape *out_shape, char *err,
     }
     Shape s = shape_of(4, x->shape.dims[0], o, (int64_t)0, (int64_t)0);
     for (int i = 0; i < 2; i++) {
-        int64_t eff = dil[i] * (w->shape.dims[2 + i] - 1) + 1;
+        /* dilation <= 2^31 (pair_attr) times a kernel size <= 2^40 can overflow int64. */
+        int64_t eff;
+        if (__builtin_mul_overflow(dil[i], w->shape.dims[2 + i] - 1, &eff) ||
+            eff >= IR_MAX_NUMEL)
+            return fail(op, err, err_size, "kernel of weight %s with dilation %lld is absurdly "
+                        "large", vtype(w).s, (long long)dil[i]);
+        eff += 1;
         int64_t span = x->shape.dims[2 + i] + 2 * pad[i] - eff;
         if (span < 0)
             return fail(op, err, err_size,
@@ -893,7 +899,11 @@ int infer_conv2d_grad_input(const Op *op, DType *out_dtype, Shape *out_shape, ch
     int64_t g = op_int(op, "groups");
     if (g < 1 || g > ((int64_t)1 << 31))
         return fail(op, err, err_size, "groups must be >= 1, got %lld", (long long)g);
-    Value x = shaped(shape_of(4, dy->shape.dims[0], w->shape.dims[1] * g, in[0], in[1]));
+    int64_t channels;
+    if (__builtin_mul_overflow(w->shape.dims[1], g, &channels) || channels > IR_MAX_NUMEL)
+        return fail(op, err, err_size, "input channels %lld x groups=%lld is absurdly large",
+                    (long long)w->shape.dims[1], (long long)g);
+    Value x = shaped(shape_of(4, dy->shape.dims[0], channels, in[0], in[1]));
     Shape y;
     if (check_conv_backward(op, &x, w, dy, &y, err, err_size)) return -1;
     return finish(op, DT_F32, &x.shape, out_dtype, out_shape, err, err_size);
