@@ -6,6 +6,11 @@
 #include "interp.h"
 #include "ops.h"
 
+/* Writes "OPNAME: message" into err and returns -1, so shape rules and reference evaluators
+ * can `return op_fail(op, err, err_size, ...)`. */
+__attribute__((format(printf, 4, 5))) int op_fail(const Op *op, char *err, size_t err_size,
+                                                  const char *fmt, ...);
+
 #define OP(ENUM, name, min_in, max_in, fusion, doc)                                        \
     int infer_##name(const Op *op, DType *out_dtype, Shape *out_shape, char *err,          \
                      size_t err_size);                                                     \

@@ -3,8 +3,10 @@
  * Attribute schemas are listed here, one array per op, in the order the IR printer writes
  * them. A default of NULL makes the attribute required. Shape rules (infer_NAME) live in
  * shape_rules.c, reference evaluators (ref_NAME) in ref_ops.c, gradient rules (grad_NAME) in
- * grad_rules.c.
+ * grad_rules.c; op_fail, the "OPNAME: message" error the first two share, is here.
  */
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "op_impl.h"
@@ -112,6 +114,16 @@ const OpInfo OP_TABLE[OP_COUNT] = {
 #include "ops.def"
 #undef OP
 };
+
+int op_fail(const Op *op, char *err, size_t err_size, const char *fmt, ...) {
+    int n = snprintf(err, err_size, "%s: ", op_info(op->kind)->name);
+    if (n < 0 || (size_t)n >= err_size) return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err + n, err_size - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
 
 bool op_is_view(const Op *op) { return op->kind == OP_RESHAPE; }
 

@@ -5,24 +5,12 @@
  * follow docs/ir.md and PyTorch. Shapes and attributes were validated by the shape rules;
  * only data-dependent problems (ids out of range, casts out of range) are reported here. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "op_impl.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
-
-__attribute__((format(printf, 4, 5))) static int fail(const Op *op, char *err, size_t err_size,
-                                                      const char *fmt, ...) {
-    int n = snprintf(err, err_size, "%s: ", op_info(op->kind)->name);
-    if (n < 0 || (size_t)n >= err_size) return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err + n, err_size - (size_t)n, fmt, ap);
-    va_end(ap);
-    return -1;
-}
 
 static int64_t numel(const RefTensor *t) { return shape_numel(&t->shape); }
 
@@ -67,8 +55,9 @@ static int axis_of(const Op *op, const char *name, int rank) {
 int ref_param(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err,
               size_t err_size) {
     /* Parameter values live outside the IR: ref_run reads them through its lookup. */
-    return fail(op, err, err_size, "parameter \"%s\" is supplied by ref_run's lookup, not evaluated",
-                op_string(op, "name"));
+    return op_fail(op, err, err_size,
+                   "parameter \"%s\" is supplied by ref_run's lookup, not evaluated",
+                   op_string(op, "name"));
 }
 
 int ref_full(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err,
@@ -129,8 +118,8 @@ int ref_cast(const Op *op, const RefTensor *const *ins, RefTensor *out, char *er
         if (out->dtype == DT_I32) {
             double t = trunc(x); /* toward zero, like C's float -> int conversion */
             if (!(t >= -2147483648.0 && t <= 2147483647.0))
-                return fail(op, err, err_size, "value %g at element %lld does not fit in i32", x,
-                            (long long)i);
+                return op_fail(op, err, err_size, "value %g at element %lld does not fit in i32", x,
+                               (long long)i);
             x = t;
         }
         out->data[i] = x;
@@ -243,8 +232,8 @@ static int check_ids(const Op *op, const RefTensor *ids, int64_t num, char *err,
     for (int64_t i = 0; i < numel(ids); i++) {
         double id = ids->data[i];
         if (!(id >= 0 && id < (double)num))
-            return fail(op, err, err_size, "id %g at position %lld is out of range [0, %lld)", id,
-                        (long long)i, (long long)num);
+            return op_fail(op, err, err_size, "id %g at position %lld is out of range [0, %lld)",
+                           id, (long long)i, (long long)num);
     }
     return 0;
 }
@@ -402,7 +391,7 @@ int ref_cross_entropy(const Op *op, const RefTensor *const *ins, RefTensor *out,
         double t = target->data[r];
         if (t == ignore) continue;
         if (!(t >= 0 && t < (double)v))
-            return fail(op, err, err_size, "target id %g at row %lld is out of range [0, %lld)",
+            return op_fail(op, err, err_size, "target id %g at row %lld is out of range [0, %lld)",
                         t, (long long)r, (long long)v);
         const double *row = logits->data + r * v;
         double mx = -INFINITY, sum = 0.0;
@@ -555,8 +544,9 @@ int ref_update_slice(const Op *op, const RefTensor *const *ins, RefTensor *out, 
     int64_t size = x->shape.dims[axis], n = u->shape.dims[axis];
     double pos = ins[2]->data[0];
     if (!(pos >= 0 && pos <= (double)(size - n)))
-        return fail(op, err, err_size, "pos %g is out of range: %lld rows at pos must fit in %lld",
-                    pos, (long long)n, (long long)size);
+        return op_fail(op, err, err_size,
+                       "pos %g is out of range: %lld rows at pos must fit in %lld", pos,
+                       (long long)n, (long long)size);
     memcpy(out->data, x->data, (size_t)numel(x) * sizeof *out->data);
     int64_t idx[IR_MAX_RANK];
     for (int64_t i = 0; i < numel(u); i++) {
@@ -752,7 +742,7 @@ int ref_cross_entropy_grad(const Op *op, const RefTensor *const *ins, RefTensor 
             continue;
         }
         if (!(t >= 0 && t < (double)v))
-            return fail(op, err, err_size, "target id %g at row %lld is out of range [0, %lld)",
+            return op_fail(op, err, err_size, "target id %g at row %lld is out of range [0, %lld)",
                         t, (long long)r, (long long)v);
         double mx = -INFINITY, sum = 0.0;
         for (int64_t j = 0; j < v; j++) mx = fmax(mx, row[j]);
