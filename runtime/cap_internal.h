@@ -72,8 +72,8 @@ CapStatus cap_fail(char *err, size_t err_size, CapStatus code, const char *fmt, 
 /* Initializer of one state tensor (init.c): fills dst (numel f32 or i32) from info->init. */
 CapStatus cap_init_state(const CapStateInfo *info, int index, uint32_t seed, void *dst,
                          char *err, size_t err_size);
-/* Philox4x32-10 (init.c). */
-void cap_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
+/* Philox4x32-10: runtime/philox.h. */
+#include "philox.h"
 
 /* Checks file tensor t against info (shape; F32/F64 for f32, I32/I64 for i32) and converts it
  * into dst, host memory of cap_tensor_bytes(info) (checkpoint.c). */

@@ -1,6 +1,5 @@
-/* data_rng.h — the counter-based random numbers of the data pipeline: Philox4x32-10 (the same
- * generator as runtime/init.c and ir/philox.c, kept here so libcapdata stands alone), and the
- * few draws the data code needs, each keyed so that it depends only on what it is about:
+/* data_rng.h — the counter-based random numbers of the data pipeline: the few draws the data
+ * code needs, on Philox4x32-10 (runtime/philox.h, shared with the rest of the runtime), each keyed so that it depends only on what it is about:
  *
  *   shuffle of epoch e, step i      key {seed, DATA_RNG_TAG}, counter {i, e, 1, 0}
  *   caption choice (epoch e, image) key {seed, DATA_RNG_TAG}, counter {image, e, 2, 0}
@@ -19,8 +18,6 @@
 #define DATA_RNG_TAG 0x44415441u   /* "DATA" */
 #define DATA_RNG_SPLIT 0x53504C54u /* "SPLT" */
 #define DATA_RNG_SYNTH 0x53594E54u /* "SYNT" */
-
-void data_philox(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]);
 
 /* 64 random bits of (key, counter): out[0] | out[1] << 32. */
 uint64_t data_rand64(uint32_t k0, uint32_t k1, uint32_t c0, uint32_t c1, uint32_t c2);

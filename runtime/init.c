@@ -24,34 +24,6 @@
 
 #define CAP_TWO_PI 6.283185307179586476925286766559
 
-/* ---- Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3") ---------- */
-
-#define PHILOX_MUL0 0xD2511F53u
-#define PHILOX_MUL1 0xCD9E8D57u
-#define PHILOX_KEY_STEP0 0x9E3779B9u /* golden ratio */
-#define PHILOX_KEY_STEP1 0xBB67AE85u /* sqrt(3) - 1 */
-
-void cap_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2], uint32_t out[4]) {
-    uint32_t x0 = ctr[0], x1 = ctr[1], x2 = ctr[2], x3 = ctr[3];
-    uint32_t k0 = key[0], k1 = key[1];
-    for (int round = 0; round < 10; round++) {
-        uint64_t p0 = (uint64_t)PHILOX_MUL0 * x0;
-        uint64_t p1 = (uint64_t)PHILOX_MUL1 * x2;
-        uint32_t y0 = (uint32_t)(p1 >> 32) ^ x1 ^ k0;
-        uint32_t y2 = (uint32_t)(p0 >> 32) ^ x3 ^ k1;
-        x0 = y0;
-        x1 = (uint32_t)p1;
-        x2 = y2;
-        x3 = (uint32_t)p0;
-        k0 += PHILOX_KEY_STEP0;
-        k1 += PHILOX_KEY_STEP1;
-    }
-    out[0] = x0;
-    out[1] = x1;
-    out[2] = x2;
-    out[3] = x3;
-}
-
 static void draw(uint32_t seed, int index, int64_t e, uint32_t r[4]) {
     const uint32_t ctr[4] = {(uint32_t)e, (uint32_t)((uint64_t)e >> 32), 0, 0};
     const uint32_t key[2] = {seed, (uint32_t)index};
