@@ -311,9 +311,10 @@ static int cmd_loss(const Args *a) {
         fail_if(CAP_E_UNSUPPORTED,
                 strcmp(mode, "eval") == 0
                     ? "--grads: this cap.so has no gradient entry point ('eval_grads' with "
-                      "outputs 'loss' and 'grad.<param>'); capc does not emit one yet"
+                      "outputs 'loss' and 'grad.<param>'); compile a model with a \"train\" section"
                     : "--grads: this cap.so has no gradient entry point ('train_grads' with "
-                      "outputs 'loss' and 'grad.<param>'); capc does not emit one yet");
+                      "outputs 'loss' and 'grad.<param>'); compile a model with a \"train\" "
+                      "section");
     if (gentry) entry = gentry;
     if (cap_model_find_entry(m, entry) < 0) {
         snprintf(err, sizeof err, "%s has no entry point '%s'%s", a->model, entry,
