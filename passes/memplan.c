@@ -30,12 +30,16 @@
  * two buffers may share bytes only if their lifetimes do not overlap. Greedy first-fit: in
  * some order, each buffer goes to the lowest 64-byte-aligned offset that does not overlap a
  * placed buffer live at the same time. Two orders are tried (largest first; earliest first)
- * and the smaller arena is kept. peak_bytes is the arena's size; naive_bytes is the sum of the
+ * and the smaller arena is kept. The placed buffers are kept sorted by offset, so a buffer's
+ * offset is one walk up from 0 that stops at the first big enough gap (in the earliest-first
+ * order, buffers that ended before the current one starts leave the walk for good). peak_bytes is the arena's size; naive_bytes is the sum of the
  * (unaligned) sizes of every value that would be its own allocation without planning (arena
  * values, not counting views).
  *
  * memplan_check() verifies a plan with its own liveness, trusting only the offsets and the
- * declared aliases, so tests can run it on any plan.
+ * declared aliases, so tests can run it on any plan. It sweeps the values in op order with
+ * the ones live at each op sorted by offset, so each new value is compared with its
+ * neighbour there rather than with every other value.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -82,6 +86,27 @@ static const char *state_output_name(const Function *f, const Value *v) {
     return uses == 1 ? name : NULL;
 }
 
+/* state_output_name() for every value at once, by value id (one pass over the outputs);
+ * NULL when out of memory. */
+static const char **state_output_names(const Function *f) {
+    size_t n = (size_t)f->n_values + 1;
+    const char **names = calloc(n, sizeof *names);
+    int *uses = calloc(n, sizeof *uses);
+    if (names == NULL || uses == NULL) {
+        free(names), free(uses);
+        return NULL;
+    }
+    for (int i = 0; i < f->n_outputs; i++) {
+        int v = f->outputs[i]->id;
+        uses[v]++;
+        if (f->output_names[i][0] == '@') names[v] = f->output_names[i] + 1;
+    }
+    for (int v = 0; v < f->n_values; v++)
+        if (uses[v] != 1) names[v] = NULL;
+    free(uses);
+    return names;
+}
+
 /* ---- liveness ----------------------------------------------------------------------------- */
 
 typedef struct Liveness {
@@ -117,12 +142,26 @@ typedef struct Buffer {
     int64_t offset;
 } Buffer;
 
+typedef struct ParamRef {
+    const char *name; /* the state it reads */
+    int op;           /* its op index */
+} ParamRef;
+
+static int param_cmp(const void *a, const void *b) {
+    const ParamRef *x = a, *y = b;
+    int c = strcmp(x->name, y->name);
+    return c != 0 ? c : (x->op > y->op) - (x->op < y->op);
+}
+
 typedef struct Planner {
     const Function *f;
     Liveness live;
     int *storage_end; /* per value id: last read of it or of any view of it (views extend) */
     int *root;        /* per value id: the value whose bytes it views (itself if no view) */
     int *buffer_of;   /* per value id: its buffer, -1 when not in the arena */
+    const char **state_name; /* per value id: state_output_name() */
+    ParamRef *params; /* the `param` ops, sorted by state name (old_state_dead's index) */
+    int n_params;
     Buffer *buffers;
     int n_buffers;
     MemPlan *plan;
@@ -133,6 +172,8 @@ static void planner_free(Planner *p) {
     free(p->storage_end);
     free(p->root);
     free(p->buffer_of);
+    free(p->state_name);
+    free(p->params);
     free(p->buffers);
 }
 
@@ -188,9 +229,15 @@ static bool old_state_dead(const Planner *p, const char *x, int at) {
     const Op *writer = f->ops[at];
     bool elementwise = op_info(writer->kind)->fusion == FUSE_ELEMENTWISE;
     int64_t n = shape_numel(&writer->result->shape);
-    for (int i = 0; i < f->n_ops; i++) {
-        const Op *op = f->ops[i];
-        if (op->kind != OP_PARAM || strcmp(op_string(op, "name"), x) != 0) continue;
+    int lo = 0, hi = p->n_params; /* first param named x or later */
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (strcmp(p->params[mid].name, x) < 0) lo = mid + 1;
+        else hi = mid;
+    }
+    for (int i = lo; i < p->n_params; i++) {
+        if (strcmp(p->params[i].name, x) != 0) break;
+        const Op *op = f->ops[p->params[i].op];
         int old = op->result->id, end = p->storage_end[old];
         if (end < at) continue;
         if (end > at || !elementwise) return false;
@@ -204,7 +251,7 @@ static bool old_state_dead(const Planner *p, const char *x, int at) {
 
 /* A value returned as "@X" that can be computed straight into X's memory. */
 static bool goes_to_state(const Planner *p, const Op *op, int i) {
-    const char *x = state_output_name(p->f, op->result);
+    const char *x = p->state_name[op->result->id];
     return x != NULL && old_state_dead(p, x, i);
 }
 
@@ -240,15 +287,6 @@ static void assign_home(Planner *p, int i) {
 
 /* ---- packing ------------------------------------------------------------------------------ */
 
-typedef struct Span {
-    int64_t lo, hi; /* bytes [lo, hi) */
-} Span;
-
-static int span_cmp(const void *a, const void *b) {
-    const Span *x = a, *y = b;
-    return (x->lo > y->lo) - (x->lo < y->lo);
-}
-
 typedef struct Order {
     int64_t key1, key2; /* ascending */
     int index;
@@ -261,30 +299,59 @@ static int order_cmp(const void *a, const void *b) {
     return (x->index > y->index) - (x->index < y->index);
 }
 
-static bool lifetimes_overlap(const Buffer *a, const Buffer *b) {
-    return a->start <= b->end && b->start <= a->end;
-}
+/* The placed buffers, kept sorted by offset as they are placed, so finding a gap is one walk
+ * from offset 0 that stops at the first gap big enough: no sorting per buffer. */
+typedef struct Placed {
+    int *index; /* buffer indices, ascending offset */
+    int n;
+} Placed;
 
-/* Lowest offset where b fits between the placed buffers live at the same time. */
-static int64_t first_fit(const Buffer *bufs, const Order *order, int n_placed, const Buffer *b,
-                         Span *scratch) {
-    int n = 0;
-    for (int k = 0; k < n_placed; k++) {
-        const Buffer *o = &bufs[order[k].index];
-        if (lifetimes_overlap(o, b)) scratch[n++] = (Span){o->offset, o->offset + o->size};
-    }
-    qsort(scratch, (size_t)n, sizeof *scratch, span_cmp);
+/* Lowest offset where b fits between the placed buffers live at the same time. When the
+ * order places buffers by ascending start (`by_start`), a placed buffer that ended before b
+ * starts overlaps no later buffer either, so the walk drops it for good. */
+static int64_t first_fit(const Buffer *bufs, Placed *placed, const Buffer *b, bool by_start) {
     int64_t at = 0;
-    for (int k = 0; k < n && scratch[k].lo < at + b->size; k++) at = max64(at, scratch[k].hi);
+    int n = placed->n, kept = 0, k = 0;
+    int *idx = placed->index;
+    int start = b->start, end = b->end;
+    for (; k < n; k++) {
+        const Buffer *o = &bufs[idx[k]];
+        if (o->end < start) { /* ends before b: dropped for good when by_start */
+            if (!by_start) idx[kept++] = idx[k];
+            continue;
+        }
+        if (o->start <= end) { /* live at the same time as b */
+            if (o->offset >= at + b->size) break; /* b fits in [at, o->offset) */
+            at = max64(at, o->offset + o->size);
+        }
+        idx[kept++] = idx[k];
+    }
+    memmove(idx + kept, idx + k, sizeof *idx * (size_t)(n - k));
+    placed->n = kept + (n - k);
     return at;
 }
 
+/* Inserts buffer i (already given its offset) into the offset order. */
+static void placed_insert(const Buffer *bufs, Placed *placed, int i) {
+    int lo = 0, hi = placed->n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (bufs[placed->index[mid]].offset <= bufs[i].offset) lo = mid + 1;
+        else hi = mid;
+    }
+    memmove(placed->index + lo + 1, placed->index + lo, sizeof(int) * (size_t)(placed->n - lo));
+    placed->index[lo] = i;
+    placed->n++;
+}
+
 /* Places every buffer in the given order; returns the arena size. */
-static int64_t pack(Buffer *bufs, int n, const Order *order, Span *scratch) {
+static int64_t pack(Buffer *bufs, int n, const Order *order, bool by_start, int *scratch) {
     int64_t peak = 0;
+    Placed placed = {scratch, 0};
     for (int k = 0; k < n; k++) {
         Buffer *b = &bufs[order[k].index];
-        b->offset = first_fit(bufs, order, k, b, scratch);
+        b->offset = first_fit(bufs, &placed, b, by_start);
+        placed_insert(bufs, &placed, order[k].index);
         peak = max64(peak, b->offset + b->size);
     }
     return peak;
@@ -294,7 +361,7 @@ static int64_t pack(Buffer *bufs, int n, const Order *order, Span *scratch) {
 static int pack_best(Planner *p) {
     int n = p->n_buffers;
     Order *order = malloc(sizeof *order * (size_t)(n + 1));
-    Span *scratch = malloc(sizeof *scratch * (size_t)(n + 1));
+    int *scratch = malloc(sizeof *scratch * (size_t)(n + 1));
     int64_t *best = malloc(sizeof *best * (size_t)(n + 1));
     if (order == NULL || scratch == NULL || best == NULL) {
         free(order), free(scratch), free(best);
@@ -307,7 +374,7 @@ static int pack_best(Planner *p) {
             order[k] = pass == 0 ? (Order){-b->size, b->start, k} : (Order){b->start, -b->size, k};
         }
         qsort(order, (size_t)n, sizeof *order, order_cmp);
-        int64_t peak = pack(p->buffers, n, order, scratch);
+        int64_t peak = pack(p->buffers, n, order, pass == 1, scratch);
         if (best_peak >= 0 && peak >= best_peak) continue;
         best_peak = peak;
         for (int k = 0; k < n; k++) best[k] = p->buffers[k].offset;
@@ -354,11 +421,18 @@ static int planner_init(Planner *p, const Function *f, MemPlan *plan) {
     p->root = malloc(sizeof(int) * n);
     p->buffer_of = malloc(sizeof(int) * n);
     p->buffers = malloc(sizeof(Buffer) * ((size_t)f->n_ops + 1));
+    p->state_name = state_output_names(f);
+    p->params = malloc(sizeof *p->params * ((size_t)f->n_ops + 1));
     if (plan_alloc(plan, f) != 0 || liveness_compute(f, &p->live) != 0 ||
-        p->storage_end == NULL || p->root == NULL || p->buffer_of == NULL || p->buffers == NULL)
+        p->storage_end == NULL || p->root == NULL || p->buffer_of == NULL ||
+        p->buffers == NULL || p->state_name == NULL || p->params == NULL)
         return -1;
     for (int v = 0; v < f->n_values; v++) p->buffer_of[v] = -1;
     compute_views(p);
+    for (int i = 0; i < f->n_ops; i++)
+        if (f->ops[i]->kind == OP_PARAM)
+            p->params[p->n_params++] = (ParamRef){op_string(f->ops[i], "name"), i};
+    qsort(p->params, (size_t)p->n_params, sizeof *p->params, param_cmp);
     return 0;
 }
 
@@ -501,18 +575,88 @@ static int check_pair(Checker *c, int a, int b) {
                       va->name, sa, c->cls_end[a], vb->name, sb, c->cls_end[b], (long long)lo);
 }
 
+typedef struct Live {
+    int *index; /* class roots, ascending offset; their bytes pairwise disjoint */
+    int n;
+} Live;
+
+/* Position of the first root in `live` whose offset is >= off (or > off when `after`). */
+static int live_find(const Checker *c, const Live *live, int64_t off, bool after) {
+    int lo = 0, hi = live->n;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        int64_t o = c->plan->offsets[live->index[mid]];
+        if (o < off || (after && o == off)) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static void live_remove(const Checker *c, Live *live, int r) {
+    int k = live_find(c, live, c->plan->offsets[r], false);
+    if (k >= live->n || live->index[k] != r) return; /* not there (already removed) */
+    memmove(live->index + k, live->index + k + 1, sizeof(int) * (size_t)(live->n - k - 1));
+    live->n--;
+}
+
+/* roots[0..n) into by_end, ascending by last read (a counting sort: ends are op indices in
+ * [0, n_ops]); -1 when out of memory. */
+static int sort_by_end(const Checker *c, const int *roots, int n, int *by_end) {
+    int n_ends = c->f->n_ops + 2;
+    int *first = calloc((size_t)n_ends + 1, sizeof *first);
+    if (first == NULL) return -1;
+    for (int i = 0; i < n; i++) first[c->cls_end[roots[i]] + 1]++;
+    for (int e = 1; e <= n_ends; e++) first[e] += first[e - 1];
+    for (int i = 0; i < n; i++) by_end[first[c->cls_end[roots[i]]]++] = roots[i];
+    free(first);
+    return 0;
+}
+
+/* A sweep over the classes in the order they are defined. `live` holds the classes live at
+ * the current op, sorted by offset; as no two of them may share bytes, a new class can only
+ * clash with the one just below it (the last one starting before its end). Before a class is
+ * added, the classes that ended earlier leave, and so does the class it is computed in place
+ * over (legal only when that class's last read is here, so nothing later can clash with it;
+ * check_pair decides). A clash found is reported by check_pair. */
 static int check_overlaps(Checker *c) {
     const Function *f = c->f;
-    int *roots = malloc(sizeof(int) * ((size_t)f->n_ops + 1));
-    if (roots == NULL) return check_fail(c, "out of memory");
+    const MemPlan *plan = c->plan;
+    size_t cap = (size_t)f->n_ops + 1;
+    int *roots = malloc(sizeof(int) * cap), *by_end = malloc(sizeof(int) * cap);
+    Live live = {malloc(sizeof(int) * cap), 0};
+    if (roots == NULL || by_end == NULL || live.index == NULL) {
+        free(roots), free(by_end), free(live.index);
+        return check_fail(c, "out of memory");
+    }
     int n = 0, rc = 0;
     for (int i = 0; i < f->n_ops; i++) {
         int r = f->ops[i]->result->id;
-        if (c->cls[r] == r && c->plan->offsets[r] >= 0) roots[n++] = r;
+        if (c->cls[r] == r && plan->offsets[r] >= 0 && value_bytes(f->values[r]) > 0)
+            roots[n++] = r; /* an empty value shares no bytes */
     }
-    for (int i = 0; i < n && rc == 0; i++)
-        for (int j = i + 1; j < n && rc == 0; j++) rc = check_pair(c, roots[i], roots[j]);
-    free(roots);
+    if (sort_by_end(c, roots, n, by_end) != 0) rc = check_fail(c, "out of memory");
+    int gone = 0; /* by_end[0..gone) have left `live` */
+    for (int i = 0; i < n && rc == 0; i++) {
+        int b = roots[i], sb = c->live.def_index[b];
+        for (; gone < n && c->cls_end[by_end[gone]] < sb; gone++)
+            live_remove(c, &live, by_end[gone]);
+        int u = plan->alias_of[b];
+        if (u >= 0 && c->cls_end[c->cls[u]] == sb) {
+            int a = c->cls[u];
+            rc = check_pair(c, a, b); /* in place over a: fine, else a clash */
+            live_remove(c, &live, a);
+        }
+        int64_t off = plan->offsets[b], hi = off + value_bytes(f->values[b]);
+        int k = live_find(c, &live, hi, false); /* live[k-1]: the last starting below hi */
+        if (rc == 0 && k > 0) rc = check_pair(c, live.index[k - 1], b);
+        if (rc == 0) {
+            k = live_find(c, &live, off, true);
+            memmove(live.index + k + 1, live.index + k, sizeof(int) * (size_t)(live.n - k));
+            live.index[k] = b;
+            live.n++;
+        }
+    }
+    free(roots), free(by_end), free(live.index);
     return rc;
 }
 
