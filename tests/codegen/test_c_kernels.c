@@ -22,6 +22,7 @@
 #include <cmocka.h>
 
 #include "codegen.h"
+#include "codegen/case_inputs.h"
 #include "codegen/op_cases.h"
 #include "interp.h"
 
@@ -41,23 +42,6 @@ static Case cases[N_OP_CASES];
 static void *lib;
 static char dir[64];
 
-/* xorshift64*: deterministic inputs per case */
-static uint64_t rng_state;
-static double uniform(void) {
-    rng_state ^= rng_state >> 12;
-    rng_state ^= rng_state << 25;
-    rng_state ^= rng_state >> 27;
-    return (double)((rng_state * 2685821657736338717ULL) >> 11) * (1.0 / 9007199254740992.0);
-}
-
-static double draw(char mode, int64_t id_limit) {
-    switch (mode) {
-    case 'p': return (float)(0.5 + 1.5 * uniform());
-    case 's': return (double)((int)(uniform() * 5) - 2);
-    case 'i': return (double)(int64_t)(uniform() * (double)id_limit);
-    default: return (float)(-2.0 + 4.0 * uniform());
-    }
-}
 
 static int setup(void **state) {
     snprintf(dir, sizeof dir, "/tmp/capc_ckXXXXXX");

@@ -46,18 +46,8 @@
 
 /* ---- 1. IR text cases -------------------------------------------------------------------- */
 
-static char *case_path(const char *name, const char *ext) {
-    size_t n = strlen(source_dir()) + strlen(CASE_DIR) + strlen(name) + strlen(ext) + 4;
-    char *path = malloc(n);
-    snprintf(path, n, "%s/%s/%s%s", source_dir(), CASE_DIR, name, ext);
-    return path;
-}
-
 static char *read_case(const char *name, const char *ext) {
-    char *path = case_path(name, ext);
-    char *text = read_text_file(path);
-    if (text == NULL) print_error("cannot read %s\n", path);
-    free(path);
+    char *text = read_test_data(CASE_DIR, name, ext);
     assert_non_null(text);
     return text;
 }

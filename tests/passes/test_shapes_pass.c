@@ -24,18 +24,12 @@
 #define DATA_DIR "tests/passes/data"
 
 static char *data_path(const char *name, const char *ext) {
-    size_t n = strlen(source_dir()) + strlen(DATA_DIR) + strlen(name) + strlen(ext) + 4;
-    char *path = malloc(n);
-    snprintf(path, n, "%s/%s/%s%s", source_dir(), DATA_DIR, name, ext);
-    return path;
+    return test_data_path(DATA_DIR, name, ext);
 }
 
 /* Reads a data file, failing the test if it is missing. */
 static char *read_data(const char *name, const char *ext) {
-    char *path = data_path(name, ext);
-    char *text = read_text_file(path);
-    if (text == NULL) print_error("cannot read %s\n", path);
-    free(path);
+    char *text = read_test_data(DATA_DIR, name, ext);
     assert_non_null(text);
     return text;
 }

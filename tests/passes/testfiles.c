@@ -54,3 +54,19 @@ void remove_tree(const char *dir) {
     }
     rmdir(dir);
 }
+
+char *test_data_path(const char *dir, const char *name, const char *ext) {
+    size_t n = strlen(source_dir()) + strlen(dir) + strlen(name) + strlen(ext) + 4;
+    char *path = malloc(n);
+    if (path != NULL) snprintf(path, n, "%s/%s/%s%s", source_dir(), dir, name, ext);
+    return path;
+}
+
+char *read_test_data(const char *dir, const char *name, const char *ext) {
+    char *path = test_data_path(dir, name, ext);
+    if (path == NULL) return NULL;
+    char *text = read_text_file(path);
+    if (text == NULL) fprintf(stderr, "cannot read %s\n", path);
+    free(path);
+    return text;
+}

@@ -9,6 +9,10 @@ char *read_text_file(const char *path);
 bool file_exists(const char *path);
 /* The source tree (CAPC_SOURCE_DIR, else "."): data paths are relative to it. */
 const char *source_dir(void);
+/* "<source dir>/<dir>/<name><ext>", malloc'd (caller frees). */
+char *test_data_path(const char *dir, const char *name, const char *ext);
+/* That file's text (caller frees), or NULL after printing "cannot read PATH". */
+char *read_test_data(const char *dir, const char *name, const char *ext);
 /* Removes dir and everything in it (test temp dirs); ignores errors. */
 void remove_tree(const char *dir);
 
