@@ -2,6 +2,7 @@
  * error, so the tests read as straight-line steps. */
 #include "model_eval.h"
 
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -89,3 +90,25 @@ static uint64_t splitmix64(TestRng *r) {
 double rng_uniform(TestRng *r) { return (double)(splitmix64(r) >> 11) * 0x1p-53; }
 
 int64_t rng_below(TestRng *r, int64_t n) { return (int64_t)(rng_uniform(r) * (double)n); }
+
+static bool ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+void random_params(const Module *m, RefStore *store, TestRng *rng) {
+    for (int p = 0; p < m->n_params; p++) {
+        const Param *par = m->params[p];
+        RefTensor t;
+        assert_int_equal(ref_tensor_init(&t, par->dtype, par->shape), 0);
+        int64_t n = ref_tensor_numel(&t);
+        int64_t fan_in = par->shape.rank > 1 ? n / par->shape.dims[0] : n;
+        bool near_one = ends_with(par->name, "running_var") ||
+                        (par->shape.rank == 1 && ends_with(par->name, ".weight"));
+        bool small = ends_with(par->name, "running_mean") || ends_with(par->name, "bias");
+        double a = near_one ? 0.5 : small ? 0.2 : sqrt(3.0 / (double)fan_in);
+        for (int64_t i = 0; i < n; i++)
+            t.data[i] = (near_one ? 1.0 : 0.0) + a * (2 * rng_uniform(rng) - 1);
+        assert_int_equal(ref_store_put(store, par->name, &t), 0);
+    }
+}

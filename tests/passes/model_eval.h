@@ -1,5 +1,5 @@
 /* model_eval.h — helpers shared by the whole-model gradient tests (test_autodiff.c,
- * test_golden.c): load a model file through the frontend and the shape pass, append the
+ * test_golden.c, test_decode_step.c): load a model file through the frontend and the shape pass, append the
  * backward program, and run functions in the float64 reference interpreter by output name.
  * Every helper fails the current CMocka test (with the message) instead of returning errors.
  */
@@ -33,5 +33,10 @@ typedef struct TestRng {
 } TestRng;
 double rng_uniform(TestRng *r); /* [0, 1) */
 int64_t rng_below(TestRng *r, int64_t n);
+
+/* Fills store with random values for every param of m: positive running variances, norm
+ * weights near 1, small biases and running means, other weights with variance 1/fan_in (so
+ * activations stay O(1)). */
+void random_params(const Module *m, RefStore *store, TestRng *rng);
 
 #endif

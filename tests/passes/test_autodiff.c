@@ -216,30 +216,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-static bool ends_with(const char *s, const char *suffix) {
-    size_t n = strlen(s), k = strlen(suffix);
-    return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
-/* Random parameters: positive running variances, norm weights near 1, biases and running
- * means small, other weights with variance 1/fan_in. */
-static void random_params(const Module *m, RefStore *store, TestRng *rng) {
-    for (int p = 0; p < m->n_params; p++) {
-        const Param *par = m->params[p];
-        RefTensor t;
-        assert_int_equal(ref_tensor_init(&t, par->dtype, par->shape), 0);
-        int64_t n = ref_tensor_numel(&t);
-        int64_t fan_in = par->shape.rank > 1 ? n / par->shape.dims[0] : n;
-        bool near_one = ends_with(par->name, "running_var") ||
-                        (par->shape.rank == 1 && ends_with(par->name, ".weight"));
-        bool small = ends_with(par->name, "running_mean") || ends_with(par->name, "bias");
-        double a = near_one ? 0.5 : small ? 0.2 : sqrt(3.0 / (double)fan_in);
-        for (int64_t i = 0; i < n; i++)
-            t.data[i] = (near_one ? 1.0 : 0.0) + a * (2 * rng_uniform(rng) - 1);
-        assert_int_equal(ref_store_put(store, par->name, &t), 0);
-    }
-}
-
 /* image N-ish(0,1), caption <start>=1, tokens in [3, V), <end>=2, then pad 0, rng (0,0). */
 static void random_batch(const Function *f, RefTensor *inputs, TestRng *rng) {
     for (int i = 0; i < f->n_inputs; i++) {

@@ -29,6 +29,7 @@
 #include <cmocka.h>
 
 #include "cap.h"
+#include "capc_compile.h"
 #include "safetensors.h"
 
 #define ERR 2048
@@ -37,29 +38,12 @@ static char tmpdir[256];
 static char small_so[512], tiny_so[512];
 static char small_why[1024], tiny_why[1024]; /* "" when compiled */
 
-static const char *src_dir(void) {
-    const char *s = getenv("CAPC_SOURCE_DIR");
-    return s && *s ? s : ".";
-}
+static const char *src_dir(void) { return test_src_dir(); }
 
-/* Compiles model (relative to the source dir) with flags into out; on failure why = capc's
- * last line of output. */
-static void compile(const char *model, const char *flags, char *out, size_t out_size,
-                    char *why, size_t why_size) {
-    const char *capc = getenv("CAPC_BIN");
-    snprintf(out, out_size, "%s/%s.so", tmpdir, strrchr(model, '/') + 1);
-    char cmd[4096], log[512];
-    snprintf(log, sizeof log, "%s/capc.log", tmpdir);
-    snprintf(cmd, sizeof cmd, "%s %s/%s %s -o %s >%s 2>&1", capc ? capc : "capc", src_dir(),
-             model, flags, out, log);
-    why[0] = 0;
-    if (system(cmd) == 0) return;
-    FILE *f = fopen(log, "r");
-    char line[1024];
-    snprintf(why, why_size, "capc failed");
-    while (f && fgets(line, sizeof line, f))
-        if (strstr(line, "error")) snprintf(why, why_size, "%s", line);
-    if (f) fclose(f);
+/* Compiles model (relative to the source dir) with flags into this run's tmpdir. */
+static void compile(const char *model, const char *flags, char *out, size_t out_size, char *why,
+                    size_t why_size) {
+    compile_with_capc(tmpdir, model, flags, out, out_size, why, why_size);
 }
 
 static CapModel *open_model(const char *path) {

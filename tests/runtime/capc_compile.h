@@ -1,0 +1,17 @@
+/* capc_compile.h — helpers the runtime end-to-end tests share: the source dir and compiling a
+ * model with the capc binary the suite was built with (CAPC_BIN). */
+#ifndef CAPC_TESTS_RUNTIME_CAPC_COMPILE_H
+#define CAPC_TESTS_RUNTIME_CAPC_COMPILE_H
+
+#include <stddef.h>
+
+/* CAPC_SOURCE_DIR, else ".". */
+const char *test_src_dir(void);
+
+/* Compiles model (relative to the source dir) with flags into dir/<model file>.so, written to
+ * out. On failure why = the last line of capc's output that mentions an error ("capc
+ * failed" if none); on success why = "". capc's output goes to dir/capc.log. */
+void compile_with_capc(const char *dir, const char *model, const char *flags, char *out,
+                       size_t out_size, char *why, size_t why_size);
+
+#endif
