@@ -26,11 +26,23 @@ static void dot_node(FILE *out, int fi, const Value *v) {
     fprintf(out, "\"%s];\n", v->def ? "" : ", shape=box");
 }
 
+/* A fused group's results drawn inside a cluster of their own, labelled with the pattern. */
+static void dot_group(FILE *out, int fi, const Function *f, int g) {
+    const FusedGroup *grp = &f->groups[g];
+    fprintf(out, "    subgraph cluster_%d_g%d {\n      label=\"fused.", fi, g);
+    dot_escape(out, grp->pattern);
+    fputs("\"; style=filled; color=lightgrey;\n", out);
+    for (int i = grp->first_op; i < grp->first_op + grp->n_ops; i++)
+        fprintf(out, "      f%d_v%d;\n", fi, f->ops[i]->result->id);
+    fputs("    }\n", out);
+}
+
 static void dot_function(FILE *out, int fi, const Function *f) {
     fprintf(out, "  subgraph cluster_%d {\n    label=\"@", fi);
     dot_escape(out, f->name);
     fputs("\";\n", out);
     for (int i = 0; i < f->n_values; i++) dot_node(out, fi, f->values[i]);
+    for (int g = 0; g < f->n_groups; g++) dot_group(out, fi, f, g);
     for (int i = 0; i < f->n_ops; i++) {
         const Op *op = f->ops[i];
         for (int j = 0; j < op->n_inputs; j++)

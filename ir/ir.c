@@ -358,6 +358,7 @@ static void function_free_arrays(Function *f) {
     free(f->outputs);
     free(f->output_names);
     free(f->values);
+    free(f->groups);
 }
 
 void module_free(Module *m) {
@@ -486,6 +487,7 @@ Op *func_add_op(Function *f, int kind, Value *const *inputs, int n_inputs, const
     Module *m = f->module;
     Op *op = module_alloc(m, sizeof *op);
     op->kind = kind;
+    op->group = -1;
     op->fn = f;
     op->loc = loc;
     op->n_inputs = n_inputs;
@@ -507,6 +509,23 @@ void func_add_output(Function *f, const char *name, Value *v) {
     f->outputs[f->n_outputs] = v;
     f->output_names[f->n_outputs] = module_strdup(f->module, name);
     f->n_outputs++;
+}
+
+int func_add_group(Function *f, const char *pattern, int first_op, int n_ops) {
+    IR_ASSERT(first_op >= 0 && n_ops > 0 && first_op + n_ops <= f->n_ops);
+    GROW(f->groups, f->n_groups, f->cap_groups);
+    int g = f->n_groups++;
+    f->groups[g] = (FusedGroup){module_strdup(f->module, pattern), first_op, n_ops};
+    for (int i = first_op; i < first_op + n_ops; i++) {
+        IR_ASSERT(f->ops[i]->group < 0);
+        f->ops[i]->group = g;
+    }
+    return g;
+}
+
+void func_clear_groups(Function *f) {
+    for (int i = 0; i < f->n_ops; i++) f->ops[i]->group = -1;
+    f->n_groups = 0;
 }
 
 int op_infer(Op *op, char *err, size_t err_size) {
@@ -544,6 +563,8 @@ Function *func_clone(Function *src, const char *new_name) {
     }
     for (int i = 0; i < src->n_outputs; i++)
         func_add_output(dst, src->output_names[i], map[src->outputs[i]->id]);
+    for (int g = 0; g < src->n_groups; g++)
+        func_add_group(dst, src->groups[g].pattern, src->groups[g].first_op, src->groups[g].n_ops);
     free(map);
     return dst;
 }

@@ -90,6 +90,7 @@ typedef struct Value {
 
 struct Op {
     int kind;         /* OpKind (ops.h) */
+    int group;        /* index in fn->groups of the fused group it runs in; -1: none */
     Value **inputs;
     int n_inputs;
     Value *result;    /* every op defines exactly one value */
@@ -119,6 +120,15 @@ typedef struct ConfigVar {
     bool is_int;
 } ConfigVar;
 
+/* A fused group (passes/fuse.c, docs/fusion.md): ops that run as ONE kernel. Its ops are
+ * the contiguous run f->ops[first_op .. first_op + n_ops), each with op->group set to the
+ * group's index. The text form prints the run inside `fused.PATTERN { ... }`. Values a group
+ * defines and nothing outside it reads never reach memory. */
+typedef struct FusedGroup {
+    const char *pattern; /* "conv_bn_relu", "attention", "elementwise", ... */
+    int first_op, n_ops;
+} FusedGroup;
+
 struct Function {
     const char *name;
     Module *module;
@@ -135,6 +145,8 @@ struct Function {
     Value **values; /* all values (inputs and op results), by id */
     int n_values, cap_values;
     int cap_inputs;
+    FusedGroup *groups; /* none until the fusion pass; see FusedGroup */
+    int n_groups, cap_groups;
 };
 
 /* The model file's "train" section (docs/model-format.md, docs/training.md): loss output,
@@ -215,6 +227,11 @@ Value *func_add_input(Function *f, const char *name, DType dtype, Shape shape);
 Op *func_add_op(Function *f, int kind, Value *const *inputs, int n_inputs, const char *name,
                 SrcLoc loc);
 void func_add_output(Function *f, const char *name, Value *v);
+/* Makes ops [first_op, first_op + n_ops) of f one fused group named pattern (copied); they
+ * must not belong to a group yet. Returns the group's index. */
+int func_add_group(Function *f, const char *pattern, int first_op, int n_ops);
+/* Forgets every group (ops keep their order). */
+void func_clear_groups(Function *f);
 /* Runs the op table's shape rule on op and records the result's dtype and shape. Returns 0,
  * or -1 with the rule's message in err. Passes that build ops call this right away. */
 int op_infer(Op *op, char *err, size_t err_size);

@@ -127,6 +127,11 @@ int op_fail(const Op *op, char *err, size_t err_size, const char *fmt, ...) {
 
 bool op_is_view(const Op *op) { return op->kind == OP_RESHAPE; }
 
+FusionKind op_fusion(const Op *op) {
+    if (op->kind == OP_BATCH_NORM && !op_bool(op, "training")) return FUSE_ELEMENTWISE;
+    return op_info(op->kind)->fusion;
+}
+
 int op_kind_from_name(const char *name) {
     for (int k = 0; k < OP_COUNT; k++)
         if (strcmp(OP_TABLE[k].name, name) == 0) return k;

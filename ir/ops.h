@@ -87,6 +87,11 @@ int op_kind_from_name(const char *name);
  * are contiguous row-major, so only reshape qualifies. Memory planning and code generation
  * both ask this, so they agree on which values share storage. */
 bool op_is_view(const Op *op);
+/* The fusion kind of this op instance: the table's, except batch_norm in eval mode
+ * (training=false), which normalizes each element with stored per-channel statistics and so
+ * is elementwise (its per-channel operands are read at the element's channel). Fusion, memory
+ * planning and code generation all ask this. */
+FusionKind op_fusion(const Op *op);
 
 /* Parses one attribute value in IR text syntax into v (strings/lists allocated in m).
  * Returns 0, or -1 with a message. Shared by the IR parser and the op-table defaults. */

@@ -7,7 +7,8 @@
  *   config := 'config' WORD '=' NUMBER
  *   train  := 'train' {KEY '=' VALUE}        group := 'train_group' {KEY '=' VALUE}
  *   param  := ('param' | 'buffer' | 'state') '@'NAME ':' type ['init' '=' STRING] ['frozen']
- *   func   := 'func' '@'NAME '(' [arg {',' arg}] ')' '{' op* 'return' [out {',' out}] '}'
+ *   func   := 'func' '@'NAME '(' [arg {',' arg}] ')' '{' item* 'return' [out {',' out}] '}'
+ *   item   := op | 'fused.'PATTERN '{' op+ '}'     (a fused group: its ops run as one kernel)
  *   arg    := '%'NAME ':' type          op := '%'NAME '=' WORD '(' [operands] ')' [attrs] ':' type
  *   attrs  := '{' WORD '=' VALUE {',' WORD '=' VALUE} '}'  out := ['@']WORD '=' '%'NAME
  *   type   := '?' | DTYPE '[' [INT {',' INT}] ']'
@@ -412,6 +413,25 @@ static void parse_return(Parser *ps, Function *f) {
     } while (accept_char(ps, ','));
 }
 
+/* 'fused.PATTERN' '{' op+ '}': the ops become one fused group. */
+static void parse_group(Parser *ps, Function *f) {
+    char word[MAX_WORD];
+    const char *at = read_word(ps, word, "a fused group");
+    const char *pattern = word + 6; /* after "fused." */
+    if (!*pattern) fail_at(ps, at, "a fused group needs a pattern name ('fused.NAME')");
+    expect_char(ps, '{', "to open the fused group");
+    int first = f->n_ops;
+    for (;;) {
+        skip(ps);
+        if (accept_char(ps, '}')) break;
+        if (*ps->p == '\0' || peek_keyword(ps, "return") || strncmp(ps->p, "fused.", 6) == 0)
+            fail_at(ps, ps->p, "expected an op or '}' to close the fused group");
+        parse_op(ps, f);
+    }
+    if (f->n_ops == first) fail_at(ps, at, "fused group '%s' has no ops", word);
+    func_add_group(f, pattern, first, f->n_ops - first);
+}
+
 static void parse_function(Parser *ps) {
     char name[MAX_WORD];
     const char *at = read_name(ps, '@', name, "a function name");
@@ -436,7 +456,8 @@ static void parse_function(Parser *ps) {
         if (accept_keyword(ps, "return")) break;
         if (*ps->p == '}' || *ps->p == '\0')
             fail_at(ps, ps->p, "function @%s has no 'return'", name);
-        parse_op(ps, f);
+        if (strncmp(ps->p, "fused.", 6) == 0) parse_group(ps, f);
+        else parse_op(ps, f);
     }
     parse_return(ps, f);
     expect_char(ps, '}', "to close the function");

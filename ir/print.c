@@ -91,7 +91,7 @@ static void print_param(FILE *out, const Param *p) {
 
 static void print_op(FILE *out, const Op *op) {
     const OpInfo *info = op_info(op->kind);
-    fprintf(out, "  %%%s = %s(", op->result->name, info->name);
+    fprintf(out, "%s%%%s = %s(", op->group >= 0 ? "    " : "  ", op->result->name, info->name);
     for (int i = 0; i < op->n_inputs; i++)
         fprintf(out, "%s%%%s", i ? ", " : "", op->inputs[i] ? op->inputs[i]->name : "<null>");
     fputc(')', out);
@@ -116,7 +116,15 @@ static void print_function(FILE *out, const Function *f) {
         print_type(out, v->dtype, &v->shape);
     }
     fputs(") {\n", out);
-    for (int i = 0; i < f->n_ops; i++) print_op(out, f->ops[i]);
+    /* A fused group's ops are contiguous: its block opens at its first op. */
+    for (int i = 0; i < f->n_ops; i++) {
+        const Op *op = f->ops[i];
+        if (op->group >= 0 && f->groups[op->group].first_op == i)
+            fprintf(out, "  fused.%s {\n", f->groups[op->group].pattern);
+        print_op(out, op);
+        if (op->group >= 0 && (i + 1 == f->n_ops || f->ops[i + 1]->group != op->group))
+            fputs("  }\n", out);
+    }
     fputs("  return", out);
     for (int i = 0; i < f->n_outputs; i++)
         fprintf(out, "%s%s=%%%s", i ? ", " : " ", f->output_names[i],

@@ -4,6 +4,9 @@
  * parameter with its dtype and shape, and — when shapes are required — every value's shape
  * known and equal to what the op's shape rule computes from its operands.
  *
+ * Fused groups (passes/fuse.c) must be contiguous runs of ops that agree with op->group, and
+ * hold no `param` op (state is read outside any kernel).
+ *
  * The verifier only reads; passes run it between stages so that a broken invariant is
  * reported at the pass that broke it. The first problem found is reported.
  */
@@ -174,6 +177,35 @@ static int check_outputs(Checker *c) {
     return 0;
 }
 
+/* Every group is a non-empty contiguous run whose ops name it; no other op names a group. */
+static int check_groups(Checker *c) {
+    const Function *f = c->f;
+    for (int g = 0; g < f->n_groups; g++) {
+        const FusedGroup *grp = &f->groups[g];
+        if (!grp->pattern || !grp->pattern[0] || grp->n_ops < 1 || grp->first_op < 0 ||
+            grp->first_op + grp->n_ops > f->n_ops)
+            return report(c, NULL, "fused group %d is malformed (empty, unnamed or out of range)",
+                          g);
+        for (int i = grp->first_op; i < grp->first_op + grp->n_ops; i++) {
+            const Op *op = f->ops[i];
+            if (op->group != g)
+                return report(c, op, "%%%s lies inside fused.%s but does not belong to it",
+                              op->result->name, grp->pattern);
+            if (op->kind == OP_PARAM)
+                return report(c, op, "param %%%s is inside fused.%s (state is read outside "
+                              "kernels)", op->result->name, grp->pattern);
+        }
+    }
+    for (int i = 0; i < f->n_ops; i++) {
+        int g = f->ops[i]->group;
+        if (g >= f->n_groups || (g >= 0 && (i < f->groups[g].first_op ||
+                                            i >= f->groups[g].first_op + f->groups[g].n_ops)))
+            return report(c, f->ops[i], "%%%s names fused group %d, which does not hold it",
+                          f->ops[i]->result->name, g);
+    }
+    return 0;
+}
+
 int ir_verify_function(const Function *f, bool require_shapes, Diag *d) {
     Diag scratch;
     Checker c = {f, require_shapes, d ? d : &scratch, NULL};
@@ -184,6 +216,7 @@ int ir_verify_function(const Function *f, bool require_shapes, Diag *d) {
     int rc = check_value_table(&c);
     for (int i = 0; rc == 0 && i < f->n_ops; i++) rc = check_op(&c, f->ops[i]);
     if (rc == 0) rc = check_outputs(&c);
+    if (rc == 0) rc = check_groups(&c);
     /* Every value is an input or an op result: a value with neither was never defined. */
     for (int i = 0; rc == 0 && i < f->n_values; i++)
         if (!c.defined[i])

@@ -4,26 +4,27 @@
  * Changes nothing in the IR; fills a MemPlan (passes.h) that the runtime, the dumps
  * (NN-memplan.txt) and `capc --check` read.
  *
- * Liveness over the op order: a value lives from the op that defines it to the last op that
- * reads it, both inclusive ([start, end] in op indices); a function output lives to the end
- * (end = n_ops, past the last op). Then each value gets a home:
+ * The unit of time is the schedule's step (passes/schedule.c): a fused group or one op, timed
+ * by the index of its first op, so all ops of a group run at one time. A step's writes live
+ * from its time to the last step that reads them, both inclusive ([start, end]); a function
+ * output lives to the end (end = n_ops, past the last op). Values a fused group defines and
+ * keeps to itself are no step's writes and get no memory at all. Then each write gets a home:
  *
  *   caller/state memory (offset -1, not in the arena):
  *     - function inputs and `param` results: the caller's tensors and the module's state;
  *     - a view of such a value;
  *     - a value returned as "@X" (the new value of state X) is written straight into X, when
- *       nothing reads the old X after the op that computes the new one (or that op reads it
- *       only as an in-place elementwise operand). Otherwise it stays in the arena and the
- *       runtime copies it into X at the end of the step.
+ *       no step reads the old X after the one that computes the new one (that step may read
+ *       it only as an aligned operand of the same size). Otherwise it stays in the arena and
+ *       the runtime copies it into X at the end of the step.
  *   a view of its operand: a reshape is a view of its (always contiguous) operand. It gets
  *     the operand's offset, and the operand's buffer lives as long as any view of it is read.
  *     op_is_view() (ir/ops.h) says which ops are views, for this pass and codegen alike.
- *   in place over an operand: an op of fusion kind FUSE_ELEMENTWISE whose result has the same
- *     dtype and shape as an arena operand whose buffer is last read by this op writes over
- *     that operand (out[i] reads only in[i], so reading and writing element i in one step is
- *     safe; every other operand that shares the buffer must have the result's element count,
- *     so it is read at the same flat index). Decided from the op table's fusion kind and the
- *     shapes, not from op names.
+ *   in place over a read: an aligned step (only elementwise ops: every work item reads its
+ *     operands at its own flat index before it stores) may write a value over an arena read
+ *     of the same dtype and element count whose buffer is last read by this step, when every
+ *     read sharing that buffer is read at that flat index too. Decided from the op table's
+ *     fusion kinds and the element counts, not from op names.
  *   a fresh buffer otherwise.
  *
  * Buffers (a fresh value plus its views and in-place successors) are packed into one arena:
@@ -109,9 +110,11 @@ static const char **state_output_names(const Function *f) {
 
 /* ---- liveness ----------------------------------------------------------------------------- */
 
+/* Times are op indices: a step happens at its first op, so every op of a fused group shares
+ * one time and the values that live and die inside it never overlap anything. */
 typedef struct Liveness {
-    int *def_index; /* per value id: index of its defining op; -1 for inputs */
-    int *last_use;  /* per value id: last op reading it; n_ops for outputs; else def index */
+    int *def_index; /* per value id: time of its defining op; -1 for inputs */
+    int *last_use;  /* per value id: last time it is read; n_ops for outputs; else def time */
 } Liveness;
 
 static void liveness_free(Liveness *l) {
@@ -119,16 +122,23 @@ static void liveness_free(Liveness *l) {
     free(l->last_use);
 }
 
-static int liveness_compute(const Function *f, Liveness *l) {
+/* The time op i runs: its step's first op, or i itself (params and views outside steps). */
+static int op_time(const Schedule *s, int i) {
+    return s->step_of_op[i] >= 0 ? s->steps[s->step_of_op[i]].first_op : i;
+}
+
+static int liveness_compute(const Schedule *s, Liveness *l) {
+    const Function *f = s->f;
     l->def_index = malloc(sizeof(int) * (size_t)(f->n_values + 1));
     l->last_use = malloc(sizeof(int) * (size_t)(f->n_values + 1));
     if (l->def_index == NULL || l->last_use == NULL) return -1;
     for (int v = 0; v < f->n_values; v++) l->def_index[v] = l->last_use[v] = -1;
     for (int i = 0; i < f->n_ops; i++) {
         const Op *op = f->ops[i];
-        l->def_index[op->result->id] = l->last_use[op->result->id] = i;
+        int t = op_time(s, i);
+        l->def_index[op->result->id] = l->last_use[op->result->id] = t;
         for (int k = 0; k < op->n_inputs; k++)
-            l->last_use[op->inputs[k]->id] = max_int(l->last_use[op->inputs[k]->id], i);
+            l->last_use[op->inputs[k]->id] = max_int(l->last_use[op->inputs[k]->id], t);
     }
     for (int i = 0; i < f->n_outputs; i++) l->last_use[f->outputs[i]->id] = f->n_ops;
     return 0;
@@ -138,7 +148,7 @@ static int liveness_compute(const Function *f, Liveness *l) {
 
 typedef struct Buffer {
     int64_t size;   /* aligned bytes */
-    int start, end; /* op indices, inclusive: first definition, last read of any member */
+    int start, end; /* times, inclusive: first definition, last read of any member */
     int64_t offset;
 } Buffer;
 
@@ -155,6 +165,7 @@ static int param_cmp(const void *a, const void *b) {
 
 typedef struct Planner {
     const Function *f;
+    const Schedule *s;
     Liveness live;
     int *storage_end; /* per value id: last read of it or of any view of it (views extend) */
     int *root;        /* per value id: the value whose bytes it views (itself if no view) */
@@ -198,37 +209,38 @@ static void compute_views(Planner *p) {
     }
 }
 
-/* Every other operand of op that lives in buffer b must be read at the result's flat index. */
-static bool shared_operands_aligned(const Planner *p, const Op *op, int b, int skip) {
-    int64_t n = shape_numel(&op->result->shape);
-    for (int k = 0; k < op->n_inputs; k++) {
-        const Value *w = op->inputs[k];
-        if (k != skip && p->buffer_of[w->id] == b && shape_numel(&w->shape) != n) return false;
+/* Every read of step st that lives in buffer b is read only at the work item's own flat
+ * index and has n elements. */
+static bool shared_reads_aligned(const Planner *p, const Step *st, int b, int64_t n) {
+    for (int k = 0; k < st->n_reads; k++) {
+        const Value *w = st->reads[k];
+        if (p->buffer_of[w->id] == b && (!st->read_aligned[k] || shape_numel(&w->shape) != n))
+            return false;
     }
     return true;
 }
 
-/* The operand index that op may overwrite in place (op at index i), or -1. */
-static int inplace_operand(const Planner *p, const Op *op, int i) {
-    if (op_info(op->kind)->fusion != FUSE_ELEMENTWISE) return -1;
-    const Value *r = op->result;
-    for (int k = 0; k < op->n_inputs; k++) {
-        const Value *u = op->inputs[k];
+/* The read of st (at time t) whose buffer write r may take over, or -1. taken[b]: buffers
+ * already given to another write of this step. */
+static int inplace_read(const Planner *p, const Step *st, const Value *r, const bool *taken) {
+    if (!st->aligned) return -1;
+    int t = st->first_op;
+    int64_t n = shape_numel(&r->shape);
+    for (int k = 0; k < st->n_reads; k++) {
+        const Value *u = st->reads[k];
         int b = p->buffer_of[u->id];
-        if (b < 0 || p->buffers[b].end != i) continue; /* not arena, or read later */
-        if (u->dtype != r->dtype || !shape_equal(&u->shape, &r->shape)) continue;
-        if (shared_operands_aligned(p, op, b, k)) return k;
+        if (b < 0 || taken[b] || p->buffers[b].end != t) continue; /* not arena, or read later */
+        if (u->dtype != r->dtype || shape_numel(&u->shape) != n) continue;
+        if (shared_reads_aligned(p, st, b, n)) return k;
     }
     return -1;
 }
 
-/* True when the old value of state X is read by no op after `at` (op index), except as an
- * operand of op `at` itself that an elementwise op of the same shape may overwrite. */
-static bool old_state_dead(const Planner *p, const char *x, int at) {
+/* True when the old value of state X is read by no step after st, and by st only as an
+ * aligned read of the new value's size (read at each element before it is written). */
+static bool old_state_dead(const Planner *p, const char *x, const Step *st, int64_t n) {
     const Function *f = p->f;
-    const Op *writer = f->ops[at];
-    bool elementwise = op_info(writer->kind)->fusion == FUSE_ELEMENTWISE;
-    int64_t n = shape_numel(&writer->result->shape);
+    int at = st->first_op;
     int lo = 0, hi = p->n_params; /* first param named x or later */
     while (lo < hi) {
         int mid = lo + (hi - lo) / 2;
@@ -240,47 +252,54 @@ static bool old_state_dead(const Planner *p, const char *x, int at) {
         const Op *op = f->ops[p->params[i].op];
         int old = op->result->id, end = p->storage_end[old];
         if (end < at) continue;
-        if (end > at || !elementwise) return false;
-        for (int k = 0; k < writer->n_inputs; k++) {
-            const Value *u = writer->inputs[k];
-            if (p->root[u->id] == old && shape_numel(&u->shape) != n) return false;
+        if (end > at || !st->aligned) return false;
+        for (int k = 0; k < st->n_reads; k++) {
+            const Value *u = st->reads[k];
+            if (p->root[u->id] == old && (!st->read_aligned[k] || shape_numel(&u->shape) != n))
+                return false;
         }
     }
     return true;
 }
 
-/* A value returned as "@X" that can be computed straight into X's memory. */
-static bool goes_to_state(const Planner *p, const Op *op, int i) {
-    const char *x = p->state_name[op->result->id];
-    return x != NULL && old_state_dead(p, x, i);
-}
-
-static int new_buffer(Planner *p, const Value *r, int i) {
+static int new_buffer(Planner *p, const Value *r, int t) {
     Buffer *b = &p->buffers[p->n_buffers];
     b->size = align_up(value_bytes(r));
-    b->start = b->end = i;
+    b->start = b->end = t;
     b->offset = -1;
     return p->n_buffers++;
 }
 
-/* Decides op i's result's home; records aliases and extends its buffer's lifetime. */
-static void assign_home(Planner *p, int i) {
-    const Op *op = p->f->ops[i];
-    const Value *r = op->result;
-    int b = -1;
-    if (op->kind == OP_PARAM) {
-        /* caller/state memory */
-    } else if (op_is_view(op)) {
-        b = p->buffer_of[op->inputs[0]->id];
-        if (b >= 0) p->plan->alias_of[r->id] = op->inputs[0]->id;
-    } else if (goes_to_state(p, op, i)) {
-        /* written into state X */
-    } else {
-        int k = inplace_operand(p, op, i);
-        b = k >= 0 ? p->buffer_of[op->inputs[k]->id] : new_buffer(p, r, i);
-        if (k >= 0) p->plan->alias_of[r->id] = op->inputs[k]->id;
-        p->plan->naive_bytes += value_bytes(r); /* without planning, its own allocation */
+/* Decides where each value step st writes lives; records aliases, extends lifetimes. */
+static void assign_step(Planner *p, const Step *st, bool *taken) {
+    int t = st->first_op;
+    for (int w = 0; w < st->n_writes; w++) {
+        const Value *r = st->writes[w];
+        int b = -1;
+        const char *x = p->state_name[r->id];
+        if (x == NULL || !old_state_dead(p, x, st, shape_numel(&r->shape))) {
+            int k = inplace_read(p, st, r, taken);
+            b = k >= 0 ? p->buffer_of[st->reads[k]->id] : new_buffer(p, r, t);
+            if (k >= 0) {
+                p->plan->alias_of[r->id] = st->reads[k]->id;
+                taken[b] = true;
+            }
+            p->plan->naive_bytes += value_bytes(r); /* without planning, its own allocation */
+        } /* else: computed straight into state X */
+        p->buffer_of[r->id] = b;
+        if (b >= 0) p->buffers[b].end = max_int(p->buffers[b].end, p->live.last_use[r->id]);
     }
+    for (int w = 0; w < st->n_writes; w++) {
+        int b = p->buffer_of[st->writes[w]->id];
+        if (b >= 0) taken[b] = false;
+    }
+}
+
+/* A view shares its operand's buffer (if the operand has one) and extends its lifetime. */
+static void assign_view(Planner *p, const Op *op) {
+    const Value *r = op->result;
+    int b = p->buffer_of[op->inputs[0]->id];
+    if (b >= 0) p->plan->alias_of[r->id] = op->inputs[0]->id;
     p->buffer_of[r->id] = b;
     if (b >= 0) p->buffers[b].end = max_int(p->buffers[b].end, p->live.last_use[r->id]);
 }
@@ -412,18 +431,20 @@ static int plan_alloc(MemPlan *plan, const Function *f) {
     return 0;
 }
 
-static int planner_init(Planner *p, const Function *f, MemPlan *plan) {
+static int planner_init(Planner *p, const Schedule *s, MemPlan *plan) {
+    const Function *f = s->f;
     memset(p, 0, sizeof *p);
     p->f = f;
+    p->s = s;
     p->plan = plan;
     size_t n = (size_t)f->n_values + 1;
     p->storage_end = malloc(sizeof(int) * n);
     p->root = malloc(sizeof(int) * n);
     p->buffer_of = malloc(sizeof(int) * n);
-    p->buffers = malloc(sizeof(Buffer) * ((size_t)f->n_ops + 1));
+    p->buffers = malloc(sizeof(Buffer) * n);
     p->state_name = state_output_names(f);
     p->params = malloc(sizeof *p->params * ((size_t)f->n_ops + 1));
-    if (plan_alloc(plan, f) != 0 || liveness_compute(f, &p->live) != 0 ||
+    if (plan_alloc(plan, f) != 0 || liveness_compute(s, &p->live) != 0 ||
         p->storage_end == NULL || p->root == NULL || p->buffer_of == NULL ||
         p->buffers == NULL || p->state_name == NULL || p->params == NULL)
         return -1;
@@ -459,15 +480,30 @@ static void record_values(Planner *p) {
     }
 }
 
-int memplan_function(const Function *f, MemPlan *plan, Diag *d) {
+/* Homes in op order: a step's writes at its first op, views as they come. */
+static int assign_homes(Planner *p) {
+    const Function *f = p->f;
+    const Schedule *s = p->s;
+    bool *taken = calloc((size_t)f->n_values + 1, sizeof *taken);
+    if (taken == NULL) return -1;
+    for (int i = 0; i < f->n_ops; i++) {
+        int st = s->step_of_op[i];
+        if (st >= 0 && s->steps[st].first_op == i) assign_step(p, &s->steps[st], taken);
+        if (op_is_view(f->ops[i])) assign_view(p, f->ops[i]);
+    }
+    free(taken);
+    return 0;
+}
+
+int memplan_schedule(const Schedule *s, MemPlan *plan, Diag *d) {
+    const Function *f = s->f;
     if (check_sizes(f, d) != 0) {
         memset(plan, 0, sizeof *plan);
         return -1;
     }
     Planner p;
     int rc = -1;
-    if (planner_init(&p, f, plan) == 0) {
-        for (int i = 0; i < f->n_ops; i++) assign_home(&p, i);
+    if (planner_init(&p, s, plan) == 0 && assign_homes(&p) == 0) {
         rc = pack_best(&p);
         if (rc == 0) record_values(&p);
     }
@@ -476,14 +512,27 @@ int memplan_function(const Function *f, MemPlan *plan, Diag *d) {
     return rc;
 }
 
+int memplan_function(const Function *f, MemPlan *plan, Diag *d) {
+    Schedule s;
+    if (schedule_build(f, &s, d) != 0) {
+        memset(plan, 0, sizeof *plan);
+        return -1;
+    }
+    int rc = memplan_schedule(&s, plan, d);
+    schedule_free(&s);
+    return rc;
+}
+
 /* ---- the checker -------------------------------------------------------------------------- */
 
 typedef struct Checker {
     const Function *f;
+    const Schedule *s;
     const MemPlan *plan;
     Liveness live;
     int *cls;     /* per value id: the first value of its view class (views join operand's) */
     int *cls_end; /* per class: last read of any member */
+    int *written_by; /* per value id: the step that writes it, or -1 */
     char *err;
     size_t err_size;
 } Checker;
@@ -498,24 +547,34 @@ static int check_fail(Checker *c, const char *fmt, ...) {
     return -1;
 }
 
-static bool is_operand(const Op *op, int id) {
-    for (int k = 0; k < op->n_inputs; k++)
-        if (op->inputs[k]->id == id) return true;
-    return false;
-}
-
-/* A value outside the arena must be an input, a param, a view of outside memory or a new
- * state value. */
+/* A value outside the arena must be an input, a param, a view of outside memory, a new state
+ * value, or a value no step writes (it lives inside its fused group's kernel, or nothing
+ * reads it). */
 static int check_outside(Checker *c, const Value *v) {
     const MemPlan *plan = c->plan;
     const Op *op = v->def;
     if (plan->alias_of[v->id] >= 0)
         return check_fail(c, "%%%s is outside the arena but declares an alias", v->name);
-    if (op == NULL || op->kind == OP_PARAM) return 0;
+    if (op == NULL || op->kind == OP_PARAM || c->written_by[v->id] < 0) return 0;
     if (op_is_view(op) && plan->offsets[op->inputs[0]->id] < 0) return 0;
     if (state_output_name(c->f, v) != NULL) return 0;
     return check_fail(c, "%%%s has no memory: neither in the arena nor caller/state memory",
                       v->name);
+}
+
+/* An in-place alias must be an aligned read of the step that writes v, of v's size. */
+static int check_step_alias(Checker *c, const Value *v, const Value *src) {
+    int st = c->written_by[v->id];
+    if (st < 0) return check_fail(c, "%%%s aliases %%%s but no step writes it", v->name, src->name);
+    const Step *step = &c->s->steps[st];
+    for (int k = 0; k < step->n_reads; k++) {
+        if (step->reads[k] != src) continue;
+        if (step->aligned && step->read_aligned[k] && src->dtype == v->dtype &&
+            shape_numel(&src->shape) == shape_numel(&v->shape))
+            return 0;
+        break;
+    }
+    return check_fail(c, "%%%s cannot be computed in place of %%%s", v->name, src->name);
 }
 
 /* An alias must be an operand that this op may share bytes with, at the same offset. */
@@ -524,15 +583,15 @@ static int check_alias(Checker *c, const Value *v) {
     if (u < 0) return 0;
     const Value *src = c->f->values[u];
     const Op *op = v->def;
-    if (op == NULL || !is_operand(op, u))
-        return check_fail(c, "%%%s aliases %%%s, which is not its operand", v->name, src->name);
     if (c->plan->offsets[u] != c->plan->offsets[v->id])
         return check_fail(c, "%%%s aliases %%%s at another offset", v->name, src->name);
-    if (op_is_view(op)) return 0;
-    if (op_info(op->kind)->fusion != FUSE_ELEMENTWISE || src->dtype != v->dtype ||
-        !shape_equal(&src->shape, &v->shape))
-        return check_fail(c, "%%%s cannot be computed in place of %%%s", v->name, src->name);
-    return 0;
+    if (op != NULL && op_is_view(op)) {
+        if (op->inputs[0] != src)
+            return check_fail(c, "%%%s aliases %%%s, which is not its operand", v->name,
+                              src->name);
+        return 0;
+    }
+    return check_step_alias(c, v, src);
 }
 
 static int check_value(Checker *c, const Value *v) {
@@ -660,17 +719,25 @@ static int check_overlaps(Checker *c) {
     return rc;
 }
 
-int memplan_check(const Function *f, const MemPlan *plan, char *err, size_t err_size) {
-    Checker c = {.f = f, .plan = plan, .err = err, .err_size = err_size};
+int memplan_check_schedule(const Schedule *s, const MemPlan *plan, char *err,
+                           size_t err_size) {
+    const Function *f = s->f;
+    Checker c = {.f = f, .s = s, .plan = plan, .err = err, .err_size = err_size};
     if (plan->n_values != f->n_values || plan->offsets == NULL || plan->alias_of == NULL)
         return check_fail(&c, "the plan is for another function (%d values, not %d)",
                           plan->n_values, f->n_values);
     int rc = -1;
     c.cls = malloc(sizeof(int) * ((size_t)f->n_values + 1));
     c.cls_end = malloc(sizeof(int) * ((size_t)f->n_values + 1));
-    if (c.cls == NULL || c.cls_end == NULL || liveness_compute(f, &c.live) != 0) {
+    c.written_by = malloc(sizeof(int) * ((size_t)f->n_values + 1));
+    if (c.cls == NULL || c.cls_end == NULL || c.written_by == NULL ||
+        liveness_compute(s, &c.live) != 0) {
         check_fail(&c, "out of memory");
     } else {
+        for (int v = 0; v < f->n_values; v++) c.written_by[v] = -1;
+        for (int st = 0; st < s->n_steps; st++)
+            for (int w = 0; w < s->steps[st].n_writes; w++)
+                c.written_by[s->steps[st].writes[w]->id] = st;
         rc = 0;
         for (int v = 0; v < f->n_values && rc == 0; v++) rc = check_value(&c, f->values[v]);
         if (rc == 0) build_classes(&c);
@@ -679,6 +746,19 @@ int memplan_check(const Function *f, const MemPlan *plan, char *err, size_t err_
     liveness_free(&c.live);
     free(c.cls);
     free(c.cls_end);
+    free(c.written_by);
+    return rc;
+}
+
+int memplan_check(const Function *f, const MemPlan *plan, char *err, size_t err_size) {
+    Schedule s;
+    Diag d = {0};
+    if (schedule_build(f, &s, &d) != 0) {
+        snprintf(err, err_size, "%s", d.msg);
+        return -1;
+    }
+    int rc = memplan_check_schedule(&s, plan, err, err_size);
+    schedule_free(&s);
     return rc;
 }
 
@@ -698,6 +778,8 @@ static void value_note(const Function *f, const MemPlan *plan, const Value *v, c
     else if (op_is_view(v->def) && plan->offsets[v->id] < 0)
         snprintf(buf, size, "view of %%%s", v->def->inputs[0]->name);
     else if (state != NULL && plan->offsets[v->id] < 0) snprintf(buf, size, "state @%s", state);
+    else if (v->def->group >= 0 && plan->offsets[v->id] < 0)
+        snprintf(buf, size, "inside fused.%s", f->groups[v->def->group].pattern);
 }
 
 void memplan_print(FILE *out, const Function *f, const MemPlan *plan) {

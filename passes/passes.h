@@ -34,6 +34,33 @@ int autodiff_append(Function *f, Value *loss, Value ***param_grads, Diag *d);
  * entries, such as encode and decode_step) are left as they are. */
 int pass_build_training_program(Module *m, Diag *d);
 
+/* The schedule (passes/schedule.c): what runs as one kernel. A step is a fused group or one
+ * op outside any group that needs a kernel (all but `param` and views), in op order. */
+typedef struct Step {
+    int first_op, n_ops;  /* f->ops[first_op .. first_op + n_ops) */
+    int group;            /* index in f->groups, or -1 for a lone op */
+    const Value **writes; /* values it stores: read after it or returned (roots, not views) */
+    int n_writes;
+    const Value **reads;  /* values it uses that it does not define */
+    int n_reads;
+    bool aligned;         /* only elementwise ops and views: a write may reuse a read's bytes */
+    bool *read_aligned;   /* per read: every op of the step that uses it (directly or through a
+                             view in the step) has a result of its element count, so it is
+                             read only at the work item's own flat index */
+} Step;
+
+typedef struct Schedule {
+    const Function *f;
+    Step *steps;
+    int n_steps;
+    int *step_of_op; /* per op index: its step, or -1 (a param, or a view outside a group) */
+} Schedule;
+
+/* Builds f's schedule (caller frees with schedule_free, also after a failure). Returns 0, or
+ * -1 with d filled (out of memory). */
+int schedule_build(const Function *f, Schedule *s, Diag *d);
+void schedule_free(Schedule *s);
+
 /* Memory planning (passes/memplan.c): liveness over each entry point's op order, values
  * packed into one arena by lifetime. Results per function, for dumps and `capc --check`. */
 typedef struct MemPlan {
@@ -42,12 +69,14 @@ typedef struct MemPlan {
     int64_t naive_bytes; /* sum of every intermediate's size */
     int n_values;
     int64_t *offsets;    /* per value id: byte offset in the arena, -1 if not in the arena */
-    /* Per value id, for values in the arena (else -1): the op indices where the value is
-     * defined and last read, [start, end] inclusive; end = n_ops for function outputs. */
+    /* Per value id, for values in the arena (else -1): the times (the first op index of
+     * the step) where the value is defined and last read, [start, end] inclusive; end = n_ops
+     * for function outputs. */
     int *starts, *ends;
-    /* Per value id: the operand whose bytes this value reuses, or -1. Set for views (reshape
-     * shares its operand's bytes) and in-place elementwise results (written over an operand
-     * whose last read is this op). The plan checker accepts shared bytes only along these. */
+    /* Per value id: the value whose bytes this value reuses, or -1. Set for views (reshape
+     * shares its operand's bytes) and in-place results (an aligned step's write over one of
+     * its reads whose last reader it is). The plan checker accepts shared bytes only along
+     * these. */
     int *alias_of;
 } MemPlan;
 
@@ -58,11 +87,15 @@ typedef struct MemPlan {
  * written straight into state X when nothing reads the old X afterwards. Returns 0, or -1
  * with d filled (an unknown size is an internal error). */
 int memplan_function(const Function *f, MemPlan *plan, Diag *d);
+/* The same for a schedule already built (memplan_function builds f's own). */
+int memplan_schedule(const Schedule *s, MemPlan *plan, Diag *d);
 void memplan_free(MemPlan *plan);
 /* Checks plan against f with its own liveness: aligned offsets inside the arena, aliases only
  * where the op allows one, and no two values live at the same time sharing bytes except
  * along declared view/in-place aliases. Returns 0, or -1 with a message in err. */
 int memplan_check(const Function *f, const MemPlan *plan, char *err, size_t err_size);
+int memplan_check_schedule(const Schedule *s, const MemPlan *plan, char *err,
+                           size_t err_size);
 /* Writes the plan as text: peak, naive, ratio, then one line per value (name, bytes, offset,
  * [start,end]). */
 void memplan_print(FILE *out, const Function *f, const MemPlan *plan);

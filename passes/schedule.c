@@ -1,0 +1,178 @@
+/* schedule.c — what runs as one kernel, in what order, reading and writing which values.
+ *
+ * Needs: a verified function (groups, if any, as the fusion pass leaves them).
+ * Changes nothing in the IR. Memory planning and code generation both read the schedule, so
+ * they agree on which values reach memory:
+ *
+ *   a step is a fused group, or one op outside any group that needs a kernel (every op but
+ *   `param`, which reads state in place, and a view, which shares its operand's bytes);
+ *   its writes are the values it defines that something after it reads (an op of another
+ *   step, a view outside it, or the function's return); a view the step defines stands for
+ *   its root, the value it shares bytes with, which is written instead (or nothing, when the
+ *   root lies outside the step);
+ *   its reads are the values its ops use that it does not define.
+ *
+ * Everything else a group defines lives and dies inside its kernel. A step is "aligned" when
+ * all its ops are elementwise (or views): each work item reads its operands at its own flat
+ * index before it stores, so a write may take over the bytes of a read of the same size whose
+ * last reader it is (memplan.c decides).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "passes.h"
+
+static int oom(Diag *d, const Function *f) {
+    snprintf(d->msg, sizeof d->msg, "schedule of @%s: out of memory", f->name);
+    d->loc = SRCLOC_NONE;
+    return -1;
+}
+
+void schedule_free(Schedule *s) {
+    for (int i = 0; i < s->n_steps; i++) {
+        free(s->steps[i].writes);
+        free(s->steps[i].reads);
+        free(s->steps[i].read_aligned);
+    }
+    free(s->steps);
+    free(s->step_of_op);
+    memset(s, 0, sizeof *s);
+}
+
+/* Appends v to list (n entries) unless it is there already (steps read few values). */
+static void add_unique(const Value **list, int *n, const Value *v) {
+    for (int i = 0; i < *n; i++)
+        if (list[i] == v) return;
+    list[(*n)++] = v;
+}
+
+static bool step_aligned(const Function *f, const Step *st) {
+    for (int i = st->first_op; i < st->first_op + st->n_ops; i++) {
+        const Op *op = f->ops[i];
+        if (!op_is_view(op) && op_fusion(op) != FUSE_ELEMENTWISE) return false;
+    }
+    return true;
+}
+
+/* The value that holds v's bytes: v itself, or the root of a view chain defined in step s. */
+static const Value *stored_root(const Schedule *s, const int *def_op, const Value *v, int step) {
+    while (v->def != NULL && op_is_view(v->def) && s->step_of_op[def_op[v->id]] == step)
+        v = v->def->inputs[0];
+    return v;
+}
+
+/* The read of st whose bytes v (a read, or a view in st of one) stands for; -1 if none. */
+static int read_index(const Schedule *s, const int *def_op, const Step *st, int step,
+                      const Value *v) {
+    for (;;) {
+        for (int k = 0; k < st->n_reads; k++)
+            if (st->reads[k] == v) return k;
+        if (v->def == NULL || !op_is_view(v->def) || s->step_of_op[def_op[v->id]] != step)
+            return -1;
+        v = v->def->inputs[0];
+    }
+}
+
+/* read_aligned: cleared for a read that some op of the step uses at another element count. */
+static void mark_read_alignment(const Schedule *s, const int *def_op, Step *st, int step) {
+    const Function *f = s->f;
+    for (int k = 0; k < st->n_reads; k++) st->read_aligned[k] = true;
+    for (int i = st->first_op; i < st->first_op + st->n_ops; i++) {
+        const Op *op = f->ops[i];
+        if (op_is_view(op)) continue;
+        int64_t n = shape_numel(&op->result->shape);
+        for (int j = 0; j < op->n_inputs; j++) {
+            int k = read_index(s, def_op, st, step, op->inputs[j]);
+            if (k >= 0 && shape_numel(&op->inputs[j]->shape) != n) st->read_aligned[k] = false;
+        }
+    }
+}
+
+/* Fills st's reads and writes. read_outside[v]: something outside v's step reads it. */
+static int fill_io(Schedule *s, int step, const int *def_op, const bool *read_outside) {
+    const Function *f = s->f;
+    Step *st = &s->steps[step];
+    int n_in = 0, n_def = st->n_ops;
+    for (int i = st->first_op; i < st->first_op + st->n_ops; i++) n_in += f->ops[i]->n_inputs;
+    st->reads = malloc(sizeof *st->reads * (size_t)(n_in + 1));
+    st->writes = malloc(sizeof *st->writes * (size_t)(n_def + 1));
+    if (st->reads == NULL || st->writes == NULL) return -1;
+    for (int i = st->first_op; i < st->first_op + st->n_ops; i++) {
+        const Op *op = f->ops[i];
+        for (int k = 0; k < op->n_inputs; k++) {
+            const Value *u = op->inputs[k];
+            if (u->def == NULL || s->step_of_op[def_op[u->id]] != step)
+                add_unique(st->reads, &st->n_reads, u);
+        }
+        if (!read_outside[op->result->id]) continue;
+        const Value *root = stored_root(s, def_op, op->result, step);
+        if (root->def != NULL && s->step_of_op[def_op[root->id]] == step)
+            add_unique(st->writes, &st->n_writes, root);
+    }
+    st->aligned = step_aligned(f, st);
+    st->read_aligned = malloc(sizeof *st->read_aligned * (size_t)(st->n_reads + 1));
+    if (st->read_aligned == NULL) return -1;
+    mark_read_alignment(s, def_op, st, step);
+    return 0;
+}
+
+/* Steps in op order: a group is one step, a lone op that needs a kernel another. */
+static int make_steps(Schedule *s) {
+    const Function *f = s->f;
+    s->steps = calloc((size_t)f->n_ops + 1, sizeof *s->steps);
+    if (s->steps == NULL) return -1;
+    for (int i = 0; i < f->n_ops;) {
+        const Op *op = f->ops[i];
+        if (op->group >= 0) {
+            const FusedGroup *g = &f->groups[op->group];
+            s->steps[s->n_steps] = (Step){.first_op = i, .n_ops = g->n_ops, .group = op->group};
+            for (int k = i; k < i + g->n_ops; k++) s->step_of_op[k] = s->n_steps;
+            s->n_steps++;
+            i += g->n_ops;
+            continue;
+        }
+        if (op->kind != OP_PARAM && !op_is_view(op)) {
+            s->steps[s->n_steps] = (Step){.first_op = i, .n_ops = 1, .group = -1};
+            s->step_of_op[i] = s->n_steps++;
+        }
+        i++;
+    }
+    return 0;
+}
+
+int schedule_build(const Function *f, Schedule *s, Diag *d) {
+    memset(s, 0, sizeof *s);
+    s->f = f;
+    size_t nv = (size_t)f->n_values + 1;
+    s->step_of_op = malloc(sizeof *s->step_of_op * ((size_t)f->n_ops + 1));
+    int *def_op = malloc(sizeof *def_op * nv);
+    bool *read_outside = calloc(nv, sizeof *read_outside);
+    int rc = -1;
+    if (s->step_of_op == NULL || def_op == NULL || read_outside == NULL) goto done;
+    for (int i = 0; i < f->n_ops; i++) s->step_of_op[i] = -1;
+    if (make_steps(s) != 0) goto done;
+    for (int i = 0; i < f->n_ops; i++) def_op[f->ops[i]->result->id] = i;
+    for (int i = 0; i < f->n_ops; i++) {
+        const Op *op = f->ops[i];
+        for (int k = 0; k < op->n_inputs; k++) {
+            const Value *u = op->inputs[k];
+            /* A reader in another step, or a lone view (no step: -1), whose bytes are its
+             * operand's. */
+            if (u->def != NULL && (s->step_of_op[i] < 0 || s->step_of_op[def_op[u->id]] !=
+                                                               s->step_of_op[i]))
+                read_outside[u->id] = true;
+        }
+    }
+    for (int i = 0; i < f->n_outputs; i++) read_outside[f->outputs[i]->id] = true;
+    rc = 0;
+    for (int st = 0; st < s->n_steps && rc == 0; st++) rc = fill_io(s, st, def_op, read_outside);
+done:
+    free(def_op);
+    free(read_outside);
+    if (rc != 0) {
+        schedule_free(s);
+        return oom(d, f);
+    }
+    return 0;
+}
