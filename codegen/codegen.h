@@ -1,11 +1,12 @@
 /* codegen.h — from IR functions to kernels, and from kernels to cap.so.
  *
- *   IR function --lower (one kernel per op; per fused group once fusion lands)--> KernelDesc
- *   KernelDesc --render_c / render_cuda (one renderer, a small per-target table)--> source
+ *   IR function --schedule (passes/schedule.c: a step per fused group or lone op)
+ *               --lower (one kernel description per step)--> KernelDesc
+ *   KernelDesc --render (one renderer, a small per-target table)--> C and CUDA source
  *   sources + plan (memory plan, buffer refs) --package--> cap.c --cc--> cap.so
  *
- * Kernel calling convention (both targets): arguments are buffers, the result first, then
- * the op's operands in order. Sizes are constants inside the kernel. A kernel's C form is
+ * Kernel calling convention (both targets): arguments are buffers, the values the step
+ * writes first, then those it reads. Sizes are constants inside the kernel. A kernel's C form is
  *   void NAME(void *const *bufs)
  * and its CUDA form is
  *   extern "C" __global__ void NAME(float *a0, const float *a1, ...)   (int32_t * for i32)
@@ -16,41 +17,41 @@
 #define CAPC_CODEGEN_H
 
 #include "ir.h"
+#include "kernel.h"
+#include "passes.h"
 
-typedef struct KernelSource {
-    char *name;               /* unique within a KernelSet, a C identifier */
+/* One kernel lowered from one step of a function's schedule (a fused group or one op). */
+typedef struct LoweredKernel {
+    KernelDesc *desc;    /* owned: rendered for C, and for CUDA unless cuda is set */
+    KernelDesc *cuda;    /* owned: a separate CUDA form (conv's direct loops), or NULL */
+    const Value **args;  /* owned array of n_args: the step's writes, then its reads */
     int n_args;
-    const Value **arg_values; /* n_args: result first, then operands (in the IR function) */
-    char *c_src;              /* definition of NAME for the C target */
-    char *cuda_src;           /* definition of NAME for the CUDA target */
-    int64_t cuda_grid;
-    int cuda_block;
-    int cuda_shared_bytes;
-    char *source_ops;         /* "conv2d %backbone.conv1" */
-} KernelSource;
+    int step;            /* index in the schedule */
+    char *source_ops;    /* owned: "conv2d %x", or "fused.conv_bn_relu: conv2d %a, ..." */
+} LoweredKernel;
 
-typedef struct KernelSet {
-    KernelSource *kernels; /* in program order */
-    int n_kernels, cap_kernels;
-    /* Per op of the function (by index in f->ops): the kernel that computes it, or -1 when
-     * the op needs none (param reads state; reshape is a view of its operand). */
-    int *kernel_of_op;
-    int n_ops;
-} KernelSet;
+/* A function's schedule and its kernels, in program order (steps that write nothing get
+ * none). */
+typedef struct FunctionKernels {
+    const Function *f;
+    Schedule schedule;
+    LoweredKernel *kernels;
+    int n_kernels;
+} FunctionKernels;
 
 /* Source that every rendered C / CUDA file starts with: includes, Philox, helpers.
  * Returned strings are static; do not free. */
 const char *codegen_c_prelude(void);
 const char *codegen_cuda_prelude(void);
 
-/* Lowers every op of f to a kernel (or none, see kernel_of_op). Returns 0, or -1 with d. */
-int codegen_lower_function(const Function *f, KernelSet *ks, Diag *d);
-void kernel_set_free(KernelSet *ks);
-
-/* Two kernels with equal keys are the same function: sources with comments removed and the
- * kernel's own name masked, plus n_args and launch geometry. malloc'd; caller frees. */
-char *codegen_kernel_dedup_key(const KernelSource *k);
-
+/* Builds f's schedule from its fused groups and lowers every step. Returns 0, or -1 with d
+ * (free fk with function_kernels_free either way). */
+int codegen_lower_function(const Function *f, FunctionKernels *fk, Diag *d);
+void function_kernels_free(FunctionKernels *fk);
+/* The CUDA form of k. */
+static inline const KernelDesc *lowered_cuda_desc(const LoweredKernel *k) {
+    return k->cuda != NULL ? k->cuda : k->desc;
+}
 
 /* NVRTC (codegen/nvrtc.c; dlopen'ed, so capc runs without the CUDA toolkit): compiles CUDA
  * source for an arch ("sm_90" -> cubin, "compute_80" -> PTX). Returns 0 and a malloc'd image,

@@ -226,6 +226,14 @@ const KExpr *ke_dropout_keep(KernelDesc *kd, const KExpr *seed, const KExpr *ste
 
 /* ---- statements ------------------------------------------------------------------------- */
 
+static KStmt *new_stmt(KernelDesc *kd, KStmtKind kind) {
+    KStmt *s = arena_alloc(kd->arena, sizeof *s);
+    s->kind = kind;
+    s->buf = -1;
+    s->var = -1;
+    return s;
+}
+
 static KStmt *append(KernelDesc *kd, KStmtKind kind) {
     KStmt *s = arena_alloc(kd->arena, sizeof *s);
     s->kind = kind;
@@ -312,4 +320,143 @@ const KExpr *kd_let(KernelDesc *kd, const char *hint, const KExpr *e) {
     int v = kd_var(kd, hint, e->type == KT_BOOL ? KT_I32 : e->type);
     ks_decl(kd, v, e);
     return ke_var(kd, v);
+}
+
+void ks_detached_begin(KernelDesc *kd) {
+    KStmt *holder = new_stmt(kd, KS_IF); /* only its body is used; never rendered itself */
+    open_block(kd, holder, &holder->body);
+}
+
+const KStmt *ks_detached_end(KernelDesc *kd) {
+    const KStmt *holder = kd->open[kd->depth];
+    ks_end(kd);
+    return holder->body;
+}
+
+/* ---- structural equality and hashing ---------------------------------------------------- */
+
+static bool same_double(double a, double b) { return memcmp(&a, &b, sizeof a) == 0; }
+
+bool ke_equal(const KExpr *a, const KExpr *b) {
+    if (a == b) return true;
+    if (a == NULL || b == NULL) return false;
+    if (a->kind != b->kind || a->type != b->type || a->op != b->op || a->i != b->i ||
+        !same_double(a->f, b->f) || a->var != b->var || a->buf != b->buf ||
+        a->stream != b->stream || !same_double(a->p, b->p))
+        return false;
+    return ke_equal(a->a, b->a) && ke_equal(a->b, b->b) && ke_equal(a->c, b->c);
+}
+
+static uint64_t mix(uint64_t h, uint64_t v) {
+    h ^= v + 0x9E3779B97F4A7C15ULL + (h << 6) + (h >> 2);
+    return h * 0x100000001B3ULL;
+}
+
+static uint64_t mix_double(uint64_t h, double v) {
+    uint64_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    return mix(h, bits);
+}
+
+static uint64_t hash_expr(uint64_t h, const KExpr *e) {
+    if (e == NULL) return mix(h, 0x51);
+    h = mix(h, (uint64_t)e->kind * 131 + (uint64_t)e->type * 7 + (uint64_t)e->op);
+    h = mix(h, (uint64_t)e->i);
+    h = mix_double(h, e->f);
+    h = mix(h, (uint64_t)(e->var + 1) * 31 + (uint64_t)(e->buf + 1));
+    h = mix(h, e->stream);
+    h = mix_double(h, e->p);
+    h = hash_expr(h, e->a);
+    h = hash_expr(h, e->b);
+    return hash_expr(h, e->c);
+}
+
+static bool mat_equal(const KMat *a, const KMat *b) {
+    return a->buf == b->buf && a->ld == b->ld && a->trans == b->trans &&
+           ke_equal(a->offset, b->offset);
+}
+
+static bool block_equal(const KStmt *a, const KStmt *b);
+
+static bool gemm_equal(const KGemm *a, const KGemm *b) {
+    if (a == b) return true;
+    if (a == NULL || b == NULL) return false;
+    return a->batch_var == b->batch_var && a->batch == b->batch && a->m == b->m &&
+           a->n == b->n && a->k == b->k && mat_equal(&a->a, &b->a) && mat_equal(&a->b, &b->b) &&
+           mat_equal(&a->c, &b->c) && memcmp(&a->alpha, &b->alpha, sizeof a->alpha) == 0 &&
+           a->accumulate == b->accumulate && a->bias_buf == b->bias_buf &&
+           a->epi_index == b->epi_index && a->epi_value == b->epi_value &&
+           block_equal(a->epilogue, b->epilogue);
+}
+
+static bool block_equal(const KStmt *a, const KStmt *b) {
+    for (; a != NULL && b != NULL; a = a->next, b = b->next) {
+        if (a->kind != b->kind || a->serial != b->serial || a->var != b->var ||
+            a->buf != b->buf || !ke_equal(a->lo, b->lo) || !ke_equal(a->hi, b->hi) ||
+            !ke_equal(a->value, b->value) || !ke_equal(a->index, b->index) ||
+            !ke_equal(a->cond, b->cond) || !gemm_equal(a->gemm, b->gemm) ||
+            !block_equal(a->body, b->body) || !block_equal(a->else_body, b->else_body))
+            return false;
+    }
+    return a == NULL && b == NULL;
+}
+
+static uint64_t hash_block(uint64_t h, const KStmt *s);
+
+static uint64_t hash_gemm(uint64_t h, const KGemm *g) {
+    if (g == NULL) return mix(h, 0x67);
+    h = mix(h, (uint64_t)g->batch * 3 + (uint64_t)g->m * 5 + (uint64_t)g->n * 7 + (uint64_t)g->k);
+    h = mix(h, (uint64_t)(g->a.buf * 17 + g->b.buf * 13 + g->c.buf) + (uint64_t)g->bias_buf);
+    h = hash_expr(h, g->a.offset);
+    h = hash_expr(h, g->b.offset);
+    h = hash_expr(h, g->c.offset);
+    return hash_block(h, g->epilogue);
+}
+
+static uint64_t hash_block(uint64_t h, const KStmt *s) {
+    for (; s != NULL; s = s->next) {
+        h = mix(h, (uint64_t)s->kind * 97 + (uint64_t)s->serial + (uint64_t)(s->var + 1) * 5 +
+                       (uint64_t)(s->buf + 1) * 11);
+        h = hash_expr(h, s->lo);
+        h = hash_expr(h, s->hi);
+        h = hash_expr(h, s->value);
+        h = hash_expr(h, s->index);
+        h = hash_expr(h, s->cond);
+        h = hash_gemm(h, s->gemm);
+        h = hash_block(h, s->body);
+        h = hash_block(mix(h, 0xE15E), s->else_body);
+    }
+    return mix(h, 0xB10C);
+}
+
+static uint64_t hash_buffers(uint64_t h, const KernelDesc *kd) {
+    h = mix(h, (uint64_t)kd->n_bufs * 1009 + (uint64_t)kd->n_args);
+    for (int i = 0; i < kd->n_bufs; i++) {
+        const KBuffer *b = &kd->bufs[i];
+        h = mix(h, (uint64_t)b->type * 4 + (uint64_t)b->written * 2 + (uint64_t)b->scratch);
+        h = mix(h, (uint64_t)b->numel);
+    }
+    for (int i = 0; i < kd->n_vars; i++) {
+        h = mix(h, (uint64_t)kd->vars[i].type);
+        for (const char *c = kd->vars[i].name; *c; c++) h = mix(h, (uint64_t)(unsigned char)*c);
+    }
+    return h;
+}
+
+uint64_t kd_hash(const KernelDesc *kd) {
+    return hash_block(hash_buffers(0xCBF29CE484222325ULL, kd), kd->body);
+}
+
+bool kd_equal(const KernelDesc *a, const KernelDesc *b) {
+    if (a->n_bufs != b->n_bufs || a->n_args != b->n_args || a->n_vars != b->n_vars) return false;
+    for (int i = 0; i < a->n_bufs; i++) {
+        const KBuffer *x = &a->bufs[i], *y = &b->bufs[i];
+        if (x->type != y->type || x->written != y->written || x->scratch != y->scratch ||
+            x->numel != y->numel)
+            return false;
+    }
+    for (int i = 0; i < a->n_vars; i++)
+        if (a->vars[i].type != b->vars[i].type || strcmp(a->vars[i].name, b->vars[i].name) != 0)
+            return false;
+    return block_equal(a->body, b->body);
 }

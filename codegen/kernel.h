@@ -10,7 +10,10 @@
  *   decl v = e; v = e;     scalar temporaries
  *   buf[i] = e;            stores (buffers are typed f32 or i32, flat row-major)
  *   if (c) { } else { }
- *   gemm                   C[b] = alpha * op(A[b]) op(B[b]) (+ C[b] | + bias) per batch b
+ *   gemm                   C[b] = alpha * op(A[b]) op(B[b]) (+ C[b] | + bias) per batch b,
+ *                          optionally followed per element by an epilogue block (a fused
+ *                          group's elementwise tail) that sees the element's flat index
+ *                          and value in two variables and does the stores itself
  *
  * Expressions are constants, variables, loads, arithmetic/comparisons, math calls, select
  * (a short-circuiting ?:), casts and the dropout keep bit (Philox4x32-10, ir/philox.c).
@@ -88,10 +91,16 @@ typedef struct KGemm {
     float alpha;
     bool accumulate;      /* C += ... (beta 1) instead of C = ... */
     int bias_buf;         /* -1, or a vector added to every row (length n) */
+    /* The epilogue (NULL: none). It runs once per element of C, which must then be contiguous
+     * (c.ld == n, batch b at b*m*n), with epi_index = the element's flat index in C and
+     * epi_value = its value (C: read back after the products; CUDA: the accumulator). */
+    const struct KStmt *epilogue;
+    int epi_index, epi_value; /* variables (i64, f32) */
 } KGemm;
 
 typedef struct KStmt {
     KStmtKind kind;
+    bool serial;                  /* parfor: run its items in order on one thread (C target) */
     int var;                      /* parfor/for/decl/assign */
     const KExpr *lo, *hi;         /* for: [lo, hi); parfor: hi = the work item count */
     const KExpr *value, *index;   /* decl/assign/store value; store index */
@@ -182,6 +191,18 @@ void ks_gemm(KernelDesc *kd, const KGemm *g);
 
 /* A declared temporary initialized to e; returns a var expression for it. */
 const KExpr *kd_let(KernelDesc *kd, const char *hint, const KExpr *e);
+
+/* A block of statements built apart from the body (a gemm's epilogue): statements between
+ * the two calls go into it, and ks_detached_end returns its first statement. */
+void ks_detached_begin(KernelDesc *kd);
+const KStmt *ks_detached_end(KernelDesc *kd);
+
+/* Structure, not text: two expressions / descriptions are equal when they would render the
+ * same code up to the kernel's name and comment (variable and buffer names included).
+ * kd_hash agrees with kd_equal. */
+bool ke_equal(const KExpr *a, const KExpr *b);
+uint64_t kd_hash(const KernelDesc *kd);
+bool kd_equal(const KernelDesc *a, const KernelDesc *b);
 
 /* Rendering (render.c). Returns a malloc'd definition of the kernel, or NULL with d filled
  * (e.g. a CUDA kernel that is not one top-level parfor/gemm). */

@@ -1,117 +1,48 @@
-/* lower.c — IR function -> KernelSet: one kernel per op (fusion will group ops later), none
- * for `param` (state read in place) and views (reshape: tensors are contiguous row-major, so
- * a reshape shares its operand's bytes). The dispatch table below has an entry for every op
- * of ops.def; an op added to the table without a lowering fails codegen (and the kernel
- * tests) with a message naming it.
+/* lower.c — a function's schedule -> one kernel description per step (lower.h lists who does
+ * what). Steps that write nothing (dead code) get no kernel; `param` and views are no steps.
  *
- * Each kernel is rendered to C and CUDA right away; KernelSource keeps both texts, the CUDA
- * launch geometry and the IR values of its arguments for the packager. */
+ * A kernel's arguments are its step's writes, then its reads, each value once, so a fused
+ * group's kernel sees exactly the memory the memory plan gives it. Its name is
+ * "<function>_<first op index>_<pattern or op>", its comment names its ops, and every
+ * argument's type, as every generated kernel's header does (render.c). The descriptions stay
+ * alive until packaging, where identical ones are merged by their structure (kd_equal).
+ */
 #include <stdlib.h>
 #include <string.h>
 
 #include "codegen.h"
 #include "lower.h"
 
-/* ---- the dispatch table ----------------------------------------------------------------- */
+/* ---- names and comments ------------------------------------------------------------------ */
 
-static const LowerFn LOWER[OP_COUNT] = {
-    [OP_FULL] = lower_source,
-    [OP_SINUSOID_TABLE] = lower_source,
-    [OP_CAUSAL_MASK] = lower_source,
-    [OP_RELU] = lower_elementwise,
-    [OP_NEG] = lower_elementwise,
-    [OP_EXP] = lower_elementwise,
-    [OP_LOG] = lower_elementwise,
-    [OP_SQRT] = lower_elementwise,
-    [OP_RSQRT] = lower_elementwise,
-    [OP_TANH] = lower_elementwise,
-    [OP_COS] = lower_elementwise,
-    [OP_FLOOR] = lower_elementwise,
-    [OP_SCALE] = lower_elementwise,
-    [OP_CAST] = lower_elementwise,
-    [OP_DROPOUT] = lower_elementwise,
-    [OP_PADDING_MASK] = lower_elementwise,
-    [OP_ADD] = lower_elementwise,
-    [OP_SUB] = lower_elementwise,
-    [OP_MUL] = lower_elementwise,
-    [OP_DIV] = lower_elementwise,
-    [OP_MINIMUM] = lower_elementwise,
-    [OP_MAXIMUM] = lower_elementwise,
-    [OP_EQUAL] = lower_elementwise,
-    [OP_RELU_GRAD] = lower_elementwise,
-    [OP_BROADCAST] = lower_layout,
-    [OP_RESHAPE] = lower_layout, /* only when asked for a copy; normally a view */
-    [OP_TRANSPOSE] = lower_layout,
-    [OP_SLICE] = lower_layout,
-    [OP_SLICE_GRAD] = lower_layout,
-    [OP_CONCAT] = lower_layout,
-    [OP_EMBEDDING] = lower_layout,
-    [OP_SCATTER_ADD] = lower_layout,
-    [OP_SUM] = lower_reduce,
-    [OP_MEAN] = lower_reduce,
-    [OP_MAX] = lower_reduce,
-    [OP_REDUCE_TO_SHAPE] = lower_reduce,
-    [OP_SOFTMAX] = lower_norm,
-    [OP_LAYER_NORM] = lower_norm,
-    [OP_BATCH_NORM] = lower_norm,
-    [OP_CROSS_ENTROPY] = lower_norm,
-    [OP_CROSS_ENTROPY_GRAD] = lower_norm,
-    [OP_MAX_POOL2D] = lower_pool,
-    [OP_ADAPTIVE_AVG_POOL2D] = lower_pool,
-    [OP_MAX_POOL2D_GRAD] = lower_pool,
-    [OP_ADAPTIVE_AVG_POOL2D_GRAD] = lower_pool,
-    [OP_MATMUL] = lower_contract,
-    [OP_LINEAR] = lower_contract,
-    [OP_CONV2D] = lower_conv,
-    [OP_CONV2D_GRAD_INPUT] = lower_conv,
-    [OP_CONV2D_GRAD_WEIGHT] = lower_conv,
-    [OP_UPDATE_SLICE] = lower_layout,
-    [OP_POSITION_MASK] = lower_source,
-};
-
-
-/* ---- helpers shared by the lower_*.c files ---------------------------------------------- */
-
-KType ktype_of(DType dt) { return dt == DT_I32 ? KT_I32 : KT_F32; }
-
-int64_t numel_of(const Value *v) { return shape_numel(&v->shape); }
-
-int64_t dims_product(const Shape *s, int from, int to) {
-    int64_t p = 1;
-    for (int d = from; d < to; d++) p *= s->dims[d];
-    return p;
+/* "<function>_<op index>_<what>", with anything but [A-Za-z0-9_] turned into '_'. */
+static void kernel_name(const Function *f, const Step *st, char *buf, size_t size) {
+    const char *what = st->group >= 0 ? f->groups[st->group].pattern
+                                      : op_info(f->ops[st->first_op]->kind)->name;
+    snprintf(buf, size, "%s_%d_%s", f->name, st->first_op, what);
+    for (char *p = buf; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
+            *p = '_';
+    if (buf[0] >= '0' && buf[0] <= '9') buf[0] = '_';
 }
 
-int64_t shape_stride(const Shape *s, int d) { return dims_product(s, d + 1, s->rank); }
-
-void ix_unravel(KernelDesc *kd, const KExpr *flat, const Shape *s, const KExpr **idx) {
-    for (int d = 0; d < s->rank; d++) {
-        if (s->dims[d] == 1) {
-            idx[d] = ke_int(kd, 0);
-            continue;
-        }
-        const KExpr *q = KDIV(kd, flat, ke_int(kd, shape_stride(s, d)));
-        /* The first non-trivial axis needs no modulo: flat < numel bounds the quotient. */
-        bool outer = dims_product(s, 0, d) == 1;
-        idx[d] = outer ? q : KMOD(kd, q, ke_int(kd, s->dims[d]));
-    }
-}
-
-const KExpr *ix_ravel(KernelDesc *kd, const KExpr *const *idx, const Shape *s) {
-    const KExpr *flat = ke_int(kd, 0);
-    for (int d = 0; d < s->rank; d++)
-        if (s->dims[d] != 1)
-            flat = KADD(kd, flat, KMUL(kd, idx[d], ke_int(kd, shape_stride(s, d))));
-    return flat;
-}
-
-const KExpr *ix_broadcast(KernelDesc *kd, const KExpr *const *out_idx, const Shape *out,
-                          const Shape *in) {
-    const KExpr *idx[IR_MAX_RANK];
-    int off = out->rank - in->rank;
-    for (int d = 0; d < in->rank; d++)
-        idx[d] = in->dims[d] == 1 ? ke_int(kd, 0) : out_idx[d + off];
-    return ix_ravel(kd, idx, in);
+/* "conv2d %x" for one op; "fused.P: conv2d %x, relu %y, ..." for a group (the first ops, then
+ * how many there are). malloc'd. */
+static char *source_ops(const Function *f, const Step *st) {
+    enum { SHOWN = 8 };
+    size_t size = 160;
+    int shown = st->n_ops < SHOWN ? st->n_ops : SHOWN;
+    for (int i = st->first_op; i < st->first_op + shown; i++)
+        size += strlen(f->ops[i]->result->name) + 40;
+    char *s = malloc(size);
+    if (s == NULL) return NULL;
+    size_t n = 0;
+    if (st->group >= 0) n += (size_t)snprintf(s, size, "fused.%s: ", f->groups[st->group].pattern);
+    for (int i = st->first_op; i < st->first_op + shown; i++)
+        n += (size_t)snprintf(s + n, size - n, "%s%s %%%s", i > st->first_op ? ", " : "",
+                              op_info(f->ops[i]->kind)->name, f->ops[i]->result->name);
+    if (shown < st->n_ops) snprintf(s + n, size - n, ", ... (%d ops)", st->n_ops);
+    return s;
 }
 
 static void describe(const Value *v, char *buf, size_t size) {
@@ -120,149 +51,167 @@ static void describe(const Value *v, char *buf, size_t size) {
     snprintf(buf, size, "%%%s %s", v->name, type);
 }
 
-KernelDesc *lower_new_desc(const Op *op, const char *name) {
-    KernelDesc *kd = kd_new(name);
-    if (!kd) return NULL;
-    char what[256], comment[256];
-    snprintf(comment, sizeof comment, "%s %%%s", op_info(op->kind)->name, op->result->name);
-    kd_set_comment(kd, comment);
-    describe(op->result, what, sizeof what);
-    kd_arg(kd, what, ktype_of(op->result->dtype), numel_of(op->result), true);
-    for (int i = 0; i < op->n_inputs; i++) {
-        describe(op->inputs[i], what, sizeof what);
-        kd_arg(kd, what, ktype_of(op->inputs[i]->dtype), numel_of(op->inputs[i]), false);
+KernelDesc *lower_clone_args(const KernelDesc *kd) {
+    KernelDesc *copy = kd_new(kd->name);
+    if (copy == NULL) return NULL;
+    kd_set_comment(copy, kd->comment);
+    for (int i = 0; i < kd->n_args; i++)
+        kd_arg(copy, kd->bufs[i].what, kd->bufs[i].type, kd->bufs[i].numel, kd->bufs[i].written);
+    return copy;
+}
+
+/* ---- dispatch ------------------------------------------------------------------------------ */
+
+/* Ops no fused group holds: window and whole-tensor reductions, scatter_add. */
+static bool runs_alone(const Op *op) {
+    bool reduced[IR_MAX_RANK];
+    FusionKind k = op_fusion(op);
+    return (k == FUSE_REDUCTION && !op_reduced_axes(op, reduced)) || k == FUSE_OPAQUE;
+}
+
+int lower_alone(LowerCtx *c) {
+    const Step *st = &c->s->steps[c->step];
+    const Op *op = c->s->f->ops[st->first_op];
+    OpBufs b = {c->buf_of[op->result->id], {0}};
+    for (int i = 0; i < op->n_inputs && i < 8; i++) b.in[i] = c->buf_of[op->inputs[i]->id];
+    switch (op->kind) {
+    case OP_MAX_POOL2D:
+    case OP_MAX_POOL2D_GRAD:
+    case OP_ADAPTIVE_AVG_POOL2D:
+    case OP_ADAPTIVE_AVG_POOL2D_GRAD: return lower_pool_op(c->kd, op, &b, c->err, c->err_size);
+    case OP_CROSS_ENTROPY:
+    case OP_CROSS_ENTROPY_GRAD: return lower_cross_entropy_op(c->kd, op, &b, c->err, c->err_size);
+    case OP_SCATTER_ADD: return lower_scatter_add_op(c->kd, op, &b, c->err, c->err_size);
+    default:
+        snprintf(c->err, c->err_size, "no kernel lowering for op %s (codegen/lower.c)",
+                 op_info(op->kind)->name);
+        return -1;
     }
-    return kd;
 }
 
-/* ---- the kernel set --------------------------------------------------------------------- */
-
-static char *dup(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p) memcpy(p, s, n);
-    return p;
+int lower_attention(LowerCtx *c) {
+    snprintf(c->err, c->err_size, "the attention pattern has no lowering yet");
+    return -1;
 }
 
-/* "<function>_<op index>_<op name>", with anything but [A-Za-z0-9_] turned into '_'. */
-static void kernel_name(const Function *f, int index, const Op *op, char *buf, size_t size) {
-    snprintf(buf, size, "%s_%d_%s", f->name, index, op_info(op->kind)->name);
-    for (char *p = buf; *p; p++)
-        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')))
-            *p = '_';
-    if (buf[0] >= '0' && buf[0] <= '9') buf[0] = '_';
+static int lower_step_desc(LowerCtx *c) {
+    const Function *f = c->s->f;
+    const Step *st = &c->s->steps[c->step];
+    if (st->group >= 0 && strncmp(f->groups[st->group].pattern, "attention", 9) == 0)
+        return lower_attention(c);
+    int n_contract = 0, n_reduce = 0, n_alone = 0;
+    for (int i = st->first_op; i < st->first_op + st->n_ops; i++) {
+        const Op *op = f->ops[i];
+        bool reduced[IR_MAX_RANK];
+        if (op_is_view(op)) continue;
+        if (runs_alone(op)) n_alone++;
+        else if (op_reduced_axes(op, reduced)) n_reduce++;
+        else if (op_fusion(op) == FUSE_CONTRACTION) n_contract++;
+    }
+    if (n_alone > 0) {
+        if (st->n_ops != 1) {
+            snprintf(c->err, c->err_size, "an op that runs alone is inside a fused group");
+            return -1;
+        }
+        return lower_alone(c);
+    }
+    if (n_contract > 0 && n_reduce > 0) {
+        snprintf(c->err, c->err_size, "a fused group holds a contraction and a reduction");
+        return -1;
+    }
+    if (n_contract > 0) return lower_contraction(c);
+    if (n_reduce > 0) return lower_rows(c);
+    return lower_pointwise(c);
 }
 
-static int grow(KernelSet *ks) {
-    if (ks->n_kernels < ks->cap_kernels) return 0;
-    int cap = ks->cap_kernels ? 2 * ks->cap_kernels : 16;
-    KernelSource *k = realloc(ks->kernels, (size_t)cap * sizeof *k);
-    if (!k) return -1;
-    ks->kernels = k;
-    ks->cap_kernels = cap;
-    return 0;
-}
+/* ---- the kernel list ---------------------------------------------------------------------- */
 
-static void source_free(KernelSource *k) {
-    free(k->name);
-    free((void *)k->arg_values);
-    free(k->c_src);
-    free(k->cuda_src);
+static void kernel_free(LoweredKernel *k) {
+    kd_free(k->desc);
+    kd_free(k->cuda);
+    free((void *)k->args);
     free(k->source_ops);
 }
 
-/* Renders kd (and cuda, or kd again) into ks's next KernelSource. */
-static int add_kernel(KernelSet *ks, const Op *op, const KernelDesc *kd, const KernelDesc *cuda,
-                      Diag *d) {
-    if (grow(ks)) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
-        return -1;
+void function_kernels_free(FunctionKernels *fk) {
+    if (fk == NULL) return;
+    for (int i = 0; i < fk->n_kernels; i++) kernel_free(&fk->kernels[i]);
+    free(fk->kernels);
+    schedule_free(&fk->schedule);
+    memset(fk, 0, sizeof *fk);
+}
+
+/* Declares the step's writes then reads as kd's arguments; buf_of maps them. */
+static int declare_args(const Step *st, KernelDesc *kd, LoweredKernel *k, int *buf_of) {
+    k->n_args = st->n_writes + st->n_reads;
+    k->args = malloc(sizeof *k->args * (size_t)(k->n_args + 1));
+    if (k->args == NULL) return -1;
+    for (int i = 0; i < k->n_args; i++) {
+        bool written = i < st->n_writes;
+        const Value *v = written ? st->writes[i] : st->reads[i - st->n_writes];
+        char what[256];
+        describe(v, what, sizeof what);
+        buf_of[v->id] = kd_arg(kd, what, ktype_of(v->dtype), numel_of(v), written);
+        k->args[i] = v;
     }
-    KernelSource k = {0};
-    k.name = dup(kd->name);
-    k.n_args = op->n_inputs + 1;
-    k.arg_values = malloc((size_t)k.n_args * sizeof *k.arg_values);
-    k.source_ops = dup(kd->comment);
-    k.c_src = kernel_render(kd, KTARGET_C, d);
-    k.cuda_src = k.c_src ? kernel_render(cuda, KTARGET_CUDA, d) : NULL;
-    if (!k.name || !k.arg_values || !k.source_ops || !k.c_src || !k.cuda_src) {
-        if (!k.c_src || !k.cuda_src) {
-            /* d holds the renderer's message */
-        } else {
-            snprintf(d->msg, sizeof d->msg, "out of memory");
-        }
-        source_free(&k);
-        return -1;
-    }
-    k.arg_values[0] = op->result;
-    for (int i = 0; i < op->n_inputs; i++) k.arg_values[i + 1] = op->inputs[i];
-    kernel_cuda_launch(cuda, &k.cuda_grid, &k.cuda_block);
-    k.cuda_shared_bytes = 0;
-    ks->kernels[ks->n_kernels++] = k;
     return 0;
 }
 
-static int lower_op(const Function *f, int index, KernelSet *ks, Diag *d) {
-    const Op *op = f->ops[index];
-    LowerFn fn = op->kind >= 0 && op->kind < OP_COUNT ? LOWER[op->kind] : NULL;
-    if (!fn) {
-        snprintf(d->msg, sizeof d->msg, "%s %%%s: no kernel lowering for op %s (codegen/lower.c)",
-                 op_info(op->kind)->name, op->result->name, op_info(op->kind)->name);
-        d->loc = op->loc;
-        return -1;
-    }
-    for (int i = 0; i < op->n_inputs; i++)
-        if (!shape_known(&op->inputs[i]->shape) || !shape_known(&op->result->shape)) {
-            snprintf(d->msg, sizeof d->msg, "%s %%%s: shapes must be inferred before codegen",
-                     op_info(op->kind)->name, op->result->name);
-            return -1;
-        }
-    char name[256];
-    kernel_name(f, index, op, name, sizeof name);
-    KernelDesc *kd = lower_new_desc(op, name), *cuda = NULL;
-    if (!kd) {
+static int lower_step(const Schedule *s, int step, LoweredKernel *k, int *buf_of, Diag *d) {
+    const Function *f = s->f;
+    const Step *st = &s->steps[step];
+    char name[256], err[768] = "";
+    kernel_name(f, st, name, sizeof name);
+    memset(k, 0, sizeof *k);
+    k->step = step;
+    k->desc = kd_new(name);
+    k->source_ops = source_ops(f, st);
+    if (k->desc == NULL || k->source_ops == NULL || declare_args(st, k->desc, k, buf_of) != 0) {
         snprintf(d->msg, sizeof d->msg, "out of memory");
         return -1;
     }
-    char err[512] = "";
-    int rc = fn(op, kd, &cuda, err, sizeof err);
-    if (rc) {
-        snprintf(d->msg, sizeof d->msg, "%s %%%s: %s", op_info(op->kind)->name, op->result->name,
-                 err);
+    kd_set_comment(k->desc, k->source_ops);
+    LowerCtx c = {s, step, buf_of, k->desc, NULL, err, sizeof err};
+    int rc = lower_step_desc(&c);
+    k->cuda = c.cuda;
+    for (int i = 0; i < k->n_args; i++) buf_of[k->args[i]->id] = -1;
+    if (rc != 0) {
+        const Op *op = f->ops[st->first_op];
+        snprintf(d->msg, sizeof d->msg, "internal error: lowering %s of @%s: %s (this is a bug "
+                 "in capc)", k->source_ops, f->name, err);
         d->loc = op->loc;
-    } else {
-        rc = add_kernel(ks, op, kd, cuda ? cuda : kd, d);
     }
-    kd_free(kd);
-    kd_free(cuda);
     return rc;
 }
 
-int codegen_lower_function(const Function *f, KernelSet *ks, Diag *d) {
-    memset(ks, 0, sizeof *ks);
-    ks->n_ops = f->n_ops;
-    ks->kernel_of_op = malloc(((size_t)f->n_ops + 1) * sizeof *ks->kernel_of_op);
-    if (!ks->kernel_of_op) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
-        return -1;
-    }
-    for (int i = 0; i < f->n_ops; i++) {
-        const Op *op = f->ops[i];
-        ks->kernel_of_op[i] = -1;
-        if (op->kind == OP_PARAM || op_is_view(op)) continue;
-        if (lower_op(f, i, ks, d)) {
-            kernel_set_free(ks);
+static int check_shapes(const Function *f, Diag *d) {
+    for (int i = 0; i < f->n_values; i++)
+        if (!shape_known(&f->values[i]->shape)) {
+            snprintf(d->msg, sizeof d->msg, "%%%s: shapes must be inferred before codegen",
+                     f->values[i]->name);
             return -1;
         }
-        ks->kernel_of_op[i] = ks->n_kernels - 1;
-    }
     return 0;
 }
 
-void kernel_set_free(KernelSet *ks) {
-    if (!ks) return;
-    for (int i = 0; i < ks->n_kernels; i++) source_free(&ks->kernels[i]);
-    free(ks->kernels);
-    free(ks->kernel_of_op);
-    memset(ks, 0, sizeof *ks);
+int codegen_lower_function(const Function *f, FunctionKernels *fk, Diag *d) {
+    memset(fk, 0, sizeof *fk);
+    fk->f = f;
+    if (check_shapes(f, d) != 0 || schedule_build(f, &fk->schedule, d) != 0) return -1;
+    const Schedule *s = &fk->schedule;
+    fk->kernels = calloc((size_t)s->n_steps + 1, sizeof *fk->kernels);
+    int *buf_of = malloc(sizeof *buf_of * ((size_t)f->n_values + 1));
+    int rc = 0;
+    if (fk->kernels == NULL || buf_of == NULL) {
+        snprintf(d->msg, sizeof d->msg, "out of memory");
+        rc = -1;
+    }
+    for (int v = 0; rc == 0 && v < f->n_values; v++) buf_of[v] = -1;
+    for (int i = 0; rc == 0 && i < s->n_steps; i++) {
+        if (s->steps[i].n_writes == 0) continue; /* nothing reads what it computes */
+        rc = lower_step(s, i, &fk->kernels[fk->n_kernels], buf_of, d);
+        fk->n_kernels++; /* counted even on failure, so its parts are freed */
+    }
+    free(buf_of);
+    return rc;
 }

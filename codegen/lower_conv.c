@@ -7,7 +7,10 @@
  *   conv2d_grad_input   col      = W_g^T [K, og] @ dy[b, g] [og, P], then col2im as a gather
  *                       (each dx element sums the col entries that read it: no atomics)
  * CUDA form (separate description: one launch, no scratch): direct loops, one work item per
- * output element, the whole reduction in its loop. Tiled tensor-core kernels come later. */
+ * output element, the whole reduction in its loop. Tiled tensor-core kernels come later.
+ *
+ * In a fused group (lower_contract.c) the result goes to the staging buffer b->out and the
+ * epilogue follows: on C one more pass over the result, on CUDA in place of the final store. */
 #include "lower.h"
 
 typedef struct Conv {
@@ -16,6 +19,9 @@ typedef struct Conv {
     int64_t ho, wo, groups, og, k, p;
     const int64_t *st, *pad, *dil;
 } Conv;
+
+static void finish_element(KernelDesc *kd, const OpBufs *bf, Epilogue *ep, const KExpr *flat,
+                           const KExpr *v);
 
 static Conv conv_of(const Op *op, const Shape *x, const Shape *w, const Shape *y) {
     int nn = 0;
@@ -107,41 +113,41 @@ static const KExpr *dy_group(KernelDesc *kd, const Conv *g, const KExpr *b, cons
     return KMUL(kd, KADD(kd, KMUL(kd, b, i64(kd, g->o)), KMUL(kd, gr, i64(kd, g->og))), i64(kd, g->p));
 }
 
-static void conv2d_c(KernelDesc *kd, const Op *op, const Conv *g) {
+static void conv2d_c(KernelDesc *kd, const Op *op, const Conv *g, const OpBufs *bf) {
     int col = kd_scratch(kd, KT_F32, g->k * g->p);
     bool bias = op->n_inputs == 3;
     if (bias) {
         int e = kd_var(kd, "e", KT_I64);
         ks_parfor(kd, e, numel_of(op->result));
         const KExpr *oc = KMOD(kd, KDIV(kd, ke_var(kd, e), i64(kd, g->p)), i64(kd, g->o));
-        ks_store(kd, 0, ke_var(kd, e), ke_load(kd, 3, oc));
+        ks_store(kd, bf->out, ke_var(kd, e), ke_load(kd, bf->in[2], oc));
         ks_end(kd);
     }
     const KExpr *b, *gr;
     image_group_loops(kd, g, &b, &gr);
-    im2col(kd, g, 1, col, b, gr);
+    im2col(kd, g, bf->in[0], col, b, gr);
     KGemm gm = gemm_of(kd, g->og, g->p, g->k, bias);
-    gm.a = mat(2, KMUL(kd, gr, i64(kd, g->og * g->k)), g->k, false);
+    gm.a = mat(bf->in[1], KMUL(kd, gr, i64(kd, g->og * g->k)), g->k, false);
     gm.b = mat(col, i64(kd, 0), g->p, false);
-    gm.c = mat(0, dy_group(kd, g, b, gr), g->p, false);
+    gm.c = mat(bf->out, dy_group(kd, g, b, gr), g->p, false);
     ks_gemm(kd, &gm);
     ks_end(kd);
     ks_end(kd);
 }
 
-static void grad_weight_c(KernelDesc *kd, const Conv *g, int64_t total) {
+static void grad_weight_c(KernelDesc *kd, const Conv *g, int64_t total, const OpBufs *bf) {
     int col = kd_scratch(kd, KT_F32, g->k * g->p);
     int e = kd_var(kd, "e", KT_I64);
     ks_parfor(kd, e, total);
-    ks_store(kd, 0, ke_var(kd, e), ke_f32(kd, 0));
+    ks_store(kd, bf->out, ke_var(kd, e), ke_f32(kd, 0));
     ks_end(kd);
     const KExpr *b, *gr;
     image_group_loops(kd, g, &b, &gr);
-    im2col(kd, g, 2, col, b, gr);
+    im2col(kd, g, bf->in[1], col, b, gr);
     KGemm gm = gemm_of(kd, g->og, g->k, g->p, true);
-    gm.a = mat(1, dy_group(kd, g, b, gr), g->p, false);
+    gm.a = mat(bf->in[0], dy_group(kd, g, b, gr), g->p, false);
     gm.b = mat(col, i64(kd, 0), g->p, true);
-    gm.c = mat(0, KMUL(kd, gr, i64(kd, g->og * g->k)), g->k, false);
+    gm.c = mat(bf->out, KMUL(kd, gr, i64(kd, g->og * g->k)), g->k, false);
     ks_gemm(kd, &gm);
     ks_end(kd);
     ks_end(kd);
@@ -160,13 +166,13 @@ static const KExpr *tap_source(KernelDesc *kd, const Conv *g, int a, const KExpr
     return KSUB(kd, KADD(kd, v, i64(kd, g->pad[a])), KMUL(kd, t, i64(kd, g->dil[a])));
 }
 
-static void grad_input_c(KernelDesc *kd, const Conv *g) {
+static void grad_input_c(KernelDesc *kd, const Conv *g, const OpBufs *bf) {
     int col = kd_scratch(kd, KT_F32, g->k * g->p);
     const KExpr *b, *gr;
     image_group_loops(kd, g, &b, &gr);
     KGemm gm = gemm_of(kd, g->k, g->p, g->og, false);
-    gm.a = mat(2, KMUL(kd, gr, i64(kd, g->og * g->k)), g->k, true);
-    gm.b = mat(1, dy_group(kd, g, b, gr), g->p, false);
+    gm.a = mat(bf->in[1], KMUL(kd, gr, i64(kd, g->og * g->k)), g->k, true);
+    gm.b = mat(bf->in[0], dy_group(kd, g, b, gr), g->p, false);
     gm.c = mat(col, i64(kd, 0), g->p, false);
     ks_gemm(kd, &gm);
     /* col2im as a gather over this group's channels of image b */
@@ -189,7 +195,7 @@ static void grad_input_c(KernelDesc *kd, const Conv *g) {
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);
-    ks_store(kd, 0, x_at(kd, g, b, KADD(kd, KMUL(kd, gr, i64(kd, g->cg)), ic), y, x), ke_var(kd, acc));
+    ks_store(kd, bf->out, x_at(kd, g, b, KADD(kd, KMUL(kd, gr, i64(kd, g->cg)), ic), y, x), ke_var(kd, acc));
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);
@@ -210,7 +216,8 @@ static const KExpr *y_at(KernelDesc *kd, const Conv *g, const KExpr *b, const KE
                          i64(kd, g->wo)), ox);
 }
 
-static void conv2d_direct(KernelDesc *kd, const Op *op, const Conv *g) {
+static void conv2d_direct(KernelDesc *kd, const Op *op, const Conv *g, const OpBufs *bf,
+                          Epilogue *ep) {
     int e = kd_var(kd, "e", KT_I64), ic = kd_var(kd, "ic", KT_I64), ky = kd_var(kd, "ky", KT_I64),
         kx = kd_var(kd, "kx", KT_I64), acc = kd_var(kd, "acc", KT_F32);
     ks_parfor(kd, e, numel_of(op->result));
@@ -220,25 +227,26 @@ static void conv2d_direct(KernelDesc *kd, const Op *op, const Conv *g) {
     const KExpr *oy = kd_let(kd, "oy", KMOD(kd, KDIV(kd, ev, i64(kd, g->wo)), i64(kd, g->ho)));
     const KExpr *ox = kd_let(kd, "ox", KMOD(kd, ev, i64(kd, g->wo)));
     const KExpr *c0 = kd_let(kd, "c0", KMUL(kd, KDIV(kd, oc, i64(kd, g->og)), i64(kd, g->cg)));
-    ks_decl(kd, acc, op->n_inputs == 3 ? ke_load(kd, 3, oc) : ke_f32(kd, 0));
+    ks_decl(kd, acc, op->n_inputs == 3 ? ke_load(kd, bf->in[2], oc) : ke_f32(kd, 0));
     ks_for_n(kd, ic, g->cg);
     ks_for_n(kd, ky, g->kh);
     const KExpr *y = kd_let(kd, "y", tap(kd, g, 0, oy, ke_var(kd, ky)));
     ks_for_n(kd, kx, g->kw);
     const KExpr *x = kd_let(kd, "x", tap(kd, g, 1, ox, ke_var(kd, kx)));
     ks_if(kd, ke_bin(kd, KB_AND, in_range(kd, y, g->h), in_range(kd, x, g->w)));
-    const KExpr *xv = ke_load(kd, 1, x_at(kd, g, b, KADD(kd, c0, ke_var(kd, ic)), y, x));
-    const KExpr *wv = ke_load(kd, 2, w_at(kd, g, oc, ke_var(kd, ic), ke_var(kd, ky), ke_var(kd, kx)));
+    const KExpr *xv = ke_load(kd, bf->in[0], x_at(kd, g, b, KADD(kd, c0, ke_var(kd, ic)), y, x));
+    const KExpr *wv = ke_load(kd, bf->in[1], w_at(kd, g, oc, ke_var(kd, ic), ke_var(kd, ky), ke_var(kd, kx)));
     ks_assign(kd, acc, KADD(kd, ke_var(kd, acc), KMUL(kd, xv, wv)));
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);
-    ks_store(kd, 0, ev, ke_var(kd, acc));
+    finish_element(kd, bf, ep, ev, ke_var(kd, acc));
     ks_end(kd);
 }
 
-static void grad_input_direct(KernelDesc *kd, const Op *op, const Conv *g) {
+static void grad_input_direct(KernelDesc *kd, const Op *op, const Conv *g, const OpBufs *bf,
+                              Epilogue *ep) {
     int e = kd_var(kd, "e", KT_I64), j = kd_var(kd, "j", KT_I64), ky = kd_var(kd, "ky", KT_I64),
         kx = kd_var(kd, "kx", KT_I64), acc = kd_var(kd, "acc", KT_F32);
     ks_parfor(kd, e, numel_of(op->result));
@@ -259,18 +267,19 @@ static void grad_input_direct(KernelDesc *kd, const Op *op, const Conv *g) {
     const KExpr *ox = kd_let(kd, "ox", KDIV(kd, nx, i64(kd, g->st[1])));
     ks_for_n(kd, j, g->og);
     const KExpr *oc = KADD(kd, o0, ke_var(kd, j));
-    const KExpr *dy = ke_load(kd, 1, y_at(kd, g, b, oc, oy, ox));
-    const KExpr *wv = ke_load(kd, 2, w_at(kd, g, oc, ic, ke_var(kd, ky), ke_var(kd, kx)));
+    const KExpr *dy = ke_load(kd, bf->in[0], y_at(kd, g, b, oc, oy, ox));
+    const KExpr *wv = ke_load(kd, bf->in[1], w_at(kd, g, oc, ic, ke_var(kd, ky), ke_var(kd, kx)));
     ks_assign(kd, acc, KADD(kd, ke_var(kd, acc), KMUL(kd, dy, wv)));
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);
-    ks_store(kd, 0, ev, ke_var(kd, acc));
+    finish_element(kd, bf, ep, ev, ke_var(kd, acc));
     ks_end(kd);
 }
 
-static void grad_weight_direct(KernelDesc *kd, const Op *op, const Conv *g) {
+static void grad_weight_direct(KernelDesc *kd, const Op *op, const Conv *g, const OpBufs *bf,
+                               Epilogue *ep) {
     int e = kd_var(kd, "e", KT_I64), b = kd_var(kd, "b", KT_I64), oy = kd_var(kd, "oy", KT_I64),
         ox = kd_var(kd, "ox", KT_I64), acc = kd_var(kd, "acc", KT_F32);
     ks_parfor(kd, e, numel_of(op->result));
@@ -288,36 +297,53 @@ static void grad_weight_direct(KernelDesc *kd, const Op *op, const Conv *g) {
     ks_for_n(kd, ox, g->wo);
     const KExpr *x = kd_let(kd, "x", tap(kd, g, 1, ke_var(kd, ox), kx));
     ks_if(kd, in_range(kd, x, g->w));
-    const KExpr *dy = ke_load(kd, 1, y_at(kd, g, ke_var(kd, b), oc, ke_var(kd, oy), ke_var(kd, ox)));
-    const KExpr *xv = ke_load(kd, 2, x_at(kd, g, ke_var(kd, b), ch, y, x));
+    const KExpr *dy = ke_load(kd, bf->in[0], y_at(kd, g, ke_var(kd, b), oc, ke_var(kd, oy), ke_var(kd, ox)));
+    const KExpr *xv = ke_load(kd, bf->in[1], x_at(kd, g, ke_var(kd, b), ch, y, x));
     ks_assign(kd, acc, KADD(kd, ke_var(kd, acc), KMUL(kd, dy, xv)));
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);
-    ks_store(kd, 0, ev, ke_var(kd, acc));
+    finish_element(kd, bf, ep, ev, ke_var(kd, acc));
     ks_end(kd);
 }
 
-int lower_conv(const Op *op, KernelDesc *kd, KernelDesc **cuda, char *err, size_t n) {
+/* The result at element flat: the epilogue's, or a plain store. */
+static void finish_element(KernelDesc *kd, const OpBufs *bf, Epilogue *ep, const KExpr *flat,
+                           const KExpr *v) {
+    if (ep != NULL) ep->emit(ep, kd, flat, v);
+    else ks_store(kd, bf->out, flat, v);
+}
+
+/* C form: the epilogue as one more pass over the staged result. */
+static void epilogue_pass(KernelDesc *kd, const OpBufs *bf, Epilogue *ep, int64_t numel) {
+    if (ep == NULL) return;
+    int e = kd_var(kd, "e", KT_I64);
+    ks_parfor(kd, e, numel);
+    const KExpr *flat = ke_var(kd, e);
+    ep->emit(ep, kd, flat, kd_let(kd, "ev", ke_load(kd, bf->out, flat)));
+    ks_end(kd);
+}
+
+int lower_conv_op(KernelDesc *kd, KernelDesc **cuda, const Op *op, const OpBufs *b,
+                  Epilogue *ep, char *err, size_t n) {
     Conv g = conv_geom(op);
-    char name[300];
-    snprintf(name, sizeof name, "%s", kd->name);
-    KernelDesc *cu = lower_new_desc(op, name);
+    KernelDesc *cu = lower_clone_args(kd);
     if (!cu) {
         snprintf(err, n, "out of memory");
         return -1;
     }
     switch (op->kind) {
-    case OP_CONV2D: conv2d_c(kd, op, &g); conv2d_direct(cu, op, &g); break;
-    case OP_CONV2D_GRAD_INPUT: grad_input_c(kd, &g); grad_input_direct(cu, op, &g); break;
+    case OP_CONV2D: conv2d_c(kd, op, &g, b); conv2d_direct(cu, op, &g, b, ep); break;
+    case OP_CONV2D_GRAD_INPUT: grad_input_c(kd, &g, b); grad_input_direct(cu, op, &g, b, ep); break;
     case OP_CONV2D_GRAD_WEIGHT:
-        grad_weight_c(kd, &g, numel_of(op->result));
-        grad_weight_direct(cu, op, &g);
+        grad_weight_c(kd, &g, numel_of(op->result), b);
+        grad_weight_direct(cu, op, &g, b, ep);
         break;
     default: kd_free(cu); snprintf(err, n, "not a convolution"); return -1;
     }
+    epilogue_pass(kd, b, ep, numel_of(op->result));
     *cuda = cu;
     return 0;
 }

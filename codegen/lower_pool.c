@@ -64,7 +64,7 @@ static void window_argmax(KernelDesc *kd, const Pool *p, int buf, const KExpr *b
     ks_end(kd);
 }
 
-static void max_pool(KernelDesc *kd, const Op *op) {
+static void max_pool(KernelDesc *kd, const Op *op, const OpBufs *bf) {
     Pool p = pool_of(op, &op->inputs[0]->shape, &op->result->shape);
     int o = kd_var(kd, "o", KT_I64), m = kd_var(kd, "m", KT_F32), at = kd_var(kd, "at", KT_I64);
     ks_parfor(kd, o, numel_of(op->result));
@@ -73,12 +73,12 @@ static void max_pool(KernelDesc *kd, const Op *op) {
     const KExpr *base = kd_let(kd, "base", KMUL(kd, plane, i64(kd, p.h * p.w)));
     const KExpr *oy = kd_let(kd, "oy", KMOD(kd, KDIV(kd, ov, i64(kd, p.wo)), i64(kd, p.ho)));
     const KExpr *ox = kd_let(kd, "ox", KMOD(kd, ov, i64(kd, p.wo)));
-    window_argmax(kd, &p, 1, base, oy, ox, m, at);
-    ks_store(kd, 0, ov, ke_var(kd, m));
+    window_argmax(kd, &p, bf->in[0], base, oy, ox, m, at);
+    ks_store(kd, bf->out, ov, ke_var(kd, m));
     ks_end(kd);
 }
 
-static void max_pool_grad(KernelDesc *kd, const Op *op) {
+static void max_pool_grad(KernelDesc *kd, const Op *op, const OpBufs *bf) {
     Pool p = pool_of(op, &op->inputs[1]->shape, &op->inputs[0]->shape);
     const Shape *x = &op->inputs[1]->shape;
     int pl = kd_var(kd, "pl", KT_I64), e = kd_var(kd, "e", KT_I64), oy = kd_var(kd, "oy", KT_I64),
@@ -86,16 +86,16 @@ static void max_pool_grad(KernelDesc *kd, const Op *op) {
     ks_parfor(kd, pl, x->dims[0] * x->dims[1]);
     const KExpr *base = kd_let(kd, "base", KMUL(kd, ke_var(kd, pl), i64(kd, p.h * p.w)));
     ks_for_n(kd, e, p.h * p.w);
-    ks_store(kd, 0, KADD(kd, base, ke_var(kd, e)), ke_f32(kd, 0));
+    ks_store(kd, bf->out, KADD(kd, base, ke_var(kd, e)), ke_f32(kd, 0));
     ks_end(kd);
     ks_for_n(kd, oy, p.ho);
     ks_for_n(kd, ox, p.wo);
-    window_argmax(kd, &p, 2, base, ke_var(kd, oy), ke_var(kd, ox), m, at);
+    window_argmax(kd, &p, bf->in[1], base, ke_var(kd, oy), ke_var(kd, ox), m, at);
     ks_if(kd, ge(kd, ke_var(kd, at), i64(kd, 0)));
     const KExpr *dst = KADD(kd, base, ke_var(kd, at));
-    const KExpr *dy = ke_load(kd, 1, KADD(kd, KMUL(kd, ke_var(kd, pl), i64(kd, p.ho * p.wo)),
+    const KExpr *dy = ke_load(kd, bf->in[0], KADD(kd, KMUL(kd, ke_var(kd, pl), i64(kd, p.ho * p.wo)),
                                           KADD(kd, KMUL(kd, ke_var(kd, oy), i64(kd, p.wo)), ke_var(kd, ox))));
-    ks_store(kd, 0, dst, KADD(kd, ke_load(kd, 0, dst), dy));
+    ks_store(kd, bf->out, dst, KADD(kd, ke_load(kd, bf->out, dst), dy));
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);
@@ -110,7 +110,7 @@ static const KExpr *bin_end(KernelDesc *kd, const KExpr *i, int64_t in, int64_t 
     return KDIV(kd, KADD(kd, KMUL(kd, KADD(kd, i, i64(kd, 1)), i64(kd, in)), i64(kd, out - 1)), i64(kd, out));
 }
 
-static void adaptive_avg(KernelDesc *kd, const Op *op) {
+static void adaptive_avg(KernelDesc *kd, const Op *op, const OpBufs *bf) {
     Pool p = pool_of(op, &op->inputs[0]->shape, &op->result->shape);
     int o = kd_var(kd, "o", KT_I64), y = kd_var(kd, "y", KT_I64), x = kd_var(kd, "x", KT_I64);
     int sum = kd_var(kd, "sum", KT_F64);
@@ -123,15 +123,15 @@ static void adaptive_avg(KernelDesc *kd, const Op *op) {
     ks_decl(kd, sum, ke_f64(kd, 0));
     ks_for(kd, y, y0, y1);
     ks_for(kd, x, x0, x1);
-    ks_assign(kd, sum, KADD(kd, ke_var(kd, sum), ke_load(kd, 1, KADD(kd, base, KADD(kd, KMUL(kd, ke_var(kd, y), i64(kd, p.w)), ke_var(kd, x))))));
+    ks_assign(kd, sum, KADD(kd, ke_var(kd, sum), ke_load(kd, bf->in[0], KADD(kd, base, KADD(kd, KMUL(kd, ke_var(kd, y), i64(kd, p.w)), ke_var(kd, x))))));
     ks_end(kd);
     ks_end(kd);
     const KExpr *cnt = ke_cast(kd, KT_F64, KMUL(kd, KSUB(kd, y1, y0), KSUB(kd, x1, x0)));
-    ks_store(kd, 0, ov, KDIV(kd, ke_var(kd, sum), cnt));
+    ks_store(kd, bf->out, ov, KDIV(kd, ke_var(kd, sum), cnt));
     ks_end(kd);
 }
 
-static void adaptive_avg_grad(KernelDesc *kd, const Op *op) {
+static void adaptive_avg_grad(KernelDesc *kd, const Op *op, const OpBufs *bf) {
     Pool p = pool_of(op, &op->result->shape, &op->inputs[0]->shape);
     int e = kd_var(kd, "e", KT_I64), oy = kd_var(kd, "oy", KT_I64), ox = kd_var(kd, "ox", KT_I64);
     int sum = kd_var(kd, "sum", KT_F64);
@@ -149,23 +149,23 @@ static void adaptive_avg_grad(KernelDesc *kd, const Op *op) {
     const KExpr *x0 = kd_let(kd, "x0", bin_start(kd, ke_var(kd, ox), p.w, p.wo));
     const KExpr *x1 = kd_let(kd, "x1", bin_end(kd, ke_var(kd, ox), p.w, p.wo));
     ks_if(kd, and_(kd, ge(kd, x, x0), lt(kd, x, x1)));
-    const KExpr *dy = ke_load(kd, 1, KADD(kd, dbase, KADD(kd, KMUL(kd, ke_var(kd, oy), i64(kd, p.wo)), ke_var(kd, ox))));
+    const KExpr *dy = ke_load(kd, bf->in[0], KADD(kd, dbase, KADD(kd, KMUL(kd, ke_var(kd, oy), i64(kd, p.wo)), ke_var(kd, ox))));
     const KExpr *cnt = ke_cast(kd, KT_F64, KMUL(kd, KSUB(kd, y1, y0), KSUB(kd, x1, x0)));
     ks_assign(kd, sum, KADD(kd, ke_var(kd, sum), KDIV(kd, dy, cnt)));
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);
-    ks_store(kd, 0, ev, ke_var(kd, sum));
+    ks_store(kd, bf->out, ev, ke_var(kd, sum));
     ks_end(kd);
 }
 
-int lower_pool(const Op *op, KernelDesc *kd, KernelDesc **cuda, char *err, size_t n) {
+int lower_pool_op(KernelDesc *kd, const Op *op, const OpBufs *b, char *err, size_t n) {
     switch (op->kind) {
-    case OP_MAX_POOL2D: max_pool(kd, op); return 0;
-    case OP_MAX_POOL2D_GRAD: max_pool_grad(kd, op); return 0;
-    case OP_ADAPTIVE_AVG_POOL2D: adaptive_avg(kd, op); return 0;
-    case OP_ADAPTIVE_AVG_POOL2D_GRAD: adaptive_avg_grad(kd, op); return 0;
+    case OP_MAX_POOL2D: max_pool(kd, op, b); return 0;
+    case OP_MAX_POOL2D_GRAD: max_pool_grad(kd, op, b); return 0;
+    case OP_ADAPTIVE_AVG_POOL2D: adaptive_avg(kd, op, b); return 0;
+    case OP_ADAPTIVE_AVG_POOL2D_GRAD: adaptive_avg_grad(kd, op, b); return 0;
     default: snprintf(err, n, "not a pooling op"); return -1;
     }
 }

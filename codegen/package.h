@@ -45,7 +45,9 @@ typedef struct PkgKernel {
     int64_t cuda_grid;
     int cuda_block, cuda_shared_bytes;
     char *source_ops; /* owned */
-    char *c_src;      /* owned (renamed copy of the lowering's source, or a copy kernel) */
+    KernelDesc *desc; /* owned: its description (NULL for a copy kernel) */
+    KernelDesc *cuda; /* owned: a separate CUDA form, or NULL */
+    char *c_src;      /* owned: rendered by pkg_render_kernels (copy kernels: at creation) */
     char *cuda_src;   /* owned */
     int merged;       /* how many identical lowered kernels were merged into this one */
 } PkgKernel;
@@ -75,7 +77,7 @@ typedef struct Package {
     PkgEntry *entries;
     int n_entries;
     int n_lowered; /* kernels the lowering produced, before deduplication */
-    /* Kernel deduplication (package_kernels.c): open addressing over normalized sources. */
+    /* Kernel deduplication (package_kernels.c): open addressing over description hashes. */
     PkgDedupSlot *slots;
     int n_slots, n_used_slots;
 } Package;
@@ -86,8 +88,11 @@ int pkg_build(Package *p, const Module *m, int verbose, Diag *d);
 void pkg_free(Package *p);
 
 /* Adds a lowered kernel (package_kernels.c): returns the index of an identical kernel already
- * in the package, or of the newly added copy (renamed if its name is taken); -1 on OOM. */
-int pkg_add_kernel(Package *p, const KernelSource *k);
+ * in the package, or of the new one, which takes k's descriptions (renamed if its name is
+ * taken); -1 on OOM. */
+int pkg_add_kernel(Package *p, LoweredKernel *k);
+/* Renders every kernel's C and CUDA source and CUDA launch geometry. Returns 0 or -1 with d. */
+int pkg_render_kernels(Package *p, Diag *d);
 /* The copy kernel for numel elements of dtype (4-byte elements); -1 on OOM. */
 int pkg_copy_kernel(Package *p, DType dtype, int64_t numel);
 /* Frees the kernel table and the deduplication index. */

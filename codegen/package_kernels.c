@@ -2,15 +2,14 @@
  *
  * Every entry point is lowered on its own, so the same kernel shows up many times: forward's
  * linear layers again in eval_loss and train_step, identical elementwise kernels within one
- * function. Emitting each once keeps cap.c (and cc's time on it) small. Two kernels are the
- * same when their C and CUDA sources are equal after removing comments (which name the IR ops
- * and differ between instances) and replacing the kernel's own name with a placeholder, and
- * their launch geometry is equal. The merged kernel keeps the first instance's name and
- * comment; its source_ops says how many instances it stands for.
+ * function. Emitting each once keeps cap.c (and cc's and NVRTC's time on it) small. Two
+ * kernels are the same when their descriptions are structurally equal (kd_equal: everything
+ * but the name and the comment, which names the IR ops). The merged kernel keeps the first
+ * instance's name and comment; its source_ops says how many instances it stands for. Kernel
+ * descriptions stay alive until the package renders them, each distinct one once.
  *
- * Kernel names are unique within one KernelSet only; a name already taken by a different
- * kernel of another entry point is renamed (NAME_2, NAME_3, ...) by replacing the identifier
- * in both sources.
+ * Kernel names are unique within one function only; a name already taken by a different
+ * kernel of another entry point becomes NAME_2, NAME_3, ...
  *
  * Copy kernels (final output and state copies) are made here too: one per dtype and size.
  */
@@ -22,89 +21,32 @@
 
 struct PkgDedupSlot {
     uint64_t hash;
-    char *key; /* NULL: empty slot */
-    int kernel;
+    int kernel; /* -1: empty slot */
 };
 
-static bool is_ident_start(char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
-}
-static bool is_ident_char(char c) { return is_ident_start(c) || (c >= '0' && c <= '9'); }
-
-/* Copies a comment starting at s (which begins with / * or //) unless strip; returns the
- * position after it. */
-static const char *skip_comment(PkgBuf *b, const char *s, bool strip) {
-    const char *end;
-    if (s[1] == '*') {
-        end = strstr(s + 2, "*/");
-        end = end != NULL ? end + 2 : s + strlen(s);
-    } else {
-        end = strchr(s, '\n');
-        if (end == NULL) end = s + strlen(s);
-    }
-    if (!strip) pkg_buf_append(b, s, (size_t)(end - s));
-    return end;
+/* Two lowered kernels are the same function when their descriptions (both forms) are
+ * structurally equal (kernel.c: kd_equal ignores the name and the comment). */
+static uint64_t kernel_hash(const KernelDesc *c, const KernelDesc *cuda) {
+    uint64_t h = kd_hash(c);
+    return cuda != NULL ? h * 31 + kd_hash(cuda) + 1 : h;
 }
 
-/* A string or character literal starting at s, copied verbatim; returns the position after. */
-static const char *copy_literal(PkgBuf *b, const char *s) {
-    char quote = *s;
-    const char *p = s + 1;
-    while (*p != '\0' && *p != quote) p += (*p == '\\' && p[1] != '\0') ? 2 : 1;
-    if (*p == quote) p++;
-    pkg_buf_append(b, s, (size_t)(p - s));
-    return p;
-}
-
-/* src with every whole identifier `from` replaced by `to`, and comments removed if strip.
- * Literals and numbers (1e5f is not the identifier e5f) are copied as they are. */
-static char *rewrite_source(const char *src, const char *from, const char *to, bool strip) {
-    PkgBuf b = {0};
-    size_t from_len = strlen(from);
-    const char *s = src != NULL ? src : "";
-    pkg_buf_append(&b, "", 0);
-    while (*s != '\0') {
-        const char *start = s;
-        if (s[0] == '/' && (s[1] == '*' || s[1] == '/')) {
-            s = skip_comment(&b, s, strip);
-        } else if (*s == '"' || *s == '\'') {
-            s = copy_literal(&b, s);
-        } else if (is_ident_start(*s) || (*s >= '0' && *s <= '9')) {
-            while (is_ident_char(*s) || (*start >= '0' && *start <= '9' && *s == '.')) s++;
-            bool match = is_ident_start(*start) && (size_t)(s - start) == from_len &&
-                         memcmp(start, from, from_len) == 0;
-            if (match) pkg_buf_puts(&b, to);
-            else pkg_buf_append(&b, start, (size_t)(s - start));
-        } else {
-            pkg_buf_append(&b, s, 1);
-            s++;
-        }
-    }
-    return pkg_buf_take(&b);
-}
-
-/* The deduplication key: both sources normalized, plus the launch geometry. */
-char *codegen_kernel_dedup_key(const KernelSource *k) {
-    char *c = rewrite_source(k->c_src, k->name, "$K", true);
-    char *cu = rewrite_source(k->cuda_src, k->name, "$K", true);
-    PkgBuf b = {0};
-    if (c != NULL && cu != NULL)
-        pkg_buf_printf(&b, "%d %lld %d %d\n%s\n\001\n%s", k->n_args, (long long)k->cuda_grid,
-                       k->cuda_block, k->cuda_shared_bytes, c, cu);
-    free(c);
-    free(cu);
-    return pkg_buf_take(&b);
+static bool same_kernel(const PkgKernel *pk, const LoweredKernel *k) {
+    if (pk->desc == NULL || !kd_equal(pk->desc, k->desc)) return false;
+    if ((pk->cuda == NULL) != (k->cuda == NULL)) return false;
+    return pk->cuda == NULL || kd_equal(pk->cuda, k->cuda);
 }
 
 static int grow_slots(Package *p) {
     int n = p->n_slots == 0 ? 1024 : p->n_slots * 2;
-    PkgDedupSlot *slots = calloc((size_t)n, sizeof *slots);
+    PkgDedupSlot *slots = malloc(sizeof *slots * (size_t)n);
     if (slots == NULL) return -1;
+    for (int i = 0; i < n; i++) slots[i].kernel = -1;
     for (int i = 0; i < p->n_slots; i++) {
         PkgDedupSlot *old = &p->slots[i];
-        if (old->key == NULL) continue;
+        if (old->kernel < 0) continue;
         size_t j = (size_t)(old->hash & (uint64_t)(n - 1));
-        while (slots[j].key != NULL) j = (j + 1) & (size_t)(n - 1);
+        while (slots[j].kernel >= 0) j = (j + 1) & (size_t)(n - 1);
         slots[j] = *old;
     }
     free(p->slots);
@@ -113,16 +55,17 @@ static int grow_slots(Package *p) {
     return 0;
 }
 
-/* The slot holding key, or the empty slot where it would go. */
-static PkgDedupSlot *find_slot(Package *p, const char *key, uint64_t hash) {
+/* The slot holding a kernel equal to k, or the empty slot where it would go. */
+static PkgDedupSlot *find_slot(Package *p, const LoweredKernel *k, uint64_t hash) {
     size_t mask = (size_t)(p->n_slots - 1);
     size_t j = (size_t)(hash & mask);
-    while (p->slots[j].key != NULL &&
-           (p->slots[j].hash != hash || strcmp(p->slots[j].key, key) != 0))
+    while (p->slots[j].kernel >= 0 &&
+           (p->slots[j].hash != hash || !same_kernel(&p->kernels[p->slots[j].kernel], k)))
         j = (j + 1) & mask;
     return &p->slots[j];
 }
 
+/* Names are unique within one function's kernels only. */
 static bool name_taken(const Package *p, const char *name) {
     for (int i = 0; i < p->n_kernels; i++)
         if (strcmp(p->kernels[i].name, name) == 0) return true;
@@ -152,51 +95,52 @@ static PkgKernel *append_kernel(Package *p) {
     return k;
 }
 
-static char *dup_or_empty(const char *s) { return strdup(s != NULL ? s : ""); }
-
-/* Copies k into the package under a unique name. Returns its index or -1. */
-static int add_new_kernel(Package *p, const KernelSource *k) {
+/* Moves k's descriptions into the package under a unique name. Returns its index or -1. */
+static int add_new_kernel(Package *p, LoweredKernel *k) {
     PkgKernel *pk = append_kernel(p);
     if (pk == NULL) return -1;
-    pk->name = unique_name(p, k->name);
-    if (pk->name == NULL) return -1;
-    bool renamed = strcmp(pk->name, k->name) != 0;
-    pk->c_src = renamed ? rewrite_source(k->c_src, k->name, pk->name, false)
-                        : dup_or_empty(k->c_src);
-    pk->cuda_src = renamed ? rewrite_source(k->cuda_src, k->name, pk->name, false)
-                           : dup_or_empty(k->cuda_src);
-    pk->source_ops = dup_or_empty(k->source_ops);
+    pk->name = unique_name(p, k->desc->name);
+    pk->source_ops = strdup(k->source_ops);
+    pk->desc = k->desc;
+    pk->cuda = k->cuda;
+    k->desc = k->cuda = NULL;
     pk->n_args = k->n_args;
-    pk->cuda_grid = k->cuda_grid;
-    pk->cuda_block = k->cuda_block;
-    pk->cuda_shared_bytes = k->cuda_shared_bytes;
     pk->merged = 1;
     p->n_kernels++; /* counted now so pkg_free releases what was allocated */
-    if (pk->c_src == NULL || pk->cuda_src == NULL || pk->source_ops == NULL) return -1;
+    if (pk->name == NULL || pk->source_ops == NULL) return -1;
+    pk->desc->name = kd_strdup(pk->desc, pk->name);
+    if (pk->cuda != NULL) pk->cuda->name = kd_strdup(pk->cuda, pk->name);
     return p->n_kernels - 1;
 }
 
-int pkg_add_kernel(Package *p, const KernelSource *k) {
+int pkg_add_kernel(Package *p, LoweredKernel *k) {
     if ((p->n_used_slots + 1) * 2 > p->n_slots && grow_slots(p) != 0) return -1;
-    char *key = codegen_kernel_dedup_key(k);
-    if (key == NULL) return -1;
-    uint64_t hash = pkg_fnv1a(key, strlen(key), 0);
-    PkgDedupSlot *slot = find_slot(p, key, hash);
-    if (slot->key != NULL) {
-        free(key);
+    uint64_t hash = kernel_hash(k->desc, k->cuda);
+    PkgDedupSlot *slot = find_slot(p, k, hash);
+    if (slot->kernel >= 0) {
         p->kernels[slot->kernel].merged++;
         return slot->kernel;
     }
     int index = add_new_kernel(p, k);
-    if (index < 0) {
-        free(key);
-        return -1;
-    }
-    slot->key = key;
+    if (index < 0) return -1;
     slot->hash = hash;
     slot->kernel = index;
     p->n_used_slots++;
     return index;
+}
+
+int pkg_render_kernels(Package *p, Diag *d) {
+    for (int i = 0; i < p->n_kernels; i++) {
+        PkgKernel *k = &p->kernels[i];
+        if (k->desc == NULL) continue; /* a copy kernel, written as text */
+        const KernelDesc *cu = k->cuda != NULL ? k->cuda : k->desc;
+        k->c_src = kernel_render(k->desc, KTARGET_C, d);
+        k->cuda_src = k->c_src != NULL ? kernel_render(cu, KTARGET_CUDA, d) : NULL;
+        if (k->c_src == NULL || k->cuda_src == NULL) return -1;
+        kernel_cuda_launch(cu, &k->cuda_grid, &k->cuda_block);
+        k->cuda_shared_bytes = 0;
+    }
+    return 0;
 }
 
 /* C: memcpy. CUDA: a grid-stride loop (NVRTC has no <stdint.h>: i32 is int there, as in
@@ -266,8 +210,9 @@ void pkg_kernels_free(Package *p) {
         free(k->source_ops);
         free(k->c_src);
         free(k->cuda_src);
+        kd_free(k->desc);
+        kd_free(k->cuda);
     }
     free(p->kernels);
-    for (int i = 0; i < p->n_slots; i++) free(p->slots[i].key);
     free(p->slots);
 }

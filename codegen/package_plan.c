@@ -1,8 +1,9 @@
 /* package_plan.c — each entry point as a straight list of kernel steps over buffers.
  *
  * Needs: a module whose functions are verified with every shape known.
- * For every function: lower it (codegen_lower_function), plan its memory (memplan_function),
- * then give every kernel argument a place (a CapBufRef):
+ * For every function: lower its schedule (codegen_lower_function), plan its memory
+ * (memplan_schedule, checked by memplan_check_schedule), then give every kernel argument a
+ * place (a CapBufRef):
  *
  *   a function input          -> CAP_BUF_INPUT  i (the caller's tensor)
  *   a `param` result          -> CAP_BUF_STATE  index of the param in the module's table
@@ -150,17 +151,17 @@ static PkgStep *append_step(PkgEntry *e, int kernel, int n_args) {
 }
 
 /* One step per lowered kernel, in program order. */
-static int add_kernel_steps(const EntryCtx *c, const KernelSet *ks) {
-    for (int k = 0; k < ks->n_kernels; k++) {
-        const KernelSource *src = &ks->kernels[k];
-        int index = pkg_add_kernel(c->p, src);
+static int add_kernel_steps(const EntryCtx *c, FunctionKernels *fk) {
+    for (int k = 0; k < fk->n_kernels; k++) {
+        LoweredKernel *lk = &fk->kernels[k];
+        int index = pkg_add_kernel(c->p, lk);
         if (index < 0) return out_of_memory(c->d);
-        PkgStep *step = append_step(c->e, index, src->n_args);
+        PkgStep *step = append_step(c->e, index, lk->n_args);
         if (step == NULL) return out_of_memory(c->d);
-        for (int j = 0; j < src->n_args; j++)
-            if (place_value(c, src->arg_values[j], &step->args[j]) != 0) return -1;
+        for (int j = 0; j < lk->n_args; j++)
+            if (place_value(c, lk->args[j], &step->args[j]) != 0) return -1;
     }
-    c->p->n_lowered += ks->n_kernels;
+    c->p->n_lowered += fk->n_kernels;
     return 0;
 }
 
@@ -259,11 +260,18 @@ static double seconds_since(const struct timespec *t0) {
     return (double)(t1.tv_sec - t0->tv_sec) + 1e-9 * (double)(t1.tv_nsec - t0->tv_nsec);
 }
 
-static int build_steps(const EntryCtx *c, const KernelSet *ks) {
-    if (add_kernel_steps(c, ks) != 0) return -1;
+static int build_steps(const EntryCtx *c, FunctionKernels *fk) {
+    if (add_kernel_steps(c, fk) != 0) return -1;
     c->e->output_state = calloc((size_t)(c->f->n_outputs + 1), sizeof *c->e->output_state);
     if (c->e->output_state == NULL) return out_of_memory(c->d);
     return add_output_copies(c);
+}
+
+/* The plan's own checker, always: a plan it rejects is a bug in the planner. */
+static int check_plan(const Schedule *s, const MemPlan *plan, Diag *d) {
+    char err[512];
+    if (memplan_check_schedule(s, plan, err, sizeof err) == 0) return 0;
+    return internal_error(d, "invalid memory plan: %s", err);
 }
 
 static int build_entry(Package *p, const Function *f, PkgEntry *e, int verbose, Diag *d) {
@@ -271,21 +279,23 @@ static int build_entry(Package *p, const Function *f, PkgEntry *e, int verbose, 
     clock_gettime(CLOCK_MONOTONIC, &t0);
     if (verbose) fprintf(stderr, "capc: lowering %s (%d ops)\n", f->name, f->n_ops);
     e->f = f;
-    KernelSet ks = {0};
+    FunctionKernels fk = {0};
     MemPlan plan = {0};
-    int rc = codegen_lower_function(f, &ks, d);
-    if (rc == 0) rc = memplan_function(f, &plan, d);
+    int rc = codegen_lower_function(f, &fk, d);
+    if (rc == 0) rc = memplan_schedule(&fk.schedule, &plan, d);
+    if (rc == 0) rc = check_plan(&fk.schedule, &plan, d);
+    int n_kernels = fk.n_kernels;
     if (rc == 0) {
         e->arena_bytes = plan.peak_bytes;
         e->naive_bytes = plan.naive_bytes;
         EntryCtx c = {.p = p, .f = f, .plan = &plan, .e = e, .d = d};
-        rc = build_steps(&c, &ks);
+        rc = build_steps(&c, &fk);
     }
     if (rc == 0 && verbose)
         fprintf(stderr, "capc: %s: %d kernels, %d steps, arena %lld bytes (%.2fs)\n", f->name,
-                ks.n_kernels, e->n_steps, (long long)e->arena_bytes, seconds_since(&t0));
+                n_kernels, e->n_steps, (long long)e->arena_bytes, seconds_since(&t0));
     memplan_free(&plan);
-    kernel_set_free(&ks);
+    function_kernels_free(&fk);
     return rc;
 }
 
@@ -331,7 +341,7 @@ int pkg_build(Package *p, const Module *m, int verbose, Diag *d) {
         p->n_entries++;
         if (build_entry(p, m->funcs[i], &p->entries[i], verbose, d) != 0) return -1;
     }
-    return 0;
+    return pkg_render_kernels(p, d);
 }
 
 void pkg_free(Package *p) {

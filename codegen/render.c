@@ -240,8 +240,10 @@ static void loop_head(Ctx *c, const KStmt *s, int level) {
 
 static void parfor_head(Ctx *c, const KStmt *s, int level) {
     if (!c->t->cuda) {
-        indent(c->o, level);
-        put(c->o, "CAP_PARALLEL_FOR\n");
+        if (!s->serial) {
+            indent(c->o, level);
+            put(c->o, "CAP_PARALLEL_FOR\n");
+        }
         loop_head(c, s, level);
         return;
     }
@@ -260,6 +262,30 @@ static const char *f32_text(float v, char *buf, size_t size) {
     if (!strpbrk(buf, ".e") && n + 2 < (int)size) strcat(buf, ".0");
     strncat(buf, "f", size - strlen(buf) - 1);
     return buf;
+}
+
+
+/* The epilogue's two variables, declared from the element's index and value. */
+static void epilogue_vars(Ctx *c, const KGemm *g, int level, const char *index, const char *value) {
+    indent(c->o, level);
+    put(c->o, "%s %s = %s;\n", c->t->type_name[KT_I64], c->kd->vars[g->epi_index].name, index);
+    indent(c->o, level);
+    put(c->o, "float %s = %s;\n", c->kd->vars[g->epi_value].name, value);
+}
+
+/* C: after the products, one parallel pass over C runs the epilogue on each element. */
+static void epilogue_c(Ctx *c, const KGemm *g, int level) {
+    Diag ignored;
+    indent(c->o, level);
+    put(c->o, "CAP_PARALLEL_FOR\n");
+    indent(c->o, level);
+    put(c->o, "for (int64_t ge = 0; ge < %lld; ge++) {\n", (long long)(g->batch * g->m * g->n));
+    char value[64];
+    snprintf(value, sizeof value, "%s[ge]", buf_name(c, g->c.buf));
+    epilogue_vars(c, g, level + 1, "ge", value);
+    render_block(c, g->epilogue, level + 1, &ignored);
+    indent(c->o, level);
+    put(c->o, "}\n");
 }
 
 /* C: one cblas_sgemm per batch (OpenBLAS threads inside), after filling C with the bias. */
@@ -293,6 +319,10 @@ static void gemm_c(Ctx *c, const KGemm *g, int level) {
     put(c->o, ", %lld, %.1ff, %s + ", (long long)g->b.ld, beta, buf_name(c, g->c.buf));
     expr(c, g->c.offset, PREC_ADD + 1);
     put(c->o, ", %lld);\n", (long long)g->c.ld);
+    if (g->epilogue != NULL) {
+        if (g->batch > 1) level--;
+        epilogue_c(c, g, level);
+    }
 }
 
 /* CUDA: one work item per output element, K loop inside (the simple form, for now). */
@@ -331,13 +361,21 @@ static void gemm_cuda(Ctx *c, const KGemm *g, int level) {
     else
         snprintf(bi, sizeof bi, "gp * %lldLL + gj", (long long)g->b.ld);
     put(c->o, "for (long long gp = 0; gp < %lld; gp++) acc += ga[%s] * gb[%s];\n", k, ai, bi);
-    indent(c->o, level + 1);
-    char alpha[64];
-    put(c->o, "gc[gi * %lldLL + gj] = %s * acc", (long long)g->c.ld,
-        f32_text(g->alpha, alpha, sizeof alpha));
-    if (g->accumulate) put(c->o, " + gc[gi * %lldLL + gj]", (long long)g->c.ld);
-    if (g->bias_buf >= 0) put(c->o, " + %s[gj]", buf_name(c, g->bias_buf));
-    put(c->o, ";\n");
+    char alpha[64], value[512];
+    int len = snprintf(value, sizeof value, "%s * acc", f32_text(g->alpha, alpha, sizeof alpha));
+    if (g->accumulate)
+        len += snprintf(value + len, sizeof value - (size_t)len, " + gc[gi * %lldLL + gj]",
+                        (long long)g->c.ld);
+    if (g->bias_buf >= 0)
+        snprintf(value + len, sizeof value - (size_t)len, " + %s[gj]", buf_name(c, g->bias_buf));
+    if (g->epilogue != NULL) {
+        Diag ignored;
+        epilogue_vars(c, g, level + 1, "ge", value);
+        render_block(c, g->epilogue, level + 1, &ignored);
+    } else {
+        indent(c->o, level + 1);
+        put(c->o, "gc[gi * %lldLL + gj] = %s;\n", (long long)g->c.ld, value);
+    }
     indent(c->o, level);
     put(c->o, "}\n");
 }
@@ -434,6 +472,7 @@ static void mark_block(const KStmt *s, bool *used) {
         if (s->gemm) {
             used[s->gemm->a.buf] = used[s->gemm->b.buf] = used[s->gemm->c.buf] = true;
             if (s->gemm->bias_buf >= 0) used[s->gemm->bias_buf] = true;
+            mark_block(s->gemm->epilogue, used);
         }
         mark_block(s->body, used);
         mark_block(s->else_body, used);

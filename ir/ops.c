@@ -127,6 +127,42 @@ int op_fail(const Op *op, char *err, size_t err_size, const char *fmt, ...) {
 
 bool op_is_view(const Op *op) { return op->kind == OP_RESHAPE; }
 
+bool op_reduced_axes(const Op *op, bool reduced[IR_MAX_RANK]) {
+    const Shape *x = &op->inputs[0]->shape;
+    for (int d = 0; d < IR_MAX_RANK; d++) reduced[d] = false;
+    switch (op->kind) {
+    case OP_SUM: case OP_MEAN: case OP_MAX: {
+        int n = 0;
+        const int64_t *axes = op_ints(op, "axes", &n);
+        for (int i = 0; i < n; i++) {
+            int a = axis_normalize(axes[i], x->rank);
+            if (a >= 0) reduced[a] = true;
+        }
+        return true;
+    }
+    case OP_REDUCE_TO_SHAPE: { /* x's leading extra axes and the target's size-1 axes */
+        const Shape *t = &op->result->shape;
+        int off = x->rank - t->rank;
+        for (int d = 0; d < x->rank; d++)
+            reduced[d] = d < off || (t->dims[d - off] == 1 && x->dims[d] != 1);
+        return true;
+    }
+    case OP_SOFTMAX: {
+        int a = axis_normalize(op_int(op, "axis"), x->rank);
+        if (a >= 0) reduced[a] = true;
+        return true;
+    }
+    case OP_LAYER_NORM:
+        if (x->rank > 0) reduced[x->rank - 1] = true;
+        return true;
+    case OP_BATCH_NORM:
+        if (!op_bool(op, "training")) return false;
+        for (int d = 0; d < x->rank; d++) reduced[d] = d != 1;
+        return true;
+    default: return false;
+    }
+}
+
 FusionKind op_fusion(const Op *op) {
     if (op->kind == OP_BATCH_NORM && !op_bool(op, "training")) return FUSE_ELEMENTWISE;
     return op_info(op->kind)->fusion;

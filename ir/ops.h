@@ -92,6 +92,12 @@ bool op_is_view(const Op *op);
  * is elementwise (its per-channel operands are read at the element's channel). Fusion, memory
  * planning and code generation all ask this. */
 FusionKind op_fusion(const Op *op);
+/* For the reductions that combine operand 0 along a set of its axes, each output element or
+ * row depending on one "row" of it (sum, mean, max, reduce_to_shape, softmax, layer_norm,
+ * batch_norm in training mode): true, with reduced[d] set for the reduced axes of operand 0.
+ * False for every other op, including the window and whole-tensor reductions (pools,
+ * cross_entropy), which run as kernels of their own. */
+bool op_reduced_axes(const Op *op, bool reduced[IR_MAX_RANK]);
 
 /* Parses one attribute value in IR text syntax into v (strings/lists allocated in m).
  * Returns 0, or -1 with a message. Shared by the IR parser and the op-table defaults. */

@@ -23,6 +23,7 @@
 
 #include "codegen.h"
 #include "codegen/case_inputs.h"
+#include "codegen/case_kernel.h"
 #include "codegen/op_cases.h"
 #include "interp.h"
 
@@ -34,7 +35,7 @@ typedef struct Case {
     int index;
     Module *m;
     const Op *op;
-    KernelSet ks;
+    CaseKernel ck;
     char build_err[1200];
 } Case;
 
@@ -56,12 +57,8 @@ static int setup(void **state) {
         c->index = i;
         c->m = oc_build(i, &c->op, c->build_err, sizeof c->build_err);
         if (!c->m) continue;
-        Diag d = {0};
-        if (codegen_lower_function(c->m->funcs[0], &c->ks, &d) != 0) {
-            snprintf(c->build_err, sizeof c->build_err, "lowering failed: %s", d.msg);
-            continue;
-        }
-        for (int k = 0; k < c->ks.n_kernels; k++) fprintf(src, "\n%s", c->ks.kernels[k].c_src);
+        if (case_kernel_build(c->m, &c->ck, c->build_err, sizeof c->build_err) != 0) continue;
+        if (c->ck.c_src) fprintf(src, "\n%s", c->ck.c_src);
     }
     fclose(src);
     char cmd[512];
@@ -83,7 +80,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     for (int i = 0; i < N_OP_CASES; i++) {
-        kernel_set_free(&cases[i].ks);
+        case_kernel_free(&cases[i].ck);
         module_free(cases[i].m);
     }
     /* lib stays loaded: OpenMP worker threads may still sit in its code at exit. */
@@ -124,12 +121,14 @@ static void run_case(Case *c) {
     char err[1024];
     int rc = ref_run(f, ins, NULL, NULL, &out, NULL, err, sizeof err);
     if (rc) fail_msg("ref_run: %s", err);
-    const KernelSource *k = &c->ks.kernels[c->ks.kernel_of_op[c->ks.n_ops - 1]];
+    const KernelDesc *k = c->ck.k->desc;
     KernelFn fn = (KernelFn)dlsym(lib, k->name);
     assert_non_null(fn);
     int64_t n = ref_tensor_numel(&out);
     bufs[0] = malloc((size_t)(n ? n : 1) * 4);
-    fn(bufs);
+    void *args[CK_MAX_ARGS];
+    for (int a = 0; a < c->ck.k->n_args; a++) args[a] = bufs[c->ck.slot[a]];
+    fn(args);
     double worst = 0;
     int64_t worst_at = -1;
     for (int64_t e = 0; e < n; e++) {
@@ -164,13 +163,12 @@ static void test_case(void **state) {
     if (!c->m) fail_msg("case c%d (%s): %s", c->index, op, c->build_err);
     if (c->build_err[0]) fail_msg("case c%d (%s): %s", c->index, op, c->build_err);
     const Op *last = c->op;
-    int k = c->ks.kernel_of_op[c->ks.n_ops - 1];
     if (last->kind == OP_PARAM || op_is_view(last)) {
-        assert_int_equal(k, -1);
-        assert_int_equal(c->ks.n_kernels, 0);
+        assert_null(c->ck.k);
+        assert_int_equal(c->ck.fk.n_kernels, 0);
         return;
     }
-    assert_true(k >= 0);
+    assert_non_null(c->ck.k);
     run_case(c);
 }
 

@@ -16,6 +16,7 @@
 #include <cmocka.h>
 
 #include "codegen.h"
+#include "codegen/case_kernel.h"
 #include "codegen/op_cases.h"
 #include "frontend.h"
 #include "passes.h"
@@ -60,12 +61,11 @@ static void test_op_kernels_nvrtc(void **state) {
         const Op *op;
         Module *m = oc_build(i, &op, err, sizeof err);
         if (!m) fail_msg("case c%d (%s): %s", i, OP_CASES[i].op, err);
-        KernelSet ks;
-        Diag d = {0};
-        if (codegen_lower_function(m->funcs[0], &ks, &d) != 0)
-            fail_msg("case c%d (%s): %s", i, OP_CASES[i].op, d.msg);
-        for (int k = 0; k < ks.n_kernels; k++, n_kernels++) text_add(&t, ks.kernels[k].cuda_src);
-        kernel_set_free(&ks);
+        CaseKernel ck = {0};
+        if (case_kernel_build(m, &ck, err, sizeof err) != 0)
+            fail_msg("case c%d (%s): %s", i, OP_CASES[i].op, err);
+        if (ck.cuda_src) text_add(&t, ck.cuda_src), n_kernels++;
+        case_kernel_free(&ck);
         module_free(m);
     }
     assert_true(n_kernels >= N_OP_CASES - 2); /* param and reshape have none */
@@ -75,35 +75,8 @@ static void test_op_kernels_nvrtc(void **state) {
     free(t.s);
 }
 
-/* Keys of the kernels already added, so a kernel shared by several entry points (or layers)
- * is compiled once, as the packager emits it once. */
-typedef struct Seen {
-    char **keys;
-    int n, cap;
-} Seen;
-
-static bool seen_add(Seen *s, char *key) {
-    for (int i = 0; i < s->n; i++)
-        if (strcmp(s->keys[i], key) == 0) {
-            free(key);
-            return false;
-        }
-    if (s->n == s->cap) {
-        s->cap = s->cap ? 2 * s->cap : 256;
-        s->keys = realloc(s->keys, sizeof *s->keys * (size_t)s->cap);
-        assert_non_null(s->keys);
-    }
-    s->keys[s->n++] = key;
-    return true;
-}
-
-static void seen_free(Seen *s) {
-    for (int i = 0; i < s->n; i++) free(s->keys[i]);
-    free(s->keys);
-}
-
 /* The tiny captioner through the whole pipeline; c and cu receive every distinct kernel of
- * every function (prelude first). */
+ * every function (prelude first), compared by structure as the packager merges them. */
 static void captioner_sources(Text *c, Text *cu, int *n_kernels) {
     Diag d = {0};
     Module *m = frontend_load_file("models/captioner_tiny.json", NULL, 0, &d);
@@ -117,22 +90,41 @@ static void captioner_sources(Text *c, Text *cu, int *n_kernels) {
     text_add(c, codegen_c_prelude());
     text_add(cu, codegen_cuda_prelude());
     *n_kernels = 0;
-    Seen seen = {0};
+    FunctionKernels *fks = calloc((size_t)m->n_funcs, sizeof *fks);
+    const LoweredKernel **seen = NULL;
+    int n_seen = 0;
+    assert_non_null(fks);
     for (int i = 0; i < m->n_funcs; i++) {
-        KernelSet ks;
-        if (codegen_lower_function(m->funcs[i], &ks, &d) != 0) {
-            module_free(m);
+        if (codegen_lower_function(m->funcs[i], &fks[i], &d) != 0)
             fail_msg("lowering %s: %s", m->funcs[i]->name, d.msg);
-        }
-        for (int k = 0; k < ks.n_kernels; k++) {
-            if (!seen_add(&seen, codegen_kernel_dedup_key(&ks.kernels[k]))) continue;
-            text_add(c, ks.kernels[k].c_src);
-            text_add(cu, ks.kernels[k].cuda_src);
+        for (int k = 0; k < fks[i].n_kernels; k++) {
+            const LoweredKernel *lk = &fks[i].kernels[k];
+            bool dup = false;
+            for (int j = 0; j < n_seen && !dup; j++)
+                dup = kd_equal(seen[j]->desc, lk->desc) &&
+                      kd_equal(lowered_cuda_desc(seen[j]), lowered_cuda_desc(lk));
+            if (dup) continue;
+            seen = realloc(seen, sizeof *seen * (size_t)(n_seen + 1));
+            assert_non_null(seen);
+            seen[n_seen++] = lk;
+            /* distinct names: the same name in two functions may be two kernels */
+            char name[300];
+            snprintf(name, sizeof name, "%s_k%d", lk->desc->name, n_seen);
+            lk->desc->name = kd_strdup(lk->desc, name);
+            if (lk->cuda) lk->cuda->name = kd_strdup(lk->cuda, name);
+            char *csrc = kernel_render(lk->desc, KTARGET_C, &d);
+            char *cusrc = kernel_render(lowered_cuda_desc(lk), KTARGET_CUDA, &d);
+            if (!csrc || !cusrc) fail_msg("rendering %s: %s", name, d.msg);
+            text_add(c, csrc);
+            text_add(cu, cusrc);
+            free(csrc);
+            free(cusrc);
             (*n_kernels)++;
         }
-        kernel_set_free(&ks);
     }
-    seen_free(&seen);
+    for (int i = 0; i < m->n_funcs; i++) function_kernels_free(&fks[i]);
+    free(fks);
+    free(seen);
     module_free(m);
 }
 

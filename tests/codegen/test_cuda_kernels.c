@@ -24,6 +24,7 @@
 
 #include "codegen.h"
 #include "codegen/case_inputs.h"
+#include "codegen/case_kernel.h"
 #include "codegen/op_cases.h"
 #include "cuda_driver.h"
 #include "interp.h"
@@ -34,7 +35,7 @@ typedef struct Case {
     int index;
     Module *m;
     const Op *op;
-    KernelSet ks;
+    CaseKernel ck;
     char build_err[1200];
 } Case;
 
@@ -73,13 +74,8 @@ static char *build_program(void) {
         c->index = i;
         c->m = oc_build(i, &c->op, c->build_err, sizeof c->build_err);
         if (!c->m) continue;
-        Diag d = {0};
-        if (codegen_lower_function(c->m->funcs[0], &c->ks, &d) != 0) {
-            snprintf(c->build_err, sizeof c->build_err, "lowering failed: %s", d.msg);
-            continue;
-        }
-        for (int k = 0; k < c->ks.n_kernels; k++)
-            if (append(&text, &len, &cap, c->ks.kernels[k].cuda_src)) return NULL;
+        if (case_kernel_build(c->m, &c->ck, c->build_err, sizeof c->build_err) != 0) continue;
+        if (c->ck.cuda_src && append(&text, &len, &cap, c->ck.cuda_src)) return NULL;
     }
     return text;
 }
@@ -127,7 +123,7 @@ static int setup(void **state) {
 
 static int teardown(void **state) {
     for (int i = 0; i < N_OP_CASES; i++) {
-        kernel_set_free(&cases[i].ks);
+        case_kernel_free(&cases[i].ck);
         module_free(cases[i].m);
     }
     if (mod) cu->ModuleUnload(mod);
@@ -161,7 +157,8 @@ static CUdeviceptr upload(const void *host, size_t bytes) {
 static void run_case(Case *c) {
     const Function *f = c->m->funcs[0];
     const OpCase *oc = &OP_CASES[c->index];
-    const KernelSource *k = &c->ks.kernels[c->ks.kernel_of_op[c->ks.n_ops - 1]];
+    const CaseKernel *ck = &c->ck;
+    const char *name = ck->k->desc->name;
     int n_in = f->n_inputs;
     RefTensor ins[OC_MAX_INPUTS], out;
     CUdeviceptr dev_in[OC_MAX_INPUTS];
@@ -186,24 +183,18 @@ static void run_case(Case *c) {
     int64_t n = ref_tensor_numel(&out);
     float *got = malloc((size_t)(n ? n : 1) * 4);
     for (int64_t e = 0; e < n; e++) got[e] = NAN; /* unwritten elements must show */
-    Run r = {.n = k->n_args};
-    r.args[0] = upload(got, (size_t)n * 4);
-    for (int j = 1; j < k->n_args; j++) {
-        int idx = -1;
-        for (int i = 0; i < n_in && idx < 0; i++)
-            if (k->arg_values[j] == f->inputs[i]) idx = i;
-        if (idx < 0) fail_msg("%s: argument %d is not an input of the case", k->name, j);
-        r.args[j] = dev_in[idx];
-    }
+    Run r = {.n = ck->k->n_args};
+    CUdeviceptr result = upload(got, (size_t)n * 4);
+    for (int j = 0; j < r.n; j++) r.args[j] = ck->slot[j] == 0 ? result : dev_in[ck->slot[j] - 1];
     for (int j = 0; j < r.n; j++) r.params[j] = &r.args[j];
     CUfunction fn;
-    check(cu->ModuleGetFunction(&fn, mod, k->name), "cuModuleGetFunction");
-    if (k->cuda_grid > 0)
-        check(cu->LaunchKernel(fn, (unsigned)k->cuda_grid, 1, 1, (unsigned)k->cuda_block, 1, 1,
-                               (unsigned)k->cuda_shared_bytes, NULL, r.params, NULL),
+    check(cu->ModuleGetFunction(&fn, mod, name), "cuModuleGetFunction");
+    if (ck->cuda_grid > 0)
+        check(cu->LaunchKernel(fn, (unsigned)ck->cuda_grid, 1, 1, (unsigned)ck->cuda_block, 1, 1,
+                               0, NULL, r.params, NULL),
               "cuLaunchKernel");
     check(cu->CtxSynchronize(), "cuCtxSynchronize (kernel execution)");
-    if (n) check(cu->MemcpyDtoH(got, r.args[0], (size_t)n * 4), "cuMemcpyDtoH_v2");
+    if (n) check(cu->MemcpyDtoH(got, result, (size_t)n * 4), "cuMemcpyDtoH_v2");
     double worst = 0;
     for (int64_t e = 0; e < n; e++) {
         double want = out.data[e];
@@ -215,20 +206,20 @@ static void run_case(Case *c) {
         double rel = isfinite(want) ? fabs(g - want) / fmax(1.0, fabs(want)) : (ok ? 0 : INFINITY);
         if (!(rel <= worst)) worst = rel;
         if (!ok) {
-            fprintf(stderr, "%s: element %lld is %.9g, reference %.17g\n", k->name, (long long)e,
+            fprintf(stderr, "%s: element %lld is %.9g, reference %.17g\n", name, (long long)e,
                     g, want);
             break;
         }
     }
     printf("[ cuda c%-3d %-26s ] worst scaled error %.3g\n", c->index, oc->op, worst);
-    cu->MemFree(r.args[0]);
+    cu->MemFree(result);
     for (int i = 0; i < n_in; i++) {
         cu->MemFree(dev_in[i]);
         ref_tensor_free(&ins[i]);
     }
     ref_tensor_free(&out);
     free(got);
-    if (!(worst <= TOL)) fail_msg("%s differs from the reference (scaled error %g)", k->name, worst);
+    if (!(worst <= TOL)) fail_msg("%s differs from the reference (scaled error %g)", name, worst);
 }
 
 static void test_case(void **state) {
@@ -241,10 +232,10 @@ static void test_case(void **state) {
     if (!c->m || c->build_err[0]) fail_msg("case c%d (%s): %s", c->index, op, c->build_err);
     const Op *last = c->op;
     if (last->kind == OP_PARAM || op_is_view(last)) {
-        assert_int_equal(c->ks.n_kernels, 0);
+        assert_int_equal(c->ck.fk.n_kernels, 0);
         return;
     }
-    assert_true(c->ks.kernel_of_op[c->ks.n_ops - 1] >= 0);
+    assert_non_null(c->ck.k);
     run_case(c);
 }
 

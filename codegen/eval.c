@@ -1,0 +1,286 @@
+/* eval.c — the evaluator: the value of any value of a fused group at any element, as kernel
+ * expressions.
+ *
+ * A value the step reads is a load from its argument buffer; a value the step defines is
+ * computed from its op's expression hook (op_exprs.c), which asks the evaluator for its
+ * operands at the elements it needs: the same flat index for same-shaped operands, the
+ * broadcast element for smaller ones, a permuted or shifted element for layout ops. Views
+ * (reshape) keep the flat index. Every computed value is bound to a named temporary and
+ * memoized by (value, flat index), so a value used twice is computed once per work item.
+ *
+ * Memo entries follow the kernel's blocks (ev_scope_push/pop around loops and branches): a
+ * temporary declared inside a loop is not reused after it. Lowerings pin values the
+ * evaluator cannot compute itself: a row statistic (valid at every element of the row) or a
+ * contraction's accumulator (valid at its own element only).
+ *
+ * Numerics: each op's result is rounded to its IR dtype, as if it had been stored, so a fused
+ * group computes what its ops compute one kernel at a time (docs/fusion.md).
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lower.h"
+
+/* ---- indices ------------------------------------------------------------------------------ */
+
+KType ktype_of(DType dt) { return dt == DT_I32 ? KT_I32 : KT_F32; }
+
+int64_t numel_of(const Value *v) { return shape_numel(&v->shape); }
+
+int64_t dims_product(const Shape *s, int from, int to) {
+    int64_t p = 1;
+    for (int d = from; d < to; d++) p *= s->dims[d];
+    return p;
+}
+
+int64_t shape_stride(const Shape *s, int d) { return dims_product(s, d + 1, s->rank); }
+
+/* Axis d of row-major element `flat` of s. */
+static const KExpr *unravel_axis(KernelDesc *kd, const KExpr *flat, const Shape *s, int d) {
+    if (s->dims[d] == 1) return ke_int(kd, 0);
+    const KExpr *q = KDIV(kd, flat, ke_int(kd, shape_stride(s, d)));
+    /* The first non-trivial axis needs no modulo: flat < numel bounds the quotient. */
+    return dims_product(s, 0, d) == 1 ? q : KMOD(kd, q, ke_int(kd, s->dims[d]));
+}
+
+void ix_unravel(KernelDesc *kd, const KExpr *flat, const Shape *s, const KExpr **idx) {
+    for (int d = 0; d < s->rank; d++) idx[d] = unravel_axis(kd, flat, s, d);
+}
+
+const KExpr *ix_ravel(KernelDesc *kd, const KExpr *const *idx, const Shape *s) {
+    const KExpr *flat = ke_int(kd, 0);
+    for (int d = 0; d < s->rank; d++)
+        if (s->dims[d] != 1)
+            flat = KADD(kd, flat, KMUL(kd, idx[d], ke_int(kd, shape_stride(s, d))));
+    return flat;
+}
+
+const KExpr *ix_broadcast(KernelDesc *kd, const KExpr *const *out_idx, const Shape *out,
+                          const Shape *in) {
+    const KExpr *idx[IR_MAX_RANK];
+    int off = out->rank - in->rank;
+    for (int d = 0; d < in->rank; d++)
+        idx[d] = in->dims[d] == 1 ? ke_int(kd, 0) : out_idx[d + off];
+    return ix_ravel(kd, idx, in);
+}
+
+Ix ix_flat(const Shape *shape, const KExpr *flat) {
+    Ix ix = {shape, flat, {NULL}};
+    return ix;
+}
+
+Ix ix_axes(KernelDesc *kd, const Shape *shape, const KExpr *const *axes) {
+    Ix ix = {shape, ix_ravel(kd, axes, shape), {NULL}};
+    for (int d = 0; d < shape->rank; d++) ix.axis[d] = axes[d];
+    return ix;
+}
+
+const KExpr *ix_axis(KernelDesc *kd, Ix *ix, int d) {
+    if (ix->axis[d] == NULL) ix->axis[d] = unravel_axis(kd, ix->flat, ix->shape, d);
+    return ix->axis[d];
+}
+
+Ix ix_bcast(KernelDesc *kd, Ix *out, const Shape *in) {
+    if (shape_equal(out->shape, in)) return ix_flat(in, out->flat);
+    if (shape_numel(in) == 1) return ix_flat(in, ke_int(kd, 0));
+    const KExpr *idx[IR_MAX_RANK];
+    int off = out->shape->rank - in->rank;
+    for (int d = 0; d < in->rank; d++)
+        idx[d] = in->dims[d] == 1 ? ke_int(kd, 0) : ix_axis(kd, out, d + off);
+    return ix_axes(kd, in, idx);
+}
+
+/* ---- the evaluator ------------------------------------------------------------------------ */
+
+typedef struct Memo {
+    int value;          /* value id */
+    const KExpr *flat;  /* the element; NULL: every element */
+    const KExpr *expr;
+    int prev;           /* the previous entry of the same value, or -1 */
+} Memo;
+
+typedef struct Override {
+    EvHook fn;
+    void *ctx;
+} Override;
+
+struct Eval {
+    KernelDesc *kd;
+    const Schedule *s;
+    const Step *step;
+    const int *buf_of;
+    bool *member; /* per value id */
+    Override *override; /* per value id (fn NULL: the op table's hook) */
+    int *head;    /* per value id: its newest memo entry, or -1 */
+    Memo *memo;
+    int n_memo, cap_memo;
+    int *marks;   /* scope starts (memo lengths) */
+    int n_marks, cap_marks;
+    char err[512];
+};
+
+Eval *eval_new(KernelDesc *kd, const Schedule *s, int step, const int *buf_of) {
+    const Function *f = s->f;
+    Eval *ev = calloc(1, sizeof *ev);
+    if (ev == NULL) return NULL;
+    ev->kd = kd;
+    ev->s = s;
+    ev->step = &s->steps[step];
+    ev->buf_of = buf_of;
+    ev->member = calloc((size_t)f->n_values + 1, sizeof *ev->member);
+    ev->override = calloc((size_t)f->n_values + 1, sizeof *ev->override);
+    ev->head = malloc(sizeof *ev->head * ((size_t)f->n_values + 1));
+    if (ev->member == NULL || ev->head == NULL || ev->override == NULL) {
+        eval_free(ev);
+        return NULL;
+    }
+    for (int v = 0; v < f->n_values; v++) ev->head[v] = -1;
+    for (int i = ev->step->first_op; i < ev->step->first_op + ev->step->n_ops; i++)
+        ev->member[f->ops[i]->result->id] = true;
+    return ev;
+}
+
+void eval_free(Eval *ev) {
+    if (ev == NULL) return;
+    free(ev->member);
+    free(ev->override);
+    free(ev->head);
+    free(ev->memo);
+    free(ev->marks);
+    free(ev);
+}
+
+KernelDesc *ev_kd(Eval *ev) { return ev->kd; }
+const Function *ev_function(Eval *ev) { return ev->s->f; }
+bool ev_member(Eval *ev, const Value *v) { return ev->member[v->id]; }
+int ev_buf(Eval *ev, const Value *v) { return ev->buf_of[v->id]; }
+
+void ev_fail(Eval *ev, const char *fmt, ...) {
+    if (ev->err[0]) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ev->err, sizeof ev->err, fmt, ap);
+    va_end(ap);
+}
+
+const char *ev_error(Eval *ev) { return ev->err[0] ? ev->err : NULL; }
+
+static void memo_push(Eval *ev, const Value *v, const KExpr *flat, const KExpr *e) {
+    if (ev->n_memo == ev->cap_memo) {
+        ev->cap_memo = ev->cap_memo ? 2 * ev->cap_memo : 64;
+        ev->memo = realloc(ev->memo, sizeof *ev->memo * (size_t)ev->cap_memo);
+        if (ev->memo == NULL) ir_bug("out of memory evaluating a fused group");
+    }
+    ev->memo[ev->n_memo] = (Memo){v->id, flat, e, ev->head[v->id]};
+    ev->head[v->id] = ev->n_memo++;
+}
+
+static const KExpr *memo_find(Eval *ev, const Value *v, const KExpr *flat) {
+    for (int k = ev->head[v->id]; k >= 0; k = ev->memo[k].prev)
+        if (ev->memo[k].flat == NULL || ke_equal(ev->memo[k].flat, flat)) return ev->memo[k].expr;
+    return NULL;
+}
+
+void ev_scope_push(Eval *ev) {
+    if (ev->n_marks == ev->cap_marks) {
+        ev->cap_marks = ev->cap_marks ? 2 * ev->cap_marks : 16;
+        ev->marks = realloc(ev->marks, sizeof *ev->marks * (size_t)ev->cap_marks);
+        if (ev->marks == NULL) ir_bug("out of memory evaluating a fused group");
+    }
+    ev->marks[ev->n_marks++] = ev->n_memo;
+}
+
+void ev_scope_pop(Eval *ev) {
+    IR_ASSERT(ev->n_marks > 0);
+    int mark = ev->marks[--ev->n_marks];
+    while (ev->n_memo > mark) {
+        const Memo *m = &ev->memo[--ev->n_memo];
+        ev->head[m->value] = m->prev;
+    }
+}
+
+void ev_if(Eval *ev, const KExpr *cond) {
+    ks_if(ev->kd, cond);
+    ev_scope_push(ev);
+}
+
+void ev_else(Eval *ev) {
+    ev_scope_pop(ev);
+    ks_else(ev->kd);
+    ev_scope_push(ev);
+}
+
+void ev_end_if(Eval *ev) {
+    ev_scope_pop(ev);
+    ks_end(ev->kd);
+}
+
+void ev_pin(Eval *ev, const Value *v, const KExpr *e) { memo_push(ev, v, NULL, e); }
+
+void ev_pin_at(Eval *ev, const Value *v, const KExpr *flat, const KExpr *e) {
+    memo_push(ev, v, flat, e);
+}
+
+void ev_override(Eval *ev, const Value *v, EvHook fn, void *ctx) {
+    ev->override[v->id] = (Override){fn, ctx};
+}
+
+/* v computed from its op (v is defined in the step and is not a view). */
+static const KExpr *compute(Eval *ev, const Value *v, Ix *at) {
+    const Op *op = v->def;
+    const Override *o = &ev->override[v->id];
+    KExprHook hook = kexpr_hook(op->kind);
+    const KExpr *e = o->fn != NULL ? o->fn(o->ctx, ev, op, at) : hook != NULL ? hook(ev, op, at) : NULL;
+    if (e == NULL) {
+        ev_fail(ev, "%s %%%s cannot be computed per element inside this fused group",
+                op_info(op->kind)->name, v->name);
+        return ke_cast(ev->kd, ktype_of(v->dtype), ke_f32(ev->kd, 0));
+    }
+    return kd_let(ev->kd, op_info(op->kind)->name, ke_cast(ev->kd, ktype_of(v->dtype), e));
+}
+
+const KExpr *ev_value(Eval *ev, const Value *v, Ix *at) {
+    const KExpr *e = memo_find(ev, v, at->flat);
+    if (e != NULL) return e;
+    if (!ev->member[v->id]) {
+        int b = ev->buf_of[v->id];
+        if (b < 0) {
+            ev_fail(ev, "%%%s is read but is no argument of the kernel", v->name);
+            return ke_cast(ev->kd, ktype_of(v->dtype), ke_f32(ev->kd, 0));
+        }
+        e = kd_let(ev->kd, "x", ke_load(ev->kd, b, at->flat));
+    } else if (op_is_view(v->def)) {
+        Ix in = ix_flat(&v->def->inputs[0]->shape, at->flat);
+        e = ev_value(ev, v->def->inputs[0], &in);
+    } else {
+        e = compute(ev, v, at);
+    }
+    memo_push(ev, v, at->flat, e);
+    return e;
+}
+
+const KExpr *ev_operand(Eval *ev, const Op *op, int i, Ix *at) {
+    return ev_value(ev, op->inputs[i], at);
+}
+
+const KExpr *ev_operand_bcast(Eval *ev, const Op *op, int i, Ix *out) {
+    Ix in = ix_bcast(ev->kd, out, &op->inputs[i]->shape);
+    return ev_value(ev, op->inputs[i], &in);
+}
+
+void ev_store(Eval *ev, const Value *const *vals, int n, const KExpr *flat) {
+    const KExpr *computed[64];
+    const KExpr **e = n <= 64 ? computed : malloc(sizeof *e * (size_t)n);
+    if (e == NULL) ir_bug("out of memory evaluating a fused group");
+    for (int i = 0; i < n; i++) {
+        Ix at = ix_flat(&vals[i]->shape, flat);
+        e[i] = ev_value(ev, vals[i], &at);
+    }
+    for (int i = 0; i < n; i++) {
+        int b = ev->buf_of[vals[i]->id];
+        if (b < 0) ev_fail(ev, "%%%s is written but is no argument of the kernel", vals[i]->name);
+        else ks_store(ev->kd, b, flat, e[i]);
+    }
+    if (e != computed) free(e);
+}
