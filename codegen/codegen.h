@@ -48,6 +48,8 @@ const char *codegen_cuda_prelude(void);
  * (free fk with function_kernels_free either way). */
 int codegen_lower_function(const Function *f, FunctionKernels *fk, Diag *d);
 void function_kernels_free(FunctionKernels *fk);
+/* kd_check on every kernel (its CUDA form too). Returns 0, or -1 with d. */
+int codegen_check_kernels(const FunctionKernels *fk, Diag *d);
 /* The CUDA form of k. */
 static inline const KernelDesc *lowered_cuda_desc(const LoweredKernel *k) {
     return k->cuda != NULL ? k->cuda : k->desc;
@@ -72,6 +74,43 @@ typedef struct PackageOptions {
     int verbose;
 } PackageOptions;
 
+/* The code generation stages, in the order the pipeline runs them (passes/pipeline.c):
+ * a Package borrows m (which must outlive it) and holds every function's kernels, memory
+ * plan and steps. Each stage returns 0, or -1 with d. */
+typedef struct Package Package;
+Package *package_new(const Module *m, int verbose); /* NULL when out of memory */
+void package_free(Package *p);
+int package_lower(Package *p, Diag *d);   /* every function: schedule -> kernel descriptions */
+int package_rewrite(Package *p, Diag *d); /* kernel rewrites (codegen/opt_*.c) */
+int package_plan(Package *p, Diag *d);    /* memory plans + checker, buffers, kernel table */
+int package_render(Package *p, Diag *d);  /* C and CUDA source, each distinct kernel once */
+/* The kernel checker on every function's kernels (between lower and plan). */
+int package_check_kernels(const Package *p, Diag *d);
+/* Fails (with d) when opts cannot produce a library at its path: run before the long work. */
+int package_check_output(const PackageOptions *opts, Diag *d);
+int package_write(Package *p, const PackageOptions *opts, Diag *d); /* NVRTC, cc, cap.so */
+/* All the stages: cap.so for a module the passes have run on. */
 int package_module(const Module *m, const PackageOptions *opts, Diag *d);
+
+/* What a planned package says about entry point i (function i of the module). */
+typedef struct EntryStats {
+    const char *name;
+    int kernels;  /* kernel launches of its own (one per fused group or lone op) */
+    int launches; /* all launches, with the final output and state copies */
+    int64_t arena_bytes, naive_bytes;
+} EntryStats;
+int package_n_entries(const Package *p);
+void package_entry_stats(const Package *p, int i, EntryStats *out);
+const MemPlan *package_entry_plan(const Package *p, int i);
+/* Writes DIR/STEM.c and DIR/STEM.cu: each entry's steps and its kernels as rendered (after
+ * package_render). Returns 0 or -1 with d. */
+int package_dump_kernels(const Package *p, const char *dir, const char *stem, Diag *d);
+/* Writes DIR/STEM.txt: every entry's memory plan (after package_plan). */
+int package_dump_memplan(const Package *p, const char *dir, const char *stem, Diag *d);
+
+/* Kernel rewrites (codegen/opt_*.c, run in order by codegen/rewrite.c): each takes a
+ * function's lowered kernels and improves their descriptions without changing what they
+ * compute. Returns 0, or -1 with d. */
+int codegen_rewrite_kernels(FunctionKernels *fk, Diag *d);
 
 #endif

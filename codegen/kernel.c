@@ -460,3 +460,68 @@ bool kd_equal(const KernelDesc *a, const KernelDesc *b) {
             return false;
     return block_equal(a->body, b->body);
 }
+
+/* ---- the description checker ------------------------------------------------------------ */
+
+typedef struct Check {
+    const KernelDesc *kd;
+    Diag *d;
+    int bad;
+} Check;
+
+static void check_fail(Check *c, const char *what) {
+    if (c->bad++) return;
+    snprintf(c->d->msg, sizeof c->d->msg,
+             "internal error: kernel %s: %s (this is a bug in capc's lowering)", c->kd->name, what);
+}
+
+static void check_expr(Check *c, const KExpr *e) {
+    if (e == NULL) return;
+    if ((e->kind == KE_VAR && (e->var < 0 || e->var >= c->kd->n_vars)) ||
+        (e->kind == KE_LOAD && (e->buf < 0 || e->buf >= c->kd->n_bufs)))
+        check_fail(c, "an expression names a variable or buffer it does not have");
+    check_expr(c, e->a);
+    check_expr(c, e->b);
+    check_expr(c, e->c);
+}
+
+static void check_block(Check *c, const KStmt *s);
+
+static void check_stmt(Check *c, const KStmt *s) {
+    const KernelDesc *kd = c->kd;
+    if (s->var >= kd->n_vars) check_fail(c, "a statement names a variable it does not have");
+    if (s->kind == KS_STORE && (s->buf < 0 || s->buf >= kd->n_bufs || !kd->bufs[s->buf].written))
+        check_fail(c, "a store into a buffer that is not written");
+    check_expr(c, s->lo);
+    check_expr(c, s->hi);
+    check_expr(c, s->value);
+    check_expr(c, s->index);
+    check_expr(c, s->cond);
+    if (s->gemm != NULL) {
+        const KGemm *g = s->gemm;
+        if (g->a.buf < 0 || g->a.buf >= kd->n_bufs || g->b.buf < 0 || g->b.buf >= kd->n_bufs ||
+            g->c.buf < 0 || g->c.buf >= kd->n_bufs || !kd->bufs[g->c.buf].written ||
+            g->bias_buf >= kd->n_bufs)
+            check_fail(c, "a gemm names buffers it cannot read or write");
+        if (g->epilogue != NULL && g->c.ld != g->n)
+            check_fail(c, "a gemm with an epilogue writes a strided C");
+        check_block(c, g->epilogue);
+    }
+    check_block(c, s->body);
+    check_block(c, s->else_body);
+}
+
+static void check_block(Check *c, const KStmt *s) {
+    for (; s != NULL; s = s->next) check_stmt(c, s);
+}
+
+int kd_check(const KernelDesc *kd, bool cuda, Diag *d) {
+    Check c = {kd, d, 0};
+    if (kd->depth != 0) check_fail(&c, "a block was left open");
+    if (cuda && (kd->body == NULL || kd->body->next != NULL ||
+                 (kd->body->kind != KS_PARFOR && kd->body->kind != KS_GEMM) ||
+                 kd->n_bufs != kd->n_args))
+        check_fail(&c, "its CUDA form is not one parallel loop or gemm without scratch");
+    check_block(&c, kd->body);
+    return c.bad ? -1 : 0;
+}

@@ -201,6 +201,10 @@ const KStmt *ks_detached_end(KernelDesc *kd);
  * same code up to the kernel's name and comment (variable and buffer names included).
  * kd_hash agrees with kd_equal. */
 bool ke_equal(const KExpr *a, const KExpr *b);
+/* The checker run after lowering and after every rewrite: indices in range, stores only into
+ * written buffers, no block left open; a CUDA form (cuda) one top-level parfor or gemm
+ * without scratch. Returns 0, or -1 with an internal-error message in d. */
+int kd_check(const KernelDesc *kd, bool cuda, Diag *d);
 uint64_t kd_hash(const KernelDesc *kd);
 bool kd_equal(const KernelDesc *a, const KernelDesc *b);
 

@@ -215,3 +215,12 @@ int codegen_lower_function(const Function *f, FunctionKernels *fk, Diag *d) {
     free(buf_of);
     return rc;
 }
+
+int codegen_check_kernels(const FunctionKernels *fk, Diag *d) {
+    for (int i = 0; i < fk->n_kernels; i++) {
+        const LoweredKernel *k = &fk->kernels[i];
+        if (kd_check(k->desc, k->cuda == NULL, d) != 0) return -1;
+        if (k->cuda != NULL && kd_check(k->cuda, true, d) != 0) return -1;
+    }
+    return 0;
+}

@@ -1,9 +1,15 @@
-/* package.c — package_module(): from a module to cap.so (docs/artifact.md).
+/* package.c — the code generation stages of the pipeline (passes/pipeline.c runs them in
+ * order; package_module() runs them all), from a module to cap.so (docs/artifact.md):
  *
- *   1. reserve OUT.tmp.PID next to the output (an unwritable place fails here, before any
- *      long step)
- *   2. build the package: every function lowered, memory-planned, its kernel arguments
- *      resolved to buffers, final output/state copies added (package_plan.c)
+ *   lower    every function's schedule to kernel descriptions (package_plan.c)
+ *   rewrite  kernel rewrites (codegen/opt_*.c)
+ *   plan     memory plans (always checked), kernel arguments resolved to buffers, final
+ *            output/state copies, identical kernels merged (package_plan.c)
+ *   render   C and CUDA source of each distinct kernel (package_kernels.c)
+ *   write:
+ *   1. reserve OUT.tmp.PID next to the output (package_check_output does the same before any
+ *      long step, so an unwritable place fails first)
+ *   2. (the stages above)
  *   3. cuda target: render cap.cu and compile it with NVRTC per arch, plus compute_80 PTX,
  *      the archs in parallel threads (NVRTC is the slowest step by far: ~25 s per arch for
  *      the tiny captioner; nvrtc.c opens the library once, under pthread_once)
@@ -243,14 +249,53 @@ static int check_options(const PackageOptions *opts, Diag *d) {
     return 0;
 }
 
-int package_module(const Module *m, const PackageOptions *opts, Diag *d) {
+Package *package_new(const Module *m, int verbose) {
+    Package *p = calloc(1, sizeof *p);
+    if (p == NULL) return NULL;
+    p->m = m;
+    p->verbose = verbose;
+    return p;
+}
+
+void package_free(Package *p) {
+    if (p == NULL) return;
+    pkg_free(p);
+    free(p);
+}
+
+int package_lower(Package *p, Diag *d) { return pkg_lower(p, d); }
+
+int package_rewrite(Package *p, Diag *d) {
+    for (int i = 0; i < p->n_entries; i++)
+        if (codegen_rewrite_kernels(&p->fk[i], d) != 0) return -1;
+    return 0;
+}
+
+int package_plan(Package *p, Diag *d) { return pkg_plan(p, d); }
+
+int package_check_kernels(const Package *p, Diag *d) {
+    for (int i = 0; i < p->n_entries; i++)
+        if (codegen_check_kernels(&p->fk[i], d) != 0) return -1;
+    return 0;
+}
+
+int package_render(Package *p, Diag *d) { return pkg_render_kernels(p, d); }
+
+int package_check_output(const PackageOptions *opts, Diag *d) {
+    if (check_options(opts, d) != 0) return -1;
+    char *tmp = reserve_output(opts->output_path, d);
+    if (tmp == NULL) return -1;
+    unlink(tmp);
+    free(tmp);
+    return 0;
+}
+
+int package_write(Package *p, const PackageOptions *opts, Diag *d) {
     if (check_options(opts, d) != 0) return -1;
     char *tmp_out = reserve_output(opts->output_path, d);
     if (tmp_out == NULL) return -1;
-    Package p;
     Sources s = {0};
-    int rc = pkg_build(&p, m, opts->verbose, d);
-    if (rc == 0) rc = render(&p, opts, &s, d);
+    int rc = render(p, opts, &s, d);
     if (rc == 0 && opts->emit_src_dir != NULL) rc = emit_sources(opts->emit_src_dir, s.c, s.cu, d);
     if (rc == 0) rc = compile_c(s.c, tmp_out, opts->verbose, d);
     if (rc == 0 && rename(tmp_out, opts->output_path) != 0) {
@@ -258,12 +303,39 @@ int package_module(const Module *m, const PackageOptions *opts, Diag *d) {
                  strerror(errno));
         rc = -1;
     }
-    if (rc == 0) report(&p, opts, &s);
+    if (rc == 0) report(p, opts, &s);
     if (rc != 0) unlink(tmp_out);
-    pkg_free(&p);
     images_free(&s.images);
     free(s.c);
     free(s.cu);
     free(tmp_out);
     return rc;
 }
+
+int package_module(const Module *m, const PackageOptions *opts, Diag *d) {
+    Package *p = package_new(m, opts->verbose);
+    if (p == NULL) {
+        snprintf(d->msg, sizeof d->msg, "out of memory while packaging");
+        return -1;
+    }
+    int rc = package_lower(p, d);
+    if (rc == 0) rc = package_rewrite(p, d);
+    if (rc == 0) rc = package_plan(p, d);
+    if (rc == 0) rc = package_render(p, d);
+    if (rc == 0) rc = package_write(p, opts, d);
+    package_free(p);
+    return rc;
+}
+
+int package_n_entries(const Package *p) { return p->n_entries; }
+
+void package_entry_stats(const Package *p, int i, EntryStats *out) {
+    const PkgEntry *e = &p->entries[i];
+    out->name = e->f->name;
+    out->kernels = e->n_kernels;
+    out->launches = e->n_steps;
+    out->arena_bytes = e->arena_bytes;
+    out->naive_bytes = e->naive_bytes;
+}
+
+const MemPlan *package_entry_plan(const Package *p, int i) { return &p->plans[i]; }

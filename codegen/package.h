@@ -1,15 +1,17 @@
 /* package.h — the packager's own pieces (not part of codegen.h's interface).
  *
- *   package_plan.c     per entry point: lower, memory-plan, resolve every kernel argument to a
+ *   package_plan.c     per entry point: lower; memory-plan, resolve every kernel argument to a
  *                      buffer (arena / state / input / output), add the final output copies
  *   package_kernels.c  the artifact's kernel table: kernels of all entry points deduplicated
  *                      by source text, renamed apart when names collide, plus copy kernels
  *   package_emit.c     cap.c (prelude, kernels, the static tables, `cap_artifact`) and cap.cu
  *   package_cc.c       files, temp dirs, running the system C compiler
- *   package.c          package_module(): the steps above in order, NVRTC, the atomic write
+ *   package.c          the stages codegen.h declares (package_lower ... package_write),
+ *                      NVRTC, the atomic write; package_module() runs them all
  *
- * A Package borrows the Module and owns everything else it holds (freed by pkg_free); the
- * KernelSets of the lowering are freed as soon as their kernels are copied in.
+ * A Package borrows the Module and owns everything else it holds (freed by pkg_free): the
+ * lowered kernels until the kernel table takes their descriptions, the memory plans, the
+ * kernel table and the steps.
  */
 #ifndef CAPC_CODEGEN_PACKAGE_H
 #define CAPC_CODEGEN_PACKAGE_H
@@ -62,6 +64,7 @@ typedef struct PkgEntry {
     const Function *f;
     int64_t arena_bytes;
     int64_t naive_bytes; /* for -v */
+    int n_kernels;       /* kernel steps (the rest of the steps are copies) */
     PkgStep *steps;
     int n_steps, cap_steps;
     int32_t *output_state; /* n_outputs: state index of "@X" outputs, else -1 */
@@ -70,8 +73,11 @@ typedef struct PkgEntry {
 
 typedef struct PkgDedupSlot PkgDedupSlot;
 
-typedef struct Package {
+struct Package {
     const Module *m;
+    int verbose;
+    FunctionKernels *fk; /* per function: its schedule and lowered kernels (pkg_lower) */
+    MemPlan *plans;      /* per function (pkg_plan) */
     PkgKernel *kernels;
     int n_kernels, cap_kernels;
     PkgEntry *entries;
@@ -80,11 +86,12 @@ typedef struct Package {
     /* Kernel deduplication (package_kernels.c): open addressing over description hashes. */
     PkgDedupSlot *slots;
     int n_slots, n_used_slots;
-} Package;
+};
 
-/* Builds the package for every function of m (package_plan.c). verbose: progress on stderr.
- * Returns 0, or -1 with d. p is zeroed first; free it with pkg_free either way. */
-int pkg_build(Package *p, const Module *m, int verbose, Diag *d);
+/* The stages (package_plan.c): lower every function, then plan every entry's memory and
+ * steps. Each returns 0, or -1 with d; pkg_free releases everything either way. */
+int pkg_lower(Package *p, Diag *d);
+int pkg_plan(Package *p, Diag *d);
 void pkg_free(Package *p);
 
 /* Adds a lowered kernel (package_kernels.c): returns the index of an identical kernel already

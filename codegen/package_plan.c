@@ -1,9 +1,10 @@
 /* package_plan.c — each entry point as a straight list of kernel steps over buffers.
  *
  * Needs: a module whose functions are verified with every shape known.
- * For every function: lower its schedule (codegen_lower_function), plan its memory
- * (memplan_schedule, checked by memplan_check_schedule), then give every kernel argument a
- * place (a CapBufRef):
+ * pkg_lower: every function's schedule lowered to kernels (codegen_lower_function).
+ * pkg_plan: every function's memory planned (memplan_schedule, always checked by
+ * memplan_check_schedule), its kernels added to the package's table (identical ones merged),
+ * and every kernel argument given a place (a CapBufRef):
  *
  *   a function input          -> CAP_BUF_INPUT  i (the caller's tensor)
  *   a `param` result          -> CAP_BUF_STATE  index of the param in the module's table
@@ -274,28 +275,27 @@ static int check_plan(const Schedule *s, const MemPlan *plan, Diag *d) {
     return internal_error(d, "invalid memory plan: %s", err);
 }
 
-static int build_entry(Package *p, const Function *f, PkgEntry *e, int verbose, Diag *d) {
+/* Entry i's memory plan, then its steps over the kernel table. */
+static int plan_entry(Package *p, int i, Diag *d) {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    if (verbose) fprintf(stderr, "capc: lowering %s (%d ops)\n", f->name, f->n_ops);
-    e->f = f;
-    FunctionKernels fk = {0};
-    MemPlan plan = {0};
-    int rc = codegen_lower_function(f, &fk, d);
-    if (rc == 0) rc = memplan_schedule(&fk.schedule, &plan, d);
-    if (rc == 0) rc = check_plan(&fk.schedule, &plan, d);
-    int n_kernels = fk.n_kernels;
+    FunctionKernels *fk = &p->fk[i];
+    PkgEntry *e = &p->entries[i];
+    MemPlan *plan = &p->plans[i];
+    int n_kernels = fk->n_kernels;
+    int rc = memplan_schedule(&fk->schedule, plan, d);
+    if (rc == 0) rc = check_plan(&fk->schedule, plan, d);
     if (rc == 0) {
-        e->arena_bytes = plan.peak_bytes;
-        e->naive_bytes = plan.naive_bytes;
-        EntryCtx c = {.p = p, .f = f, .plan = &plan, .e = e, .d = d};
-        rc = build_steps(&c, &fk);
+        e->arena_bytes = plan->peak_bytes;
+        e->naive_bytes = plan->naive_bytes;
+        e->n_kernels = n_kernels;
+        EntryCtx c = {.p = p, .f = fk->f, .plan = plan, .e = e, .d = d};
+        rc = build_steps(&c, fk);
     }
-    if (rc == 0 && verbose)
-        fprintf(stderr, "capc: %s: %d kernels, %d steps, arena %lld bytes (%.2fs)\n", f->name,
-                n_kernels, e->n_steps, (long long)e->arena_bytes, seconds_since(&t0));
-    memplan_free(&plan);
-    function_kernels_free(&fk);
+    if (rc == 0 && p->verbose)
+        fprintf(stderr, "capc: %s: %d kernels, %d launches, arena %lld bytes (%.3fs)\n",
+                fk->f->name, n_kernels, e->n_steps, (long long)e->arena_bytes,
+                seconds_since(&t0));
     return rc;
 }
 
@@ -329,19 +329,28 @@ static int check_io_dtypes(const Function *f, Diag *d) {
     return 0;
 }
 
-int pkg_build(Package *p, const Module *m, int verbose, Diag *d) {
-    memset(p, 0, sizeof *p);
-    p->m = m;
+int pkg_lower(Package *p, Diag *d) {
+    const Module *m = p->m;
     if (check_state_dtypes(m, d) != 0) return -1;
     for (int i = 0; i < m->n_funcs; i++)
         if (check_io_dtypes(m->funcs[i], d) != 0) return -1;
-    p->entries = calloc((size_t)(m->n_funcs > 0 ? m->n_funcs : 1), sizeof *p->entries);
-    if (p->entries == NULL) return out_of_memory(d);
+    size_t n = (size_t)(m->n_funcs > 0 ? m->n_funcs : 1);
+    p->fk = calloc(n, sizeof *p->fk);
+    p->plans = calloc(n, sizeof *p->plans);
+    p->entries = calloc(n, sizeof *p->entries);
+    if (p->fk == NULL || p->plans == NULL || p->entries == NULL) return out_of_memory(d);
     for (int i = 0; i < m->n_funcs; i++) {
         p->n_entries++;
-        if (build_entry(p, m->funcs[i], &p->entries[i], verbose, d) != 0) return -1;
+        p->entries[i].f = m->funcs[i];
+        if (codegen_lower_function(m->funcs[i], &p->fk[i], d) != 0) return -1;
     }
-    return pkg_render_kernels(p, d);
+    return 0;
+}
+
+int pkg_plan(Package *p, Diag *d) {
+    for (int i = 0; i < p->n_entries; i++)
+        if (plan_entry(p, i, d) != 0) return -1;
+    return 0;
 }
 
 void pkg_free(Package *p) {
@@ -350,8 +359,12 @@ void pkg_free(Package *p) {
         for (int s = 0; s < e->n_steps; s++) free(e->steps[s].args);
         free(e->steps);
         free(e->output_state);
+        function_kernels_free(&p->fk[i]);
+        memplan_free(&p->plans[i]);
     }
     free(p->entries);
+    free(p->fk);
+    free(p->plans);
     pkg_kernels_free(p);
     memset(p, 0, sizeof *p);
 }

@@ -1,8 +1,9 @@
 /* capc.c — the `capc` command line (docs/cli.md).
  *
- * Reads the arguments into a CliArgs, then runs one of: --help, --version, --list-ops, --check (load the
- * model, run the pass pipeline, print a summary), or a compile (load, run the pipeline with
- * optional IR dumps, then package_module: kernels, cap.c, cc, NVRTC -> cap.so).
+ * Reads the arguments into a CliArgs, then runs one of: --help, --version, --list-ops, --check
+ * (load the model, run the pipeline up to the rendered kernels, print a summary with each
+ * entry point's kernel counts), or a compile (load, run the whole pipeline with optional
+ * dumps: passes, kernels, memory plans, cap.c, cc, NVRTC -> cap.so).
  *
  * This is the only layer of capc that decides exit statuses:
  *   0  success
@@ -15,11 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "codegen.h"
 #include "diag.h"
 #include "frontend.h"
 #include "ops.h"
-#include "passes.h"
+#include "pipeline.h"
 
 enum { EXIT_MODEL_ERROR = 1, EXIT_USAGE = 2 };
 
@@ -38,6 +38,7 @@ typedef struct CliArgs {
     int verbose;
     int targets;          /* CodegenTarget bits; 0: cpu, plus cuda when NVRTC is available */
     const char *emit_src; /* --emit-src DIR; NULL: none */
+    PassOptions passes;   /* --no-fuse, --fuse=... */
 } CliArgs;
 
 static const char USAGE[] =
@@ -47,13 +48,18 @@ static const char USAGE[] =
     "samples from it.\n"
     "\n"
     "options:\n"
-    "  --check             load the model and run the passes, print a summary, write nothing\n"
+    "  --check             load the model, run the passes and code generation, print a\n"
+    "                      summary (with every entry point's kernel counts), write nothing\n"
     "  -o FILE             write the compiled library to FILE (default " DEFAULT_OUTPUT ")\n"
     "  -D NAME=VALUE       override the config variable NAME (also -DNAME=VALUE; repeatable)\n"
-    "  --dump-ir DIR       write the IR after every stage to DIR as NN-STAGE.ir and .dot\n"
-    "                      (also --dump-ir=DIR)\n"
+    "  --dump-ir DIR       write what every stage left to DIR: NN-STAGE.ir and .dot after the\n"
+    "                      IR passes, NN-memplan.txt, NN-kernels.c and .cu (also --dump-ir=DIR)\n"
     "  --target=T          cpu, cuda or all (default: cpu, plus cuda when NVRTC is available)\n"
     "  --emit-src DIR      also write the generated cap.c and cap.cu to DIR (also --emit-src=DIR)\n"
+    "  --no-fuse           no fusion: every op its own kernel (same results; docs/fusion.md)\n"
+    "  --fuse=LIST         switch fusion rules off (-RULE) or on (RULE), comma-separated:\n"
+    "                      elementwise, reduction, contraction, attention, multi_reduction,\n"
+    "                      multi_tensor; 'none' or 'all' for every rule (default: all)\n"
     "  -v, --verbose       print each pass and each code generation step, with times, to stderr\n"
     "  -h, --help          print this help and exit\n"
     "  --version           print the version and exit\n"
@@ -107,8 +113,35 @@ static int parse_target(CliArgs *a, const char *value) {
 
 /* Handles one option that takes a value. Returns 1 if argv[*i] was one, 0 if not, -1 on a
  * usage error (already printed). */
+/* --fuse=LIST: "none", "all", RULE (on), -RULE (off), comma-separated, left to right. */
+static int parse_fuse(CliArgs *a, const char *list) {
+    for (const char *p = list; *p != '\0';) {
+        size_t len = strcspn(p, ",");
+        char item[64];
+        if (len == 0 || len >= sizeof item) return usage_error("bad --fuse list '%s'", list);
+        memcpy(item, p, len);
+        item[len] = '\0';
+        p += len + (p[len] == ',');
+        bool off = item[0] == '-';
+        const char *name = item + (off || item[0] == '+');
+        if (strcmp(name, "none") == 0 || strcmp(name, "all") == 0) {
+            a->passes.fuse_off = strcmp(name, "none") == 0 ? ~0u : 0u;
+            continue;
+        }
+        int r = 0;
+        while (fuse_rule_name((FuseRule)r) != NULL && strcmp(fuse_rule_name((FuseRule)r), name) != 0)
+            r++;
+        if (fuse_rule_name((FuseRule)r) == NULL)
+            return usage_error("unknown fusion rule '%s' in --fuse (see capc --help)", name);
+        if (off) a->passes.fuse_off |= 1u << r;
+        else a->passes.fuse_off &= ~(1u << r);
+    }
+    return 1;
+}
+
 static int parse_valued_option(int argc, char **argv, int *i, CliArgs *a) {
-    static const char *const names[] = {"-D", "--dump-ir", "-o", "--target", "--emit-src"};
+    static const char *const names[] = {"-D", "--dump-ir", "-o", "--target", "--emit-src",
+                                        "--fuse"};
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         const char *value = NULL;
         int r = option_value(argc, argv, i, names[k], &value);
@@ -120,6 +153,7 @@ static int parse_valued_option(int argc, char **argv, int *i, CliArgs *a) {
         if (k == 3) return parse_target(a, value);
         if (k == 4) a->emit_src = value;
         if (*value == '\0') return usage_error("option '%s' needs a value", names[k]);
+        if (k == 5) return parse_fuse(a, value);
         return 1;
     }
     return 0;
@@ -129,6 +163,7 @@ static int parse_valued_option(int argc, char **argv, int *i, CliArgs *a) {
 static int parse_flag(const char *arg, CliArgs *a) {
     if (strcmp(arg, "--check") == 0) a->action = ACTION_CHECK;
     else if (strcmp(arg, "-v") == 0 || strcmp(arg, "--verbose") == 0) a->verbose = 1;
+    else if (strcmp(arg, "--no-fuse") == 0) a->passes.no_fuse = true;
     else return 0;
     return 1;
 }
@@ -206,22 +241,10 @@ static void print_config(FILE *out, const Module *m) {
     fprintf(out, "\n");
 }
 
-/* The entry point's activation memory: the arena its memory plan packs intermediates into. */
-static int print_activation_bytes(FILE *out, const Function *f) {
-    MemPlan plan;
-    Diag d = {0};
-    int rc = memplan_function(f, &plan, &d);
-    if (rc != 0) fprintf(stderr, "capc: error: %s\n", d.msg);
-    else
-        fprintf(out, "  activation bytes: %lld (naive %lld, %.1f%%)\n", (long long)plan.peak_bytes,
-                (long long)plan.naive_bytes,
-                plan.naive_bytes > 0 ? 100.0 * (double)plan.peak_bytes / (double)plan.naive_bytes
-                                     : 0.0);
-    memplan_free(&plan);
-    return rc;
-}
-
-static int print_function(FILE *out, const Function *f) {
+/* An entry point's inputs, outputs, kernels (fused, and as --no-fuse would run it: one per
+ * op), launches per call (the kernels plus the final output and state copies) and activation
+ * memory (the arena its memory plan packs intermediates into). */
+static void print_function(FILE *out, const Function *f, const EntryStats *e, int unfused) {
     char type[128];
     fprintf(out, "function @%s: %d ops\n", f->name, f->n_ops);
     for (int i = 0; i < f->n_inputs; i++) {
@@ -234,7 +257,10 @@ static int print_function(FILE *out, const Function *f) {
         fprintf(out, "  output %s: %s\n", f->output_names[i],
                 type_format(v->dtype, &v->shape, type, sizeof type));
     }
-    return print_activation_bytes(out, f);
+    fprintf(out, "  kernels: %d (unfused %d), launches: %d\n", e->kernels, unfused, e->launches);
+    fprintf(out, "  activation bytes: %lld (naive %lld, %.1f%%)\n", (long long)e->arena_bytes,
+            (long long)e->naive_bytes,
+            e->naive_bytes > 0 ? 100.0 * (double)e->arena_bytes / (double)e->naive_bytes : 0.0);
 }
 
 static void print_params(FILE *out, const Module *m) {
@@ -255,18 +281,16 @@ static void print_params(FILE *out, const Module *m) {
             (long long)module_count_buffer_elements(m));
 }
 
-/* Returns 0, or -1 after printing why (a memory plan failed: an internal error). */
-static int print_summary(FILE *out, const Module *m) {
+static void print_summary(FILE *out, const Module *m, const PipelineReport *r) {
     int n_ops = 0;
     fprintf(out, "model: %s\n", m->name);
     print_config(out, m);
-    for (int i = 0; i < m->n_funcs; i++) {
-        if (print_function(out, m->funcs[i]) != 0) return -1;
+    for (int i = 0; i < m->n_funcs && i < r->n_entries; i++) {
+        print_function(out, m->funcs[i], &r->entries[i], r->unfused_kernels[i]);
         n_ops += m->funcs[i]->n_ops;
     }
     fprintf(out, "ops: %d\n", n_ops);
     print_params(out, m);
-    return 0;
 }
 
 /* ---- running ---------------------------------------------------------------------------- */
@@ -283,8 +307,9 @@ static int check_readable(const char *path) {
     return 0;
 }
 
-/* Loads the model and runs the pipeline. Returns the module or NULL after printing why. */
-static Module *compile_to_ir(const CliArgs *a) {
+/* Loads the model and runs the pipeline as far as opts->goal. Returns the module or NULL
+ * after printing why. */
+static Module *compile(const CliArgs *a, PipelineOptions *opts) {
     if (check_readable(a->model_path) != 0) return NULL;
     Diag d = {0};
     Module *m = frontend_load_file(a->model_path, a->defines, a->n_defines, &d);
@@ -292,8 +317,10 @@ static Module *compile_to_ir(const CliArgs *a) {
         diag_print(stderr, &d);
         return NULL;
     }
-    PipelineOptions opts = {.dump_dir = a->dump_dir, .verbose = a->verbose};
-    if (pipeline_run(m, &opts, &d) != 0) {
+    opts->passes = a->passes;
+    opts->dump_dir = a->dump_dir;
+    opts->verbose = a->verbose;
+    if (pipeline_run(m, opts, &d) != 0) {
         diag_print(stderr, &d);
         module_free(m);
         return NULL;
@@ -302,13 +329,13 @@ static Module *compile_to_ir(const CliArgs *a) {
 }
 
 static int run_check(const CliArgs *a) {
-    Module *m = compile_to_ir(a);
+    PipelineReport report = {0};
+    PipelineOptions opts = {.goal = PIPELINE_KERNELS, .report = &report};
+    Module *m = compile(a, &opts);
     if (m == NULL) return EXIT_MODEL_ERROR;
-    if (print_summary(stdout, m) != 0) {
-        module_free(m);
-        return EXIT_MODEL_ERROR;
-    }
+    print_summary(stdout, m, &report);
     if (a->dump_dir != NULL) printf("IR dumps written to %s/\n", a->dump_dir);
+    pipeline_report_free(&report);
     module_free(m);
     return 0;
 }
@@ -331,39 +358,30 @@ static char *join_defines(const CliArgs *a) {
     return text;
 }
 
-/* Code generation and packaging: cap.so at -o (default cap.so). */
-static int write_library(const CliArgs *a, const Module *m) {
+/* The whole pipeline; cap.so at -o (default cap.so). --dump-ir alone asks only for the dumps
+ * (every stage but writing the library). */
+static int run_compile(const CliArgs *a) {
+    bool library = a->output != NULL || a->dump_dir == NULL || a->emit_src != NULL;
     int targets = a->targets;
     if (targets == 0) targets = TARGET_CPU | (nvrtc_available() ? TARGET_CUDA : 0);
     char *flags = join_defines(a);
-    PackageOptions opts = {
-        .output_path = a->output != NULL ? a->output : DEFAULT_OUTPUT,
-        .targets = targets,
-        .emit_src_dir = a->emit_src,
-        .cuda_archs = NULL, /* the default list, codegen/package.c */
-        .compile_flags = flags != NULL ? flags : "",
-        .verbose = a->verbose,
+    PipelineOptions opts = {
+        .goal = library ? PIPELINE_LIBRARY : PIPELINE_KERNELS,
+        .package = {
+            .output_path = a->output != NULL ? a->output : DEFAULT_OUTPUT,
+            .targets = targets,
+            .emit_src_dir = a->emit_src,
+            .cuda_archs = NULL, /* the default list, codegen/package.c */
+            .compile_flags = flags != NULL ? flags : "",
+            .verbose = a->verbose,
+        },
     };
-    Diag d = {0};
-    int rc = package_module(m, &opts, &d);
+    Module *m = compile(a, &opts);
     free(flags);
-    if (rc != 0) {
-        diag_print(stderr, &d);
-        return EXIT_MODEL_ERROR;
-    }
-    return 0;
-}
-
-static int run_compile(const CliArgs *a) {
-    Module *m = compile_to_ir(a);
     if (m == NULL) return EXIT_MODEL_ERROR;
     if (a->dump_dir != NULL) printf("capc: IR dumps written to %s/\n", a->dump_dir);
-    /* --dump-ir alone asks only for the dumps; anything else asks for the library. */
-    int status = 0;
-    if (a->output != NULL || a->dump_dir == NULL || a->emit_src != NULL)
-        status = write_library(a, m);
     module_free(m);
-    return status;
+    return 0;
 }
 
 /* ---- --list-ops ----------------------------------------------------------------------- */

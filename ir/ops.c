@@ -128,8 +128,9 @@ int op_fail(const Op *op, char *err, size_t err_size, const char *fmt, ...) {
 bool op_is_view(const Op *op) { return op->kind == OP_RESHAPE; }
 
 bool op_reduced_axes(const Op *op, bool reduced[IR_MAX_RANK]) {
-    const Shape *x = &op->inputs[0]->shape;
     for (int d = 0; d < IR_MAX_RANK; d++) reduced[d] = false;
+    if (op->n_inputs == 0) return false;
+    const Shape *x = &op->inputs[0]->shape;
     switch (op->kind) {
     case OP_SUM: case OP_MEAN: case OP_MAX: {
         int n = 0;

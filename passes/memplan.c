@@ -15,16 +15,16 @@
  *     - a view of such a value;
  *     - a value returned as "@X" (the new value of state X) is written straight into X, when
  *       no step reads the old X after the one that computes the new one (that step may read
- *       it only as an aligned operand of the same size). Otherwise it stays in the arena and
- *       the runtime copies it into X at the end of the step.
+ *       it only as an aligned read of the same size: schedule.c). Otherwise it stays in the
+ *       arena and the runtime copies it into X at the end of the step.
  *   a view of its operand: a reshape is a view of its (always contiguous) operand. It gets
  *     the operand's offset, and the operand's buffer lives as long as any view of it is read.
  *     op_is_view() (ir/ops.h) says which ops are views, for this pass and codegen alike.
- *   in place over a read: an aligned step (only elementwise ops: every work item reads its
- *     operands at its own flat index before it stores) may write a value over an arena read
- *     of the same dtype and element count whose buffer is last read by this step, when every
- *     read sharing that buffer is read at that flat index too. Decided from the op table's
- *     fusion kinds and the element counts, not from op names.
+ *   in place over a read: a step may write a value over an aligned arena read (each work item
+ *     reads it at its own flat index before it stores: schedule.c) of the same dtype and
+ *     element count whose buffer is last read by this step, when every read sharing that
+ *     buffer is aligned too. Decided from the op table's fusion kinds and the element counts,
+ *     not from op names.
  *   a fresh buffer otherwise.
  *
  * Buffers (a fresh value plus its views and in-place successors) are packed into one arena:
@@ -223,13 +223,13 @@ static bool shared_reads_aligned(const Planner *p, const Step *st, int b, int64_
 /* The read of st (at time t) whose buffer write r may take over, or -1. taken[b]: buffers
  * already given to another write of this step. */
 static int inplace_read(const Planner *p, const Step *st, const Value *r, const bool *taken) {
-    if (!st->aligned) return -1;
     int t = st->first_op;
     int64_t n = shape_numel(&r->shape);
     for (int k = 0; k < st->n_reads; k++) {
         const Value *u = st->reads[k];
         int b = p->buffer_of[u->id];
-        if (b < 0 || taken[b] || p->buffers[b].end != t) continue; /* not arena, or read later */
+        if (b < 0 || taken[b] || p->buffers[b].end != t || !st->read_aligned[k])
+            continue; /* not arena, read later, or read at other elements */
         if (u->dtype != r->dtype || shape_numel(&u->shape) != n) continue;
         if (shared_reads_aligned(p, st, b, n)) return k;
     }
@@ -252,7 +252,7 @@ static bool old_state_dead(const Planner *p, const char *x, const Step *st, int6
         const Op *op = f->ops[p->params[i].op];
         int old = op->result->id, end = p->storage_end[old];
         if (end < at) continue;
-        if (end > at || !st->aligned) return false;
+        if (end > at) return false;
         for (int k = 0; k < st->n_reads; k++) {
             const Value *u = st->reads[k];
             if (p->root[u->id] == old && (!st->read_aligned[k] || shape_numel(&u->shape) != n))
@@ -569,7 +569,7 @@ static int check_step_alias(Checker *c, const Value *v, const Value *src) {
     const Step *step = &c->s->steps[st];
     for (int k = 0; k < step->n_reads; k++) {
         if (step->reads[k] != src) continue;
-        if (step->aligned && step->read_aligned[k] && src->dtype == v->dtype &&
+        if (step->read_aligned[k] && src->dtype == v->dtype &&
             shape_numel(&src->shape) == shape_numel(&v->shape))
             return 0;
         break;
@@ -801,37 +801,4 @@ void memplan_print(FILE *out, const Function *f, const MemPlan *plan) {
         fprintf(out, "  %%%-43s %12lld %12s %13s%s%s\n", v->name, (long long)value_bytes(v), off,
                 life, note[0] ? "  " : "", note);
     }
-}
-
-/* A plan that fails its checker is a bug in the planner: said so, never written as valid. */
-static int self_check(const Function *f, const MemPlan *plan, Diag *d) {
-    char err[512];
-    if (memplan_check(f, plan, err, sizeof err) == 0) return 0;
-    snprintf(d->msg, sizeof d->msg, "internal error: invalid memory plan (this is a bug in capc): %s",
-             err);
-    d->loc = SRCLOC_NONE;
-    return -1;
-}
-
-int memplan_dump_module(const Module *m, const char *dir, const char *stem, Diag *d) {
-    char path[4096];
-    int n = snprintf(path, sizeof path, "%s/%s.txt", dir, stem);
-    if (n < 0 || (size_t)n >= sizeof path) return fail(d, "cannot write '%s': %s", dir, "name too long");
-    FILE *out = fopen(path, "w");
-    if (out == NULL) return fail(d, "cannot write '%s': %s", path, strerror(errno));
-    int rc = 0;
-    fprintf(out, "# capc memory plan: arena offsets and lifetimes (op indices) per value\n");
-    for (int i = 0; i < m->n_funcs && rc == 0; i++) {
-        MemPlan plan;
-        rc = memplan_function(m->funcs[i], &plan, d);
-        if (rc == 0) rc = self_check(m->funcs[i], &plan, d);
-        if (rc == 0) fprintf(out, "\n"), memplan_print(out, m->funcs[i], &plan);
-        memplan_free(&plan);
-    }
-    int bad = ferror(out);
-    if (fclose(out) != 0 || bad) {
-        if (rc == 0) fail(d, "cannot write '%s': %s", path, strerror(bad ? EIO : errno));
-        return -1;
-    }
-    return rc;
 }

@@ -1,14 +1,35 @@
-/* passes.h — the pass pipeline. Each pass lives in its own file whose top comment says what
- * it does and what it keeps true. pipeline.c lists the passes in order; with a dump directory
- * it writes the IR after each stage as NN-NAME.ir and NN-NAME.dot. */
+/* passes.h — the IR passes, the schedule and the memory plan. Each pass lives in its own file
+ * whose top comment says what it does and what it keeps true; pipeline.c (pipeline.h) runs
+ * them in order, then code generation. */
 #ifndef CAPC_PASSES_H
 #define CAPC_PASSES_H
 
 #include "ir.h"
 
+/* The fusion rules (passes/fuse.c), each of which can be switched off. */
+typedef enum {
+    FUSE_RULE_ELEMENTWISE,     /* chains of elementwise, broadcast and layout ops */
+    FUSE_RULE_REDUCTION,       /* reductions with their prologue and epilogue */
+    FUSE_RULE_CONTRACTION,     /* contractions with their epilogue (conv_bn_relu, ...) */
+    FUSE_RULE_ATTENTION,       /* the attention pattern, forward and backward */
+    FUSE_RULE_MULTI_REDUCTION, /* all whole-tensor sums and scalar arithmetic as one kernel */
+    FUSE_RULE_MULTI_TENSOR,    /* all state updates (the optimizer) as one kernel */
+    FUSE_RULE_COUNT
+} FuseRule;
+
+/* What the passes are asked to do (the zeroed struct: the defaults). */
+typedef struct PassOptions {
+    bool no_fuse;      /* every op its own kernel */
+    unsigned fuse_off; /* bit r set: rule r off */
+} PassOptions;
+
+/* "elementwise", "reduction", ... (the names --fuse takes); NULL past the last. */
+const char *fuse_rule_name(FuseRule r);
+bool fuse_enabled(const PassOptions *opts, FuseRule r);
+
 /* A pass transforms m in place. Returns 0, or -1 with d filled (d->loc set when the problem
- * is in the user's model file). */
-typedef int (*PassFn)(Module *m, Diag *d);
+ * is in the user's model file). opts may be NULL (the defaults). */
+typedef int (*PassFn)(Module *m, const PassOptions *opts, Diag *d);
 
 typedef struct Pass {
     const char *name; /* used in dump file names: 01-shapes.ir */
@@ -18,7 +39,7 @@ typedef struct Pass {
 /* Shape inference: fills every value's dtype and shape from the op table's shape rules,
  * reporting the first mismatch at the op's model-file location. Then verifies the module
  * with shapes required. */
-int pass_infer_shapes(Module *m, Diag *d);
+int pass_infer_shapes(Module *m, const PassOptions *opts, Diag *d);
 
 /* Reverse-mode autodiff (passes/autodiff.c). Appends to f the backward program of the scalar
  * value loss w.r.t. every trainable weight that f reads through `param` ops, using each op's
@@ -32,7 +53,12 @@ int autodiff_append(Function *f, Value *loss, Value ***param_grads, Diag *d);
 /* The training program (passes/train_program.c): from `forward`, builds the entry points
  * train_step and eval_loss described in docs/training.md. Other functions (the model file's
  * entries, such as encode and decode_step) are left as they are. */
-int pass_build_training_program(Module *m, Diag *d);
+int pass_build_training_program(Module *m, const PassOptions *opts, Diag *d);
+
+/* Fusion (passes/fuse.c, docs/fusion.md): groups every function's ops into fused groups, each
+ * one kernel, and orders the ops so that each group is contiguous. With opts->no_fuse (or
+ * every rule off) it only removes any groups. */
+int pass_fuse(Module *m, const PassOptions *opts, Diag *d);
 
 /* The schedule (passes/schedule.c): what runs as one kernel. A step is a fused group or one
  * op outside any group that needs a kernel (all but `param` and views), in op order. */
@@ -43,10 +69,9 @@ typedef struct Step {
     int n_writes;
     const Value **reads;  /* values it uses that it does not define */
     int n_reads;
-    bool aligned;         /* only elementwise ops and views: a write may reuse a read's bytes */
-    bool *read_aligned;   /* per read: every op of the step that uses it (directly or through a
-                             view in the step) has a result of its element count, so it is
-                             read only at the work item's own flat index */
+    bool *read_aligned;   /* per read: each work item reads it only at its own flat index,
+                             before it stores (schedule.c), so a write of its size may take
+                             over its bytes */
 } Step;
 
 typedef struct Schedule {
@@ -60,6 +85,9 @@ typedef struct Schedule {
  * -1 with d filled (out of memory). */
 int schedule_build(const Function *f, Schedule *s, Diag *d);
 void schedule_free(Schedule *s);
+/* How many kernels f would run with no fused group: its ops that need a kernel and whose
+ * result something reads. */
+int schedule_count_unfused(const Function *f);
 
 /* Memory planning (passes/memplan.c): liveness over each entry point's op order, values
  * packed into one arena by lifetime. Results per function, for dumps and `capc --check`. */
@@ -74,8 +102,8 @@ typedef struct MemPlan {
      * for function outputs. */
     int *starts, *ends;
     /* Per value id: the value whose bytes this value reuses, or -1. Set for views (reshape
-     * shares its operand's bytes) and in-place results (an aligned step's write over one of
-     * its reads whose last reader it is). The plan checker accepts shared bytes only along
+     * shares its operand's bytes) and in-place results (a step's write over an aligned read
+     * whose last reader it is). The plan checker accepts shared bytes only along
      * these. */
     int *alias_of;
 } MemPlan;
@@ -99,19 +127,6 @@ int memplan_check_schedule(const Schedule *s, const MemPlan *plan, char *err,
 /* Writes the plan as text: peak, naive, ratio, then one line per value (name, bytes, offset,
  * [start,end]). */
 void memplan_print(FILE *out, const Function *f, const MemPlan *plan);
-/* Writes DIR/STEM.txt with the plan of every function of m. Returns 0 or -1 with d. */
-int memplan_dump_module(const Module *m, const char *dir, const char *stem, Diag *d);
 
-typedef struct PipelineOptions {
-    const char *dump_dir; /* NULL: no dumps */
-    int verbose;          /* print each stage's name and time to stderr */
-} PipelineOptions;
-
-/* Writes the "00-frontend" dump (if asked) and runs every pass in order, verifying between
- * passes. Returns 0, or -1 with d filled. */
-int pipeline_run(Module *m, const PipelineOptions *opts, Diag *d);
-
-/* Writes DIR/NAME.ir and DIR/NAME.dot; creates DIR if needed. Returns 0 or -1 with d. */
-int dump_module(const Module *m, const char *dir, const char *stem, Diag *d);
 
 #endif

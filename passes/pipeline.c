@@ -1,25 +1,79 @@
-/* pipeline.c — the pass pipeline: the table of passes below is capc's table of contents.
+/* pipeline.c — capc's table of contents: the whole path from the module the frontend built to
+ * cap.so, stage by stage, in the order of STAGES below.
  *
- * pipeline_run() takes the module the frontend built and runs each pass in order, verifying
- * the IR between passes (a pass that leaves invalid IR is a bug in that pass, and this says
- * which one). With a dump directory it writes the IR as the frontend left it (00-frontend)
- * and after every pass (NN-NAME), each as IR text (.ir, which parses back) and Graphviz
- * (.dot), so people can see what each stage did.
+ *   shapes -> training -> fuse                      (IR passes: passes/*.c)
+ *          -> lower -> rewrite -> memplan -> render  (code generation: codegen/)
+ *          -> package                                (NVRTC, cc, cap.so)
+ *
+ * After every stage a checker runs, so that a stage that breaks an invariant is named as the
+ * culprit: the IR verifier after the IR passes, the kernel checker after lowering and after
+ * the rewrites, the memory plan's checker inside `memplan` (always). With a dump directory
+ * each stage writes what it left: the IR as the frontend left it (00-frontend) and after each
+ * IR pass (NN-NAME.ir, which parses back, and NN-NAME.dot), the memory plans
+ * (NN-memplan.txt) and the rendered kernels of every entry point (NN-kernels.c and .cu).
  */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
-#include "passes.h"
+#include "pipeline.h"
 
-/* The passes, in the order they run. Adding a pass = one line here plus its file. */
-static const Pass PASSES[] = {
-    {"shapes", pass_infer_shapes}, /* every value gets its dtype and static shape */
-    {"training", pass_build_training_program}, /* eval_loss, train_step (docs/training.md) */
+typedef struct Run {
+    Module *m;
+    const PipelineOptions *opts;
+    Package *p; /* from `lower` on */
+} Run;
+
+typedef enum { DUMP_NONE, DUMP_IR, DUMP_MEMPLAN, DUMP_KERNELS } DumpKind;
+
+typedef struct Stage {
+    const char *name;
+    PipelineGoal goal; /* the goal that needs it */
+    int (*run)(Run *r, Diag *d);
+    int (*check)(Run *r, const char *stage, Diag *d); /* NULL: none */
+    DumpKind dump;
+} Stage;
+
+static int run_shapes(Run *r, Diag *d) { return pass_infer_shapes(r->m, &r->opts->passes, d); }
+static int run_training(Run *r, Diag *d) {
+    return pass_build_training_program(r->m, &r->opts->passes, d);
+}
+static int run_fuse(Run *r, Diag *d) { return pass_fuse(r->m, &r->opts->passes, d); }
+
+static int run_lower(Run *r, Diag *d) {
+    r->p = package_new(r->m, r->opts->verbose);
+    if (r->p == NULL) {
+        snprintf(d->msg, sizeof d->msg, "out of memory");
+        return -1;
+    }
+    return package_lower(r->p, d);
+}
+static int run_rewrite(Run *r, Diag *d) { return package_rewrite(r->p, d); }
+static int run_memplan(Run *r, Diag *d) { return package_plan(r->p, d); }
+static int run_render(Run *r, Diag *d) { return package_render(r->p, d); }
+static int run_package(Run *r, Diag *d) { return package_write(r->p, &r->opts->package, d); }
+
+static int verify_ir(Run *r, const char *stage, Diag *d);
+static int check_kernels(Run *r, const char *stage, Diag *d) {
+    (void)stage;
+    return package_check_kernels(r->p, d);
+}
+
+/* The stages, in the order they run. */
+static const Stage STAGES[] = {
+    {"shapes", PIPELINE_IR, run_shapes, verify_ir, DUMP_IR},     /* static shapes everywhere */
+    {"training", PIPELINE_IR, run_training, verify_ir, DUMP_IR}, /* train_step, eval_loss... */
+    {"fuse", PIPELINE_IR, run_fuse, verify_ir, DUMP_IR},         /* groups: one kernel each */
+    {"lower", PIPELINE_KERNELS, run_lower, check_kernels, DUMP_NONE}, /* kernel descriptions */
+    {"rewrite", PIPELINE_KERNELS, run_rewrite, check_kernels, DUMP_NONE}, /* codegen/opt_*.c */
+    {"memplan", PIPELINE_KERNELS, run_memplan, NULL, DUMP_MEMPLAN}, /* arena offsets, steps */
+    {"render", PIPELINE_KERNELS, run_render, NULL, DUMP_KERNELS},   /* C and CUDA source */
+    {"package", PIPELINE_LIBRARY, run_package, NULL, DUMP_NONE},    /* NVRTC, cc, cap.so */
 };
-enum { N_PASSES = sizeof PASSES / sizeof PASSES[0] };
+enum { N_STAGES = sizeof STAGES / sizeof STAGES[0] };
 
 static int fail_path(Diag *d, const char *what, const char *path, int err) {
     snprintf(d->msg, sizeof d->msg, "cannot %s '%s': %s", what, path, strerror(err));
@@ -73,19 +127,26 @@ int dump_module(const Module *m, const char *dir, const char *stem, Diag *d) {
     return write_file(m, dir, stem, "dot", ir_print_dot, d);
 }
 
-/* Dumps stage number `index` (0 = frontend) when a dump directory was asked for. */
-static int dump_stage(const Module *m, const PipelineOptions *opts, int index, const char *name,
-                      Diag *d) {
-    if (opts == NULL || opts->dump_dir == NULL) return 0;
+/* Dumps stage number `index` (0 = the frontend) when a dump directory was asked for. */
+static int dump_stage(Run *r, int index, const char *name, DumpKind kind, Diag *d) {
+    const char *dir = r->opts->dump_dir;
+    if (dir == NULL || kind == DUMP_NONE) return 0;
     char stem[128];
     snprintf(stem, sizeof stem, "%02d-%s", index, name);
-    return dump_module(m, opts->dump_dir, stem, d);
+    switch (kind) {
+    case DUMP_IR: return dump_module(r->m, dir, stem, d);
+    case DUMP_MEMPLAN: return package_dump_memplan(r->p, dir, stem, d);
+    case DUMP_KERNELS:
+        snprintf(stem, sizeof stem, "%02d-kernels", index);
+        return package_dump_kernels(r->p, dir, stem, d);
+    default: return 0;
+    }
 }
 
 /* Invalid IR between passes is capc's fault, not the model's: say so and name the stage. */
-static int verify_after(const Module *m, const char *stage, bool require_shapes, Diag *d) {
+static int verify_ir(Run *r, const char *stage, Diag *d) {
     Diag inner = {0};
-    if (ir_verify_module(m, require_shapes, &inner) == 0) return 0;
+    if (ir_verify_module(r->m, true, &inner) == 0) return 0;
     snprintf(d->msg, sizeof d->msg,
              "internal error: invalid IR after %s (this is a bug in capc): %.900s", stage,
              inner.msg);
@@ -99,31 +160,62 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-int pipeline_run(Module *m, const PipelineOptions *opts, Diag *d) {
-    bool verbose = opts != NULL && opts->verbose;
-    /* The frontend leaves result shapes unknown; every pass from "shapes" on keeps them. */
-    /* Dump before verifying, so that invalid IR can be looked at. */
-    if (dump_stage(m, opts, 0, "frontend", d) != 0) return -1;
-    if (verify_after(m, "the frontend", false, d) != 0) return -1;
-
-    for (int i = 0; i < N_PASSES; i++) {
-        const Pass *p = &PASSES[i];
-        double start = now_seconds();
-        if (p->run(m, d) != 0) return -1;
-        if (verbose)
-            fprintf(stderr, "capc: pass %-12s %8.3f ms\n", p->name,
-                    (now_seconds() - start) * 1e3);
-
-        char stage[64];
-        snprintf(stage, sizeof stage, "pass '%s'", p->name);
-        if (dump_stage(m, opts, i + 1, p->name, d) != 0) return -1;
-        if (verify_after(m, stage, true, d) != 0) return -1;
+static int fill_report(Run *r, PipelineReport *rep, Diag *d) {
+    int n = package_n_entries(r->p);
+    rep->entries = calloc((size_t)n + 1, sizeof *rep->entries);
+    rep->unfused_kernels = calloc((size_t)n + 1, sizeof *rep->unfused_kernels);
+    if (rep->entries == NULL || rep->unfused_kernels == NULL) {
+        snprintf(d->msg, sizeof d->msg, "out of memory");
+        return -1;
     }
-    /* The memory plan changes no IR; its dump follows the last pass's (passes/memplan.c). */
-    if (opts != NULL && opts->dump_dir != NULL) {
-        char stem[128];
-        snprintf(stem, sizeof stem, "%02d-memplan", N_PASSES + 1);
-        if (memplan_dump_module(m, opts->dump_dir, stem, d) != 0) return -1;
+    rep->n_entries = n;
+    for (int i = 0; i < n; i++) {
+        package_entry_stats(r->p, i, &rep->entries[i]);
+        rep->unfused_kernels[i] = schedule_count_unfused(r->m->funcs[i]);
     }
     return 0;
+}
+
+void pipeline_report_free(PipelineReport *rep) {
+    if (rep == NULL) return;
+    free(rep->entries);
+    free(rep->unfused_kernels);
+    memset(rep, 0, sizeof *rep);
+}
+
+static int run_stages(Run *r, Diag *d) {
+    const PipelineOptions *opts = r->opts;
+    /* An output that cannot be written fails now, not after the long work. */
+    if (opts->goal >= PIPELINE_LIBRARY && package_check_output(&opts->package, d) != 0) return -1;
+    /* Dump before verifying, so that invalid IR can be looked at. */
+    if (dump_stage(r, 0, "frontend", DUMP_IR, d) != 0) return -1;
+    Diag inner = {0};
+    if (ir_verify_module(r->m, false, &inner) != 0) {
+        snprintf(d->msg, sizeof d->msg,
+                 "internal error: invalid IR after the frontend (this is a bug in capc): %.900s",
+                 inner.msg);
+        d->loc = inner.loc;
+        return -1;
+    }
+    for (int i = 0; i < N_STAGES && STAGES[i].goal <= opts->goal; i++) {
+        const Stage *st = &STAGES[i];
+        double start = now_seconds();
+        if (st->run(r, d) != 0) return -1;
+        if (opts->verbose)
+            fprintf(stderr, "capc: %-10s %9.3f ms\n", st->name, (now_seconds() - start) * 1e3);
+        char stage[64];
+        snprintf(stage, sizeof stage, "stage '%s'", st->name);
+        if (dump_stage(r, i + 1, st->name, st->dump, d) != 0) return -1;
+        if (st->check != NULL && st->check(r, stage, d) != 0) return -1;
+    }
+    if (opts->report != NULL && r->p != NULL) return fill_report(r, opts->report, d);
+    return 0;
+}
+
+int pipeline_run(Module *m, const PipelineOptions *opts, Diag *d) {
+    PipelineOptions defaults = {0};
+    Run r = {m, opts != NULL ? opts : &defaults, NULL};
+    int rc = run_stages(&r, d);
+    package_free(r.p);
+    return rc;
 }

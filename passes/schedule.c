@@ -12,10 +12,13 @@
  *   root lies outside the step);
  *   its reads are the values its ops use that it does not define.
  *
- * Everything else a group defines lives and dies inside its kernel. A step is "aligned" when
- * all its ops are elementwise (or views): each work item reads its operands at its own flat
- * index before it stores, so a write may take over the bytes of a read of the same size whose
- * last reader it is (memplan.c decides).
+ * Everything else a group defines lives and dies inside its kernel. A read is "aligned" when
+ * each work item reads it only at its own flat index, before it stores anything: every op of
+ * the step that uses it is elementwise with a result of its size, and the step reads it once
+ * per work item (no contraction, which writes before its epilogue reads; in a step around
+ * reductions, only a read of one value per row, since element values are recomputed in every
+ * pass along the row). A write of the same size may then take over its bytes, when this step
+ * is its last reader (memplan.c decides).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -47,12 +50,22 @@ static void add_unique(const Value **list, int *n, const Value *v) {
     list[(*n)++] = v;
 }
 
-static bool step_aligned(const Function *f, const Step *st) {
+/* Reads of what size can be aligned in st: all (-1), none (0), or only those of one value
+ * per row of its reductions (the row count). */
+static int64_t alignable_size(const Function *f, const Step *st) {
+    int64_t rows = -1;
     for (int i = st->first_op; i < st->first_op + st->n_ops; i++) {
         const Op *op = f->ops[i];
-        if (!op_is_view(op) && op_fusion(op) != FUSE_ELEMENTWISE) return false;
+        bool reduced[IR_MAX_RANK];
+        if (op_fusion(op) == FUSE_CONTRACTION) return 0;
+        if (!op_reduced_axes(op, reduced)) continue;
+        int64_t n = 1, len = 1;
+        for (int d = 0; d < op->inputs[0]->shape.rank; d++)
+            *(reduced[d] ? &len : &n) *= op->inputs[0]->shape.dims[d];
+        if (len <= 1 || (rows >= 0 && rows != n)) return 0;
+        rows = n;
     }
-    return true;
+    return rows;
 }
 
 /* The value that holds v's bytes: v itself, or the root of a view chain defined in step s. */
@@ -74,17 +87,22 @@ static int read_index(const Schedule *s, const int *def_op, const Step *st, int 
     }
 }
 
-/* read_aligned: cleared for a read that some op of the step uses at another element count. */
+/* read_aligned (see the top comment): cleared for a read that some op of the step uses in
+ * any other way. */
 static void mark_read_alignment(const Schedule *s, const int *def_op, Step *st, int step) {
     const Function *f = s->f;
-    for (int k = 0; k < st->n_reads; k++) st->read_aligned[k] = true;
+    int64_t size = alignable_size(f, st);
+    for (int k = 0; k < st->n_reads; k++)
+        st->read_aligned[k] = size < 0 || (size > 0 && shape_numel(&st->reads[k]->shape) == size);
     for (int i = st->first_op; i < st->first_op + st->n_ops; i++) {
         const Op *op = f->ops[i];
         if (op_is_view(op)) continue;
         int64_t n = shape_numel(&op->result->shape);
+        bool elementwise = op_fusion(op) == FUSE_ELEMENTWISE;
         for (int j = 0; j < op->n_inputs; j++) {
             int k = read_index(s, def_op, st, step, op->inputs[j]);
-            if (k >= 0 && shape_numel(&op->inputs[j]->shape) != n) st->read_aligned[k] = false;
+            if (k >= 0 && (!elementwise || shape_numel(&op->inputs[j]->shape) != n))
+                st->read_aligned[k] = false;
         }
     }
 }
@@ -110,7 +128,6 @@ static int fill_io(Schedule *s, int step, const int *def_op, const bool *read_ou
         if (root->def != NULL && s->step_of_op[def_op[root->id]] == step)
             add_unique(st->writes, &st->n_writes, root);
     }
-    st->aligned = step_aligned(f, st);
     st->read_aligned = malloc(sizeof *st->read_aligned * (size_t)(st->n_reads + 1));
     if (st->read_aligned == NULL) return -1;
     mark_read_alignment(s, def_op, st, step);
@@ -175,4 +192,19 @@ done:
         return oom(d, f);
     }
     return 0;
+}
+
+int schedule_count_unfused(const Function *f) {
+    bool *read = calloc((size_t)f->n_values + 1, sizeof *read);
+    if (read == NULL) return -1;
+    for (int i = 0; i < f->n_ops; i++)
+        for (int k = 0; k < f->ops[i]->n_inputs; k++) read[f->ops[i]->inputs[k]->id] = true;
+    for (int i = 0; i < f->n_outputs; i++) read[f->outputs[i]->id] = true;
+    int n = 0;
+    for (int i = 0; i < f->n_ops; i++) {
+        const Op *op = f->ops[i];
+        if (op->kind != OP_PARAM && !op_is_view(op) && read[op->result->id]) n++;
+    }
+    free(read);
+    return n;
 }

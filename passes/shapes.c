@@ -122,7 +122,8 @@ static int infer_function(Function *f, Diag *d) {
     return 0;
 }
 
-int pass_infer_shapes(Module *m, Diag *d) {
+int pass_infer_shapes(Module *m, const PassOptions *opts, Diag *d) {
+    (void)opts;
     for (int i = 0; i < m->n_funcs; i++)
         if (infer_function(m->funcs[i], d) != 0) return -1;
     return ir_verify_module(m, true, d);

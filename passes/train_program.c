@@ -418,7 +418,8 @@ static int build_grads_entry(Module *m, Function *from, const char *name, const 
     return 0;
 }
 
-int pass_build_training_program(Module *m, Diag *d) {
+int pass_build_training_program(Module *m, const PassOptions *opts, Diag *d) {
+    (void)opts;
     Function *forward = module_find_function(m, "forward");
     /* Nothing to build from (a hand-written IR file), or built already (a parsed dump). */
     if (!forward || module_find_function(m, "eval_loss") || module_find_function(m, "train_step") ||

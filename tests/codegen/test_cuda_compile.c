@@ -19,7 +19,7 @@
 #include "codegen/case_kernel.h"
 #include "codegen/op_cases.h"
 #include "frontend.h"
-#include "passes.h"
+#include "pipeline.h"
 
 /* A growable text buffer for whole programs. */
 typedef struct Text {

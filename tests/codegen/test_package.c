@@ -30,7 +30,7 @@
 #include "codegen.h"
 #include "frontend.h"
 #include "interp.h"
-#include "passes.h"
+#include "pipeline.h"
 #include "passes/testfiles.h"
 
 #define MODEL "tests/codegen/data/package_mlp.json"

@@ -120,12 +120,12 @@ static void test_entry_through_passes(void **state) {
     (void)state;
     Module *m = load(SINGLE);
     Diag d;
-    if (pass_infer_shapes(m, &d) != 0) fail_msg("shapes: %s", d.msg);
+    if (pass_infer_shapes(m, NULL, &d) != 0) fail_msg("shapes: %s", d.msg);
     const Function *f = module_find_function(m, "single");
     char type[64];
     type_format(f->outputs[0]->dtype, &f->outputs[0]->shape, type, sizeof type);
     assert_string_equal(type, "f32[1,2]");
-    if (pass_build_training_program(m, &d) != 0) fail_msg("training: %s", d.msg);
+    if (pass_build_training_program(m, NULL, &d) != 0) fail_msg("training: %s", d.msg);
     assert_non_null(module_find_function(m, "eval_loss"));
     assert_ptr_equal(module_find_function(m, "single"), f);
     assert_int_equal(f->n_ops, 3);

@@ -26,7 +26,7 @@ Module *load_model(const char *path, const char *const *defines, int n_defines) 
     snprintf(full, sizeof full, "%s/%s", source_dir(), path);
     Module *m = frontend_load_file(full, ov, n_defines, &d);
     if (m == NULL) fail_msg("%s:%d:%d: %s", d.loc.file ? d.loc.file : path, d.loc.line, d.loc.col, d.msg);
-    if (pass_infer_shapes(m, &d) != 0) {
+    if (pass_infer_shapes(m, NULL, &d) != 0) {
         module_free(m);
         fail_msg("shape pass on %s: %s", path, d.msg);
     }

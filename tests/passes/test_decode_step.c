@@ -85,7 +85,7 @@ static void fixture_open(Fixture *fx) {
     assert_non_null(step);
     int encode_ops = encode->n_ops, step_ops = step->n_ops;
     Diag d;
-    if (pass_build_training_program(fx->m, &d) != 0) fail_msg("training program: %s", d.msg);
+    if (pass_build_training_program(fx->m, NULL, &d) != 0) fail_msg("training program: %s", d.msg);
     /* The pass derives from forward only and leaves the entries alone. */
     assert_ptr_equal(module_find_function(fx->m, "encode"), encode);
     assert_int_equal(encode->n_ops, encode_ops);

@@ -21,7 +21,7 @@
 #include "frontend.h"
 #include "ir.h"
 #include "ops.h"
-#include "passes.h"
+#include "pipeline.h"
 #include "testfiles.h"
 
 /* ---- building small functions ------------------------------------------------------------ */

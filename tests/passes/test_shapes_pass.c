@@ -68,7 +68,7 @@ static void report_difference(const char *name, const char *want, const char *go
 static void run_expect_output(const char *name) {
     Module *m = parse_case(name);
     Diag d = {0};
-    int rc = pass_infer_shapes(m, &d);
+    int rc = pass_infer_shapes(m, NULL, &d);
     if (rc != 0) {
         module_free(m);
         fail_msg("%s: pass failed: %s", name, d.msg);
@@ -86,7 +86,7 @@ static void run_expect_output(const char *name) {
 static void run_expect_error(const char *name) {
     Module *m = parse_case(name);
     Diag d = {0};
-    int rc = pass_infer_shapes(m, &d);
+    int rc = pass_infer_shapes(m, NULL, &d);
     module_free(m);
     char *want = read_data(name, ".err");
     first_line(want);
@@ -122,7 +122,7 @@ static void test_mismatch_reports_op_location(void **state) {
     func_add_output(f, "h", add->result);
 
     Diag d = {0};
-    int rc = pass_infer_shapes(m, &d);
+    int rc = pass_infer_shapes(m, NULL, &d);
     module_free(m);
     assert_int_equal(rc, -1);
     assert_non_null(d.loc.file);
@@ -144,7 +144,7 @@ static void test_operand_count_checked_first(void **state) {
     func_add_output(f, "y", add->result);
 
     Diag d = {0};
-    int rc = pass_infer_shapes(m, &d);
+    int rc = pass_infer_shapes(m, NULL, &d);
     module_free(m);
     assert_int_equal(rc, -1);
     assert_string_equal(d.msg, "add: expected 2 operands, got 1 (in %y)");
@@ -161,7 +161,7 @@ static void test_variadic_operand_count(void **state) {
     func_add_output(f, "y", cat->result);
 
     Diag d = {0};
-    int rc = pass_infer_shapes(m, &d);
+    int rc = pass_infer_shapes(m, NULL, &d);
     module_free(m);
     assert_int_equal(rc, -1);
     assert_string_equal(d.msg, "concat: expected at least 1 operand, got 0 (in %y)");
@@ -172,9 +172,9 @@ static void test_idempotent(void **state) {
     (void)state;
     Module *m = parse_case("mlp");
     Diag d = {0};
-    assert_int_equal(pass_infer_shapes(m, &d), 0);
+    assert_int_equal(pass_infer_shapes(m, NULL, &d), 0);
     char *once = ir_module_to_string(m);
-    assert_int_equal(pass_infer_shapes(m, &d), 0);
+    assert_int_equal(pass_infer_shapes(m, NULL, &d), 0);
     char *twice = ir_module_to_string(m);
     int same = strcmp(once, twice) == 0;
     free(once);

@@ -25,7 +25,7 @@
 #include "frontend.h"
 #include "interp.h"
 #include "ops.h"
-#include "passes.h"
+#include "pipeline.h"
 #include "testfiles.h"
 
 enum { B = 4, IN = 3, H = 5, K = 3 };
@@ -86,8 +86,8 @@ static Module *build(const Variant *v) {
     Module *m = frontend_load_text(text, strlen(text), "tiny_train.json", ov, n_ov, &d);
     free(text);
     if (!m) fail_msg("frontend: %s:%d:%d: %s", d.loc.file, d.loc.line, d.loc.col, d.msg);
-    if (pass_infer_shapes(m, &d) != 0) fail_msg("shapes: %s", d.msg);
-    if (pass_build_training_program(m, &d) != 0) fail_msg("training program: %s", d.msg);
+    if (pass_infer_shapes(m, NULL, &d) != 0) fail_msg("shapes: %s", d.msg);
+    if (pass_build_training_program(m, NULL, &d) != 0) fail_msg("training program: %s", d.msg);
     if (ir_verify_module(m, true, &d) != 0) fail_msg("verify: %s", d.msg);
     return m;
 }
@@ -473,7 +473,7 @@ static void test_printed_program_parses_back(void **state) {
     assert_non_null(strstr(text, "\nstate @step : f32[] init=\"zeros\"\n"));
     assert_non_null(strstr(text, "@step=%step.new"));
     /* Running the pass again changes nothing. */
-    assert_int_equal(pass_build_training_program(again, &d), 0);
+    assert_int_equal(pass_build_training_program(again, NULL, &d), 0);
     char *text3 = ir_module_to_string(again);
     assert_string_equal(text, text3);
     free(text);

@@ -1,0 +1,651 @@
+/* fuse.c — the fusion pass: partitions every entry point's ops into fused groups, each of
+ * which runs as ONE kernel (docs/fusion.md).
+ *
+ * Needs: verified functions with every shape known (the training pass has run).
+ * Does: reorders each function's ops so that every group is a contiguous run, and records
+ * the groups (ir.h, FusedGroup). No op is added, removed or changed.
+ * Keeps true: SSA order (a value is defined before every use), so every later stage and the
+ * reference interpreter, which ignore groups, compute exactly what they computed before.
+ *
+ * The rules come from each op's fusion kind (ops.def, op_fusion()):
+ *
+ *   elementwise < broadcast < injective < reduction < contraction < opaque
+ *
+ *   - An elementwise or broadcast op computes each element from its operands' elements, so a
+ *     chain of them, with the layout ops between (transpose, slice, concat, gathers: an
+ *     element reads one element elsewhere), is one loop over the elements: a group joins
+ *     an op to a group of its operands' producers ("fused.elementwise").
+ *   - A reduction (sum, mean, max, reduce_to_shape, softmax, layer_norm, batch_norm in
+ *     training mode: ops.h, op_reduced_axes) absorbs the elementwise ops that feed it (its
+ *     prologue; a value also read elsewhere is then written by the group, when it is the size
+ *     of what the group reduces) and the elementwise ops that use its results (its epilogue),
+ *     and reductions of the same rows that share an input join: one kernel per row with
+ *     passes along it (codegen/lower_rows.c). softmax, LayerNorm, BatchNorm and their
+ *     backward ops become one kernel each; the LayerNorm and BatchNorm parameter gradients
+ *     (sums over the other axes) one more.
+ *   - A contraction (matmul, linear, conv2d and its gradients) absorbs the chain of
+ *     elementwise ops that consume its result, each the only user of the one before (bias,
+ *     BatchNorm with stored statistics, ReLU, scale, residual add): its epilogue. Two
+ *     contractions never merge (except in the attention pattern).
+ *   - Reductions claim their prologue before contractions claim their epilogue: on the CPU a
+ *     contraction is a library call whose epilogue is one more pass over its output, while a
+ *     reduction's prologue runs inside the pass it makes anyway.
+ *   - Window and whole-tensor reductions (the pools, cross_entropy) and opaque ops
+ *     (scatter_add) run alone; `param` reads state and views (reshape) share bytes, so
+ *     neither needs a kernel of its own (views join the group that reads them).
+ *   - Whole-tensor sums and the scalar arithmetic on them (the gradient norm and the clip
+ *     factor, the bias corrections of the learning rate) merge into one kernel
+ *     ("fused.multi_reduction"), and the elementwise groups whose results are all new state
+ *     that nothing else reads (every parameter's optimizer update) into one more
+ *     ("fused.multi_tensor"): a loop over all their elements back to back.
+ *
+ * Two groups merge only if no path leads from one to the other through a third: the merged
+ * group would have to run both before and after it. The pass keeps the groups in a
+ * topological order, so this is one search forward from the earlier group, bounded by the
+ * later one's position (ops past it cannot reach it); a merge then moves what depends on the
+ * earlier group after the merged one. Every search is bounded that way, which keeps the pass
+ * near-linear on layered models.
+ *
+ * Groups are named after what they hold: conv_bn_relu, conv_bn (conv2d + BatchNorm with
+ * stored statistics, + ReLU), contraction (any other contraction with an epilogue),
+ * residual_layernorm (an add feeding a LayerNorm), layernorm, softmax, batch_norm,
+ * reduction (other reductions: LayerNorm / BatchNorm backward, bias gradients),
+ * multi_reduction, multi_tensor, elementwise. An op that merges with nothing is no group.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "passes.h"
+
+typedef enum { C_PARAM, C_VIEW, C_POINT, C_LAYOUT, C_ROW, C_CONTRACT, C_ALONE } OpClass;
+typedef enum { G_NONE, G_POINT, G_ROW, G_CONTRACT } GroupKind;
+
+typedef struct Fuser {
+    Function *f;
+    const PassOptions *opts;
+    int n;              /* ops */
+    OpClass *cls;       /* per op */
+    int *op_of_value;   /* per value id: its defining op, or -1 */
+    int *cons_start, *cons; /* consumers (op indices) of op i's result: cons[cons_start[i]..] */
+    bool *is_output;    /* per op: its result is returned */
+    /* groups: union-find over op indices; the root holds the group's facts */
+    int *parent, *next, *head, *tail, *size;
+    GroupKind *kind;
+    const Shape **dom;  /* G_ROW: the reduced domain; G_CONTRACT: the contraction's result */
+    bool (*reduced)[IR_MAX_RANK];
+    int64_t *rows;      /* G_ROW: rows of its reductions */
+    /* the topological order of the groups (roots) */
+    int *order, *pos, n_order;
+    /* search scratch */
+    int *stamp, cur, *stack, *window;
+    bool *reach;
+} Fuser;
+
+static int find(Fuser *u, int x) {
+    while (u->parent[x] != x) {
+        u->parent[x] = u->parent[u->parent[x]];
+        x = u->parent[x];
+    }
+    return x;
+}
+
+static int group_of_value(Fuser *u, const Value *v) {
+    int op = u->op_of_value[v->id];
+    return op < 0 ? -1 : find(u, op);
+}
+
+/* ---- classification ----------------------------------------------------------------------- */
+
+static OpClass classify(const Op *op) {
+    bool reduced[IR_MAX_RANK];
+    if (op->kind == OP_PARAM) return C_PARAM;
+    if (op_is_view(op)) return C_VIEW;
+    if (op_reduced_axes(op, reduced)) return C_ROW;
+    switch (op_fusion(op)) {
+    case FUSE_ELEMENTWISE:
+    case FUSE_BROADCAST: return C_POINT;
+    case FUSE_INJECTIVE: return op->kind == OP_UPDATE_SLICE ? C_ALONE : C_LAYOUT;
+    case FUSE_CONTRACTION: return C_CONTRACT;
+    default: return C_ALONE;
+    }
+}
+
+/* Rows and domain of reduction op. */
+static int64_t reduction_rows(const Op *op, bool reduced[IR_MAX_RANK]) {
+    op_reduced_axes(op, reduced);
+    const Shape *x = &op->inputs[0]->shape;
+    int64_t rows = 1;
+    for (int d = 0; d < x->rank; d++)
+        if (!reduced[d]) rows *= x->dims[d];
+    return rows;
+}
+
+/* ---- the order and merging ---------------------------------------------------------------- */
+
+/* Marks in u->reach every group reachable from a whose position lies between a's and b's.
+ * Returns true when one of them (not a itself) has an edge into b: a and b cannot merge. */
+static bool reaches_through(Fuser *u, int a, int b) {
+    int lo = u->pos[a], hi = u->pos[b], top = 0;
+    u->cur++;
+    u->stamp[a] = u->cur;
+    u->stack[top++] = a;
+    while (top > 0) {
+        int g = u->stack[--top];
+        for (int m = u->head[g]; m >= 0; m = u->next[m])
+            for (int k = u->cons_start[m]; k < u->cons_start[m + 1]; k++) {
+                int h = find(u, u->cons[k]);
+                if (h == b) {
+                    if (g != a) return true;
+                    continue;
+                }
+                if (h == g || u->stamp[h] == u->cur || u->pos[h] < lo || u->pos[h] > hi) continue;
+                u->stamp[h] = u->cur;
+                u->stack[top++] = h;
+            }
+    }
+    return false;
+}
+
+/* The groups at positions [pos a, pos b] that depend on a move after the merged group;
+ * the others stay before it. The slot the two groups free becomes a hole (-1). */
+static void reorder(Fuser *u, int a, int b, int merged) {
+    int lo = u->pos[a], hi = u->pos[b], n = 0;
+    for (int p = lo; p <= hi; p++) {
+        int g = u->order[p];
+        if (g >= 0 && g != a && g != b && u->stamp[g] != u->cur) u->window[n++] = g;
+    }
+    u->window[n++] = merged;
+    for (int p = lo; p <= hi; p++) {
+        int g = u->order[p];
+        if (g >= 0 && g != a && g != b && u->stamp[g] == u->cur) u->window[n++] = g;
+    }
+    for (int k = 0; k < n; k++) {
+        u->order[lo + k] = u->window[k];
+        u->pos[u->window[k]] = lo + k;
+    }
+    for (int p = lo + n; p <= hi; p++) u->order[p] = -1;
+}
+
+/* Merges groups x and y (roots) when no third group lies on a path between them; the merged
+ * group keeps x's facts. Returns the merged root, or -1 when they cannot merge. */
+static int merge(Fuser *u, int x, int y) {
+    if (x == y) return x;
+    int a = u->pos[x] < u->pos[y] ? x : y, b = a == x ? y : x;
+    if (reaches_through(u, a, b)) return -1;
+    u->parent[y] = x;
+    u->next[u->tail[x]] = u->head[y];
+    u->tail[x] = u->tail[y];
+    u->size[x] += u->size[y];
+    reorder(u, a, b, x);
+    return x;
+}
+
+/* ---- facts about groups ------------------------------------------------------------------- */
+
+static bool all_consumers_in(Fuser *u, int op, int g) {
+    if (u->is_output[op]) return false;
+    for (int k = u->cons_start[op]; k < u->cons_start[op + 1]; k++)
+        if (find(u, u->cons[k]) != g) return false;
+    return true;
+}
+
+static int n_consumers(const Fuser *u, int op) {
+    return u->cons_start[op + 1] - u->cons_start[op] + (u->is_output[op] ? 1 : 0);
+}
+
+static int64_t numel_of_op(const Fuser *u, int op) { return shape_numel(&u->f->ops[op]->result->shape); }
+
+/* A lone op or a group of elementwise, broadcast, layout ops and views. */
+static bool pointwise_group(const Fuser *u, int g) {
+    return u->kind[g] == G_POINT || (u->kind[g] == G_NONE && u->size[g] == 1 &&
+                                     (u->cls[g] == C_POINT || u->cls[g] == C_LAYOUT ||
+                                      u->cls[g] == C_VIEW));
+}
+
+/* Every value the group writes (read after it or returned) has one element, or one per row of
+ * a G_ROW group: no element-level writes. */
+static bool writes_only_size(Fuser *u, int g, int64_t size) {
+    for (int m = u->head[g]; m >= 0; m = u->next[m])
+        if (!all_consumers_in(u, m, g) && u->cls[m] != C_VIEW && numel_of_op(u, m) != size)
+            return false;
+    return true;
+}
+
+/* ---- reductions --------------------------------------------------------------------------- */
+
+static void set_row(Fuser *u, int g, int op) {
+    u->kind[g] = G_ROW;
+    u->dom[g] = &u->f->ops[op]->inputs[0]->shape;
+    u->rows[g] = reduction_rows(u->f->ops[op], u->reduced[g]);
+}
+
+/* Can op p (a producer of row group g) join it? Elementwise ops and views; one also read
+ * elsewhere is written by the group, so only at the size of the domain. */
+static bool prologue_ok(Fuser *u, int g, int p) {
+    if (find(u, p) != p || u->size[p] != 1) return false;
+    OpClass c = u->cls[p];
+    if (c != C_POINT && c != C_VIEW && c != C_LAYOUT) return false;
+    if (all_consumers_in(u, p, g)) return true;
+    return numel_of_op(u, p) == shape_numel(u->dom[g]) && c == C_POINT;
+}
+
+/* Can op c (a consumer of row group g) join it? An elementwise op of the domain's size or of
+ * one value per row, whose other operands come from elsewhere or from g. */
+static bool row_epilogue_ok(Fuser *u, int g, int c) {
+    if (find(u, c) != c || u->size[c] != 1 || u->cls[c] != C_POINT) return false;
+    int64_t n = numel_of_op(u, c);
+    /* one-row groups (whole-tensor sums) take scalar arithmetic only: their one work item
+     * should not do elementwise work for the next kernel */
+    return n == u->rows[g] || (u->rows[g] > 1 && n == shape_numel(u->dom[g]));
+}
+
+static void absorb_prologue(Fuser *u, int g, int op) {
+    const Op *o = u->f->ops[op];
+    for (int i = 0; i < o->n_inputs; i++) {
+        int p = u->op_of_value[o->inputs[i]->id];
+        if (p < 0 || !prologue_ok(u, find(u, g), p)) continue;
+        int m = merge(u, find(u, g), p);
+        if (m >= 0) absorb_prologue(u, m, p);
+    }
+}
+
+static void absorb_row_epilogue(Fuser *u, int op);
+
+/* Merges row group h into g's when they reduce the same rows, then follows h's members. */
+static void join_rows(Fuser *u, int g, int h) {
+    if (h == g || u->kind[h] != G_ROW || u->rows[h] != u->rows[g] ||
+        !shape_equal(u->dom[h], u->dom[g]) ||
+        memcmp(u->reduced[h], u->reduced[g], sizeof u->reduced[g]) != 0)
+        return;
+    int first = u->head[h];
+    if (merge(u, g, h) < 0) return;
+    for (int m = first; m >= 0; m = u->next[m]) absorb_row_epilogue(u, m);
+}
+
+/* The users of op's result (op in a row group): elementwise ops of the group's sizes join it,
+ * and so do row groups of the same rows (a statistic computed from another: LayerNorm's
+ * backward); then their users, in turn. */
+static void absorb_row_epilogue(Fuser *u, int op) {
+    for (int k = u->cons_start[op]; k < u->cons_start[op + 1]; k++) {
+        int g = find(u, op), c = u->cons[k], h = find(u, c);
+        if (h == g) continue;
+        if (u->kind[h] == G_ROW) {
+            join_rows(u, g, h);
+            continue;
+        }
+        if (!row_epilogue_ok(u, g, c)) continue;
+        if (merge(u, g, c) >= 0) absorb_row_epilogue(u, c);
+    }
+}
+
+/* Row groups of the same rows that read a common value computed elsewhere (BatchNorm and its
+ * running-mean update, LayerNorm's two parameter gradients) join: one pass reads it once. */
+static void join_siblings(Fuser *u, int op) {
+    int g = find(u, op);
+    for (int m = u->head[g]; m >= 0; m = u->next[m]) {
+        const Op *o = u->f->ops[m];
+        for (int i = 0; i < o->n_inputs; i++) {
+            int p = u->op_of_value[o->inputs[i]->id];
+            if (p < 0 || u->cls[p] == C_PARAM || find(u, p) == find(u, op)) continue;
+            for (int k = u->cons_start[p]; k < u->cons_start[p + 1]; k++)
+                join_rows(u, find(u, op), find(u, u->cons[k]));
+        }
+    }
+}
+
+static void fuse_reductions(Fuser *u) {
+    for (int op = 0; op < u->n; op++) {
+        if (u->cls[op] != C_ROW || find(u, op) != op || u->size[op] != 1) continue;
+        set_row(u, op, op);
+        absorb_prologue(u, op, op);
+    }
+    for (int op = 0; op < u->n; op++)
+        if (u->cls[op] == C_ROW) absorb_row_epilogue(u, op);
+    for (int op = 0; op < u->n; op++)
+        if (u->cls[op] == C_ROW) join_siblings(u, op);
+}
+
+/* ---- contractions ------------------------------------------------------------------------- */
+
+/* The chain of elementwise ops (and views) of the contraction's size that use its result,
+ * each the only user of the value before it. */
+static void absorb_contraction_epilogue(Fuser *u, int g, int op) {
+    if (n_consumers(u, op) != 1 || u->is_output[op]) return;
+    int c = u->cons[u->cons_start[op]];
+    if (find(u, c) != c || u->size[c] != 1) return;
+    if (u->cls[c] != C_POINT && u->cls[c] != C_VIEW) return;
+    if (numel_of_op(u, c) != shape_numel(u->dom[find(u, g)])) return;
+    int m = merge(u, find(u, g), c);
+    if (m >= 0) absorb_contraction_epilogue(u, m, c);
+}
+
+static void fuse_contractions(Fuser *u) {
+    for (int op = 0; op < u->n; op++) {
+        if (u->cls[op] != C_CONTRACT || find(u, op) != op) continue;
+        u->kind[op] = G_CONTRACT;
+        u->dom[op] = &u->f->ops[op]->result->shape;
+        absorb_contraction_epilogue(u, op, op);
+    }
+}
+
+/* ---- elementwise chains ------------------------------------------------------------------- */
+
+/* True when nothing outside group h but op reads what h computes. */
+static bool only_feeds(Fuser *u, int h, int op) {
+    for (int m = u->head[h]; m >= 0; m = u->next[m]) {
+        if (u->is_output[m]) return false;
+        for (int k = u->cons_start[m]; k < u->cons_start[m + 1]; k++) {
+            int c = u->cons[k];
+            if (c != op && find(u, c) != h) return false;
+        }
+    }
+    return true;
+}
+
+static int64_t largest_numel(Fuser *u, int g) {
+    int64_t n = 0;
+    for (int m = u->head[g]; m >= 0; m = u->next[m])
+        if (numel_of_op(u, m) > n) n = numel_of_op(u, m);
+    return n;
+}
+
+/* Each elementwise or layout op joins the elementwise groups of its operands: those of its
+ * size (one loop), and smaller ones that only it reads (a scalar computed per element). */
+static void fuse_pointwise(Fuser *u) {
+    for (int op = 0; op < u->n; op++) {
+        OpClass c = u->cls[op];
+        if ((c != C_POINT && c != C_LAYOUT) || find(u, op) != op || u->size[op] != 1) continue;
+        const Op *o = u->f->ops[op];
+        int64_t n = numel_of_op(u, op);
+        for (int i = 0; i < o->n_inputs; i++) {
+            int g = find(u, op), h = group_of_value(u, o->inputs[i]);
+            if (h < 0 || h == g || !pointwise_group(u, h) || (u->size[h] == 1 && u->cls[h] == C_VIEW))
+                continue;
+            if (largest_numel(u, h) != n && !only_feeds(u, h, op)) continue;
+            int m = merge(u, g, h);
+            if (m >= 0) u->kind[m] = G_POINT;
+        }
+        /* views of its result join it */
+        for (int k = u->cons_start[op]; k < u->cons_start[op + 1]; k++) {
+            int v = u->cons[k];
+            if (u->cls[v] == C_VIEW && find(u, v) == v) {
+                int m = merge(u, find(u, op), v);
+                if (m >= 0) u->kind[m] = G_POINT;
+            }
+        }
+    }
+}
+
+/* ---- across the program ------------------------------------------------------------------- */
+
+/* A one-row reduction (whole-tensor sums; it may also write what feeds them), or elementwise
+ * ops on scalars. */
+static bool scalar_group(Fuser *u, int g) {
+    if (u->kind[g] == G_ROW) return u->rows[g] == 1;
+    return pointwise_group(u, g) && u->cls[g] != C_VIEW && writes_only_size(u, g, 1) &&
+           largest_numel(u, g) == 1;
+}
+
+static void fuse_scalars(Fuser *u) {
+    int acc = -1;
+    for (int p = 0; p < u->n_order; p++) {
+        int g = u->order[p];
+        if (g < 0 || find(u, g) != g || !scalar_group(u, g)) continue;
+        if (acc < 0) {
+            acc = g;
+            continue;
+        }
+        GroupKind k = u->kind[acc] == G_ROW || u->kind[g] == G_ROW ? G_ROW : G_POINT;
+        int m = merge(u, acc, g);
+        if (m < 0) {
+            acc = g; /* a dependency through another group: start again from here */
+            continue;
+        }
+        if (k == G_ROW && u->kind[m] != G_ROW) {
+            int from = u->kind[g] == G_ROW ? g : acc;
+            u->kind[m] = G_ROW;
+            u->dom[m] = u->dom[from];
+            memcpy(u->reduced[m], u->reduced[from], sizeof u->reduced[m]);
+            u->rows[m] = 1;
+        }
+        u->kind[m] = k;
+        acc = m;
+        p = u->pos[m]; /* the merge may have moved groups past it */
+    }
+}
+
+/* An elementwise group whose every write is new state ("@X") that nothing else reads. */
+static bool state_sink(Fuser *u, int g) {
+    if (!pointwise_group(u, g) || u->cls[u->head[g]] == C_VIEW) return false;
+    bool any = false;
+    for (int m = u->head[g]; m >= 0; m = u->next[m]) {
+        for (int k = u->cons_start[m]; k < u->cons_start[m + 1]; k++)
+            if (find(u, u->cons[k]) != g) return false;
+        if (!u->is_output[m]) continue;
+        const Value *v = u->f->ops[m]->result;
+        for (int o = 0; o < u->f->n_outputs; o++)
+            if (u->f->outputs[o] == v && u->f->output_names[o][0] != '@') return false;
+        any = true;
+    }
+    return any;
+}
+
+static void fuse_state_updates(Fuser *u) {
+    int acc = -1;
+    for (int p = 0; p < u->n_order; p++) {
+        int g = u->order[p];
+        if (g < 0 || find(u, g) != g || !state_sink(u, g)) continue;
+        if (acc < 0) {
+            acc = g;
+            continue;
+        }
+        int m = merge(u, acc, g); /* sinks never lie on a path: always possible */
+        if (m < 0) {
+            acc = g;
+            continue;
+        }
+        u->kind[m] = G_POINT;
+        acc = m;
+        p = u->pos[m];
+    }
+}
+
+/* ---- names and the result ----------------------------------------------------------------- */
+
+static bool holds(Fuser *u, int g, int kind) {
+    for (int m = u->head[g]; m >= 0; m = u->next[m])
+        if (u->f->ops[m]->kind == kind) return true;
+    return false;
+}
+
+static const char *pattern_of(Fuser *u, int g) {
+    bool multi_domain = false;
+    int64_t first = -1;
+    for (int m = u->head[g]; m >= 0; m = u->next[m]) {
+        if (u->cls[m] != C_ROW) continue;
+        int64_t n = shape_numel(&u->f->ops[m]->inputs[0]->shape);
+        if (first >= 0 && n != first) multi_domain = true;
+        first = n;
+    }
+    switch (u->kind[g]) {
+    case G_CONTRACT:
+        if (holds(u, g, OP_CONV2D) && holds(u, g, OP_BATCH_NORM))
+            return holds(u, g, OP_RELU) ? "conv_bn_relu" : "conv_bn";
+        return "contraction";
+    case G_ROW:
+        if (u->rows[g] == 1 && multi_domain) return "multi_reduction";
+        if (holds(u, g, OP_LAYER_NORM)) {
+            for (int m = u->head[g]; m >= 0; m = u->next[m]) {
+                const Op *o = u->f->ops[m];
+                if (o->kind != OP_LAYER_NORM) continue;
+                int p = u->op_of_value[o->inputs[0]->id];
+                if (p >= 0 && find(u, p) == g && u->f->ops[p]->kind == OP_ADD)
+                    return "residual_layernorm";
+            }
+            return "layernorm";
+        }
+        if (holds(u, g, OP_SOFTMAX)) return "softmax";
+        if (holds(u, g, OP_BATCH_NORM)) return "batch_norm";
+        return "reduction";
+    default: {
+        bool sinks = true;
+        for (int m = u->head[g]; m >= 0 && sinks; m = u->next[m])
+            for (int k = u->cons_start[m]; k < u->cons_start[m + 1]; k++)
+                if (find(u, u->cons[k]) != g) sinks = false;
+        int64_t n = -1;
+        bool sizes = false;
+        for (int m = u->head[g]; m >= 0; m = u->next[m]) {
+            if (!u->is_output[m]) continue;
+            if (n >= 0 && numel_of_op(u, m) != n) sizes = true;
+            n = numel_of_op(u, m);
+        }
+        return sinks && sizes ? "multi_tensor" : "elementwise";
+    }
+    }
+}
+
+/* Rewrites f's op order from the group order (members in program order; params before the
+ * group that reads them) and records every group of more than one op. */
+static void commit(Fuser *u) {
+    Function *f = u->f;
+    Op **ops = malloc(sizeof *ops * ((size_t)u->n + 1));
+    int *members = malloc(sizeof *members * ((size_t)u->n + 1));
+    FusedGroup *groups = malloc(sizeof *groups * ((size_t)u->n + 1));
+    if (ops == NULL || members == NULL || groups == NULL) ir_bug("out of memory in the fusion pass");
+    int at = 0, n_groups = 0;
+    for (int p = 0; p < u->n_order; p++) {
+        int g = u->order[p];
+        if (g < 0 || find(u, g) != g) continue;
+        int n = 0;
+        for (int m = u->head[g]; m >= 0; m = u->next[m]) members[n++] = m;
+        /* members in program order (insertion sort: groups are small, and nearly sorted) */
+        for (int i = 1; i < n; i++)
+            for (int j = i; j > 0 && members[j - 1] > members[j]; j--) {
+                int t = members[j];
+                members[j] = members[j - 1];
+                members[j - 1] = t;
+            }
+        for (int i = 0; i < n; i++)
+            if (f->ops[members[i]]->kind == OP_PARAM) ops[at++] = f->ops[members[i]];
+        int first = at;
+        for (int i = 0; i < n; i++)
+            if (f->ops[members[i]]->kind != OP_PARAM) ops[at++] = f->ops[members[i]];
+        if (at - first > 1) groups[n_groups++] = (FusedGroup){pattern_of(u, g), first, at - first};
+    }
+    IR_ASSERT(at == f->n_ops);
+    memcpy(f->ops, ops, sizeof *ops * (size_t)at);
+    func_clear_groups(f);
+    for (int i = 0; i < n_groups; i++)
+        func_add_group(f, groups[i].pattern, groups[i].first_op, groups[i].n_ops);
+    free(ops);
+    free(members);
+    free(groups);
+}
+
+/* ---- setup -------------------------------------------------------------------------------- */
+
+static void fuser_free(Fuser *u) {
+    free(u->cls), free(u->op_of_value), free(u->cons_start), free(u->cons), free(u->is_output);
+    free(u->parent), free(u->next), free(u->head), free(u->tail), free(u->size), free(u->kind);
+    free(u->dom), free(u->reduced), free(u->rows), free(u->order), free(u->pos);
+    free(u->stamp), free(u->stack), free(u->window), free(u->reach);
+}
+
+static int fuser_init(Fuser *u, Function *f) {
+    memset(u, 0, sizeof *u);
+    u->f = f;
+    int n = u->n = f->n_ops;
+    size_t sn = (size_t)n + 1;
+    u->cls = malloc(sizeof *u->cls * sn);
+    u->op_of_value = malloc(sizeof *u->op_of_value * ((size_t)f->n_values + 1));
+    u->cons_start = calloc(sn + 1, sizeof *u->cons_start);
+    u->is_output = calloc(sn, sizeof *u->is_output);
+    u->parent = malloc(sizeof(int) * sn), u->next = malloc(sizeof(int) * sn);
+    u->head = malloc(sizeof(int) * sn), u->tail = malloc(sizeof(int) * sn);
+    u->size = malloc(sizeof(int) * sn), u->kind = calloc(sn, sizeof *u->kind);
+    u->dom = calloc(sn, sizeof *u->dom), u->reduced = calloc(sn, sizeof *u->reduced);
+    u->rows = calloc(sn, sizeof *u->rows), u->order = malloc(sizeof(int) * sn);
+    u->pos = malloc(sizeof(int) * sn), u->stamp = calloc(sn, sizeof(int));
+    u->stack = malloc(sizeof(int) * sn), u->window = malloc(sizeof(int) * sn);
+    u->reach = calloc(sn, sizeof(bool));
+    if (!u->cls || !u->op_of_value || !u->cons_start || !u->is_output || !u->parent ||
+        !u->next || !u->head || !u->tail || !u->size || !u->kind || !u->dom || !u->reduced ||
+        !u->rows || !u->order || !u->pos || !u->stamp || !u->stack || !u->window || !u->reach)
+        return -1;
+    for (int v = 0; v < f->n_values; v++) u->op_of_value[v] = -1;
+    int n_edges = 0;
+    for (int i = 0; i < n; i++) {
+        const Op *op = f->ops[i];
+        u->op_of_value[op->result->id] = i;
+        u->cls[i] = classify(op);
+        u->parent[i] = u->head[i] = u->tail[i] = i;
+        u->next[i] = -1;
+        u->size[i] = 1;
+        u->order[i] = u->pos[i] = i;
+        n_edges += op->n_inputs;
+    }
+    u->n_order = n;
+    u->cons = malloc(sizeof *u->cons * ((size_t)n_edges + 1));
+    if (u->cons == NULL) return -1;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < f->ops[i]->n_inputs; k++) {
+            int p = u->op_of_value[f->ops[i]->inputs[k]->id];
+            if (p >= 0) u->cons_start[p + 1]++;
+        }
+    for (int i = 0; i < n; i++) u->cons_start[i + 1] += u->cons_start[i];
+    int *fill = malloc(sizeof *fill * sn);
+    if (fill == NULL) return -1;
+    memcpy(fill, u->cons_start, sizeof *fill * (size_t)n);
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < f->ops[i]->n_inputs; k++) {
+            int p = u->op_of_value[f->ops[i]->inputs[k]->id];
+            if (p >= 0) u->cons[fill[p]++] = i;
+        }
+    free(fill);
+    for (int o = 0; o < f->n_outputs; o++) {
+        int p = u->op_of_value[f->outputs[o]->id];
+        if (p >= 0) u->is_output[p] = true;
+    }
+    return 0;
+}
+
+static const char *const RULE_NAMES[FUSE_RULE_COUNT] = {
+    "elementwise", "reduction", "contraction", "attention", "multi_reduction", "multi_tensor",
+};
+
+const char *fuse_rule_name(FuseRule r) {
+    return r >= 0 && r < FUSE_RULE_COUNT ? RULE_NAMES[r] : NULL;
+}
+
+bool fuse_enabled(const PassOptions *opts, FuseRule r) {
+    return opts == NULL || (!opts->no_fuse && !(opts->fuse_off & (1u << r)));
+}
+
+static int fuse_function(Function *f, const PassOptions *opts, Diag *d) {
+    Fuser u;
+    if (fuser_init(&u, f) != 0) {
+        fuser_free(&u);
+        snprintf(d->msg, sizeof d->msg, "fusion of @%s: out of memory", f->name);
+        d->loc = SRCLOC_NONE;
+        return -1;
+    }
+    u.opts = opts;
+    if (fuse_enabled(opts, FUSE_RULE_REDUCTION)) fuse_reductions(&u);
+    if (fuse_enabled(opts, FUSE_RULE_CONTRACTION)) fuse_contractions(&u);
+    if (fuse_enabled(opts, FUSE_RULE_ELEMENTWISE)) fuse_pointwise(&u);
+    if (fuse_enabled(opts, FUSE_RULE_MULTI_REDUCTION)) fuse_scalars(&u);
+    if (fuse_enabled(opts, FUSE_RULE_MULTI_TENSOR)) fuse_state_updates(&u);
+    commit(&u);
+    fuser_free(&u);
+    return 0;
+}
+
+int pass_fuse(Module *m, const PassOptions *opts, Diag *d) {
+    for (int i = 0; i < m->n_funcs; i++) {
+        func_clear_groups(m->funcs[i]);
+        if (opts != NULL && opts->no_fuse) continue;
+        if (fuse_function(m->funcs[i], opts, d) != 0) return -1;
+    }
+    return 0;
+}
