@@ -251,7 +251,8 @@ const KExpr *ev_value(Eval *ev, const Value *v, Ix *at) {
         }
         e = kd_let(ev->kd, "x", ke_load(ev->kd, b, at->flat));
     } else if (op_is_view(v->def)) {
-        Ix in = ix_flat(&v->def->inputs[0]->shape, at->flat);
+        Ix in = ix_flat(&v->def->inputs[0]->shape,
+                        KADD(ev->kd, at->flat, ke_int(ev->kd, op_view_offset(v->def))));
         e = ev_value(ev, v->def->inputs[0], &in);
     } else {
         e = compute(ev, v, at);

@@ -124,8 +124,13 @@ static int place_value(const EntryCtx *c, const Value *v, CapBufRef *ref) {
         return internal_error(c->d, "a kernel of @%s reads a value of another function",
                               c->f->name);
     const Value *base = v;
-    while (base->def != NULL && op_is_view(base->def)) base = base->def->inputs[0];
+    int64_t in_base = 0; /* bytes: a slice view starts inside its base */
+    while (base->def != NULL && op_is_view(base->def)) {
+        in_base += op_view_offset(base->def) * dtype_size(base->dtype);
+        base = base->def->inputs[0];
+    }
     if (place_base(c, base, ref) != 0) return -1;
+    ref->offset += in_base;
     ref->bytes = value_bytes(v);
     if (ref->space == CAP_BUF_ARENA && ref->offset + ref->bytes > c->e->arena_bytes)
         return internal_error(c->d, "%%%s (%lld bytes at %lld) lies outside the arena of @%s "

@@ -125,7 +125,20 @@ int op_fail(const Op *op, char *err, size_t err_size, const char *fmt, ...) {
     return -1;
 }
 
-bool op_is_view(const Op *op) { return op->kind == OP_RESHAPE; }
+int64_t op_view_offset(const Op *op) {
+    if (op->kind == OP_RESHAPE) return 0;
+    if (op->kind != OP_SLICE || op_int(op, "step") != 1) return -1;
+    const Shape *x = &op->inputs[0]->shape;
+    int axis = axis_normalize(op_int(op, "axis"), x->rank);
+    if (axis < 0) return -1;
+    for (int d = 0; d < axis; d++)
+        if (x->dims[d] != 1) return -1; /* more than one block */
+    int64_t stride = 1;
+    for (int d = axis + 1; d < x->rank; d++) stride *= x->dims[d];
+    return op_int(op, "start") * stride;
+}
+
+bool op_is_view(const Op *op) { return op_view_offset(op) >= 0; }
 
 bool op_reduced_axes(const Op *op, bool reduced[IR_MAX_RANK]) {
     for (int d = 0; d < IR_MAX_RANK; d++) reduced[d] = false;

@@ -83,10 +83,14 @@ extern const OpInfo OP_TABLE[OP_COUNT];
 static inline const OpInfo *op_info(int kind) { return &OP_TABLE[kind]; }
 /* -1 if no op has that name. */
 int op_kind_from_name(const char *name);
-/* True for ops whose result is operand 0's bytes unchanged (a view: no kernel, no copy). Tensors
- * are contiguous row-major, so only reshape qualifies. Memory planning and code generation
- * both ask this, so they agree on which values share storage. */
+/* True for ops whose result is a contiguous run of operand 0's bytes (a view: no kernel, no
+ * copy). Tensors are contiguous row-major, so reshape qualifies, and a slice with step 1 whose
+ * leading axes (before the sliced one) have size 1 (the q/k/v rows of an in_proj weight).
+ * Memory planning and code generation both ask this, so they agree on which values share
+ * storage. op_view_offset gives the view's first element within its operand (0 for reshape),
+ * or -1 for an op that is no view. */
 bool op_is_view(const Op *op);
+int64_t op_view_offset(const Op *op);
 /* The fusion kind of this op instance: the table's, except batch_norm in eval mode
  * (training=false), which normalizes each element with stored per-channel statistics and so
  * is elementwise (its per-channel operands are read at the element's channel). Fusion, memory

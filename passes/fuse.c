@@ -377,12 +377,31 @@ static void fuse_pointwise(Fuser *u) {
     }
 }
 
+/* A lone elementwise or layout op whose every user lies in one group joins it (the constant
+ * epsilon of a LayerNorm backward, the clip threshold): it is then computed where it is used. */
+static void absorb_leftovers(Fuser *u) {
+    for (int op = 0; op < u->n; op++) {
+        OpClass c = u->cls[op];
+        if ((c != C_POINT && c != C_LAYOUT) || find(u, op) != op || u->size[op] != 1 ||
+            u->is_output[op] || u->cons_start[op] == u->cons_start[op + 1])
+            continue;
+        int g = find(u, u->cons[u->cons_start[op]]);
+        if (g == op || u->kind[g] == G_NONE || !all_consumers_in(u, op, g)) continue;
+        bool operand = false; /* of the contraction itself: a kernel reads those from memory */
+        for (int k = u->cons_start[op]; k < u->cons_start[op + 1]; k++)
+            operand |= u->cls[u->cons[k]] == C_CONTRACT;
+        if (!operand) merge(u, g, op);
+    }
+}
+
 /* ---- across the program ------------------------------------------------------------------- */
 
 /* A one-row reduction (whole-tensor sums; it may also write what feeds them), or elementwise
- * ops on scalars. */
+ * ops on scalars that compute something (a lone constant is left where it is: it often seeds
+ * a computation far away, like the loss gradient the whole backward pass depends on). */
 static bool scalar_group(Fuser *u, int g) {
     if (u->kind[g] == G_ROW) return u->rows[g] == 1;
+    if (u->size[g] == 1 && u->f->ops[g]->n_inputs == 0) return false;
     return pointwise_group(u, g) && u->cls[g] != C_VIEW && writes_only_size(u, g, 1) &&
            largest_numel(u, g) == 1;
 }
@@ -398,6 +417,7 @@ static void fuse_scalars(Fuser *u) {
         }
         GroupKind k = u->kind[acc] == G_ROW || u->kind[g] == G_ROW ? G_ROW : G_POINT;
         int m = merge(u, acc, g);
+
         if (m < 0) {
             acc = g; /* a dependency through another group: start again from here */
             continue;
@@ -634,6 +654,7 @@ static int fuse_function(Function *f, const PassOptions *opts, Diag *d) {
     if (fuse_enabled(opts, FUSE_RULE_REDUCTION)) fuse_reductions(&u);
     if (fuse_enabled(opts, FUSE_RULE_CONTRACTION)) fuse_contractions(&u);
     if (fuse_enabled(opts, FUSE_RULE_ELEMENTWISE)) fuse_pointwise(&u);
+    if (fuse_enabled(opts, FUSE_RULE_ELEMENTWISE)) absorb_leftovers(&u);
     if (fuse_enabled(opts, FUSE_RULE_MULTI_REDUCTION)) fuse_scalars(&u);
     if (fuse_enabled(opts, FUSE_RULE_MULTI_TENSOR)) fuse_state_updates(&u);
     commit(&u);

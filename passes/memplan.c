@@ -169,6 +169,7 @@ typedef struct Planner {
     Liveness live;
     int *storage_end; /* per value id: last read of it or of any view of it (views extend) */
     int *root;        /* per value id: the value whose bytes it views (itself if no view) */
+    int64_t *in_root; /* per value id: its first byte within root's bytes (0 if no view) */
     int *buffer_of;   /* per value id: its buffer, -1 when not in the arena */
     const char **state_name; /* per value id: state_output_name() */
     ParamRef *params; /* the `param` ops, sorted by state name (old_state_dead's index) */
@@ -182,6 +183,7 @@ static void planner_free(Planner *p) {
     liveness_free(&p->live);
     free(p->storage_end);
     free(p->root);
+    free(p->in_root);
     free(p->buffer_of);
     free(p->state_name);
     free(p->params);
@@ -195,11 +197,15 @@ static void compute_views(Planner *p) {
     const Function *f = p->f;
     for (int v = 0; v < f->n_values; v++) {
         p->root[v] = v;
+        p->in_root[v] = 0;
         p->storage_end[v] = p->live.last_use[v];
     }
     for (int i = 0; i < f->n_ops; i++) {
         const Op *op = f->ops[i];
-        if (op_is_view(op)) p->root[op->result->id] = p->root[op->inputs[0]->id];
+        if (!op_is_view(op)) continue;
+        const Value *u = op->inputs[0];
+        p->root[op->result->id] = p->root[u->id];
+        p->in_root[op->result->id] = p->in_root[u->id] + op_view_offset(op) * dtype_size(u->dtype);
     }
     for (int i = f->n_ops - 1; i >= 0; i--) {
         const Op *op = f->ops[i];
@@ -440,12 +446,13 @@ static int planner_init(Planner *p, const Schedule *s, MemPlan *plan) {
     size_t n = (size_t)f->n_values + 1;
     p->storage_end = malloc(sizeof(int) * n);
     p->root = malloc(sizeof(int) * n);
+    p->in_root = malloc(sizeof(int64_t) * n);
     p->buffer_of = malloc(sizeof(int) * n);
     p->buffers = malloc(sizeof(Buffer) * n);
     p->state_name = state_output_names(f);
     p->params = malloc(sizeof *p->params * ((size_t)f->n_ops + 1));
     if (plan_alloc(plan, f) != 0 || liveness_compute(s, &p->live) != 0 ||
-        p->storage_end == NULL || p->root == NULL || p->buffer_of == NULL ||
+        p->storage_end == NULL || p->root == NULL || p->in_root == NULL || p->buffer_of == NULL ||
         p->buffers == NULL || p->state_name == NULL || p->params == NULL)
         return -1;
     for (int v = 0; v < f->n_values; v++) p->buffer_of[v] = -1;
@@ -474,7 +481,7 @@ static void record_values(Planner *p) {
     for (int v = 0; v < p->f->n_values; v++) {
         int b = p->buffer_of[v];
         if (b < 0) continue;
-        plan->offsets[v] = p->buffers[b].offset;
+        plan->offsets[v] = p->buffers[b].offset + p->in_root[v];
         plan->starts[v] = p->live.def_index[v];
         plan->ends[v] = p->storage_end[v];
     }
@@ -583,7 +590,8 @@ static int check_alias(Checker *c, const Value *v) {
     if (u < 0) return 0;
     const Value *src = c->f->values[u];
     const Op *op = v->def;
-    if (c->plan->offsets[u] != c->plan->offsets[v->id])
+    int64_t at = op != NULL && op_is_view(op) ? op_view_offset(op) * dtype_size(src->dtype) : 0;
+    if (c->plan->offsets[u] + at != c->plan->offsets[v->id])
         return check_fail(c, "%%%s aliases %%%s at another offset", v->name, src->name);
     if (op != NULL && op_is_view(op)) {
         if (op->inputs[0] != src)
@@ -600,7 +608,8 @@ static int check_value(Checker *c, const Value *v) {
         return check_fail(c, "input %%%s is placed in the arena", v->name);
     if (off < 0) return check_outside(c, v);
     if (bytes < 0) return check_fail(c, "%%%s has no known size", v->name);
-    if (off % MEMPLAN_ALIGN != 0 || off + bytes > c->plan->peak_bytes)
+    bool view = v->def != NULL && op_is_view(v->def); /* a slice starts inside its root */
+    if ((!view && off % MEMPLAN_ALIGN != 0) || off + bytes > c->plan->peak_bytes)
         return check_fail(c, "%%%s at offset %lld (%lld bytes) is misaligned or outside the "
                           "%lld-byte arena", v->name, (long long)off, (long long)bytes,
                           (long long)c->plan->peak_bytes);

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CAP_ARTIFACT_VERSION 1
+#define CAP_ARTIFACT_VERSION 2
 #define CAP_ARTIFACT_SYMBOL "cap_artifact"
 #define CAP_MAX_RANK 8
 
@@ -59,7 +59,8 @@ typedef enum {
 typedef struct CapBufRef {
     int32_t space; /* CapBufSpace */
     int32_t index;
-    int64_t offset; /* bytes; arena only */
+    int64_t offset; /* bytes from the start of the arena or tensor (a view may start inside
+                       one: the q rows of an attention's in_proj weight) */
     int64_t bytes;  /* size of the view, for checks */
 } CapBufRef;
 

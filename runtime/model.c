@@ -80,27 +80,29 @@ static CapStatus check_tensor(const CapTensorInfo *t, const char *what, char *er
     return CAP_OK;
 }
 
-/* The bytes available behind a reference of entry e. */
+/* The bytes available behind a reference of entry e, from its offset on. */
 static CapStatus ref_limit(const CapArtifact *a, const CapEntry *e, const CapBufRef *r,
                            int64_t *limit) {
+    int64_t size;
     switch (r->space) {
-    case CAP_BUF_ARENA:
-        *limit = e->arena_bytes - r->offset;
-        return r->offset >= 0 ? CAP_OK : CAP_E_FORMAT;
+    case CAP_BUF_ARENA: size = e->arena_bytes; break;
     case CAP_BUF_STATE:
         if (r->index < 0 || r->index >= a->n_state) return CAP_E_FORMAT;
-        *limit = a->state[r->index].t.numel * 4;
-        return r->offset == 0 ? CAP_OK : CAP_E_FORMAT;
+        size = a->state[r->index].t.numel * 4;
+        break;
     case CAP_BUF_INPUT:
         if (r->index < 0 || r->index >= e->n_inputs) return CAP_E_FORMAT;
-        *limit = e->inputs[r->index].numel * 4;
-        return r->offset == 0 ? CAP_OK : CAP_E_FORMAT;
+        size = e->inputs[r->index].numel * 4;
+        break;
     case CAP_BUF_OUTPUT:
         if (r->index < 0 || r->index >= e->n_outputs) return CAP_E_FORMAT;
-        *limit = e->outputs[r->index].numel * 4;
-        return r->offset == 0 ? CAP_OK : CAP_E_FORMAT;
+        size = e->outputs[r->index].numel * 4;
+        break;
+    default: return CAP_E_FORMAT;
     }
-    return CAP_E_FORMAT;
+    if (r->offset < 0 || r->offset > size) return CAP_E_FORMAT;
+    *limit = size - r->offset;
+    return CAP_OK;
 }
 
 static CapStatus check_steps(const CapArtifact *a, const CapEntry *e, char *err,

@@ -204,14 +204,16 @@ static CapStatus unbind_io(CapSession *s, const CapEntry *e, void *const *output
     return st;
 }
 
+/* A reference's address: its tensor's, plus its offset (a view that starts inside it). */
 static void *resolve(const CapSession *s, const CapEntry *e, const CapBufRef *r) {
+    char *base = NULL;
     switch (r->space) {
-    case CAP_BUF_ARENA: return (char *)s->arena + r->offset;
-    case CAP_BUF_STATE: return s->state[r->index];
-    case CAP_BUF_INPUT: return s->dev_io[r->index];
-    case CAP_BUF_OUTPUT: return s->dev_io[e->n_inputs + r->index];
+    case CAP_BUF_ARENA: base = s->arena; break;
+    case CAP_BUF_STATE: base = s->state[r->index]; break;
+    case CAP_BUF_INPUT: base = s->dev_io[r->index]; break;
+    case CAP_BUF_OUTPUT: base = s->dev_io[e->n_inputs + r->index]; break;
     }
-    return NULL; /* unreachable: model.c checked every reference */
+    return base != NULL ? base + r->offset : NULL; /* model.c checked every reference */
 }
 
 static CapStatus run_steps(CapSession *s, const CapEntry *e, char *err, size_t err_size) {
