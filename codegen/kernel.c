@@ -53,7 +53,7 @@ int kd_arg(KernelDesc *kd, const char *what, KType type, int64_t numel, bool wri
     char name[16];
     snprintf(name, sizeof name, "a%d", kd->n_args);
     KBuffer b = {arena_strdup(kd->arena, name), arena_strdup(kd->arena, what), type, numel,
-                 written, false};
+                 written, false, false};
     kd->n_args++;
     return add_buf(kd, &b);
 }
@@ -61,8 +61,19 @@ int kd_arg(KernelDesc *kd, const char *what, KType type, int64_t numel, bool wri
 int kd_scratch(KernelDesc *kd, KType type, int64_t numel) {
     char name[16];
     snprintf(name, sizeof name, "s%d", kd->n_bufs - kd->n_args);
-    KBuffer b = {arena_strdup(kd->arena, name), "scratch", type, numel, true, true};
+    KBuffer b = {arena_strdup(kd->arena, name), "scratch", type, numel, true, true, false};
     return add_buf(kd, &b);
+}
+
+static KStmt *append(KernelDesc *kd, KStmtKind kind);
+
+int kd_local(KernelDesc *kd, KType type, int64_t numel) {
+    char name[16];
+    snprintf(name, sizeof name, "l%d", kd->n_bufs - kd->n_args);
+    KBuffer b = {arena_strdup(kd->arena, name), "local", type, numel, true, false, true};
+    int buf = add_buf(kd, &b);
+    append(kd, KS_ARRAY)->buf = buf;
+    return buf;
 }
 
 int kd_var(KernelDesc *kd, const char *hint, KType type) {
@@ -433,7 +444,8 @@ static uint64_t hash_buffers(uint64_t h, const KernelDesc *kd) {
     h = mix(h, (uint64_t)kd->n_bufs * 1009 + (uint64_t)kd->n_args);
     for (int i = 0; i < kd->n_bufs; i++) {
         const KBuffer *b = &kd->bufs[i];
-        h = mix(h, (uint64_t)b->type * 4 + (uint64_t)b->written * 2 + (uint64_t)b->scratch);
+        h = mix(h, (uint64_t)b->type * 8 + (uint64_t)b->written * 4 + (uint64_t)b->scratch * 2 +
+                       (uint64_t)b->local);
         h = mix(h, (uint64_t)b->numel);
     }
     for (int i = 0; i < kd->n_vars; i++) {
@@ -452,7 +464,7 @@ bool kd_equal(const KernelDesc *a, const KernelDesc *b) {
     for (int i = 0; i < a->n_bufs; i++) {
         const KBuffer *x = &a->bufs[i], *y = &b->bufs[i];
         if (x->type != y->type || x->written != y->written || x->scratch != y->scratch ||
-            x->numel != y->numel)
+            x->local != y->local || x->numel != y->numel)
             return false;
     }
     for (int i = 0; i < a->n_vars; i++)
@@ -518,9 +530,10 @@ static void check_block(Check *c, const KStmt *s) {
 int kd_check(const KernelDesc *kd, bool cuda, Diag *d) {
     Check c = {kd, d, 0};
     if (kd->depth != 0) check_fail(&c, "a block was left open");
+    bool scratch = false;
+    for (int i = kd->n_args; i < kd->n_bufs; i++) scratch |= kd->bufs[i].scratch;
     if (cuda && (kd->body == NULL || kd->body->next != NULL ||
-                 (kd->body->kind != KS_PARFOR && kd->body->kind != KS_GEMM) ||
-                 kd->n_bufs != kd->n_args))
+                 (kd->body->kind != KS_PARFOR && kd->body->kind != KS_GEMM) || scratch))
         check_fail(&c, "its CUDA form is not one parallel loop or gemm without scratch");
     check_block(&c, kd->body);
     return c.bad ? -1 : 0;

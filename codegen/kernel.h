@@ -10,6 +10,7 @@
  *   decl v = e; v = e;     scalar temporaries
  *   buf[i] = e;            stores (buffers are typed f32 or i32, flat row-major)
  *   if (c) { } else { }
+ *   array buf[n]           a work item's local array (loads and stores like any buffer)
  *   gemm                   C[b] = alpha * op(A[b]) op(B[b]) (+ C[b] | + bias) per batch b,
  *                          optionally followed per element by an epilogue block (a fused
  *                          group's elementwise tail) that sees the element's flat index
@@ -72,7 +73,7 @@ typedef struct KExpr {
     const struct KExpr *a, *b, *c;
 } KExpr;
 
-typedef enum { KS_PARFOR, KS_FOR, KS_DECL, KS_ASSIGN, KS_STORE, KS_IF, KS_GEMM } KStmtKind;
+typedef enum { KS_PARFOR, KS_FOR, KS_DECL, KS_ASSIGN, KS_STORE, KS_IF, KS_GEMM, KS_ARRAY } KStmtKind;
 
 /* One matrix operand of a gemm: buffer, offset of batch b's matrix (an expression of the
  * gemm's batch variable), leading dimension, transposed or not. */
@@ -112,12 +113,13 @@ typedef struct KStmt {
 } KStmt;
 
 typedef struct KBuffer {
-    const char *name;  /* "a0", ..., or "s0" for scratch */
+    const char *name;  /* "a0", ..., "s0" for scratch, "l0" for a local array */
     const char *what;  /* for the header comment: "%x f32[2,3]" */
     KType type;        /* KT_F32 or KT_I32 */
     int64_t numel;
-    bool written;      /* the result (and scratch) */
+    bool written;      /* the result (and scratch, local arrays) */
     bool scratch;      /* C only: malloc'd inside the kernel */
+    bool local;        /* a small array of one work item (KS_ARRAY declares it where it is) */
 } KBuffer;
 
 typedef struct KVar {
@@ -150,6 +152,9 @@ void kd_set_comment(KernelDesc *kd, const char *comment);
 /* Buffers: arguments first (in calling-convention order), then scratch. */
 int kd_arg(KernelDesc *kd, const char *what, KType type, int64_t numel, bool written);
 int kd_scratch(KernelDesc *kd, KType type, int64_t numel);
+/* A local array of numel elements, declared by a statement appended here (inside a work item:
+ * one per item, in registers or on the stack). */
+int kd_local(KernelDesc *kd, KType type, int64_t numel);
 /* A fresh variable: hint + a number ("i", "acc" -> "i0", "acc1"). */
 int kd_var(KernelDesc *kd, const char *hint, KType type);
 

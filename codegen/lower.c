@@ -89,11 +89,6 @@ int lower_alone(LowerCtx *c) {
     }
 }
 
-int lower_attention(LowerCtx *c) {
-    snprintf(c->err, c->err_size, "the attention pattern has no lowering yet");
-    return -1;
-}
-
 static int lower_step_desc(LowerCtx *c) {
     const Function *f = c->s->f;
     const Step *st = &c->s->steps[c->step];

@@ -429,6 +429,11 @@ static int render_stmt(Ctx *c, const KStmt *s, int level, Diag *d) {
         indent(c->o, level);
         put(c->o, "}\n");
         return 0;
+    case KS_ARRAY:
+        indent(c->o, level);
+        put(c->o, "%s %s[%lld];\n", c->t->type_name[kd->bufs[s->buf].type], kd->bufs[s->buf].name,
+            (long long)kd->bufs[s->buf].numel);
+        return 0;
     case KS_GEMM:
         if (c->t->cuda) {
             if (level != 1) {
@@ -507,6 +512,7 @@ static void c_signature(Ctx *c, const bool *used) {
     for (int i = kd->n_args; i < kd->n_bufs; i++) {
         const KBuffer *b = &kd->bufs[i];
         const char *ty = c->t->type_name[b->type];
+        if (!b->scratch) continue;
         put(c->o, "    %s *%s = (%s *)malloc(sizeof(%s) * %lld);\n", ty, b->name, ty, ty,
             (long long)b->numel);
         /* A kernel has no error channel; running out of memory here is fatal. */
@@ -532,7 +538,8 @@ char *kernel_render(const KernelDesc *kd, KTarget target, Diag *d) {
     if (t->cuda) {
         bool one = kd->body && !kd->body->next &&
                    (kd->body->kind == KS_PARFOR || kd->body->kind == KS_GEMM);
-        if (!one || kd->n_bufs != kd->n_args) {
+        for (int i = kd->n_args; i < kd->n_bufs; i++) one &= !kd->bufs[i].scratch;
+        if (!one) {
             snprintf(d->msg, sizeof d->msg,
                      "kernel %s: a CUDA kernel must be one parfor or gemm without scratch",
                      kd->name);
@@ -555,7 +562,8 @@ char *kernel_render(const KernelDesc *kd, KTarget target, Diag *d) {
         free(o.s);
         return NULL;
     }
-    for (int i = kd->n_args; i < kd->n_bufs; i++) put(&o, "    free(%s);\n", kd->bufs[i].name);
+    for (int i = kd->n_args; i < kd->n_bufs; i++)
+        if (kd->bufs[i].scratch) put(&o, "    free(%s);\n", kd->bufs[i].name);
     put(&o, "}\n");
     if (o.failed) {
         free(o.s);

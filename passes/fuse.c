@@ -55,11 +55,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "attention.h"
 #include "ops.h"
 #include "passes.h"
 
 typedef enum { C_PARAM, C_VIEW, C_POINT, C_LAYOUT, C_ROW, C_CONTRACT, C_ALONE } OpClass;
-typedef enum { G_NONE, G_POINT, G_ROW, G_CONTRACT } GroupKind;
+typedef enum { G_NONE, G_POINT, G_ROW, G_CONTRACT, G_ATTN } GroupKind;
+
+/* An attention found before the groups are formed: its ops, forward and backward. */
+typedef struct AttnSets {
+    const Op **fwd, **bwd;
+    int n_fwd, n_bwd;
+} AttnSets;
 
 typedef struct Fuser {
     Function *f;
@@ -80,6 +87,8 @@ typedef struct Fuser {
     /* search scratch */
     int *stamp, cur, *stack, *window;
     bool *reach;
+    AttnSets *attn;     /* the attention patterns of the function */
+    int n_attn;
 } Fuser;
 
 static int find(Fuser *u, int x) {
@@ -212,6 +221,195 @@ static bool writes_only_size(Fuser *u, int g, int64_t size) {
     return true;
 }
 
+/* ---- attention: one kernel forward, one backward ----------------------------------------- */
+
+/* A copy of op reading ins (same kind, attributes and type), appended to f. */
+static Op *clone_op(Function *f, const Op *op, Value *const *ins) {
+    char name[512];
+    snprintf(name, sizeof name, "%s.re", op->result->name);
+    Op *c = func_add_op(f, op->kind, ins, op->n_inputs, name, op->loc);
+    memcpy(c->attrs, op->attrs, sizeof(AttrValue) * (size_t)op_info(op->kind)->n_attrs);
+    c->result->dtype = op->result->dtype;
+    c->result->shape = op->result->shape;
+    return c;
+}
+
+/* op with operand `from` replaced by `to` (cloned), appended to f. */
+static Value *clone_with(Function *f, const Op *op, const Value *from, Value *to) {
+    Value *ins[16];
+    IR_ASSERT(op->n_inputs <= 16);
+    for (int i = 0; i < op->n_inputs; i++) ins[i] = op->inputs[i] == from ? to : op->inputs[i];
+    return clone_op(f, op, ins)->result;
+}
+
+static void redirect(const Op *op, const Value *from, Value *to) {
+    Op *w = (Op *)op; /* the pass owns the function */
+    for (int i = 0; i < w->n_inputs; i++)
+        if (w->inputs[i] == from) w->inputs[i] = to;
+}
+
+/* A transpose of Q, K or V is recomputed too, so the backward reads what the forward read. */
+static Value *remat_operand(Function *f, const Value *x) {
+    if (x->def == NULL || x->def->kind != OP_TRANSPOSE) return (Value *)x;
+    return clone_op(f, x->def, x->def->inputs)->result;
+}
+
+static int op_position(const Function *f, const Op *op) {
+    for (int i = 0; i < f->n_ops; i++)
+        if (f->ops[i] == op) return i;
+    return -1;
+}
+
+/* Moves the ops appended from index `first` on to index `at`. */
+static void move_appended(Function *f, int first, int at) {
+    int n = f->n_ops - first;
+    Op **moved = malloc(sizeof *moved * (size_t)(n + 1));
+    if (moved == NULL) ir_bug("out of memory in the fusion pass");
+    memcpy(moved, f->ops + first, sizeof *moved * (size_t)n);
+    memmove(f->ops + at + n, f->ops + at, sizeof *moved * (size_t)(first - at));
+    memcpy(f->ops + at, moved, sizeof *moved * (size_t)n);
+    free(moved);
+}
+
+/* The backward of a matched attention reads recomputed copies of the scores, softmax and P'
+ * (and of Q, K, V when they are transposes): the forward's values then never reach memory,
+ * and the two kernels trade a second pass over Q.K for the [..., Tq, Tk] tensor. The copies go
+ * right before the first backward op. Returns the backward's ops (the copies included). */
+static void rematerialize(Function *f, const AttnMatch *m, const Op **bwd, int *n_bwd) {
+    int first = f->n_ops, n = 0;
+    Value *q = remat_operand(f, m->q), *k = remat_operand(f, m->k), *v = remat_operand(f, m->v);
+    Value *ins[2] = {q, k};
+    Value *cur = clone_op(f, m->scores, ins)->result, *p, *pp;
+    for (int i = 0; i < m->n_pre; i++)
+        cur = clone_with(f, m->pre[i], i ? m->pre[i - 1]->result : m->scores->result, cur);
+    p = cur = clone_with(f, m->softmax, m->softmax->inputs[0], cur);
+    Value *post[ATTN_MAX_CHAIN];
+    for (int i = 0; i < m->n_post; i++)
+        post[i] = cur = clone_with(f, m->post[i], i ? m->post[i - 1]->result : m->softmax->result, cur);
+    pp = cur;
+    for (int i = first; i < f->n_ops; i++) bwd[n++] = f->ops[i];
+    const Op *users[ATTN_MAX_BACKWARD + 4] = {m->d_v, m->d_p, m->d_q, m->d_k};
+    int n_users = 4;
+    for (int i = 0; i < m->n_bwd; i++) users[n_users++] = m->bwd[i];
+    int at = f->n_ops;
+    for (int i = 0; i < n_users; i++) {
+        const Op *op = users[i];
+        redirect(op, m->pp, pp);
+        redirect(op, m->softmax->result, p);
+        for (int j = 0; j < m->n_post; j++) redirect(op, m->post[j]->result, post[j]);
+        bwd[n++] = op;
+        int pos = op_position(f, op);
+        if (pos >= 0 && pos < at) at = pos;
+    }
+    redirect(m->d_p, m->v, v);
+    redirect(m->d_q, m->k, k);
+    redirect(m->d_k, m->q, q);
+    move_appended(f, first, at);
+    *n_bwd = n;
+}
+
+static void attn_sets_free(AttnSets *a, int n) {
+    for (int i = 0; i < n; i++) {
+        free(a[i].fwd);
+        free(a[i].bwd);
+    }
+    free(a);
+}
+
+/* Finds every attention of f, recomputes what its backward needs (rematerialize) and records
+ * the ops of each kernel. Returns the number found, or -1 when out of memory. */
+static int find_attention(Function *f, AttnSets **out) {
+    int n_soft = 0;
+    for (int i = 0; i < f->n_ops; i++) n_soft += f->ops[i]->kind == OP_SOFTMAX;
+    const Op **soft = malloc(sizeof *soft * (size_t)(n_soft + 1));
+    AttnSets *sets = calloc((size_t)n_soft + 1, sizeof *sets);
+    if (soft == NULL || sets == NULL) {
+        free(soft);
+        free(sets);
+        return -1;
+    }
+    n_soft = 0;
+    for (int i = 0; i < f->n_ops; i++)
+        if (f->ops[i]->kind == OP_SOFTMAX) soft[n_soft++] = f->ops[i];
+    int n = 0;
+    for (int i = 0; i < n_soft; i++) {
+        AttnMatch m;
+        if (!attn_match(f, (const Op *const *)f->ops, f->n_ops, soft[i], &m)) continue;
+        AttnSets *a = &sets[n++];
+        a->fwd = malloc(sizeof *a->fwd * (size_t)(2 * ATTN_MAX_CHAIN + 4));
+        a->bwd = malloc(sizeof *a->bwd * (size_t)(2 * ATTN_MAX_CHAIN + ATTN_MAX_BACKWARD + 12));
+        if (a->fwd == NULL || a->bwd == NULL) {
+            attn_sets_free(sets, n);
+            free(soft);
+            return -1;
+        }
+        a->fwd[a->n_fwd++] = m.scores;
+        for (int j = 0; j < m.n_pre; j++) a->fwd[a->n_fwd++] = m.pre[j];
+        a->fwd[a->n_fwd++] = m.softmax;
+        for (int j = 0; j < m.n_post; j++) a->fwd[a->n_fwd++] = m.post[j];
+        a->fwd[a->n_fwd++] = m.context;
+        if (m.d_v != NULL) rematerialize(f, &m, a->bwd, &a->n_bwd);
+    }
+    free(soft);
+    *out = sets;
+    return n;
+}
+
+/* Layout ops right around a group's ops: a transpose that only the group reads (Q, K, V, dO),
+ * and a transpose that is all that reads a result (the context back to [B, T, H, d]). */
+static void attention_neighbours(Fuser *u, int g) {
+    for (int m = u->head[g]; m >= 0; m = u->next[m]) {
+        const Op *o = u->f->ops[m];
+        for (int i = 0; i < o->n_inputs; i++) {
+            int p = u->op_of_value[o->inputs[i]->id];
+            if (p >= 0 && u->cls[p] == C_LAYOUT && find(u, p) == p && all_consumers_in(u, p, g))
+                merge(u, g, p);
+        }
+        if (n_consumers(u, m) == 1 && !u->is_output[m]) {
+            int c = u->cons[u->cons_start[m]];
+            if (u->cls[c] == C_LAYOUT && find(u, c) == c && u->f->ops[c]->kind == OP_TRANSPOSE)
+                merge(u, g, c);
+        }
+    }
+}
+
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+/* The ops merge in program order, so each joins a group that already holds its producers. */
+static int attention_group(Fuser *u, const Op *const *ops, int n, Diag *d) {
+    int idx[2 * ATTN_MAX_CHAIN + ATTN_MAX_BACKWARD + 16];
+    IR_ASSERT(n <= (int)(sizeof idx / sizeof idx[0]));
+    for (int i = 0; i < n; i++) idx[i] = u->op_of_value[ops[i]->result->id];
+    qsort(idx, (size_t)n, sizeof *idx, cmp_int);
+    int g = idx[0];
+    for (int i = 1; i < n; i++) {
+        int m = merge(u, find(u, g), find(u, idx[i]));
+        if (m < 0) {
+            snprintf(d->msg, sizeof d->msg, "internal error: fusion of @%s: the attention at "
+                     "%%%s cannot be one kernel (this is a bug in capc)", u->f->name,
+                     ops[0]->result->name);
+            d->loc = ops[0]->loc;
+            return -1;
+        }
+        g = m;
+    }
+    u->kind[find(u, g)] = G_ATTN;
+    attention_neighbours(u, find(u, g));
+    return 0;
+}
+
+static int fuse_attention(Fuser *u, Diag *d) {
+    for (int i = 0; i < u->n_attn; i++) {
+        AttnSets *a = &u->attn[i];
+        if (attention_group(u, a->fwd, a->n_fwd, d) != 0) return -1;
+        if (a->n_bwd > 0 && attention_group(u, a->bwd, a->n_bwd, d) != 0) return -1;
+    }
+    return 0;
+}
+
 /* ---- reductions --------------------------------------------------------------------------- */
 
 static void set_row(Fuser *u, int g, int op) {
@@ -322,7 +520,7 @@ static void absorb_contraction_epilogue(Fuser *u, int g, int op) {
 
 static void fuse_contractions(Fuser *u) {
     for (int op = 0; op < u->n; op++) {
-        if (u->cls[op] != C_CONTRACT || find(u, op) != op) continue;
+        if (u->cls[op] != C_CONTRACT || find(u, op) != op || u->size[op] != 1) continue;
         u->kind[op] = G_CONTRACT;
         u->dom[op] = &u->f->ops[op]->result->shape;
         absorb_contraction_epilogue(u, op, op);
@@ -386,7 +584,8 @@ static void absorb_leftovers(Fuser *u) {
             u->is_output[op] || u->cons_start[op] == u->cons_start[op + 1])
             continue;
         int g = find(u, u->cons[u->cons_start[op]]);
-        if (g == op || u->kind[g] == G_NONE || !all_consumers_in(u, op, g)) continue;
+        if (g == op || u->kind[g] == G_NONE || u->kind[g] == G_ATTN || !all_consumers_in(u, op, g))
+            continue;
         bool operand = false; /* of the contraction itself: a kernel reads those from memory */
         for (int k = u->cons_start[op]; k < u->cons_start[op + 1]; k++)
             operand |= u->cls[u->cons[k]] == C_CONTRACT;
@@ -489,6 +688,11 @@ static const char *pattern_of(Fuser *u, int g) {
         first = n;
     }
     switch (u->kind[g]) {
+    case G_ATTN:
+        for (int m = u->head[g]; m >= 0; m = u->next[m])
+            if (u->f->ops[m]->kind == OP_MATMUL && op_bool(u->f->ops[m], "transpose_a"))
+                return "attention_backward";
+        return "attention";
     case G_CONTRACT:
         if (holds(u, g, OP_CONV2D) && holds(u, g, OP_BATCH_NORM))
             return holds(u, g, OP_RELU) ? "conv_bn_relu" : "conv_bn";
@@ -570,6 +774,7 @@ static void fuser_free(Fuser *u) {
     free(u->parent), free(u->next), free(u->head), free(u->tail), free(u->size), free(u->kind);
     free(u->dom), free(u->reduced), free(u->rows), free(u->order), free(u->pos);
     free(u->stamp), free(u->stack), free(u->window), free(u->reach);
+    attn_sets_free(u->attn, u->n_attn);
 }
 
 static int fuser_init(Fuser *u, Function *f) {
@@ -644,13 +849,22 @@ bool fuse_enabled(const PassOptions *opts, FuseRule r) {
 
 static int fuse_function(Function *f, const PassOptions *opts, Diag *d) {
     Fuser u;
-    if (fuser_init(&u, f) != 0) {
-        fuser_free(&u);
+    AttnSets *attn = NULL;
+    int n_attn = fuse_enabled(opts, FUSE_RULE_ATTENTION) ? find_attention(f, &attn) : 0;
+    if (n_attn < 0 || fuser_init(&u, f) != 0) {
+        if (n_attn >= 0) fuser_free(&u);
+        attn_sets_free(attn, n_attn > 0 ? n_attn : 0);
         snprintf(d->msg, sizeof d->msg, "fusion of @%s: out of memory", f->name);
         d->loc = SRCLOC_NONE;
         return -1;
     }
     u.opts = opts;
+    u.attn = attn;
+    u.n_attn = n_attn;
+    if (fuse_attention(&u, d) != 0) {
+        fuser_free(&u);
+        return -1;
+    }
     if (fuse_enabled(opts, FUSE_RULE_REDUCTION)) fuse_reductions(&u);
     if (fuse_enabled(opts, FUSE_RULE_CONTRACTION)) fuse_contractions(&u);
     if (fuse_enabled(opts, FUSE_RULE_ELEMENTWISE)) fuse_pointwise(&u);

@@ -1,0 +1,371 @@
+/* lower_attention.c — the attention pattern (passes/attention.h) as one kernel forward and one
+ * backward; the same description renders for C and CUDA.
+ *
+ * Forward: one work item per query row (batch element, head, query i). It computes the row of
+ * scores q_i . k_j for every key j through the group's pre ops (scale, mask: the evaluator
+ * computes them from the score pinned as the value of the scores matmul), keeps the row in a
+ * local array of Tk numbers, takes its softmax exactly as the softmax kernel does (f32
+ * maximum, double sum of exponentials) and accumulates P'_ij v_j (through the post ops:
+ * dropout) into a local context row, which it stores through the group's output transpose.
+ * The [..., Tq, Tk] scores and probabilities never reach memory. A two-pass softmax over a
+ * row held in registers rather than an online one: it computes exactly what the unfused
+ * program does, and rows are short (the captioner's are at most a few dozen keys).
+ *
+ * Backward: one work item per batch element and head, which owns its rows of dK and dV (local
+ * arrays, stored at the end: no atomics). For each query row it recomputes the scores and P
+ * (the fusion pass put copies of the forward ops in this group for that), computes
+ * dP_ij = dO_i . v_j, the row's sums of the backward chain (softmax's sum of dP * P), then
+ * G_ij from the chain, and accumulates dV_j += P'_ij dO_i, dK_j += G_ij q_i, dQ_i = sum_j
+ * G_ij k_j. What is recomputed: the scores and P (a second Q.K per row), instead of storing
+ * [..., Tq, Tk] in the forward and reading it back.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "attention.h"
+#include "lower.h"
+
+typedef struct Attn {
+    LowerCtx *c;
+    KernelDesc *kd;
+    Eval *ev;
+    AttnMatch m;
+    const Shape *s;   /* scores [..., Tq, Tk] */
+    int64_t batch, tq, tk, dh, dv;
+} Attn;
+
+static const KExpr *i64(Attn *a, int64_t v) { return ke_int(a->kd, v); }
+
+/* Flat index of [bi, r, col] in a value [..., R, C] with the scores' batch axes. */
+static const KExpr *at(Attn *a, const KExpr *bi, const KExpr *r, int64_t rows, const KExpr *col,
+                       int64_t cols) {
+    KernelDesc *kd = a->kd;
+    return KADD(kd, KMUL(kd, KADD(kd, KMUL(kd, bi, i64(a, rows)), r), i64(a, cols)), col);
+}
+
+static const KExpr *value_at(Attn *a, const Value *v, const KExpr *flat) {
+    Ix ix = ix_flat(&v->shape, flat);
+    return ev_value(a->ev, v, &ix);
+}
+
+/* The flat index in `w` (a value defined from `from` by transposes and views) of the element
+ * of `from` at flat index `flat`. -1 (NULL) when w is not such a value. */
+static const KExpr *carried_index(Attn *a, const Value *w, const Value *from, const KExpr *flat) {
+    if (w == from) return flat;
+    const Op *op = w->def;
+    if (op == NULL || !ev_member(a->ev, w)) return NULL;
+    if (op_is_view(op)) {
+        const KExpr *in = carried_index(a, op->inputs[0], from, flat);
+        return in ? KSUB(a->kd, in, i64(a, op_view_offset(op))) : NULL;
+    }
+    if (op->kind != OP_TRANSPOSE) return NULL;
+    const KExpr *in = carried_index(a, op->inputs[0], from, flat);
+    if (in == NULL) return NULL;
+    const Shape *is = &op->inputs[0]->shape;
+    const KExpr *in_axes[IR_MAX_RANK], *out_axes[IR_MAX_RANK];
+    ix_unravel(a->kd, in, is, in_axes);
+    int n = 0;
+    const int64_t *perm = op_ints(op, "perm", &n);
+    for (int d = 0; d < is->rank; d++) out_axes[d] = in_axes[axis_normalize(perm[d], is->rank)];
+    return ix_ravel(a->kd, out_axes, &w->shape);
+}
+
+/* Stores every write of the step that `v` carries (v itself, or a transpose of it), for v's
+ * element at `flat` whose value is `x`. */
+static void store_carried(Attn *a, const Value *v, const KExpr *flat, const KExpr *x) {
+    const Step *st = &a->c->s->steps[a->c->step];
+    ev_scope_push(a->ev);
+    ev_pin(a->ev, v, x);
+    for (int w = 0; w < st->n_writes; w++) {
+        const Value *out = st->writes[w];
+        const KExpr *at_w = carried_index(a, out, v, flat);
+        if (at_w == NULL) continue;
+        const Value *vals[1] = {out};
+        ev_store(a->ev, vals, 1, at_w);
+    }
+    ev_scope_pop(a->ev);
+}
+
+/* Every write must be carried from one of these values. */
+static int check_writes(Attn *a, const Value *const *from, int n) {
+    const Step *st = &a->c->s->steps[a->c->step];
+    for (int w = 0; w < st->n_writes; w++) {
+        bool ok = false;
+        for (int i = 0; i < n && !ok; i++) ok = carried_index(a, st->writes[w], from[i], i64(a, 0));
+        if (!ok) {
+            snprintf(a->c->err, a->c->err_size, "%%%s is written by the attention kernel but "
+                     "is none of its results", st->writes[w]->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ---- the row of scores and its softmax ------------------------------------------------------ */
+
+/* dot = sum over d < n of x[bi, r1, d] * y[bi, r2, d] (f32) */
+static const KExpr *dot(Attn *a, const Value *x, int64_t x_rows, const KExpr *r1, const Value *y,
+                        int64_t y_rows, const KExpr *r2, const KExpr *bi, int64_t n) {
+    KernelDesc *kd = a->kd;
+    int acc = kd_var(kd, "dot", KT_F32), d = kd_var(kd, "d", KT_I64);
+    ks_decl(kd, acc, ke_f32(kd, 0));
+    ks_for_n(kd, d, n);
+    ev_scope_push(a->ev);
+    const KExpr *xv = value_at(a, x, at(a, bi, r1, x_rows, ke_var(kd, d), n));
+    const KExpr *yv = value_at(a, y, at(a, bi, r2, y_rows, ke_var(kd, d), n));
+    ks_assign(kd, acc, KADD(kd, ke_var(kd, acc), KMUL(kd, xv, yv)));
+    ev_scope_pop(a->ev);
+    ks_end(kd);
+    return ke_var(kd, acc);
+}
+
+typedef struct Row {
+    int s;              /* local array: the softmax's input along the row */
+    const KExpr *mx, *sum;
+} Row;
+
+/* The row i of softmax inputs (scores through the pre ops), its maximum and sum of
+ * exponentials, as the softmax kernel computes them. */
+static Row score_row(Attn *a, const KExpr *bi, const KExpr *i) {
+    KernelDesc *kd = a->kd;
+    const AttnMatch *m = &a->m;
+    Row r = {kd_local(kd, KT_F32, a->tk), NULL, NULL};
+    int mx = kd_var(kd, "mx", KT_F32), sum = kd_var(kd, "sum", KT_F64), j = kd_var(kd, "j", KT_I64);
+    ks_decl(kd, mx, ke_f32(kd, -INFINITY));
+    ks_for_n(kd, j, a->tk);
+    ev_scope_push(a->ev);
+    const KExpr *jv = ke_var(kd, j);
+    const KExpr *qk = dot(a, m->q, a->tq, i, m->k, a->tk, jv, bi, a->dh);
+    ev_pin(a->ev, m->scores->result, qk);
+    const KExpr *x = value_at(a, m->softmax->inputs[0], at(a, bi, i, a->tq, jv, a->tk));
+    ks_store(kd, r.s, jv, x);
+    ks_assign(kd, mx, ke_select(kd, ke_bin(kd, KB_GT, x, ke_var(kd, mx)), x, ke_var(kd, mx)));
+    ev_scope_pop(a->ev);
+    ks_end(kd);
+    ks_decl(kd, sum, ke_f64(kd, 0));
+    ks_for_n(kd, j, a->tk);
+    const KExpr *e = ke_call(kd, KF_EXP, KSUB(kd, ke_load(kd, r.s, ke_var(kd, j)), ke_var(kd, mx)));
+    ks_assign(kd, sum, KADD(kd, ke_var(kd, sum), e));
+    ks_end(kd);
+    r.mx = ke_var(kd, mx);
+    r.sum = ke_var(kd, sum);
+    return r;
+}
+
+/* P_ij, rounded to f32 as the softmax kernel stores it. */
+static const KExpr *prob(Attn *a, const Row *r, const KExpr *j) {
+    KernelDesc *kd = a->kd;
+    const KExpr *e = ke_call(kd, KF_EXP, KSUB(kd, ke_load(kd, r->s, j), r->mx));
+    return kd_let(kd, "p", ke_cast(kd, KT_F32, KDIV(kd, e, r->sum)));
+}
+
+/* ---- forward ------------------------------------------------------------------------------ */
+
+static void forward(Attn *a) {
+    KernelDesc *kd = a->kd;
+    const AttnMatch *m = &a->m;
+    const Step *st = &a->c->s->steps[a->c->step];
+    bool store_p = false;
+    for (int w = 0; w < st->n_writes; w++) store_p |= st->writes[w] == m->softmax->result;
+    int item = kd_var(kd, "w", KT_I64), j = kd_var(kd, "j", KT_I64), d = kd_var(kd, "d", KT_I64);
+    ks_parfor(kd, item, a->batch * a->tq);
+    ev_scope_push(a->ev);
+    const KExpr *bi = kd_let(kd, "bi", KDIV(kd, ke_var(kd, item), i64(a, a->tq)));
+    const KExpr *i = kd_let(kd, "i", KMOD(kd, ke_var(kd, item), i64(a, a->tq)));
+    Row r = score_row(a, bi, i);
+    int acc = kd_local(kd, KT_F32, a->dv);
+    ks_for_n(kd, d, a->dv);
+    ks_store(kd, acc, ke_var(kd, d), ke_f32(kd, 0));
+    ks_end(kd);
+    ks_for_n(kd, j, a->tk);
+    ev_scope_push(a->ev);
+    const KExpr *jv = ke_var(kd, j), *flat = at(a, bi, i, a->tq, jv, a->tk);
+    const KExpr *p = prob(a, &r, jv);
+    ev_pin(a->ev, m->softmax->result, p);
+    if (store_p) {
+        const Value *vals[1] = {m->softmax->result};
+        ev_store(a->ev, vals, 1, flat);
+    }
+    const KExpr *pp = value_at(a, m->pp, flat);
+    ks_for_n(kd, d, a->dv);
+    ev_scope_push(a->ev);
+    const KExpr *vv = value_at(a, m->v, at(a, bi, jv, a->tk, ke_var(kd, d), a->dv));
+    ks_store(kd, acc, ke_var(kd, d), KADD(kd, ke_load(kd, acc, ke_var(kd, d)), KMUL(kd, pp, vv)));
+    ev_scope_pop(a->ev);
+    ks_end(kd);
+    ev_scope_pop(a->ev);
+    ks_end(kd);
+    ks_for_n(kd, d, a->dv);
+    store_carried(a, m->context->result, at(a, bi, i, a->tq, ke_var(kd, d), a->dv),
+                  ke_load(kd, acc, ke_var(kd, d)));
+    ks_end(kd);
+    ev_scope_pop(a->ev);
+    ks_end(kd);
+}
+
+/* ---- backward ----------------------------------------------------------------------------- */
+
+static void zero(Attn *a, int buf, int64_t n) {
+    int k = kd_var(a->kd, "k", KT_I64);
+    ks_for_n(a->kd, k, n);
+    ks_store(a->kd, buf, ke_var(a->kd, k), ke_f32(a->kd, 0));
+    ks_end(a->kd);
+}
+
+/* Pins P and dP at element j of the current row for the chain's ops. */
+static void pin_row(Attn *a, int p, int dp, const KExpr *j) {
+    ev_pin(a->ev, a->m.softmax->result, ke_load(a->kd, p, j));
+    ev_pin(a->ev, a->m.d_p->result, ke_load(a->kd, dp, j));
+}
+
+/* The chain's sums along the row (one round: softmax's backward), pinned for the row. */
+static void chain_sums(Attn *a, const KExpr *bi, const KExpr *i, int p, int dp) {
+    KernelDesc *kd = a->kd;
+    const AttnMatch *m = &a->m;
+    int acc[ATTN_MAX_BACKWARD], j = kd_var(kd, "j", KT_I64);
+    int n = 0;
+    for (int k = 0; k < m->n_bwd; k++) {
+        bool reduced[IR_MAX_RANK];
+        acc[k] = -1;
+        if (!op_reduced_axes(m->bwd[k], reduced)) continue;
+        acc[k] = kd_var(kd, "acc", KT_F64);
+        ks_decl(kd, acc[k], ke_f64(kd, 0));
+        n++;
+    }
+    if (n == 0) return;
+    ks_for_n(kd, j, a->tk);
+    ev_scope_push(a->ev);
+    const KExpr *jv = ke_var(kd, j), *flat = at(a, bi, i, a->tq, jv, a->tk);
+    pin_row(a, p, dp, jv);
+    for (int k = 0; k < m->n_bwd; k++)
+        if (acc[k] >= 0)
+            ks_assign(kd, acc[k], KADD(kd, ke_var(kd, acc[k]), value_at(a, m->bwd[k]->inputs[0], flat)));
+    ev_scope_pop(a->ev);
+    ks_end(kd);
+    for (int k = 0; k < m->n_bwd; k++) {
+        if (acc[k] < 0) continue;
+        const KExpr *v = ke_var(kd, acc[k]);
+        if (m->bwd[k]->kind == OP_MEAN) v = KDIV(kd, v, ke_f64(kd, (double)a->tk));
+        ev_pin(a->ev, m->bwd[k]->result, kd_let(kd, "rs", ke_cast(kd, KT_F32, v)));
+    }
+}
+
+/* One query row of the backward. */
+static void backward_row(Attn *a, const KExpr *bi, const KExpr *i, int dk, int dvb) {
+    KernelDesc *kd = a->kd;
+    const AttnMatch *m = &a->m;
+    int j = kd_var(kd, "j", KT_I64), d = kd_var(kd, "d", KT_I64);
+    Row r = score_row(a, bi, i);
+    int p = kd_local(kd, KT_F32, a->tk), dp = kd_local(kd, KT_F32, a->tk), g = kd_local(kd, KT_F32, a->tk);
+    ks_for_n(kd, j, a->tk);
+    ks_store(kd, p, ke_var(kd, j), prob(a, &r, ke_var(kd, j)));
+    ks_store(kd, dp, ke_var(kd, j), dot(a, m->d_o, a->tq, i, m->v, a->tk, ke_var(kd, j), bi, a->dv));
+    ks_end(kd);
+    chain_sums(a, bi, i, p, dp);
+    ks_for_n(kd, j, a->tk);
+    ev_scope_push(a->ev);
+    const KExpr *jv = ke_var(kd, j), *flat = at(a, bi, i, a->tq, jv, a->tk);
+    pin_row(a, p, dp, jv);
+    const KExpr *gv = value_at(a, m->g, flat), *pp = value_at(a, m->pp, flat);
+    ks_store(kd, g, jv, gv);
+    ks_for_n(kd, d, a->dv);
+    ev_scope_push(a->ev);
+    const KExpr *o = value_at(a, m->d_o, at(a, bi, i, a->tq, ke_var(kd, d), a->dv));
+    const KExpr *slot = KADD(kd, KMUL(kd, jv, i64(a, a->dv)), ke_var(kd, d));
+    ks_store(kd, dvb, slot, KADD(kd, ke_load(kd, dvb, slot), KMUL(kd, pp, o)));
+    ev_scope_pop(a->ev);
+    ks_end(kd);
+    ks_for_n(kd, d, a->dh);
+    ev_scope_push(a->ev);
+    const KExpr *q = value_at(a, m->q, at(a, bi, i, a->tq, ke_var(kd, d), a->dh));
+    const KExpr *slot2 = KADD(kd, KMUL(kd, jv, i64(a, a->dh)), ke_var(kd, d));
+    ks_store(kd, dk, slot2, KADD(kd, ke_load(kd, dk, slot2), KMUL(kd, ke_load(kd, g, jv), q)));
+    ev_scope_pop(a->ev);
+    ks_end(kd);
+    ev_scope_pop(a->ev);
+    ks_end(kd);
+    /* dQ_i = sum_j G_ij k_j */
+    ks_for_n(kd, d, a->dh);
+    int acc = kd_var(kd, "dq", KT_F32);
+    ks_decl(kd, acc, ke_f32(kd, 0));
+    ks_for_n(kd, j, a->tk);
+    ev_scope_push(a->ev);
+    const KExpr *kv = value_at(a, m->k, at(a, bi, ke_var(kd, j), a->tk, ke_var(kd, d), a->dh));
+    ks_assign(kd, acc, KADD(kd, ke_var(kd, acc), KMUL(kd, ke_load(kd, g, ke_var(kd, j)), kv)));
+    ev_scope_pop(a->ev);
+    ks_end(kd);
+    store_carried(a, m->d_q->result, at(a, bi, i, a->tq, ke_var(kd, d), a->dh), ke_var(kd, acc));
+    ks_end(kd);
+}
+
+static void backward(Attn *a) {
+    KernelDesc *kd = a->kd;
+    const AttnMatch *m = &a->m;
+    int item = kd_var(kd, "w", KT_I64), i = kd_var(kd, "i", KT_I64), k = kd_var(kd, "k", KT_I64);
+    ks_parfor(kd, item, a->batch);
+    ev_scope_push(a->ev);
+    const KExpr *bi = ke_var(kd, item);
+    int dk = kd_local(kd, KT_F32, a->tk * a->dh), dv = kd_local(kd, KT_F32, a->tk * a->dv);
+    zero(a, dk, a->tk * a->dh);
+    zero(a, dv, a->tk * a->dv);
+    ks_for_n(kd, i, a->tq);
+    ev_scope_push(a->ev);
+    backward_row(a, bi, ke_var(kd, i), dk, dv);
+    ev_scope_pop(a->ev);
+    ks_end(kd);
+    ks_for_n(kd, k, a->tk * a->dh);
+    const KExpr *row = KDIV(kd, ke_var(kd, k), i64(a, a->dh)), *col = KMOD(kd, ke_var(kd, k), i64(a, a->dh));
+    store_carried(a, m->d_k->result, at(a, bi, row, a->tk, col, a->dh), ke_load(kd, dk, ke_var(kd, k)));
+    ks_end(kd);
+    ks_for_n(kd, k, a->tk * a->dv);
+    row = KDIV(kd, ke_var(kd, k), i64(a, a->dv));
+    col = KMOD(kd, ke_var(kd, k), i64(a, a->dv));
+    store_carried(a, m->d_v->result, at(a, bi, row, a->tk, col, a->dv), ke_load(kd, dv, ke_var(kd, k)));
+    ks_end(kd);
+    ev_scope_pop(a->ev);
+    ks_end(kd);
+}
+
+int lower_attention(LowerCtx *c) {
+    const Function *f = c->s->f;
+    const Step *st = &c->s->steps[c->step];
+    const Op *const *ops = (const Op *const *)f->ops + st->first_op;
+    bool want_backward = strcmp(f->groups[st->group].pattern, "attention_backward") == 0;
+    Attn a = {.c = c, .kd = c->kd};
+    for (int k = 0; k < st->n_ops && a.m.softmax == NULL; k++)
+        if (ops[k]->kind == OP_SOFTMAX && !attn_match(f, ops, st->n_ops, ops[k], &a.m))
+            memset(&a.m, 0, sizeof a.m);
+    if (a.m.softmax == NULL || want_backward != (a.m.d_v != NULL)) {
+        snprintf(c->err, c->err_size, "the group does not hold the attention pattern");
+        return -1;
+    }
+    a.s = &a.m.softmax->result->shape;
+    a.tq = a.s->dims[a.s->rank - 2];
+    a.tk = a.s->dims[a.s->rank - 1];
+    a.batch = shape_numel(a.s) / (a.tq * a.tk);
+    a.dh = a.m.q->shape.dims[a.s->rank - 1];
+    a.dv = a.m.v->shape.dims[a.s->rank - 1];
+    a.ev = eval_new(c->kd, c->s, c->step, c->buf_of);
+    if (a.ev == NULL) {
+        snprintf(c->err, c->err_size, "out of memory");
+        return -1;
+    }
+    const Value *results[4] = {NULL, a.m.softmax->result};
+    int rc = 0;
+    if (want_backward) {
+        results[0] = a.m.d_q->result, results[1] = a.m.d_k->result, results[2] = a.m.d_v->result;
+        rc = check_writes(&a, results, 3);
+        if (rc == 0) backward(&a);
+    } else {
+        results[0] = a.m.context->result;
+        rc = check_writes(&a, results, 2);
+        if (rc == 0) forward(&a);
+    }
+    if (rc == 0 && ev_error(a.ev)) {
+        snprintf(c->err, c->err_size, "%s", ev_error(a.ev));
+        rc = -1;
+    }
+    eval_free(a.ev);
+    return rc;
+}
