@@ -33,56 +33,67 @@ typedef struct Attn {
     AttnMatch m;
     const Shape *s;   /* scores [..., Tq, Tk] */
     int64_t batch, tq, tk, dh, dv;
+    const KExpr *bax[IR_MAX_RANK]; /* the work item's batch axes */
 } Attn;
 
 static const KExpr *i64(Attn *a, int64_t v) { return ke_int(a->kd, v); }
 
-/* Flat index of [bi, r, col] in a value [..., R, C] with the scores' batch axes. */
-static const KExpr *at(Attn *a, const KExpr *bi, const KExpr *r, int64_t rows, const KExpr *col,
-                       int64_t cols) {
-    KernelDesc *kd = a->kd;
-    return KADD(kd, KMUL(kd, KADD(kd, KMUL(kd, bi, i64(a, rows)), r), i64(a, cols)), col);
+/* The batch axes of batch element bi (once per work item). */
+static void batch_axes(Attn *a, const KExpr *bi) {
+    Shape b = shape_make(a->s->rank - 2, a->s->dims);
+    const KExpr *axes[IR_MAX_RANK];
+    ix_unravel(a->kd, bi, &b, axes);
+    for (int d = 0; d < b.rank; d++) a->bax[d] = kd_let(a->kd, "b", axes[d]);
 }
 
-static const KExpr *value_at(Attn *a, const Value *v, const KExpr *flat) {
-    Ix ix = ix_flat(&v->shape, flat);
+/* Element [batch, r, col] of a value [..., R, C] with the scores' batch axes. */
+static Ix at(Attn *a, const Value *v, const KExpr *r, const KExpr *col) {
+    const KExpr *axes[IR_MAX_RANK];
+    int rank = v->shape.rank;
+    for (int d = 0; d < rank - 2; d++) axes[d] = a->bax[d];
+    axes[rank - 2] = r;
+    axes[rank - 1] = col;
+    return ix_axes(a->kd, &v->shape, axes);
+}
+
+static const KExpr *value_at(Attn *a, const Value *v, const KExpr *r, const KExpr *col) {
+    Ix ix = at(a, v, r, col);
     return ev_value(a->ev, v, &ix);
 }
 
-/* The flat index in `w` (a value defined from `from` by transposes and views) of the element
- * of `from` at flat index `flat`. -1 (NULL) when w is not such a value. */
-static const KExpr *carried_index(Attn *a, const Value *w, const Value *from, const KExpr *flat) {
-    if (w == from) return flat;
-    const Op *op = w->def;
-    if (op == NULL || !ev_member(a->ev, w)) return NULL;
-    if (op_is_view(op)) {
-        const KExpr *in = carried_index(a, op->inputs[0], from, flat);
-        return in ? KSUB(a->kd, in, i64(a, op_view_offset(op))) : NULL;
+/* The element of `w` (a value defined from `from` by transposes) that holds the element *ix
+ * of `from`; false when w is not such a value. */
+static bool carried_ix(Attn *a, const Value *w, const Value *from, Ix *ix, Ix *out) {
+    if (w == from) {
+        *out = *ix;
+        return true;
     }
-    if (op->kind != OP_TRANSPOSE) return NULL;
-    const KExpr *in = carried_index(a, op->inputs[0], from, flat);
-    if (in == NULL) return NULL;
+    const Op *op = w->def;
+    Ix in;
+    if (op == NULL || !ev_member(a->ev, w) || op->kind != OP_TRANSPOSE ||
+        !carried_ix(a, op->inputs[0], from, ix, &in))
+        return false;
     const Shape *is = &op->inputs[0]->shape;
-    const KExpr *in_axes[IR_MAX_RANK], *out_axes[IR_MAX_RANK];
-    ix_unravel(a->kd, in, is, in_axes);
+    const KExpr *axes[IR_MAX_RANK];
     int n = 0;
     const int64_t *perm = op_ints(op, "perm", &n);
-    for (int d = 0; d < is->rank; d++) out_axes[d] = in_axes[axis_normalize(perm[d], is->rank)];
-    return ix_ravel(a->kd, out_axes, &w->shape);
+    for (int d = 0; d < is->rank; d++) axes[d] = ix_axis(a->kd, &in, axis_normalize(perm[d], is->rank));
+    *out = ix_axes(a->kd, &w->shape, axes);
+    return true;
 }
 
 /* Stores every write of the step that `v` carries (v itself, or a transpose of it), for v's
- * element at `flat` whose value is `x`. */
-static void store_carried(Attn *a, const Value *v, const KExpr *flat, const KExpr *x) {
+ * element [batch, r, col] whose value is `x`. */
+static void store_carried(Attn *a, const Value *v, const KExpr *r, const KExpr *col,
+                          const KExpr *x) {
     const Step *st = &a->c->s->steps[a->c->step];
     ev_scope_push(a->ev);
     ev_pin(a->ev, v, x);
+    Ix ix = at(a, v, r, col), out;
     for (int w = 0; w < st->n_writes; w++) {
-        const Value *out = st->writes[w];
-        const KExpr *at_w = carried_index(a, out, v, flat);
-        if (at_w == NULL) continue;
-        const Value *vals[1] = {out};
-        ev_store(a->ev, vals, 1, at_w);
+        if (!carried_ix(a, st->writes[w], v, &ix, &out)) continue;
+        const Value *vals[1] = {st->writes[w]};
+        ev_store(a->ev, vals, 1, out.flat);
     }
     ev_scope_pop(a->ev);
 }
@@ -92,7 +103,12 @@ static int check_writes(Attn *a, const Value *const *from, int n) {
     const Step *st = &a->c->s->steps[a->c->step];
     for (int w = 0; w < st->n_writes; w++) {
         bool ok = false;
-        for (int i = 0; i < n && !ok; i++) ok = carried_index(a, st->writes[w], from[i], i64(a, 0));
+        for (int i = 0; i < n && !ok; i++) {
+            const KExpr *zero[IR_MAX_RANK];
+            for (int d = 0; d < from[i]->shape.rank; d++) zero[d] = i64(a, 0);
+            Ix ix = ix_axes(a->kd, &from[i]->shape, zero), out;
+            ok = carried_ix(a, st->writes[w], from[i], &ix, &out);
+        }
         if (!ok) {
             snprintf(a->c->err, a->c->err_size, "%%%s is written by the attention kernel but "
                      "is none of its results", st->writes[w]->name);
@@ -104,16 +120,16 @@ static int check_writes(Attn *a, const Value *const *from, int n) {
 
 /* ---- the row of scores and its softmax ------------------------------------------------------ */
 
-/* dot = sum over d < n of x[bi, r1, d] * y[bi, r2, d] (f32) */
-static const KExpr *dot(Attn *a, const Value *x, int64_t x_rows, const KExpr *r1, const Value *y,
-                        int64_t y_rows, const KExpr *r2, const KExpr *bi, int64_t n) {
+/* dot = sum over d < n of x[batch, r1, d] * y[batch, r2, d] (f32) */
+static const KExpr *dot(Attn *a, const Value *x, const KExpr *r1, const Value *y,
+                        const KExpr *r2, int64_t n) {
     KernelDesc *kd = a->kd;
     int acc = kd_var(kd, "dot", KT_F32), d = kd_var(kd, "d", KT_I64);
     ks_decl(kd, acc, ke_f32(kd, 0));
     ks_for_n(kd, d, n);
     ev_scope_push(a->ev);
-    const KExpr *xv = value_at(a, x, at(a, bi, r1, x_rows, ke_var(kd, d), n));
-    const KExpr *yv = value_at(a, y, at(a, bi, r2, y_rows, ke_var(kd, d), n));
+    const KExpr *xv = value_at(a, x, r1, ke_var(kd, d));
+    const KExpr *yv = value_at(a, y, r2, ke_var(kd, d));
     ks_assign(kd, acc, KADD(kd, ke_var(kd, acc), KMUL(kd, xv, yv)));
     ev_scope_pop(a->ev);
     ks_end(kd);
@@ -127,7 +143,7 @@ typedef struct Row {
 
 /* The row i of softmax inputs (scores through the pre ops), its maximum and sum of
  * exponentials, as the softmax kernel computes them. */
-static Row score_row(Attn *a, const KExpr *bi, const KExpr *i) {
+static Row score_row(Attn *a, const KExpr *i) {
     KernelDesc *kd = a->kd;
     const AttnMatch *m = &a->m;
     Row r = {kd_local(kd, KT_F32, a->tk), NULL, NULL};
@@ -136,9 +152,9 @@ static Row score_row(Attn *a, const KExpr *bi, const KExpr *i) {
     ks_for_n(kd, j, a->tk);
     ev_scope_push(a->ev);
     const KExpr *jv = ke_var(kd, j);
-    const KExpr *qk = dot(a, m->q, a->tq, i, m->k, a->tk, jv, bi, a->dh);
+    const KExpr *qk = dot(a, m->q, i, m->k, jv, a->dh);
     ev_pin(a->ev, m->scores->result, qk);
-    const KExpr *x = value_at(a, m->softmax->inputs[0], at(a, bi, i, a->tq, jv, a->tk));
+    const KExpr *x = value_at(a, m->softmax->inputs[0], i, jv);
     ks_store(kd, r.s, jv, x);
     ks_assign(kd, mx, ke_select(kd, ke_bin(kd, KB_GT, x, ke_var(kd, mx)), x, ke_var(kd, mx)));
     ev_scope_pop(a->ev);
@@ -171,34 +187,33 @@ static void forward(Attn *a) {
     int item = kd_var(kd, "w", KT_I64), j = kd_var(kd, "j", KT_I64), d = kd_var(kd, "d", KT_I64);
     ks_parfor(kd, item, a->batch * a->tq);
     ev_scope_push(a->ev);
-    const KExpr *bi = kd_let(kd, "bi", KDIV(kd, ke_var(kd, item), i64(a, a->tq)));
+    batch_axes(a, kd_let(kd, "bi", KDIV(kd, ke_var(kd, item), i64(a, a->tq))));
     const KExpr *i = kd_let(kd, "i", KMOD(kd, ke_var(kd, item), i64(a, a->tq)));
-    Row r = score_row(a, bi, i);
+    Row r = score_row(a, i);
     int acc = kd_local(kd, KT_F32, a->dv);
     ks_for_n(kd, d, a->dv);
     ks_store(kd, acc, ke_var(kd, d), ke_f32(kd, 0));
     ks_end(kd);
     ks_for_n(kd, j, a->tk);
     ev_scope_push(a->ev);
-    const KExpr *jv = ke_var(kd, j), *flat = at(a, bi, i, a->tq, jv, a->tk);
+    const KExpr *jv = ke_var(kd, j);
     const KExpr *p = prob(a, &r, jv);
     ev_pin(a->ev, m->softmax->result, p);
     if (store_p) {
         const Value *vals[1] = {m->softmax->result};
-        ev_store(a->ev, vals, 1, flat);
+        ev_store(a->ev, vals, 1, at(a, m->softmax->result, i, jv).flat);
     }
-    const KExpr *pp = value_at(a, m->pp, flat);
+    const KExpr *pp = value_at(a, m->pp, i, jv);
     ks_for_n(kd, d, a->dv);
     ev_scope_push(a->ev);
-    const KExpr *vv = value_at(a, m->v, at(a, bi, jv, a->tk, ke_var(kd, d), a->dv));
+    const KExpr *vv = value_at(a, m->v, jv, ke_var(kd, d));
     ks_store(kd, acc, ke_var(kd, d), KADD(kd, ke_load(kd, acc, ke_var(kd, d)), KMUL(kd, pp, vv)));
     ev_scope_pop(a->ev);
     ks_end(kd);
     ev_scope_pop(a->ev);
     ks_end(kd);
     ks_for_n(kd, d, a->dv);
-    store_carried(a, m->context->result, at(a, bi, i, a->tq, ke_var(kd, d), a->dv),
-                  ke_load(kd, acc, ke_var(kd, d)));
+    store_carried(a, m->context->result, i, ke_var(kd, d), ke_load(kd, acc, ke_var(kd, d)));
     ks_end(kd);
     ev_scope_pop(a->ev);
     ks_end(kd);
@@ -220,7 +235,7 @@ static void pin_row(Attn *a, int p, int dp, const KExpr *j) {
 }
 
 /* The chain's sums along the row (one round: softmax's backward), pinned for the row. */
-static void chain_sums(Attn *a, const KExpr *bi, const KExpr *i, int p, int dp) {
+static void chain_sums(Attn *a, const KExpr *i, int p, int dp) {
     KernelDesc *kd = a->kd;
     const AttnMatch *m = &a->m;
     int acc[ATTN_MAX_BACKWARD], j = kd_var(kd, "j", KT_I64);
@@ -236,11 +251,11 @@ static void chain_sums(Attn *a, const KExpr *bi, const KExpr *i, int p, int dp) 
     if (n == 0) return;
     ks_for_n(kd, j, a->tk);
     ev_scope_push(a->ev);
-    const KExpr *jv = ke_var(kd, j), *flat = at(a, bi, i, a->tq, jv, a->tk);
+    const KExpr *jv = ke_var(kd, j);
     pin_row(a, p, dp, jv);
     for (int k = 0; k < m->n_bwd; k++)
         if (acc[k] >= 0)
-            ks_assign(kd, acc[k], KADD(kd, ke_var(kd, acc[k]), value_at(a, m->bwd[k]->inputs[0], flat)));
+            ks_assign(kd, acc[k], KADD(kd, ke_var(kd, acc[k]), value_at(a, m->bwd[k]->inputs[0], i, jv)));
     ev_scope_pop(a->ev);
     ks_end(kd);
     for (int k = 0; k < m->n_bwd; k++) {
@@ -252,33 +267,35 @@ static void chain_sums(Attn *a, const KExpr *bi, const KExpr *i, int p, int dp) 
 }
 
 /* One query row of the backward. */
-static void backward_row(Attn *a, const KExpr *bi, const KExpr *i, int dk, int dvb) {
+static void backward_row(Attn *a, const KExpr *i, int dk, int dvb) {
     KernelDesc *kd = a->kd;
     const AttnMatch *m = &a->m;
     int j = kd_var(kd, "j", KT_I64), d = kd_var(kd, "d", KT_I64);
-    Row r = score_row(a, bi, i);
+    Row r = score_row(a, i);
     int p = kd_local(kd, KT_F32, a->tk), dp = kd_local(kd, KT_F32, a->tk), g = kd_local(kd, KT_F32, a->tk);
     ks_for_n(kd, j, a->tk);
+    ev_scope_push(a->ev);
     ks_store(kd, p, ke_var(kd, j), prob(a, &r, ke_var(kd, j)));
-    ks_store(kd, dp, ke_var(kd, j), dot(a, m->d_o, a->tq, i, m->v, a->tk, ke_var(kd, j), bi, a->dv));
+    ks_store(kd, dp, ke_var(kd, j), dot(a, m->d_o, i, m->v, ke_var(kd, j), a->dv));
+    ev_scope_pop(a->ev);
     ks_end(kd);
-    chain_sums(a, bi, i, p, dp);
+    chain_sums(a, i, p, dp);
     ks_for_n(kd, j, a->tk);
     ev_scope_push(a->ev);
-    const KExpr *jv = ke_var(kd, j), *flat = at(a, bi, i, a->tq, jv, a->tk);
+    const KExpr *jv = ke_var(kd, j);
     pin_row(a, p, dp, jv);
-    const KExpr *gv = value_at(a, m->g, flat), *pp = value_at(a, m->pp, flat);
+    const KExpr *gv = value_at(a, m->g, i, jv), *pp = value_at(a, m->pp, i, jv);
     ks_store(kd, g, jv, gv);
     ks_for_n(kd, d, a->dv);
     ev_scope_push(a->ev);
-    const KExpr *o = value_at(a, m->d_o, at(a, bi, i, a->tq, ke_var(kd, d), a->dv));
+    const KExpr *o = value_at(a, m->d_o, i, ke_var(kd, d));
     const KExpr *slot = KADD(kd, KMUL(kd, jv, i64(a, a->dv)), ke_var(kd, d));
     ks_store(kd, dvb, slot, KADD(kd, ke_load(kd, dvb, slot), KMUL(kd, pp, o)));
     ev_scope_pop(a->ev);
     ks_end(kd);
     ks_for_n(kd, d, a->dh);
     ev_scope_push(a->ev);
-    const KExpr *q = value_at(a, m->q, at(a, bi, i, a->tq, ke_var(kd, d), a->dh));
+    const KExpr *q = value_at(a, m->q, i, ke_var(kd, d));
     const KExpr *slot2 = KADD(kd, KMUL(kd, jv, i64(a, a->dh)), ke_var(kd, d));
     ks_store(kd, dk, slot2, KADD(kd, ke_load(kd, dk, slot2), KMUL(kd, ke_load(kd, g, jv), q)));
     ev_scope_pop(a->ev);
@@ -291,11 +308,11 @@ static void backward_row(Attn *a, const KExpr *bi, const KExpr *i, int dk, int d
     ks_decl(kd, acc, ke_f32(kd, 0));
     ks_for_n(kd, j, a->tk);
     ev_scope_push(a->ev);
-    const KExpr *kv = value_at(a, m->k, at(a, bi, ke_var(kd, j), a->tk, ke_var(kd, d), a->dh));
+    const KExpr *kv = value_at(a, m->k, ke_var(kd, j), ke_var(kd, d));
     ks_assign(kd, acc, KADD(kd, ke_var(kd, acc), KMUL(kd, ke_load(kd, g, ke_var(kd, j)), kv)));
     ev_scope_pop(a->ev);
     ks_end(kd);
-    store_carried(a, m->d_q->result, at(a, bi, i, a->tq, ke_var(kd, d), a->dh), ke_var(kd, acc));
+    store_carried(a, m->d_q->result, i, ke_var(kd, d), ke_var(kd, acc));
     ks_end(kd);
 }
 
@@ -305,23 +322,23 @@ static void backward(Attn *a) {
     int item = kd_var(kd, "w", KT_I64), i = kd_var(kd, "i", KT_I64), k = kd_var(kd, "k", KT_I64);
     ks_parfor(kd, item, a->batch);
     ev_scope_push(a->ev);
-    const KExpr *bi = ke_var(kd, item);
+    batch_axes(a, ke_var(kd, item));
     int dk = kd_local(kd, KT_F32, a->tk * a->dh), dv = kd_local(kd, KT_F32, a->tk * a->dv);
     zero(a, dk, a->tk * a->dh);
     zero(a, dv, a->tk * a->dv);
     ks_for_n(kd, i, a->tq);
     ev_scope_push(a->ev);
-    backward_row(a, bi, ke_var(kd, i), dk, dv);
+    backward_row(a, ke_var(kd, i), dk, dv);
     ev_scope_pop(a->ev);
     ks_end(kd);
     ks_for_n(kd, k, a->tk * a->dh);
     const KExpr *row = KDIV(kd, ke_var(kd, k), i64(a, a->dh)), *col = KMOD(kd, ke_var(kd, k), i64(a, a->dh));
-    store_carried(a, m->d_k->result, at(a, bi, row, a->tk, col, a->dh), ke_load(kd, dk, ke_var(kd, k)));
+    store_carried(a, m->d_k->result, row, col, ke_load(kd, dk, ke_var(kd, k)));
     ks_end(kd);
     ks_for_n(kd, k, a->tk * a->dv);
     row = KDIV(kd, ke_var(kd, k), i64(a, a->dv));
     col = KMOD(kd, ke_var(kd, k), i64(a, a->dv));
-    store_carried(a, m->d_v->result, at(a, bi, row, a->tk, col, a->dv), ke_load(kd, dv, ke_var(kd, k)));
+    store_carried(a, m->d_v->result, row, col, ke_load(kd, dv, ke_var(kd, k)));
     ks_end(kd);
     ev_scope_pop(a->ev);
     ks_end(kd);
