@@ -108,8 +108,12 @@ static void put_tensor_info(PkgBuf *b, const char *name, DType dtype, const Shap
 }
 
 static int state_kind(ParamKind k) {
-    return k == PARAM_WEIGHT ? CAP_STATE_WEIGHT : k == PARAM_BUFFER ? CAP_STATE_BUFFER
-                                                                     : CAP_STATE_OPTIM;
+    switch (k) {
+    case PARAM_WEIGHT: return CAP_STATE_WEIGHT;
+    case PARAM_BUFFER: return CAP_STATE_BUFFER;
+    case PARAM_DERIVED: return CAP_STATE_DERIVED;
+    default: return CAP_STATE_OPTIM;
+    }
 }
 
 static void put_state_table(PkgBuf *b, const Module *m) {

@@ -257,7 +257,11 @@ static void print_function(FILE *out, const Function *f, const EntryStats *e, in
         fprintf(out, "  output %s: %s\n", f->output_names[i],
                 type_format(v->dtype, &v->shape, type, sizeof type));
     }
-    fprintf(out, "  kernels: %d (unfused %d), launches: %d\n", e->kernels, unfused, e->launches);
+    if (unfused >= 0)
+        fprintf(out, "  kernels: %d (unfused %d), launches: %d\n", e->kernels, unfused,
+                e->launches);
+    else
+        fprintf(out, "  kernels: %d (only when fused), launches: %d\n", e->kernels, e->launches);
     fprintf(out, "  activation bytes: %lld (naive %lld, %.1f%%)\n", (long long)e->arena_bytes,
             (long long)e->naive_bytes,
             e->naive_bytes > 0 ? 100.0 * (double)e->arena_bytes / (double)e->naive_bytes : 0.0);

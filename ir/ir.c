@@ -523,6 +523,44 @@ int func_add_group(Function *f, const char *pattern, int first_op, int n_ops) {
     return g;
 }
 
+void func_move_appended(Function *f, int first, int at) {
+    IR_ASSERT(f->n_groups == 0 && at >= 0 && at <= first && first <= f->n_ops);
+    int n = f->n_ops - first;
+    Op **moved = malloc(sizeof *moved * (size_t)(n + 1));
+    if (!moved) ir_bug("out of memory moving ops");
+    memcpy(moved, f->ops + first, sizeof *moved * (size_t)n);
+    memmove(f->ops + at + n, f->ops + at, sizeof *moved * (size_t)(first - at));
+    memcpy(f->ops + at, moved, sizeof *moved * (size_t)n);
+    free(moved);
+}
+
+void func_remove_dead_ops(Function *f) {
+    IR_ASSERT(f->n_groups == 0);
+    bool *live = calloc((size_t)f->n_values + 1, sizeof *live);
+    if (!live) ir_bug("out of memory removing dead ops");
+    for (int i = 0; i < f->n_outputs; i++) live[f->outputs[i]->id] = true;
+    for (int i = f->n_ops - 1; i >= 0; i--) {
+        const Op *op = f->ops[i];
+        if (!live[op->result->id]) continue;
+        for (int k = 0; k < op->n_inputs; k++) live[op->inputs[k]->id] = true;
+    }
+    int n_ops = 0, n_values = 0;
+    for (int i = 0; i < f->n_ops; i++)
+        if (live[f->ops[i]->result->id]) f->ops[n_ops++] = f->ops[i];
+    for (int v = 0; v < f->n_values; v++) {
+        Value *x = f->values[v];
+        if (x->def != NULL && !live[v]) {
+            x->id = -1; /* gone: the name index treats it as stale */
+            continue;
+        }
+        x->id = n_values;
+        f->values[n_values++] = x;
+    }
+    f->n_ops = n_ops;
+    f->n_values = n_values;
+    free(live);
+}
+
 void func_clear_groups(Function *f) {
     for (int i = 0; i < f->n_ops; i++) f->ops[i]->group = -1;
     f->n_groups = 0;

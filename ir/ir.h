@@ -101,8 +101,10 @@ struct Op {
 
 /* Weights count as parameters; buffers (BN running statistics) do not. STATE is what the
  * training program adds: optimizer moments ("adam.m.<param>", "adam.v.<param>") and the step
- * counter ("step"); printed as `state @name : TYPE init="..."`. */
-typedef enum { PARAM_WEIGHT, PARAM_BUFFER, PARAM_STATE } ParamKind;
+ * counter ("step"); printed as `state @name : TYPE init="..."`. DERIVED is computed from other
+ * state by the `fold` entry point (passes/fold_bn.c: a frozen BatchNorm folded into its
+ * convolution), never trained, saved or loaded; printed as `derived @name : TYPE`. */
+typedef enum { PARAM_WEIGHT, PARAM_BUFFER, PARAM_STATE, PARAM_DERIVED } ParamKind;
 
 typedef struct Param {
     const char *name; /* PyTorch state_dict name, e.g. "backbone.layer1.0.conv1.weight" */
@@ -232,6 +234,12 @@ void func_add_output(Function *f, const char *name, Value *v);
 int func_add_group(Function *f, const char *pattern, int first_op, int n_ops);
 /* Forgets every group (ops keep their order). */
 void func_clear_groups(Function *f);
+/* Moves the ops appended at indices [first, n_ops) to index `at` (at <= first), keeping
+ * their order: how a pass inserts ops it built with func_add_op. f must have no groups. */
+void func_move_appended(Function *f, int first, int at);
+/* Removes the ops whose result nothing uses (not an output, not read by a live op), and their
+ * values; value ids are renumbered densely. f must have no groups. */
+void func_remove_dead_ops(Function *f);
 /* Runs the op table's shape rule on op and records the result's dtype and shape. Returns 0,
  * or -1 with the rule's message in err. Passes that build ops call this right away. */
 int op_infer(Op *op, char *err, size_t err_size);

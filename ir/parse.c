@@ -6,7 +6,8 @@
  *   file   := 'module' STRING config* [train group*] param* func*
  *   config := 'config' WORD '=' NUMBER
  *   train  := 'train' {KEY '=' VALUE}        group := 'train_group' {KEY '=' VALUE}
- *   param  := ('param' | 'buffer' | 'state') '@'NAME ':' type ['init' '=' STRING] ['frozen']
+ *   param  := ('param' | 'buffer' | 'state' | 'derived') '@'NAME ':' type ['init' '=' STRING]
+ *             ['frozen']
  *   func   := 'func' '@'NAME '(' [arg {',' arg}] ')' '{' item* 'return' [out {',' out}] '}'
  *   item   := op | 'fused.'PATTERN '{' op+ '}'     (a fused group: its ops run as one kernel)
  *   arg    := '%'NAME ':' type          op := '%'NAME '=' WORD '(' [operands] ')' [attrs] ':' type
@@ -251,7 +252,8 @@ static void parse_param(Parser *ps, ParamKind kind) {
     bool frozen = false;
     if (peek_keyword(ps, "frozen")) {
         if (kind == PARAM_BUFFER) fail_at(ps, ps->p, "buffers are never trainable: drop 'frozen'");
-        if (kind == PARAM_STATE) fail_at(ps, ps->p, "state is never trainable: drop 'frozen'");
+        if (kind == PARAM_STATE || kind == PARAM_DERIVED)
+            fail_at(ps, ps->p, "state is never trainable: drop 'frozen'");
         ps->p += strlen("frozen");
         frozen = true;
     }
@@ -479,6 +481,8 @@ static void parse_file(Parser *ps) {
             parse_param(ps, PARAM_BUFFER);
         } else if (accept_keyword(ps, "state")) {
             parse_param(ps, PARAM_STATE);
+        } else if (accept_keyword(ps, "derived")) {
+            parse_param(ps, PARAM_DERIVED);
         } else if (accept_keyword(ps, "train_group")) {
             parse_train_group(ps);
         } else if (accept_keyword(ps, "train")) {
@@ -486,7 +490,8 @@ static void parse_file(Parser *ps) {
         } else if (accept_keyword(ps, "func")) {
             parse_function(ps);
         } else {
-            fail_at(ps, ps->p, "expected 'config', 'train', 'param', 'buffer', 'state' or 'func'");
+            fail_at(ps, ps->p,
+                    "expected 'config', 'train', 'param', 'buffer', 'state', 'derived' or 'func'");
         }
     }
 }

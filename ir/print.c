@@ -77,7 +77,8 @@ static void print_train(FILE *out, const TrainSpec *t) {
 }
 
 static const char *param_keyword(ParamKind kind) {
-    return kind == PARAM_BUFFER ? "buffer" : kind == PARAM_STATE ? "state" : "param";
+    return kind == PARAM_BUFFER ? "buffer" : kind == PARAM_STATE ? "state"
+         : kind == PARAM_DERIVED ? "derived" : "param";
 }
 
 static void print_param(FILE *out, const Param *p) {

@@ -678,6 +678,19 @@ static bool holds(Fuser *u, int g, int kind) {
     return false;
 }
 
+/* A conv2d of the group reads a BatchNorm folded into its weights (fold_bn.c). */
+static bool folded_conv(Fuser *u, int g) {
+    for (int m = u->head[g]; m >= 0; m = u->next[m]) {
+        const Op *o = u->f->ops[m];
+        if (o->kind != OP_CONV2D || o->inputs[1]->def == NULL ||
+            o->inputs[1]->def->kind != OP_PARAM)
+            continue;
+        const Param *p = module_find_param(u->f->module, op_string(o->inputs[1]->def, "name"));
+        if (p != NULL && p->kind == PARAM_DERIVED) return true;
+    }
+    return false;
+}
+
 static const char *pattern_of(Fuser *u, int g) {
     bool multi_domain = false;
     int64_t first = -1;
@@ -694,7 +707,7 @@ static const char *pattern_of(Fuser *u, int g) {
                 return "attention_backward";
         return "attention";
     case G_CONTRACT:
-        if (holds(u, g, OP_CONV2D) && holds(u, g, OP_BATCH_NORM))
+        if (holds(u, g, OP_CONV2D) && (holds(u, g, OP_BATCH_NORM) || folded_conv(u, g)))
             return holds(u, g, OP_RELU) ? "conv_bn_relu" : "conv_bn";
         return "contraction";
     case G_ROW:

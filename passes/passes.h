@@ -55,6 +55,11 @@ int autodiff_append(Function *f, Value *loss, Value ***param_grads, Diag *d);
  * entries, such as encode and decode_step) are left as they are. */
 int pass_build_training_program(Module *m, const PassOptions *opts, Diag *d);
 
+/* BatchNorm folding (passes/fold_bn.c): a conv2d feeding only a frozen eval-mode batch_norm
+ * becomes one conv2d on derived state that the new entry point `fold` computes. Off with the
+ * contraction fusion rule. */
+int pass_fold_bn(Module *m, const PassOptions *opts, Diag *d);
+
 /* Fusion (passes/fuse.c, docs/fusion.md): groups every function's ops into fused groups, each
  * one kernel, and orders the ops so that each group is contiguous. With opts->no_fuse (or
  * every rule off) it only removes any groups. */

@@ -1,7 +1,7 @@
 /* pipeline.c — capc's table of contents: the whole path from the module the frontend built to
  * cap.so, stage by stage, in the order of STAGES below.
  *
- *   shapes -> training -> fuse                      (IR passes: passes/*.c)
+ *   shapes -> training -> fold -> fuse              (IR passes: passes/*.c)
  *          -> lower -> rewrite -> memplan -> render  (code generation: codegen/)
  *          -> package                                (NVRTC, cc, cap.so)
  *
@@ -24,7 +24,9 @@
 typedef struct Run {
     Module *m;
     const PipelineOptions *opts;
-    Package *p; /* from `lower` on */
+    Package *p;    /* from `lower` on */
+    int *unfused;  /* per function before `fold`: its kernels if every op ran alone */
+    int n_unfused;
 } Run;
 
 typedef enum { DUMP_NONE, DUMP_IR, DUMP_MEMPLAN, DUMP_KERNELS } DumpKind;
@@ -38,9 +40,25 @@ typedef struct Stage {
 } Stage;
 
 static int run_shapes(Run *r, Diag *d) { return pass_infer_shapes(r->m, &r->opts->passes, d); }
-static int run_training(Run *r, Diag *d) {
-    return pass_build_training_program(r->m, &r->opts->passes, d);
+/* The entry points are all there after `training`: count their kernels as --no-fuse would
+ * run them (before `fold` and `fuse` change that), for the report. */
+static int count_unfused(Run *r, Diag *d) {
+    if (r->opts->report == NULL) return 0;
+    r->n_unfused = r->m->n_funcs;
+    r->unfused = malloc(sizeof *r->unfused * ((size_t)r->n_unfused + 1));
+    if (r->unfused == NULL) {
+        snprintf(d->msg, sizeof d->msg, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < r->n_unfused; i++) r->unfused[i] = schedule_count_unfused(r->m->funcs[i]);
+    return 0;
 }
+
+static int run_training(Run *r, Diag *d) {
+    if (pass_build_training_program(r->m, &r->opts->passes, d) != 0) return -1;
+    return count_unfused(r, d);
+}
+static int run_fold(Run *r, Diag *d) { return pass_fold_bn(r->m, &r->opts->passes, d); }
 static int run_fuse(Run *r, Diag *d) { return pass_fuse(r->m, &r->opts->passes, d); }
 
 static int run_lower(Run *r, Diag *d) {
@@ -66,6 +84,7 @@ static int check_kernels(Run *r, const char *stage, Diag *d) {
 static const Stage STAGES[] = {
     {"shapes", PIPELINE_IR, run_shapes, verify_ir, DUMP_IR},     /* static shapes everywhere */
     {"training", PIPELINE_IR, run_training, verify_ir, DUMP_IR}, /* train_step, eval_loss... */
+    {"fold", PIPELINE_IR, run_fold, verify_ir, DUMP_IR},         /* frozen BN into its conv */
     {"fuse", PIPELINE_IR, run_fuse, verify_ir, DUMP_IR},         /* groups: one kernel each */
     {"lower", PIPELINE_KERNELS, run_lower, check_kernels, DUMP_NONE}, /* kernel descriptions */
     {"rewrite", PIPELINE_KERNELS, run_rewrite, check_kernels, DUMP_NONE}, /* codegen/opt_*.c */
@@ -171,7 +190,7 @@ static int fill_report(Run *r, PipelineReport *rep, Diag *d) {
     rep->n_entries = n;
     for (int i = 0; i < n; i++) {
         package_entry_stats(r->p, i, &rep->entries[i]);
-        rep->unfused_kernels[i] = schedule_count_unfused(r->m->funcs[i]);
+        rep->unfused_kernels[i] = i < r->n_unfused ? r->unfused[i] : -1;
     }
     return 0;
 }
@@ -214,8 +233,9 @@ static int run_stages(Run *r, Diag *d) {
 
 int pipeline_run(Module *m, const PipelineOptions *opts, Diag *d) {
     PipelineOptions defaults = {0};
-    Run r = {m, opts != NULL ? opts : &defaults, NULL};
+    Run r = {m, opts != NULL ? opts : &defaults, NULL, NULL, 0};
     int rc = run_stages(&r, d);
     package_free(r.p);
+    free(r.unfused);
     return rc;
 }

@@ -17,7 +17,8 @@ typedef enum {
 typedef struct PipelineReport {
     int n_entries;
     EntryStats *entries;  /* per function of the module, in order */
-    int *unfused_kernels; /* per function: the kernels it would run with no fusion */
+    int *unfused_kernels; /* per function: the kernels it would run with --no-fuse; -1 for an
+                             entry point fusion added (`fold`) */
 } PipelineReport;
 
 typedef struct PipelineOptions {

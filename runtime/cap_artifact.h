@@ -34,9 +34,12 @@ typedef struct CapTensorInfo {
 
 /* Persistent tensors the runtime allocates once per session and checkpoints. */
 typedef enum {
-    CAP_STATE_WEIGHT = 0, /* a parameter (counted in "parameters") */
-    CAP_STATE_BUFFER = 1, /* BatchNorm running statistics and the like */
-    CAP_STATE_OPTIM = 2,  /* optimizer moments, the step counter */
+    CAP_STATE_WEIGHT = 0,  /* a parameter (counted in "parameters") */
+    CAP_STATE_BUFFER = 1,  /* BatchNorm running statistics and the like */
+    CAP_STATE_OPTIM = 2,   /* optimizer moments, the step counter */
+    CAP_STATE_DERIVED = 3, /* computed from the others by the "fold" entry (a frozen BatchNorm
+                              folded into its convolution); never saved or loaded: the runtime
+                              runs "fold" before any other entry after the state changed */
 } CapStateKind;
 
 typedef struct CapStateInfo {

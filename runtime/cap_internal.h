@@ -62,6 +62,7 @@ struct CapSession {
     void *arena;       /* max arena over entries (NULL when 0 bytes) */
     void **bufs;       /* scratch: resolved args of one step (max n_args) */
     void **dev_io;     /* scratch: device copies of inputs/outputs (non-host backends) */
+    int derived_stale; /* state was written from outside since "fold" last ran */
     char note[256];
 };
 

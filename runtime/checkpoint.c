@@ -24,6 +24,12 @@
 
 static int is_weights_kind(int kind) { return kind == CAP_STATE_WEIGHT || kind == CAP_STATE_BUFFER; }
 
+/* What a file carries: weights and buffers, plus the optimizer state in a checkpoint; never
+ * derived state (recomputed from the rest). */
+static int saved_kind(int kind, int all_states) {
+    return is_weights_kind(kind) || (all_states && kind == CAP_STATE_OPTIM);
+}
+
 /* Writes the states for which pick(kind) holds. Host copies live only during the call. */
 static CapStatus write_states(const CapSession *s, const char *path, int all_states,
                               const char *const *keys, const char *const *values, int n_meta,
@@ -35,7 +41,7 @@ static CapStatus write_states(const CapSession *s, const char *path, int all_sta
     int n = 0;
     for (int i = 0; i < a->n_state && !st; i++) {
         const CapStateInfo *si = &a->state[i];
-        if (!all_states && !is_weights_kind(si->kind)) continue;
+        if (!saved_kind(si->kind, all_states)) continue;
         host[n] = malloc(cap_tensor_bytes(&si->t) + 1);
         if (!host[n]) {
             st = cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
@@ -177,7 +183,7 @@ static CapStatus stage(const CapModel *m, const StFile *f, int all_states, Stage
     if (!sg->host) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
     for (int i = 0; i < a->n_state; i++) {
         const CapTensorInfo *info = &a->state[i].t;
-        if (!all_states && !is_weights_kind(a->state[i].kind)) continue;
+        if (!saved_kind(a->state[i].kind, all_states)) continue;
         const StTensor *t = st_find(f, info->name);
         char dims[160];
         if (!t)

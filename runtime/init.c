@@ -151,7 +151,8 @@ CapStatus cap_init_state(const CapStateInfo *info, int index, uint32_t seed, voi
                          char *err, size_t err_size) {
     const CapTensorInfo *t = &info->t;
     InitSpec sp;
-    if (info->kind == CAP_STATE_OPTIM) { /* moments and counters start at zero */
+    if (info->kind == CAP_STATE_OPTIM || info->kind == CAP_STATE_DERIVED) {
+        /* moments and counters start at zero; derived state is computed by "fold" */
         memset(dst, 0, cap_tensor_bytes(t));
         return CAP_OK;
     }

@@ -159,7 +159,7 @@ static CapStatus check_artifact(const CapArtifact *a, char *err, size_t err_size
     CapStatus st;
     for (int i = 0; i < a->n_state; i++) {
         if ((st = check_tensor(&a->state[i].t, "state", err, err_size))) return st;
-        if (a->state[i].kind < CAP_STATE_WEIGHT || a->state[i].kind > CAP_STATE_OPTIM)
+        if (a->state[i].kind < CAP_STATE_WEIGHT || a->state[i].kind > CAP_STATE_DERIVED)
             return cap_fail(err, err_size, CAP_E_FORMAT, "state '%s': unknown kind %d",
                             a->state[i].t.name, (int)a->state[i].kind);
     }

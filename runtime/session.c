@@ -125,6 +125,7 @@ CapStatus cap_session_write_state(CapSession *s, int index, const void *src, cha
     CapStatus st = check_state_index(s, index, err, err_size);
     if (st) return st;
     const CapTensorInfo *t = &cap_model_artifact(s->m)->state[index].t;
+    s->derived_stale = 1;
     return s->be->copy_in(s->ctx, s->state[index], src, cap_tensor_bytes(t), err, err_size);
 }
 
@@ -227,16 +228,36 @@ static CapStatus run_steps(CapSession *s, const CapEntry *e, char *err, size_t e
     return s->be->sync(s->ctx, err, err_size);
 }
 
-CapStatus cap_session_run(CapSession *s, const char *entry, const void *const *inputs,
-                          void *const *outputs, char *err, size_t err_size) {
-    if (!s || !entry) return cap_fail(err, err_size, CAP_E_ARG, "cap_session_run: NULL argument");
-    int ei = cap_model_find_entry(s->m, entry);
-    if (ei < 0)
-        return cap_fail(err, err_size, CAP_E_UNSUPPORTED, "%s has no entry point '%s'",
-                        cap_model_path(s->m), entry);
-    const CapEntry *e = &cap_model_artifact(s->m)->entries[ei];
+static CapStatus run_entry(CapSession *s, const CapEntry *e, const void *const *inputs,
+                           void *const *outputs, char *err, size_t err_size) {
     CapStatus st = bind_io(s, e, inputs, outputs, err, err_size);
     if (!st) st = run_steps(s, e, err, err_size);
     CapStatus st2 = unbind_io(s, e, outputs, !st, err, err_size);
     return st ? st : st2;
+}
+
+/* Derived state (CAP_STATE_DERIVED: frozen BatchNorms folded into their convolutions) is
+ * recomputed by the "fold" entry whenever state was written from outside since it last ran:
+ * before the first entry that might read it. Entries never write what "fold" reads. */
+static CapStatus refresh_derived(CapSession *s, char *err, size_t err_size) {
+    if (!s->derived_stale) return CAP_OK;
+    int fi = cap_model_find_entry(s->m, "fold");
+    s->derived_stale = 0;
+    if (fi < 0) return CAP_OK;
+    CapStatus st = run_entry(s, &cap_model_artifact(s->m)->entries[fi], NULL, NULL, err, err_size);
+    if (st) s->derived_stale = 1;
+    return st;
+}
+
+CapStatus cap_session_run(CapSession *s, const char *entry, const void *const *inputs,
+                          void *const *outputs, char *err, size_t err_size) {
+    if (!s || !entry) return cap_fail(err, err_size, CAP_E_ARG, "cap_session_run: NULL argument");
+    CapStatus st = refresh_derived(s, err, err_size);
+    if (st) return st;
+    int ei = cap_model_find_entry(s->m, entry);
+    if (ei < 0)
+        return cap_fail(err, err_size, CAP_E_UNSUPPORTED, "%s has no entry point '%s'",
+                        cap_model_path(s->m), entry);
+    return run_entry(s, &cap_model_artifact(s->m)->entries[ei], inputs, outputs, err,
+                     err_size);
 }

@@ -487,8 +487,10 @@ static Module *load_tiny(void) {
     return m;
 }
 
-/* Every entry point gets a valid plan; forward and train_step pack into less than half of
- * what one allocation per value would take (the issue's goal for train_step). */
+/* Every entry point gets a valid plan, never bigger than one allocation per value; forward and
+ * train_step pack into less than half of that (the issue's goal for train_step). (`fold`
+ * writes nearly everything straight into state: its few intermediates may all be live at
+ * once.) */
 static void test_tiny_captioner(void **state) {
     Module *m = load_tiny();
     assert_non_null(module_find_function(m, "forward"));
@@ -500,7 +502,7 @@ static void test_tiny_captioner(void **state) {
         print_message("@%s: peak %lld bytes, naive %lld bytes (%.1f%%)\n", f->name,
                       (long long)plan.peak_bytes, (long long)plan.naive_bytes,
                       100.0 * (double)plan.peak_bytes / (double)plan.naive_bytes);
-        assert_true(plan.peak_bytes < plan.naive_bytes);
+        assert_true(plan.peak_bytes <= plan.naive_bytes);
         if (strcmp(f->name, "forward") == 0 || strcmp(f->name, "train_step") == 0)
             assert_true(2 * plan.peak_bytes < plan.naive_bytes);
         memplan_free(&plan);

@@ -1,0 +1,215 @@
+/* fold_bn.c — a frozen BatchNorm folds into the convolution before it.
+ *
+ * Needs: verified functions with shapes known (after the training pass, so that every entry
+ * point is there). Runs before fusion.
+ * Does: wherever conv2d(x, W [, c]) feeds only batch_norm(training=false) whose weight g, bias
+ * b, running mean rm and variance rv are frozen, like W (and c): nothing the program trains,
+ * so their fold stays valid for as long as the state does not change from outside, the pair
+ * becomes one conv2d(x, W', b') with
+ *
+ *   s = g / sqrt(rv + eps),   W' = W * s (per output channel),   b' = (c - rm) * s + b
+ *
+ * W' and b' are new module state of kind DERIVED ("fold.<W's name>", "fold.<W's name minus
+ * .weight>.bias"), computed by a new entry point `fold` from the state they come from; the
+ * runtime runs it before any other entry whenever state was written from outside (loading,
+ * initializing). The BatchNorm's per-element work (a division and a square root in double for
+ * every element of the convolution's output) is then gone from every step: the convolution's
+ * kernel adds b' (and applies the ReLU that follows) in its epilogue. BatchNorms that train
+ * (layer4 and the neck of the captioner) are left alone: their statistics change every step.
+ * Keeps true: every function computes the same values up to the rounding of the fold (the
+ * tests compare the folded program with the unfolded one); the ops the fold replaced are
+ * removed.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ops.h"
+#include "passes.h"
+
+typedef struct Fold {
+    Module *m;
+    Function *fold; /* the entry point, made on the first fold */
+    Diag *d;
+} Fold;
+
+/* The module param read by op (a `param` op), or NULL. */
+static const Param *param_of(const Module *m, const Value *v) {
+    if (v->def == NULL || v->def->kind != OP_PARAM) return NULL;
+    return module_find_param(m, op_string(v->def, "name"));
+}
+
+static bool frozen(const Module *m, const Value *v) {
+    const Param *p = param_of(m, v);
+    return p != NULL && !p->trainable && (p->kind == PARAM_WEIGHT || p->kind == PARAM_BUFFER);
+}
+
+/* Per value id: how many ops read it (outputs count too). */
+static int *count_uses(const Function *f) {
+    int *n = calloc((size_t)f->n_values + 1, sizeof *n);
+    if (n == NULL) return NULL;
+    for (int i = 0; i < f->n_ops; i++)
+        for (int k = 0; k < f->ops[i]->n_inputs; k++) n[f->ops[i]->inputs[k]->id]++;
+    for (int i = 0; i < f->n_outputs; i++) n[f->outputs[i]->id]++;
+    return n;
+}
+
+/* conv -> batch_norm with everything frozen (uses: per value id, of f as it came). */
+static bool foldable(const Function *f, const Op *bn, const int *uses, int n_values) {
+    const Module *m = f->module;
+    if (bn->kind != OP_BATCH_NORM || op_bool(bn, "training")) return false;
+    if (bn->result->id >= n_values || uses[bn->result->id] == 0) return false; /* folded */
+    const Op *conv = bn->inputs[0]->def;
+    if (conv == NULL || conv->kind != OP_CONV2D || uses[conv->result->id] != 1) return false;
+    for (int i = 1; i < conv->n_inputs; i++)
+        if (!frozen(m, conv->inputs[i])) return false;
+    for (int i = 1; i < 5; i++)
+        if (!frozen(m, bn->inputs[i])) return false;
+    return true;
+}
+
+static Value *emit(Function *f, int kind, Value *const *ins, int n, const char *name,
+                   const Op *like) {
+    return func_add_op(f, kind, ins, n, name, like->loc)->result;
+}
+
+static Value *infer(Op *op, Diag *d) {
+    char err[512];
+    if (op_infer(op, err, sizeof err) != 0) {
+        snprintf(d->msg, sizeof d->msg, "internal error: folding BatchNorm: %s (this is a bug "
+                 "in capc)", err);
+        return NULL;
+    }
+    return op->result;
+}
+
+static Value *read_param(Function *f, const char *name, const Op *like, Diag *d) {
+    Op *op = func_add_op(f, OP_PARAM, NULL, 0, name, like->loc);
+    op_set_string(op, "name", name);
+    return infer(op, d);
+}
+
+static Value *binary(Function *f, int kind, Value *a, Value *b, const Op *like, Diag *d) {
+    Value *ins[2] = {a, b};
+    return infer(emit(f, kind, ins, 2, NULL, like)->def, d);
+}
+
+/* Adds to `fold` the computation of W' and b' for this pair (names: *w_name, *b_name). */
+static int add_fold(Fold *fo, const Op *conv, const Op *bn, const char *w_name,
+                    const char *b_name) {
+    Function *f = fo->fold;
+    Diag *d = fo->d;
+    const Module *m = fo->m;
+    Value *w = read_param(f, param_of(m, conv->inputs[1])->name, conv, d);
+    Value *g = read_param(f, param_of(m, bn->inputs[1])->name, bn, d);
+    Value *b = read_param(f, param_of(m, bn->inputs[2])->name, bn, d);
+    Value *rm = read_param(f, param_of(m, bn->inputs[3])->name, bn, d);
+    Value *rv = read_param(f, param_of(m, bn->inputs[4])->name, bn, d);
+    if (!w || !g || !b || !rm || !rv) return -1;
+    Op *eps = func_add_op(f, OP_FULL, NULL, 0, NULL, bn->loc);
+    op_set_ints(eps, "shape", NULL, 0);
+    op_set_float(eps, "value", op_float(bn, "eps"));
+    Value *e = infer(eps, d);
+    Value *sd = e ? binary(f, OP_ADD, rv, e, bn, d) : NULL;
+    Value *root = sd ? infer(emit(f, OP_SQRT, &sd, 1, NULL, bn)->def, d) : NULL;
+    Value *s = root ? binary(f, OP_DIV, g, root, bn, d) : NULL; /* [O] */
+    if (s == NULL) return -1;
+    Op *col = func_add_op(f, OP_RESHAPE, &s, 1, NULL, bn->loc);
+    int64_t dims[4] = {-1, 1, 1, 1};
+    op_set_ints(col, "shape", dims, 4);
+    Value *s4 = infer(col, d);
+    Value *w2 = s4 ? binary(f, OP_MUL, w, s4, conv, d) : NULL;
+    Value *shift;
+    if (conv->n_inputs == 3) {
+        Value *c = read_param(f, param_of(m, conv->inputs[2])->name, conv, d);
+        shift = c ? binary(f, OP_SUB, c, rm, bn, d) : NULL;
+    } else {
+        shift = infer(emit(f, OP_NEG, &rm, 1, NULL, bn)->def, d);
+    }
+    Value *scaled = shift ? binary(f, OP_MUL, shift, s, bn, d) : NULL;
+    Value *b2 = scaled ? binary(f, OP_ADD, scaled, b, bn, d) : NULL;
+    if (w2 == NULL || b2 == NULL) return -1;
+    char out[600];
+    snprintf(out, sizeof out, "@%s", w_name);
+    func_add_output(f, out, w2);
+    snprintf(out, sizeof out, "@%s", b_name);
+    func_add_output(f, out, b2);
+    return 0;
+}
+
+/* The derived state of the pair (made, with its part of `fold`, the first time). */
+static int derived_state(Fold *fo, const Op *conv, const Op *bn, char *w_name, char *b_name,
+                         size_t size) {
+    const char *wn = param_of(fo->m, conv->inputs[1])->name;
+    size_t len = strlen(wn);
+    bool dot_weight = len > 7 && strcmp(wn + len - 7, ".weight") == 0;
+    snprintf(w_name, size, "fold.%s", wn);
+    snprintf(b_name, size, "fold.%.*s.bias", (int)(dot_weight ? len - 7 : len), wn);
+    if (module_find_param(fo->m, w_name) != NULL) return 0;
+    const Value *w = conv->inputs[1];
+    Shape bias = shape_of(1, w->shape.dims[0]);
+    module_add_param(fo->m, w_name, DT_F32, w->shape, PARAM_DERIVED, false, "", conv->loc);
+    module_add_param(fo->m, b_name, DT_F32, bias, PARAM_DERIVED, false, "", bn->loc);
+    if (fo->fold == NULL) {
+        fo->fold = module_add_function(fo->m, "fold");
+        if (fo->fold == NULL) {
+            snprintf(fo->d->msg, sizeof fo->d->msg, "the model already has an entry point "
+                     "named 'fold' (capc's BatchNorm folding needs the name)");
+            return -1;
+        }
+    }
+    return add_fold(fo, conv, bn, w_name, b_name);
+}
+
+/* Replaces the pair (conv, bn) in f by conv2d(x, W', b'), inserted where conv was. */
+static int fold_pair(Fold *fo, Function *f, const Op *bn) {
+    const Op *conv = bn->inputs[0]->def;
+    char w_name[600], b_name[600];
+    if (derived_state(fo, conv, bn, w_name, b_name, sizeof w_name) != 0) return -1;
+    int at = 0;
+    while (f->ops[at] != conv) at++;
+    int first = f->n_ops;
+    Value *w = read_param(f, w_name, conv, fo->d), *b = read_param(f, b_name, conv, fo->d);
+    if (!w || !b) return -1;
+    Value *ins[3] = {conv->inputs[0], w, b};
+    char name[600];
+    snprintf(name, sizeof name, "%s.folded", conv->result->name);
+    Op *folded = func_add_op(f, OP_CONV2D, ins, 3, name, conv->loc);
+    memcpy(folded->attrs, conv->attrs, sizeof(AttrValue) * (size_t)op_info(OP_CONV2D)->n_attrs);
+    if (infer(folded, fo->d) == NULL) return -1;
+    func_move_appended(f, first, at);
+    for (int i = 0; i < f->n_ops; i++)
+        for (int k = 0; k < f->ops[i]->n_inputs; k++)
+            if (f->ops[i]->inputs[k] == bn->result) f->ops[i]->inputs[k] = folded->result;
+    for (int i = 0; i < f->n_outputs; i++)
+        if (f->outputs[i] == bn->result) f->outputs[i] = folded->result;
+    return 0;
+}
+
+int pass_fold_bn(Module *m, const PassOptions *opts, Diag *d) {
+    if (!fuse_enabled(opts, FUSE_RULE_CONTRACTION)) return 0; /* conv_bn_relu, folded */
+    Fold fo = {m, NULL, d};
+    int n_funcs = m->n_funcs; /* `fold` itself is added behind them */
+    for (int i = 0; i < n_funcs; i++) {
+        Function *f = m->funcs[i];
+        int n_values = f->n_values, *uses = count_uses(f);
+        if (uses == NULL) {
+            snprintf(d->msg, sizeof d->msg, "out of memory");
+            return -1;
+        }
+        bool changed = false;
+        for (int k = 0; k < f->n_ops; k++) {
+            if (!foldable(f, f->ops[k], uses, n_values)) continue;
+            const Op *bn = f->ops[k];
+            if (fold_pair(&fo, f, bn) != 0) {
+                free(uses);
+                return -1;
+            }
+            uses[bn->result->id] = 0;
+            changed = true;
+        }
+        free(uses);
+        if (changed) func_remove_dead_ops(f);
+    }
+    return 0;
+}
