@@ -75,6 +75,8 @@ typedef struct Fuser {
     OpClass *cls;       /* per op */
     int *op_of_value;   /* per value id: its defining op, or -1 */
     int *cons_start, *cons; /* consumers (op indices) of op i's result: cons[cons_start[i]..] */
+    int *input_of_value;    /* per value id: its index among the function's inputs, or -1 */
+    int *in_cons_start, *in_cons; /* consumers of function input i, the same way */
     bool *is_output;    /* per op: its result is returned */
     /* groups: union-find over op indices; the root holds the group's facts */
     int *parent, *next, *head, *tail, *size;
@@ -477,17 +479,38 @@ static void absorb_row_epilogue(Fuser *u, int op) {
     }
 }
 
-/* Row groups of the same rows that read a common value computed elsewhere (BatchNorm and its
- * running-mean update, LayerNorm's two parameter gradients) join: one pass reads it once. */
+/* Sets *list and *n to the consumers of value v (an op's result or a function input).
+ * Returns false for any other value. */
+static bool readers_of(const Fuser *u, const Value *v, const int **list, int *n) {
+    int p = u->op_of_value[v->id], in = u->input_of_value[v->id];
+    if (p >= 0) {
+        *list = u->cons + u->cons_start[p];
+        *n = u->cons_start[p + 1] - u->cons_start[p];
+    } else if (in >= 0) {
+        *list = u->in_cons + u->in_cons_start[in];
+        *n = u->in_cons_start[in + 1] - u->in_cons_start[in];
+    } else {
+        return false;
+    }
+    return true;
+}
+
+/* Row groups of the same rows that read a common value join: one pass reads it once
+ * (BatchNorm and its running-mean update, LayerNorm's two parameter gradients, BatchNorm's
+ * bias gradient and the backward that computes its input in its prologue). A value passed in
+ * counts; state (param) does not: every group reads some weight. A group that ran before the
+ * value's other reader could see it (a forward LayerNorm and the backward one, reading the
+ * same input) cannot join it: the path through the loss closes a cycle, and merge refuses. */
 static void join_siblings(Fuser *u, int op) {
     int g = find(u, op);
     for (int m = u->head[g]; m >= 0; m = u->next[m]) {
         const Op *o = u->f->ops[m];
         for (int i = 0; i < o->n_inputs; i++) {
-            int p = u->op_of_value[o->inputs[i]->id];
-            if (p < 0 || u->cls[p] == C_PARAM || find(u, p) == find(u, op)) continue;
-            for (int k = u->cons_start[p]; k < u->cons_start[p + 1]; k++)
-                join_rows(u, find(u, op), find(u, u->cons[k]));
+            int p = u->op_of_value[o->inputs[i]->id], n;
+            const int *readers;
+            if (p >= 0 && (u->cls[p] == C_PARAM || find(u, p) == find(u, op))) continue;
+            if (!readers_of(u, o->inputs[i], &readers, &n)) continue;
+            for (int k = 0; k < n; k++) join_rows(u, find(u, op), find(u, readers[k]));
         }
     }
 }
@@ -784,10 +807,42 @@ static void commit(Fuser *u) {
 
 static void fuser_free(Fuser *u) {
     free(u->cls), free(u->op_of_value), free(u->cons_start), free(u->cons), free(u->is_output);
+    free(u->input_of_value), free(u->in_cons_start), free(u->in_cons);
     free(u->parent), free(u->next), free(u->head), free(u->tail), free(u->size), free(u->kind);
     free(u->dom), free(u->reduced), free(u->rows), free(u->order), free(u->pos);
     free(u->stamp), free(u->stack), free(u->window), free(u->reach);
     attn_sets_free(u->attn, u->n_attn);
+}
+
+/* The consumers of each function input (in_cons), as cons holds those of each op. */
+static int index_input_readers(Fuser *u) {
+    const Function *f = u->f;
+    int ni = f->n_inputs, n_edges = 0;
+    u->input_of_value = malloc(sizeof(int) * ((size_t)f->n_values + 1));
+    u->in_cons_start = calloc((size_t)ni + 2, sizeof(int));
+    if (u->input_of_value == NULL || u->in_cons_start == NULL) return -1;
+    for (int v = 0; v < f->n_values; v++) u->input_of_value[v] = -1;
+    for (int i = 0; i < ni; i++) u->input_of_value[f->inputs[i]->id] = i;
+    for (int i = 0; i < u->n; i++)
+        for (int k = 0; k < f->ops[i]->n_inputs; k++) {
+            int in = u->input_of_value[f->ops[i]->inputs[k]->id];
+            if (in >= 0) u->in_cons_start[in + 1]++, n_edges++;
+        }
+    for (int i = 0; i < ni; i++) u->in_cons_start[i + 1] += u->in_cons_start[i];
+    u->in_cons = malloc(sizeof(int) * ((size_t)n_edges + 1));
+    int *fill = malloc(sizeof(int) * ((size_t)ni + 1));
+    if (u->in_cons == NULL || fill == NULL) {
+        free(fill);
+        return -1;
+    }
+    memcpy(fill, u->in_cons_start, sizeof(int) * (size_t)ni);
+    for (int i = 0; i < u->n; i++)
+        for (int k = 0; k < f->ops[i]->n_inputs; k++) {
+            int in = u->input_of_value[f->ops[i]->inputs[k]->id];
+            if (in >= 0) u->in_cons[fill[in]++] = i;
+        }
+    free(fill);
+    return 0;
 }
 
 static int fuser_init(Fuser *u, Function *f) {
@@ -841,6 +896,7 @@ static int fuser_init(Fuser *u, Function *f) {
             if (p >= 0) u->cons[fill[p]++] = i;
         }
     free(fill);
+    if (index_input_readers(u) != 0) return -1;
     for (int o = 0; o < f->n_outputs; o++) {
         int p = u->op_of_value[f->outputs[o]->id];
         if (p >= 0) u->is_output[p] = true;

@@ -62,7 +62,8 @@ typedef struct CapCounts {
     int64_t trainable;       /* elements of trainable WEIGHT states */
     int64_t buffer_elems;    /* elements of BUFFER states */
     int64_t optim_elems;     /* elements of OPTIM states */
-    int n_weights, n_trainable, n_buffers, n_optim;
+    int64_t derived_elems;   /* elements of DERIVED states (frozen BatchNorms folded) */
+    int n_weights, n_trainable, n_buffers, n_optim, n_derived;
     int64_t max_arena_bytes; /* max over entries: the arena a session allocates */
     int64_t state_bytes;     /* bytes of all state tensors */
 } CapCounts;

@@ -184,11 +184,15 @@ static CapSession *open_session(const CapModel *m, const char *backend) {
 
 /* ---- cap info ---------------------------------------------------------------------------- */
 
-static void print_entry(const CapEntry *e) {
+/* Launches per call: the entry's kernels (one per fused group or lone op) plus the copies of
+ * its results into the caller's outputs and into state (the copy kernels, "capc_copy_*"). */
+static void print_entry(const CapArtifact *a, const CapEntry *e) {
     char ty[192];
-    int n_updates = 0;
-    printf("  %s: %d steps, arena %lld bytes\n", e->name, (int)e->n_steps,
-           (long long)e->arena_bytes);
+    int n_updates = 0, n_copies = 0;
+    for (int s = 0; s < e->n_steps; s++)
+        n_copies += strncmp(a->kernels[e->steps[s].kernel].name, "capc_copy_", 10) == 0;
+    printf("  %s: %d kernel launches (%d kernels, %d copies), arena %lld bytes\n", e->name,
+           (int)e->n_steps, (int)e->n_steps - n_copies, n_copies, (long long)e->arena_bytes);
     for (int i = 0; i < e->n_inputs; i++)
         printf("    input  %s: %s\n", e->inputs[i].name, cap_tensor_type_str(&e->inputs[i], ty, sizeof ty));
     for (int i = 0; i < e->n_outputs; i++) {
@@ -214,13 +218,14 @@ static int cmd_info(const Args *a) {
     printf("parameters: %lld\n", (long long)c.params);
     printf("trainable: %lld\n", (long long)c.trainable);
     printf("state: %d weights (%d trainable), %d buffers (%lld elements), %d optimizer "
-           "tensors (%lld elements), %lld bytes\n", c.n_weights, c.n_trainable, c.n_buffers,
-           (long long)c.buffer_elems, c.n_optim, (long long)c.optim_elems,
+           "tensors (%lld elements), %d derived (%lld elements), %lld bytes\n", c.n_weights,
+           c.n_trainable, c.n_buffers, (long long)c.buffer_elems, c.n_optim,
+           (long long)c.optim_elems, c.n_derived, (long long)c.derived_elems,
            (long long)c.state_bytes);
     printf("vocab: %lld (pad %d, start %d, end %d, unk %d)\n", (long long)art->vocab_size,
            (int)art->pad_id, (int)art->start_id, (int)art->end_id, (int)art->unk_id);
     printf("entry points: %d\n", (int)art->n_entries);
-    for (int i = 0; i < art->n_entries; i++) print_entry(&art->entries[i]);
+    for (int i = 0; i < art->n_entries; i++) print_entry(art, &art->entries[i]);
     printf("kernels: %d\n", (int)art->n_kernels);
     printf("arena bytes: %lld\n", (long long)c.max_arena_bytes);
     char why[512];

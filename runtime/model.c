@@ -262,6 +262,9 @@ void cap_model_counts(const CapModel *m, CapCounts *c) {
         } else if (s->kind == CAP_STATE_BUFFER) {
             c->n_buffers++;
             c->buffer_elems += s->t.numel;
+        } else if (s->kind == CAP_STATE_DERIVED) {
+            c->n_derived++;
+            c->derived_elems += s->t.numel;
         } else {
             c->n_optim++;
             c->optim_elems += s->t.numel;

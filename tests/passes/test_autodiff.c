@@ -52,22 +52,6 @@ static char *read_case(const char *name, const char *ext) {
     return text;
 }
 
-/* Says where two texts first differ, then shows all of got. */
-static void report_difference(const char *name, const char *want, const char *got) {
-    int line = 1;
-    const char *w = want, *g = got;
-    while (*w != '\0' && *w == *g) {
-        if (*w == '\n') line++;
-        w++;
-        g++;
-    }
-    while (w > want && w[-1] != '\n') w--;
-    while (g > got && g[-1] != '\n') g--;
-    fprintf(stderr, "%s: output differs from %s.out.ir at line %d\n  want: %.*s\n  got:  %.*s\n",
-            name, name, line, (int)strcspn(w, "\n"), w, (int)strcspn(g, "\n"), g);
-    fprintf(stderr, "--- whole output ---\n%s--- end ---\n", got);
-}
-
 static void test_text_case(void **state) {
     const char *name = *state;
     char *text = read_case(name, ".in.ir");
@@ -94,7 +78,7 @@ static void test_text_case(void **state) {
     char *got = ir_module_to_string(m);
     char *want = read_case(name, ".out.ir");
     int same = strcmp(got, want) == 0;
-    if (!same) report_difference(name, want, got);
+    if (!same) report_text_difference(name, want, got);
     free(got);
     free(want);
     module_free(m);

@@ -49,22 +49,6 @@ static void first_line(char *text) {
     if (nl != NULL) *nl = '\0';
 }
 
-/* Says where two texts first differ (line number, both lines), then shows all of got. */
-static void report_difference(const char *name, const char *want, const char *got) {
-    int line = 1;
-    const char *w = want, *g = got;
-    while (*w != '\0' && *w == *g) {
-        if (*w == '\n') line++;
-        w++;
-        g++;
-    }
-    while (w > want && w[-1] != '\n') w--;
-    while (g > got && g[-1] != '\n') g--;
-    fprintf(stderr, "%s: output differs from %s.out.ir at line %d\n  want: %.*s\n  got:  %.*s\n",
-            name, name, line, (int)strcspn(w, "\n"), w, (int)strcspn(g, "\n"), g);
-    fprintf(stderr, "--- whole output ---\n%s--- end ---\n", got);
-}
-
 static void run_expect_output(const char *name) {
     Module *m = parse_case(name);
     Diag d = {0};
@@ -75,7 +59,7 @@ static void run_expect_output(const char *name) {
     }
     char *got = ir_module_to_string(m);
     char *want = read_data(name, ".out.ir");
-    if (strcmp(got, want) != 0) report_difference(name, want, got);
+    if (strcmp(got, want) != 0) report_text_difference(name, want, got);
     int same = strcmp(got, want) == 0;
     free(got);
     free(want);

@@ -70,3 +70,18 @@ char *read_test_data(const char *dir, const char *name, const char *ext) {
     free(path);
     return text;
 }
+
+void report_text_difference(const char *name, const char *want, const char *got) {
+    int line = 1;
+    const char *w = want, *g = got;
+    while (*w != '\0' && *w == *g) {
+        if (*w == '\n') line++;
+        w++;
+        g++;
+    }
+    while (w > want && w[-1] != '\n') w--;
+    while (g > got && g[-1] != '\n') g--;
+    fprintf(stderr, "%s: output differs from %s.out.ir at line %d\n  want: %.*s\n  got:  %.*s\n",
+            name, name, line, (int)strcspn(w, "\n"), w, (int)strcspn(g, "\n"), g);
+    fprintf(stderr, "--- whole output ---\n%s--- end ---\n", got);
+}

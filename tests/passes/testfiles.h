@@ -13,6 +13,9 @@ const char *source_dir(void);
 char *test_data_path(const char *dir, const char *name, const char *ext);
 /* That file's text (caller frees), or NULL after printing "cannot read PATH". */
 char *read_test_data(const char *dir, const char *name, const char *ext);
+/* For a golden-text test whose output got differs from NAME.out.ir's want: prints where they
+ * first differ (line number, both lines), then all of got, on stderr. */
+void report_text_difference(const char *name, const char *want, const char *got);
 /* Removes dir and everything in it (test temp dirs); ignores errors. */
 void remove_tree(const char *dir);
 

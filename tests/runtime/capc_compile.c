@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *test_src_dir(void) {
     const char *s = getenv("CAPC_SOURCE_DIR");
@@ -26,4 +27,16 @@ void compile_with_capc(const char *dir, const char *model, const char *flags, ch
     while (f && fgets(line, sizeof line, f))
         if (strstr(line, "error")) snprintf(why, why_size, "%s", line);
     if (f) fclose(f);
+}
+
+int make_temp_dir(const char *prefix, char *buf, size_t size) {
+    const char *t = getenv("TMPDIR");
+    snprintf(buf, size, "%s/%s_XXXXXX", t && *t ? t : "/tmp", prefix);
+    return mkdtemp(buf) ? 0 : -1;
+}
+
+int remove_temp_dir(const char *dir) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
 }

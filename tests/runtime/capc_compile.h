@@ -14,4 +14,10 @@ const char *test_src_dir(void);
 void compile_with_capc(const char *dir, const char *model, const char *flags, char *out,
                        size_t out_size, char *why, size_t why_size);
 
+/* Creates a fresh directory $TMPDIR/<prefix>_XXXXXX (/tmp without TMPDIR) into buf.
+ * Returns 0, or -1 when it cannot. */
+int make_temp_dir(const char *prefix, char *buf, size_t size);
+/* Removes dir and everything in it. Returns 0, or -1 when that failed. */
+int remove_temp_dir(const char *dir);
+
 #endif

@@ -332,9 +332,7 @@ static void test_gpu_matches_cpu(void **unused) {
 /* ---- setup ---------------------------------------------------------------------------------- */
 
 static int setup(void **unused) {
-    const char *t = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/capc_cuda_XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(tmpdir)) return -1;
+    if (make_temp_dir("capc_cuda", tmpdir, sizeof tmpdir) != 0) return -1;
     /* cuda images need NVRTC at compile time; without it the small model's tests skip */
     compile("tests/passes/data/small_model.json", "--target=all", small_so, sizeof small_so,
             small_why, sizeof small_why);
@@ -343,9 +341,8 @@ static int setup(void **unused) {
 }
 
 static int teardown(void **unused) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    (void)unused;
+    return remove_temp_dir(tmpdir);
 }
 
 int main(void) {

@@ -421,9 +421,7 @@ static void test_tiny_resume(void **unused) {
 }
 
 static int setup(void **unused) {
-    const char *t = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/capc_e2e_XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(tmpdir)) return -1;
+    if (make_temp_dir("capc_e2e", tmpdir, sizeof tmpdir) != 0) return -1;
     compile("tests/passes/data/small_model.json", "", small_so, sizeof small_so, small_why,
             sizeof small_why);
     compile("models/captioner_tiny.json", "-D batch=2 -D dropout=0", tiny_so, sizeof tiny_so,
@@ -440,10 +438,9 @@ static int setup(void **unused) {
 }
 
 static int teardown(void **unused) {
+    (void)unused;
     st_free(&expected);
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    return remove_temp_dir(tmpdir);
 }
 
 int main(void) {

@@ -22,6 +22,8 @@
 
 #include <cmocka.h>
 
+#include "capc_compile.h"
+
 #include "cap.h"
 #include "safetensors.h"
 
@@ -487,17 +489,14 @@ static void test_cli(void **unused) {
 }
 
 static int setup(void **unused) {
-    const char *t = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/capc_rt_XXXXXX", t && *t ? t : "/tmp");
-    if (!mkdtemp(tmpdir)) return -1;
+    if (make_temp_dir("capc_rt", tmpdir, sizeof tmpdir) != 0) return -1;
     for (int i = 0; i < 2048; i++) BIG[i] = (float)i;
     return 0;
 }
 
 static int teardown(void **unused) {
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-    return system(cmd) == 0 ? 0 : -1;
+    (void)unused;
+    return remove_temp_dir(tmpdir);
 }
 
 int main(void) {

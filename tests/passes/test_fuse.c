@@ -1,0 +1,112 @@
+/* test_fuse.c — the fusion pass, tested IR text in, IR text out (passes/fuse.c's rules).
+ *
+ * Every tests/passes/fuse/NAME.in.ir is a case (found by listing the folder): the module is
+ * parsed and verified, the fusion pass runs with its defaults, and the printed module must
+ * equal NAME.out.ir, written by hand from the rules: which ops form which fused.PATTERN group
+ * (and, for the attention backward, the recomputed copies of the forward ops). The cases
+ * cover every rule and named pattern and the cases that must not fuse:
+ *   elementwise_chain, contraction_epilogue, conv_bn_relu, residual_layernorm, softmax_prologue,
+ *   layernorm_backward, batch_norm_training, attention, attention_backward, multi_tensor,
+ *   multi_reduction; and bn_output_used_twice (the chain stops at a value with two users),
+ *   residual_from_elsewhere (joining would close a cycle through a contraction),
+ *   contraction_into_contraction, reduction_input_needed_later (the backward's reduction of a
+ *   LayerNorm's input stays out of the forward group, which writes that input for it).
+ * Each fused module must also parse back from its printed form, and lower to kernels that
+ * pass the kernel checker (so every group the pass forms is one codegen can build). */
+#include <dirent.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "codegen.h"
+#include "ir.h"
+#include "passes.h"
+#include "testfiles.h"
+
+#define DATA_DIR "tests/passes/fuse"
+
+static void lowers(const Module *m) {
+    for (int i = 0; i < m->n_funcs; i++) {
+        FunctionKernels fk;
+        Diag d = {0};
+        if (codegen_lower_function(m->funcs[i], &fk, &d) != 0 || codegen_check_kernels(&fk, &d) != 0)
+            fail_msg("@%s does not lower: %s", m->funcs[i]->name, d.msg);
+        function_kernels_free(&fk);
+    }
+}
+
+static void run_case(void **state) {
+    const char *name = *state;
+    char *in = read_test_data(DATA_DIR, name, ".in.ir");
+    char *want = read_test_data(DATA_DIR, name, ".out.ir");
+    assert_non_null(in);
+    if (want == NULL) fail_msg("%s has no .out.ir", name);
+    Diag d = {0};
+    Module *m = ir_parse(in, name, &d);
+    if (m == NULL) fail_msg("%s.in.ir does not parse: %s", name, d.msg);
+    if (ir_verify_module(m, true, &d) != 0) fail_msg("%s.in.ir: %s", name, d.msg);
+    if (pass_fuse(m, NULL, &d) != 0) fail_msg("%s: fusion failed: %s", name, d.msg);
+    if (ir_verify_module(m, true, &d) != 0) fail_msg("%s: invalid after fusion: %s", name, d.msg);
+    char *got = ir_module_to_string(m);
+    assert_non_null(got);
+    if (strcmp(got, want) != 0) {
+        report_text_difference(name, want, got);
+        fail_msg("%s: the fused module differs from %s.out.ir", name, name);
+    }
+    Module *again = ir_parse(got, name, &d);
+    if (again == NULL) fail_msg("%s: the fused module does not parse back: %s", name, d.msg);
+    char *twice = ir_module_to_string(again);
+    assert_string_equal(twice, got);
+    lowers(m);
+    free(twice);
+    module_free(again);
+    free(got);
+    free(in);
+    free(want);
+    module_free(m);
+}
+
+/* With --no-fuse (and with every rule off) the pass leaves no group. */
+static void test_no_fuse(void **state) {
+    char *in = read_test_data(DATA_DIR, "attention_backward", ".in.ir");
+    Diag d = {0};
+    Module *m = ir_parse(in, "attention_backward", &d);
+    assert_non_null(m);
+    PassOptions off = {.no_fuse = true}, none = {.fuse_off = ~0u};
+    assert_int_equal(pass_fuse(m, &off, &d), 0);
+    assert_int_equal(m->funcs[0]->n_groups, 0);
+    assert_int_equal(pass_fuse(m, &none, &d), 0);
+    assert_int_equal(m->funcs[0]->n_groups, 0);
+    module_free(m);
+    free(in);
+}
+
+int main(void) {
+    char *dir = test_data_path(DATA_DIR, "", "");
+    DIR *dp = opendir(dir);
+    if (dp == NULL) {
+        fprintf(stderr, "cannot list %s\n", dir);
+        return 1;
+    }
+    static char names[64][128];
+    struct CMUnitTest tests[65];
+    int n = 0;
+    for (struct dirent *e; (e = readdir(dp)) != NULL && n < 64;) {
+        size_t len = strlen(e->d_name);
+        if (len < 7 || strcmp(e->d_name + len - 6, ".in.ir") != 0) continue;
+        snprintf(names[n], sizeof names[n], "%.*s", (int)(len - 6), e->d_name);
+        n++;
+    }
+    closedir(dp);
+    free(dir);
+    qsort(names, (size_t)n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
+    for (int i = 0; i < n; i++)
+        tests[i] = (struct CMUnitTest){names[i], run_case, NULL, NULL, names[i]};
+    tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_no_fuse);
+    return _cmocka_run_group_tests("fuse", tests, (size_t)n, NULL, NULL);
+}
