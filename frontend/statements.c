@@ -279,7 +279,7 @@ static int run_param(const Ctx *c, const cJSON *s) {
     const cJSON *name_node = cJSON_GetObjectItemCaseSensitive(s, "param");
     Shape shape;
     DType dtype;
-    bool buffer;
+    bool buffer = false;
     char init[512];
     if (param_fields(c, s, &shape, &dtype, &buffer, init, sizeof init)) return -1;
     char *name = checked_name(c, name_node, "parameter name");

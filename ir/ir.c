@@ -523,15 +523,18 @@ int func_add_group(Function *f, const char *pattern, int first_op, int n_ops) {
     return g;
 }
 
-void func_move_appended(Function *f, int first, int at) {
-    IR_ASSERT(f->n_groups == 0 && at >= 0 && at <= first && first <= f->n_ops);
-    int n = f->n_ops - first;
-    Op **moved = malloc(sizeof *moved * (size_t)(n + 1));
-    if (!moved) ir_bug("out of memory moving ops");
-    memcpy(moved, f->ops + first, sizeof *moved * (size_t)n);
-    memmove(f->ops + at + n, f->ops + at, sizeof *moved * (size_t)(first - at));
-    memcpy(f->ops + at, moved, sizeof *moved * (size_t)n);
-    free(moved);
+void func_place_appended(Function *f, int n_before, const int *start, const int *end) {
+    IR_ASSERT(f->n_groups == 0 && n_before >= 0 && n_before <= f->n_ops);
+    Op **placed = malloc(sizeof *placed * ((size_t)f->n_ops + 1));
+    if (!placed) ir_bug("out of memory placing ops");
+    int n = 0;
+    for (int i = 0; i < n_before; i++) {
+        for (int k = start[i]; start[i] >= 0 && k < end[i]; k++) placed[n++] = f->ops[k];
+        placed[n++] = f->ops[i];
+    }
+    IR_ASSERT(n == f->n_ops);
+    memcpy(f->ops, placed, sizeof *placed * (size_t)n);
+    free(placed);
 }
 
 void func_remove_dead_ops(Function *f) {

@@ -234,9 +234,10 @@ void func_add_output(Function *f, const char *name, Value *v);
 int func_add_group(Function *f, const char *pattern, int first_op, int n_ops);
 /* Forgets every group (ops keep their order). */
 void func_clear_groups(Function *f);
-/* Moves the ops appended at indices [first, n_ops) to index `at` (at <= first), keeping
- * their order: how a pass inserts ops it built with func_add_op. f must have no groups. */
-void func_move_appended(Function *f, int first, int at);
+/* Puts the ops a pass appended (with func_add_op) behind the first n_before in place, in one
+ * pass: for each i < n_before with start[i] >= 0, ops [start[i], end[i]) go right before op i,
+ * in their order. Every appended op must be in one such range. f must have no groups. */
+void func_place_appended(Function *f, int n_before, const int *start, const int *end);
 /* Removes the ops whose result nothing uses (not an output, not read by a live op), and their
  * values; value ids are renumbered densely. f must have no groups. */
 void func_remove_dead_ops(Function *f);

@@ -362,7 +362,7 @@ static int axis_attr(const Op *op, const char *attr, const Value *x, int *axis, 
 int infer_slice(const Op *op, DType *out_dtype, Shape *out_shape, char *err, size_t err_size) {
     if (check_operands(op, err, err_size)) return -1;
     const Value *x = op->inputs[0];
-    int axis;
+    int axis = 0; /* set by axis_attr on success */
     if (axis_attr(op, "axis", x, &axis, err, err_size)) return -1;
     int64_t start = op_int(op, "start"), end = op_int(op, "end"), step = op_int(op, "step");
     int64_t dim = x->shape.dims[axis];
@@ -382,7 +382,7 @@ int infer_concat(const Op *op, DType *out_dtype, Shape *out_shape, char *err,
                  size_t err_size) {
     if (check_operands(op, err, err_size)) return -1;
     const Value *x0 = op->inputs[0];
-    int axis;
+    int axis = 0; /* set by axis_attr on success */
     if (axis_attr(op, "axis", x0, &axis, err, err_size)) return -1;
     Shape s = x0->shape;
     for (int i = 1; i < op->n_inputs; i++) {
@@ -480,7 +480,7 @@ int infer_softmax(const Op *op, DType *out_dtype, Shape *out_shape, char *err,
                   size_t err_size) {
     if (check_operands(op, err, err_size)) return -1;
     if (need_dtype(op, 0, DT_F32, "input", err, err_size)) return -1;
-    int axis;
+    int axis = 0; /* set by axis_attr on success */
     if (axis_attr(op, "axis", op->inputs[0], &axis, err, err_size)) return -1;
     return finish(op, DT_F32, &op->inputs[0]->shape, out_dtype, out_shape, err, err_size);
 }
@@ -725,7 +725,7 @@ int infer_update_slice(const Op *op, DType *out_dtype, Shape *out_shape, char *e
                        size_t err_size) {
     if (check_operands(op, err, err_size)) return -1;
     const Value *x = op->inputs[0], *u = op->inputs[1];
-    int axis;
+    int axis = 0; /* set by axis_attr on success */
     if (axis_attr(op, "axis", x, &axis, err, err_size)) return -1;
     bool ok = u->dtype == x->dtype && u->shape.rank == x->shape.rank &&
               u->shape.dims[axis] <= x->shape.dims[axis];
@@ -786,7 +786,7 @@ int infer_slice_grad(const Op *op, DType *out_dtype, Shape *out_shape, char *err
     if (check_operands(op, err, err_size)) return -1;
     if (need_dtype(op, 0, DT_F32, "dy", err, err_size)) return -1;
     const Value *dy = op->inputs[0];
-    int axis;
+    int axis = 0; /* set by axis_attr on success */
     if (axis_attr(op, "axis", dy, &axis, err, err_size)) return -1;
     int64_t start = op_int(op, "start"), end = op_int(op, "end"), step = op_int(op, "step");
     int64_t size = op_int(op, "size");

@@ -58,7 +58,7 @@ static int *count_uses(const Function *f) {
 static bool foldable(const Function *f, const Op *bn, const int *uses, int n_values) {
     const Module *m = f->module;
     if (bn->kind != OP_BATCH_NORM || op_bool(bn, "training")) return false;
-    if (bn->result->id >= n_values || uses[bn->result->id] == 0) return false; /* folded */
+    if (bn->result->id >= n_values || uses[bn->result->id] == 0) return false; /* unused */
     const Op *conv = bn->inputs[0]->def;
     if (conv == NULL || conv->kind != OP_CONV2D || uses[conv->result->id] != 1) return false;
     for (int i = 1; i < conv->n_inputs; i++)
@@ -129,7 +129,7 @@ static int add_fold(Fold *fo, const Op *conv, const Op *bn, const char *w_name,
     Value *scaled = shift ? binary(f, OP_MUL, shift, s, bn, d) : NULL;
     Value *b2 = scaled ? binary(f, OP_ADD, scaled, b, bn, d) : NULL;
     if (w2 == NULL || b2 == NULL) return -1;
-    char out[600];
+    char out[608]; /* "@" + a name of up to 600 */
     snprintf(out, sizeof out, "@%s", w_name);
     func_add_output(f, out, w2);
     snprintf(out, sizeof out, "@%s", b_name);
@@ -161,55 +161,67 @@ static int derived_state(Fold *fo, const Op *conv, const Op *bn, char *w_name, c
     return add_fold(fo, conv, bn, w_name, b_name);
 }
 
-/* Replaces the pair (conv, bn) in f by conv2d(x, W', b'), inserted where conv was. */
-static int fold_pair(Fold *fo, Function *f, const Op *bn) {
+/* Appends to f the conv2d(x, W', b') that replaces the pair (conv, bn); NULL after an error. */
+static Value *fold_pair(Fold *fo, Function *f, const Op *bn) {
     const Op *conv = bn->inputs[0]->def;
     char w_name[600], b_name[600];
-    if (derived_state(fo, conv, bn, w_name, b_name, sizeof w_name) != 0) return -1;
-    int at = 0;
-    while (f->ops[at] != conv) at++;
-    int first = f->n_ops;
+    if (derived_state(fo, conv, bn, w_name, b_name, sizeof w_name) != 0) return NULL;
     Value *w = read_param(f, w_name, conv, fo->d), *b = read_param(f, b_name, conv, fo->d);
-    if (!w || !b) return -1;
+    if (!w || !b) return NULL;
     Value *ins[3] = {conv->inputs[0], w, b};
     char name[600];
     snprintf(name, sizeof name, "%s.folded", conv->result->name);
     Op *folded = func_add_op(f, OP_CONV2D, ins, 3, name, conv->loc);
     memcpy(folded->attrs, conv->attrs, sizeof(AttrValue) * (size_t)op_info(OP_CONV2D)->n_attrs);
-    if (infer(folded, fo->d) == NULL) return -1;
-    func_move_appended(f, first, at);
-    for (int i = 0; i < f->n_ops; i++)
-        for (int k = 0; k < f->ops[i]->n_inputs; k++)
-            if (f->ops[i]->inputs[k] == bn->result) f->ops[i]->inputs[k] = folded->result;
-    for (int i = 0; i < f->n_outputs; i++)
-        if (f->outputs[i] == bn->result) f->outputs[i] = folded->result;
-    return 0;
+    return infer(folded, fo->d);
+}
+
+/* Folds every foldable pair of f. The new ops are appended while the pairs are found and put
+ * in place (each run before the conv it replaces) at the end, and the BatchNorms' results are
+ * replaced by the folded convs' in one pass over the ops: linear in the function's size. */
+static int fold_function(Fold *fo, Function *f) {
+    int n = f->n_ops, n_values = f->n_values, n_folded = 0, rc = -1;
+    int *uses = count_uses(f), *op_at = malloc(sizeof(int) * ((size_t)n_values + 1));
+    int *start = malloc(sizeof(int) * ((size_t)n + 1)), *end = malloc(sizeof(int) * ((size_t)n + 1));
+    Value **replaced = calloc((size_t)n_values + 1, sizeof *replaced);
+    if (!uses || !op_at || !start || !end || !replaced) {
+        snprintf(fo->d->msg, sizeof fo->d->msg, "out of memory");
+        goto out;
+    }
+    for (int k = 0; k < n; k++) op_at[f->ops[k]->result->id] = k, start[k] = end[k] = -1;
+    for (int k = 0; k < n; k++) {
+        const Op *bn = f->ops[k];
+        if (!foldable(f, bn, uses, n_values)) continue;
+        int first = f->n_ops, at = op_at[bn->inputs[0]->id];
+        Value *folded = fold_pair(fo, f, bn);
+        if (folded == NULL) goto out;
+        start[at] = first, end[at] = f->n_ops; /* a conv feeds one BatchNorm: one range each */
+        replaced[bn->result->id] = folded;
+        n_folded++;
+    }
+    if (n_folded > 0) {
+        func_place_appended(f, n, start, end);
+        for (int i = 0; i < f->n_ops; i++)
+            for (int k = 0; k < f->ops[i]->n_inputs; k++) {
+                const Value *v = f->ops[i]->inputs[k];
+                if (v->id < n_values && replaced[v->id]) f->ops[i]->inputs[k] = replaced[v->id];
+            }
+        for (int i = 0; i < f->n_outputs; i++)
+            if (f->outputs[i]->id < n_values && replaced[f->outputs[i]->id])
+                f->outputs[i] = replaced[f->outputs[i]->id];
+        func_remove_dead_ops(f);
+    }
+    rc = 0;
+out:
+    free(uses), free(op_at), free(start), free(end), free(replaced);
+    return rc;
 }
 
 int pass_fold_bn(Module *m, const PassOptions *opts, Diag *d) {
     if (!fuse_enabled(opts, FUSE_RULE_CONTRACTION)) return 0; /* conv_bn_relu, folded */
     Fold fo = {m, NULL, d};
     int n_funcs = m->n_funcs; /* `fold` itself is added behind them */
-    for (int i = 0; i < n_funcs; i++) {
-        Function *f = m->funcs[i];
-        int n_values = f->n_values, *uses = count_uses(f);
-        if (uses == NULL) {
-            snprintf(d->msg, sizeof d->msg, "out of memory");
-            return -1;
-        }
-        bool changed = false;
-        for (int k = 0; k < f->n_ops; k++) {
-            if (!foldable(f, f->ops[k], uses, n_values)) continue;
-            const Op *bn = f->ops[k];
-            if (fold_pair(&fo, f, bn) != 0) {
-                free(uses);
-                return -1;
-            }
-            uses[bn->result->id] = 0;
-            changed = true;
-        }
-        free(uses);
-        if (changed) func_remove_dead_ops(f);
-    }
+    for (int i = 0; i < n_funcs; i++)
+        if (fold_function(&fo, m->funcs[i]) != 0) return -1;
     return 0;
 }

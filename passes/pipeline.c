@@ -1,7 +1,7 @@
 /* pipeline.c — capc's table of contents: the whole path from the module the frontend built to
  * cap.so, stage by stage, in the order of STAGES below.
  *
- *   shapes -> training -> fold -> fuse              (IR passes: passes/*.c)
+ *   shapes -> training -> fold -> fuse              (IR passes: passes/)
  *          -> lower -> rewrite -> memplan -> render  (code generation: codegen/)
  *          -> package                                (NVRTC, cc, cap.so)
  *
@@ -95,7 +95,7 @@ static const Stage STAGES[] = {
 enum { N_STAGES = sizeof STAGES / sizeof STAGES[0] };
 
 static int fail_path(Diag *d, const char *what, const char *path, int err) {
-    snprintf(d->msg, sizeof d->msg, "cannot %s '%s': %s", what, path, strerror(err));
+    snprintf(d->msg, sizeof d->msg, "cannot %s '%.900s': %s", what, path, strerror(err));
     d->loc = SRCLOC_NONE;
     return -1;
 }

@@ -35,7 +35,7 @@ static inline int case_kernel_build(const Module *m, CaseKernel *ck, char *err, 
     const Function *f = m->funcs[0];
     Diag d = {0};
     if (codegen_lower_function(f, &ck->fk, &d) != 0) {
-        snprintf(err, size, "lowering failed: %s", d.msg);
+        snprintf(err, size, "lowering failed: %.400s", d.msg);
         return -1;
     }
     int step = ck->fk.schedule.step_of_op[f->n_ops - 1];
@@ -62,7 +62,7 @@ static inline int case_kernel_build(const Module *m, CaseKernel *ck, char *err, 
     ck->c_src = kernel_render(ck->k->desc, KTARGET_C, &d);
     ck->cuda_src = ck->c_src ? kernel_render(cu, KTARGET_CUDA, &d) : NULL;
     if (ck->c_src == NULL || ck->cuda_src == NULL) {
-        snprintf(err, size, "rendering failed: %s", d.msg);
+        snprintf(err, size, "rendering failed: %.400s", d.msg);
         return -1;
     }
     kernel_cuda_launch(cu, &ck->cuda_grid, &ck->cuda_block);
