@@ -13,7 +13,7 @@
 # neither, the prebuilt build-gpu), nvidia-smi, test_cuda_kernels, test_cuda_backend, the tiny
 # captioner (-D batch=2 -D dropout=0 --target=all) `cap loss` on cuda vs the PyTorch golden and
 # vs cpu in eval and train mode, train_step timings on cuda and cpu at batch 16 and 2 (median
-# of 20 after 3 warm-up runs), and PyTorch's train step of the same model on the GPU.
+# of 20 after 2 warm-up runs), and PyTorch's train step of the same model on the GPU.
 # Every step runs under `timeout`; the whole script stays under 6 minutes. Without a GPU the
 # cuda steps say "no GPU: cuda checks skipped" and the script still succeeds.
 set -u
@@ -215,6 +215,7 @@ fi
 for b in 16 2; do
     so=$B/models/tiny_b$b.so
     [ -f "$so" ] || continue
+    say "batch $b: $("$B/cap" info "$so" | grep -m1 '^  train_step:' | sed 's/^ *//')"
     for be in cuda cpu; do
         [ $be = cuda ] && [ $GPU = 0 ] && continue
         iters=20

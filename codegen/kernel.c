@@ -484,7 +484,7 @@ typedef struct Check {
 static void check_fail(Check *c, const char *what) {
     if (c->bad++) return;
     snprintf(c->d->msg, sizeof c->d->msg,
-             "internal error: kernel %s: %s (this is a bug in capc's lowering)", c->kd->name, what);
+             "internal error: kernel %s: %s (this is a bug in capc)", c->kd->name, what);
 }
 
 static void check_expr(Check *c, const KExpr *e) {

@@ -8,7 +8,8 @@
  *
  *   a function input          -> CAP_BUF_INPUT  i (the caller's tensor)
  *   a `param` result          -> CAP_BUF_STATE  index of the param in the module's table
- *   a view (reshape)          -> the place of its operand, transitively: the same bytes
+ *   a view (reshape, contiguous slice) -> the place of its operand, transitively, plus the
+ *                               slice's offset: the same bytes
  *   a planned value           -> CAP_BUF_ARENA  at the plan's offset
  *   an "@X" output the plan left out of the arena (written straight into X)
  *                             -> CAP_BUF_STATE  X

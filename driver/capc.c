@@ -56,7 +56,8 @@ static const char USAGE[] =
     "                      IR passes, NN-memplan.txt, NN-kernels.c and .cu (also --dump-ir=DIR)\n"
     "  --target=T          cpu, cuda or all (default: cpu, plus cuda when NVRTC is available)\n"
     "  --emit-src DIR      also write the generated cap.c and cap.cu to DIR (also --emit-src=DIR)\n"
-    "  --no-fuse           no fusion: every op its own kernel (same results; docs/fusion.md)\n"
+    "  --no-fuse           no fusion: every op its own kernel (same results up to rounding;\n"
+    "                      docs/fusion.md)\n"
     "  --fuse=LIST         switch fusion rules off (-RULE) or on (RULE), comma-separated:\n"
     "                      elementwise, reduction, contraction, attention, multi_reduction,\n"
     "                      multi_tensor; 'none' or 'all' for every rule (default: all)\n"
@@ -132,7 +133,7 @@ static int parse_fuse(CliArgs *a, const char *list) {
         while (fuse_rule_name((FuseRule)r) != NULL && strcmp(fuse_rule_name((FuseRule)r), name) != 0)
             r++;
         if (fuse_rule_name((FuseRule)r) == NULL)
-            return usage_error("unknown fusion rule '%s' in --fuse (see capc --help)", name);
+            return usage_error("unknown fusion rule '%s' in --fuse", name);
         if (off) a->passes.fuse_off |= 1u << r;
         else a->passes.fuse_off &= ~(1u << r);
     }
@@ -271,7 +272,8 @@ static void print_params(FILE *out, const Module *m) {
     int weights = 0, frozen = 0, buffers = 0;
     for (int i = 0; i < m->n_params; i++) {
         const Param *p = m->params[i];
-        if (p->kind == PARAM_STATE) continue; /* optimizer state: not a model tensor */
+        /* optimizer state and folded BatchNorms (derived): not model tensors */
+        if (p->kind == PARAM_STATE || p->kind == PARAM_DERIVED) continue;
         if (p->kind == PARAM_BUFFER) buffers++;
         else if (p->trainable) weights++;
         else { weights++; frozen++; }
@@ -338,7 +340,7 @@ static int run_check(const CliArgs *a) {
     Module *m = compile(a, &opts);
     if (m == NULL) return EXIT_MODEL_ERROR;
     print_summary(stdout, m, &report);
-    if (a->dump_dir != NULL) printf("IR dumps written to %s/\n", a->dump_dir);
+    if (a->dump_dir != NULL) printf("capc: IR dumps written to %s/\n", a->dump_dir);
     pipeline_report_free(&report);
     module_free(m);
     return 0;

@@ -3,8 +3,10 @@
  * Needs: verified functions with shapes known (after the training pass, so that every entry
  * point is there). Runs before fusion.
  * Does: wherever conv2d(x, W [, c]) feeds only batch_norm(training=false) whose weight g, bias
- * b, running mean rm and variance rv are frozen, like W (and c): nothing the program trains,
- * so their fold stays valid for as long as the state does not change from outside, the pair
+ * b, running mean rm and variance rv are frozen, like W (and c): nothing the program trains
+ * and no entry point writes (a BatchNorm that runs in training mode in train_step updates its
+ * running statistics, so its eval-mode uses elsewhere are not folded), so their fold stays
+ * valid for as long as the state does not change from outside, the pair
  * becomes one conv2d(x, W', b') with
  *
  *   s = g / sqrt(rv + eps),   W' = W * s (per output channel),   b' = (c - rm) * s + b
@@ -31,6 +33,8 @@ typedef struct Fold {
     Module *m;
     Function *fold; /* the entry point, made on the first fold */
     Diag *d;
+    const Param **written; /* state some entry point updates (an @X output), sorted */
+    int n_written;
 } Fold;
 
 /* The module param read by op (a `param` op), or NULL. */
@@ -39,9 +43,37 @@ static const Param *param_of(const Module *m, const Value *v) {
     return module_find_param(m, op_string(v->def, "name"));
 }
 
-static bool frozen(const Module *m, const Value *v) {
-    const Param *p = param_of(m, v);
-    return p != NULL && !p->trainable && (p->kind == PARAM_WEIGHT || p->kind == PARAM_BUFFER);
+static int cmp_param_ptr(const void *a, const void *b) {
+    const Param *x = *(const Param *const *)a, *y = *(const Param *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts into fo->written the state that some function returns as @X: a BatchNorm in training
+ * mode somewhere updates its running statistics, and a fold of them would go stale. */
+static int collect_written(Fold *fo) {
+    int n = 0;
+    for (int i = 0; i < fo->m->n_funcs; i++) n += fo->m->funcs[i]->n_outputs;
+    fo->written = malloc(sizeof *fo->written * ((size_t)n + 1));
+    if (fo->written == NULL) return -1;
+    for (int i = 0; i < fo->m->n_funcs; i++) {
+        const Function *f = fo->m->funcs[i];
+        for (int k = 0; k < f->n_outputs; k++) {
+            const char *name = f->output_names[k];
+            const Param *p = name[0] == '@' ? module_find_param(fo->m, name + 1) : NULL;
+            if (p != NULL) fo->written[fo->n_written++] = p;
+        }
+    }
+    qsort(fo->written, (size_t)fo->n_written, sizeof *fo->written, cmp_param_ptr);
+    return 0;
+}
+
+/* State nothing trains and no entry point writes: its fold stays valid until the state is
+ * written from outside (which the runtime watches). */
+static bool frozen(const Fold *fo, const Value *v) {
+    const Param *p = param_of(fo->m, v);
+    if (p == NULL || p->trainable || (p->kind != PARAM_WEIGHT && p->kind != PARAM_BUFFER))
+        return false;
+    return bsearch(&p, fo->written, (size_t)fo->n_written, sizeof p, cmp_param_ptr) == NULL;
 }
 
 /* Per value id: how many ops read it (outputs count too). */
@@ -55,16 +87,15 @@ static int *count_uses(const Function *f) {
 }
 
 /* conv -> batch_norm with everything frozen (uses: per value id, of f as it came). */
-static bool foldable(const Function *f, const Op *bn, const int *uses, int n_values) {
-    const Module *m = f->module;
+static bool foldable(const Fold *fo, const Op *bn, const int *uses, int n_values) {
     if (bn->kind != OP_BATCH_NORM || op_bool(bn, "training")) return false;
     if (bn->result->id >= n_values || uses[bn->result->id] == 0) return false; /* unused */
     const Op *conv = bn->inputs[0]->def;
     if (conv == NULL || conv->kind != OP_CONV2D || uses[conv->result->id] != 1) return false;
     for (int i = 1; i < conv->n_inputs; i++)
-        if (!frozen(m, conv->inputs[i])) return false;
+        if (!frozen(fo, conv->inputs[i])) return false;
     for (int i = 1; i < 5; i++)
-        if (!frozen(m, bn->inputs[i])) return false;
+        if (!frozen(fo, bn->inputs[i])) return false;
     return true;
 }
 
@@ -191,7 +222,7 @@ static int fold_function(Fold *fo, Function *f) {
     for (int k = 0; k < n; k++) op_at[f->ops[k]->result->id] = k, start[k] = end[k] = -1;
     for (int k = 0; k < n; k++) {
         const Op *bn = f->ops[k];
-        if (!foldable(f, bn, uses, n_values)) continue;
+        if (!foldable(fo, bn, uses, n_values)) continue;
         int first = f->n_ops, at = op_at[bn->inputs[0]->id];
         Value *folded = fold_pair(fo, f, bn);
         if (folded == NULL) goto out;
@@ -219,9 +250,13 @@ out:
 
 int pass_fold_bn(Module *m, const PassOptions *opts, Diag *d) {
     if (!fuse_enabled(opts, FUSE_RULE_CONTRACTION)) return 0; /* conv_bn_relu, folded */
-    Fold fo = {m, NULL, d};
-    int n_funcs = m->n_funcs; /* `fold` itself is added behind them */
-    for (int i = 0; i < n_funcs; i++)
-        if (fold_function(&fo, m->funcs[i]) != 0) return -1;
-    return 0;
+    Fold fo = {m, NULL, d, NULL, 0};
+    int n_funcs = m->n_funcs, rc = 0; /* `fold` itself is added behind them */
+    if (collect_written(&fo) != 0) {
+        snprintf(d->msg, sizeof d->msg, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < n_funcs && rc == 0; i++) rc = fold_function(&fo, m->funcs[i]);
+    free(fo.written);
+    return rc;
 }

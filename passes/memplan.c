@@ -17,8 +17,9 @@
  *       no step reads the old X after the one that computes the new one (that step may read
  *       it only as an aligned read of the same size: schedule.c). Otherwise it stays in the
  *       arena and the runtime copies it into X at the end of the step.
- *   a view of its operand: a reshape is a view of its (always contiguous) operand. It gets
- *     the operand's offset, and the operand's buffer lives as long as any view of it is read.
+ *   a view of its operand: a reshape of its (always contiguous) operand, or a contiguous
+ *     slice (op_view_offset: the bytes start further in). It gets the operand's offset (plus
+ *     the slice's), and the operand's buffer lives as long as any view of it is read.
  *     op_is_view() (ir/ops.h) says which ops are views, for this pass and codegen alike.
  *   in place over a read: a step may write a value over an aligned arena read (each work item
  *     reads it at its own flat index before it stores: schedule.c) of the same dtype and

@@ -76,8 +76,11 @@ static int run_package(Run *r, Diag *d) { return package_write(r->p, &r->opts->p
 
 static int verify_ir(Run *r, const char *stage, Diag *d);
 static int check_kernels(Run *r, const char *stage, Diag *d) {
-    (void)stage;
-    return package_check_kernels(r->p, d);
+    Diag inner = {0};
+    if (package_check_kernels(r->p, &inner) == 0) return 0;
+    snprintf(d->msg, sizeof d->msg, "%.900s, found after %s", inner.msg, stage);
+    d->loc = inner.loc;
+    return -1;
 }
 
 /* The stages, in the order they run. */

@@ -12,9 +12,9 @@
  * What it keeps true: every op it builds has its shape inferred (op_infer) and both functions
  * verify with shapes; forward is left untouched; train_step's outputs are `loss`, `lr`,
  * `grad_norm`, then `@X` for every state X it updates (docs/ir.md): each trainable weight
- * that gets a gradient, its `adam.m.*` / `adam.v.*` moments (PARAM_STATE, zeros), the
- * running statistics of every training-mode batch_norm, and `step` (f32[], the number of
- * updates done so far). Running the pass again (a module parsed from a dump) changes nothing.
+ * that gets a gradient, its `adam.m.*` / `adam.v.*` moments (PARAM_STATE, zeros), `step`
+ * (f32[], the number of updates done so far), then the running statistics of every
+ * training-mode batch_norm. Running the pass again (a module parsed from a dump) changes nothing.
  */
 #include <math.h>
 #include <stdio.h>

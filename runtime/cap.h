@@ -1,5 +1,5 @@
 /* cap.h — the public C API of libcaprt: load a cap.so that capc compiled, make a session of
- * it on a backend (cpu today; cuda is a later issue), fill its state (init, weights files,
+ * it on a backend (cpu, or cuda: docs/gpu.md), fill its state (init, weights files,
  * checkpoints), feed batches and run its entry points (train_step, eval_loss, ...), and run a
  * whole training loop. docs/api.md describes it with examples (C and Python ctypes).
  *
@@ -93,7 +93,8 @@ CapStatus cap_backend_probe(CapBackendKind kind, char *why, size_t why_size);
 typedef struct CapSession CapSession;
 
 /* Allocates every state tensor (zero-filled) and one arena (max over entries). With
- * CAP_BACKEND_AUTO the runtime picks the best usable backend (today: cpu) and
+ * CAP_BACKEND_AUTO the runtime picks the best usable backend (cuda when a GPU is usable and
+ * the library has an image for it, else cpu) and
  * cap_session_backend_note says why. */
 CapStatus cap_session_new(const CapModel *m, CapBackendKind kind, CapSession **out, char *err,
                           size_t err_size);

@@ -326,7 +326,7 @@ static CapStatus tokenize_set(CapScoreSet *s, char *err, size_t err_size) {
 
 static CapStatus score_set(const CapScoreSet *s, double bleu[CAP_BLEU_N], double *cider,
                            char *err, size_t err_size) {
-    CapScoreItem *items = calloc((size_t)s->n, sizeof *items);
+    CapScoreItem *items = calloc(s->n > 0 ? (size_t)s->n : 1, sizeof *items);
     if (!items) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
     for (int i = 0; i < s->n; i++)
         items[i] = (CapScoreItem){s->candidates[i], (const char *const *)s->refs[i], s->n_refs[i]};

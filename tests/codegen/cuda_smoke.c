@@ -13,7 +13,9 @@
  *   ./cuda_smoke cap.so sm_90 forward train_step
  *
  * i32 inputs get ids in [0, 16): pass only entries whose i32 inputs accept that (forward,
- * eval_loss, train_step of the test models and the captioners).
+ * eval_loss, train_step of the test models and the captioners). Every state tensor is random,
+ * derived state (folded BatchNorms) included, and `fold` is not run: both sides compute from
+ * the same numbers, which is all a CPU-vs-GPU comparison needs.
  */
 #include <dlfcn.h>
 #include <math.h>
@@ -100,13 +102,17 @@ typedef struct Side {
     void **state, **inputs, **outputs, *arena;
 } Side;
 
+/* A reference's address: its tensor's (or the arena's), plus its offset in bytes (a view may
+ * start inside its tensor, in every space). */
 static void *place(const Side *s, const CapBufRef *r) {
+    char *base;
     switch (r->space) {
-    case CAP_BUF_ARENA: return (char *)s->arena + r->offset;
-    case CAP_BUF_STATE: return s->state[r->index];
-    case CAP_BUF_INPUT: return s->inputs[r->index];
-    default: return s->outputs[r->index];
+    case CAP_BUF_ARENA: base = s->arena; break;
+    case CAP_BUF_STATE: base = s->state[r->index]; break;
+    case CAP_BUF_INPUT: base = s->inputs[r->index]; break;
+    default: base = s->outputs[r->index]; break;
     }
+    return base + r->offset;
 }
 
 static void run_cpu(const CapArtifact *a, const CapEntry *e, const Side *s) {

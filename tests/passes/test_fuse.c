@@ -1,4 +1,5 @@
-/* test_fuse.c — the fusion pass, tested IR text in, IR text out (passes/fuse.c's rules).
+/* test_fuse.c — the fusion pass and BatchNorm folding, tested IR text in, IR text out
+ * (passes/fuse.c's rules, passes/fold_bn.c).
  *
  * Every tests/passes/fuse/NAME.in.ir is a case (found by listing the folder): the module is
  * parsed and verified, the fusion pass runs with its defaults, and the printed module must
@@ -11,8 +12,12 @@
  *   residual_from_elsewhere (joining would close a cycle through a contraction),
  *   contraction_into_contraction, reduction_input_needed_later (the backward's reduction of a
  *   LayerNorm's input stays out of the forward group, which writes that input for it).
- * Each fused module must also parse back from its printed form, and lower to kernels that
- * pass the kernel checker (so every group the pass forms is one codegen can build). */
+ * Every tests/passes/fold/NAME.in.ir runs BatchNorm folding the same way: frozen_conv_bn
+ * (folded: derived state, the `fold` entry point), and the cases that must not fold:
+ * trainable_conv, conv_output_used_twice, running_stats_written (another entry point trains
+ * the BatchNorm and updates its statistics).
+ * Each result must also parse back from its printed form, and lower to kernels that pass the
+ * kernel checker (so every group the pass forms is one codegen can build). */
 #include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -28,7 +33,21 @@
 #include "passes.h"
 #include "testfiles.h"
 
-#define DATA_DIR "tests/passes/fuse"
+/* A case folder and the pass its cases run. */
+typedef struct CaseDir {
+    const char *dir, *what;
+    int (*pass)(Module *m, const PassOptions *opts, Diag *d);
+} CaseDir;
+
+static const CaseDir CASE_DIRS[] = {
+    {"tests/passes/fuse", "fusion", pass_fuse},
+    {"tests/passes/fold", "BatchNorm folding", pass_fold_bn},
+};
+
+typedef struct Case {
+    const CaseDir *where;
+    char name[128];
+} Case;
 
 static void lowers(const Module *m) {
     for (int i = 0; i < m->n_funcs; i++) {
@@ -41,25 +60,27 @@ static void lowers(const Module *m) {
 }
 
 static void run_case(void **state) {
-    const char *name = *state;
-    char *in = read_test_data(DATA_DIR, name, ".in.ir");
-    char *want = read_test_data(DATA_DIR, name, ".out.ir");
+    const Case *c = *state;
+    const char *name = c->name, *dir = c->where->dir;
+    char *in = read_test_data(dir, name, ".in.ir");
+    char *want = read_test_data(dir, name, ".out.ir");
     assert_non_null(in);
     if (want == NULL) fail_msg("%s has no .out.ir", name);
     Diag d = {0};
     Module *m = ir_parse(in, name, &d);
     if (m == NULL) fail_msg("%s.in.ir does not parse: %s", name, d.msg);
     if (ir_verify_module(m, true, &d) != 0) fail_msg("%s.in.ir: %s", name, d.msg);
-    if (pass_fuse(m, NULL, &d) != 0) fail_msg("%s: fusion failed: %s", name, d.msg);
-    if (ir_verify_module(m, true, &d) != 0) fail_msg("%s: invalid after fusion: %s", name, d.msg);
+    if (c->where->pass(m, NULL, &d) != 0) fail_msg("%s: %s failed: %s", name, c->where->what, d.msg);
+    if (ir_verify_module(m, true, &d) != 0)
+        fail_msg("%s: invalid after %s: %s", name, c->where->what, d.msg);
     char *got = ir_module_to_string(m);
     assert_non_null(got);
     if (strcmp(got, want) != 0) {
         report_text_difference(name, want, got);
-        fail_msg("%s: the fused module differs from %s.out.ir", name, name);
+        fail_msg("%s: the module after %s differs from %s.out.ir", name, c->where->what, name);
     }
     Module *again = ir_parse(got, name, &d);
-    if (again == NULL) fail_msg("%s: the fused module does not parse back: %s", name, d.msg);
+    if (again == NULL) fail_msg("%s: the result does not parse back: %s", name, d.msg);
     char *twice = ir_module_to_string(again);
     assert_string_equal(twice, got);
     lowers(m);
@@ -73,7 +94,7 @@ static void run_case(void **state) {
 
 /* With --no-fuse (and with every rule off) the pass leaves no group. */
 static void test_no_fuse(void **state) {
-    char *in = read_test_data(DATA_DIR, "attention_backward", ".in.ir");
+    char *in = read_test_data(CASE_DIRS[0].dir, "attention_backward", ".in.ir");
     Diag d = {0};
     Module *m = ir_parse(in, "attention_backward", &d);
     assert_non_null(m);
@@ -86,27 +107,45 @@ static void test_no_fuse(void **state) {
     free(in);
 }
 
-int main(void) {
-    char *dir = test_data_path(DATA_DIR, "", "");
+static int by_name(const void *a, const void *b) {
+    return strcmp(((const Case *)a)->name, ((const Case *)b)->name);
+}
+
+/* Adds the cases of one folder (every NAME.in.ir) to cases, sorted by name. */
+static int list_cases(const CaseDir *where, Case *cases, int n, int max) {
+    char *dir = test_data_path(where->dir, "", "");
     DIR *dp = opendir(dir);
     if (dp == NULL) {
         fprintf(stderr, "cannot list %s\n", dir);
-        return 1;
+        free(dir);
+        return -1;
     }
-    static char names[64][128];
-    struct CMUnitTest tests[65];
-    int n = 0;
-    for (struct dirent *e; (e = readdir(dp)) != NULL && n < 64;) {
+    int first = n;
+    for (struct dirent *e; (e = readdir(dp)) != NULL && n < max;) {
         size_t len = strlen(e->d_name);
         if (len < 7 || strcmp(e->d_name + len - 6, ".in.ir") != 0) continue;
-        snprintf(names[n], sizeof names[n], "%.*s", (int)(len - 6), e->d_name);
+        cases[n].where = where;
+        snprintf(cases[n].name, sizeof cases[n].name, "%.*s", (int)(len - 6), e->d_name);
         n++;
     }
     closedir(dp);
     free(dir);
-    qsort(names, (size_t)n, sizeof names[0], (int (*)(const void *, const void *))strcmp);
-    for (int i = 0; i < n; i++)
-        tests[i] = (struct CMUnitTest){names[i], run_case, NULL, NULL, names[i]};
+    qsort(cases + first, (size_t)(n - first), sizeof *cases, by_name);
+    return n;
+}
+
+int main(void) {
+    static Case cases[96];
+    static char titles[96][160]; /* the test names: "fold/NAME" for the folding cases */
+    struct CMUnitTest tests[97];
+    int n = 0;
+    for (size_t k = 0; k < sizeof CASE_DIRS / sizeof *CASE_DIRS; k++)
+        if ((n = list_cases(&CASE_DIRS[k], cases, n, 96)) < 0) return 1;
+    for (int i = 0; i < n; i++) {
+        const char *prefix = cases[i].where == &CASE_DIRS[0] ? "" : "fold/";
+        snprintf(titles[i], sizeof titles[i], "%s%s", prefix, cases[i].name);
+        tests[i] = (struct CMUnitTest){titles[i], run_case, NULL, NULL, &cases[i]};
+    }
     tests[n++] = (struct CMUnitTest)cmocka_unit_test(test_no_fuse);
     return _cmocka_run_group_tests("fuse", tests, (size_t)n, NULL, NULL);
 }
