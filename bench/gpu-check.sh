@@ -67,7 +67,7 @@ cc_build() {
     { echo 'const char capc_artifact_header_text[] = {'
       od -An -v -tx1 runtime/cap_artifact.h | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'
       echo '0x00};'; } >"$B/cap_artifact_text.c"
-    local rt="model backend backend_cuda cuda_driver session init checkpoint batch trainer
+    local rt="model backend backend_cuda cuda_driver session threads init checkpoint batch trainer
               metrics sampling cli_score safetensors data_common data_json data_flickr data_rng
               text vocab image data_loader synth cli_data train_data"
     local rtsrc=()

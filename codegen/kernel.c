@@ -58,14 +58,19 @@ int kd_arg(KernelDesc *kd, const char *what, KType type, int64_t numel, bool wri
     return add_buf(kd, &b);
 }
 
-int kd_scratch(KernelDesc *kd, KType type, int64_t numel) {
-    char name[16];
-    snprintf(name, sizeof name, "s%d", kd->n_bufs - kd->n_args);
-    KBuffer b = {arena_strdup(kd->arena, name), "scratch", type, numel, true, true, false};
-    return add_buf(kd, &b);
-}
-
 static KStmt *append(KernelDesc *kd, KStmtKind kind);
+
+int kd_scratch(KernelDesc *kd, KType type, int64_t numel) {
+    int slot = 0;
+    for (int i = kd->n_args; i < kd->n_bufs; i++) slot += kd->bufs[i].scratch;
+    IR_ASSERT(slot < KD_MAX_SCRATCH);
+    char name[16];
+    snprintf(name, sizeof name, "s%d", slot);
+    KBuffer b = {arena_strdup(kd->arena, name), "scratch", type, numel, true, true, false};
+    int buf = add_buf(kd, &b);
+    append(kd, KS_ARRAY)->buf = buf;
+    return buf;
+}
 
 int kd_local(KernelDesc *kd, KType type, int64_t numel) {
     char name[16];

@@ -2,7 +2,8 @@
  * from IR ops and that ONE renderer (render.c) prints as C or as CUDA.
  *
  * A kernel has buffers (its arguments: result first, then the op's operands; plus scratch
- * buffers that only the C target may use) and a body of statements:
+ * buffers that only the C target may use: per-thread workspaces, see kd_scratch) and a body
+ * of statements:
  *
  *   parfor v < N { ... }   N independent work items (C: `omp parallel for`; CUDA: grid-stride
  *                          loop). Never nested in another parfor.
@@ -10,7 +11,8 @@
  *   decl v = e; v = e;     scalar temporaries
  *   buf[i] = e;            stores (buffers are typed f32 or i32, flat row-major)
  *   if (c) { } else { }
- *   array buf[n]           a work item's local array (loads and stores like any buffer)
+ *   array buf[n]           a work item's local array (loads and stores like any buffer), or
+ *                          a scratch buffer taken from the executing thread's workspace
  *   gemm                   C[b] = alpha * op(A[b]) op(B[b]) (+ C[b] | + bias) per batch b,
  *                          optionally followed per element by an epilogue block (a fused
  *                          group's elementwise tail) that sees the element's flat index
@@ -118,7 +120,7 @@ typedef struct KBuffer {
     KType type;        /* KT_F32 or KT_I32 */
     int64_t numel;
     bool written;      /* the result (and scratch, local arrays) */
-    bool scratch;      /* C only: malloc'd inside the kernel */
+    bool scratch;      /* C only: the executing thread's workspace (kd_scratch) */
     bool local;        /* a small array of one work item (KS_ARRAY declares it where it is) */
 } KBuffer;
 
@@ -151,6 +153,12 @@ void kd_set_comment(KernelDesc *kd, const char *comment);
 
 /* Buffers: arguments first (in calling-convention order), then scratch. */
 int kd_arg(KernelDesc *kd, const char *what, KType type, int64_t numel, bool written);
+/* A scratch buffer of numel elements (C only), declared by a statement appended here: at the
+ * top of the kernel it is the calling thread's, inside a parfor each work item's thread's.
+ * It comes from that thread's workspace (the prelude's cap_workspace: kept from call to call
+ * and grown when needed, so no kernel allocates per call). At most KD_MAX_SCRATCH per kernel,
+ * each in its own workspace slot. */
+#define KD_MAX_SCRATCH 4
 int kd_scratch(KernelDesc *kd, KType type, int64_t numel);
 /* A local array of numel elements, declared by a statement appended here (inside a work item:
  * one per item, in registers or on the stack). */

@@ -1,7 +1,8 @@
 /* lower_pool.c — max_pool2d, adaptive_avg_pool2d and their gradients on NCHW planes.
  *
- * Forward: one work item per output element, a loop over its window (padding never wins a
- * max; PyTorch's adaptive bins start = floor(i*in/out), end = ceil((i+1)*in/out)).
+ * Forward: max_pool2d one work item per output row, adaptive_avg_pool2d per output element, a
+ * loop over the window (padding never wins a max; PyTorch's adaptive bins start =
+ * floor(i*in/out), end = ceil((i+1)*in/out)).
  * max_pool2d_grad: one work item per (n, c) plane, which zeroes its plane and adds each
  * window's dy at the window's first maximum, as the reference picks it; planes are disjoint,
  * so no atomics are needed. adaptive_avg_pool2d_grad: one work item per input element, which
@@ -64,17 +65,35 @@ static void window_argmax(KernelDesc *kd, const Pool *p, int buf, const KExpr *b
     ks_end(kd);
 }
 
+/* One work item per output row (plane, oy); the window's rows outside the input are skipped
+ * once per row, its columns per element. Only the value is needed, so the maximum is a
+ * NaN-propagating max (a NaN wins, as in the reference; among equal values which one is
+ * first does not matter to the value). */
 static void max_pool(KernelDesc *kd, const Op *op, const OpBufs *bf) {
     Pool p = pool_of(op, &op->inputs[0]->shape, &op->result->shape);
-    int o = kd_var(kd, "o", KT_I64), m = kd_var(kd, "m", KT_F32), at = kd_var(kd, "at", KT_I64);
-    ks_parfor(kd, o, numel_of(op->result));
-    const KExpr *ov = ke_var(kd, o);
-    const KExpr *plane = KDIV(kd, ov, i64(kd, p.ho * p.wo));
-    const KExpr *base = kd_let(kd, "base", KMUL(kd, plane, i64(kd, p.h * p.w)));
-    const KExpr *oy = kd_let(kd, "oy", KMOD(kd, KDIV(kd, ov, i64(kd, p.wo)), i64(kd, p.ho)));
-    const KExpr *ox = kd_let(kd, "ox", KMOD(kd, ov, i64(kd, p.wo)));
-    window_argmax(kd, &p, bf->in[0], base, oy, ox, m, at);
-    ks_store(kd, bf->out, ov, ke_var(kd, m));
+    int r = kd_var(kd, "r", KT_I64), ox = kd_var(kd, "ox", KT_I64), ky = kd_var(kd, "ky", KT_I64),
+        kx = kd_var(kd, "kx", KT_I64), m = kd_var(kd, "m", KT_F32);
+    const Shape *xs = &op->inputs[0]->shape;
+    ks_parfor(kd, r, xs->dims[0] * xs->dims[1] * p.ho);
+    const KExpr *rv = ke_var(kd, r);
+    const KExpr *base = kd_let(kd, "base", KMUL(kd, KDIV(kd, rv, i64(kd, p.ho)), i64(kd, p.h * p.w)));
+    const KExpr *oy = kd_let(kd, "oy", KMOD(kd, rv, i64(kd, p.ho)));
+    ks_for_n(kd, ox, p.wo);
+    ks_decl(kd, m, ke_f32(kd, -INFINITY));
+    ks_for_n(kd, ky, p.k[0]);
+    const KExpr *y = kd_let(kd, "y", KADD(kd, KSUB(kd, KMUL(kd, oy, i64(kd, p.st[0])), i64(kd, p.pad[0])), ke_var(kd, ky)));
+    ks_if(kd, and_(kd, ge(kd, y, i64(kd, 0)), lt(kd, y, i64(kd, p.h))));
+    const KExpr *rowat = kd_let(kd, "at", KADD(kd, base, KMUL(kd, y, i64(kd, p.w))));
+    ks_for_n(kd, kx, p.k[1]);
+    const KExpr *x = kd_let(kd, "x", KADD(kd, KSUB(kd, KMUL(kd, ke_var(kd, ox), i64(kd, p.st[1])), i64(kd, p.pad[1])), ke_var(kd, kx)));
+    ks_if(kd, and_(kd, ge(kd, x, i64(kd, 0)), lt(kd, x, i64(kd, p.w))));
+    ks_assign(kd, m, ke_call2(kd, KF_MAXNAN, ke_var(kd, m), ke_load(kd, bf->in[0], KADD(kd, rowat, x))));
+    ks_end(kd);
+    ks_end(kd);
+    ks_end(kd);
+    ks_end(kd);
+    ks_store(kd, bf->out, KADD(kd, KMUL(kd, rv, i64(kd, p.wo)), ke_var(kd, ox)), ke_var(kd, m));
+    ks_end(kd);
     ks_end(kd);
 }
 

@@ -306,8 +306,9 @@ static void put_artifact(PkgBuf *b, const Package *p, const PackageOptions *opts
                    p->n_kernels > 0 ? "capt_kernels" : "NULL");
     pkg_buf_printf(b, "    .vocab_size = %lld,\n", (long long)vocab_size(p->m));
     pkg_buf_puts(b, "    .pad_id = 0, .start_id = 1, .end_id = 2, .unk_id = 3,\n");
-    pkg_buf_printf(b, "    .n_cuda_images = %d,\n    .cuda_images = %s,\n};\n", n_images,
+    pkg_buf_printf(b, "    .n_cuda_images = %d,\n    .cuda_images = %s,\n", n_images,
                    n_images > 0 ? "capt_cuda_images" : "NULL");
+    pkg_buf_puts(b, "    .set_threads = cap_set_threads,\n};\n");
     free(json);
 }
 

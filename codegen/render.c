@@ -2,8 +2,9 @@
  * small Target table below (type names, math function names, constants, how a kernel is
  * declared) and in the two places the target must: how a parfor maps onto the machine
  * (C: `omp parallel for` over the loop; CUDA: a grid-stride loop over blockIdx/threadIdx) and
- * how a gemm statement runs (C: cblas_sgemm from OpenBLAS per batch; CUDA, for now: a
- * parallel loop over output elements with an inner K loop — tensor-core tiles come later).
+ * how a gemm statement runs (C: the prelude's cap_sgemm per batch, single-threaded OpenBLAS
+ * calls split over the kernel's threads; CUDA, for now: a parallel loop over output elements
+ * with an inner K loop — tensor-core tiles come later).
  *
  * Expressions print with the fewest parentheses C's precedence allows, so the generated code
  * reads like hand-written loops. */
@@ -91,6 +92,7 @@ typedef struct Ctx {
     const KernelDesc *kd;
     const Target *t;
     Out *o;
+    bool in_item; /* rendering a parfor's body: one work item, on one thread */
 } Ctx;
 
 enum { PREC_SELECT = 3, PREC_OR = 4, PREC_AND = 5, PREC_EQ = 9, PREC_REL = 10, PREC_ADD = 12,
@@ -288,7 +290,8 @@ static void epilogue_c(Ctx *c, const KGemm *g, int level) {
     put(c->o, "}\n");
 }
 
-/* C: one cblas_sgemm per batch (OpenBLAS threads inside), after filling C with the bias. */
+/* C: one cap_sgemm per batch (the prelude's: cut into blocks shared out over the kernel's
+ * threads, unless the product is part of one work item), after filling C with the bias. */
 static void gemm_c(Ctx *c, const KGemm *g, int level) {
     const char *bv = c->kd->vars[g->batch_var].name;
     if (g->bias_buf >= 0) {
@@ -309,9 +312,8 @@ static void gemm_c(Ctx *c, const KGemm *g, int level) {
     }
     indent(c->o, level);
     char alpha[64];
-    put(c->o, "cblas_sgemm(CblasRowMajor, %s, %s, %lld, %lld, %lld, %s, %s + ",
-        g->a.trans ? "CblasTrans" : "CblasNoTrans", g->b.trans ? "CblasTrans" : "CblasNoTrans",
-        (long long)g->m, (long long)g->n, (long long)g->k, f32_text(g->alpha, alpha, sizeof alpha),
+    put(c->o, "cap_sgemm(%d, %d, %d, %lld, %lld, %lld, %s, %s + ", !c->in_item,
+        g->a.trans ? 1 : 0, g->b.trans ? 1 : 0, (long long)g->m, (long long)g->n, (long long)g->k, f32_text(g->alpha, alpha, sizeof alpha),
         buf_name(c, g->a.buf));
     expr(c, g->a.offset, PREC_ADD + 1);
     put(c->o, ", %lld, %s + ", (long long)g->a.ld, buf_name(c, g->b.buf));
@@ -385,7 +387,10 @@ static int render_stmt(Ctx *c, const KStmt *s, int level, Diag *d) {
     switch (s->kind) {
     case KS_PARFOR:
         parfor_head(c, s, level);
-        if (render_block(c, s->body, level + 1, d)) return -1;
+        c->in_item = true; /* parfors never nest */
+        int rc = render_block(c, s->body, level + 1, d);
+        c->in_item = false;
+        if (rc) return -1;
         indent(c->o, level);
         put(c->o, "}\n");
         return 0;
@@ -429,11 +434,17 @@ static int render_stmt(Ctx *c, const KStmt *s, int level, Diag *d) {
         indent(c->o, level);
         put(c->o, "}\n");
         return 0;
-    case KS_ARRAY:
+    case KS_ARRAY: {
+        const KBuffer *b = &kd->bufs[s->buf];
+        const char *ty = c->t->type_name[b->type];
         indent(c->o, level);
-        put(c->o, "%s %s[%lld];\n", c->t->type_name[kd->bufs[s->buf].type], kd->bufs[s->buf].name,
-            (long long)kd->bufs[s->buf].numel);
+        if (b->scratch) /* named s<slot>: the slot of the thread's workspace */
+            put(c->o, "%s *%s = (%s *)cap_workspace(%s, sizeof(%s) * %lld);\n", ty, b->name, ty,
+                b->name + 1, ty, (long long)b->numel);
+        else
+            put(c->o, "%s %s[%lld];\n", ty, b->name, (long long)b->numel);
         return 0;
+    }
     case KS_GEMM:
         if (c->t->cuda) {
             if (level != 1) {
@@ -509,15 +520,6 @@ static void c_signature(Ctx *c, const bool *used) {
         else
             put(c->o, "    const %s *%s = (const %s *)bufs[%d];\n", ty, b->name, ty, i);
     }
-    for (int i = kd->n_args; i < kd->n_bufs; i++) {
-        const KBuffer *b = &kd->bufs[i];
-        const char *ty = c->t->type_name[b->type];
-        if (!b->scratch) continue;
-        put(c->o, "    %s *%s = (%s *)malloc(sizeof(%s) * %lld);\n", ty, b->name, ty, ty,
-            (long long)b->numel);
-        /* A kernel has no error channel; running out of memory here is fatal. */
-        put(c->o, "    if (!%s) abort();\n", b->name);
-    }
 }
 
 static void cuda_signature(Ctx *c) {
@@ -534,7 +536,7 @@ static void cuda_signature(Ctx *c) {
 char *kernel_render(const KernelDesc *kd, KTarget target, Diag *d) {
     const Target *t = target == KTARGET_CUDA ? &TARGET_CUDA : &TARGET_C;
     Out o = {0};
-    Ctx c = {kd, t, &o};
+    Ctx c = {kd, t, &o, false};
     if (t->cuda) {
         bool one = kd->body && !kd->body->next &&
                    (kd->body->kind == KS_PARFOR || kd->body->kind == KS_GEMM);
@@ -562,8 +564,6 @@ char *kernel_render(const KernelDesc *kd, KTarget target, Diag *d) {
         free(o.s);
         return NULL;
     }
-    for (int i = kd->n_args; i < kd->n_bufs; i++)
-        if (kd->bufs[i].scratch) put(&o, "    free(%s);\n", kd->bufs[i].name);
     put(&o, "}\n");
     if (o.failed) {
         free(o.s);

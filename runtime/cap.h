@@ -99,6 +99,11 @@ typedef struct CapSession CapSession;
 CapStatus cap_session_new(const CapModel *m, CapBackendKind kind, CapSession **out, char *err,
                           size_t err_size);
 void cap_session_free(CapSession *s);
+/* How many threads the session's CPU kernels use from now on; n <= 0 restores the default:
+ * OMP_NUM_THREADS when set, else the CPUs this process may run on (docs/api.md, "Threads").
+ * Returns the number now in effect. Results do not depend on it bit for bit: the order of
+ * float sums split over threads does (docs/training.md, "Reproducibility"). */
+int cap_session_set_threads(CapSession *s, int n);
 const CapModel *cap_session_model(const CapSession *s);
 const char *cap_session_backend_name(const CapSession *s); /* "cpu" */
 /* One line about how the backend was chosen ("auto: using cpu (cuda: no usable CUDA driver)"),

@@ -18,7 +18,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CAP_ARTIFACT_VERSION 2
+#define CAP_ARTIFACT_VERSION 3
 #define CAP_ARTIFACT_SYMBOL "cap_artifact"
 #define CAP_MAX_RANK 8
 
@@ -129,6 +129,10 @@ typedef struct CapArtifact {
     /* CUDA: one cubin per compiled arch plus PTX as fallback (n_cuda_images 0: no CUDA). */
     int32_t n_cuda_images;
     const struct CapCudaImage *cuda_images;
+
+    /* The number of threads the C kernels use when called from the calling thread, until it
+     * is set again (1: serial). The runtime sets it before each entry it runs on the CPU. */
+    void (*set_threads)(int32_t n);
 } CapArtifact;
 
 #endif

@@ -63,8 +63,15 @@ struct CapSession {
     void **bufs;       /* scratch: resolved args of one step (max n_args) */
     void **dev_io;     /* scratch: device copies of inputs/outputs (non-host backends) */
     int derived_stale; /* state was written from outside since "fold" last ran */
+    int threads;       /* the CPU kernels' threads (cap_session_set_threads) */
     char note[256];
 };
+
+/* threads.c: the OpenMP/OpenBLAS environment libcaprt chooses (before the first cap.so is
+ * loaded; what the user set wins), and the default thread count: OMP_NUM_THREADS when set,
+ * else the CPUs this process may run on. */
+void cap_threads_prepare(void);
+int cap_default_threads(void);
 
 /* Writes the message into err and returns code. */
 CapStatus cap_fail(char *err, size_t err_size, CapStatus code, const char *fmt, ...)

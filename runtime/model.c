@@ -174,6 +174,7 @@ static CapStatus check_artifact(const CapArtifact *a, char *err, size_t err_size
 /* ---- open / close -------------------------------------------------------------------------- */
 
 static CapStatus open_artifact(CapModel *m, const char *path, char *err, size_t err_size) {
+    cap_threads_prepare(); /* libgomp and OpenBLAS read their settings as they load */
     dlerror();
     /* RTLD_LOCAL: two cap.so files loaded side by side keep their kernels apart.
      * RTLD_NODELETE: cap.so's kernels start OpenMP/OpenBLAS thread pools and allocations that

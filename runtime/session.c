@@ -63,6 +63,7 @@ CapStatus cap_session_new(const CapModel *m, CapBackendKind kind, CapSession **o
     CapSession *s = calloc(1, sizeof *s);
     if (!s) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
     s->m = m;
+    s->threads = cap_default_threads();
     const CapArtifact *a = cap_model_artifact(m);
     CapStatus st = open_backend(s, kind, err, err_size);
     if (st) {
@@ -84,6 +85,12 @@ CapStatus cap_session_new(const CapModel *m, CapBackendKind kind, CapSession **o
     }
     *out = s;
     return CAP_OK;
+}
+
+int cap_session_set_threads(CapSession *s, int n) {
+    if (!s) return 0;
+    s->threads = n > 0 ? n : cap_default_threads();
+    return s->threads;
 }
 
 void cap_session_free(CapSession *s) {
@@ -230,6 +237,8 @@ static CapStatus run_steps(CapSession *s, const CapEntry *e, char *err, size_t e
 
 static CapStatus run_entry(CapSession *s, const CapEntry *e, const void *const *inputs,
                            void *const *outputs, char *err, size_t err_size) {
+    const CapArtifact *a = cap_model_artifact(s->m);
+    if (a->set_threads) a->set_threads(s->threads); /* for this calling thread's kernels */
     CapStatus st = bind_io(s, e, inputs, outputs, err, err_size);
     if (!st) st = run_steps(s, e, err, err_size);
     CapStatus st2 = unbind_io(s, e, outputs, !st, err, err_size);

@@ -243,6 +243,12 @@ static Op *c_conv2d(Function *f) {
     conv_attrs(o, 2, 1, 1, 2);
     return o;
 }
+/* 1x1, stride 1, no padding: the C kernel multiplies the input directly (no im2col) */
+static Op *c_conv2d_1x1(Function *f) {
+    Op *o = oc_op(f, "conv2d", X(f, "f32[2,4,5,5]"), X(f, "f32[6,4,1,1]"), X(f, "f32[6]"), NULL);
+    conv_attrs(o, 1, 0, 1, 1);
+    return o;
+}
 static Op *c_conv2d_dil(Function *f) {
     Op *o = oc_op(f, "conv2d", X(f, "f32[1,3,8,8]"), X(f, "f32[4,3,3,3]"), NULL);
     conv_attrs(o, 1, 1, 2, 1);
@@ -285,6 +291,18 @@ static Op *c_conv2d_grad_input_dil(Function *f) {
     Op *o = oc_op(f, "conv2d_grad_input", X(f, "f32[1,4,6,6]"), X(f, "f32[4,3,3,3]"), NULL);
     conv_attrs(o, 1, 1, 2, 1);
     oc_ints(o, "input_size", 2, 8, 8);
+    return o;
+}
+static Op *c_conv2d_grad_input_1x1(Function *f) {
+    Op *o = oc_op(f, "conv2d_grad_input", X(f, "f32[2,6,5,5]"), X(f, "f32[6,4,1,1]"), NULL);
+    conv_attrs(o, 1, 0, 1, 1);
+    oc_ints(o, "input_size", 2, 5, 5);
+    return o;
+}
+static Op *c_conv2d_grad_weight_1x1(Function *f) {
+    Op *o = oc_op(f, "conv2d_grad_weight", X(f, "f32[2,6,5,5]"), X(f, "f32[2,4,5,5]"), NULL);
+    conv_attrs(o, 1, 0, 1, 1);
+    oc_ints(o, "kernel", 2, 1, 1);
     return o;
 }
 static Op *c_conv2d_grad_weight(Function *f) {
@@ -359,6 +377,7 @@ static const OpCase OP_CASES[] = {
     {"linear", c_linear_nobias, "rr", 0},
     {"conv2d", c_conv2d, "rrr", 0},
     {"conv2d", c_conv2d_dil, "rr", 0},
+    {"conv2d", c_conv2d_1x1, "rrr", 0},
     {"scatter_add", c_scatter_add, "ri", 5},
     {"relu_grad", c_relu_grad, "rr", 0},
     {"slice_grad", c_slice_grad, "r", 0},
@@ -367,6 +386,8 @@ static const OpCase OP_CASES[] = {
     {"conv2d_grad_input", c_conv2d_grad_input, "rr", 0},
     {"conv2d_grad_input", c_conv2d_grad_input_dil, "rr", 0},
     {"conv2d_grad_weight", c_conv2d_grad_weight, "rr", 0},
+    {"conv2d_grad_input", c_conv2d_grad_input_1x1, "rr", 0},
+    {"conv2d_grad_weight", c_conv2d_grad_weight_1x1, "rr", 0},
     {"cross_entropy_grad", c_cross_entropy_grad, "rri", 7},
     {"update_slice", c_update_slice, "rri", 5},
     {"position_mask", c_position_mask, "i", 6},
