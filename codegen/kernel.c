@@ -283,6 +283,11 @@ void ks_for(KernelDesc *kd, int var, const KExpr *lo, const KExpr *hi) {
     open_block(kd, s, &s->body);
 }
 
+void ks_for_simd(KernelDesc *kd, int var, const KExpr *lo, const KExpr *hi) {
+    ks_for(kd, var, lo, hi);
+    kd->open[kd->depth]->simd = true;
+}
+
 void ks_for_n(KernelDesc *kd, int var, int64_t count) {
     ks_for(kd, var, ke_int(kd, 0), ke_int(kd, count));
 }
@@ -407,7 +412,7 @@ static bool gemm_equal(const KGemm *a, const KGemm *b) {
 
 static bool block_equal(const KStmt *a, const KStmt *b) {
     for (; a != NULL && b != NULL; a = a->next, b = b->next) {
-        if (a->kind != b->kind || a->serial != b->serial || a->var != b->var ||
+        if (a->kind != b->kind || a->serial != b->serial || a->simd != b->simd || a->var != b->var ||
             a->buf != b->buf || !ke_equal(a->lo, b->lo) || !ke_equal(a->hi, b->hi) ||
             !ke_equal(a->value, b->value) || !ke_equal(a->index, b->index) ||
             !ke_equal(a->cond, b->cond) || !gemm_equal(a->gemm, b->gemm) ||
@@ -431,7 +436,8 @@ static uint64_t hash_gemm(uint64_t h, const KGemm *g) {
 
 static uint64_t hash_block(uint64_t h, const KStmt *s) {
     for (; s != NULL; s = s->next) {
-        h = mix(h, (uint64_t)s->kind * 97 + (uint64_t)s->serial + (uint64_t)(s->var + 1) * 5 +
+        h = mix(h, (uint64_t)s->kind * 97 + (uint64_t)s->serial + (uint64_t)s->simd * 3 +
+                       (uint64_t)(s->var + 1) * 5 +
                        (uint64_t)(s->buf + 1) * 11);
         h = hash_expr(h, s->lo);
         h = hash_expr(h, s->hi);

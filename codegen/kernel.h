@@ -104,6 +104,7 @@ typedef struct KGemm {
 typedef struct KStmt {
     KStmtKind kind;
     bool serial;                  /* parfor: run its items in order on one thread (C target) */
+    bool simd;                    /* for: iterations are independent (C: `omp simd`) */
     int var;                      /* parfor/for/decl/assign */
     const KExpr *lo, *hi;         /* for: [lo, hi); parfor: hi = the work item count */
     const KExpr *value, *index;   /* decl/assign/store value; store index */
@@ -194,6 +195,9 @@ const KExpr *ke_dropout_keep(KernelDesc *kd, const KExpr *seed, const KExpr *ste
 void ks_parfor(KernelDesc *kd, int var, int64_t count); /* opens a block */
 void ks_for(KernelDesc *kd, int var, const KExpr *lo, const KExpr *hi); /* opens a block */
 void ks_for_n(KernelDesc *kd, int var, int64_t count);                  /* [0, count) */
+/* A for whose iterations are independent (no value carried from one to the next, no two
+ * writing the same element): the C target may run them in SIMD lanes. */
+void ks_for_simd(KernelDesc *kd, int var, const KExpr *lo, const KExpr *hi);
 void ks_if(KernelDesc *kd, const KExpr *cond); /* opens a block */
 void ks_else(KernelDesc *kd);                  /* switches the open if to its else block */
 void ks_end(KernelDesc *kd);                   /* closes the innermost block */

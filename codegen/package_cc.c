@@ -1,7 +1,11 @@
 /* package_cc.c — files, temp directories and the system C compiler for the packager.
  *
  * cap.c is compiled with
- *     $CAPC_CC (default cc) -std=c11 -O2 -fPIC -shared -fopenmp -o OUT cap.c -lopenblas -lm
+ *     $CAPC_CC (default cc) -std=c11 -O2 -fno-math-errno -fPIC -shared -fopenmp -o OUT cap.c
+ *         -lopenblas -lm
+ * -fno-math-errno: sqrtf and friends need not set errno (nothing reads it), which leaves loops
+ * with them free of branches, so `omp simd` loops (the optimizer's update) vectorize; the
+ * values computed are the same. No -march: cap.so runs on any x86-64 the runtime does.
  * run with posix_spawnp (no shell: paths with spaces or quotes need no escaping), its output
  * captured in a log file inside the packager's temp dir. A failure of the compiler on code
  * capc generated is a bug in capc; the message carries the compiler's first lines.
@@ -135,9 +139,9 @@ int pkg_run_cc(const char *c_path, const char *out_path, const char *log_path, i
                Diag *d) {
     const char *cc = getenv("CAPC_CC");
     if (cc == NULL || *cc == '\0') cc = "cc";
-    char *const argv[] = {(char *)cc,       "-std=c11",     "-O2",   "-fPIC",
-                          "-shared",        "-fopenmp",     "-o",    (char *)out_path,
-                          (char *)c_path,   "-lopenblas",   "-lm",   NULL};
+    char *const argv[] = {(char *)cc,     "-std=c11", "-O2",      "-fno-math-errno",
+                          "-fPIC",        "-shared",  "-fopenmp", "-o",
+                          (char *)out_path, (char *)c_path, "-lopenblas", "-lm", NULL};
     if (verbose) fprintf(stderr, "capc: compiling cap.c with %s\n", cc);
     int status = spawn_and_wait(argv, log_path);
     if (status < 0) {

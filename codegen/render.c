@@ -395,6 +395,10 @@ static int render_stmt(Ctx *c, const KStmt *s, int level, Diag *d) {
         put(c->o, "}\n");
         return 0;
     case KS_FOR:
+        if (s->simd && !c->t->cuda) {
+            indent(c->o, level);
+            put(c->o, "CAP_SIMD\n");
+        }
         loop_head(c, s, level);
         if (render_block(c, s->body, level + 1, d)) return -1;
         indent(c->o, level);

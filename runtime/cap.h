@@ -198,6 +198,8 @@ typedef struct CapTrainOptions {
     const char *const *batch_paths; /* the run's batch files, used in this order, cycling */
     int n_batches;
     int64_t steps;            /* stop when the step count reaches this (total, incl. resumed) */
+    double max_seconds;       /* > 0: also stop after the first step that ends this many seconds
+                                 into this run (a checkpoint is still written) */
     uint32_t seed;
     const char *out_path;     /* checkpoint written at the end (and every save_every steps) */
     int64_t save_every;       /* 0: only at the end */

@@ -32,11 +32,12 @@ static const char USAGE[] =
     "                                    gradients named as the parameters\n"
     "  train cap.so (--batches B1[,B2...] | --batch-dir DIR) (--steps N | --epochs N)\n"
     "        --out CKPT [--weights W | --resume CKPT] [--log metrics.jsonl] [--seed S]\n"
-    "        [--save-every N] [--print-every N]\n"
+    "        [--save-every N] [--print-every N] [--time SECONDS]\n"
     "                                    runs train_step; --steps counts from step 0, so a\n"
-    "                                    resumed run stops at the same total\n"
+    "                                    resumed run stops at the same total; --time also\n"
+    "                                    stops after SECONDS of training\n"
     "  train cap.so --data SPEC --vocab VOCAB.txt (--steps N | --epochs N) --out CKPT\n"
-    "        [--weights W | --resume CKPT] [--log L] [--seed S] [--workers K]\n"
+    "        [--weights W | --resume CKPT] [--log L] [--seed S] [--workers K] [--time SECONDS]\n"
     "                                    trains on a dataset's train split (docs/data.md);\n"
     "                                    the data position and vocabulary go in CKPT\n"
     "  sample cap.so --weights CKPT --image FILE... [--greedy | --temperature T]\n"
@@ -50,6 +51,8 @@ static const char USAGE[] =
     "\n"
     "options for every command:\n"
     "  --backend auto|cpu|cuda           where to run (default auto: cuda if a GPU is usable)\n"
+    "  --threads N                       CPU threads (default: OMP_NUM_THREADS, else every\n"
+    "                                    CPU this process may use)\n"
     "  -h, --help                        this text\n"
     "  --version                         the runtime's version\n"
     "\n"
@@ -60,8 +63,8 @@ static const char USAGE[] =
 typedef struct Args {
     const char *cmd, *model;
     const char *out, *weights, *batch, *batches, *batch_dir, *grads, *resume, *log, *mode;
-    const char *backend;
-    const char *seed, *steps, *epochs, *save_every, *print_every;
+    const char *backend, *threads;
+    const char *seed, *steps, *epochs, *save_every, *print_every, *time;
 } Args;
 
 static void usage_error(const char *fmt, const char *arg) {
@@ -82,6 +85,7 @@ static const char **option_slot(Args *a, const char *name) {
         {"--grads", offsetof(Args, grads)},     {"--resume", offsetof(Args, resume)},
         {"--log", offsetof(Args, log)},         {"--mode", offsetof(Args, mode)},
         {"--backend", offsetof(Args, backend)}, {"--seed", offsetof(Args, seed)},
+        {"--threads", offsetof(Args, threads)}, {"--time", offsetof(Args, time)},
         {"--steps", offsetof(Args, steps)},     {"--epochs", offsetof(Args, epochs)},
         {"--save-every", offsetof(Args, save_every)},
         {"--print-every", offsetof(Args, print_every)},
@@ -171,13 +175,16 @@ static CapModel *open_model(const char *path) {
     return m;
 }
 
-static CapSession *open_session(const CapModel *m, const char *backend) {
+static CapSession *open_session(const CapModel *m, const Args *a) {
     CapBackendKind kind = CAP_BACKEND_AUTO;
-    if (backend && cap_backend_parse(backend, &kind))
-        usage_error("unknown backend '%s' (auto, cpu or cuda)", backend);
+    if (a->backend && cap_backend_parse(a->backend, &kind))
+        usage_error("unknown backend '%s' (auto, cpu or cuda)", a->backend);
+    int64_t threads = int_option("--threads", a->threads, 0, 1);
+    if (threads > 4096) usage_error("--threads must be at most 4096, not '%s'", a->threads);
     char err[ERR_SIZE];
     CapSession *s = NULL;
     fail_if(cap_session_new(m, kind, &s, err, sizeof err), err);
+    cap_session_set_threads(s, (int)threads);
     if (*cap_session_backend_note(s)) fprintf(stderr, "cap: %s\n", cap_session_backend_note(s));
     return s;
 }
@@ -248,7 +255,7 @@ static int cmd_init(const Args *a) {
     if (!a->out) usage_error("cap init needs -o WEIGHTS.safetensors%s", "");
     uint32_t seed = seed_option(a->seed);
     CapModel *m = open_model(a->model);
-    CapSession *s = open_session(m, a->backend);
+    CapSession *s = open_session(m, a);
     char err[ERR_SIZE];
     fail_if(cap_session_init(s, seed, err, sizeof err), err);
     fail_if(cap_save_weights(s, a->out, err, sizeof err), err);
@@ -327,7 +334,7 @@ static int cmd_loss(const Args *a) {
                                               "train section" : "");
         fail_if(CAP_E_UNSUPPORTED, err);
     }
-    CapSession *s = open_session(m, a->backend);
+    CapSession *s = open_session(m, a);
     fail_if(cap_load_weights(s, a->weights, err, sizeof err), err);
     CapBatch *b = NULL;
     fail_if(cap_batch_open(m, entry, a->batch, &b, err, sizeof err), err);
@@ -437,12 +444,13 @@ static int cmd_train(const Args *a) {
     int64_t steps = a->steps ? int_option("--steps", a->steps, 0, 1)
                              : int_option("--epochs", a->epochs, 0, 1) * batches.n;
     CapModel *m = open_model(a->model);
-    CapSession *s = open_session(m, a->backend);
+    CapSession *s = open_session(m, a);
     CapTrainMeta meta;
     prepare_state(a, s, &meta, seed);
     CapTrainOptions o = {
         .batch_paths = (const char *const *)batches.items, .n_batches = batches.n,
-        .steps = steps, .seed = seed, .out_path = a->out,
+        .steps = steps, .max_seconds = (double)int_option("--time", a->time, 0, 1), .seed = seed,
+        .out_path = a->out,
         .save_every = int_option("--save-every", a->save_every, 0, 0), .log_path = a->log,
         .print_every = int_option("--print-every", a->print_every, 10, 0), .progress = stdout,
     };

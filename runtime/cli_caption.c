@@ -49,13 +49,14 @@ static Opt *find_opt(Opt *o, int n, const char *a, size_t len) {
 static const char *const HELP[][2] = {
     {"train", "usage: cap train cap.so --data SPEC --vocab VOCAB.txt (--steps N | --epochs N)\n"
               "       --out CKPT [--weights W | --resume CKPT] [--log metrics.jsonl] [--seed S]\n"
-              "       [--workers K] [--save-every N] [--print-every N] [--backend B]\n"},
+              "       [--workers K] [--save-every N] [--print-every N] [--time SECONDS]\n"
+              "       [--backend B] [--threads N]\n"},
     {"sample", "usage: cap sample cap.so --weights CKPT --image FILE... [--greedy]\n"
                "       [--temperature T] [--top-k K] [--top-p P] [--beam N] [--length-alpha A]\n"
-               "       [--max-len L] [--seed S] [--vocab VOCAB.txt] [--backend B]\n"},
+               "       [--max-len L] [--seed S] [--vocab VOCAB.txt] [--backend B] [--threads N]\n"},
     {"eval", "usage: cap eval cap.so --weights CKPT --data SPEC [--split train|val|test]\n"
              "       [--beam N] [--results results.json] [--limit N] [--max-len L]\n"
-             "       [--vocab VOCAB.txt] [--backend B] (and sample's --greedy/--temperature/...)\n"},
+             "       [--vocab VOCAB.txt] [--backend B] [--threads N] (and sample's --greedy/--temperature/...)\n"},
 };
 
 /* argv[0] is the command; argv[1..] the model and the options. *model receives the one
@@ -174,14 +175,18 @@ static void run_free(Run *r) {
     cap_model_close(r->m);
 }
 
-static int run_open(Run *r, const char *model, const char *backend) {
+static int run_open(Run *r, const char *model, const char *backend, const char *threads) {
     char err[ERR_SIZE];
     CapBackendKind kind = CAP_BACKEND_AUTO;
+    long long n_threads;
     if (backend && cap_backend_parse(backend, &kind))
         return usage("unknown backend '%s' (auto, cpu or cuda)", backend);
+    int rc = int_opt("--threads", threads, 0, 1, 4096, &n_threads);
+    if (rc) return rc;
     if (cap_model_open(model, &r->m, err, sizeof err) ||
         cap_session_new(r->m, kind, &r->s, err, sizeof err))
         return fail(err);
+    cap_session_set_threads(r->s, (int)n_threads);
     if (*cap_session_backend_note(r->s)) fprintf(stderr, "cap: %s\n", cap_session_backend_note(r->s));
     return 0;
 }
@@ -216,7 +221,7 @@ static void on_skip(void *ctx, const char *message) {
 /* ---- cap train --data ------------------------------------------------------------------------ */
 
 enum { T_DATA, T_VOCAB, T_STEPS, T_EPOCHS, T_OUT, T_WEIGHTS, T_RESUME, T_LOG, T_SEED, T_WORKERS,
-       T_SAVE, T_PRINT, T_BACKEND, T_N };
+       T_SAVE, T_PRINT, T_BACKEND, T_THREADS, T_TIME, T_N };
 
 /* Resume: state, position and vocabulary from the checkpoint (a --vocab must agree). */
 static int train_resume(Run *r, const Opt *o, CapTrainMeta *meta, DataPosition *pos,
@@ -275,13 +280,14 @@ static void train_summary(const CapDataTrainResult *res, const CapTrainMeta *met
 
 static int train_run(Run *r, const Opt *o, uint32_t seed) {
     char err[ERR_SIZE];
-    long long steps = 0, epochs = 0, workers, save_every, print_every;
+    long long steps = 0, epochs = 0, workers, save_every, print_every, seconds;
     int rc;
     if ((rc = int_opt("--steps", o[T_STEPS].value, 0, 1, 1LL << 40, &steps)) ||
         (rc = int_opt("--epochs", o[T_EPOCHS].value, 0, 1, 1LL << 30, &epochs)) ||
         (rc = int_opt("--workers", o[T_WORKERS].value, 2, 0, 64, &workers)) ||
         (rc = int_opt("--save-every", o[T_SAVE].value, 0, 0, 1LL << 40, &save_every)) ||
-        (rc = int_opt("--print-every", o[T_PRINT].value, 10, 0, 1LL << 40, &print_every)))
+        (rc = int_opt("--print-every", o[T_PRINT].value, 10, 0, 1LL << 40, &print_every)) ||
+        (rc = int_opt("--time", o[T_TIME].value, 0, 1, 1LL << 40, &seconds)))
         return rc;
     CapTrainMeta meta;
     DataPosition pos = {0, 0};
@@ -295,7 +301,7 @@ static int train_run(Run *r, const Opt *o, uint32_t seed) {
     if (epochs) steps = (epochs * n_train + sh.batch - 1) / sh.batch;
     int skips = 0;
     CapDataTrainOptions to = {
-        .ds = r->ds, .vocab = r->vocab, .steps = steps, .seed = o[T_RESUME].value ? meta.seed : seed,
+        .ds = r->ds, .vocab = r->vocab, .steps = steps, .max_seconds = (double)seconds, .seed = o[T_RESUME].value ? meta.seed : seed,
         .workers = (int)workers, .start = pos, .out_path = o[T_OUT].value,
         .save_every = save_every, .log_path = o[T_LOG].value, .print_every = print_every,
         .progress = stdout, .on_skip = on_skip, .skip_ctx = &skips,
@@ -314,7 +320,8 @@ static int train_run(Run *r, const Opt *o, uint32_t seed) {
 int cap_cmd_train_data(int argc, char **argv) {
     Opt o[T_N] = {{"--data", 0, NULL, NULL, 0}, {"--vocab", 0, NULL, NULL, 0}, {"--steps", 0, NULL, NULL, 0}, {"--epochs", 0, NULL, NULL, 0}, {"--out", 0, NULL, NULL, 0},
                   {"--weights", 0, NULL, NULL, 0}, {"--resume", 0, NULL, NULL, 0}, {"--log", 0, NULL, NULL, 0}, {"--seed", 0, NULL, NULL, 0},
-                  {"--workers", 0, NULL, NULL, 0}, {"--save-every", 0, NULL, NULL, 0}, {"--print-every", 0, NULL, NULL, 0}, {"--backend", 0, NULL, NULL, 0}};
+                  {"--workers", 0, NULL, NULL, 0}, {"--save-every", 0, NULL, NULL, 0}, {"--print-every", 0, NULL, NULL, 0}, {"--backend", 0, NULL, NULL, 0},
+                  {"--threads", 0, NULL, NULL, 0}, {"--time", 0, NULL, NULL, 0}};
     const char *model;
     int rc = parse(argc, argv, o, T_N, &model);
     if (rc < 0) return opts_free(o, T_N), 0;
@@ -324,7 +331,7 @@ int cap_cmd_train_data(int argc, char **argv) {
         rc = usage("cap train needs exactly one of --steps and --epochs%s", "");
     if (!rc) rc = int_opt("--seed", o[T_SEED].value, 0, 0, 4294967295LL, &seed);
     Run r = {0};
-    if (!rc) rc = run_open(&r, model, o[T_BACKEND].value);
+    if (!rc) rc = run_open(&r, model, o[T_BACKEND].value, o[T_THREADS].value);
     if (!rc) rc = train_run(&r, o, (uint32_t)seed);
     run_free(&r);
     opts_free(o, T_N);
@@ -334,7 +341,7 @@ int cap_cmd_train_data(int argc, char **argv) {
 /* ---- cap sample -------------------------------------------------------------------------------- */
 
 enum { S_WEIGHTS, S_IMAGE, S_TEMP, S_TOPK, S_TOPP, S_GREEDY, S_BEAM, S_MAXLEN, S_SEED, S_VOCAB,
-       S_ALPHA, S_BACKEND, S_N };
+       S_ALPHA, S_BACKEND, S_THREADS, S_N };
 
 /* Caption options from the command line: greedy unless --temperature/--top-k/--top-p. */
 static int caption_options(const Opt *o, int n, int greedy_i, CapCaptionOptions *co) {
@@ -397,7 +404,8 @@ static int sample_run(Run *r, const Opt *o, const CapCaptionOptions *co) {
 int cap_cmd_sample(int argc, char **argv) {
     Opt o[S_N] = {{"--weights", 0, NULL, NULL, 0}, {"--image", 2, NULL, NULL, 0}, {"--temperature", 0, NULL, NULL, 0}, {"--top-k", 0, NULL, NULL, 0},
                   {"--top-p", 0, NULL, NULL, 0}, {"--greedy", 1, NULL, NULL, 0}, {"--beam", 0, NULL, NULL, 0}, {"--max-len", 0, NULL, NULL, 0},
-                  {"--seed", 0, NULL, NULL, 0}, {"--vocab", 0, NULL, NULL, 0}, {"--length-alpha", 0, NULL, NULL, 0}, {"--backend", 0, NULL, NULL, 0}};
+                  {"--seed", 0, NULL, NULL, 0}, {"--vocab", 0, NULL, NULL, 0}, {"--length-alpha", 0, NULL, NULL, 0}, {"--backend", 0, NULL, NULL, 0},
+                  {"--threads", 0, NULL, NULL, 0}};
     const char *model;
     CapCaptionOptions co;
     int rc = parse(argc, argv, o, S_N, &model);
@@ -407,7 +415,7 @@ int cap_cmd_sample(int argc, char **argv) {
     if (!rc && o[S_IMAGE].n_list > MAX_IMAGES) rc = usage("at most 4096 images per call%s", "");
     if (!rc) rc = caption_options(o, S_N, S_GREEDY, &co);
     Run r = {0};
-    if (!rc) rc = run_open(&r, model, o[S_BACKEND].value);
+    if (!rc) rc = run_open(&r, model, o[S_BACKEND].value, o[S_THREADS].value);
     if (!rc) rc = load_vocab(&r, o[S_WEIGHTS].value, o[S_VOCAB].value);
     if (!rc) rc = sample_run(&r, o, &co);
     run_free(&r);
@@ -418,7 +426,7 @@ int cap_cmd_sample(int argc, char **argv) {
 /* ---- cap eval ------------------------------------------------------------------------------------ */
 
 enum { E_WEIGHTS, E_DATA, E_SPLIT, E_BEAM, E_RESULTS, E_VOCAB, E_MAXLEN, E_LIMIT, E_BACKEND,
-       E_GREEDY, E_TEMP, E_TOPK, E_TOPP, E_SEED, E_ALPHA, E_N };
+       E_GREEDY, E_TEMP, E_TOPK, E_TOPP, E_SEED, E_ALPHA, E_THREADS, E_N };
 
 static int split_of(const char *name, int *split) {
     static const char *names[] = {"train", "val", "test"};
@@ -461,7 +469,8 @@ int cap_cmd_eval(int argc, char **argv) {
     Opt o[E_N] = {{"--weights", 0, NULL, NULL, 0}, {"--data", 0, NULL, NULL, 0}, {"--split", 0, NULL, NULL, 0}, {"--beam", 0, NULL, NULL, 0},
                   {"--results", 0, NULL, NULL, 0}, {"--vocab", 0, NULL, NULL, 0}, {"--max-len", 0, NULL, NULL, 0}, {"--limit", 0, NULL, NULL, 0},
                   {"--backend", 0, NULL, NULL, 0}, {"--greedy", 1, NULL, NULL, 0}, {"--temperature", 0, NULL, NULL, 0}, {"--top-k", 0, NULL, NULL, 0},
-                  {"--top-p", 0, NULL, NULL, 0}, {"--seed", 0, NULL, NULL, 0}, {"--length-alpha", 0, NULL, NULL, 0}};
+                  {"--top-p", 0, NULL, NULL, 0}, {"--seed", 0, NULL, NULL, 0}, {"--length-alpha", 0, NULL, NULL, 0},
+                  {"--threads", 0, NULL, NULL, 0}};
     const char *model;
     CapCaptionOptions co;
     int split = 2;
@@ -474,7 +483,7 @@ int cap_cmd_eval(int argc, char **argv) {
     if (!rc) rc = int_opt("--limit", o[E_LIMIT].value, 0, 0, 1 << 30, &limit);
     if (!rc) rc = caption_options(o, E_N, E_GREEDY, &co);
     Run r = {0};
-    if (!rc) rc = run_open(&r, model, o[E_BACKEND].value);
+    if (!rc) rc = run_open(&r, model, o[E_BACKEND].value, o[E_THREADS].value);
     if (!rc) rc = load_vocab(&r, o[E_WEIGHTS].value, o[E_VOCAB].value);
     if (!rc) rc = eval_run(&r, o, &co, split, (int)limit);
     run_free(&r);

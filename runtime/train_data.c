@@ -191,7 +191,7 @@ CapStatus cap_train_data(CapSession *s, const CapDataTrainOptions *o, CapTrainMe
     st = source_open(s, o, &sh, &src, err, err_size);
     src.batch = sh.batch;
     CapTrainOptions to = {
-        .steps = o->steps, .seed = o->seed, .out_path = o->out_path,
+        .steps = o->steps, .max_seconds = o->max_seconds, .seed = o->seed, .out_path = o->out_path,
         .save_every = o->save_every, .log_path = o->log_path, .print_every = o->print_every,
         .progress = o->progress, .next_batch = source_next, .checkpoint_meta = source_meta,
         .source = &src,

@@ -44,6 +44,7 @@ typedef struct CapDataTrainOptions {
     const Dataset *ds;
     const Vocab *vocab;
     int64_t steps;         /* total, counted from step 0 (a resume stops where a fresh run does) */
+    double max_seconds;    /* > 0: also stop after this many seconds of training (CapTrainOptions) */
     uint32_t seed;         /* dropout streams and the loader's shuffle */
     int workers;           /* loader threads (0: decode in the training thread) */
     DataPosition start;    /* where the first batch starts: {0,0}, or the checkpoint's */

@@ -86,12 +86,13 @@ typedef struct Progress {
 } Progress;
 
 static void report(const CapTrainOptions *o, FILE *log, const Progress *p, int64_t step,
-                   double loss, double lr, double gn) {
+                   double loss, double lr, double gn, int out_of_time) {
     double el = now_s() - p->t0;
     double sps = el > 0 ? (double)p->samples / el : 0;
     int64_t done = step - p->first_step;
     double eta = done > 0 ? el / (double)done * (double)(o->steps - step) : -1;
-    int last = step == o->steps;
+    if (o->max_seconds > 0 && eta > o->max_seconds - el) eta = o->max_seconds > el ? o->max_seconds - el : 0;
+    int last = step == o->steps || out_of_time;
     if (o->progress && o->print_every > 0 &&
         (done == 1 || last || step % o->print_every == 0)) {
         char hms[32];
@@ -185,8 +186,9 @@ static CapStatus train_loop(CapSession *s, const CapTrainOptions *o, CapTrainMet
         CapStatus st = train_one(s, o, meta, so, &p.samples, err, err_size);
         if (st) return st;
         double loss = scalar(so, so->loss), lr = scalar(so, so->lr), gn = scalar(so, so->grad_norm);
-        report(o, log, &p, meta->step, loss, lr, gn);
-        int stop = o->on_step && o->on_step(o->user, meta->step, loss, lr, gn);
+        int out_of_time = o->max_seconds > 0 && now_s() - p.t0 >= o->max_seconds;
+        report(o, log, &p, meta->step, loss, lr, gn, out_of_time);
+        int stop = out_of_time || (o->on_step && o->on_step(o->user, meta->step, loss, lr, gn));
         if (o->out_path && o->save_every > 0 && meta->step % o->save_every == 0 &&
             meta->step < o->steps && (st = save(s, o, meta, err, err_size)))
             return st;

@@ -42,10 +42,10 @@ t=$SECONDS
 echo "train on cuda: $((SECONDS - t)) s"
 for be in cuda cpu; do
   t=$SECONDS
-  OMP_NUM_THREADS=1 "$B/cap" eval "$D/cap.so" --weights "$D/ckpt.safetensors" \
+  "$B/cap" eval "$D/cap.so" --weights "$D/ckpt.safetensors" \
     --data "coco:$D/captions.json" --results "$OUT/results_$be.json" --backend "$be"
   echo "eval on $be: $((SECONDS - t)) s"
-  OMP_NUM_THREADS=1 "$B/cap" sample "$D/cap.so" --weights "$D/ckpt.safetensors" --beam 3 \
+  "$B/cap" sample "$D/cap.so" --weights "$D/ckpt.safetensors" --beam 3 \
     --image $(ls "$D"/images/synth_* | tail -n 4) --backend "$be" > "$OUT/beam_$be.txt"
 done
 if cmp -s "$OUT/results_cuda.json" "$OUT/results_cpu.json"; then echo "greedy captions: cuda == cpu"

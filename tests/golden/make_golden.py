@@ -75,22 +75,50 @@ class BasicBlock(nn.Module):
         return self.relu(y + identity)
 
 
-class ResNetBackbone(nn.Module):
-    """torchvision ResNet layout with BasicBlocks, minus avgpool and fc."""
+class Bottleneck(nn.Module):
+    """torchvision's ResNet-50 block (stride on the 3x3), output planes * 4; for the
+    ResNet-50 captioner in bench/torch_step.py (the goldens use BasicBlocks)."""
 
-    def __init__(self, widths, blocks=(1, 1, 1, 1)):
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU()
+        self.downsample = None
+        if stride != 1 or cin != planes * 4:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(cin, planes * 4, 1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * 4))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        y = self.relu(self.bn1(self.conv1(x)))
+        y = self.relu(self.bn2(self.conv2(y)))
+        y = self.bn3(self.conv3(y))
+        return self.relu(y + identity)
+
+
+class ResNetBackbone(nn.Module):
+    """torchvision ResNet layout (BasicBlocks, or Bottlenecks), minus avgpool and fc."""
+
+    def __init__(self, widths, blocks=(1, 1, 1, 1), bottleneck=False):
         super().__init__()
         self.conv1 = nn.Conv2d(3, widths[0], 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         self.relu = nn.ReLU()
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        block, expansion = (Bottleneck, 4) if bottleneck else (BasicBlock, 1)
         cin = widths[0]
         for i, (w, n) in enumerate(zip(widths, blocks)):
             stride = 1 if i == 0 else 2
             layer = []
             for j in range(n):
-                layer.append(BasicBlock(cin, w, stride if j == 0 else 1))
-                cin = w
+                layer.append(block(cin, w, stride if j == 0 else 1))
+                cin = w * expansion
             setattr(self, "layer%d" % (i + 1), nn.Sequential(*layer))
 
     def forward(self, x):
@@ -227,8 +255,9 @@ class TinyCaptioner(nn.Module):
     def __init__(self, cfg, p=0.0):
         super().__init__()
         d, g = cfg["d"], cfg["grid"]
-        self.backbone = ResNetBackbone(cfg["widths"])
-        self.neck = Neck(cfg["widths"][-1], d, g)
+        bottleneck = cfg.get("bottleneck", False)
+        self.backbone = ResNetBackbone(cfg["widths"], cfg.get("blocks", (1, 1, 1, 1)), bottleneck)
+        self.neck = Neck(cfg["widths"][-1] * (4 if bottleneck else 1), d, g)
         self.encoder = Encoder(d, cfg["heads"], cfg["ff"], g * g, cfg["enc_layers"], p)
         self.decoder = Decoder(cfg["vocab"], d, cfg["heads"], cfg["ff"], cfg["dec_layers"], p)
         for name, prm in self.named_parameters():
