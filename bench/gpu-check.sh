@@ -69,7 +69,7 @@ cc_build() {
       echo '0x00};'; } >"$B/cap_artifact_text.c"
     local rt="model backend backend_cuda cuda_driver session threads init checkpoint batch trainer
               metrics sampling cli_score safetensors data_common data_json data_flickr data_rng
-              text vocab image data_loader synth cli_data train_data"
+              text vocab image data_loader synth cli_data train_data feature_cache"
     local rtsrc=()
     for f in $rt; do [ -f "runtime/$f.c" ] && rtsrc+=("runtime/$f.c"); done
     run "cc build capc" 300 cc "${cflags[@]}" ir/*.c frontend/*.c passes/*.c codegen/*.c \

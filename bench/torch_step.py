@@ -36,9 +36,13 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--device", default="cuda", help="cuda or cpu")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads (torch.set_num_threads); 0: PyTorch's default")
     ap.add_argument("--model", default="tiny", choices=sorted(MODELS),
                     help="tiny (models/captioner_tiny.json) or resnet50 (captioner_resnet50.json)")
     a = ap.parse_args()
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     cfg = dict(MODELS[a.model], batch=a.batch)
     torch.manual_seed(0)

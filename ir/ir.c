@@ -667,3 +667,54 @@ const int64_t *op_ints(const Op *op, const char *name, int *n) {
 const char *op_string(const Op *op, const char *name) {
     return attr_slot(op, name, ATTR_STRING)->s;
 }
+
+/* ---- constant state ---------------------------------------------------------------------- */
+
+struct ConstantState {
+    const Param **written; /* state some function returns as @X, sorted by address */
+    int n_written;
+};
+
+static int cmp_param_ptr(const void *a, const void *b) {
+    const Param *x = *(const Param *const *)a, *y = *(const Param *const *)b;
+    return x < y ? -1 : x > y;
+}
+
+ConstantState *module_constant_state_new(const Module *m) {
+    int n = 0;
+    for (int i = 0; i < m->n_funcs; i++) n += m->funcs[i]->n_outputs;
+    ConstantState *cs = calloc(1, sizeof *cs);
+    if (cs == NULL) return NULL;
+    cs->written = malloc(sizeof *cs->written * ((size_t)n + 1));
+    if (cs->written == NULL) {
+        free(cs);
+        return NULL;
+    }
+    for (int i = 0; i < m->n_funcs; i++) {
+        const Function *f = m->funcs[i];
+        for (int k = 0; k < f->n_outputs; k++) {
+            const char *name = f->output_names[k];
+            const Param *p = name[0] == '@' ? module_find_param(m, name + 1) : NULL;
+            if (p != NULL) cs->written[cs->n_written++] = p;
+        }
+    }
+    qsort(cs->written, (size_t)cs->n_written, sizeof *cs->written, cmp_param_ptr);
+    return cs;
+}
+
+void constant_state_free(ConstantState *cs) {
+    if (cs == NULL) return;
+    free(cs->written);
+    free(cs);
+}
+
+bool constant_state_has(const ConstantState *cs, const Param *p) {
+    if (p == NULL || p->trainable || (p->kind != PARAM_WEIGHT && p->kind != PARAM_BUFFER))
+        return false;
+    return bsearch(&p, cs->written, (size_t)cs->n_written, sizeof p, cmp_param_ptr) == NULL;
+}
+
+const Param *value_param(const Module *m, const Value *v) {
+    if (v->def == NULL || v->def->kind != OP_PARAM) return NULL;
+    return module_find_param(m, op_string(v->def, "name"));
+}

@@ -217,6 +217,18 @@ Param *module_add_param(Module *m, const char *name, DType dtype, Shape shape, P
                         bool trainable, const char *init, SrcLoc loc);
 Param *module_find_param(const Module *m, const char *name);
 
+/* The module's constant state: params nothing trains (frozen weights, buffers) and that no
+ * function of the module updates through an `@X` output. A computation from constant state
+ * alone gives the same result every step, until the state is written from outside (loaded,
+ * initialized), which the runtime sees. Built once (module_constant_state_new: NULL when out
+ * of memory; the caller frees it), then queried with a hash-free binary search. */
+typedef struct ConstantState ConstantState;
+ConstantState *module_constant_state_new(const Module *m);
+void constant_state_free(ConstantState *cs);
+bool constant_state_has(const ConstantState *cs, const Param *p);
+/* The param a `param` op's value reads, or NULL for any other value. */
+const Param *value_param(const Module *m, const Value *v);
+
 /* Returns NULL if a function of that name exists already. */
 Function *module_add_function(Module *m, const char *name);
 Function *module_find_function(const Module *m, const char *name);

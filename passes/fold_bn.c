@@ -33,47 +33,13 @@ typedef struct Fold {
     Module *m;
     Function *fold; /* the entry point, made on the first fold */
     Diag *d;
-    const Param **written; /* state some entry point updates (an @X output), sorted */
-    int n_written;
+    const ConstantState *constant; /* what no entry point trains or updates */
 } Fold;
-
-/* The module param read by op (a `param` op), or NULL. */
-static const Param *param_of(const Module *m, const Value *v) {
-    if (v->def == NULL || v->def->kind != OP_PARAM) return NULL;
-    return module_find_param(m, op_string(v->def, "name"));
-}
-
-static int cmp_param_ptr(const void *a, const void *b) {
-    const Param *x = *(const Param *const *)a, *y = *(const Param *const *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Sorts into fo->written the state that some function returns as @X: a BatchNorm in training
- * mode somewhere updates its running statistics, and a fold of them would go stale. */
-static int collect_written(Fold *fo) {
-    int n = 0;
-    for (int i = 0; i < fo->m->n_funcs; i++) n += fo->m->funcs[i]->n_outputs;
-    fo->written = malloc(sizeof *fo->written * ((size_t)n + 1));
-    if (fo->written == NULL) return -1;
-    for (int i = 0; i < fo->m->n_funcs; i++) {
-        const Function *f = fo->m->funcs[i];
-        for (int k = 0; k < f->n_outputs; k++) {
-            const char *name = f->output_names[k];
-            const Param *p = name[0] == '@' ? module_find_param(fo->m, name + 1) : NULL;
-            if (p != NULL) fo->written[fo->n_written++] = p;
-        }
-    }
-    qsort(fo->written, (size_t)fo->n_written, sizeof *fo->written, cmp_param_ptr);
-    return 0;
-}
 
 /* State nothing trains and no entry point writes: its fold stays valid until the state is
  * written from outside (which the runtime watches). */
 static bool frozen(const Fold *fo, const Value *v) {
-    const Param *p = param_of(fo->m, v);
-    if (p == NULL || p->trainable || (p->kind != PARAM_WEIGHT && p->kind != PARAM_BUFFER))
-        return false;
-    return bsearch(&p, fo->written, (size_t)fo->n_written, sizeof p, cmp_param_ptr) == NULL;
+    return constant_state_has(fo->constant, value_param(fo->m, v));
 }
 
 /* Per value id: how many ops read it (outputs count too). */
@@ -131,11 +97,11 @@ static int add_fold(Fold *fo, const Op *conv, const Op *bn, const char *w_name,
     Function *f = fo->fold;
     Diag *d = fo->d;
     const Module *m = fo->m;
-    Value *w = read_param(f, param_of(m, conv->inputs[1])->name, conv, d);
-    Value *g = read_param(f, param_of(m, bn->inputs[1])->name, bn, d);
-    Value *b = read_param(f, param_of(m, bn->inputs[2])->name, bn, d);
-    Value *rm = read_param(f, param_of(m, bn->inputs[3])->name, bn, d);
-    Value *rv = read_param(f, param_of(m, bn->inputs[4])->name, bn, d);
+    Value *w = read_param(f, value_param(m, conv->inputs[1])->name, conv, d);
+    Value *g = read_param(f, value_param(m, bn->inputs[1])->name, bn, d);
+    Value *b = read_param(f, value_param(m, bn->inputs[2])->name, bn, d);
+    Value *rm = read_param(f, value_param(m, bn->inputs[3])->name, bn, d);
+    Value *rv = read_param(f, value_param(m, bn->inputs[4])->name, bn, d);
     if (!w || !g || !b || !rm || !rv) return -1;
     Op *eps = func_add_op(f, OP_FULL, NULL, 0, NULL, bn->loc);
     op_set_ints(eps, "shape", NULL, 0);
@@ -152,7 +118,7 @@ static int add_fold(Fold *fo, const Op *conv, const Op *bn, const char *w_name,
     Value *w2 = s4 ? binary(f, OP_MUL, w, s4, conv, d) : NULL;
     Value *shift;
     if (conv->n_inputs == 3) {
-        Value *c = read_param(f, param_of(m, conv->inputs[2])->name, conv, d);
+        Value *c = read_param(f, value_param(m, conv->inputs[2])->name, conv, d);
         shift = c ? binary(f, OP_SUB, c, rm, bn, d) : NULL;
     } else {
         shift = infer(emit(f, OP_NEG, &rm, 1, NULL, bn)->def, d);
@@ -171,7 +137,7 @@ static int add_fold(Fold *fo, const Op *conv, const Op *bn, const char *w_name,
 /* The derived state of the pair (made, with its part of `fold`, the first time). */
 static int derived_state(Fold *fo, const Op *conv, const Op *bn, char *w_name, char *b_name,
                          size_t size) {
-    const char *wn = param_of(fo->m, conv->inputs[1])->name;
+    const char *wn = value_param(fo->m, conv->inputs[1])->name;
     size_t len = strlen(wn);
     bool dot_weight = len > 7 && strcmp(wn + len - 7, ".weight") == 0;
     snprintf(w_name, size, "fold.%s", wn);
@@ -250,13 +216,14 @@ out:
 
 int pass_fold_bn(Module *m, const PassOptions *opts, Diag *d) {
     if (!fuse_enabled(opts, FUSE_RULE_CONTRACTION)) return 0; /* conv_bn_relu, folded */
-    Fold fo = {m, NULL, d, NULL, 0};
-    int n_funcs = m->n_funcs, rc = 0; /* `fold` itself is added behind them */
-    if (collect_written(&fo) != 0) {
+    ConstantState *constant = module_constant_state_new(m);
+    if (constant == NULL) {
         snprintf(d->msg, sizeof d->msg, "out of memory");
         return -1;
     }
+    Fold fo = {m, NULL, d, constant};
+    int n_funcs = m->n_funcs, rc = 0; /* `fold` itself is added behind them */
     for (int i = 0; i < n_funcs && rc == 0; i++) rc = fold_function(&fo, m->funcs[i]);
-    free(fo.written);
+    constant_state_free(constant);
     return rc;
 }

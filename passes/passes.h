@@ -55,6 +55,11 @@ int autodiff_append(Function *f, Value *loss, Value ***param_grads, Diag *d);
  * entries, such as encode and decode_step) are left as they are. */
 int pass_build_training_program(Module *m, const PassOptions *opts, Diag *d);
 
+/* The feature cache's entry points (passes/feature_cache.c): when train_step starts with a
+ * frozen, deterministic prefix over its image (a convolution at least), adds features(image)
+ * -> the prefix's results and train_step_cached, which starts from them. */
+int pass_feature_cache(Module *m, const PassOptions *opts, Diag *d);
+
 /* BatchNorm folding (passes/fold_bn.c): a conv2d feeding only a frozen eval-mode batch_norm
  * becomes one conv2d on derived state that the new entry point `fold` computes. Off with the
  * contraction fusion rule. */

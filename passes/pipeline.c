@@ -1,7 +1,7 @@
 /* pipeline.c — capc's table of contents: the whole path from the module the frontend built to
  * cap.so, stage by stage, in the order of STAGES below.
  *
- *   shapes -> training -> fold -> fuse              (IR passes: passes/)
+ *   shapes -> training -> features -> fold -> fuse  (IR passes: passes/)
  *          -> lower -> rewrite -> memplan -> render  (code generation: codegen/)
  *          -> package                                (NVRTC, cc, cap.so)
  *
@@ -25,7 +25,7 @@ typedef struct Run {
     Module *m;
     const PipelineOptions *opts;
     Package *p;    /* from `lower` on */
-    int *unfused;  /* per function before `fold`: its kernels if every op ran alone */
+    int *unfused;  /* per function after `features`: its kernels if every op ran alone */
     int n_unfused;
 } Run;
 
@@ -40,7 +40,7 @@ typedef struct Stage {
 } Stage;
 
 static int run_shapes(Run *r, Diag *d) { return pass_infer_shapes(r->m, &r->opts->passes, d); }
-/* The entry points are all there after `training`: count their kernels as --no-fuse would
+/* The entry points are all there after `features`: count their kernels as --no-fuse would
  * run them (before `fold` and `fuse` change that), for the report. */
 static int count_unfused(Run *r, Diag *d) {
     if (r->opts->report == NULL) return 0;
@@ -55,7 +55,10 @@ static int count_unfused(Run *r, Diag *d) {
 }
 
 static int run_training(Run *r, Diag *d) {
-    if (pass_build_training_program(r->m, &r->opts->passes, d) != 0) return -1;
+    return pass_build_training_program(r->m, &r->opts->passes, d);
+}
+static int run_features(Run *r, Diag *d) {
+    if (pass_feature_cache(r->m, &r->opts->passes, d) != 0) return -1;
     return count_unfused(r, d);
 }
 static int run_fold(Run *r, Diag *d) { return pass_fold_bn(r->m, &r->opts->passes, d); }
@@ -87,6 +90,7 @@ static int check_kernels(Run *r, const char *stage, Diag *d) {
 static const Stage STAGES[] = {
     {"shapes", PIPELINE_IR, run_shapes, verify_ir, DUMP_IR},     /* static shapes everywhere */
     {"training", PIPELINE_IR, run_training, verify_ir, DUMP_IR}, /* train_step, eval_loss... */
+    {"features", PIPELINE_IR, run_features, verify_ir, DUMP_IR}, /* the frozen prefix cut off */
     {"fold", PIPELINE_IR, run_fold, verify_ir, DUMP_IR},         /* frozen BN into its conv */
     {"fuse", PIPELINE_IR, run_fuse, verify_ir, DUMP_IR},         /* groups: one kernel each */
     {"lower", PIPELINE_KERNELS, run_lower, check_kernels, DUMP_NONE}, /* kernel descriptions */

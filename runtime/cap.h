@@ -217,6 +217,9 @@ typedef struct CapTrainOptions {
      * last batch handed out (at most max; returns how many), saved with every checkpoint. */
     CapStatus (*next_batch)(void *source, const void **inputs, int64_t *samples, char *err,
                             size_t err_size);
+    /* The entry each step runs (NULL: train_step); one with train_step's outputs, fed by
+     * next_batch (libcaprt's data training runs train_step_cached from cached features). */
+    const char *entry;
     int (*checkpoint_meta)(void *source, const char **keys, const char **values, int max);
     void *source;
 } CapTrainOptions;

@@ -64,6 +64,7 @@ struct CapSession {
     void **dev_io;     /* scratch: device copies of inputs/outputs (non-host backends) */
     int derived_stale; /* state was written from outside since "fold" last ran */
     int threads;       /* the CPU kernels' threads (cap_session_set_threads) */
+    uint64_t state_writes; /* writes of state from outside so far (feature_cache.c watches) */
     char note[256];
 };
 

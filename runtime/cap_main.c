@@ -38,6 +38,7 @@ static const char USAGE[] =
     "                                    stops after SECONDS of training\n"
     "  train cap.so --data SPEC --vocab VOCAB.txt (--steps N | --epochs N) --out CKPT\n"
     "        [--weights W | --resume CKPT] [--log L] [--seed S] [--workers K] [--time SECONDS]\n"
+    "        [--no-feature-cache]\n"
     "                                    trains on a dataset's train split (docs/data.md);\n"
     "                                    the data position and vocabulary go in CKPT\n"
     "  sample cap.so --weights CKPT --image FILE... [--greedy | --temperature T]\n"

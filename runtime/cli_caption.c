@@ -50,7 +50,7 @@ static const char *const HELP[][2] = {
     {"train", "usage: cap train cap.so --data SPEC --vocab VOCAB.txt (--steps N | --epochs N)\n"
               "       --out CKPT [--weights W | --resume CKPT] [--log metrics.jsonl] [--seed S]\n"
               "       [--workers K] [--save-every N] [--print-every N] [--time SECONDS]\n"
-              "       [--backend B] [--threads N]\n"},
+              "       [--no-feature-cache] [--backend B] [--threads N]\n"},
     {"sample", "usage: cap sample cap.so --weights CKPT --image FILE... [--greedy]\n"
                "       [--temperature T] [--top-k K] [--top-p P] [--beam N] [--length-alpha A]\n"
                "       [--max-len L] [--seed S] [--vocab VOCAB.txt] [--backend B] [--threads N]\n"},
@@ -221,7 +221,7 @@ static void on_skip(void *ctx, const char *message) {
 /* ---- cap train --data ------------------------------------------------------------------------ */
 
 enum { T_DATA, T_VOCAB, T_STEPS, T_EPOCHS, T_OUT, T_WEIGHTS, T_RESUME, T_LOG, T_SEED, T_WORKERS,
-       T_SAVE, T_PRINT, T_BACKEND, T_THREADS, T_TIME, T_N };
+       T_SAVE, T_PRINT, T_BACKEND, T_THREADS, T_TIME, T_NO_CACHE, T_N };
 
 /* Resume: state, position and vocabulary from the checkpoint (a --vocab must agree). */
 static int train_resume(Run *r, const Opt *o, CapTrainMeta *meta, DataPosition *pos,
@@ -276,6 +276,10 @@ static void train_summary(const CapDataTrainResult *res, const CapTrainMeta *met
            "image %lld of %d\n", (long long)meta->step, res->seconds,
            (long long)res->loader.delivered, (long long)res->loader.skipped,
            (long long)res->position.epoch, (long long)res->position.index, (int)res->split_images);
+    if (res->feature_cache)
+        printf("feature cache: %lld batches from the cache, %lld computed (%.1f KiB per image, "
+               "%s)\n", (long long)res->cache.hits, (long long)res->cache.misses,
+               (double)res->cache.bytes / 1024.0, res->cache.in_file ? "in a file" : "in memory");
 }
 
 static int train_run(Run *r, const Opt *o, uint32_t seed) {
@@ -305,6 +309,7 @@ static int train_run(Run *r, const Opt *o, uint32_t seed) {
         .workers = (int)workers, .start = pos, .out_path = o[T_OUT].value,
         .save_every = save_every, .log_path = o[T_LOG].value, .print_every = print_every,
         .progress = stdout, .on_skip = on_skip, .skip_ctx = &skips,
+        .no_feature_cache = o[T_NO_CACHE].value != NULL,
     };
     printf("training on %lld train images (batch %d, %dx%d, max_len %d, vocab %d) for %lld "
            "steps\n", (long long)n_train, sh.batch, sh.image, sh.image, sh.max_len,
@@ -321,7 +326,8 @@ int cap_cmd_train_data(int argc, char **argv) {
     Opt o[T_N] = {{"--data", 0, NULL, NULL, 0}, {"--vocab", 0, NULL, NULL, 0}, {"--steps", 0, NULL, NULL, 0}, {"--epochs", 0, NULL, NULL, 0}, {"--out", 0, NULL, NULL, 0},
                   {"--weights", 0, NULL, NULL, 0}, {"--resume", 0, NULL, NULL, 0}, {"--log", 0, NULL, NULL, 0}, {"--seed", 0, NULL, NULL, 0},
                   {"--workers", 0, NULL, NULL, 0}, {"--save-every", 0, NULL, NULL, 0}, {"--print-every", 0, NULL, NULL, 0}, {"--backend", 0, NULL, NULL, 0},
-                  {"--threads", 0, NULL, NULL, 0}, {"--time", 0, NULL, NULL, 0}};
+                  {"--threads", 0, NULL, NULL, 0}, {"--time", 0, NULL, NULL, 0},
+                  {"--no-feature-cache", 1, NULL, NULL, 0}};
     const char *model;
     int rc = parse(argc, argv, o, T_N, &model);
     if (rc < 0) return opts_free(o, T_N), 0;

@@ -133,6 +133,7 @@ CapStatus cap_session_write_state(CapSession *s, int index, const void *src, cha
     if (st) return st;
     const CapTensorInfo *t = &cap_model_artifact(s->m)->state[index].t;
     s->derived_stale = 1;
+    s->state_writes++;
     return s->be->copy_in(s->ctx, s->state[index], src, cap_tensor_bytes(t), err, err_size);
 }
 

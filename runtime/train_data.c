@@ -94,7 +94,9 @@ typedef struct Source {
     DataLoader *l;
     float *images;
     int32_t *captions;
-    int image_in, caption_in; /* train_step input indices */
+    int32_t *image_index;     /* the batch's images (indices into the dataset) */
+    int image_in, caption_in; /* input indices of the entry the steps run (image: -1 cached) */
+    FeatureCache *fc;         /* NULL: plain train_step */
     int64_t batch;
     DataPosition pos;         /* after the last batch handed out */
     char epoch[32], index[32];
@@ -104,10 +106,14 @@ typedef struct Source {
 static CapStatus source_next(void *ctx, const void **inputs, int64_t *samples, char *err,
                              size_t err_size) {
     Source *src = ctx;
-    CapStatus st = loader_next(src->l, src->images, src->captions, NULL, &src->pos, err,
-                               err_size);
+    CapStatus st = loader_next(src->l, src->images, src->captions, src->image_index, &src->pos,
+                               err, err_size);
     if (st) return st;
-    inputs[src->image_in] = src->images;
+    if (src->fc)
+        st = feature_cache_batch(src->fc, src->images, src->image_index, inputs, err, err_size);
+    else
+        inputs[src->image_in] = src->images;
+    if (st) return st;
     inputs[src->caption_in] = src->captions;
     *samples = src->batch;
     return CAP_OK;
@@ -124,7 +130,8 @@ static int source_meta(void *ctx, const char **keys, const char **values, int ma
     return 3;
 }
 
-/* Every train_step input must be image, caption or rng; image and caption must be there. */
+/* Every train_step input must be image, caption or rng; image and caption must be there.
+ * (train_step_cached's feature inputs are the cache's to set.) */
 static CapStatus source_inputs(const CapModel *m, Source *src, char *err, size_t err_size) {
     const CapEntry *e = &cap_model_artifact(m)->entries[cap_model_find_entry(m, "train_step")];
     src->image_in = src->caption_in = -1;
@@ -142,20 +149,41 @@ static CapStatus source_inputs(const CapModel *m, Source *src, char *err, size_t
                         "%s: train_step has no input '%s' for the dataset's %s",
                         cap_model_path(m), src->image_in < 0 ? "image" : "caption",
                         src->image_in < 0 ? "images" : "captions");
+    if (src->fc) { /* the cached step: its caption input (features: the cache's) */
+        e = &cap_model_artifact(m)->entries[cap_model_find_entry(m, feature_cache_entry())];
+        src->image_in = src->caption_in = -1;
+        for (int i = 0; i < e->n_inputs; i++)
+            if (strcmp(e->inputs[i].name, "caption") == 0) src->caption_in = i;
+        if (src->caption_in < 0)
+            return cap_fail(err, err_size, CAP_E_FORMAT, "%s: invalid artifact: '%s' has no "
+                            "input 'caption'", cap_model_path(m), feature_cache_entry());
+    }
     return CAP_OK;
 }
 
-static CapStatus source_open(const CapSession *s, const CapDataTrainOptions *o,
+/* The feature cache, when the model has one and the run wants it. */
+static CapStatus open_cache(CapSession *s, const CapDataTrainOptions *o, Source *src, char *err,
+                            size_t err_size) {
+    if (o->no_feature_cache || !feature_cache_supported(cap_session_model(s))) return CAP_OK;
+    char spill[4096];
+    snprintf(spill, sizeof spill, "%s.features", o->out_path ? o->out_path : "cap");
+    return feature_cache_open(s, o->ds->n_images, o->ds->n_per_split[DATA_TRAIN], spill,
+                              &src->fc, err, err_size);
+}
+
+static CapStatus source_open(CapSession *s, const CapDataTrainOptions *o,
                              const CapDataShape *sh, Source *src, char *err, size_t err_size) {
     memset(src, 0, sizeof *src);
     src->pos = o->start;
-    CapStatus st = source_inputs(cap_session_model(s), src, err, err_size);
+    CapStatus st = open_cache(s, o, src, err, err_size);
+    if (!st) st = source_inputs(cap_session_model(s), src, err, err_size);
     if (st) return st;
     src->images = malloc((size_t)sh->batch * 3 * (size_t)sh->image * (size_t)sh->image *
                          sizeof *src->images);
     src->captions = malloc((size_t)sh->batch * (size_t)sh->max_len * sizeof *src->captions);
+    src->image_index = malloc((size_t)sh->batch * sizeof *src->image_index);
     src->vocab_text = vocab_to_string(o->vocab);
-    if (!src->images || !src->captions || !src->vocab_text)
+    if (!src->images || !src->captions || !src->image_index || !src->vocab_text)
         return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
     st = loader_open(o->ds, DATA_TRAIN, sh->batch, sh->image, sh->max_len, o->vocab, o->seed,
                      o->workers, o->start, &src->l, err, err_size);
@@ -165,8 +193,10 @@ static CapStatus source_open(const CapSession *s, const CapDataTrainOptions *o,
 
 static void source_close(Source *src) {
     loader_close(src->l);
+    feature_cache_close(src->fc);
     free(src->images);
     free(src->captions);
+    free(src->image_index);
     free(src->vocab_text);
 }
 
@@ -194,7 +224,7 @@ CapStatus cap_train_data(CapSession *s, const CapDataTrainOptions *o, CapTrainMe
         .steps = o->steps, .max_seconds = o->max_seconds, .seed = o->seed, .out_path = o->out_path,
         .save_every = o->save_every, .log_path = o->log_path, .print_every = o->print_every,
         .progress = o->progress, .next_batch = source_next, .checkpoint_meta = source_meta,
-        .source = &src,
+        .source = &src, .entry = src.fc ? feature_cache_entry() : NULL,
     };
     if (!st) st = cap_train(s, &to, meta, err, err_size);
     if (src.l) {
@@ -202,6 +232,10 @@ CapStatus cap_train_data(CapSession *s, const CapDataTrainOptions *o, CapTrainMe
         res->split_images = loader_split_size(src.l);
     }
     res->position = src.pos;
+    if (src.fc) {
+        res->feature_cache = 1;
+        feature_cache_stats(src.fc, &res->cache);
+    }
     source_close(&src);
     res->seconds = seconds_now() - t0;
     return st;

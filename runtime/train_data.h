@@ -17,6 +17,7 @@
 #include "cap.h"
 #include "data.h"
 #include "data_loader.h"
+#include "feature_cache.h"
 #include "vocab.h"
 
 /* The data sizes an entry was compiled for: batch B, square image side S, caption length T
@@ -55,6 +56,7 @@ typedef struct CapDataTrainOptions {
     FILE *progress;
     LoaderSkipFn on_skip;  /* each skipped image ("PATH: reason"), may be NULL */
     void *skip_ctx;
+    int no_feature_cache;  /* run train_step even when the model has a feature cache */
 } CapDataTrainOptions;
 
 typedef struct CapDataTrainResult {
@@ -62,10 +64,15 @@ typedef struct CapDataTrainResult {
     DataPosition position; /* where the next batch would start */
     int32_t split_images;  /* images in the train split */
     double seconds;
+    int feature_cache;     /* 1: the steps ran train_step_cached (feature_cache.h) */
+    FeatureCacheStats cache;
 } CapDataTrainResult;
 
 /* Runs train_step on batches of the train split from the session's state and *meta (zeroed
- * for a fresh run, filled by cap_load_checkpoint for a resume) until o->steps. */
+ * for a fresh run, filled by cap_load_checkpoint for a resume) until o->steps. When the model
+ * has a feature cache (feature_cache.h) and o->no_feature_cache is 0, the steps run
+ * train_step_cached from each image's cached features instead: the same results, bit for
+ * bit. The cache spills to o->out_path + ".features" when memory is not enough. */
 CapStatus cap_train_data(CapSession *s, const CapDataTrainOptions *o, CapTrainMeta *meta,
                          CapDataTrainResult *res, char *err, size_t err_size);
 

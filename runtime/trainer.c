@@ -113,14 +113,18 @@ static void report(const CapTrainOptions *o, FILE *log, const Progress *p, int64
     }
 }
 
+static const char *step_entry(const CapTrainOptions *o) {
+    return o->next_batch && o->entry ? o->entry : "train_step";
+}
+
 static CapStatus check_options(const CapSession *s, const CapTrainOptions *o,
                                const CapTrainMeta *meta, char *err, size_t err_size) {
     if (!o->next_batch && (!o->batch_paths || o->n_batches <= 0))
         return cap_fail(err, err_size, CAP_E_ARG, "no batch files to train on");
-    if (cap_model_find_entry(s->m, "train_step") < 0)
+    if (cap_model_find_entry(s->m, step_entry(o)) < 0)
         return cap_fail(err, err_size, CAP_E_UNSUPPORTED,
-                        "%s has no entry point 'train_step' (was it compiled without a train "
-                        "section?)", cap_model_path(s->m));
+                        "%s has no entry point '%s' (was it compiled without a train "
+                        "section?)", cap_model_path(s->m), step_entry(o));
     if (!o->next_batch && meta->step > 0 && meta->n_batches != 0 &&
         meta->n_batches != o->n_batches)
         return cap_fail(err, err_size, CAP_E_ARG,
@@ -142,7 +146,7 @@ static CapStatus train_one_source(CapSession *s, const CapTrainOptions *o, CapTr
     CapStatus st = o->next_batch(o->source, in, &n, err, err_size);
     for (int i = 0; !st && i < e->n_inputs; i++)
         if (strcmp(e->inputs[i].name, "rng") == 0) in[i] = rng;
-    if (!st) st = cap_session_run(s, "train_step", in, so->outs, err, err_size);
+    if (!st) st = cap_session_run(s, step_entry(o), in, so->outs, err, err_size);
     free(in);
     if (!st) {
         *samples += n;
@@ -208,7 +212,7 @@ CapStatus cap_train(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
     meta->n_batches = o->n_batches;
     const CapArtifact *a = cap_model_artifact(s->m);
     StepOutputs so;
-    st = outputs_new(&a->entries[cap_model_find_entry(s->m, "train_step")], &so, err, err_size);
+    st = outputs_new(&a->entries[cap_model_find_entry(s->m, step_entry(o))], &so, err, err_size);
     FILE *log = NULL;
     if (!st && o->log_path) {
         log = fopen(o->log_path, meta->step > 0 ? "a" : "w");

@@ -14,6 +14,8 @@
  *     a partial batch changes nothing) gives the same captions; top-k = 1 sampling equals
  *     greedy; beam search with 1 beam equals greedy; beam 3 and greedy captions hold no
  *     <pad>/<start>/<end> token; more beams than batch rows is refused with -D batch=N.
+ *   - feature cache: 40 steps from cached features of the frozen backbone (the second epoch's
+ *     15 batches served by the cache) and 40 with --no-feature-cache: the same checkpoint.
  *   - resume: 40 steps straight equal 20 steps + checkpoint + resume + 20 (crossing an epoch
  *     boundary at step 25; 2 loader workers in one run, 0 in the other): the same checkpoint
  *     bytes.
@@ -149,15 +151,22 @@ static double bleu4(CapSession *s, const char *label) {
     return b;
 }
 
-static void train(CapSession *s, CapTrainMeta *meta, DataPosition start, int64_t steps,
-                  int workers, const char *out) {
+static CapDataTrainResult train_with(CapSession *s, CapTrainMeta *meta, DataPosition start,
+                                     int64_t steps, int workers, const char *out, int no_cache) {
     char err[ERR];
     CapDataTrainOptions o = {.ds = ds, .vocab = vocab, .steps = steps, .seed = 7,
                              .workers = workers, .start = start, .out_path = out,
-                             .print_every = 100, .progress = stdout};
+                             .print_every = 100, .progress = stdout,
+                             .no_feature_cache = no_cache};
     CapDataTrainResult res;
     ok(cap_train_data(s, &o, meta, &res, err, sizeof err), err);
     assert_int_equal(res.loader.skipped, 0);
+    return res;
+}
+
+static void train(CapSession *s, CapTrainMeta *meta, DataPosition start, int64_t steps,
+                  int workers, const char *out) {
+    train_with(s, meta, start, steps, workers, out, 0);
 }
 
 /* ---- learning ------------------------------------------------------------------------------ */
@@ -286,6 +295,16 @@ static unsigned char *slurp(const char *path, size_t *n) {
     return buf;
 }
 
+/* The two files hold the same bytes. */
+static void assert_same_file(const char *a, const char *b) {
+    size_t na, nb;
+    unsigned char *x = slurp(a, &na), *y = slurp(b, &nb);
+    assert_int_equal(na, nb);
+    assert_memory_equal(x, y, na);
+    free(x);
+    free(y);
+}
+
 static void test_resume(void **state) {
     (void)state;
     char err[ERR], straight[600], half[600], resumed[600];
@@ -319,12 +338,39 @@ static void test_resume(void **state) {
     train(b.s, &mb, pos, 40, 0, resumed);
     ctx_close(&b);
 
-    size_t na, nb;
-    unsigned char *x = slurp(straight, &na), *y = slurp(resumed, &nb);
-    assert_int_equal(na, nb);
-    assert_memory_equal(x, y, na);
-    free(x);
-    free(y);
+    assert_same_file(straight, resumed);
+}
+
+/* ---- the feature cache -------------------------------------------------------------------- */
+
+/* 40 steps (an epoch is 25: the second epoch's batches come from the cache) with the feature
+ * cache and without it: the same checkpoint bytes. */
+static void test_feature_cache(void **state) {
+    (void)state;
+    char err[ERR], cached[600], plain[600];
+    snprintf(cached, sizeof cached, "%s/cached.safetensors", tmpdir);
+    snprintf(plain, sizeof plain, "%s/plain.safetensors", tmpdir);
+    Ctx a;
+    ctx_open(&a);
+    assert_true(feature_cache_supported(a.m));
+    ok(cap_session_init(a.s, 7, err, sizeof err), err);
+    CapTrainMeta ma = {0};
+    CapDataTrainResult r = train_with(a.s, &ma, (DataPosition){0, 0}, 40, 2, cached, 0);
+    printf("feature cache: %lld batches from the cache, %lld computed, %lld bytes per image\n",
+           (long long)r.cache.hits, (long long)r.cache.misses, (long long)r.cache.bytes);
+    assert_int_equal(r.feature_cache, 1);
+    assert_int_equal(r.cache.misses, 25);
+    assert_int_equal(r.cache.hits, 15);
+    ctx_close(&a);
+
+    ctx_open(&a);
+    ok(cap_session_init(a.s, 7, err, sizeof err), err);
+    CapTrainMeta mb = {0};
+    r = train_with(a.s, &mb, (DataPosition){0, 0}, 40, 2, plain, 1);
+    assert_int_equal(r.feature_cache, 0);
+    ctx_close(&a);
+
+    assert_same_file(cached, plain);
 }
 
 /* ---- the command line ---------------------------------------------------------------------- */
@@ -424,6 +470,7 @@ int main(void) {
         cmocka_unit_test(test_learns),
         cmocka_unit_test(test_sampling),
         cmocka_unit_test(test_resume),
+        cmocka_unit_test(test_feature_cache),
         cmocka_unit_test(test_cli),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

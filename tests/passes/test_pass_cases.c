@@ -1,5 +1,5 @@
-/* test_fuse.c — the fusion pass and BatchNorm folding, tested IR text in, IR text out
- * (passes/fuse.c's rules, passes/fold_bn.c).
+/* test_pass_cases.c — the fusion pass, BatchNorm folding and the feature cache's cut, tested
+ * IR text in, IR text out (passes/fuse.c's rules, passes/fold_bn.c, passes/feature_cache.c).
  *
  * Every tests/passes/fuse/NAME.in.ir is a case (found by listing the folder): the module is
  * parsed and verified, the fusion pass runs with its defaults, and the printed module must
@@ -15,7 +15,9 @@
  * Every tests/passes/fold/NAME.in.ir runs BatchNorm folding the same way: frozen_conv_bn
  * (folded: derived state, the `fold` entry point), and the cases that must not fold:
  * trainable_conv, conv_output_used_twice, running_stats_written (another entry point trains
- * the BatchNorm and updates its statistics).
+ * the BatchNorm and updates its statistics). Every tests/passes/features/NAME.in.ir runs the
+ * feature cache pass: frozen_prefix (features and train_step_cached added), and the cases
+ * with no frozen prefix: trainable_first, dropout_first.
  * Each result must also parse back from its printed form, and lower to kernels that pass the
  * kernel checker (so every group the pass forms is one codegen can build). */
 #include <dirent.h>
@@ -42,6 +44,7 @@ typedef struct CaseDir {
 static const CaseDir CASE_DIRS[] = {
     {"tests/passes/fuse", "fusion", pass_fuse},
     {"tests/passes/fold", "BatchNorm folding", pass_fold_bn},
+    {"tests/passes/features", "the feature cache pass", pass_feature_cache},
 };
 
 typedef struct Case {
@@ -142,7 +145,7 @@ int main(void) {
     for (size_t k = 0; k < sizeof CASE_DIRS / sizeof *CASE_DIRS; k++)
         if ((n = list_cases(&CASE_DIRS[k], cases, n, 96)) < 0) return 1;
     for (int i = 0; i < n; i++) {
-        const char *prefix = cases[i].where == &CASE_DIRS[0] ? "" : "fold/";
+        const char *prefix = cases[i].where == &CASE_DIRS[0] ? "" : cases[i].where == &CASE_DIRS[1] ? "fold/" : "features/";
         snprintf(titles[i], sizeof titles[i], "%s%s", prefix, cases[i].name);
         tests[i] = (struct CMUnitTest){titles[i], run_case, NULL, NULL, &cases[i]};
     }
