@@ -76,6 +76,17 @@ static int run_cmd(const char *cmd) {
     return rc == -1 ? -1 : WEXITSTATUS(rc);
 }
 
+static char *read_text(const char *path);
+
+/* Runs cmd (its output redirected to the file out) and expects exit status want; on any other,
+ * shows the command and its output. */
+static void run_expect(const char *cmd, const char *out, int want) {
+    int rc = run_cmd(cmd);
+    if (rc == want) return;
+    char *text = read_text(out);
+    fail_msg("exit %d (want %d): %s\n%s", rc, want, cmd, text ? text : "(no output)");
+}
+
 static int setup(void **state) {
     (void)state;
     char err[ERR];
@@ -391,10 +402,10 @@ static void test_cli(void **state) {
     snprintf(ck, sizeof ck, "%s/cli.safetensors", tmpdir);
     snprintf(cmd, sizeof cmd, "%s train %s --data %s --vocab %s --steps 3 --out %s --seed 5 "
              "--backend cpu >%s 2>&1", cap, so_path, spec, vocab_path, ck, out);
-    assert_int_equal(run_cmd(cmd), 0);
+    run_expect(cmd, out, 0);
     snprintf(cmd, sizeof cmd, "%s train %s --data %s --steps 5 --resume %s --out %s "
              "--backend cpu >%s 2>&1", cap, so_path, spec, ck, ck, out);
-    assert_int_equal(run_cmd(cmd), 0);
+    run_expect(cmd, out, 0);
     char *text = read_text(out);
     assert_non_null(strstr(text, "step 5/5"));
     assert_non_null(strstr(text, "skipped"));
@@ -404,7 +415,7 @@ static void test_cli(void **state) {
     snprintf(cmd, sizeof cmd, "%s sample %s --weights %s --image %s/images/synth_000450.png "
              "%s/images/synth_000451.jpg --backend cpu >%s 2>&1", cap, so_path, w, tmpdir,
              tmpdir, out);
-    assert_int_equal(run_cmd(cmd), 0);
+    run_expect(cmd, out, 0);
     text = read_text(out);
     printf("%s", text);
     assert_non_null(strstr(text, "synth_000450.png: "));
@@ -414,7 +425,7 @@ static void test_cli(void **state) {
 
     snprintf(cmd, sizeof cmd, "%s eval %s --weights %s --data %s --split test --results "
              "%s/results.json --backend cpu >%s 2>/dev/null", cap, so_path, w, spec, tmpdir, out);
-    assert_int_equal(run_cmd(cmd), 0);
+    run_expect(cmd, out, 0);
     text = read_text(out);
     printf("%s", text);
     assert_non_null(strstr(text, "BLEU-1: "));
@@ -430,7 +441,7 @@ static void test_cli(void **state) {
     fclose(f);
     snprintf(cmd, sizeof cmd, "%s train %s --data %s --vocab %s --steps 1 --out %s/x.st "
              "--backend cpu >%s 2>&1", cap, so_path, spec, small, tmpdir, out);
-    assert_int_equal(run_cmd(cmd), 1);
+    run_expect(cmd, out, 1);
     text = read_text(out);
     assert_non_null(strstr(text, "-D vocab=5"));
     free(text);
@@ -439,14 +450,14 @@ static void test_cli(void **state) {
     snprintf(cmd, sizeof cmd, "%s init %s -o %s/init.safetensors >/dev/null 2>&1 && %s sample "
              "%s --weights %s/init.safetensors --image %s/images/synth_000450.png --backend cpu "
              ">%s 2>&1", cap, so_path, tmpdir, cap, so_path, tmpdir, tmpdir, out);
-    assert_int_equal(run_cmd(cmd), 1);
+    run_expect(cmd, out, 1);
     text = read_text(out);
     assert_non_null(strstr(text, "give --vocab"));
     free(text);
     snprintf(cmd, sizeof cmd, "%s sample %s --weights %s/init.safetensors --vocab %s --image "
              "%s/images/synth_000450.png --backend cpu >%s 2>&1", cap, so_path, tmpdir,
              vocab_path, tmpdir, out);
-    assert_int_equal(run_cmd(cmd), 0);
+    run_expect(cmd, out, 0);
 
     /* a corrupt train image is skipped, warned about and counted (last: it changes the set) */
     char bad[700];
@@ -457,7 +468,7 @@ static void test_cli(void **state) {
     snprintf(cmd, sizeof cmd, "%s train %s --data %s --vocab %s --steps 30 --out %s/y.st "
              "--print-every 0 --backend cpu >%s 2>&1", cap, so_path, spec, vocab_path, tmpdir,
              out);
-    assert_int_equal(run_cmd(cmd), 0);
+    run_expect(cmd, out, 0);
     text = read_text(out);
     assert_non_null(strstr(text, "cap: warning: skipped "));
     assert_non_null(strstr(text, "synth_000002.png"));
