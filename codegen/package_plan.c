@@ -57,11 +57,7 @@ static int out_of_memory(Diag *d) {
     return -1;
 }
 
-int pkg_state_index(const Module *m, const char *name) {
-    for (int i = 0; i < m->n_params; i++)
-        if (strcmp(m->params[i]->name, name) == 0) return i;
-    return -1;
-}
+int pkg_state_index(const Module *m, const char *name) { return module_param_index(m, name); }
 
 bool pkg_cap_dtype(DType dt, int32_t *out) {
     if (dt == DT_F32) *out = CAP_DT_F32;

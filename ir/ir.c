@@ -160,6 +160,10 @@ typedef struct NameIndex {
     size_t cap, used; /* cap is a power of two; used counts stale entries too */
 } NameIndex;
 
+/* Module params share the index under this key instead of a function's: entry hint = the
+ * param's index in m->params (value NULL, like a suffix hint, whose keys start with \1). */
+static const Function PARAM_NAMES;
+
 static uint64_t name_hash(const Function *fn, const char *name) {
     uint64_t h = 1469598103934665603ull ^ (uint64_t)(uintptr_t)fn;
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) {
@@ -409,13 +413,21 @@ Param *module_add_param(Module *m, const char *name, DType dtype, Shape shape, P
     p->loc = loc;
     GROW(m->params, m->n_params, m->cap_params);
     m->params[m->n_params++] = p;
+    NameIndex *ix = module_names(m);
+    if ((ix->used + 1) * 4 > ix->cap * 3) name_index_rehash(ix);
+    NameEntry e = {&PARAM_NAMES, p->name, name_hash(&PARAM_NAMES, p->name), NULL, m->n_params - 1};
+    name_index_put_slot(ix, e);
     return p;
 }
 
+int module_param_index(const Module *m, const char *name) {
+    const NameEntry *e = name_index_find(m->arena->names, &PARAM_NAMES, name);
+    return e ? (int)e->hint : -1;
+}
+
 Param *module_find_param(const Module *m, const char *name) {
-    for (int i = 0; i < m->n_params; i++)
-        if (strcmp(m->params[i]->name, name) == 0) return m->params[i];
-    return NULL;
+    int i = module_param_index(m, name);
+    return i >= 0 ? m->params[i] : NULL;
 }
 
 Function *module_add_function(Module *m, const char *name) {

@@ -216,6 +216,8 @@ const ConfigVar *module_find_config(const Module *m, const char *name);
 Param *module_add_param(Module *m, const char *name, DType dtype, Shape shape, ParamKind kind,
                         bool trainable, const char *init, SrcLoc loc);
 Param *module_find_param(const Module *m, const char *name);
+/* Its index in m->params, or -1. Both are hash lookups. */
+int module_param_index(const Module *m, const char *name);
 
 /* The module's constant state: params nothing trains (frozen weights, buffers) and that no
  * function of the module updates through an `@X` output. A computation from constant state

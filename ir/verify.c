@@ -161,6 +161,27 @@ static int check_op(Checker *c, const Op *op) {
     return 0;
 }
 
+static int cmp_name(const void *a, const void *b) {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* No output name twice: sorted, then neighbours compared (a training step returns thousands). */
+static int check_output_names_unique(Checker *c) {
+    const Function *f = c->f;
+    const char **names = malloc(sizeof *names * ((size_t)f->n_outputs + 1));
+    if (names == NULL) return report(c, NULL, "out of memory checking outputs");
+    int n = 0;
+    for (int i = 0; i < f->n_outputs; i++)
+        if (f->output_names[i]) names[n++] = f->output_names[i];
+    qsort(names, (size_t)n, sizeof *names, cmp_name);
+    int rc = 0;
+    for (int i = 1; i < n && rc == 0; i++)
+        if (strcmp(names[i - 1], names[i]) == 0)
+            rc = report(c, NULL, "output '%s' returned twice", names[i]);
+    free(names);
+    return rc;
+}
+
 static int check_outputs(Checker *c) {
     const Function *f = c->f;
     for (int i = 0; i < f->n_outputs; i++) {
@@ -170,11 +191,8 @@ static int check_outputs(Checker *c) {
             return report(c, NULL, "output '%s' is not a value of this function", name);
         if (!c->defined[v->id])
             return report(c, NULL, "output '%s' = %%%s is never defined", name, v->name);
-        for (int j = 0; j < i; j++)
-            if (f->output_names[j] && strcmp(f->output_names[j], name) == 0)
-                return report(c, NULL, "output '%s' returned twice", name);
     }
-    return 0;
+    return check_output_names_unique(c);
 }
 
 /* Every group is a non-empty contiguous run whose ops name it; no other op names a group. */
@@ -248,9 +266,8 @@ int ir_verify_module(const Module *m, bool require_shapes, Diag *d) {
             return module_error(d, p->loc, "parameter @%s has no valid shape", p->name);
         if (p->kind == PARAM_BUFFER && p->trainable)
             return module_error(d, p->loc, "buffer @%s is marked trainable", p->name);
-        for (int j = 0; j < i; j++)
-            if (strcmp(m->params[j]->name, p->name) == 0)
-                return module_error(d, p->loc, "parameter @%s declared twice", p->name);
+        if (module_find_param(m, p->name) != p) /* the name index knows one param per name */
+            return module_error(d, p->loc, "parameter @%s declared twice", p->name);
     }
     for (int i = 0; i < m->n_funcs; i++) {
         for (int j = 0; j < i; j++)

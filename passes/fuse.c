@@ -78,6 +78,7 @@ typedef struct Fuser {
     int *input_of_value;    /* per value id: its index among the function's inputs, or -1 */
     int *in_cons_start, *in_cons; /* consumers of function input i, the same way */
     bool *is_output;    /* per op: its result is returned */
+    bool *plain_output; /* per op: returned under a name that is not new state ("@X") */
     /* groups: union-find over op indices; the root holds the group's facts */
     int *parent, *next, *head, *tail, *size;
     GroupKind *kind;
@@ -495,9 +496,10 @@ static bool readers_of(const Fuser *u, const Value *v, const int **list, int *n)
     return true;
 }
 
-/* Row groups of the same rows that read a common value join: one pass reads it once
- * (BatchNorm and its running-mean update, LayerNorm's two parameter gradients, BatchNorm's
- * bias gradient and the backward that computes its input in its prologue). A value passed in
+/* Row groups of the same rows that read a common value of their domain's size join: one pass
+ * reads it once (BatchNorm and its running-mean update, LayerNorm's two parameter gradients,
+ * BatchNorm's bias gradient and the backward that computes its input in its prologue). Not
+ * rng, scalars or per-row statistics, which many groups read. A value passed in
  * counts; state (param) does not: every group reads some weight. A group that ran before the
  * value's other reader could see it (a forward LayerNorm and the backward one, reading the
  * same input) cannot join it: the path through the loss closes a cycle, and merge refuses. */
@@ -506,10 +508,15 @@ static void join_siblings(Fuser *u, int op) {
     for (int m = u->head[g]; m >= 0; m = u->next[m]) {
         const Op *o = u->f->ops[m];
         for (int i = 0; i < o->n_inputs; i++) {
-            int p = u->op_of_value[o->inputs[i]->id], n;
+            const Value *v = o->inputs[i];
+            int p = u->op_of_value[v->id], n;
             const int *readers;
             if (p >= 0 && (u->cls[p] == C_PARAM || find(u, p) == find(u, op))) continue;
-            if (!readers_of(u, o->inputs[i], &readers, &n)) continue;
+            /* only a value the size of what the group reduces is worth reading once: not
+             * rng, a scalar, or a per-row statistic many groups happen to read */
+            const Shape *dom = u->dom[find(u, op)];
+            if (dom == NULL || shape_numel(&v->shape) != shape_numel(dom)) continue;
+            if (!readers_of(u, v, &readers, &n)) continue;
             for (int k = 0; k < n; k++) join_rows(u, find(u, op), find(u, readers[k]));
         }
     }
@@ -628,9 +635,12 @@ static bool scalar_group(Fuser *u, int g) {
            largest_numel(u, g) == 1;
 }
 
+/* The scalar groups and the state sinks merge from the last one backwards: the growing group
+ * is then always the later one, and a merge's path search starts from the new, small group
+ * (from the big one it would rescan all its members every time: quadratic in model size). */
 static void fuse_scalars(Fuser *u) {
     int acc = -1;
-    for (int p = 0; p < u->n_order; p++) {
+    for (int p = u->n_order - 1; p >= 0; p--) {
         int g = u->order[p];
         if (g < 0 || find(u, g) != g || !scalar_group(u, g)) continue;
         if (acc < 0) {
@@ -652,8 +662,7 @@ static void fuse_scalars(Fuser *u) {
             u->rows[m] = 1;
         }
         u->kind[m] = k;
-        acc = m;
-        p = u->pos[m]; /* the merge may have moved groups past it */
+        acc = m; /* the merge moved only groups between g and acc, all seen already */
     }
 }
 
@@ -665,9 +674,7 @@ static bool state_sink(Fuser *u, int g) {
         for (int k = u->cons_start[m]; k < u->cons_start[m + 1]; k++)
             if (find(u, u->cons[k]) != g) return false;
         if (!u->is_output[m]) continue;
-        const Value *v = u->f->ops[m]->result;
-        for (int o = 0; o < u->f->n_outputs; o++)
-            if (u->f->outputs[o] == v && u->f->output_names[o][0] != '@') return false;
+        if (u->plain_output[m]) return false;
         any = true;
     }
     return any;
@@ -675,7 +682,7 @@ static bool state_sink(Fuser *u, int g) {
 
 static void fuse_state_updates(Fuser *u) {
     int acc = -1;
-    for (int p = 0; p < u->n_order; p++) {
+    for (int p = u->n_order - 1; p >= 0; p--) {
         int g = u->order[p];
         if (g < 0 || find(u, g) != g || !state_sink(u, g)) continue;
         if (acc < 0) {
@@ -689,7 +696,6 @@ static void fuse_state_updates(Fuser *u) {
         }
         u->kind[m] = G_POINT;
         acc = m;
-        p = u->pos[m];
     }
 }
 
@@ -779,13 +785,8 @@ static void commit(Fuser *u) {
         if (g < 0 || find(u, g) != g) continue;
         int n = 0;
         for (int m = u->head[g]; m >= 0; m = u->next[m]) members[n++] = m;
-        /* members in program order (insertion sort: groups are small, and nearly sorted) */
-        for (int i = 1; i < n; i++)
-            for (int j = i; j > 0 && members[j - 1] > members[j]; j--) {
-                int t = members[j];
-                members[j] = members[j - 1];
-                members[j - 1] = t;
-            }
+        /* members in program order (the optimizer's group has thousands, merged back to front) */
+        qsort(members, (size_t)n, sizeof *members, cmp_int);
         for (int i = 0; i < n; i++)
             if (f->ops[members[i]]->kind == OP_PARAM) ops[at++] = f->ops[members[i]];
         int first = at;
@@ -807,7 +808,7 @@ static void commit(Fuser *u) {
 
 static void fuser_free(Fuser *u) {
     free(u->cls), free(u->op_of_value), free(u->cons_start), free(u->cons), free(u->is_output);
-    free(u->input_of_value), free(u->in_cons_start), free(u->in_cons);
+    free(u->input_of_value), free(u->in_cons_start), free(u->in_cons), free(u->plain_output);
     free(u->parent), free(u->next), free(u->head), free(u->tail), free(u->size), free(u->kind);
     free(u->dom), free(u->reduced), free(u->rows), free(u->order), free(u->pos);
     free(u->stamp), free(u->stack), free(u->window), free(u->reach);
@@ -854,6 +855,7 @@ static int fuser_init(Fuser *u, Function *f) {
     u->op_of_value = malloc(sizeof *u->op_of_value * ((size_t)f->n_values + 1));
     u->cons_start = calloc(sn + 1, sizeof *u->cons_start);
     u->is_output = calloc(sn, sizeof *u->is_output);
+    u->plain_output = calloc(sn, sizeof *u->plain_output);
     u->parent = malloc(sizeof(int) * sn), u->next = malloc(sizeof(int) * sn);
     u->head = malloc(sizeof(int) * sn), u->tail = malloc(sizeof(int) * sn);
     u->size = malloc(sizeof(int) * sn), u->kind = calloc(sn, sizeof *u->kind);
@@ -862,7 +864,8 @@ static int fuser_init(Fuser *u, Function *f) {
     u->pos = malloc(sizeof(int) * sn), u->stamp = calloc(sn, sizeof(int));
     u->stack = malloc(sizeof(int) * sn), u->window = malloc(sizeof(int) * sn);
     u->reach = calloc(sn, sizeof(bool));
-    if (!u->cls || !u->op_of_value || !u->cons_start || !u->is_output || !u->parent ||
+    if (!u->cls || !u->op_of_value || !u->cons_start || !u->is_output || !u->plain_output ||
+        !u->parent ||
         !u->next || !u->head || !u->tail || !u->size || !u->kind || !u->dom || !u->reduced ||
         !u->rows || !u->order || !u->pos || !u->stamp || !u->stack || !u->window || !u->reach)
         return -1;
@@ -900,6 +903,7 @@ static int fuser_init(Fuser *u, Function *f) {
     for (int o = 0; o < f->n_outputs; o++) {
         int p = u->op_of_value[f->outputs[o]->id];
         if (p >= 0) u->is_output[p] = true;
+        if (p >= 0 && f->output_names[o][0] != '@') u->plain_output[p] = true;
     }
     return 0;
 }
