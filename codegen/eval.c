@@ -105,13 +105,50 @@ typedef struct Override {
     void *ctx;
 } Override;
 
+/* The per-value arrays of an evaluator, kept on the schedule and reused by the next kernel of
+ * the function: an evaluator per kernel allocating arrays the size of the whole function made
+ * code generation quadratic in model size. Between uses every entry is clear (member false,
+ * override empty, head -1); an evaluator clears what it set. */
+typedef struct EvalScratch {
+    bool *member;
+    Override *override;
+    int *head;
+    bool busy;
+} EvalScratch;
+
+static void scratch_free(void *p) {
+    EvalScratch *sc = p;
+    if (sc == NULL) return;
+    free(sc->member);
+    free(sc->override);
+    free(sc->head);
+    free(sc);
+}
+
+static EvalScratch *scratch_new(int n_values) {
+    EvalScratch *sc = calloc(1, sizeof *sc);
+    if (sc == NULL) return NULL;
+    sc->member = calloc((size_t)n_values + 1, sizeof *sc->member);
+    sc->override = calloc((size_t)n_values + 1, sizeof *sc->override);
+    sc->head = malloc(sizeof *sc->head * ((size_t)n_values + 1));
+    if (sc->member == NULL || sc->override == NULL || sc->head == NULL) {
+        scratch_free(sc);
+        return NULL;
+    }
+    for (int v = 0; v < n_values; v++) sc->head[v] = -1;
+    return sc;
+}
+
 struct Eval {
     KernelDesc *kd;
     const Schedule *s;
     const Step *step;
     const int *buf_of;
-    bool *member; /* per value id */
+    EvalScratch *scratch; /* the schedule's (or its own, when that one is in use) */
+    bool own_scratch;
+    bool *member; /* per value id (the scratch's arrays) */
     Override *override; /* per value id (fn NULL: the op table's hook) */
+    int *overridden, n_overridden, cap_overridden; /* ids set in override, to clear */
     int *head;    /* per value id: its newest memo entry, or -1 */
     Memo *memo;
     int n_memo, cap_memo;
@@ -119,6 +156,21 @@ struct Eval {
     int n_marks, cap_marks;
     char err[512];
 };
+
+/* The schedule's scratch when it is free (made on first use), else one of the evaluator's
+ * own. The schedule is const to code generation in everything but this cache. */
+static EvalScratch *take_scratch(const Schedule *s, bool *own) {
+    Schedule *cache = (Schedule *)s;
+    if (cache->scratch == NULL) {
+        cache->scratch = scratch_new(s->f->n_values);
+        cache->scratch_free = scratch_free;
+    }
+    EvalScratch *sc = cache->scratch;
+    *own = sc == NULL || sc->busy;
+    if (*own) sc = scratch_new(s->f->n_values);
+    if (sc != NULL) sc->busy = true;
+    return sc;
+}
 
 Eval *eval_new(KernelDesc *kd, const Schedule *s, int step, const int *buf_of) {
     const Function *f = s->f;
@@ -128,14 +180,14 @@ Eval *eval_new(KernelDesc *kd, const Schedule *s, int step, const int *buf_of) {
     ev->s = s;
     ev->step = &s->steps[step];
     ev->buf_of = buf_of;
-    ev->member = calloc((size_t)f->n_values + 1, sizeof *ev->member);
-    ev->override = calloc((size_t)f->n_values + 1, sizeof *ev->override);
-    ev->head = malloc(sizeof *ev->head * ((size_t)f->n_values + 1));
-    if (ev->member == NULL || ev->head == NULL || ev->override == NULL) {
-        eval_free(ev);
+    ev->scratch = take_scratch(s, &ev->own_scratch);
+    if (ev->scratch == NULL) {
+        free(ev);
         return NULL;
     }
-    for (int v = 0; v < f->n_values; v++) ev->head[v] = -1;
+    ev->member = ev->scratch->member;
+    ev->override = ev->scratch->override;
+    ev->head = ev->scratch->head;
     for (int i = ev->step->first_op; i < ev->step->first_op + ev->step->n_ops; i++)
         ev->member[f->ops[i]->result->id] = true;
     return ev;
@@ -143,9 +195,14 @@ Eval *eval_new(KernelDesc *kd, const Schedule *s, int step, const int *buf_of) {
 
 void eval_free(Eval *ev) {
     if (ev == NULL) return;
-    free(ev->member);
-    free(ev->override);
-    free(ev->head);
+    const Function *f = ev->s->f;
+    for (int i = ev->step->first_op; i < ev->step->first_op + ev->step->n_ops; i++)
+        ev->member[f->ops[i]->result->id] = false;
+    for (int i = 0; i < ev->n_memo; i++) ev->head[ev->memo[i].value] = -1;
+    for (int i = 0; i < ev->n_overridden; i++) ev->override[ev->overridden[i]] = (Override){0};
+    ev->scratch->busy = false;
+    if (ev->own_scratch) scratch_free(ev->scratch);
+    free(ev->overridden);
     free(ev->memo);
     free(ev->marks);
     free(ev);
@@ -223,6 +280,12 @@ void ev_pin_at(Eval *ev, const Value *v, const KExpr *flat, const KExpr *e) {
 }
 
 void ev_override(Eval *ev, const Value *v, EvHook fn, void *ctx) {
+    if (ev->n_overridden == ev->cap_overridden) {
+        ev->cap_overridden = ev->cap_overridden ? 2 * ev->cap_overridden : 8;
+        ev->overridden = realloc(ev->overridden, sizeof *ev->overridden * (size_t)ev->cap_overridden);
+        if (ev->overridden == NULL) ir_bug("out of memory evaluating a fused group");
+    }
+    ev->overridden[ev->n_overridden++] = v->id;
     ev->override[v->id] = (Override){fn, ctx};
 }
 

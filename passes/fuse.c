@@ -179,12 +179,19 @@ static void reorder(Fuser *u, int a, int b, int merged) {
     for (int p = lo + n; p <= hi; p++) u->order[p] = -1;
 }
 
+/* Groups further apart than this in the order do not merge: the path search and the reorder
+ * cost the distance, and an op of the backward trying to join the forward group of a value it
+ * reads (always refused: the path runs through the loss) made the pass quadratic in depth.
+ * Groups that do merge lie close together: the tiny captioner's furthest legal merge spans
+ * far fewer positions (its kernel counts are the same with or without the bound). */
+enum { MERGE_REACH = 4096 };
+
 /* Merges groups x and y (roots) when no third group lies on a path between them; the merged
  * group keeps x's facts. Returns the merged root, or -1 when they cannot merge. */
 static int merge(Fuser *u, int x, int y) {
     if (x == y) return x;
     int a = u->pos[x] < u->pos[y] ? x : y, b = a == x ? y : x;
-    if (reaches_through(u, a, b)) return -1;
+    if (u->pos[b] - u->pos[a] > MERGE_REACH || reaches_through(u, a, b)) return -1;
     u->parent[y] = x;
     u->next[u->tail[x]] = u->head[y];
     u->tail[x] = u->tail[y];

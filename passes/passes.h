@@ -89,6 +89,10 @@ typedef struct Schedule {
     Step *steps;
     int n_steps;
     int *step_of_op; /* per op index: its step, or -1 (a param, or a view outside a group) */
+    /* Scratch that code generation hangs on the schedule (codegen/eval.c: the evaluator's
+     * per-value arrays, reused by every kernel of the function); freed by schedule_free. */
+    void *scratch;
+    void (*scratch_free)(void *scratch);
 } Schedule;
 
 /* Builds f's schedule (caller frees with schedule_free, also after a failure). Returns 0, or

@@ -40,6 +40,7 @@ void schedule_free(Schedule *s) {
     }
     free(s->steps);
     free(s->step_of_op);
+    if (s->scratch_free) s->scratch_free(s->scratch);
     memset(s, 0, sizeof *s);
 }
 
