@@ -209,9 +209,7 @@ void eval_free(Eval *ev) {
 }
 
 KernelDesc *ev_kd(Eval *ev) { return ev->kd; }
-const Function *ev_function(Eval *ev) { return ev->s->f; }
 bool ev_member(Eval *ev, const Value *v) { return ev->member[v->id]; }
-int ev_buf(Eval *ev, const Value *v) { return ev->buf_of[v->id]; }
 
 void ev_fail(Eval *ev, const char *fmt, ...) {
     if (ev->err[0]) return;

@@ -103,7 +103,8 @@ typedef struct KGemm {
 
 typedef struct KStmt {
     KStmtKind kind;
-    bool serial;                  /* parfor: run its items in order on one thread (C target) */
+    bool serial;                  /* parfor: run its items in order on one thread (C target);
+                                     gemm: so do its bias fill and epilogue loops */
     bool simd;                    /* for: iterations are independent (C: `omp simd`) */
     int var;                      /* parfor/for/decl/assign */
     const KExpr *lo, *hi;         /* for: [lo, hi); parfor: hi = the work item count */
@@ -159,7 +160,7 @@ int kd_arg(KernelDesc *kd, const char *what, KType type, int64_t numel, bool wri
  * It comes from that thread's workspace (the prelude's cap_workspace: kept from call to call
  * and grown when needed, so no kernel allocates per call). At most KD_MAX_SCRATCH per kernel,
  * each in its own workspace slot. */
-#define KD_MAX_SCRATCH 4
+#define KD_MAX_SCRATCH 4 /* the C prelude's CapWorkspace has as many slots */
 int kd_scratch(KernelDesc *kd, KType type, int64_t numel);
 /* A local array of numel elements, declared by a statement appended here (inside a work item:
  * one per item, in registers or on the stack). */

@@ -63,11 +63,8 @@ typedef struct Eval Eval;
 Eval *eval_new(KernelDesc *kd, const Schedule *s, int step, const int *buf_of);
 void eval_free(Eval *ev);
 KernelDesc *ev_kd(Eval *ev);
-const Function *ev_function(Eval *ev);
 /* True when v is defined by an op of the step. */
 bool ev_member(Eval *ev, const Value *v);
-/* The kernel buffer holding v, or -1. */
-int ev_buf(Eval *ev, const Value *v);
 /* v's value at *at (in v's shape): a load for a value the step reads, else computed from its
  * op's expression hook (op_exprs.c), memoized within the current scope. */
 const KExpr *ev_value(Eval *ev, const Value *v, Ix *at);

@@ -367,7 +367,7 @@ static void backward(Attn *a) {
 
 typedef struct Ws {
     int buf;                       /* the work item's scratch */
-    int64_t q, k, v, o, s, p, dp, dq, dk, dv, size; /* offsets (elements) of its matrices */
+    int64_t q, k, v, o, s, p, dp, dq, dk, dv; /* offsets (elements) of its matrices */
 } Ws;
 
 static Ws workspace(Attn *a, bool backward) {
@@ -387,7 +387,6 @@ static Ws workspace(Attn *a, bool backward) {
         TAKE(dv, a->tk * a->dv);
     }
 #undef TAKE
-    w.size = end;
     w.buf = kd_scratch(a->kd, KT_F32, end);
     return w;
 }

@@ -1,7 +1,7 @@
 /* lower_contract.c — contractions (matmul, linear, conv2d and its gradients) and the fused
  * groups around them.
  *
- * matmul and linear are gemm statements (C: cblas_sgemm per batch matrix; CUDA: the
+ * matmul and linear are gemm statements (C: cap_sgemm per batch matrix; CUDA: the
  * renderer's simple loop form). Row-major throughout: a stored matrix's leading dimension is
  * its column count whether or not it is read transposed. Batch axes of matmul broadcast: each
  * operand's matrix offset is computed from the output batch index the way numpy broadcasting

@@ -1,8 +1,9 @@
 /* opt_serial.c — parallel loops too small to be worth threads run on one.
  *
- * Needs: a lowered kernel description. Changes only the `serial` mark of parfors, which the C
- * renderer reads (a plain loop instead of `omp parallel for`); CUDA launches every parfor as
- * a grid regardless. Keeps true: the same work items run, in order.
+ * Needs: a lowered kernel description. Changes only the `serial` mark of parfors and gemm
+ * statements (a gemm's bias fill and epilogue loops), which the C renderer reads (a plain loop
+ * instead of `omp parallel for`); CUDA launches every parfor as a grid regardless. Keeps
+ * true: the same work items run, in order.
  *
  * Starting and joining a team of OpenMP threads costs microseconds, more than a loop of a few
  * thousand simple operations takes on one core; fused groups over small tensors (a LayerNorm
@@ -48,6 +49,11 @@ static int64_t work(const KStmt *s) {
 static void mark(KStmt *s) {
     for (; s != NULL; s = s->next) {
         if (s->kind == KS_PARFOR && work(s) < SERIAL_WORK) s->serial = true;
+        if (s->kind == KS_GEMM) { /* its bias fill and epilogue loops; the product is cap_sgemm's */
+            const KGemm *g = s->gemm;
+            int64_t elems = saturating_mul(g->batch, saturating_mul(g->m, g->n));
+            s->serial = saturating_mul(elems, work(g->epilogue) + 1) < SERIAL_WORK;
+        }
         if (s->kind == KS_FOR) mark(s->body); /* parfors inside sequential loops (conv on C) */
     }
 }

@@ -3,7 +3,8 @@
  *   package_plan.c     per entry point: lower; memory-plan, resolve every kernel argument to a
  *                      buffer (arena / state / input / output), add the final output copies
  *   package_kernels.c  the artifact's kernel table: kernels of all entry points deduplicated
- *                      by source text, renamed apart when names collide, plus copy kernels
+ *                      by structure (kd_hash, kd_equal), renamed apart when names collide,
+ *                      plus copy kernels
  *   package_emit.c     cap.c (prelude, kernels, the static tables, `cap_artifact`) and cap.cu
  *   package_cc.c       files, temp dirs, running the system C compiler
  *   package.c          the stages codegen.h declares (package_lower ... package_write),

@@ -275,11 +275,14 @@ static void epilogue_vars(Ctx *c, const KGemm *g, int level, const char *index, 
     put(c->o, "float %s = %s;\n", c->kd->vars[g->epi_value].name, value);
 }
 
-/* C: after the products, one parallel pass over C runs the epilogue on each element. */
-static void epilogue_c(Ctx *c, const KGemm *g, int level) {
+/* C: after the products, one pass over C (parallel unless serial) runs the epilogue on each
+ * element. */
+static void epilogue_c(Ctx *c, const KGemm *g, bool serial, int level) {
     Diag ignored;
-    indent(c->o, level);
-    put(c->o, "CAP_PARALLEL_FOR\n");
+    if (!serial) {
+        indent(c->o, level);
+        put(c->o, "CAP_PARALLEL_FOR\n");
+    }
     indent(c->o, level);
     put(c->o, "for (int64_t ge = 0; ge < %lld; ge++) {\n", (long long)(g->batch * g->m * g->n));
     char value[64];
@@ -291,12 +294,15 @@ static void epilogue_c(Ctx *c, const KGemm *g, int level) {
 }
 
 /* C: one cap_sgemm per batch (the prelude's: cut into blocks shared out over the kernel's
- * threads, unless the product is part of one work item), after filling C with the bias. */
-static void gemm_c(Ctx *c, const KGemm *g, int level) {
+ * threads, unless the product is part of one work item), after filling C with the bias. With
+ * serial (opt_serial.c: a small product) the bias fill and the epilogue are plain loops. */
+static void gemm_c(Ctx *c, const KGemm *g, bool serial, int level) {
     const char *bv = c->kd->vars[g->batch_var].name;
     if (g->bias_buf >= 0) {
-        indent(c->o, level);
-        put(c->o, "CAP_PARALLEL_FOR\n");
+        if (!serial) {
+            indent(c->o, level);
+            put(c->o, "CAP_PARALLEL_FOR\n");
+        }
         indent(c->o, level);
         put(c->o, "for (int64_t gr = 0; gr < %lld; gr++)\n", (long long)(g->batch * g->m));
         indent(c->o, level + 1);
@@ -323,7 +329,7 @@ static void gemm_c(Ctx *c, const KGemm *g, int level) {
     put(c->o, ", %lld);\n", (long long)g->c.ld);
     if (g->epilogue != NULL) {
         if (g->batch > 1) level--;
-        epilogue_c(c, g, level);
+        epilogue_c(c, g, serial, level);
     }
 }
 
@@ -458,7 +464,7 @@ static int render_stmt(Ctx *c, const KStmt *s, int level, Diag *d) {
             }
             gemm_cuda(c, s->gemm, level);
         } else {
-            gemm_c(c, s->gemm, level);
+            gemm_c(c, s->gemm, s->serial, level);
         }
         return 0;
     }

@@ -112,8 +112,6 @@ static int parse_target(CliArgs *a, const char *value) {
     return 1;
 }
 
-/* Handles one option that takes a value. Returns 1 if argv[*i] was one, 0 if not, -1 on a
- * usage error (already printed). */
 /* --fuse=LIST: "none", "all", RULE (on), -RULE (off), comma-separated, left to right. */
 static int parse_fuse(CliArgs *a, const char *list) {
     for (const char *p = list; *p != '\0';) {
@@ -140,6 +138,8 @@ static int parse_fuse(CliArgs *a, const char *list) {
     return 1;
 }
 
+/* Handles one option that takes a value. Returns 1 if argv[*i] was one, 0 if not, -1 on a
+ * usage error (already printed). */
 static int parse_valued_option(int argc, char **argv, int *i, CliArgs *a) {
     static const char *const names[] = {"-D", "--dump-ir", "-o", "--target", "--emit-src",
                                         "--fuse"};

@@ -217,6 +217,12 @@ static void name_index_rehash(NameIndex *ix) {
     free(old);
 }
 
+/* Inserts e, growing the table first when it is three quarters full. */
+static void name_index_insert(NameIndex *ix, NameEntry e) {
+    if ((ix->used + 1) * 4 > ix->cap * 3) name_index_rehash(ix);
+    name_index_put_slot(ix, e);
+}
+
 static NameIndex *module_names(Module *m) {
     if (!m->arena->names) {
         m->arena->names = calloc(1, sizeof(NameIndex));
@@ -227,9 +233,7 @@ static NameIndex *module_names(Module *m) {
 
 static void name_index_put(Module *m, Value *v) {
     NameIndex *ix = module_names(m);
-    if ((ix->used + 1) * 4 > ix->cap * 3) name_index_rehash(ix);
-    NameEntry e = {v->fn, v->name, name_hash(v->fn, v->name), v, 0};
-    name_index_put_slot(ix, e);
+    name_index_insert(ix, (NameEntry){v->fn, v->name, name_hash(v->fn, v->name), v, 0});
 }
 
 static NameEntry *name_index_find(const NameIndex *ix, const Function *f, const char *key) {
@@ -260,9 +264,7 @@ static void set_suffix_hint(Function *f, const char *base, long hint) {
         e->hint = hint;
         return;
     }
-    if ((ix->used + 1) * 4 > ix->cap * 3) name_index_rehash(ix);
-    NameEntry fresh = {f, module_strdup(f->module, key), name_hash(f, key), NULL, hint};
-    name_index_put_slot(ix, fresh);
+    name_index_insert(ix, (NameEntry){f, module_strdup(f->module, key), name_hash(f, key), NULL, hint});
 }
 
 /* A name "base.<N>" given up by a rename makes N free again: lower base's hint to it. */
@@ -414,9 +416,8 @@ Param *module_add_param(Module *m, const char *name, DType dtype, Shape shape, P
     GROW(m->params, m->n_params, m->cap_params);
     m->params[m->n_params++] = p;
     NameIndex *ix = module_names(m);
-    if ((ix->used + 1) * 4 > ix->cap * 3) name_index_rehash(ix);
-    NameEntry e = {&PARAM_NAMES, p->name, name_hash(&PARAM_NAMES, p->name), NULL, m->n_params - 1};
-    name_index_put_slot(ix, e);
+    name_index_insert(ix, (NameEntry){&PARAM_NAMES, p->name, name_hash(&PARAM_NAMES, p->name),
+                                      NULL, m->n_params - 1});
     return p;
 }
 

@@ -102,11 +102,12 @@ static bool classify(Cut *c, const ConstantState *cs) {
     return conv;
 }
 
-/* The prefix values read by other ops or returned, in order; false if one is not per batch. */
-static bool find_cut(Cut *c) {
+/* The prefix values read by other ops or returned, in order. Returns 1, 0 when one is not per
+ * batch (no cache), -1 when out of memory. */
+static int find_cut(Cut *c) {
     const Function *f = c->ts;
     bool *cut = calloc((size_t)f->n_values + 1, sizeof *cut);
-    if (cut == NULL) return false;
+    if (cut == NULL) return -1;
     for (int i = 0; i < f->n_ops; i++) {
         const Op *op = f->ops[i];
         if (c->cls[op->result->id] == PREFIX) continue;
@@ -122,7 +123,7 @@ static bool find_cut(Cut *c) {
         c->cut[c->n_cut++] = x;
     }
     free(cut);
-    return ok;
+    return ok ? 1 : 0;
 }
 
 /* Appends to dst a copy of op reading the mapped inputs; NULL after a shape-rule error. */
@@ -206,9 +207,15 @@ int pass_feature_cache(Module *m, const PassOptions *opts, Diag *d) {
     if (cs == NULL || c.cls == NULL || c.map == NULL || c.cut == NULL) {
         snprintf(d->msg, sizeof d->msg, "out of memory");
         rc = -1;
-    } else if (classify(&c, cs) && find_cut(&c) && c.n_cut > 0) {
-        rc = build_features(&c);
-        if (rc == 0) rc = build_cached_step(&c);
+    } else if (classify(&c, cs)) {
+        int cut = find_cut(&c);
+        if (cut < 0) {
+            snprintf(d->msg, sizeof d->msg, "out of memory");
+            rc = -1;
+        } else if (cut > 0 && c.n_cut > 0) {
+            rc = build_features(&c);
+            if (rc == 0) rc = build_cached_step(&c);
+        }
     }
     constant_state_free(cs);
     free(c.cls);

@@ -19,8 +19,8 @@
  * kernel adds b' (and applies the ReLU that follows) in its epilogue. BatchNorms that train
  * (layer4 and the neck of the captioner) are left alone: their statistics change every step.
  * Keeps true: every function computes the same values up to the rounding of the fold (the
- * tests compare the folded program with the unfolded one); the ops the fold replaced are
- * removed.
+ * tests compare the folded program with the unfolded one); every op left without a user (the
+ * replaced pair among them) is removed.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,11 +29,22 @@
 #include "ops.h"
 #include "passes.h"
 
+/* One fold made: what it was computed from (the params of W, c, g, b, rm, rv; eps) and the
+ * derived state holding it. The same conv and BatchNorm in another entry point reuse it; the
+ * same conv weight with another BatchNorm gets state of its own. */
+typedef struct Made {
+    const Param *from[6];
+    double eps;
+    char *w_name, *b_name;
+} Made;
+
 typedef struct Fold {
     Module *m;
     Function *fold; /* the entry point, made on the first fold */
     Diag *d;
     const ConstantState *constant; /* what no entry point trains or updates */
+    Made *made;
+    int n_made, cap_made;
 } Fold;
 
 /* State nothing trains and no entry point writes: its fold stays valid until the state is
@@ -134,15 +145,64 @@ static int add_fold(Fold *fo, const Op *conv, const Op *bn, const char *w_name,
     return 0;
 }
 
-/* The derived state of the pair (made, with its part of `fold`, the first time). */
+/* The fold of the pair made earlier, or NULL. */
+static const Made *find_made(const Fold *fo, const Param *const from[6], double eps) {
+    for (int i = 0; i < fo->n_made; i++)
+        if (memcmp(fo->made[i].from, from, sizeof fo->made[i].from) == 0 && fo->made[i].eps == eps)
+            return &fo->made[i];
+    return NULL;
+}
+
+static int remember(Fold *fo, const Param *const from[6], double eps, const char *w_name,
+                    const char *b_name) {
+    if (fo->n_made == fo->cap_made) {
+        fo->cap_made = fo->cap_made ? 2 * fo->cap_made : 16;
+        Made *grown = realloc(fo->made, sizeof *grown * (size_t)fo->cap_made);
+        if (grown == NULL) return -1;
+        fo->made = grown;
+    }
+    Made *m = &fo->made[fo->n_made];
+    memcpy(m->from, from, sizeof m->from);
+    m->eps = eps;
+    m->w_name = strdup(w_name);
+    m->b_name = strdup(b_name);
+    if (m->w_name == NULL || m->b_name == NULL) {
+        free(m->w_name), free(m->b_name);
+        return -1;
+    }
+    fo->n_made++;
+    return 0;
+}
+
+/* The derived state of the pair (made, with its part of `fold`, the first time). Named after
+ * the conv weight ("fold.W", "fold.<W minus .weight>.bias"); a second BatchNorm after the
+ * same weight gets ".2", ".3", ... */
 static int derived_state(Fold *fo, const Op *conv, const Op *bn, char *w_name, char *b_name,
                          size_t size) {
-    const char *wn = value_param(fo->m, conv->inputs[1])->name;
+    const Param *from[6] = {value_param(fo->m, conv->inputs[1]),
+                            conv->n_inputs == 3 ? value_param(fo->m, conv->inputs[2]) : NULL};
+    for (int i = 1; i < 5; i++) from[i + 1] = value_param(fo->m, bn->inputs[i]);
+    double eps = op_float(bn, "eps");
+    const Made *made = find_made(fo, from, eps);
+    if (made != NULL) {
+        snprintf(w_name, size, "%s", made->w_name);
+        snprintf(b_name, size, "%s", made->b_name);
+        return 0;
+    }
+    const char *wn = from[0]->name;
     size_t len = strlen(wn);
     bool dot_weight = len > 7 && strcmp(wn + len - 7, ".weight") == 0;
-    snprintf(w_name, size, "fold.%s", wn);
-    snprintf(b_name, size, "fold.%.*s.bias", (int)(dot_weight ? len - 7 : len), wn);
-    if (module_find_param(fo->m, w_name) != NULL) return 0;
+    for (int k = 1;; k++) {
+        char suffix[16] = "";
+        if (k > 1) snprintf(suffix, sizeof suffix, ".%d", k);
+        snprintf(w_name, size, "fold.%s%s", wn, suffix);
+        snprintf(b_name, size, "fold.%.*s.bias%s", (int)(dot_weight ? len - 7 : len), wn, suffix);
+        if (!module_find_param(fo->m, w_name) && !module_find_param(fo->m, b_name)) break;
+    }
+    if (remember(fo, from, eps, w_name, b_name) != 0) {
+        snprintf(fo->d->msg, sizeof fo->d->msg, "out of memory");
+        return -1;
+    }
     const Value *w = conv->inputs[1];
     Shape bias = shape_of(1, w->shape.dims[0]);
     module_add_param(fo->m, w_name, DT_F32, w->shape, PARAM_DERIVED, false, "", conv->loc);
@@ -221,9 +281,11 @@ int pass_fold_bn(Module *m, const PassOptions *opts, Diag *d) {
         snprintf(d->msg, sizeof d->msg, "out of memory");
         return -1;
     }
-    Fold fo = {m, NULL, d, constant};
+    Fold fo = {m, NULL, d, constant, NULL, 0, 0};
     int n_funcs = m->n_funcs, rc = 0; /* `fold` itself is added behind them */
     for (int i = 0; i < n_funcs && rc == 0; i++) rc = fold_function(&fo, m->funcs[i]);
+    for (int i = 0; i < fo.n_made; i++) free(fo.made[i].w_name), free(fo.made[i].b_name);
+    free(fo.made);
     constant_state_free(constant);
     return rc;
 }

@@ -70,7 +70,6 @@ typedef struct AttnSets {
 
 typedef struct Fuser {
     Function *f;
-    const PassOptions *opts;
     int n;              /* ops */
     OpClass *cls;       /* per op */
     int *op_of_value;   /* per value id: its defining op, or -1 */
@@ -89,7 +88,6 @@ typedef struct Fuser {
     int *order, *pos, n_order;
     /* search scratch */
     int *stamp, cur, *stack, *window;
-    bool *reach;
     AttnSets *attn;     /* the attention patterns of the function */
     int n_attn;
 } Fuser;
@@ -135,7 +133,8 @@ static int64_t reduction_rows(const Op *op, bool reduced[IR_MAX_RANK]) {
 
 /* ---- the order and merging ---------------------------------------------------------------- */
 
-/* Marks in u->reach every group reachable from a whose position lies between a's and b's.
+/* Searches every group reachable from a whose position lies between a's and b's (marking it
+ * in u->stamp).
  * Returns true when one of them (not a itself) has an edge into b: a and b cannot merge. */
 static bool reaches_through(Fuser *u, int a, int b) {
     int lo = u->pos[a], hi = u->pos[b], top = 0;
@@ -818,7 +817,7 @@ static void fuser_free(Fuser *u) {
     free(u->input_of_value), free(u->in_cons_start), free(u->in_cons), free(u->plain_output);
     free(u->parent), free(u->next), free(u->head), free(u->tail), free(u->size), free(u->kind);
     free(u->dom), free(u->reduced), free(u->rows), free(u->order), free(u->pos);
-    free(u->stamp), free(u->stack), free(u->window), free(u->reach);
+    free(u->stamp), free(u->stack), free(u->window);
     attn_sets_free(u->attn, u->n_attn);
 }
 
@@ -870,11 +869,10 @@ static int fuser_init(Fuser *u, Function *f) {
     u->rows = calloc(sn, sizeof *u->rows), u->order = malloc(sizeof(int) * sn);
     u->pos = malloc(sizeof(int) * sn), u->stamp = calloc(sn, sizeof(int));
     u->stack = malloc(sizeof(int) * sn), u->window = malloc(sizeof(int) * sn);
-    u->reach = calloc(sn, sizeof(bool));
     if (!u->cls || !u->op_of_value || !u->cons_start || !u->is_output || !u->plain_output ||
         !u->parent ||
         !u->next || !u->head || !u->tail || !u->size || !u->kind || !u->dom || !u->reduced ||
-        !u->rows || !u->order || !u->pos || !u->stamp || !u->stack || !u->window || !u->reach)
+        !u->rows || !u->order || !u->pos || !u->stamp || !u->stack || !u->window)
         return -1;
     for (int v = 0; v < f->n_values; v++) u->op_of_value[v] = -1;
     int n_edges = 0;
@@ -938,7 +936,6 @@ static int fuse_function(Function *f, const PassOptions *opts, Diag *d) {
         d->loc = SRCLOC_NONE;
         return -1;
     }
-    u.opts = opts;
     u.attn = attn;
     u.n_attn = n_attn;
     if (fuse_attention(&u, d) != 0) {

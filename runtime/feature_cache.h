@@ -25,11 +25,13 @@
 
 typedef struct FeatureCache FeatureCache;
 
+/* Whether m has the two entry points. */
+int feature_cache_supported(const CapModel *m);
+
 /* A cache for session s, whose model must have the two entry points (feature_cache_supported).
  * n_images: the size of the image index space (the dataset's image count); n_train: how many
  * distinct images the run draws from; spill_path: the file to use when memory is not enough
  * (it is created, and removed again at once: it never outlives the run). */
-int feature_cache_supported(const CapModel *m);
 CapStatus feature_cache_open(CapSession *s, int32_t n_images, int32_t n_train,
                              const char *spill_path, FeatureCache **out, char *err,
                              size_t err_size);

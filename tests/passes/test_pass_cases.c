@@ -13,7 +13,8 @@
  *   contraction_into_contraction, reduction_input_needed_later (the backward's reduction of a
  *   LayerNorm's input stays out of the forward group, which writes that input for it).
  * Every tests/passes/fold/NAME.in.ir runs BatchNorm folding the same way: frozen_conv_bn
- * (folded: derived state, the `fold` entry point), and the cases that must not fold:
+ * (folded: derived state, the `fold` entry point), shared_weight_two_bns (one conv weight
+ * before two BatchNorms: two folds, not one reused), and the cases that must not fold:
  * trainable_conv, conv_output_used_twice, running_stats_written (another entry point trains
  * the BatchNorm and updates its statistics). Every tests/passes/features/NAME.in.ir runs the
  * feature cache pass: frozen_prefix (features and train_step_cached added), and the cases
