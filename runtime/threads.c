@@ -12,7 +12,9 @@
  *                            "forever" with OMP_WAIT_POLICY=active) burns the cores a data
  *                            loader or another process needs, and with any other process busy
  *                            it turned a 65 ms step into 1.4 s (docs/benchmarks.md).
- *   OPENBLAS_NUM_THREADS=1   OpenBLAS's own pool would only sit beside the kernels' threads.
+ *   OPENBLAS_NUM_THREADS=1   OpenBLAS's own pool would only sit beside the kernels' threads
+ *                            (which call it single-threaded whatever this says: cap.so's
+ *                            set_threads; the variable only keeps the pool from starting).
  * Set OMP_WAIT_POLICY (or GOMP_SPINCOUNT) yourself to choose otherwise. */
 #define _GNU_SOURCE
 #include <sched.h>
