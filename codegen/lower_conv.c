@@ -339,11 +339,13 @@ static void conv2d_direct(KernelDesc *kd, const Op *op, const Conv *g, const OpB
     const KExpr *y = kd_let(kd, "y", tap(kd, g, 0, oy, ke_var(kd, ky)));
     ks_for_n(kd, kx, g->kw);
     const KExpr *x = kd_let(kd, "x", tap(kd, g, 1, ox, ke_var(kd, kx)));
-    ks_if(kd, ke_bin(kd, KB_AND, in_range(kd, y, g->h), in_range(kd, x, g->w)));
-    const KExpr *xv = ke_load(kd, bf->in[0], x_at(kd, g, b, KADD(kd, c0, ke_var(kd, ic)), y, x));
+    /* a padded tap multiplies 0 into the weight, as the C target's im2col does, so a
+     * non-finite weight reaches the border on both targets */
+    const KExpr *inside = ke_bin(kd, KB_AND, in_range(kd, y, g->h), in_range(kd, x, g->w));
+    const KExpr *xv = kd_let(kd, "xv", ke_select(kd, inside, ke_load(kd, bf->in[0], x_at(kd, g, b, KADD(kd, c0, ke_var(kd, ic)), y, x)),
+                                                 ke_f32(kd, 0)));
     const KExpr *wv = ke_load(kd, bf->in[1], w_at(kd, g, oc, ke_var(kd, ic), ke_var(kd, ky), ke_var(kd, kx)));
     ks_assign(kd, acc, KADD(kd, ke_var(kd, acc), KMUL(kd, xv, wv)));
-    ks_end(kd);
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);
@@ -397,13 +399,17 @@ static void grad_weight_direct(KernelDesc *kd, const Op *op, const Conv *g, cons
     const KExpr *ch = kd_let(kd, "ch", KADD(kd, KMUL(kd, KDIV(kd, oc, i64(kd, g->og)), i64(kd, g->cg)), ic));
     ks_decl(kd, acc, ke_f32(kd, 0));
     ks_for_n(kd, b, g->n);
-    const KExpr *y, *x;
-    open_tap_pixels(kd, g, oy, ox, ky, kx, &y, &x);
+    /* every output pixel, padded taps reading 0 (dy * 0 keeps a non-finite dy, as the C
+     * target's im2col product does) */
+    ks_for_n(kd, oy, g->ho);
+    const KExpr *y = kd_let(kd, "y", tap(kd, g, 0, ke_var(kd, oy), ky));
+    ks_for_n(kd, ox, g->wo);
+    const KExpr *x = kd_let(kd, "x", tap(kd, g, 1, ke_var(kd, ox), kx));
+    const KExpr *inside = ke_bin(kd, KB_AND, in_range(kd, y, g->h), in_range(kd, x, g->w));
     const KExpr *dy = ke_load(kd, bf->in[0], y_at(kd, g, ke_var(kd, b), oc, ke_var(kd, oy), ke_var(kd, ox)));
-    const KExpr *xv = ke_load(kd, bf->in[1], x_at(kd, g, ke_var(kd, b), ch, y, x));
+    const KExpr *xv = kd_let(kd, "xv", ke_select(kd, inside, ke_load(kd, bf->in[1], x_at(kd, g, ke_var(kd, b), ch, y, x)),
+                                                 ke_f32(kd, 0)));
     ks_assign(kd, acc, KADD(kd, ke_var(kd, acc), KMUL(kd, dy, xv)));
-    ks_end(kd);
-    ks_end(kd);
     ks_end(kd);
     ks_end(kd);
     ks_end(kd);

@@ -11,14 +11,18 @@
 
 static const KExpr *i64(KernelDesc *kd, int64_t v) { return ke_int(kd, v); }
 
-/* acc = max over j < n of buf[base + j*stride] (a fresh f32 variable). */
+/* acc = max over j < n of buf[base + j*stride] (a fresh f32 variable); NaN if any element is
+ * NaN when propagate_nan (otherwise NaNs are passed over: the exponentials carry them). */
 static const KExpr *row_max(KernelDesc *kd, int buf, const KExpr *base, int64_t n,
-                            int64_t stride) {
+                            int64_t stride, bool propagate_nan) {
     int m = kd_var(kd, "mx", KT_F32), j = kd_var(kd, "j", KT_I64);
     ks_decl(kd, m, ke_f32(kd, -INFINITY));
     ks_for_n(kd, j, n);
     const KExpr *v = kd_let(kd, "v", ke_load(kd, buf, KADD(kd, base, KMUL(kd, ke_var(kd, j), i64(kd, stride)))));
-    ks_assign(kd, m, ke_select(kd, ke_bin(kd, KB_GT, v, ke_var(kd, m)), v, ke_var(kd, m)));
+    if (propagate_nan)
+        ks_assign(kd, m, ke_call2(kd, KF_MAXNAN, ke_var(kd, m), v));
+    else
+        ks_assign(kd, m, ke_select(kd, ke_bin(kd, KB_GT, v, ke_var(kd, m)), v, ke_var(kd, m)));
     ks_end(kd);
     return ke_var(kd, m);
 }
@@ -49,7 +53,7 @@ static void cross_entropy(KernelDesc *kd, const Op *op, const OpBufs *bf) {
     ks_assign(kd, count, KADD(kd, ke_var(kd, count), i64(kd, 1)));
     ks_if(kd, ke_bin(kd, KB_AND, ke_bin(kd, KB_GE, t, i64(kd, 0)), ke_bin(kd, KB_LT, t, i64(kd, v))));
     const KExpr *base = kd_let(kd, "base", KMUL(kd, ke_var(kd, r), i64(kd, v)));
-    const KExpr *mx = row_max(kd, bf->in[0], base, v, 1);
+    const KExpr *mx = row_max(kd, bf->in[0], base, v, 1, false);
     const KExpr *sum = row_expsum(kd, bf->in[0], base, v, 1, mx);
     /* -log_softmax at the target = max + log(sum) - logit */
     ks_assign(kd, total, KADD(kd, ke_var(kd, total),
@@ -67,7 +71,7 @@ static void cross_entropy(KernelDesc *kd, const Op *op, const OpBufs *bf) {
     ks_end(kd);
 }
 
-/* Row r: (softmax - onehot(target)) * dy / count, zero where target == ignore_index. Each
+/* Row r: (softmax - onehot(target)) * dy / count, softmax * 0 where target == ignore_index. Each
  * item counts the counted rows itself (N is small next to N*V). */
 static void cross_entropy_grad(KernelDesc *kd, const Op *op, const OpBufs *bf) {
     int64_t n = op->inputs[1]->shape.dims[0], v = op->inputs[1]->shape.dims[1];
@@ -89,11 +93,16 @@ static void cross_entropy_grad(KernelDesc *kd, const Op *op, const OpBufs *bf) {
     const KExpr *base = kd_let(kd, "base", KMUL(kd, ke_var(kd, r), i64(kd, v)));
     const KExpr *at = KADD(kd, base, ke_var(kd, j));
     ks_if(kd, ke_bin(kd, KB_EQ, t, i64(kd, ignore)));
+    /* PyTorch's ignored row is softmax(row) * 0: zero, unless the row's softmax is NaN (a
+     * NaN or +inf logit, or every logit -inf), i.e. unless its maximum is not finite; mx - mx
+     * is exactly that: 0 for a finite maximum, else NaN */
+    const KExpr *any_mx = row_max(kd, bf->in[1], base, v, 1, true);
+    const KExpr *zero_or_nan = kd_let(kd, "z", KSUB(kd, any_mx, any_mx));
     ks_for_n(kd, j, v);
-    ks_store(kd, bf->out, at, ke_f32(kd, 0));
+    ks_store(kd, bf->out, at, zero_or_nan);
     ks_end(kd);
     ks_else(kd);
-    const KExpr *mx = row_max(kd, bf->in[1], base, v, 1);
+    const KExpr *mx = row_max(kd, bf->in[1], base, v, 1, false);
     const KExpr *sum = row_expsum(kd, bf->in[1], base, v, 1, mx);
     ks_for_n(kd, j, v);
     const KExpr *p = KDIV(kd, ke_call(kd, KF_EXP, KSUB(kd, ke_load(kd, bf->in[1], at), mx)), sum);

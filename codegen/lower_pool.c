@@ -53,9 +53,10 @@ static void window_argmax(KernelDesc *kd, const Pool *p, int buf, const KExpr *b
     const KExpr *pos = kd_let(kd, "pos", KADD(kd, KMUL(kd, y, i64(kd, p->w)), x));
     const KExpr *v = kd_let(kd, "v", ke_load(kd, buf, KADD(kd, base, pos)));
     const KExpr *mv = ke_var(kd, m);
-    /* first maximum wins; a NaN beats any number (as the reference) */
+    /* the first maximum wins, but any NaN beats it: the window's last NaN, as PyTorch's CPU
+     * kernel (and the reference) pick it */
     const KExpr *better = ke_bin(kd, KB_OR, ke_bin(kd, KB_OR, lt(kd, ke_var(kd, at), i64(kd, 0)), ke_bin(kd, KB_GT, v, mv)),
-                                 and_(kd, ke_call(kd, KF_ISNAN, v), ke_not(kd, ke_call(kd, KF_ISNAN, mv))));
+                                 ke_call(kd, KF_ISNAN, v));
     ks_if(kd, better);
     ks_assign(kd, m, v);
     ks_assign(kd, at, pos);

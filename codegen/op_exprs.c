@@ -27,9 +27,6 @@ static const KExpr *x0(Eval *ev, const Op *op, Ix *at) { return ev_operand_bcast
 static const KExpr *x1(Eval *ev, const Op *op, Ix *at) { return ev_operand_bcast(ev, op, 1, at); }
 static const KExpr *f32(Eval *ev, double v) { return ke_f32(ev_kd(ev), v); }
 static const KExpr *i64(Eval *ev, int64_t v) { return ke_int(ev_kd(ev), v); }
-static const KExpr *gt(Eval *ev, const KExpr *a, const KExpr *b) {
-    return ke_bin(ev_kd(ev), KB_GT, a, b);
-}
 
 /* ---- sources ---------------------------------------------------------------------------- */
 
@@ -73,9 +70,10 @@ const KExpr *kexpr_position_mask(Eval *ev, const Op *op, Ix *at) {
 
 /* ---- elementwise, one operand ----------------------------------------------------------- */
 
+/* x < 0 ? 0 : x, so a NaN stays NaN (torch.relu; `x > 0 ? x : 0` would hide it) */
 const KExpr *kexpr_relu(Eval *ev, const Op *op, Ix *at) {
     const KExpr *x = x0(ev, op, at);
-    return ke_select(ev_kd(ev), gt(ev, x, f32(ev, 0)), x, f32(ev, 0));
+    return ke_select(ev_kd(ev), ke_bin(ev_kd(ev), KB_LT, x, f32(ev, 0)), f32(ev, 0), x);
 }
 const KExpr *kexpr_neg(Eval *ev, const Op *op, Ix *at) { return ke_neg(ev_kd(ev), x0(ev, op, at)); }
 const KExpr *kexpr_exp(Eval *ev, const Op *op, Ix *at) { return ke_call(ev_kd(ev), KF_EXP, x0(ev, op, at)); }
@@ -90,8 +88,17 @@ const KExpr *kexpr_scale(Eval *ev, const Op *op, Ix *at) {
     return KMUL(ev_kd(ev), x0(ev, op, at), f32(ev, op_float(op, "factor")));
 }
 
+/* f32 -> i32 truncates; NaN, the infinities and values outside i32 (undefined in C) become
+ * INT32_MIN, as PyTorch's CPU cast gives them */
 const KExpr *kexpr_cast(Eval *ev, const Op *op, Ix *at) {
-    return ke_cast(ev_kd(ev), ktype_of(op->result->dtype), x0(ev, op, at));
+    KernelDesc *kd = ev_kd(ev);
+    const KExpr *x = x0(ev, op, at);
+    if (op->result->dtype != DT_I32 || op->inputs[0]->dtype == DT_I32)
+        return ke_cast(kd, ktype_of(op->result->dtype), x);
+    x = kd_let(kd, "v", x);
+    const KExpr *fits = ke_bin(kd, KB_AND, ke_bin(kd, KB_GE, x, f32(ev, -2147483648.0)),
+                               ke_bin(kd, KB_LT, x, f32(ev, 2147483648.0)));
+    return ke_select(kd, fits, ke_cast(kd, KT_I32, x), ke_i32(kd, INT32_MIN));
 }
 
 /* x * keep / (1-p); the keep bit from Philox on (seed, step, stream, element index) */
@@ -102,7 +109,8 @@ const KExpr *kexpr_dropout(Eval *ev, const Op *op, Ix *at) {
     const KExpr *keep = ke_dropout_keep(kd, ev_operand(ev, op, 1, &seed),
                                         ev_operand(ev, op, 1, &step),
                                         (uint32_t)op_int(op, "stream"), at->flat, p);
-    return ke_select(kd, keep, KMUL(kd, x0(ev, op, at), f32(ev, 1.0 / (1.0 - p))), f32(ev, 0));
+    /* x times the mask value, as PyTorch: a dropped NaN stays NaN */
+    return KMUL(kd, x0(ev, op, at), ke_select(kd, keep, f32(ev, 1.0 / (1.0 - p)), f32(ev, 0)));
 }
 
 const KExpr *kexpr_padding_mask(Eval *ev, const Op *op, Ix *at) {
@@ -131,10 +139,16 @@ const KExpr *kexpr_equal(Eval *ev, const Op *op, Ix *at) {
     return ke_select(kd, ke_bin(kd, KB_EQ, x0(ev, op, at), x1(ev, op, at)), f32(ev, 1), f32(ev, 0));
 }
 
-/* dy where y > 0, else 0 (operands dy, y) */
+const KExpr *kexpr_where(Eval *ev, const Op *op, Ix *at) {
+    KernelDesc *kd = ev_kd(ev);
+    const KExpr *c = ev_operand_bcast(ev, op, 0, at);
+    return ke_select(kd, ke_bin(kd, KB_NE, c, f32(ev, 0)), x1(ev, op, at), ev_operand_bcast(ev, op, 2, at));
+}
+
+/* 0 where y <= 0, else dy (operands dy, y): a NaN y passes dy, as PyTorch's threshold_backward */
 const KExpr *kexpr_relu_grad(Eval *ev, const Op *op, Ix *at) {
     const KExpr *dy = x0(ev, op, at), *y = x1(ev, op, at);
-    return ke_select(ev_kd(ev), gt(ev, y, f32(ev, 0)), dy, f32(ev, 0));
+    return ke_select(ev_kd(ev), ke_bin(ev_kd(ev), KB_LE, y, f32(ev, 0)), f32(ev, 0), dy);
 }
 
 /* ---- layout ----------------------------------------------------------------------------- */

@@ -256,6 +256,21 @@ UNARY_RULE(cos, emit2(&e, OP_MUL, dy,
 GRAD_RULE(floor) { return grad_zero(f, op, need, grads, err, err_size); }
 GRAD_RULE(equal) { return grad_zero(f, op, need, grads, err, err_size); }
 
+/* dy goes to the side that was chosen: da = where(cond, dy, 0), db = where(cond, 0, dy), each
+ * summed back to its operand's shape; cond, a mask, gets zeros (as equal's operands do). */
+GRAD_RULE(where) {
+    Emit e = emit_begin(f, op, err, err_size);
+    if (need[0]) set_grad(&e, grads, 0, emit_full(&e, SHAPE(0), 0.0));
+    Value *zero = need[1] || need[2] ? emit_scalar(&e, 0.0) : NULL;
+    for (int side = 1; side <= 2; side++) {
+        if (!need[side]) continue;
+        Value *ins[3] = {X(0), side == 1 ? dy : zero, side == 1 ? zero : dy};
+        Value *g = done(&e, start(&e, OP_WHERE, ins, 3));
+        set_grad(&e, grads, side, emit_reduce_to(&e, g, SHAPE(side)));
+    }
+    return finish(&e, need, grads);
+}
+
 /* f32 -> f32 is the identity; through an integer the gradient does not exist. */
 GRAD_RULE(cast) {
     Emit e = emit_begin(f, op, err, err_size);

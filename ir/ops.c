@@ -40,6 +40,7 @@ NO_ATTRS(div)
 NO_ATTRS(minimum)
 NO_ATTRS(maximum)
 NO_ATTRS(equal)
+NO_ATTRS(where)
 
 ATTRS(broadcast, {"shape", ATTR_INTS, NULL})
 ATTRS(reshape, {"shape", ATTR_INTS, NULL})

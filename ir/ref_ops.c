@@ -100,7 +100,7 @@ int ref_causal_mask(const Op *op, const RefTensor *const *ins, RefTensor *out, c
         }                                                                                  \
         return 0;                                                                          \
     }
-REF_UNARY(relu, x > 0 ? x : 0.0)
+REF_UNARY(relu, x < 0 ? 0.0 : x) /* NaN stays NaN, as torch.relu */
 REF_UNARY(neg, -x)
 REF_UNARY(exp, exp(x))
 REF_UNARY(log, log(x))
@@ -116,11 +116,10 @@ int ref_cast(const Op *op, const RefTensor *const *ins, RefTensor *out, char *er
     for (int64_t i = 0; i < numel(out); i++) {
         double x = ins[0]->data[i];
         if (out->dtype == DT_I32) {
-            double t = trunc(x); /* toward zero, like C's float -> int conversion */
-            if (!(t >= -2147483648.0 && t <= 2147483647.0))
-                return op_fail(op, err, err_size, "value %g at element %lld does not fit in i32", x,
-                               (long long)i);
-            x = t;
+            /* toward zero, like C's float -> int conversion; NaN, infinities and values outside
+             * i32 become INT32_MIN, which is what PyTorch's CPU cast gives (x86 cvttss2si) */
+            double t = trunc(x);
+            x = t >= -2147483648.0 && t <= 2147483647.0 ? t : -2147483648.0;
         }
         out->data[i] = x;
     }
@@ -137,7 +136,8 @@ int ref_dropout(const Op *op, const RefTensor *const *ins, RefTensor *out, char 
     double keep_scale = 1.0 / (1.0 - p);
     for (int64_t i = 0; i < numel(out); i++) {
         bool keep = dropout_keep(seed, step, stream, (uint64_t)i, p);
-        out->data[i] = keep ? ins[0]->data[i] * keep_scale : 0.0;
+        /* x times 0 or the keep scale, as PyTorch multiplies by its mask: a dropped NaN stays NaN */
+        out->data[i] = ins[0]->data[i] * (keep ? keep_scale : 0.0);
     }
     return 0;
 }
@@ -167,6 +167,16 @@ REF_BINARY(div, a / b)
 /* NaN propagates from either side, as torch.minimum/maximum do. */
 REF_BINARY(minimum, (isnan(a) || isnan(b)) ? NAN : (a < b ? a : b))
 REF_BINARY(maximum, (isnan(a) || isnan(b)) ? NAN : (a > b ? a : b))
+
+int ref_where(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err,
+              size_t err_size) {
+    for (int64_t i = 0; i < numel(out); i++) {
+        double c = ins[0]->data[broadcast_source(&out->shape, i, &ins[0]->shape)];
+        int side = c != 0 ? 1 : 2;
+        out->data[i] = ins[side]->data[broadcast_source(&out->shape, i, &ins[side]->shape)];
+    }
+    return 0;
+}
 REF_BINARY(equal, a == b ? 1.0 : 0.0)
 
 /* ---- layout ----------------------------------------------------------------------------- */
@@ -524,10 +534,12 @@ int ref_conv2d(const Op *op, const RefTensor *const *ins, RefTensor *out, char *
                             for (int64_t kx = 0; kx < kw; kx++) {
                                 int64_t y = oy * st[0] - pad[0] + ky * dil[0];
                                 int64_t xx = ox * st[1] - pad[1] + kx * dil[1];
-                                if (y < 0 || y >= h || xx < 0 || xx >= wd) continue; /* zero pad */
+                                /* padding is zeros that multiply the weight, as in
+                                 * im2col: a non-finite weight reaches the border too */
+                                bool inside = y >= 0 && y < h && xx >= 0 && xx < wd;
                                 int64_t cin = g * cg + ic;
-                                acc += x->data[((b * c + cin) * h + y) * wd + xx] *
-                                       w->data[((oc * cg + ic) * kh + ky) * kw + kx];
+                                double xv = inside ? x->data[((b * c + cin) * h + y) * wd + xx] : 0.0;
+                                acc += xv * w->data[((oc * cg + ic) * kh + ky) * kw + kx];
                             }
                     out->data[((b * o + oc) * ho + oy) * wo + ox] = acc;
                 }
@@ -583,7 +595,7 @@ int ref_scatter_add(const Op *op, const RefTensor *const *ins, RefTensor *out, c
 int ref_relu_grad(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err,
                   size_t err_size) {
     for (int64_t i = 0; i < numel(out); i++)
-        out->data[i] = ins[1]->data[i] > 0 ? ins[0]->data[i] : 0.0;
+        out->data[i] = ins[1]->data[i] <= 0 ? 0.0 : ins[0]->data[i]; /* y NaN passes dy, as PyTorch's threshold_backward */
     return 0;
 }
 
@@ -603,7 +615,7 @@ int ref_slice_grad(const Op *op, const RefTensor *const *ins, RefTensor *out, ch
 }
 
 /* Flat index (within one plane) of the first maximum of window (oy, ox), as ref_max_pool2d
- * picks it (NaN wins, as it does there); -1 if the window holds no input element (it never
+ * picks it; a NaN wins and the last NaN of the window is taken, as PyTorch's CPU kernel does; -1 if the window holds no input element (it never
  * does: padding is at most half the kernel). */
 static int64_t window_argmax(const double *x, int64_t h, int64_t w, const int64_t *k,
                              const int64_t *st, const int64_t *pad, int64_t oy, int64_t ox) {
@@ -614,7 +626,7 @@ static int64_t window_argmax(const double *x, int64_t h, int64_t w, const int64_
             int64_t y = oy * st[0] - pad[0] + ky, xx = ox * st[1] - pad[1] + kx;
             if (y < 0 || y >= h || xx < 0 || xx >= w) continue;
             double v = x[y * w + xx];
-            if (at < 0 || v > m || (isnan(v) && !isnan(m))) m = v, at = y * w + xx;
+            if (at < 0 || v > m || isnan(v)) m = v, at = y * w + xx;
         }
     return at;
 }
@@ -693,14 +705,16 @@ static void conv_backward(const ConvGeom *g, ConvGrad which, const double *dy,
                             for (int64_t kx = 0; kx < g->kw; kx++) {
                                 int64_t y = oy * g->st[0] - g->pad[0] + ky * g->dil[0];
                                 int64_t xx = ox * g->st[1] - g->pad[1] + kx * g->dil[1];
-                                if (y < 0 || y >= g->h || xx < 0 || xx >= g->w) continue;
+                                bool inside = y >= 0 && y < g->h && xx >= 0 && xx < g->w;
                                 int64_t cin = oc / og * g->cg + ic;
                                 int64_t xi = ((b * g->c + cin) * g->h + y) * g->w + xx;
                                 int64_t wi = ((oc * g->cg + ic) * g->kh + ky) * g->kw + kx;
-                                if (which == CONV_GRAD_INPUT)
+                                /* a padded tap's term lands on no input; for the weight it
+                                 * is dy * 0, which keeps a non-finite dy (as im2col does) */
+                                if (which == CONV_GRAD_WEIGHT)
+                                    out[wi] += dy[yi] * (inside ? other[xi] : 0.0);
+                                else if (inside)
                                     out[xi] += dy[yi] * other[wi];
-                                else
-                                    out[wi] += dy[yi] * other[xi];
                             }
                 }
 }
@@ -737,18 +751,18 @@ int ref_cross_entropy_grad(const Op *op, const RefTensor *const *ins, RefTensor 
         double t = target->data[r];
         double *g = out->data + r * v;
         const double *row = logits->data + r * v;
-        if (t == ignore) {
-            for (int64_t j = 0; j < v; j++) g[j] = 0.0;
-            continue;
-        }
-        if (!(t >= 0 && t < (double)v))
+        bool ignored = t == ignore;
+        if (!ignored && !(t >= 0 && t < (double)v))
             return op_fail(op, err, err_size, "target id %g at row %lld is out of range [0, %lld)",
                         t, (long long)r, (long long)v);
         double mx = -INFINITY, sum = 0.0;
         for (int64_t j = 0; j < v; j++) mx = fmax(mx, row[j]);
         for (int64_t j = 0; j < v; j++) sum += exp(row[j] - mx);
+        /* an ignored row is softmax * 0, as PyTorch computes it: 0, or NaN where the row's
+         * softmax is NaN */
         for (int64_t j = 0; j < v; j++)
-            g[j] = (exp(row[j] - mx) / sum - (j == (int64_t)t ? 1.0 : 0.0)) * scale;
+            g[j] = ignored ? exp(row[j] - mx) / sum * 0.0
+                           : (exp(row[j] - mx) / sum - (j == (int64_t)t ? 1.0 : 0.0)) * scale;
     }
     return 0;
 }

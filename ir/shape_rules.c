@@ -263,6 +263,19 @@ BINARY_F32(minimum)
 BINARY_F32(maximum)
 BINARY_F32(equal)
 
+int infer_where(const Op *op, DType *out_dtype, Shape *out_shape, char *err, size_t err_size) {
+    if (check_operands(op, err, err_size)) return -1;
+    const Value *c = op->inputs[0], *a = op->inputs[1], *b = op->inputs[2];
+    if (c->dtype != DT_F32 || a->dtype != DT_F32 || b->dtype != DT_F32)
+        return op_fail(op, err, err_size, "operands must be f32, got %s, %s and %s", vtype(c).s,
+                       vtype(a).s, vtype(b).s);
+    Shape ab, s;
+    if (!shape_broadcast(&a->shape, &b->shape, &ab) || !shape_broadcast(&c->shape, &ab, &s))
+        return op_fail(op, err, err_size, "cannot broadcast %s, %s and %s", vtype(c).s,
+                       vtype(a).s, vtype(b).s);
+    return finish(op, DT_F32, &s, out_dtype, out_shape, err, err_size);
+}
+
 /* ---- layout ----------------------------------------------------------------------------- */
 
 int infer_broadcast(const Op *op, DType *out_dtype, Shape *out_shape, char *err,

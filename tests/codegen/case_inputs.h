@@ -6,6 +6,7 @@
 #ifndef CAPC_TESTS_CODEGEN_CASE_INPUTS_H
 #define CAPC_TESTS_CODEGEN_CASE_INPUTS_H
 
+#include <math.h>
 #include <stdint.h>
 
 static uint64_t rng_state;
@@ -24,6 +25,14 @@ static inline double draw(char mode, int64_t id_limit) {
     case 'i': return (double)(int64_t)(uniform() * (double)id_limit);
     default: return (float)(-2.0 + 4.0 * uniform());
     }
+}
+
+/* x, or (a quarter of the time) NaN, +-inf or a signed zero instead: the special-value pass
+ * of the kernel tests (applied to f32 operands only, so ids stay valid). */
+static inline double with_specials(double x) {
+    static const double special[] = {NAN, INFINITY, -INFINITY, 0.0, -0.0};
+    double u = uniform();
+    return u < 0.25 ? special[(int)(u * 20) % 5] : x;
 }
 
 #endif

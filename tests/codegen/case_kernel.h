@@ -6,6 +6,7 @@
 #ifndef CAPC_TESTS_CODEGEN_CASE_KERNEL_H
 #define CAPC_TESTS_CODEGEN_CASE_KERNEL_H
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -67,6 +68,38 @@ static inline int case_kernel_build(const Module *m, CaseKernel *ck, char *err, 
     }
     kernel_cuda_launch(cu, &ck->cuda_grid, &ck->cuda_block);
     return 0;
+}
+
+/* Writes the C prelude and srcs[0..n) (NULL entries skipped) to dir/kernels.c, compiles them
+ * with the system cc into dir/kernels.so (warnings are errors) and dlopens it. Returns the
+ * handle, or NULL with the compiler's first lines on stderr and a message in err. */
+static inline void *ck_compile_c(const char *dir, char *const *srcs, int n, char *err,
+                                 size_t size) {
+    char path[512], cmd[1536];
+    snprintf(path, sizeof path, "%s/kernels.c", dir);
+    FILE *src = fopen(path, "w");
+    if (!src) {
+        snprintf(err, size, "cannot write %s", path);
+        return NULL;
+    }
+    fputs(codegen_c_prelude(), src);
+    for (int i = 0; i < n; i++)
+        if (srcs[i]) fprintf(src, "\n%s", srcs[i]);
+    fclose(src);
+    snprintf(cmd, sizeof cmd,
+             "cc -std=c11 -O1 -fPIC -shared -fopenmp -Wall -Wextra -Werror -o %s/kernels.so %s "
+             "-lopenblas -lm 2> %s/cc.log",
+             dir, path, dir);
+    if (system(cmd) != 0) {
+        snprintf(cmd, sizeof cmd, "head -40 %s/cc.log >&2", dir);
+        if (system(cmd)) {}
+        snprintf(err, size, "generated C failed to compile (kept in %s)", dir);
+        return NULL;
+    }
+    snprintf(path, sizeof path, "%s/kernels.so", dir);
+    void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!lib) snprintf(err, size, "dlopen: %s", dlerror());
+    return lib;
 }
 
 #endif

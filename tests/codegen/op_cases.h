@@ -136,6 +136,9 @@ static Op *c_mul(Function *f) { return oc_op(f, "mul", X(f, "f32[3,4]"), X(f, "f
 static Op *c_div(Function *f) { return oc_op(f, "div", X(f, "f32[3,4]"), X(f, "f32[3,1]"), NULL); }
 static Op *c_minimum(Function *f) { return oc_op(f, "minimum", X(f, "f32[3,4]"), X(f, "f32[4]"), NULL); }
 static Op *c_maximum(Function *f) { return oc_op(f, "maximum", X(f, "f32[1,4]"), X(f, "f32[3,1]"), NULL); }
+static Op *c_where(Function *f) {
+    return oc_op(f, "where", X(f, "f32[3,1]"), X(f, "f32[3,4]"), X(f, "f32[4]"), NULL);
+}
 static Op *c_equal(Function *f) { return oc_op(f, "equal", X(f, "f32[3,4]"), X(f, "f32[3,4]"), NULL); }
 static Op *c_broadcast(Function *f) {
     Op *o = oc_op(f, "broadcast", X(f, "f32[3,1]"), NULL);
@@ -353,6 +356,7 @@ static const OpCase OP_CASES[] = {
     {"minimum", c_minimum, "ss", 0},
     {"maximum", c_maximum, "ss", 0},
     {"equal", c_equal, "ss", 0},
+    {"where", c_where, "srr", 0},
     {"broadcast", c_broadcast, "r", 0},
     {"reshape", c_reshape, "r", 0},
     {"transpose", c_transpose, "r", 0},

@@ -153,8 +153,9 @@ static CUdeviceptr upload(const void *host, size_t bytes) {
     return p;
 }
 
-/* Runs the case's kernel on the GPU and the reference on the same random inputs; compares. */
-static void run_case(Case *c) {
+/* Runs the case's kernel on the GPU and the reference on the same random inputs (with NaN,
+ * infinities and signed zeros in the f32 operands when `special`); compares. */
+static void run_case(Case *c, bool special) {
     const Function *f = c->m->funcs[0];
     const OpCase *oc = &OP_CASES[c->index];
     const CaseKernel *ck = &c->ck;
@@ -171,6 +172,7 @@ static void run_case(Case *c) {
         void *host = malloc((size_t)(n ? n : 1) * 4);
         for (int64_t e = 0; e < n; e++) {
             double x = draw(mode, oc->id_limit);
+            if (special && v->dtype == DT_F32) x = with_specials(x);
             ins[i].data[e] = x;
             if (v->dtype == DT_I32) ((int32_t *)host)[e] = (int32_t)x;
             else ((float *)host)[e] = (float)x;
@@ -211,7 +213,8 @@ static void run_case(Case *c) {
             break;
         }
     }
-    printf("[ cuda c%-3d %-26s ] worst scaled error %.3g\n", c->index, oc->op, worst);
+    printf("[ cuda c%-3d %-26s ] worst scaled error %.3g%s\n", c->index, oc->op, worst,
+           special ? " (NaN, inf, signed zeros in the f32 operands)" : "");
     cu->MemFree(result);
     for (int i = 0; i < n_in; i++) {
         cu->MemFree(dev_in[i]);
@@ -236,7 +239,8 @@ static void test_case(void **state) {
         return;
     }
     assert_non_null(c->ck.k);
-    run_case(c);
+    run_case(c, false);
+    run_case(c, true);
 }
 
 int main(void) {

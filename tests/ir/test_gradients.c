@@ -247,6 +247,14 @@ static void case_div(void) { binary("div", POSITIVE); }
 static void case_minimum(void) { binary("minimum", RANDOM); }
 static void case_maximum(void) { binary("maximum", RANDOM); }
 static void case_equal(void) { binary("equal", RANDOM); }
+/* a given 0/1 mask (constant: a nudged 0 would flip the choice), broadcast both ways */
+static void case_where(void) {
+    static const double mask[] = {1, 0, 0, 1};
+    Check g;
+    check_open(&g);
+    Value *c = given(&g, "f32[4,1]", mask), *a = in(&g, "f32[4,3]", RANDOM), *b = in(&g, "f32[3]", RANDOM);
+    check(&g, op_of(&g, "where", c, a, b));
+}
 
 /* ---- layout ------------------------------------------------------------------------------ */
 
@@ -493,7 +501,8 @@ static const GradCase CASES[] = {
     {"add", case_add},         {"sub", case_sub},
     {"mul", case_mul},         {"div", case_div},
     {"minimum", case_minimum}, {"maximum", case_maximum},
-    {"equal", case_equal},     {"broadcast", case_broadcast},
+    {"equal", case_equal},     {"where", case_where},
+    {"broadcast", case_broadcast},
     {"reshape", case_reshape}, {"transpose", case_transpose},
     {"slice", case_slice},     {"concat", case_concat},
     {"embedding", case_embedding}, {"sum", case_sum},

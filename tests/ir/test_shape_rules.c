@@ -138,6 +138,17 @@ static void case_div(TestCtx *c) { binary_case(c, "div"); }
 static void case_minimum(TestCtx *c) { binary_case(c, "minimum"); }
 static void case_maximum(TestCtx *c) { binary_case(c, "maximum"); }
 static void case_equal(TestCtx *c) { binary_case(c, "equal"); }
+static void case_where(TestCtx *c) {
+    tu_expect_type(tu_op(c, "where", tu_in(c, "f32[3,1]", NULL), tu_in(c, "f32[2,3,4]", NULL),
+                         tu_in(c, "f32[4]", NULL), END),
+                   "f32[2,3,4]");
+    tu_expect_error(tu_op(c, "where", tu_in(c, "i32[3]", NULL), tu_in(c, "f32[3]", NULL),
+                          tu_in(c, "f32[3]", NULL), END),
+                    "operands must be f32, got i32[3], f32[3] and f32[3]", END);
+    tu_expect_error(tu_op(c, "where", tu_in(c, "f32[2]", NULL), tu_in(c, "f32[3]", NULL),
+                          tu_in(c, "f32[3]", NULL), END),
+                    "cannot broadcast f32[2], f32[3] and f32[3]", END);
+}
 
 static void case_broadcast(TestCtx *c) {
     Op *a = tu_op(c, "broadcast", tu_in(c, "f32[3,1]", NULL), END);
