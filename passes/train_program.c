@@ -14,7 +14,9 @@
  * `grad_norm`, then `@X` for every state X it updates (docs/ir.md): each trainable weight
  * that gets a gradient, its `adam.m.*` / `adam.v.*` moments (PARAM_STATE, zeros), `step`
  * (f32[], the number of updates done so far), then the running statistics of every
- * training-mode batch_norm. Running the pass again (a module parsed from a dump) changes nothing.
+ * training-mode batch_norm. Each state output is guarded: where(step_is_finite, new, old), so
+ * a step with a non-finite loss or gradient norm changes nothing. Running the pass again (a
+ * module parsed from a dump) changes nothing.
  */
 #include <math.h>
 #include <stdio.h>
@@ -374,6 +376,28 @@ static Op **training_batch_norms(const Function *f, int *n) {
     return list;
 }
 
+/* The guard (docs/training.md, "Non-finite steps"): a step whose loss or gradient norm is not
+ * finite changes no state. ok = [(loss - loss) + (norm - norm) == 0], 1 exactly when both are
+ * finite (x - x is NaN for NaN and the infinities); every `@X` output becomes
+ * where(ok, new X, X), so parameters, Adam moments, the step counter and BatchNorm running
+ * statistics all keep their values, whatever NaN the rejected values hold. */
+static void guard_state_updates(Builder *b, Value *loss) {
+    Function *f = b->f;
+    int at = find_output(f, "grad_norm");
+    IR_ASSERT(at >= 0);
+    Value *norm = f->outputs[at];
+    Value *excess = binary(b, OP_ADD, binary(b, OP_SUB, loss, loss, NULL),
+                           binary(b, OP_SUB, norm, norm, NULL), NULL);
+    Value *ok = binary(b, OP_EQUAL, excess, scalar(b, 0.0, NULL), "step_is_finite");
+    char name[620];
+    for (int i = 0; i < f->n_outputs; i++) {
+        const char *out = f->output_names[i];
+        if (out[0] != '@') continue;
+        Value *ins[3] = {ok, f->outputs[i], read_param(b, out + 1)};
+        f->outputs[i] = finish(b, new_op(b, OP_WHERE, ins, 3, name_with(name, sizeof name, out + 1, ".next")));
+    }
+}
+
 static int build_train_step(Module *m, Function *forward, Diag *d) {
     const TrainSpec *t = m->train;
     Function *f = func_clone(forward, "train_step");
@@ -389,6 +413,7 @@ static int build_train_step(Module *m, Function *forward, Diag *d) {
     Builder b = {f, SRCLOC_NONE, d, false};
     if (!rc) rc = add_optimizer(&b, t, grads);
     if (!rc) rc = add_running_stats(&b, bns, n_bn);
+    if (!rc) guard_state_updates(&b, loss);
     free(bns);
     free(grads);
     return rc || b.failed ? -1 : 0;

@@ -2,7 +2,9 @@
  * F32 [B,3,H,W], `caption` I32 [B,T]; F64 / I64 converted), checked against the shapes the
  * entry was compiled for. Sizes are static in cap.so, so a mismatch is answered with what was
  * compiled and the -D that recompiles it for this data ("batch", "image", "max_len" from the
- * compiled config). The `rng` input is not data: it is (seed, step), set per run.
+ * compiled config). The `rng` input is not data: it is (seed, step), set per run. Token ids
+ * outside the compiled vocabulary are refused here, naming the file and the position (an id
+ * past the embedding table would otherwise turn the loss into NaN).
  *
  * Ownership: a CapBatch owns host copies of its tensors; it borrows the model.
  */
@@ -117,11 +119,45 @@ CapStatus cap_batch_open(const CapModel *m, const char *entry, const char *path,
         if (!st && b->batch_size == 0 && info->rank > 0) b->batch_size = info->dims[0];
     }
     st_free(&f);
+    if (!st) st = cap_check_ids(m, e, (const void *const *)b->data, path, err, err_size);
     if (st) {
         cap_batch_free(b);
         return st;
     }
     *out = b;
+    return CAP_OK;
+}
+
+void cap_batch_inputs(const CapBatch *b, const int32_t rng[2], const void **in) {
+    for (int i = 0; i < b->n_inputs; i++) in[i] = i == b->rng_index ? (const void *)rng : b->data[i];
+}
+
+char *cap_index_str(const CapTensorInfo *t, int64_t flat, char *buf, size_t size) {
+    int64_t idx[CAP_MAX_RANK];
+    for (int d = t->rank - 1; d >= 0; d--) {
+        idx[d] = t->dims[d] ? flat % t->dims[d] : 0;
+        flat = t->dims[d] ? flat / t->dims[d] : 0;
+    }
+    return cap_dims_str(t->rank, idx, buf, size);
+}
+
+CapStatus cap_check_ids(const CapModel *m, const CapEntry *e, const void *const *in,
+                        const char *where, char *err, size_t err_size) {
+    int64_t vocab = 0;
+    if (cap_model_config_int(m, "vocab", &vocab) != 0 || vocab <= 0) return CAP_OK;
+    for (int i = 0; i < e->n_inputs; i++) {
+        const CapTensorInfo *t = &e->inputs[i];
+        if (t->dtype != CAP_DT_I32 || strcmp(t->name, "rng") == 0 || !in[i]) continue;
+        const int32_t *ids = in[i];
+        for (int64_t k = 0; k < t->numel; k++)
+            if (ids[k] < 0 || ids[k] >= vocab) {
+                char at[160];
+                return cap_fail(err, err_size, CAP_E_FORMAT,
+                                "%s: %s%s = %d is outside the vocabulary [0, %lld) of %s", where,
+                                t->name, cap_index_str(t, k, at, sizeof at), ids[k],
+                                (long long)vocab, cap_model_path(m));
+            }
+    }
     return CAP_OK;
 }
 

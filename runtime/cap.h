@@ -38,6 +38,7 @@ typedef enum CapStatus {
     CAP_E_BACKEND = 6,  /* the backend is not usable (no CUDA driver, no cpu kernels) */
     CAP_E_NOMEM = 7,
     CAP_E_UNSUPPORTED = 8, /* cap.so lacks the entry point the request needs */
+    CAP_E_NONFINITE = 9,   /* a training step's loss or gradient norm was NaN or infinite */
 } CapStatus;
 
 const char *cap_status_name(CapStatus s); /* "ok", "bad argument", ... (static) */
@@ -146,6 +147,7 @@ typedef struct CapTrainMeta {
     uint32_t seed;         /* the run's seed (dropout streams) */
     int64_t data_position; /* index of the next batch in the run's batch sequence */
     int64_t n_batches;     /* number of batch files of the run (checked on resume) */
+    int64_t skipped;       /* non-finite steps skipped by this cap_train call (not saved) */
 } CapTrainMeta;
 
 /* Full training state: every state tensor (optimizer moments and step included) plus meta,
@@ -194,6 +196,18 @@ CapStatus cap_session_loss(CapSession *s, const char *entry, const CapBatch *b, 
 
 /* ---- training (runtime/trainer.c) ---------------------------------------------------------- */
 
+/* What cap_train does with a step whose loss or gradient norm is NaN or infinite. Either way
+ * the step changed nothing: train_step only writes its state when both are finite. */
+typedef enum {
+    CAP_NONFINITE_STOP = 0, /* save the checkpoint (the state before that batch, the position
+                               after it) and fail with CAP_E_NONFINITE naming the first
+                               non-finite tensor: the default */
+    CAP_NONFINITE_SKIP = 1, /* warn, count it in meta->skipped, go on with the next batch */
+} CapNonFinite;
+
+/* "stop" or "skip" (a command line's --on-nonfinite); NULL: stop. 0, or -1 if unknown. */
+int cap_nonfinite_parse(const char *name, CapNonFinite *out);
+
 typedef struct CapTrainOptions {
     const char *const *batch_paths; /* the run's batch files, used in this order, cycling */
     int n_batches;
@@ -222,6 +236,7 @@ typedef struct CapTrainOptions {
     const char *entry;
     int (*checkpoint_meta)(void *source, const char **keys, const char **values, int max);
     void *source;
+    CapNonFinite on_nonfinite;
 } CapTrainOptions;
 
 /* Runs train_step from the session's current state and position *meta (zero it for a fresh

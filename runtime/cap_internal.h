@@ -93,5 +93,15 @@ CapStatus cap_st_convert(const struct StFile *f, const struct StTensor *t,
 
 /* "[2,3,4]" into buf. */
 char *cap_dims_str(int rank, const int64_t *dims, char *buf, size_t size);
+/* "[2,7]": the multi-index of flat element `flat` of a tensor. */
+char *cap_index_str(const CapTensorInfo *t, int64_t flat, char *buf, size_t size);
+
+/* Points in[i] at the batch's tensor i, and its rng slot at rng (pointers borrowed). */
+void cap_batch_inputs(const CapBatch *b, const int32_t rng[2], const void **in);
+/* The token ids among an entry's inputs (every I32 data input but `rng`) must lie in
+ * [0, vocab) when the model's config has `vocab`: CAP_OK, or CAP_E_FORMAT with a message
+ * "WHERE: caption[3,7] = 70 is outside the vocabulary [0, 64)". */
+CapStatus cap_check_ids(const CapModel *m, const CapEntry *e, const void *const *in,
+                        const char *where, char *err, size_t err_size);
 
 #endif

@@ -32,13 +32,15 @@ static const char USAGE[] =
     "                                    gradients named as the parameters\n"
     "  train cap.so (--batches B1[,B2...] | --batch-dir DIR) (--steps N | --epochs N)\n"
     "        --out CKPT [--weights W | --resume CKPT] [--log metrics.jsonl] [--seed S]\n"
-    "        [--save-every N] [--print-every N] [--time SECONDS]\n"
+    "        [--save-every N] [--print-every N] [--time SECONDS] [--on-nonfinite stop|skip]\n"
     "                                    runs train_step; --steps counts from step 0, so a\n"
     "                                    resumed run stops at the same total; --time also\n"
-    "                                    stops after SECONDS of training\n"
+    "                                    stops after SECONDS of training; a batch whose loss\n"
+    "                                    or gradient is NaN/inf updates nothing and stops\n"
+    "                                    the run (default) or is skipped\n"
     "  train cap.so --data SPEC --vocab VOCAB.txt (--steps N | --epochs N) --out CKPT\n"
     "        [--weights W | --resume CKPT] [--log L] [--seed S] [--workers K] [--time SECONDS]\n"
-    "        [--no-feature-cache]\n"
+    "        [--no-feature-cache] [--on-nonfinite stop|skip]\n"
     "                                    trains on a dataset's train split (docs/data.md);\n"
     "                                    the data position and vocabulary go in CKPT\n"
     "  sample cap.so --weights CKPT --image FILE... [--greedy | --temperature T]\n"
@@ -65,7 +67,7 @@ typedef struct Args {
     const char *cmd, *model;
     const char *out, *weights, *batch, *batches, *batch_dir, *grads, *resume, *log, *mode;
     const char *backend, *threads;
-    const char *seed, *steps, *epochs, *save_every, *print_every, *time;
+    const char *seed, *steps, *epochs, *save_every, *print_every, *time, *on_nonfinite;
 } Args;
 
 static void usage_error(const char *fmt, const char *arg) {
@@ -90,6 +92,7 @@ static const char **option_slot(Args *a, const char *name) {
         {"--steps", offsetof(Args, steps)},     {"--epochs", offsetof(Args, epochs)},
         {"--save-every", offsetof(Args, save_every)},
         {"--print-every", offsetof(Args, print_every)},
+        {"--on-nonfinite", offsetof(Args, on_nonfinite)},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (strcmp(table[i].name, name) == 0) return (const char **)((char *)a + table[i].off);
@@ -455,9 +458,13 @@ static int cmd_train(const Args *a) {
         .save_every = int_option("--save-every", a->save_every, 0, 0), .log_path = a->log,
         .print_every = int_option("--print-every", a->print_every, 10, 0), .progress = stdout,
     };
+    if (cap_nonfinite_parse(a->on_nonfinite, &o.on_nonfinite) != 0)
+        usage_error("--on-nonfinite must be stop or skip, not '%s'", a->on_nonfinite);
     char err[ERR_SIZE];
     fail_if(cap_train(s, &o, &meta, err, sizeof err), err);
-    printf("saved %s (step %lld)\n", a->out, (long long)meta.step);
+    printf("saved %s (step %lld", a->out, (long long)meta.step);
+    if (meta.skipped) printf(", %lld non-finite steps skipped", (long long)meta.skipped);
+    printf(")\n");
     for (int i = 0; i < batches.n; i++) free(batches.items[i]);
     free(batches.items);
     cap_session_free(s);

@@ -221,7 +221,7 @@ static void on_skip(void *ctx, const char *message) {
 /* ---- cap train --data ------------------------------------------------------------------------ */
 
 enum { T_DATA, T_VOCAB, T_STEPS, T_EPOCHS, T_OUT, T_WEIGHTS, T_RESUME, T_LOG, T_SEED, T_WORKERS,
-       T_SAVE, T_PRINT, T_BACKEND, T_THREADS, T_TIME, T_NO_CACHE, T_N };
+       T_SAVE, T_PRINT, T_BACKEND, T_THREADS, T_TIME, T_NO_CACHE, T_NONFINITE, T_N };
 
 /* Resume: state, position and vocabulary from the checkpoint (a --vocab must agree). */
 static int train_resume(Run *r, const Opt *o, CapTrainMeta *meta, DataPosition *pos,
@@ -311,13 +311,17 @@ static int train_run(Run *r, const Opt *o, uint32_t seed) {
         .progress = stdout, .on_skip = on_skip, .skip_ctx = &skips,
         .no_feature_cache = o[T_NO_CACHE].value != NULL,
     };
+    if (cap_nonfinite_parse(o[T_NONFINITE].value, &to.on_nonfinite) != 0)
+        return usage("--on-nonfinite must be stop or skip, not '%s'", o[T_NONFINITE].value);
     printf("training on %lld train images (batch %d, %dx%d, max_len %d, vocab %d) for %lld "
            "steps\n", (long long)n_train, sh.batch, sh.image, sh.image, sh.max_len,
            (int)r->vocab->size, steps);
     fflush(stdout);
     CapDataTrainResult res;
     if (cap_train_data(r->s, &to, &meta, &res, err, sizeof err)) return fail(err);
-    printf("saved %s (step %lld)\n", o[T_OUT].value, (long long)meta.step);
+    printf("saved %s (step %lld", o[T_OUT].value, (long long)meta.step);
+    if (meta.skipped) printf(", %lld non-finite steps skipped", (long long)meta.skipped);
+    printf(")\n");
     train_summary(&res, &meta);
     return 0;
 }
@@ -327,7 +331,7 @@ int cap_cmd_train_data(int argc, char **argv) {
                   {"--weights", 0, NULL, NULL, 0}, {"--resume", 0, NULL, NULL, 0}, {"--log", 0, NULL, NULL, 0}, {"--seed", 0, NULL, NULL, 0},
                   {"--workers", 0, NULL, NULL, 0}, {"--save-every", 0, NULL, NULL, 0}, {"--print-every", 0, NULL, NULL, 0}, {"--backend", 0, NULL, NULL, 0},
                   {"--threads", 0, NULL, NULL, 0}, {"--time", 0, NULL, NULL, 0},
-                  {"--no-feature-cache", 1, NULL, NULL, 0}};
+                  {"--no-feature-cache", 1, NULL, NULL, 0}, {"--on-nonfinite", 0, NULL, NULL, 0}};
     const char *model;
     int rc = parse(argc, argv, o, T_N, &model);
     if (rc < 0) return opts_free(o, T_N), 0;

@@ -23,6 +23,7 @@ const char *cap_status_name(CapStatus s) {
     case CAP_E_BACKEND: return "backend unavailable";
     case CAP_E_NOMEM: return "out of memory";
     case CAP_E_UNSUPPORTED: return "unsupported by this cap.so";
+    case CAP_E_NONFINITE: return "non-finite training step";
     }
     return "unknown status";
 }

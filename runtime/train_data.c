@@ -225,6 +225,7 @@ CapStatus cap_train_data(CapSession *s, const CapDataTrainOptions *o, CapTrainMe
         .save_every = o->save_every, .log_path = o->log_path, .print_every = o->print_every,
         .progress = o->progress, .next_batch = source_next, .checkpoint_meta = source_meta,
         .source = &src, .entry = src.fc ? feature_cache_entry() : NULL,
+        .on_nonfinite = o->on_nonfinite,
     };
     if (!st) st = cap_train(s, &to, meta, err, err_size);
     if (src.l) {

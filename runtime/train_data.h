@@ -57,6 +57,7 @@ typedef struct CapDataTrainOptions {
     LoaderSkipFn on_skip;  /* each skipped image ("PATH: reason"), may be NULL */
     void *skip_ctx;
     int no_feature_cache;  /* run train_step even when the model has a feature cache */
+    CapNonFinite on_nonfinite; /* CapTrainOptions.on_nonfinite */
 } CapDataTrainOptions;
 
 typedef struct CapDataTrainResult {

@@ -134,28 +134,6 @@ static CapStatus check_options(const CapSession *s, const CapTrainOptions *o,
     return CAP_OK;
 }
 
-/* One step on a batch from o->next_batch: rng = (seed, step) in its slot. */
-static CapStatus train_one_source(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
-                                  StepOutputs *so, int64_t *samples, char *err,
-                                  size_t err_size) {
-    const CapEntry *e = so->e;
-    const void **in = calloc((size_t)e->n_inputs + 1, sizeof *in);
-    if (!in) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
-    int64_t n = 0;
-    int32_t rng[2] = {(int32_t)meta->seed, (int32_t)meta->step};
-    CapStatus st = o->next_batch(o->source, in, &n, err, err_size);
-    for (int i = 0; !st && i < e->n_inputs; i++)
-        if (strcmp(e->inputs[i].name, "rng") == 0) in[i] = rng;
-    if (!st) st = cap_session_run(s, step_entry(o), in, so->outs, err, err_size);
-    free(in);
-    if (!st) {
-        *samples += n;
-        meta->step++;
-        meta->data_position++;
-    }
-    return st;
-}
-
 /* The checkpoint, with the source's metadata when there is a source. */
 static CapStatus save(const CapSession *s, const CapTrainOptions *o, const CapTrainMeta *meta,
                       char *err, size_t err_size) {
@@ -164,33 +142,238 @@ static CapStatus save(const CapSession *s, const CapTrainOptions *o, const CapTr
     return cap_save_checkpoint_extra(s, o->out_path, meta, keys, values, n, err, err_size);
 }
 
-/* One step: batch, run, counters. */
-static CapStatus train_one(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
-                           StepOutputs *so, int64_t *samples, char *err, size_t err_size) {
-    if (o->next_batch) return train_one_source(s, o, meta, so, samples, err, err_size);
-    const char *path = o->batch_paths[meta->data_position % o->n_batches];
-    CapBatch *b = NULL;
-    CapStatus st = cap_batch_open(s->m, "train_step", path, &b, err, err_size);
-    if (!st)
-        st = cap_session_run_batch(s, "train_step", b, meta->seed, (uint32_t)meta->step,
-                                   so->outs, err, err_size);
-    if (!st) {
-        *samples += cap_batch_size(b);
-        meta->step++;
-        meta->data_position++;
+/* ---- non-finite steps ------------------------------------------------------------------- */
+
+int cap_nonfinite_parse(const char *name, CapNonFinite *out) {
+    if (!name || strcmp(name, "stop") == 0) *out = CAP_NONFINITE_STOP;
+    else if (strcmp(name, "skip") == 0) *out = CAP_NONFINITE_SKIP;
+    else return -1;
+    return 0;
+}
+
+/* The first element of t's data that is NaN or infinite, or -1. */
+static int64_t first_nonfinite_element(const CapTensorInfo *t, const float *data) {
+    for (int64_t k = 0; k < t->numel; k++)
+        if (!isfinite(data[k])) return k;
+    return -1;
+}
+
+static int describe(const char *what, const CapTensorInfo *t, const float *data, char *buf,
+                    size_t size) {
+    int64_t k = t->dtype == CAP_DT_F32 && data ? first_nonfinite_element(t, data) : -1;
+    if (k < 0) return 0;
+    char at[160];
+    snprintf(buf, size, "%s '%s'%s = %g", what, t->name, cap_index_str(t, k, at, sizeof at),
+             (double)data[k]);
+    return 1;
+}
+
+/* The gradients of the step's batch, through train_grads when the model has it and its
+ * inputs are the step entry's (by name): the first non-finite one, named. */
+static int describe_gradients(CapSession *s, const CapEntry *e, const void *const *in,
+                              char *buf, size_t size) {
+    int gi = cap_model_find_entry(s->m, "train_grads");
+    if (gi < 0) return 0;
+    const CapEntry *g = &cap_model_artifact(s->m)->entries[gi];
+    const void **gin = calloc((size_t)g->n_inputs + 1, sizeof *gin);
+    void **outs = calloc((size_t)g->n_outputs + 1, sizeof *outs);
+    int found = 0, ok = gin && outs;
+    for (int i = 0; ok && i < g->n_inputs; i++) {
+        for (int j = 0; j < e->n_inputs && !gin[i]; j++)
+            if (strcmp(g->inputs[i].name, e->inputs[j].name) == 0) gin[i] = in[j];
+        ok = gin[i] != NULL;
     }
-    cap_batch_free(b);
+    for (int i = 0; ok && i < g->n_outputs; i++) ok = (outs[i] = malloc(cap_tensor_bytes(&g->outputs[i]) + 1)) != NULL;
+    char err[256];
+    if (ok && cap_session_run(s, "train_grads", gin, outs, err, sizeof err) == CAP_OK)
+        for (int i = 0; !found && i < g->n_outputs; i++)
+            if (strncmp(g->outputs[i].name, "grad.", 5) == 0)
+                found = describe("the gradient", &g->outputs[i], outs[i], buf, size);
+    for (int i = 0; outs && i < g->n_outputs; i++) free(outs[i]);
+    free(outs);
+    free(gin);
+    return found;
+}
+
+/* Names the first non-finite tensor of a failed step, in the order a reader would look:
+ * the batch's inputs, the state (weights loaded non-finite), then the gradients. The step
+ * itself changed nothing (the compiled guard), so the state read here is the step's input. */
+static void name_first_nonfinite(CapSession *s, const CapEntry *e, const void *const *in,
+                                 char *buf, size_t size) {
+    for (int i = 0; i < e->n_inputs; i++)
+        if (strcmp(e->inputs[i].name, "rng") != 0 && describe("input", &e->inputs[i], in[i], buf, size))
+            return;
+    const CapArtifact *a = cap_model_artifact(s->m);
+    float *data = NULL;
+    for (int i = 0; i < a->n_state; i++) {
+        const CapTensorInfo *t = &a->state[i].t;
+        if (t->dtype != CAP_DT_F32) continue;
+        float *grown = realloc(data, cap_tensor_bytes(t) + 1);
+        if (!grown) break;
+        data = grown;
+        char err[256];
+        if (cap_session_read_state(s, i, data, err, sizeof err) == CAP_OK &&
+            describe("the state tensor", t, data, buf, size)) {
+            free(data);
+            return;
+        }
+    }
+    free(data);
+    if (describe_gradients(s, e, in, buf, size)) return;
+    snprintf(buf, size, "no input, state tensor or gradient: the loss itself");
+}
+
+/* Loss spikes: a finite loss this many standard deviations above the mean of the last
+ * SPIKE_WINDOW finite losses (once at least SPIKE_MIN_SEEN were seen) gets a warning. */
+enum { SPIKE_WINDOW = 100, SPIKE_MIN_SEEN = 20 };
+#define SPIKE_Z 6.0
+
+typedef struct LossWindow {
+    double v[SPIKE_WINDOW];
+    int n, next;
+} LossWindow;
+
+/* z-score of loss against the window (0 while too few are in it), then adds it. */
+static double loss_z(LossWindow *w, double loss) {
+    double z = 0;
+    if (w->n >= SPIKE_MIN_SEEN) {
+        double mean = 0, var = 0;
+        for (int i = 0; i < w->n; i++) mean += w->v[i];
+        mean /= w->n;
+        for (int i = 0; i < w->n; i++) var += (w->v[i] - mean) * (w->v[i] - mean);
+        double sd = sqrt(var / (w->n - 1));
+        z = sd > 0 ? (loss - mean) / sd : 0;
+    }
+    w->v[w->next] = loss;
+    w->next = (w->next + 1) % SPIKE_WINDOW;
+    if (w->n < SPIKE_WINDOW) w->n++;
+    return z;
+}
+
+/* ---- one step ----------------------------------------------------------------------------- */
+
+/* What one step ran on: the inputs (the batch's or the source's) and where they came from. */
+typedef struct StepBatch {
+    const void **in;
+    CapBatch *b;        /* batch files: the open batch (owned) */
+    int64_t samples;
+    char where[600];    /* "batches/b3.safetensors" or "the batch at data position 12" */
+} StepBatch;
+
+static void step_batch_free(StepBatch *sb) {
+    cap_batch_free(sb->b);
+    free(sb->in);
+}
+
+/* The inputs of the step at meta: the next batch file, or the source's next batch (whose
+ * ids are checked here; batch files check theirs when opened). */
+static CapStatus step_batch(CapSession *s, const CapTrainOptions *o, const CapTrainMeta *meta,
+                            const CapEntry *e, const int32_t rng[2], StepBatch *sb, char *err,
+                            size_t err_size) {
+    *sb = (StepBatch){.in = calloc((size_t)e->n_inputs + 1, sizeof *sb->in)};
+    if (!sb->in) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    CapStatus st;
+    if (o->next_batch) {
+        snprintf(sb->where, sizeof sb->where, "the batch at data position %lld",
+                 (long long)meta->data_position);
+        st = o->next_batch(o->source, sb->in, &sb->samples, err, err_size);
+        for (int i = 0; !st && i < e->n_inputs; i++)
+            if (strcmp(e->inputs[i].name, "rng") == 0) sb->in[i] = rng;
+        if (!st) st = cap_check_ids(s->m, e, sb->in, sb->where, err, err_size);
+        return st;
+    }
+    const char *path = o->batch_paths[meta->data_position % o->n_batches];
+    snprintf(sb->where, sizeof sb->where, "%s", path);
+    st = cap_batch_open(s->m, "train_step", path, &sb->b, err, err_size);
+    if (!st) {
+        cap_batch_inputs(sb->b, rng, sb->in);
+        sb->samples = cap_batch_size(sb->b);
+    }
     return st;
 }
+
+/* A step whose loss or gradient norm is not finite: train_step left every state tensor as
+ * it was. Skip: warn and count; stop: name the first non-finite tensor and fail. */
+static CapStatus nonfinite_step(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
+                                const StepOutputs *so, const StepBatch *sb, FILE *log,
+                                char *err, size_t err_size) {
+    char what[700];
+    name_first_nonfinite(s, so->e, sb->in, what, sizeof what);
+    double loss = scalar(so, so->loss), gn = scalar(so, so->grad_norm);
+    if (log) {
+        fprintf(log, "{\"skipped_before_step\":%lld,\"data_position\":%lld", (long long)meta->step + 1,
+                (long long)meta->data_position);
+        json_num(log, "loss", loss, "%.9g");
+        json_num(log, "grad_norm", gn, "%.9g");
+        fprintf(log, "}\n");
+        fflush(log);
+    }
+    if (o->on_nonfinite == CAP_NONFINITE_SKIP) {
+        meta->skipped++;
+        fprintf(stderr, "cap: warning: %s: loss %g, grad_norm %g: step skipped (nothing was "
+                "updated); first non-finite: %s\n", sb->where, loss, gn, what);
+        return CAP_OK;
+    }
+    return cap_fail(err, err_size, CAP_E_NONFINITE,
+                    "%s: loss %g, grad_norm %g at step %lld: nothing was updated; first "
+                    "non-finite: %s (--on-nonfinite=skip skips such batches)", sb->where, loss,
+                    gn, (long long)meta->step + 1, what);
+}
+
+/* One step: batch, run, counters. *advanced = 1 when the step updated the state. */
+static CapStatus train_one(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
+                           StepOutputs *so, FILE *log, int64_t *samples, int *advanced,
+                           char *err, size_t err_size) {
+    int32_t rng[2] = {(int32_t)meta->seed, (int32_t)meta->step};
+    StepBatch sb;
+    *advanced = 0;
+    CapStatus st = step_batch(s, o, meta, so->e, rng, &sb, err, err_size);
+    if (!st) st = cap_session_run(s, step_entry(o), sb.in, so->outs, err, err_size);
+    if (!st) {
+        double loss = scalar(so, so->loss), gn = scalar(so, so->grad_norm);
+        if (isfinite(loss) && (so->grad_norm < 0 || isfinite(gn))) {
+            *samples += sb.samples;
+            meta->step++;
+            *advanced = 1;
+        } else {
+            st = nonfinite_step(s, o, meta, so, &sb, log, err, err_size);
+        }
+        meta->data_position++;
+    }
+    step_batch_free(&sb);
+    return st;
+}
+
+/* Consecutive skipped steps after which training stops: every batch failing means the
+ * problem is not in the data. */
+enum { MAX_CONSECUTIVE_SKIPS = 50 };
 
 static CapStatus train_loop(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
                             StepOutputs *so, FILE *log, char *err, size_t err_size) {
     Progress p = {now_s(), meta->step, 0};
+    LossWindow window = {{0}, 0, 0};
+    int consecutive_skips = 0;
     while (meta->step < o->steps) {
-        CapStatus st = train_one(s, o, meta, so, &p.samples, err, err_size);
+        int advanced;
+        CapStatus st = train_one(s, o, meta, so, log, &p.samples, &advanced, err, err_size);
         if (st) return st;
-        double loss = scalar(so, so->loss), lr = scalar(so, so->lr), gn = scalar(so, so->grad_norm);
         int out_of_time = o->max_seconds > 0 && now_s() - p.t0 >= o->max_seconds;
+        if (!advanced) {
+            if (++consecutive_skips >= MAX_CONSECUTIVE_SKIPS)
+                return cap_fail(err, err_size, CAP_E_NONFINITE,
+                                "%d steps in a row had a non-finite loss or gradient norm: "
+                                "stopping (the state is the one of step %lld)",
+                                consecutive_skips, (long long)meta->step);
+            if (out_of_time) break;
+            continue;
+        }
+        consecutive_skips = 0;
+        double loss = scalar(so, so->loss), lr = scalar(so, so->lr), gn = scalar(so, so->grad_norm);
+        double z = loss_z(&window, loss);
+        if (z > SPIKE_Z)
+            fprintf(stderr, "cap: warning: step %lld: loss %g is a spike, %.1f standard "
+                    "deviations above the mean of the last %d steps\n", (long long)meta->step,
+                    loss, z, window.n - 1);
         report(o, log, &p, meta->step, loss, lr, gn, out_of_time);
         int stop = out_of_time || (o->on_step && o->on_step(o->user, meta->step, loss, lr, gn));
         if (o->out_path && o->save_every > 0 && meta->step % o->save_every == 0 &&
@@ -201,13 +384,28 @@ static CapStatus train_loop(CapSession *s, const CapTrainOptions *o, CapTrainMet
     return CAP_OK;
 }
 
+/* Batch files are opened (shapes and ids checked) before the first step, so a bad file
+ * fails the run at once rather than hours in. */
+static CapStatus check_batch_files(const CapSession *s, const CapTrainOptions *o, char *err,
+                                   size_t err_size) {
+    for (int i = 0; !o->next_batch && i < o->n_batches; i++) {
+        CapBatch *b = NULL;
+        CapStatus st = cap_batch_open(s->m, "train_step", o->batch_paths[i], &b, err, err_size);
+        cap_batch_free(b);
+        if (st) return st;
+    }
+    return CAP_OK;
+}
+
 CapStatus cap_train(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta, char *err,
                     size_t err_size) {
     if (meta->step == 0) {
         meta->seed = o->seed;
         meta->data_position = 0;
     }
+    meta->skipped = 0;
     CapStatus st = check_options(s, o, meta, err, err_size);
+    if (!st) st = check_batch_files(s, o, err, err_size);
     if (st) return st;
     meta->n_batches = o->n_batches;
     const CapArtifact *a = cap_model_artifact(s->m);
@@ -223,6 +421,15 @@ CapStatus cap_train(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
     if (!st) st = train_loop(s, o, meta, &so, log, err, err_size);
     if (log) fclose(log);
     outputs_free(&so);
-    if (!st && o->out_path) st = save(s, o, meta, err, err_size);
+    /* after a non-finite stop the state is still the last good step's: keep it */
+    if ((!st || st == CAP_E_NONFINITE) && o->out_path) {
+        char save_err[512];
+        CapStatus saved = save(s, o, meta, st ? save_err : err, st ? sizeof save_err : err_size);
+        size_t used = strlen(err);
+        if (st && !saved && used < err_size)
+            snprintf(err + used, err_size - used, "; %s holds step %lld", o->out_path,
+                     (long long)meta->step);
+        if (!st) st = saved;
+    }
     return st;
 }

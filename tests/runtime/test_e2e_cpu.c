@@ -420,6 +420,176 @@ static void test_tiny_resume(void **unused) {
     st_free(&fb);
 }
 
+/* ---- non-finite steps and out-of-vocabulary ids (docs/training.md) ------------------------ */
+
+/* A batch file like make_tiny_batches' first, with every image value NaN or one caption id
+ * out of the vocabulary (70 >= 64 at [1,5]). */
+static void make_bad_batch(const char *path, int nan_image, int oov) {
+    static float image[2 * 3 * 128 * 128];
+    int32_t caption[2 * 16];
+    rng_state = 99;
+    for (size_t i = 0; i < sizeof image / sizeof image[0]; i++) image[i] = nan_image ? NAN : nrand();
+    for (int i = 0; i < 2 * 16; i++) caption[i] = i % 16 == 0 ? 1 : 3 + i % 7;
+    if (oov) caption[16 + 5] = 70;
+    int64_t ishape[] = {2, 3, 128, 128}, cshape[] = {2, 16};
+    StWriteTensor ts[] = {{"image", ST_F32, 4, ishape, image}, {"caption", ST_I32, 2, cshape, caption}};
+    char err[ERR];
+    if (st_write_file(path, ts, 2, NULL, NULL, 0, err, sizeof err)) fail_msg("%s", err);
+}
+
+/* A session of m initialized with seed 7, as train() makes them. */
+static CapSession *fresh_session(const CapModel *m) {
+    char err[ERR];
+    CapSession *s = new_session(m);
+    ok(cap_session_init(s, 7, err, sizeof err), err);
+    return s;
+}
+
+/* Every state tensor of two checkpoints, byte for byte (their metadata differs: position). */
+static void expect_same_state(const char *a, const char *b) {
+    StFile fa, fb;
+    char err[ERR];
+    ok(st_read_file(a, &fa, err, sizeof err) ? CAP_E_IO : CAP_OK, err);
+    ok(st_read_file(b, &fb, err, sizeof err) ? CAP_E_IO : CAP_OK, err);
+    assert_int_equal(fa.n, fb.n);
+    for (int i = 0; i < fa.n; i++) {
+        const StTensor *t = st_find(&fb, fa.tensors[i].name);
+        if (!t) fail_msg("%s: no tensor %s", b, fa.tensors[i].name);
+        assert_int_equal(t->nbytes, fa.tensors[i].nbytes);
+        if (memcmp(t->data, fa.tensors[i].data, t->nbytes) != 0)
+            fail_msg("tensor %s differs between %s and %s", t->name, a, b);
+    }
+    st_free(&fa);
+    st_free(&fb);
+}
+
+/* A NaN image makes the loss NaN: train_step updates nothing (every state tensor equal
+ * before and after); cap_train skips the batch, counts it and goes on, and its checkpoint
+ * equals that of a run that never saw the batch. */
+static void test_nonfinite_skip(void **unused) {
+    if (tiny_why[0]) fail_msg("capc could not compile the tiny captioner: %s", tiny_why);
+    make_tiny_batches();
+    char bad[512], skipped[512], clean[512], err[ERR];
+    snprintf(bad, sizeof bad, "%s/nan_image.safetensors", tmpdir);
+    snprintf(skipped, sizeof skipped, "%s/skipped.safetensors", tmpdir);
+    snprintf(clean, sizeof clean, "%s/clean.safetensors", tmpdir);
+    make_bad_batch(bad, 1, 0);
+
+    CapModel *m = open_model(tiny_so);
+    CapSession *s = fresh_session(m);
+    CapTrainMeta meta = {0};
+    const char *one[] = {batch_paths[0]};
+    CapTrainOptions warm = {.batch_paths = one, .n_batches = 1, .steps = 2, .seed = 7};
+    ok(cap_train(s, &warm, &meta, err, sizeof err), err); /* Adam moments and step non-zero */
+    const CapArtifact *a = cap_model_artifact(m);
+    float **before = calloc((size_t)a->n_state, sizeof *before);
+    for (int i = 0; i < a->n_state; i++) {
+        before[i] = malloc(cap_tensor_bytes(&a->state[i].t) + 1);
+        ok(cap_session_read_state(s, i, before[i], err, sizeof err), err);
+    }
+    CapBatch *b;
+    ok(cap_batch_open(m, "train_step", bad, &b, err, sizeof err), err);
+    const CapEntry *e = &a->entries[cap_model_find_entry(m, "train_step")];
+    void **outs = calloc((size_t)e->n_outputs, sizeof *outs);
+    for (int i = 0; i < e->n_outputs; i++) outs[i] = malloc(cap_tensor_bytes(&e->outputs[i]) + 1);
+    for (int i = 0; i < e->n_outputs; i++)
+        if (e->output_state[i] >= 0) {
+            free(outs[i]);
+            outs[i] = NULL;
+        }
+    ok(cap_session_run_batch(s, "train_step", b, 7, 2, outs, err, sizeof err), err);
+    assert_true(isnan(*(float *)outs[0])); /* loss */
+    for (int i = 0; i < a->n_state; i++) {
+        float *after = malloc(cap_tensor_bytes(&a->state[i].t) + 1);
+        ok(cap_session_read_state(s, i, after, err, sizeof err), err);
+        if (memcmp(after, before[i], cap_tensor_bytes(&a->state[i].t)) != 0)
+            fail_msg("state %s changed in a step with a NaN loss", a->state[i].t.name);
+        free(after);
+    }
+    print_message("NaN batch: loss %g, all %d state tensors unchanged\n", *(float *)outs[0], a->n_state);
+    for (int i = 0; i < e->n_outputs; i++) free(outs[i]);
+    free(outs);
+    cap_batch_free(b);
+    for (int i = 0; i < a->n_state; i++) free(before[i]);
+    free(before);
+    cap_session_free(s);
+
+    /* batches b0, NaN, b1, b2 with skip against b0, b1, b2: same state after 3 updates */
+    const char *with_bad[] = {batch_paths[0], bad, batch_paths[1], batch_paths[2]};
+    const char *without[] = {batch_paths[0], batch_paths[1], batch_paths[2]};
+    Losses la = {0}, lb = {0};
+    s = fresh_session(m);
+    meta = (CapTrainMeta){0};
+    CapTrainOptions o = {.batch_paths = with_bad, .n_batches = 4, .steps = 3, .seed = 7,
+                         .out_path = skipped, .on_step = record, .user = &la,
+                         .on_nonfinite = CAP_NONFINITE_SKIP};
+    ok(cap_train(s, &o, &meta, err, sizeof err), err);
+    assert_int_equal(meta.skipped, 1);
+    assert_int_equal(meta.step, 3);
+    cap_session_free(s);
+    s = fresh_session(m);
+    meta = (CapTrainMeta){0};
+    o = (CapTrainOptions){.batch_paths = without, .n_batches = 3, .steps = 3, .seed = 7,
+                          .out_path = clean, .on_step = record, .user = &lb};
+    ok(cap_train(s, &o, &meta, err, sizeof err), err);
+    cap_session_free(s);
+    cap_model_close(m);
+    assert_int_equal(la.n, 3);
+    assert_memory_equal(la.v, lb.v, 3 * sizeof(double));
+    expect_same_state(skipped, clean);
+    print_message("skip: 4 batches with a NaN one = 3 clean batches (losses %.6g %.6g %.6g, "
+                  "every checkpoint tensor identical)\n", la.v[0], la.v[1], la.v[2]);
+}
+
+/* The default stops at the NaN batch, names the input, and saves the last good state. */
+static void test_nonfinite_stop(void **unused) {
+    if (tiny_why[0]) fail_msg("capc could not compile the tiny captioner: %s", tiny_why);
+    make_tiny_batches();
+    char bad[512], out[512], err[ERR];
+    snprintf(bad, sizeof bad, "%s/nan_image.safetensors", tmpdir);
+    snprintf(out, sizeof out, "%s/stopped.safetensors", tmpdir);
+    make_bad_batch(bad, 1, 0);
+    CapModel *m = open_model(tiny_so);
+    CapSession *s = fresh_session(m);
+    CapTrainMeta meta = {0};
+    const char *paths[] = {batch_paths[0], bad};
+    CapTrainOptions o = {.batch_paths = paths, .n_batches = 2, .steps = 5, .seed = 7, .out_path = out};
+    assert_int_equal(cap_train(s, &o, &meta, err, sizeof err), CAP_E_NONFINITE);
+    print_message("stop: %s\n", err);
+    assert_non_null(strstr(err, "nan_image.safetensors"));
+    assert_non_null(strstr(err, "first non-finite: input 'image'[0,0,0,0] = nan"));
+    assert_int_equal(meta.step, 1);
+    CapTrainMeta saved = {0};
+    ok(cap_load_checkpoint(s, out, &saved, err, sizeof err), err);
+    assert_int_equal(saved.step, 1);
+    cap_session_free(s);
+    cap_model_close(m);
+}
+
+/* An id past the vocabulary is refused before any step, naming the file and position. */
+static void test_out_of_vocabulary_refused(void **unused) {
+    if (tiny_why[0]) fail_msg("capc could not compile the tiny captioner: %s", tiny_why);
+    make_tiny_batches();
+    char bad[512], out[512], err[ERR];
+    snprintf(bad, sizeof bad, "%s/oov.safetensors", tmpdir);
+    snprintf(out, sizeof out, "%s/oov_ckpt.safetensors", tmpdir);
+    make_bad_batch(bad, 0, 1);
+    CapModel *m = open_model(tiny_so);
+    CapSession *s = fresh_session(m);
+    CapTrainMeta meta = {0};
+    Losses l = {0};
+    const char *paths[] = {batch_paths[0], batch_paths[1], bad};
+    CapTrainOptions o = {.batch_paths = paths, .n_batches = 3, .steps = 5, .seed = 7,
+                         .out_path = out, .on_step = record, .user = &l};
+    assert_int_equal(cap_train(s, &o, &meta, err, sizeof err), CAP_E_FORMAT);
+    print_message("out of vocabulary: %s\n", err);
+    assert_non_null(strstr(err, "oov.safetensors: caption[1,5] = 70 is outside the vocabulary [0, 64)"));
+    assert_int_equal(l.n, 0); /* no step ran */
+    assert_int_equal(access(out, F_OK), -1);
+    cap_session_free(s);
+    cap_model_close(m);
+}
+
 static int setup(void **unused) {
     if (make_temp_dir("capc_e2e", tmpdir, sizeof tmpdir) != 0) return -1;
     compile("tests/passes/data/small_model.json", "", small_so, sizeof small_so, small_why,
@@ -449,6 +619,9 @@ int main(void) {
         cmocka_unit_test(test_tiny_golden_train), cmocka_unit_test(test_tiny_golden_grads),
         cmocka_unit_test(test_tiny_training),
         cmocka_unit_test(test_tiny_resume),
+        cmocka_unit_test(test_nonfinite_skip),
+        cmocka_unit_test(test_nonfinite_stop),
+        cmocka_unit_test(test_out_of_vocabulary_refused),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -484,6 +484,9 @@ static void test_cli(void **unused) {
     assert_int_equal(run_cap(out, sizeof out, "frobnicate %s", so), 2);
     expect_msg(out, "unknown command 'frobnicate'", NULL, NULL);
     assert_int_equal(run_cap(out, sizeof out, "train %s --steps 3 --out %s", so, ck), 2);
+    assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 3 --out %s "
+                             "--on-nonfinite=ignore", so, b, ck), 2);
+    expect_msg(out, "--on-nonfinite must be stop or skip, not 'ignore'", NULL, NULL);
     assert_int_equal(run_cap(out, sizeof out, "--help"), 0);
     expect_msg(out, "usage: cap", NULL, NULL);
 }
