@@ -155,9 +155,13 @@ typedef struct CapTrainMeta {
 CapStatus cap_save_checkpoint(const CapSession *s, const char *path, const CapTrainMeta *meta,
                               char *err, size_t err_size);
 /* Loads a file written by cap_save_checkpoint for the same model (every state must be there
- * with its compiled shape); fills *meta. */
+ * with its compiled shape, every tensor of the file must be the model's, as for
+ * cap_load_weights, and the `step` tensor must equal the metadata's step); fills *meta. */
 CapStatus cap_load_checkpoint(CapSession *s, const char *path, CapTrainMeta *meta, char *err,
                               size_t err_size);
+/* Config values (the compiled -D settings) of checkpoint `path` that differ from m's, as
+ * "lr 0.001 -> 0.0001, batch 16 -> 8" in out; returns how many (0 also when unreadable). */
+int cap_checkpoint_config_changes(const CapModel *m, const char *path, char *out, size_t size);
 
 /* cap_save_checkpoint plus n extra metadata pairs (keys must not repeat the standard ones):
  * what a dataset run stores besides the position (data_epoch, data_index, vocab). */

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cap.h"
+#include "files.h"
 #include "cli_data.h" /* cap_cmd_data, cap_cmd_vocab */
 #include "cli_caption.h" /* cap train --data, cap sample, cap eval */
 #include "metrics.h" /* cap_cmd_score */
@@ -166,6 +167,14 @@ static void fail_if(CapStatus st, const char *err) {
     exit(1);
 }
 
+/* An output of the command (`what` names its option): writable, and none of its inputs. */
+static void check_output(const char *out, const char *what, const char *const *inputs, int n) {
+    char err[ERR_SIZE];
+    if (out && (file_check_output(out, what, err, sizeof err) ||
+                file_refuse_overwrite(out, what, inputs, n, err, sizeof err)))
+        fail_if(CAP_E_ARG, err);
+}
+
 static void forbid(const char *cmd, const char *opt, const char *value) {
     if (value) usage_error("this option does not apply here: %s", opt), (void)cmd;
 }
@@ -257,6 +266,7 @@ static int cmd_info(const Args *a) {
 
 static int cmd_init(const Args *a) {
     if (!a->out) usage_error("cap init needs -o WEIGHTS.safetensors%s", "");
+    check_output(a->out, "-o", (const char *[]){a->model}, 1);
     uint32_t seed = seed_option(a->seed);
     CapModel *m = open_model(a->model);
     CapSession *s = open_session(m, a);
@@ -316,6 +326,7 @@ static int cmd_loss(const Args *a) {
     const char *mode = a->mode ? a->mode : "eval";
     if (strcmp(mode, "eval") && strcmp(mode, "train"))
         usage_error("--mode is eval or train, not '%s'", mode);
+    check_output(a->grads, "--grads", (const char *[]){a->model, a->weights, a->batch}, 3);
     uint32_t seed = seed_option(a->seed);
     CapModel *m = open_model(a->model);
     const char *entry = strcmp(mode, "eval") == 0 ? "eval_loss"
@@ -432,6 +443,10 @@ static void prepare_state(const Args *a, CapSession *s, CapTrainMeta *meta, uint
             exit(1);
         }
         fprintf(stderr, "cap: resuming %s at step %lld\n", a->resume, (long long)meta->step);
+        char changes[1024];
+        if (cap_checkpoint_config_changes(cap_session_model(s), a->resume, changes, sizeof changes))
+            fprintf(stderr, "cap: note: %s was trained with another config (checkpoint -> this "
+                    "cap.so): %s\n", a->resume, changes);
         return;
     }
     fail_if(cap_session_init(s, seed, err, sizeof err), err); /* optimizer state, unlisted */
@@ -442,6 +457,10 @@ static int cmd_train(const Args *a) {
     if (!a->out) usage_error("cap train needs --out CKPT%s", "");
     if (!!a->steps == !!a->epochs) usage_error("cap train needs exactly one of --steps and --epochs%s", "");
     forbid("train", "--grads", a->grads);
+    /* --out may be the --resume checkpoint: continuing a run in place is the common case, and
+     * the save is atomic (the old checkpoint stays whole until the new one is complete) */
+    check_output(a->out, "--out", (const char *[]){a->model, a->weights}, 2);
+    check_output(a->log, "--log", (const char *[]){a->model, a->weights, a->resume}, 3);
     PathList batches = {0};
     collect_batches(a, &batches);
     uint32_t seed = seed_option(a->seed);

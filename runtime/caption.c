@@ -348,7 +348,12 @@ static CapStatus beam_chunk(CapCaptioner *c, const float *images, int n,
 CapStatus cap_caption_images(CapCaptioner *c, const float *images, int n,
                              const CapCaptionOptions *o, const uint32_t *streams,
                              int32_t *tokens, int *lens, char *err, size_t err_size) {
-    int max_tokens = o->max_tokens > 0 && o->max_tokens < c->T1 ? o->max_tokens : c->T1;
+    if (o->max_tokens > c->T1)
+        return cap_fail(err, err_size, CAP_E_ARG,
+                        "--max-len %d is more than this cap.so can generate: it was compiled "
+                        "for captions of max_len %d, %d tokens after <start> (recompile with a "
+                        "larger -D max_len)", o->max_tokens, c->T1 + 1, c->T1);
+    int max_tokens = o->max_tokens > 0 ? o->max_tokens : c->T1;
     if (n < 1) return cap_fail(err, err_size, CAP_E_ARG, "no images to caption");
     if (o->beam > c->B) {
         const CapArtifact *a = cap_model_artifact(c->s->m);

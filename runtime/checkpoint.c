@@ -18,6 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <math.h>
+
+#include <cjson/cJSON.h>
+
 #include "safetensors.h"
 
 /* ---- writing ------------------------------------------------------------------------------- */
@@ -109,6 +113,37 @@ CapStatus cap_file_metadata(const char *path, const char *key, char **value, cha
     if (v && !(*value = strdup(v))) st = cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
     st_free(&f);
     return st;
+}
+
+/* Appends "KEY: FILE -> MODEL" for a config value that differs. */
+static void note_change(char *out, size_t size, size_t *used, const char *key, const cJSON *was,
+                        const cJSON *now) {
+    char *a = was ? cJSON_PrintUnformatted(was) : NULL, *b = now ? cJSON_PrintUnformatted(now) : NULL;
+    if (*used < size)
+        *used += (size_t)snprintf(out + *used, size - *used, "%s%s %s -> %s", *used ? ", " : "",
+                                  key, a ? a : "(absent)", b ? b : "(absent)");
+    free(a);
+    free(b);
+}
+
+int cap_checkpoint_config_changes(const CapModel *m, const char *path, char *out, size_t size) {
+    char *text = NULL, err[256];
+    out[0] = '\0';
+    if (cap_file_metadata(path, "config", &text, err, sizeof err) != CAP_OK || !text) return 0;
+    cJSON *was = cJSON_Parse(text), *now = cJSON_Parse(cap_model_artifact(m)->config_json ? cap_model_artifact(m)->config_json : "{}");
+    free(text);
+    int n = 0;
+    size_t used = 0;
+    for (const cJSON *c = was ? was->child : NULL; c; c = c->next) {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(now, c->string);
+        if (!d || !cJSON_Compare(c, d, 1)) note_change(out, size, &used, c->string, c, d), n++;
+    }
+    for (const cJSON *d = now ? now->child : NULL; d; d = d->next)
+        if (!cJSON_GetObjectItemCaseSensitive(was, d->string))
+            note_change(out, size, &used, d->string, NULL, d), n++;
+    cJSON_Delete(was);
+    cJSON_Delete(now);
+    return n;
 }
 
 /* ---- reading ------------------------------------------------------------------------------- */
@@ -310,6 +345,21 @@ static CapStatus read_meta(const CapModel *m, const StFile *f, CapTrainMeta *met
     return st;
 }
 
+/* The `step` state (the optimizer's update count, f32[]) must say what the metadata says:
+ * NaN, negative, fractional or different counts mean a damaged or hand-edited checkpoint,
+ * and resuming would train into NaN (Adam's bias corrections divide by 1 - beta^step). */
+static CapStatus check_step(const CapModel *m, const StFile *f, const Staged *sg,
+                            int64_t meta_step, char *err, size_t err_size) {
+    int i = cap_model_find_state(m, "step");
+    if (i < 0 || !sg->host[i] || cap_model_artifact(m)->state[i].t.numel != 1) return CAP_OK;
+    const CapTensorInfo *t = &cap_model_artifact(m)->state[i].t;
+    double v = t->dtype == CAP_DT_I32 ? *(const int32_t *)sg->host[i] : *(const float *)sg->host[i];
+    if (isfinite(v) && v >= 0 && v == floor(v) && v == (double)(float)meta_step) return CAP_OK;
+    return cap_fail(err, err_size, CAP_E_FORMAT,
+                    "%s: the 'step' tensor holds %g but the metadata says step %lld: the "
+                    "checkpoint is damaged", f->path, v, (long long)meta_step);
+}
+
 CapStatus cap_load_checkpoint(CapSession *s, const char *path, CapTrainMeta *meta, char *err,
                               size_t err_size) {
     StFile f;
@@ -318,6 +368,9 @@ CapStatus cap_load_checkpoint(CapSession *s, const char *path, CapTrainMeta *met
     CapTrainMeta tmp = {0};
     CapStatus st = read_meta(s->m, &f, &tmp, err, err_size);
     if (!st) st = stage(s->m, &f, 1, &sg, err, err_size);
+    /* the same checks as --weights: every tensor of the file is the model's */
+    if (!st) st = check_extra(s->m, &f, &sg, err, err_size);
+    if (!st) st = check_step(s->m, &f, &sg, tmp.step, err, err_size);
     if (!st) st = commit(s, &sg, err, err_size);
     if (!st && meta) *meta = tmp;
     staged_free(&sg);

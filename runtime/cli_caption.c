@@ -15,6 +15,7 @@
 #include "cap_internal.h" /* cap_fail */
 #include "caption.h"
 #include "data.h"
+#include "files.h"
 #include "image.h"
 #include "metrics.h"
 #include "train_data.h"
@@ -326,6 +327,22 @@ static int train_run(Run *r, const Opt *o, uint32_t seed) {
     return 0;
 }
 
+/* An output (`what` names its option) must be writable and none of the command's inputs:
+ * the files named, and the annotation file of the --data spec. Returns 0, or 1 after the
+ * message. */
+static int check_output(const char *out, const char *what, const char *data_spec,
+                        const char *const *inputs, int n) {
+    char err[ERR_SIZE];
+    DataSpec spec;
+    const char *annotations = data_spec && data_spec_parse(data_spec, &spec, err, sizeof err) == 0
+                                  ? spec.path : NULL;
+    if (out && (file_check_output(out, what, err, sizeof err) ||
+                file_refuse_overwrite(out, what, inputs, n, err, sizeof err) ||
+                file_refuse_overwrite(out, what, &annotations, 1, err, sizeof err)))
+        return fail(err);
+    return 0;
+}
+
 int cap_cmd_train_data(int argc, char **argv) {
     Opt o[T_N] = {{"--data", 0, NULL, NULL, 0}, {"--vocab", 0, NULL, NULL, 0}, {"--steps", 0, NULL, NULL, 0}, {"--epochs", 0, NULL, NULL, 0}, {"--out", 0, NULL, NULL, 0},
                   {"--weights", 0, NULL, NULL, 0}, {"--resume", 0, NULL, NULL, 0}, {"--log", 0, NULL, NULL, 0}, {"--seed", 0, NULL, NULL, 0},
@@ -337,6 +354,11 @@ int cap_cmd_train_data(int argc, char **argv) {
     if (rc < 0) return opts_free(o, T_N), 0;
     long long seed = 0;
     if (!rc && !o[T_OUT].value) rc = usage("cap train needs --out CKPT%s", "");
+    /* --out may be the --resume checkpoint (the save is atomic); nothing else may be clobbered */
+    const char *inputs[] = {model, o[T_WEIGHTS].value, o[T_VOCAB].value};
+    if (!rc) rc = check_output(o[T_OUT].value, "--out", o[T_DATA].value, inputs, 3);
+    const char *log_inputs[] = {model, o[T_WEIGHTS].value, o[T_VOCAB].value, o[T_RESUME].value};
+    if (!rc) rc = check_output(o[T_LOG].value, "--log", o[T_DATA].value, log_inputs, 4);
     if (!rc && !!o[T_STEPS].value == !!o[T_EPOCHS].value)
         rc = usage("cap train needs exactly one of --steps and --epochs%s", "");
     if (!rc) rc = int_opt("--seed", o[T_SEED].value, 0, 0, 4294967295LL, &seed);
@@ -492,6 +514,8 @@ int cap_cmd_eval(int argc, char **argv) {
     if (!rc && o[E_SPLIT].value) rc = split_of(o[E_SPLIT].value, &split);
     if (!rc) rc = int_opt("--limit", o[E_LIMIT].value, 0, 0, 1 << 30, &limit);
     if (!rc) rc = caption_options(o, E_N, E_GREEDY, &co);
+    if (!rc) rc = check_output(o[E_RESULTS].value, "--results", o[E_DATA].value,
+                               (const char *[]){model, o[E_WEIGHTS].value, o[E_VOCAB].value}, 3);
     Run r = {0};
     if (!rc) rc = run_open(&r, model, o[E_BACKEND].value, o[E_THREADS].value);
     if (!rc) rc = load_vocab(&r, o[E_WEIGHTS].value, o[E_VOCAB].value);

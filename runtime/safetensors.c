@@ -17,6 +17,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <dirent.h>
+
 #include <cjson/cJSON.h>
 
 /* ---- dtypes ------------------------------------------------------------------------------ */
@@ -572,6 +574,43 @@ static void sync_parent_dir(const char *path) {
     free(dir);
 }
 
+/* The mode a rewritten file keeps: the existing file's (a 0600 checkpoint stays 0600), else
+ * what open(2) would give a new file under the umask. */
+static mode_t file_mode_for(const char *path) {
+    struct stat st;
+    if (stat(path, &st) == 0 && S_ISREG(st.st_mode)) return st.st_mode & 07777;
+    mode_t mask = umask(0);
+    umask(mask);
+    return 0666 & ~mask;
+}
+
+/* "NAME.tmp.XXXXXX" of path's base name: what st_write_file's mkstemp makes. */
+static bool is_temp_of(const char *entry, const char *base) {
+    size_t n = strlen(base);
+    if (strncmp(entry, base, n) != 0 || strncmp(entry + n, ".tmp.", 5) != 0) return false;
+    return strlen(entry + n + 5) == 6;
+}
+
+int st_remove_stale_temps(const char *path) {
+    char *copy = dup_str(path);
+    if (!copy) return 0;
+    char *slash = strrchr(copy, '/');
+    const char *base = slash ? slash + 1 : copy;
+    const char *dir = slash == copy ? "/" : slash ? (*slash = '\0', copy) : ".";
+    DIR *d = opendir(dir);
+    int removed = 0;
+    for (struct dirent *e; d && (e = readdir(d)) != NULL;) {
+        if (!is_temp_of(e->d_name, base)) continue;
+        char full[4096];
+        struct stat st;
+        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+        if (lstat(full, &st) == 0 && S_ISREG(st.st_mode) && unlink(full) == 0) removed++;
+    }
+    if (d) closedir(d);
+    free(copy);
+    return removed;
+}
+
 int st_write_file(const char *path, const StWriteTensor *tensors, int n,
                   const char *const *meta_keys, const char *const *meta_values, int n_meta,
                   char *err, size_t err_size) {
@@ -591,7 +630,8 @@ int st_write_file(const char *path, const StWriteTensor *tensors, int n,
         rc = fail(err, err_size, path, "cannot create a temporary file: %s",
                   tmp ? strerror(errno) : "out of memory");
     } else {
-        int bad = fchmod(fd, 0644) != 0 || write_contents(fd, header, hlen, tensors, n) != 0;
+        int bad = fchmod(fd, file_mode_for(path)) != 0 ||
+                  write_contents(fd, header, hlen, tensors, n) != 0;
         int saved = errno;
         bad = close(fd) != 0 || bad;
         if (bad || rename(tmp, path) != 0) {

@@ -66,6 +66,10 @@ int st_read_file(const char *path, StFile *out, char *err, size_t err_size);
 int st_parse(uint8_t *buf, size_t size, const char *name, StFile *out, char *err,
              size_t err_size);
 void st_free(StFile *f);
+/* Deletes the temp files st_write_file left for path when a process died mid-write
+ * ("PATH.tmp.XXXXXX", regular files only). Returns how many were removed. Call it only when
+ * no other process may be saving to path. */
+int st_remove_stale_temps(const char *path);
 
 const StTensor *st_find(const StFile *f, const char *name); /* NULL if absent */
 const char *st_metadata(const StFile *f, const char *key);  /* NULL if absent */
@@ -85,8 +89,9 @@ typedef struct StWriteTensor {
  * nearest (F16/BF16 round to nearest even); integers truncate toward zero. */
 void st_from_f64(StDType dtype, const double *in, int64_t n, void *out);
 
-/* Writes the tensors (and metadata pairs, may be 0) atomically to path. Returns 0 or -1 with
- * err = "PATH: message". */
+/* Writes the tensors (and metadata pairs, may be 0) atomically to path: a temp file
+ * "PATH.tmp.XXXXXX" in the same directory, fsynced, renamed over path. A file rewritten keeps
+ * its mode; a new one gets 0666 less the umask. Returns 0 or -1 with err = "PATH: message". */
 int st_write_file(const char *path, const StWriteTensor *tensors, int n,
                   const char *const *meta_keys, const char *const *meta_values, int n_meta,
                   char *err, size_t err_size);

@@ -10,12 +10,15 @@
  * loader: train_data.c); its position then travels as extra checkpoint metadata.
  */
 #include "cap_internal.h"
+#include "files.h"
+#include "safetensors.h"
 
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 typedef struct StepOutputs {
     const CapEntry *e;
@@ -85,8 +88,17 @@ typedef struct Progress {
     int64_t first_step, samples;
 } Progress;
 
-static void report(const CapTrainOptions *o, FILE *log, const Progress *p, int64_t step,
-                   double loss, double lr, double gn, int out_of_time) {
+/* A log line was written and flushed; a full disk or a closed pipe is an error, not an
+ * empty log discovered after the run. */
+static CapStatus log_written(const CapTrainOptions *o, FILE *log, char *err, size_t err_size) {
+    if (fflush(log) == 0 && !ferror(log)) return CAP_OK;
+    return cap_fail(err, err_size, CAP_E_IO, "%s: cannot write the log: %s", o->log_path,
+                    strerror(errno));
+}
+
+static CapStatus report(const CapTrainOptions *o, FILE *log, const Progress *p, int64_t step,
+                        double loss, double lr, double gn, int out_of_time, char *err,
+                        size_t err_size) {
     double el = now_s() - p->t0;
     double sps = el > 0 ? (double)p->samples / el : 0;
     int64_t done = step - p->first_step;
@@ -109,8 +121,9 @@ static void report(const CapTrainOptions *o, FILE *log, const Progress *p, int64
         json_num(log, "samples_per_s", sps, "%.3f");
         json_num(log, "elapsed_s", el, "%.3f");
         fprintf(log, "}\n");
-        fflush(log);
+        return log_written(o, log, err, err_size);
     }
+    return CAP_OK;
 }
 
 static const char *step_entry(const CapTrainOptions *o) {
@@ -306,7 +319,8 @@ static CapStatus nonfinite_step(CapSession *s, const CapTrainOptions *o, CapTrai
         json_num(log, "loss", loss, "%.9g");
         json_num(log, "grad_norm", gn, "%.9g");
         fprintf(log, "}\n");
-        fflush(log);
+        CapStatus st = log_written(o, log, err, err_size);
+        if (st) return st;
     }
     if (o->on_nonfinite == CAP_NONFINITE_SKIP) {
         meta->skipped++;
@@ -374,7 +388,8 @@ static CapStatus train_loop(CapSession *s, const CapTrainOptions *o, CapTrainMet
             fprintf(stderr, "cap: warning: step %lld: loss %g is a spike, %.1f standard "
                     "deviations above the mean of the last %d steps\n", (long long)meta->step,
                     loss, z, window.n - 1);
-        report(o, log, &p, meta->step, loss, lr, gn, out_of_time);
+        if ((st = report(o, log, &p, meta->step, loss, lr, gn, out_of_time, err, err_size)))
+            return st;
         int stop = out_of_time || (o->on_step && o->on_step(o->user, meta->step, loss, lr, gn));
         if (o->out_path && o->save_every > 0 && meta->step % o->save_every == 0 &&
             meta->step < o->steps && (st = save(s, o, meta, err, err_size)))
@@ -397,6 +412,50 @@ static CapStatus check_batch_files(const CapSession *s, const CapTrainOptions *o
     return CAP_OK;
 }
 
+/* Every output location is checked before the first step (a missing directory found at the
+ * first save would lose the run), and no output may be an input of the run. */
+static CapStatus check_outputs(const CapTrainOptions *o, char *err, size_t err_size) {
+    char msg[1024];
+    const char *const *batches = o->next_batch ? NULL : o->batch_paths;
+    int n = o->next_batch ? 0 : o->n_batches;
+    int bad = (o->out_path && (file_check_output(o->out_path, "--out", msg, sizeof msg) ||
+                               file_refuse_overwrite(o->out_path, "--out", batches, n, msg, sizeof msg))) ||
+              (o->log_path && (file_check_output(o->log_path, "--log", msg, sizeof msg) ||
+                               file_refuse_overwrite(o->log_path, "--log", batches, n, msg, sizeof msg)));
+    if (bad) return cap_fail(err, err_size, CAP_E_ARG, "%s", msg);
+    if (o->log_path && o->out_path &&
+        (strcmp(o->log_path, o->out_path) == 0 || file_same(o->log_path, o->out_path)))
+        return cap_fail(err, err_size, CAP_E_ARG, "--log and --out are the same file '%s': the "
+                        "checkpoint would replace the log", o->out_path);
+    return CAP_OK;
+}
+
+/* On a resume, the log loses what the interrupted run wrote after the checkpoint's step
+ * (those steps are about to run again): it is cut after its last line whose step is at most
+ * `step`; an unfinished last line (a kill mid-write) goes too. */
+static CapStatus log_cut(const char *path, int64_t step, char *err, size_t err_size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return CAP_OK; /* no log yet: fopen "a" creates it */
+    long keep = 0, at = 0;
+    char line[4096];
+    while (fgets(line, sizeof line, f)) {
+        size_t len = strlen(line);
+        long long n = -1;
+        if (line[len - 1] != '\n' ||
+            (sscanf(line, "{\"step\":%lld", &n) != 1 &&
+             sscanf(line, "{\"skipped_before_step\":%lld", &n) != 1) ||
+            n > step)
+            break;
+        at += (long)len;
+        keep = at;
+    }
+    fclose(f);
+    if (truncate(path, keep) != 0)
+        return cap_fail(err, err_size, CAP_E_IO, "%s: cannot cut the log back to step %lld: %s",
+                        path, (long long)step, strerror(errno));
+    return CAP_OK;
+}
+
 CapStatus cap_train(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta, char *err,
                     size_t err_size) {
     if (meta->step == 0) {
@@ -405,8 +464,14 @@ CapStatus cap_train(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
     }
     meta->skipped = 0;
     CapStatus st = check_options(s, o, meta, err, err_size);
+    if (!st) st = check_outputs(o, err, err_size);
     if (!st) st = check_batch_files(s, o, err, err_size);
+    if (!st && o->log_path && meta->step > 0) st = log_cut(o->log_path, meta->step, err, err_size);
     if (st) return st;
+    int stale = o->out_path ? st_remove_stale_temps(o->out_path) : 0;
+    if (stale)
+        fprintf(stderr, "cap: removed %d temporary file%s left by an interrupted save of %s\n",
+                stale, stale == 1 ? "" : "s", o->out_path);
     meta->n_batches = o->n_batches;
     const CapArtifact *a = cap_model_artifact(s->m);
     StepOutputs so;
@@ -419,7 +484,9 @@ CapStatus cap_train(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
                           strerror(errno));
     }
     if (!st) st = train_loop(s, o, meta, &so, log, err, err_size);
-    if (log) fclose(log);
+    if (log && fclose(log) != 0 && !st)
+        st = cap_fail(err, err_size, CAP_E_IO, "%s: cannot write the log: %s", o->log_path,
+                      strerror(errno));
     outputs_free(&so);
     /* after a non-finite stop the state is still the last good step's: keep it */
     if ((!st || st == CAP_E_NONFINITE) && o->out_path) {

@@ -281,6 +281,11 @@ static void test_sampling(void **state) {
     assert_int_equal(cap_caption_images(cap, images, 1, &too_many, NULL, unused.tokens,
                                         unused.lens, err, sizeof err), CAP_E_ARG);
     assert_non_null(strstr(err, "-D batch=17"));
+    /* a longer caption than the model was compiled for is refused, not cut silently */
+    CapCaptionOptions too_long = {.sample = {.greedy = 1}, .max_tokens = T1 + 1};
+    assert_int_equal(cap_caption_images(cap, images, 1, &too_long, NULL, unused.tokens,
+                                        unused.lens, err, sizeof err), CAP_E_ARG);
+    assert_non_null(strstr(err, "more than this cap.so can generate"));
     char text[512];
     for (int i = 0; i < 3; i++) {
         vocab_decode(vocab, b3.tokens + i * T1, b3.lens[i], text, sizeof text);

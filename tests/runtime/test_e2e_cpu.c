@@ -590,6 +590,41 @@ static void test_out_of_vocabulary_refused(void **unused) {
     cap_model_close(m);
 }
 
+/* A checkpoint's f32 `step` tensor must be a whole, non-negative count equal to its
+ * metadata's step: NaN, negative, fractional or different counts are refused. */
+static void test_checkpoint_step_checked(void **unused) {
+    if (tiny_why[0]) fail_msg("capc could not compile the tiny captioner: %s", tiny_why);
+    make_tiny_batches();
+    char ck[512], bad[512], err[ERR];
+    snprintf(ck, sizeof ck, "%s/step_ck.safetensors", tmpdir);
+    snprintf(bad, sizeof bad, "%s/step_bad.safetensors", tmpdir);
+    Losses l = {0};
+    train(NULL, 2, ck, &l);
+    StFile f;
+    ok(st_read_file(ck, &f, err, sizeof err) ? CAP_E_IO : CAP_OK, err);
+    static const float steps[] = {NAN, -1.0f, 1.5f, 1e9f};
+    CapModel *m = open_model(tiny_so);
+    for (size_t v = 0; v < sizeof steps / sizeof steps[0]; v++) {
+        StWriteTensor *ts = calloc((size_t)f.n, sizeof *ts);
+        for (int i = 0; i < f.n; i++) {
+            const StTensor *t = &f.tensors[i];
+            ts[i] = (StWriteTensor){t->name, t->dtype, t->rank, t->shape, t->data};
+            if (strcmp(t->name, "step") == 0) ts[i].data = &steps[v];
+        }
+        ok(st_write_file(bad, ts, f.n, (const char *const *)f.meta_keys,
+                         (const char *const *)f.meta_values, f.n_meta, err, sizeof err) ? CAP_E_IO : CAP_OK, err);
+        free(ts);
+        CapSession *s = new_session(m);
+        CapTrainMeta meta;
+        assert_int_equal(cap_load_checkpoint(s, bad, &meta, err, sizeof err), CAP_E_FORMAT);
+        assert_non_null(strstr(err, "but the metadata says step 2: the checkpoint is damaged"));
+        cap_session_free(s);
+    }
+    print_message("step tensor NaN, -1, 1.5, 1e9 against metadata step 2: all refused\n");
+    cap_model_close(m);
+    st_free(&f);
+}
+
 static int setup(void **unused) {
     if (make_temp_dir("capc_e2e", tmpdir, sizeof tmpdir) != 0) return -1;
     compile("tests/passes/data/small_model.json", "", small_so, sizeof small_so, small_why,
@@ -622,6 +657,7 @@ int main(void) {
         cmocka_unit_test(test_nonfinite_skip),
         cmocka_unit_test(test_nonfinite_stop),
         cmocka_unit_test(test_out_of_vocabulary_refused),
+        cmocka_unit_test(test_checkpoint_step_checked),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

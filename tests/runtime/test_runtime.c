@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -473,6 +474,10 @@ static void test_cli(void **unused) {
     assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 6 --out %s "
                              "--resume %s --log %s", so, b, ck, ck, log), 1);
     expect_msg(out, "2 batch files", "has 1", NULL);
+    /* what a run killed after its step-4 checkpoint may leave: later steps and a torn line */
+    FILE *tail = fopen(log, "a");
+    fputs("{\"step\":5,\"loss\":1}\n{\"step\":6,\"lo", tail);
+    fclose(tail);
     assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s,%s --steps 6 --out %s "
                              "--resume %s --log %s", so, b, b, ck, ck, log), 0);
     expect_msg(out, "resuming", "step 6/6", NULL);
@@ -489,6 +494,117 @@ static void test_cli(void **unused) {
     expect_msg(out, "--on-nonfinite must be stop or skip, not 'ignore'", NULL, NULL);
     assert_int_equal(run_cap(out, sizeof out, "--help"), 0);
     expect_msg(out, "usage: cap", NULL, NULL);
+}
+
+static int file_mode(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 ? (int)(st.st_mode & 0777) : -1;
+}
+
+/* Outputs that are inputs, outputs that cannot be written, a log that cannot be written:
+ * refused before any work, exit 1, nothing clobbered. Saves keep the file's mode and clean
+ * the temp files an interrupted save left. */
+static void test_refusals(void **unused) {
+    char out[16384], w[512], b[512], ck[512], g[512], tmp[600];
+    const char *so = fake_path("FAKE_ARTIFACT");
+    tpath(w, sizeof w, "r_w.safetensors");
+    tpath(ck, sizeof ck, "r_ck.safetensors");
+    tpath(g, sizeof g, "r_g.safetensors");
+    make_batch("r_b.safetensors", 1, 2);
+    tpath(b, sizeof b, "r_b.safetensors");
+    assert_int_equal(run_cap(out, sizeof out, "init %s -o %s", so, w), 0);
+    struct stat before;
+    assert_int_equal(stat(b, &before), 0);
+
+    assert_int_equal(run_cap(out, sizeof out, "init %s -o %s", so, so), 1);
+    expect_msg(out, "-o '", "is also the input", NULL);
+    assert_int_equal(run_cap(out, sizeof out, "init %s -o %s/no/such/dir/w.safetensors", so, tmpdir), 1);
+    expect_msg(out, "does not exist", NULL, NULL);
+    assert_int_equal(run_cap(out, sizeof out, "init %s -o %s", so, tmpdir), 1);
+    expect_msg(out, "is a directory", NULL, NULL);
+    assert_int_equal(run_cap(out, sizeof out, "loss %s --weights %s --batch %s --grads %s", so, w, b, w), 1);
+    expect_msg(out, "--grads '", "is also the input", NULL);
+    assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 2 --out %s", so, b, b), 1);
+    expect_msg(out, "--out '", "is also the input", NULL);
+    assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 2 --out %s --weights %s",
+                             so, b, w, w), 1);
+    expect_msg(out, "is also the input", NULL, NULL);
+    assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 2 --out %s --log %s",
+                             so, b, ck, ck), 1);
+    expect_msg(out, "--log and --out are the same file", NULL, NULL);
+    assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 2 --out ''", so, b), 1);
+    expect_msg(out, "the path is empty", NULL, NULL);
+    assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 2 --out %s/gone/ck", so,
+                             b, tmpdir), 1);
+    expect_msg(out, "does not exist", NULL, NULL);
+    assert_null(strstr(out, "step 1/")); /* refused before the first step */
+    struct stat after;
+    assert_int_equal(stat(b, &after), 0);
+    assert_int_equal(after.st_size, before.st_size);
+    assert_int_equal((long)after.st_mtime, (long)before.st_mtime);
+    /* a full disk under --log is an error, not an empty log (root may write in /dev) */
+    if (access("/dev/full", W_OK) == 0 && access("/dev", W_OK) == 0) {
+        assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 2 --out %s "
+                                 "--log /dev/full", so, b, ck), 1);
+        expect_msg(out, "/dev/full: cannot write the log", NULL, NULL);
+    }
+
+    /* a 0600 checkpoint stays 0600; a stale temp file of it is removed on the next start */
+    assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 2 --out %s", so, b, ck), 0);
+    assert_int_equal(chmod(ck, 0600), 0);
+    snprintf(tmp, sizeof tmp, "%s.tmp.AbC123", ck);
+    FILE *f = fopen(tmp, "w");
+    fputs("half a checkpoint", f);
+    fclose(f);
+    assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 3 --out %s --resume %s",
+                             so, b, ck, ck), 0);
+    expect_msg(out, "removed 1 temporary file left by an interrupted save", NULL, NULL);
+    assert_int_equal(access(tmp, F_OK), -1);
+    assert_int_equal(file_mode(ck), 0600);
+    (void)g;
+}
+
+/* A checkpoint whose step tensor disagrees with its metadata, or that holds a tensor the
+ * model does not have, is refused (as --weights refuses the latter). */
+static void test_checkpoint_validation(void **unused) {
+    CapModel *m = open_fake();
+    char ck[512], bad[512], err[ERR];
+    tpath(ck, sizeof ck, "v_ck.safetensors");
+    tpath(bad, sizeof bad, "v_bad.safetensors");
+    make_batch("t1.safetensors", 1, 2); /* run_training's batches */
+    make_batch("t2.safetensors", -0.5f, 2);
+    Seen seen = {0};
+    run_training(m, NULL, 3, ck, &seen);
+    StFile f;
+    assert_int_equal(st_read_file(ck, &f, err, sizeof err), 0);
+    for (int variant = 0; variant < 2; variant++) {
+        StWriteTensor ts[64];
+        int32_t wrong_step = 7;
+        float extra = 1;
+        int64_t one = 1;
+        int n = 0;
+        for (int i = 0; i < f.n && n < 63; i++) {
+            const StTensor *t = &f.tensors[i];
+            ts[n++] = (StWriteTensor){t->name, t->dtype, t->rank, t->shape, t->data};
+            if (variant == 0 && strcmp(t->name, "step") == 0) ts[n - 1].data = &wrong_step;
+        }
+        if (variant == 1) ts[n++] = (StWriteTensor){"not.in.the.model", ST_F32, 1, &one, &extra};
+        assert_int_equal(st_write_file(bad, ts, n, (const char *const *)f.meta_keys,
+                                       (const char *const *)f.meta_values, f.n_meta, err, sizeof err), 0);
+        CapSession *s = new_session(m, 1);
+        CapTrainMeta meta;
+        CapStatus st = cap_load_checkpoint(s, bad, &meta, err, sizeof err);
+        if (variant == 0) {
+            assert_int_equal(st, CAP_E_FORMAT);
+            expect_msg(err, "the 'step' tensor holds 7 but the metadata says step 3", NULL, NULL);
+        } else {
+            assert_int_equal(st, CAP_E_MISMATCH);
+            expect_msg(err, "unexpected tensor 'not.in.the.model'", NULL, NULL);
+        }
+        cap_session_free(s);
+    }
+    st_free(&f);
+    cap_model_close(m);
 }
 
 static int setup(void **unused) {
@@ -510,6 +626,8 @@ int main(void) {
         cmocka_unit_test(test_weights_round_trip), cmocka_unit_test(test_bad_weights),
         cmocka_unit_test(test_batch_mismatch),   cmocka_unit_test(test_train_resume),
         cmocka_unit_test(test_cli),
+        cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_checkpoint_validation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,68 @@
+/* files.c — output checks made before any work starts (files.h). */
+#include "files.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+bool file_same(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (!a || !b || stat(a, &sa) != 0 || stat(b, &sb) != 0) return false;
+    return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* The directory part of path ("." when there is none), malloc'd. */
+static char *parent_dir(const char *path) {
+    const char *slash = strrchr(path, '/');
+    if (!slash) return strdup(".");
+    if (slash == path) return strdup("/");
+    size_t n = (size_t)(slash - path);
+    char *dir = malloc(n + 1);
+    if (dir) {
+        memcpy(dir, path, n);
+        dir[n] = '\0';
+    }
+    return dir;
+}
+
+int file_check_output(const char *path, const char *what, char *err, size_t err_size) {
+    struct stat st;
+    if (!path || !*path) {
+        snprintf(err, err_size, "%s: the path is empty", what);
+        return -1;
+    }
+    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(err, err_size, "%s '%s' is a directory", what, path);
+        return -1;
+    }
+    char *dir = parent_dir(path);
+    if (!dir) {
+        snprintf(err, err_size, "%s '%s': out of memory", what, path);
+        return -1;
+    }
+    int rc = 0;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        snprintf(err, err_size, "%s '%s': directory '%s' does not exist", what, path, dir);
+        rc = -1;
+    } else if (access(dir, W_OK) != 0) {
+        snprintf(err, err_size, "%s '%s': cannot write in directory '%s': %s", what, path, dir,
+                 strerror(errno));
+        rc = -1;
+    }
+    free(dir);
+    return rc;
+}
+
+int file_refuse_overwrite(const char *out, const char *what, const char *const *inputs, int n,
+                          char *err, size_t err_size) {
+    for (int i = 0; i < n; i++)
+        if (inputs[i] && file_same(out, inputs[i])) {
+            snprintf(err, err_size, "%s '%s' is also the input '%s': writing it would destroy "
+                     "that input (choose another output path)", what, out, inputs[i]);
+            return -1;
+        }
+    return 0;
+}

@@ -1,0 +1,23 @@
+/* files.h — the checks every command makes before writing: an output must not be one of its
+ * inputs, and its location must be writable before any work starts (docs/cli.md, "What the
+ * commands refuse"). Shared by capc, cap and the data tools. */
+#ifndef CAPC_FILES_H
+#define CAPC_FILES_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Whether a and b name the same existing file (same device and inode: links, symlinks and
+ * "./x" vs "x" all count). False when either does not exist. */
+bool file_same(const char *a, const char *b);
+
+/* An output path that can be written: not empty, not a directory, in an existing directory
+ * we may write to. Returns 0, or -1 with "WHAT 'PATH': why" in err. */
+int file_check_output(const char *path, const char *what, char *err, size_t err_size);
+
+/* Refuses output `out` (named `what`) when it is one of inputs[0..n) (NULL entries skipped).
+ * Returns 0, or -1 with "WHAT 'OUT' is also the input 'IN': ... would overwrite it" in err. */
+int file_refuse_overwrite(const char *out, const char *what, const char *const *inputs, int n,
+                          char *err, size_t err_size);
+
+#endif
