@@ -300,6 +300,7 @@ static int train_run(Run *r, const Opt *o, uint32_t seed) {
                                 : train_fresh(r, o, &meta, seed)))
         return rc;
     if (data_load(o[T_DATA].value, &r->ds, err, sizeof err)) return fail(err);
+    data_print_warnings(r->ds, stderr);
     CapDataShape sh;
     if (cap_data_shape(r->m, "train_step", &sh, err, sizeof err)) return fail(err);
     int64_t n_train = r->ds->n_per_split[DATA_TRAIN];
@@ -473,6 +474,7 @@ static int eval_run(Run *r, const Opt *o, const CapCaptionOptions *co, int split
         cap_captioner_new(r->s, &r->cap, err, sizeof err) ||
         data_load(o[E_DATA].value, &r->ds, err, sizeof err))
         return fail(err);
+    data_print_warnings(r->ds, stderr);
     int skips = 0;
     CapEvalResult res;
     struct timespec t0, t1;

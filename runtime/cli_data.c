@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "data.h"
+#include "files.h"
 #include "synth.h"
 #include "vocab.h"
 
@@ -97,24 +98,25 @@ static int cmd_synth(int argc, char **argv) {
 
 /* ---- cap data stats ------------------------------------------------------------------------- */
 
-static void print_warnings(const Dataset *ds) {
-    const DataStats *s = &ds->stats;
-    for (int i = 0; i < ds->n_warnings; i++) fprintf(stderr, "cap: warning: %s\n", ds->warnings[i]);
-    int64_t total = s->orphan_captions + s->empty_captions + s->bad_utf8_captions +
-                    s->images_without_captions + s->duplicate_images;
-    if (total > ds->n_warnings)
-        fprintf(stderr, "cap: warning: %s: %lld captions for unknown images, %lld empty captions, "
-                "%lld captions with bad UTF-8, %lld images without captions, %lld duplicate images\n",
-                ds->source, (long long)s->orphan_captions, (long long)s->empty_captions,
-                (long long)s->bad_utf8_captions, (long long)s->images_without_captions,
-                (long long)s->duplicate_images);
+/* The vocabulary must not replace the annotations it is built from (same device and inode),
+ * and its location must be writable before the dataset is read. Returns 0, or 1 after the
+ * message. */
+static int refuse_output(const char *out, const char *what, const char *data_spec) {
+    char err[ERR_SIZE];
+    DataSpec spec;
+    const char *annotations = data_spec_parse(data_spec, &spec, err, sizeof err) == 0 ? spec.path : NULL;
+    if (file_check_output(out, what, err, sizeof err) == 0 &&
+        file_refuse_overwrite(out, what, &annotations, 1, err, sizeof err) == 0)
+        return 0;
+    fprintf(stderr, "cap: error: %s\n", err);
+    return 1;
 }
 
 static int load(const char *spec, Dataset **ds) {
     char err[ERR_SIZE];
     CapStatus st = data_load(spec, ds, err, sizeof err);
     if (st == CAP_OK) {
-        print_warnings(*ds);
+        data_print_warnings(*ds, stderr);
         return 0;
     }
     fprintf(stderr, "cap: error: %s\n", err);
@@ -153,6 +155,7 @@ int cap_cmd_vocab(int argc, char **argv) {
     if (!o[2].value) return usage("cap vocab needs -o VOCAB.txt%s", "");
     long min_count;
     if ((rc = int_value("--min-count", o[1].value, 5, 1, 1000000000L, &min_count))) return rc;
+    if ((rc = refuse_output(o[2].value, "-o", o[0].value))) return rc;
     Dataset *ds;
     if ((rc = load(o[0].value, &ds))) return rc;
     char err[ERR_SIZE];

@@ -9,7 +9,8 @@
  *   warnings (counted in DataStats, the first few kept as messages):
  *     a caption for an image id that is not in images[] (skipped), an empty caption
  *     (skipped), an image without captions (dropped), bytes that are not UTF-8 (each replaced
- *     by U+FFFD), a duplicate image (the first one is kept).
+ *     by U+FFFD), an exact repeat of an image (same file, same id: the first is kept);
+ *     two different images with one id are an error (results files hold one caption per id).
  *
  * Ownership: a Dataset owns every string in it; data_free releases it all.
  */
@@ -18,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "cap.h"
 
@@ -44,7 +46,7 @@ typedef struct DataStats {
     int64_t empty_captions;    /* captions with no tokens: skipped */
     int64_t bad_utf8_captions; /* captions with invalid UTF-8 bytes replaced by U+FFFD */
     int64_t images_without_captions; /* dropped */
-    int64_t duplicate_images;  /* same id (or file name) twice: the first kept */
+    int64_t duplicate_images;  /* the same image (id and file) twice: the first kept */
 } DataStats;
 
 #define DATA_MAX_WARNINGS 8
@@ -87,6 +89,8 @@ CapStatus data_load_karpathy(const char *path, const char *image_dir, Dataset **
                              char *err, size_t err_size);
 
 void data_free(Dataset *ds);
+/* Prints the dataset's warnings ("cap: warning: FILE:LINE: ...") and a count of the rest. */
+void data_print_warnings(const Dataset *ds, FILE *to);
 
 const char *data_split_name(DataSplit s);           /* "train", "val", "test" */
 int data_split_parse(const char *name, DataSplit *out); /* 0 or -1; "restval" -> train */

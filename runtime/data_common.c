@@ -240,18 +240,38 @@ static uint32_t key_hash(const char *key) {
     return (uint32_t)data_fnv1a(key, strlen(key));
 }
 
+static uint32_t id_hash(int64_t id) {
+    uint64_t x = (uint64_t)id;
+    return (uint32_t)data_fnv1a(&x, sizeof x);
+}
+
+/* Puts image i into both tables (size: a power of two, at least twice the image count). */
+static void table_insert(int32_t *keys, int32_t *ids, int32_t size, const DataBuilder *b,
+                         int32_t i) {
+    uint32_t mask = (uint32_t)size - 1;
+    uint32_t h = key_hash(b->keys[i]) & mask;
+    while (keys[h] >= 0) h = (h + 1) & mask;
+    keys[h] = i;
+    int64_t id = b->ds->images[i].id;
+    if (id == DB_NO_ID) return;
+    for (h = id_hash(id) & mask; ids[h] >= 0; h = (h + 1) & mask) {}
+    ids[h] = i;
+}
+
 static int table_grow(DataBuilder *b) {
     int32_t size = b->table_size ? b->table_size * 2 : 1024;
-    int32_t *t = malloc((size_t)size * sizeof *t);
-    if (!t) return -1;
-    for (int32_t i = 0; i < size; i++) t[i] = -1;
-    for (int32_t i = 0; i < b->ds->n_images; i++) {
-        uint32_t h = key_hash(b->keys[i]) & (uint32_t)(size - 1);
-        while (t[h] >= 0) h = (h + 1) & (uint32_t)(size - 1);
-        t[h] = i;
+    int32_t *t = malloc((size_t)size * sizeof *t), *ids = malloc((size_t)size * sizeof *ids);
+    if (!t || !ids) {
+        free(t);
+        free(ids);
+        return -1;
     }
+    for (int32_t i = 0; i < size; i++) t[i] = ids[i] = -1;
+    for (int32_t i = 0; i < b->ds->n_images; i++) table_insert(t, ids, size, b, i);
     free(b->table);
+    free(b->id_table);
     b->table = t;
+    b->id_table = ids;
     b->table_size = size;
     return 0;
 }
@@ -259,6 +279,8 @@ static int table_grow(DataBuilder *b) {
 CapStatus db_init(DataBuilder *b, DataFormat f, const char *source, const char *image_dir,
                   char *err, size_t err_size) {
     memset(b, 0, sizeof *b);
+    b->err = err;
+    b->err_size = err_size;
     b->ds = calloc(1, sizeof *b->ds);
     if (!b->ds) return data_fail(err, err_size, CAP_E_NOMEM, "out of memory");
     b->ds->format = f;
@@ -292,40 +314,78 @@ int32_t db_find_image(const DataBuilder *b, const char *key) {
     }
 }
 
-int32_t db_add_image(DataBuilder *b, const char *key, const char *rel_path, int64_t id,
-                     DataSplit split, const char *where) {
+int32_t db_find_id(const DataBuilder *b, int64_t id) {
+    if (id == DB_NO_ID) return -1;
+    uint32_t mask = (uint32_t)b->table_size - 1;
+    for (uint32_t h = id_hash(id) & mask;; h = (h + 1) & mask) {
+        int32_t i = b->id_table[h];
+        if (i < 0 || b->ds->images[i].id == id) return i;
+    }
+}
+
+static CapStatus builder_nomem(const DataBuilder *b) {
+    return data_fail(b->err, b->err_size, CAP_E_NOMEM, "%s: out of memory", b->ds->source);
+}
+
+/* The image at `key` or with `id` that is already there (*first), and whether the new one
+ * (file `path`) is a plain repeat of it. Returns an error for two different images. */
+static CapStatus check_repeat(DataBuilder *b, const char *key, const char *path, int64_t id,
+                              const char *where, int32_t *first) {
+    int32_t k = db_find_image(b, key);
+    if (k < 0) k = db_find_id(b, id);
+    *first = k;
+    if (k < 0) return CAP_OK;
+    const DataImage *old = &b->ds->images[k];
+    if (strcmp(old->path, path) == 0 && old->id == id) return CAP_OK;
+    if (old->id == id)
+        return data_fail(b->err, b->err_size, CAP_E_FORMAT,
+                         "%s: image '%s' has id %lld, which is already the id of '%s' (each "
+                         "image needs its own id: cap eval writes one result per id)",
+                         where, path, (long long)id, old->path);
+    return data_fail(b->err, b->err_size, CAP_E_FORMAT,
+                     "%s: image '%s' is listed again with id %lld (first with id %lld)", where,
+                     path, (long long)id, (long long)old->id);
+}
+
+CapStatus db_add_image(DataBuilder *b, const char *key, const char *rel_path, int64_t id,
+                       DataSplit split, const char *where, int32_t *index) {
     Dataset *ds = b->ds;
-    if (db_find_image(b, key) >= 0) {
+    *index = -1;
+    char *path = data_join_path(ds->image_dir, rel_path);
+    if (!path) return builder_nomem(b);
+    int32_t first;
+    CapStatus st = check_repeat(b, key, path, id, where, &first);
+    if (st || first >= 0) {
+        free(path);
+        if (st) return st;
         ds->stats.duplicate_images++;
         db_warn(b, "%s: image '%s' listed again; the first one is kept", where, key);
-        return -2;
+        return CAP_OK;
     }
     if (ds->n_images == b->cap_images) {
         int32_t cap = b->cap_images ? b->cap_images * 2 : 256;
         DataImage *im = realloc(ds->images, (size_t)cap * sizeof *im);
-        if (!im) return -1;
-        ds->images = im;
-        char **keys = realloc(b->keys, (size_t)cap * sizeof *keys);
-        if (!keys) return -1;
-        b->keys = keys;
+        if (im) ds->images = im;
+        char **keys = im ? realloc(b->keys, (size_t)cap * sizeof *keys) : NULL;
+        if (keys) b->keys = keys;
+        if (!im || !keys) {
+            free(path);
+            return builder_nomem(b);
+        }
         b->cap_images = cap;
     }
-    if (2 * (ds->n_images + 1) > b->table_size && table_grow(b)) return -1;
-    int32_t i = ds->n_images;
-    char *k = strdup(key), *path = data_join_path(ds->image_dir, rel_path);
-    if (!k || !path) {
+    char *k = strdup(key);
+    if (!k || (2 * (ds->n_images + 1) > b->table_size && table_grow(b))) {
         free(k);
         free(path);
-        return -1;
+        return builder_nomem(b);
     }
+    int32_t i = ds->n_images++;
     b->keys[i] = k;
     ds->images[i] = (DataImage){.path = path, .id = id, .split = split};
-    ds->n_images++;
-    uint32_t mask = (uint32_t)b->table_size - 1;
-    uint32_t h = key_hash(key) & mask;
-    while (b->table[h] >= 0) h = (h + 1) & mask;
-    b->table[h] = i;
-    return i;
+    table_insert(b->table, b->id_table, b->table_size, b, i);
+    *index = i;
+    return CAP_OK;
 }
 
 int db_add_caption(DataBuilder *b, int32_t img, const char *text, size_t n, const char *where) {
@@ -366,8 +426,10 @@ static void free_builder_parts(DataBuilder *b) {
         for (int32_t i = 0; i < b->ds->n_images; i++) free(b->keys[i]);
     free(b->keys);
     free(b->table);
+    free(b->id_table);
     b->keys = NULL;
     b->table = NULL;
+    b->id_table = NULL;
 }
 
 void db_abort(DataBuilder *b) {
@@ -452,4 +514,17 @@ CapStatus db_finish(DataBuilder *b, Dataset **out, char *err, size_t err_size) {
     b->ds = NULL;
     *out = ds;
     return CAP_OK;
+}
+
+void data_print_warnings(const Dataset *ds, FILE *to) {
+    const DataStats *s = &ds->stats;
+    for (int i = 0; i < ds->n_warnings; i++) fprintf(to, "cap: warning: %s\n", ds->warnings[i]);
+    int64_t total = s->orphan_captions + s->empty_captions + s->bad_utf8_captions +
+                    s->images_without_captions + s->duplicate_images;
+    if (total > ds->n_warnings)
+        fprintf(to, "cap: warning: %s: %lld captions for unknown images, %lld empty captions, "
+                "%lld captions with bad UTF-8, %lld images without captions, %lld duplicate images\n",
+                ds->source, (long long)s->orphan_captions, (long long)s->empty_captions,
+                (long long)s->bad_utf8_captions, (long long)s->images_without_captions,
+                (long long)s->duplicate_images);
 }

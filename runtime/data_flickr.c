@@ -4,13 +4,16 @@
  *   Kaggle's CSV:             image,caption            <- this header line is required
  *                             1000092795.jpg,"Two young guys, with shaggy hair ..."
  *                             (RFC 4180: quoted fields may hold commas, newlines and "" for ";
- *                             every row has exactly two fields; \n or \r\n line ends)
+ *                             every row has exactly two fields; \n, \r\n or \r line ends)
  * The form is told by the first line: `image,caption` (any case, after a UTF-8 BOM) is CSV,
- * anything else the token file. Images come into being with their first caption, in file
- * order; an image's id is the number its file name starts with (else its index). Neither
- * form has splits: they come from the spec's split= rule (default: data_hash_split of the
- * file name). Errors name the file and line: a line without a tab, an unterminated quoted
- * field, a stray quote, a row with another number of fields.
+ * anything else the token file. Lines end at \n, \r\n or a lone \r (old Mac files), as in
+ * Python's universal newlines. NUL bytes are dropped with a warning before parsing, so that
+ * they cannot end the text early. Images come into being with their first caption, in file
+ * order; an image's id is the number its file name starts with; names without one get ids
+ * after the largest such number once the file is read (so no two images share an id).
+ * Neither form has splits: they come from the spec's split= rule (default: data_hash_split
+ * of the file name). Errors name the file and line: a line without a tab, an unterminated
+ * quoted field, a stray quote, a row with another number of fields, two images with one id.
  */
 #include "data_internal.h"
 
@@ -31,6 +34,13 @@ static CapStatus nomem(const Reader *r) {
     return data_fail(r->err, r->err_size, CAP_E_NOMEM, "%s: out of memory", r->path);
 }
 
+/* The number name starts with, or DB_NO_ID. At most 15 digits: ids go into JSON results
+ * files as numbers, which are exact only below 2^53 (the JSON readers' 9e15 bound). */
+static int64_t name_id(const char *name) {
+    size_t digits = strspn(name, "0123456789");
+    return digits >= 1 && digits <= 15 ? strtoll(name, NULL, 10) : DB_NO_ID;
+}
+
 /* Adds caption to the image named name (created on first sight). */
 static CapStatus add_pair(Reader *r, const char *name, const char *caption, size_t len, int line) {
     char where[1200];
@@ -38,18 +48,53 @@ static CapStatus add_pair(Reader *r, const char *name, const char *caption, size
     if (!*name) return data_fail(r->err, r->err_size, CAP_E_FORMAT, "%s: empty image name", where);
     int32_t img = db_find_image(r->b, name);
     if (img < 0) {
-        int64_t id = isdigit((unsigned char)name[0]) ? strtoll(name, NULL, 10) : r->b->ds->n_images;
-        img = db_add_image(r->b, name, name, id, data_rule_split(r->rule, name), where);
-        if (img < 0) return nomem(r);
+        CapStatus st = db_add_image(r->b, name, name, name_id(name),
+                                    data_rule_split(r->rule, name), where, &img);
+        if (st) return st;
     }
     return db_add_caption(r->b, img, caption, len, where) ? nomem(r) : CAP_OK;
+}
+
+/* Images without a number in their name: ids after the largest one, in file order. */
+static void assign_missing_ids(Dataset *ds) {
+    int64_t next = 0;
+    for (int32_t i = 0; i < ds->n_images; i++)
+        if (ds->images[i].id != DB_NO_ID && ds->images[i].id >= next) next = ds->images[i].id + 1;
+    for (int32_t i = 0; i < ds->n_images; i++)
+        if (ds->images[i].id == DB_NO_ID) ds->images[i].id = next++;
+}
+
+/* Length of the line end at s: 2 for \r\n, 1 for \n or a lone \r, 0 for none. */
+static size_t line_end_len(const char *s) {
+    if (s[0] == '\r') return s[1] == '\n' ? 2 : 1;
+    return s[0] == '\n';
+}
+
+/* Drops NUL bytes in place (warning once per line, counted with the bad UTF-8 captions) and
+ * NUL-terminates the result. Why before parsing: both parsers treat NUL as the end of the
+ * text, so one NUL would silently drop every line after it. */
+static void drop_nul_bytes(Reader *r, char *text, size_t len) {
+    size_t o = 0;
+    int line = 1, warned_line = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == 0) {
+            if (warned_line != line) {
+                r->b->ds->stats.bad_utf8_captions++;
+                db_warn(r->b, "%s:%d: NUL byte dropped", r->path, line);
+                warned_line = line;
+            }
+            continue;
+        }
+        if (text[i] == '\n' || (text[i] == '\r' && (i + 1 == len || text[i + 1] != '\n'))) line++;
+        text[o++] = text[i];
+    }
+    text[o] = 0;
 }
 
 /* ---- the token file ------------------------------------------------------------------------- */
 
 static CapStatus token_line(Reader *r, char *line, int lineno) {
     size_t n = strlen(line);
-    if (n && line[n - 1] == '\r') line[--n] = 0;
     if (strspn(line, " \t") == n) return CAP_OK; /* blank */
     char *tab = strchr(line, '\t');
     if (!tab)
@@ -63,12 +108,13 @@ static CapStatus token_line(Reader *r, char *line, int lineno) {
 
 static CapStatus read_token_file(Reader *r, char *text) {
     int lineno = 1;
-    for (char *line = text; line && *line; lineno++) {
-        char *nl = strchr(line, '\n');
-        if (nl) *nl = 0;
+    for (char *line = text; *line; lineno++) {
+        char *end = line + strcspn(line, "\r\n");
+        size_t skip = line_end_len(end);
+        *end = 0;
         CapStatus st = token_line(r, line, lineno);
         if (st) return st;
-        line = nl ? nl + 1 : NULL;
+        line = end + skip;
     }
     return CAP_OK;
 }
@@ -116,7 +162,7 @@ static CapStatus csv_quoted(Reader *r, const char *text, size_t *p, int *line, C
             continue;
         }
         if (c == '"') break;
-        if (c == '\n') (*line)++;
+        if (c == '\n' || (c == '\r' && text[i + 1] != '\n')) (*line)++;
         if (row_put(row, c)) return nomem(r);
         i++;
     }
@@ -157,11 +203,9 @@ static CapStatus csv_row(Reader *r, const char *text, size_t *p, int *line, CsvR
         if (text[*p] != ',') break;
         (*p)++;
     }
-    if (text[*p] == '\r') (*p)++;
-    if (text[*p] == '\n') {
-        (*p)++;
-        (*line)++;
-    }
+    size_t skip = line_end_len(text + *p);
+    *p += skip;
+    if (skip) (*line)++;
     return CAP_OK;
 }
 
@@ -208,6 +252,7 @@ CapStatus data_load_flickr30k(const char *path, const char *image_dir, DataSplit
         return st;
     }
     Reader r = {&b, path, rule, err, err_size};
+    drop_nul_bytes(&r, text, len);
     char *body = strncmp(text, "\xEF\xBB\xBF", 3) == 0 ? text + 3 : text;
     st = is_csv_header(body) ? read_csv(&r, body) : read_token_file(&r, body);
     free(text);
@@ -215,5 +260,6 @@ CapStatus data_load_flickr30k(const char *path, const char *image_dir, DataSplit
         db_abort(&b);
         return st;
     }
+    assign_missing_ids(b.ds);
     return db_finish(&b, out, err, err_size);
 }

@@ -10,12 +10,20 @@
 
 #include <stdarg.h>
 
+/* The id of an image whose id is not known yet (Flickr30k names that do not start with a
+ * number get theirs after the whole file is read). No reader produces it: JSON ids are
+ * checked to be below 9e15 in magnitude. */
+#define DB_NO_ID INT64_MIN
+
 typedef struct DataBuilder {
     Dataset *ds;        /* being built; owned until db_finish hands it over */
     int32_t cap_images; /* allocated length of ds->images */
     char **keys;        /* per image: its lookup key (owned) */
     int32_t *table;     /* key -> image index, open addressing, -1 empty */
+    int32_t *id_table;  /* image id -> image index, same size, -1 empty (DB_NO_ID not in it) */
     int32_t table_size;
+    char *err;          /* where db_add_image writes its error (db_init's err) */
+    size_t err_size;
     int32_t *cap_image; /* per pending caption: image index */
     char **cap_text;    /* per pending caption: text (owned) */
     int32_t n_pending, cap_pending;
@@ -25,10 +33,16 @@ typedef struct DataBuilder {
  * directory). */
 CapStatus db_init(DataBuilder *b, DataFormat f, const char *source, const char *image_dir,
                   char *err, size_t err_size);
-/* Adds an image under lookup key `key` whose file is IMAGE_DIR/rel_path. Returns its index,
- * -2 if the key is a duplicate (counted, warned with `where`), -1 if out of memory. */
-int32_t db_add_image(DataBuilder *b, const char *key, const char *rel_path, int64_t id,
-                     DataSplit split, const char *where);
+/* Adds an image under lookup key `key` whose file is IMAGE_DIR/rel_path, and sets *index to
+ * its index. The same image again (same key, file and id) is counted and warned with
+ * `where`, and *index is -1: the first one is kept. Two different images under one key or
+ * one id are an error naming `where`, both files and the id, because `cap eval` writes one
+ * result per image id and `cap score` refuses a results file with an id twice. Errors (also
+ * out of memory) are written to the builder's err. */
+CapStatus db_add_image(DataBuilder *b, const char *key, const char *rel_path, int64_t id,
+                       DataSplit split, const char *where, int32_t *index);
+/* Index of the image with id, or -1. */
+int32_t db_find_id(const DataBuilder *b, int64_t id);
 /* Index of the image with key, or -1. */
 int32_t db_find_image(const DataBuilder *b, const char *key);
 /* Adds caption bytes [0, n) to image index img: repairs UTF-8 (warns), trims, skips empty

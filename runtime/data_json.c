@@ -19,16 +19,63 @@
 
 #include <cjson/cJSON.h>
 
-/* Parses path as JSON into *root (caller deletes). */
-static CapStatus parse_json_file(const char *path, cJSON **root, char *err, size_t err_size) {
+/* Whether text[i..i+5] is the escape \u0000. */
+static int is_nul_escape(const char *text, size_t i) {
+    return text[i] == '\\' && text[i + 1] == 'u' && strncmp(text + i + 2, "0000", 4) == 0;
+}
+
+/* Drops every \u0000 escape inside a string, in place, warning with its line and column.
+ * Why: cJSON hands strings back NUL-terminated, so a \u0000 would silently cut a caption or
+ * a file name short; docs/data.md says a NUL is dropped with a warning, as a raw NUL byte in
+ * a caption would be by text_utf8_repair. Outside strings nothing is changed (a backslash
+ * there is a syntax error that cJSON reports). Returns the new length. */
+static size_t drop_nul_escapes(DataBuilder *b, const char *path, char *text, size_t len) {
+    size_t o = 0;
+    int in_string = 0, line = 1, col = 1;
+    for (size_t i = 0; i < len;) {
+        if (in_string && is_nul_escape(text, i)) {
+            b->ds->stats.bad_utf8_captions++;
+            db_warn(b, "%s:%d:%d: \\u0000 (NUL) in a string dropped", path, line, col);
+            i += 6;
+            col += 6;
+            continue;
+        }
+        size_t step = in_string && text[i] == '\\' && i + 1 < len ? 2 : 1;
+        if (text[i] == '"') in_string = !in_string;
+        if (text[i] == '\n') {
+            line++;
+            col = 0;
+        }
+        col += (int)step;
+        for (size_t k = 0; k < step; k++) text[o++] = text[i++];
+    }
+    text[o] = 0;
+    return o;
+}
+
+/* Parses path as JSON into *root (caller deletes); warnings go to b. A raw NUL byte is an
+ * error: JSON allows none (in a string it must be written \u0000), and cJSON would stop
+ * reading at it, ignoring the rest of the file. */
+static CapStatus parse_json_file(DataBuilder *b, const char *path, cJSON **root, char *err,
+                                 size_t err_size) {
     char *text;
     size_t len;
+    *root = NULL;
     CapStatus st = data_read_file(path, &text, &len, err, err_size);
     if (st != CAP_OK) return st;
+    const char *nul = memchr(text, 0, len);
+    int line, col;
+    if (nul) {
+        data_line_col(text, (size_t)(nul - text), &line, &col);
+        free(text);
+        return data_fail(err, err_size, CAP_E_FORMAT,
+                         "%s:%d:%d: NUL byte (not allowed in JSON; write \\u0000 in a string)",
+                         path, line, col);
+    }
+    len = drop_nul_escapes(b, path, text, len);
     const char *end = NULL;
     *root = cJSON_ParseWithOpts(text, &end, 1); /* nothing but whitespace after the value */
     if (!*root) {
-        int line, col;
         size_t off = end ? (size_t)(end - text) : 0;
         data_line_col(text, off, &line, &col);
         st = data_fail(err, err_size, CAP_E_FORMAT, "%s:%d:%d: JSON syntax error", path, line, col);
@@ -113,8 +160,8 @@ static CapStatus coco_image(DataBuilder *b, const cJSON *o, Record *r, DataSplit
     char key[32], where[1200];
     snprintf(key, sizeof key, "%lld", (long long)id);
     snprintf(where, sizeof where, "%s: images[%d]", r->path, r->index);
-    return db_add_image(b, key, file, id, split, where) == -1 ? nomem(r->path, r->err, r->err_size)
-                                                              : CAP_OK;
+    int32_t img;
+    return db_add_image(b, key, file, id, split, where, &img);
 }
 
 static CapStatus coco_annotation(DataBuilder *b, const cJSON *o, Record *r) {
@@ -162,14 +209,11 @@ CapStatus data_coco_load(const char *path, const char *image_dir, DataSplitRule 
                            int rule_given, Dataset **out, char *err, size_t err_size) {
     *out = NULL;
     cJSON *root;
-    CapStatus st = parse_json_file(path, &root, err, err_size);
-    if (st) return st;
     DataBuilder b;
-    if ((st = db_init(&b, DATA_COCO, path, image_dir, err, err_size))) {
-        cJSON_Delete(root);
-        return st;
-    }
-    st = coco_fill(&b, root, path, rule, rule_given, err, err_size);
+    CapStatus st = db_init(&b, DATA_COCO, path, image_dir, err, err_size);
+    if (st) return st;
+    st = parse_json_file(&b, path, &root, err, err_size);
+    if (!st) st = coco_fill(&b, root, path, rule, rule_given, err, err_size);
     cJSON_Delete(root);
     if (st) {
         db_abort(&b);
@@ -233,10 +277,10 @@ static CapStatus karpathy_image(DataBuilder *b, const cJSON *o, Record *r) {
     char *rel = dir ? data_join_path(dir, file) : strdup(file);
     char where[1200];
     snprintf(where, sizeof where, "%s: images[%d]", r->path, r->index);
-    int32_t img = rel ? db_add_image(b, rel, rel, id, split, where) : -1;
+    int32_t img = -1;
+    st = rel ? db_add_image(b, rel, rel, id, split, where, &img) : nomem(r->path, r->err, r->err_size);
     free(rel);
-    if (img == -1) return nomem(r->path, r->err, r->err_size);
-    if (img == -2) return CAP_OK;
+    if (st || img < 0) return st; /* an error, or the same image again (warned, skipped) */
     const cJSON *s;
     int k = 0;
     cJSON_ArrayForEach(s, sents) {
@@ -254,17 +298,15 @@ CapStatus data_load_karpathy(const char *path, const char *image_dir, Dataset **
                              char *err, size_t err_size) {
     *out = NULL;
     cJSON *root;
-    CapStatus st = parse_json_file(path, &root, err, err_size);
-    if (st) return st;
-    const cJSON *images = get_array(root, "images", path, err, err_size);
     DataBuilder b;
-    if (!images || (st = db_init(&b, DATA_KARPATHY, path, image_dir, err, err_size))) {
-        cJSON_Delete(root);
-        return images ? st : CAP_E_FORMAT;
-    }
+    CapStatus st = db_init(&b, DATA_KARPATHY, path, image_dir, err, err_size);
+    if (st) return st;
+    st = parse_json_file(&b, path, &root, err, err_size);
+    const cJSON *images = st ? NULL : get_array(root, "images", path, err, err_size);
+    if (!st && !images) st = CAP_E_FORMAT;
     Record r = {path, "images", 0, err, err_size};
     const cJSON *o;
-    cJSON_ArrayForEach(o, images) {
+    if (!st) cJSON_ArrayForEach(o, images) {
         if ((st = karpathy_image(&b, o, &r))) break;
         r.index++;
     }

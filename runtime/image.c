@@ -4,11 +4,14 @@
 #include "image.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <jpeglib.h>
 #include <jerror.h>
@@ -23,12 +26,16 @@ void image_free(Image *im) {
     im->width = im->height = 0;
 }
 
+/* Decoder limits beyond image.h's: what libpng may allocate for one chunk (iCCP, text,
+ * unknown) or decompress from one. */
+enum { PNG_CHUNK_MAX = 8 * 1024 * 1024 };
+
 static CapStatus check_size(const char *name, long w, long h, char *err, size_t err_size) {
     if (w <= 0 || h <= 0 || w > IMAGE_MAX_SIDE || h > IMAGE_MAX_SIDE ||
         (double)w * (double)h > IMAGE_MAX_PIXELS)
         return data_fail(err, err_size, CAP_E_FORMAT,
-                         "%s: image size %ldx%ld is not supported (at most %d per side, %d pixels)",
-                         name, w, h, IMAGE_MAX_SIDE, IMAGE_MAX_PIXELS);
+                         "%s: image size %ldx%ld is over the limit (at most %d pixels per side "
+                         "and %d pixels in all)", name, w, h, IMAGE_MAX_SIDE, IMAGE_MAX_PIXELS);
     return CAP_OK;
 }
 
@@ -209,8 +216,52 @@ static void png_job_free(PngJob *job) {
     free(job);
 }
 
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Walks the chunks of the PNG in bytes[0..n) up to IEND and refuses one whose length runs
+ * past the end of the file. Why: libpng allocates a text or sPLT chunk's claimed length
+ * before reading it (2 GB for a 617-byte file whose tEXt claims 0x7fffffff bytes), and
+ * png_set_chunk_malloc_max does not cover those chunks; the whole file is in memory, so a
+ * real chunk is never longer than what is left of it. */
+static CapStatus png_check_chunks(const uint8_t *bytes, size_t n, const char *name, char *err,
+                                  size_t err_size) {
+    for (size_t pos = 8; pos + 8 <= n;) {
+        uint32_t len = be32(bytes + pos);
+        size_t left = n - pos - 8;
+        if (len > 0x7fffffffu || (size_t)len + 4 > left) {
+            char type[5];
+            for (int i = 0; i < 4; i++) {
+                uint8_t c = bytes[pos + 4 + (size_t)i];
+                type[i] = c > ' ' && c < 0x7f ? (char)c : '?'; /* the message stays printable */
+            }
+            type[4] = 0;
+            return data_fail(err, err_size, CAP_E_FORMAT,
+                             "%s: corrupt PNG: chunk '%s' at byte %zu claims %lu bytes, more than "
+                             "the file has left (%zu)", name, type, pos, (unsigned long)len,
+                             left > 4 ? left - 4 : 0);
+        }
+        if (memcmp(bytes + pos + 4, "IEND", 4) == 0) break;
+        pos += 12 + (size_t)len;
+    }
+    return CAP_OK; /* a file cut inside a chunk header is reported by libpng as truncated */
+}
+
+/* Sets the limits of one PNG decode. */
+static void png_set_limits(png_structp png) {
+    /* What a decompressed or buffered chunk (zTXt, iCCP, unknown) may take. */
+    png_set_chunk_malloc_max(png, PNG_CHUNK_MAX);
+    /* Chunks that carry nothing the model sees (text, ICC profiles, suggested palettes, Exif)
+     * are skipped unread, so they cannot cost memory or decompression time. */
+    static const png_byte skipped[] = "tEXt\0zTXt\0iTXt\0iCCP\0sPLT\0eXIf";
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, skipped, (int)(sizeof skipped / 5));
+}
+
 static CapStatus decode_png(const uint8_t *bytes, size_t n, const char *name, Image *out,
                             char *err, size_t err_size) {
+    CapStatus st = png_check_chunks(bytes, n, name, err, err_size);
+    if (st) return st;
     PngJob *job = calloc(1, sizeof *job);
     if (job) {
         job->bytes = bytes;
@@ -218,16 +269,17 @@ static CapStatus decode_png(const uint8_t *bytes, size_t n, const char *name, Im
         job->png = png_create_read_struct(PNG_LIBPNG_VER_STRING, job, png_on_error, png_on_warning);
         job->info = job->png ? png_create_info_struct(job->png) : NULL;
     }
+    if (job && job->png) png_set_limits(job->png);
     if (!job || !job->info) {
         if (job) png_job_free(job);
         return data_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory", name);
     }
     if (setjmp(png_jmpbuf(job->png))) {
-        CapStatus st = data_fail(err, err_size, CAP_E_FORMAT, "%s: corrupt PNG: %s", name, job->msg);
+        CapStatus fail = data_fail(err, err_size, CAP_E_FORMAT, "%s: corrupt PNG: %s", name, job->msg);
         png_job_free(job);
-        return st;
+        return fail;
     }
-    CapStatus st = png_read_pixels(job, name, err, err_size);
+    st = png_read_pixels(job, name, err, err_size);
     if (!st) {
         *out = (Image){(int)png_get_image_width(job->png, job->info),
                        (int)png_get_image_height(job->png, job->info), job->rgb};
@@ -252,11 +304,62 @@ CapStatus image_decode_memory(const uint8_t *bytes, size_t n, const char *name, 
                      name);
 }
 
+/* Reads all of fd (a regular file of `size` bytes by fstat) into *bytes; a file that grows
+ * meanwhile is refused, so no more than size bytes are ever kept. */
+static CapStatus read_bounded(int fd, const char *path, size_t size, char **bytes, size_t *n,
+                              char *err, size_t err_size) {
+    char *buf = malloc(size + 1);
+    if (!buf) return data_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory reading it", path);
+    size_t got = 0;
+    for (;;) {
+        ssize_t k = read(fd, buf + got, size + 1 - got);
+        if (k < 0 && errno == EINTR) continue;
+        if (k < 0) {
+            free(buf);
+            return data_fail(err, err_size, CAP_E_IO, "%s: read error: %s", path, strerror(errno));
+        }
+        got += (size_t)k;
+        if (k == 0 || got == size + 1) break;
+    }
+    if (got > size) { /* it grew since fstat: what was read may be cut anywhere */
+        free(buf);
+        return data_fail(err, err_size, CAP_E_IO, "%s: changed size while being read", path);
+    }
+    *bytes = buf;
+    *n = got;
+    return CAP_OK;
+}
+
+/* Reads an image file: a regular file (after symlinks) of at most IMAGE_MAX_FILE_BYTES. Why:
+ * a link to /dev/zero or a FIFO would otherwise be read until memory runs out, or block a
+ * loader worker forever. O_NONBLOCK makes opening a FIFO return at once, so fstat can refuse
+ * it; it does not change reads from a regular file. */
+static CapStatus read_image_file(const char *path, char **bytes, size_t *n, char *err,
+                                 size_t err_size) {
+    *bytes = NULL;
+    *n = 0;
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0) return data_fail(err, err_size, CAP_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    CapStatus st = CAP_OK;
+    if (fstat(fd, &sb) != 0)
+        st = data_fail(err, err_size, CAP_E_IO, "%s: cannot stat: %s", path, strerror(errno));
+    else if (!S_ISREG(sb.st_mode))
+        st = data_fail(err, err_size, CAP_E_FORMAT, "%s: not a regular file (a directory, device "
+                       "or pipe is not an image)", path);
+    else if ((uintmax_t)sb.st_size > IMAGE_MAX_FILE_BYTES)
+        st = data_fail(err, err_size, CAP_E_FORMAT, "%s: %jd bytes, over the %zu-byte limit for "
+                       "an image file", path, (intmax_t)sb.st_size, IMAGE_MAX_FILE_BYTES);
+    else st = read_bounded(fd, path, (size_t)sb.st_size, bytes, n, err, err_size);
+    close(fd);
+    return st;
+}
+
 CapStatus image_decode_file(const char *path, Image *out, char *err, size_t err_size) {
     char *bytes;
     size_t n;
     memset(out, 0, sizeof *out);
-    CapStatus st = data_read_file(path, &bytes, &n, err, err_size);
+    CapStatus st = read_image_file(path, &bytes, &n, err, err_size);
     if (st) return st;
     st = image_decode_memory((const uint8_t *)bytes, n, path, out, err, err_size);
     free(bytes);

@@ -8,7 +8,8 @@
  * channels are kept as stored, like PIL's convert("RGB")). 16-bit samples are scaled to 8
  * bits with rounding (v * 255 / 65535). The file type comes from its first bytes, never its
  * name. Everything else (other formats, corrupt or truncated data, a side over
- * IMAGE_MAX_SIDE or more than IMAGE_MAX_PIXELS pixels) is refused with a message that names
+ * IMAGE_MAX_SIDE or more than IMAGE_MAX_PIXELS pixels, a file over IMAGE_MAX_FILE_BYTES or not
+ * a regular file) is refused with a message that names
  * the file; libjpeg/libpng errors return through setjmp/longjmp, so no input crashes.
  *
  * Ownership: Image.rgb is owned by the Image; image_free releases it.
@@ -21,8 +22,12 @@
 
 #include "cap.h"
 
-#define IMAGE_MAX_SIDE 30000
-#define IMAGE_MAX_PIXELS (120 * 1000 * 1000)
+/* Decoder limits (docs/data.md, "Images"): a header is a few bytes, and what it claims is
+ * allocated, so a 600-byte file could otherwise ask for gigabytes in every loader worker.
+ * Real captioning photos are far below them (COCO <= 640 px, a 50 MP camera 8192x6144). */
+#define IMAGE_MAX_SIDE 16384                 /* pixels per side */
+#define IMAGE_MAX_PIXELS (64 * 1000 * 1000)  /* width x height: 192 MB of RGB */
+#define IMAGE_MAX_FILE_BYTES ((size_t)128 << 20) /* the largest image file read */
 
 typedef struct Image {
     int width, height;

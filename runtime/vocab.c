@@ -200,12 +200,33 @@ char *vocab_to_string(const Vocab *v) {
     return s;
 }
 
-static CapStatus check_line(const char *what, int line, const char *s, size_t n, char *err,
-                            size_t err_size) {
+/* Refuses a token that is not well-formed UTF-8, naming the byte. Why: tokens go into the
+ * checkpoint's JSON header as they are, and a JSON reader (Python's json) refuses invalid
+ * UTF-8; the tokenizer never makes such a token from repaired captions either. `off` is the
+ * line's byte offset in the text. */
+static CapStatus check_utf8(const char *what, int line, const char *s, size_t n, size_t off,
+                            char *err, size_t err_size) {
+    const unsigned char *u = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        int len = text_utf8_seq_len(u + i, n - i);
+        if (len == 0)
+            return data_fail(err, err_size, CAP_E_FORMAT,
+                             "%s:%d: invalid UTF-8: byte 0x%02X at column %zu (byte offset %zu)",
+                             what, line, u[i], i + 1, off + i);
+        i += (size_t)len;
+    }
+    return CAP_OK;
+}
+
+static CapStatus check_line(const char *what, int line, const char *s, size_t n, size_t off,
+                            char *err, size_t err_size) {
     if (n == 0) return data_fail(err, err_size, CAP_E_FORMAT, "%s:%d: empty token", what, line);
     for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] <= ' ')
-            return data_fail(err, err_size, CAP_E_FORMAT, "%s:%d: whitespace inside a token", what, line);
+        if ((unsigned char)s[i] <= ' ' || s[i] == 0x7f) /* the tokenizer's separators */
+            return data_fail(err, err_size, CAP_E_FORMAT,
+                             "%s:%d: whitespace or a control byte inside a token", what, line);
+    CapStatus st = check_utf8(what, line, s, n, off, err, err_size);
+    if (st) return st;
     if (line <= VOCAB_N_SPECIAL) {
         const char *want = vocab_specials[line - 1];
         if (strlen(want) != n || memcmp(want, s, n))
@@ -226,7 +247,7 @@ CapStatus vocab_from_string(const char *text, const char *what, Vocab **out, cha
     for (const char *p = text; *p && !st; line++) {
         size_t n = strcspn(p, "\n");
         size_t k = n && p[n - 1] == '\r' ? n - 1 : n;
-        st = check_line(what, line, p, k, err, err_size);
+        st = check_line(what, line, p, k, (size_t)(p - text), err, err_size);
         int32_t before = m.n;
         if (!st && map_intern(&m, p, k) < 0) st = data_fail(err, err_size, CAP_E_NOMEM, "out of memory");
         if (!st && m.n == before)
@@ -248,9 +269,13 @@ CapStatus vocab_load(const char *path, Vocab **out, char *err, size_t err_size) 
     *out = NULL;
     CapStatus st = data_read_file(path, &text, &len, err, err_size);
     if (st) return st;
-    if (strlen(text) != len)
-        st = data_fail(err, err_size, CAP_E_FORMAT, "%s: contains a NUL byte", path);
-    else st = vocab_from_string(text, path, out, err, err_size);
+    size_t nul = strlen(text);
+    if (nul != len) {
+        int line, col;
+        data_line_col(text, nul, &line, &col);
+        st = data_fail(err, err_size, CAP_E_FORMAT, "%s:%d: NUL byte (byte offset %zu)", path,
+                       line, nul);
+    } else st = vocab_from_string(text, path, out, err, err_size);
     free(text);
     return st;
 }

@@ -1,7 +1,8 @@
 /* test_datasets.c — the dataset readers on small fixture files (tests/data/fixtures/): COCO,
  * Flickr30k token file and CSV, Karpathy; spec strings; splits; and every malformed input the
  * readers must name: JSON syntax, missing keys, broken CSV quoting, lines without a tab,
- * unknown splits, captions for images that do not exist, empty captions, non-UTF-8 bytes. */
+ * unknown splits, captions for images that do not exist, empty captions, non-UTF-8 bytes;
+ * NUL bytes and \u0000 (dropped with a warning), lone \r line ends, two images with one id. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -155,6 +156,110 @@ static void test_flickr_errors(void **state) {
                "expected 2 fields");
 }
 
+/* The warnings of ds must include one containing both fragments. */
+static void assert_warned(const Dataset *ds, const char *frag1, const char *frag2) {
+    for (int i = 0; i < ds->n_warnings; i++)
+        if (strstr(ds->warnings[i], frag1) && strstr(ds->warnings[i], frag2)) return;
+    fail_msg("no warning with '%s' and '%s' (%d warnings)", frag1, frag2, ds->n_warnings);
+}
+
+/* A NUL byte is dropped with a warning: it used to end the file (11 captions read as 1). */
+static void test_nul_bytes(void **state) {
+    (void)state;
+    Dataset *ds = load_ok(spec("flickr30k", "flickr_nul.txt", ",imgs"));
+    assert_int_equal(ds->n_images, 3);
+    assert_int_equal(ds->n_captions, 11);
+    assert_string_equal(caption(ds, 0, 0), "Two young guys with shaggy hair look at their hands.");
+    assert_string_equal(caption(ds, 2, 0), "A child in a pink dress is climbing up a set of stairs.");
+    assert_int_equal(ds->stats.bad_utf8_captions, 1);
+    assert_warned(ds, "flickr_nul.txt:1:", "NUL byte dropped");
+    data_free(ds);
+
+    ds = load_ok(spec("flickr30k", "flickr_nul.csv", ",imgs"));
+    assert_int_equal(ds->n_captions, 11);
+    assert_string_equal(caption(ds, 0, 1), "Two young, White males are outside near many bushes.");
+    assert_warned(ds, "flickr_nul.csv:3:", "NUL byte dropped");
+    data_free(ds);
+
+    /* \u0000 in a JSON string used to cut it short ("a" for "a\u0000.jpg"); an escaped
+     * backslash followed by u0000 is six ordinary characters. */
+    ds = load_ok(spec("coco", "coco_nul_escape.json", ",imgs,split=train"));
+    assert_int_equal(ds->n_images, 2);
+    assert_string_equal(ds->images[0].path, "imgs/a.jpg");
+    assert_string_equal(caption(ds, 0, 0), "A man riding a horse.");
+    assert_string_equal(caption(ds, 1, 0), "A \\u0000 is six characters, not a NUL.");
+    assert_int_equal(ds->stats.bad_utf8_captions, 2);
+    assert_warned(ds, "coco_nul_escape.json:1:38:", "NUL");
+    assert_warned(ds, "coco_nul_escape.json:3:36:", "NUL");
+    data_free(ds);
+
+    /* A raw NUL is not JSON at all: cJSON stopped at it and took the rest as absent. */
+    load_fails(spec("coco", "coco_nul_raw.json", NULL), CAP_E_FORMAT, "coco_nul_raw.json:2:51:",
+               "NUL byte");
+}
+
+/* Lines may end in a lone \r (classic Mac): a token file used to load as one caption. */
+static void test_cr_line_ends(void **state) {
+    (void)state;
+    Dataset *ds = load_ok(spec("flickr30k", "flickr_cr.txt", ",imgs"));
+    assert_int_equal(ds->n_images, 2);
+    assert_int_equal(ds->n_captions, 4);
+    assert_string_equal(caption(ds, 0, 1), "Two young, White males are outside near many bushes.");
+    assert_string_equal(caption(ds, 0, 2), "Two men in green shirts are standing in a yard.");
+    assert_string_equal(caption(ds, 1, 0), "Several men in hard hats are operating a giant pulley system.");
+    assert_int_equal(ds->stats.empty_captions, 0);
+    data_free(ds);
+    /* line numbers count lone \r too */
+    load_fails(spec("flickr30k", "flickr_cr_notab.txt", NULL), CAP_E_FORMAT,
+               "flickr_cr_notab.txt:3:", "no tab");
+    load_fails(spec("flickr30k", "flickr_cr_fields.csv", NULL), CAP_E_FORMAT,
+               "flickr_cr_fields.csv:3:", "expected 2 fields");
+}
+
+/* Two different images with one id are refused: cap eval writes one result per id, and
+ * cap score refuses a results file with an id twice. */
+static void test_duplicate_ids(void **state) {
+    (void)state;
+    load_fails(spec("karpathy", "karpathy_dup_id.json", ",/coco"), CAP_E_FORMAT,
+               "karpathy_dup_id.json: images[1]: image '/coco/val2014/b.jpg' has id 5",
+               "already the id of '/coco/train2014/a.jpg'");
+    /* images[1] repeats images[0] exactly (a warning); images[2] gives it another id */
+    load_fails(spec("karpathy", "karpathy_dup_file.json", ",/coco"), CAP_E_FORMAT,
+               "karpathy_dup_file.json: images[2]:", "listed again with id 6 (first with id 5)");
+    load_fails(spec("coco", "coco_dup_id.json", ",imgs"), CAP_E_FORMAT,
+               "coco_dup_id.json: images[2]: image 'imgs/c.jpg' has id 1",
+               "already the id of 'imgs/a.jpg'");
+    load_fails(spec("flickr30k", "flickr_dup_id.txt", ",imgs"), CAP_E_FORMAT,
+               "flickr_dup_id.txt:2: image 'imgs/0123.jpg' has id 123", "'imgs/123.jpg'");
+
+    /* Names without a number get ids after the largest number: no clash with 0.jpg, 1.jpg
+     * (cat.jpg used to get its position, 0, like 0.jpg). */
+    Dataset *ds = load_ok(spec("flickr30k", "flickr_mixed_names.txt", ",imgs"));
+    assert_int_equal(ds->n_images, 4);
+    assert_string_equal(ds->images[0].path, "imgs/cat.jpg");
+    assert_int_equal(ds->images[0].id, 2);
+    assert_int_equal(ds->images[1].id, 0);
+    assert_int_equal(ds->images[2].id, 1);
+    assert_int_equal(ds->images[3].id, 3);
+    data_free(ds);
+
+    /* The same image listed twice is still only a warning: the first is kept. */
+    char *dir = make_temp_dir(), path[4100];
+    assert_non_null(dir);
+    snprintf(path, sizeof path, "%s/k.json", dir);
+    write_text(path, "{\"images\": [{\"filename\": \"a.jpg\", \"split\": \"train\", \"cocoid\": 5, "
+                     "\"sentences\": [{\"raw\": \"A cat.\"}]}, {\"filename\": \"a.jpg\", "
+                     "\"split\": \"train\", \"cocoid\": 5, \"sentences\": [{\"raw\": \"Again.\"}]}]}");
+    snprintf(spec_buf, sizeof spec_buf, "karpathy:%s", path);
+    ds = load_ok(spec_buf);
+    assert_int_equal(ds->n_images, 1);
+    assert_int_equal(ds->n_captions, 1);
+    assert_int_equal(ds->stats.duplicate_images, 1);
+    assert_warned(ds, "images[1]", "listed again");
+    data_free(ds);
+    rm_tree(dir);
+}
+
 static void test_karpathy(void **state) {
     (void)state;
     Dataset *ds = load_ok(spec("karpathy", "karpathy.json", ",/coco"));
@@ -229,6 +334,9 @@ int main(void) {
         cmocka_unit_test(test_flickr_tokens_hash_in_name),
         cmocka_unit_test(test_flickr_csv),
         cmocka_unit_test(test_flickr_errors),
+        cmocka_unit_test(test_nul_bytes),
+        cmocka_unit_test(test_cr_line_ends),
+        cmocka_unit_test(test_duplicate_ids),
         cmocka_unit_test(test_karpathy),
         cmocka_unit_test(test_specs),
         cmocka_unit_test(test_hash_split),

@@ -2,7 +2,8 @@
  * itself with libjpeg/libpng into a temporary directory, with known pixels: grayscale JPEG,
  * CMYK JPEG (Adobe marker: inverted), RGB JPEG, palette PNG with tRNS, RGBA PNG, 16-bit RGB
  * and gray PNG, 1-bit gray PNG; and refusals: truncated JPEG and PNG, a text file named .jpg,
- * an empty file. Resize/crop is checked against hand-computed bilinear values (linear images,
+ * an empty file; the limits: huge headers (fixtures), a 2 GB PNG chunk claim, files that are
+ * not regular or over 128 MiB. Resize/crop is checked against hand-computed bilinear values (linear images,
  * where bilinear sampling is exact, and a 2x2 upscale). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,6 +14,8 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <jpeglib.h>
 #include <png.h>
@@ -255,6 +258,54 @@ static void test_refused(void **state) {
     assert_int_equal(image_decode_file(tmp_path("missing.jpg"), &im, err, sizeof err), CAP_E_IO);
 }
 
+/* Refused by the decoders' limits, naming the file (path under tests/data/fixtures/ or not). */
+static void refused_at(const char *path, CapStatus want, const char *frag1, const char *frag2) {
+    Image im;
+    char p[4200];
+    snprintf(p, sizeof p, "%s", path);
+    CapStatus st = image_decode_file(p, &im, err, sizeof err);
+    assert_null(im.rgb);
+    if (st != want) fail_msg("%s: status %d, not %d (%s)", p, (int)st, (int)want, st ? err : "decoded");
+    if (!strstr(err, p)) fail_msg("the message does not name the file: %s", err);
+    if (!strstr(err, frag1)) fail_msg("'%s' not in '%s'", frag1, err);
+    if (frag2 && !strstr(err, frag2)) fail_msg("'%s' not in '%s'", frag2, err);
+}
+
+/* Headers that claim huge images: a 686-byte JPEG claiming 20000x6000 used to decode (360 MB);
+ * a 69-byte PNG claiming 10000x10000 was allocated before its data ran out. */
+static void test_size_limits(void **state) {
+    (void)state;
+    refused_at(fixture("image_20000x6000.jpg"), CAP_E_FORMAT, "20000x6000", "over the limit");
+    refused_at(fixture("image_10000x10000.png"), CAP_E_FORMAT, "10000x10000", "over the limit");
+    /* 617 bytes whose tEXt chunk claims 0x7fffffff bytes: libpng allocated 2 GB for it */
+    refused_at(fixture("image_huge_chunk.png"), CAP_E_FORMAT, "chunk 'tEXt' at byte 33",
+               "claims 2147483647 bytes");
+    /* text, compressed text and ICC chunks are skipped, not refused */
+    Image im;
+    assert_int_equal(image_decode_file(fixture("image_text_chunks.png"), &im, err, sizeof err), CAP_OK);
+    assert_int_equal(im.width, 4);
+    assert_all_pixels(&im, 200, 100, 50, 0);
+    image_free(&im);
+}
+
+/* Only regular files of at most 128 MiB are read: a directory, a file over the limit (sparse:
+ * no disk used), a link to /dev/zero (read until memory ran out) and a FIFO (blocked the
+ * reader forever) are refused at once. */
+static void test_file_limits(void **state) {
+    (void)state;
+    refused_at(dir, CAP_E_FORMAT, "not a regular file", NULL);
+    FILE *f = fopen(tmp_path("huge.jpg"), "wb");
+    assert_non_null(f);
+    fputs("\xFF\xD8\xFF", f);
+    fclose(f);
+    assert_int_equal(truncate(tmp_path("huge.jpg"), (off_t)(128 << 20) + 1), 0);
+    refused_at(tmp_path("huge.jpg"), CAP_E_FORMAT, "134217729 bytes", "over the 134217728-byte limit");
+    assert_int_equal(symlink("/dev/zero", tmp_path("zero.jpg")), 0);
+    refused_at(tmp_path("zero.jpg"), CAP_E_FORMAT, "not a regular file", NULL);
+    assert_int_equal(mkfifo(tmp_path("fifo.png"), 0600), 0);
+    refused_at(tmp_path("fifo.png"), CAP_E_FORMAT, "not a regular file", NULL);
+}
+
 /* ---- resize / crop / normalize ---------------------------------------------------------------- */
 
 /* A gray image with pixel (x, y) = f(x, y). */
@@ -342,6 +393,7 @@ int main(void) {
         cmocka_unit_test(test_png_rgba),       cmocka_unit_test(test_png_16bit_and_gray),
         cmocka_unit_test(test_refused),        cmocka_unit_test(test_crop_geometry),
         cmocka_unit_test(test_resize_crop),    cmocka_unit_test(test_normalize_and_pipeline),
+        cmocka_unit_test(test_size_limits),    cmocka_unit_test(test_file_limits),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -151,14 +151,33 @@ static void test_save_load(void **state) {
     assert_int_equal(vocab_load(path, &w, err, sizeof err), CAP_E_FORMAT);
     assert_non_null(strstr(err, ":5: whitespace"));
     assert_null(w);
+    /* the same text arrives from a checkpoint's metadata */
+    assert_int_equal(vocab_from_string("<pad>\n<start>\n<end>\n<unk>\nna\xC3\xAFve\n\xED\xA0\x80\n",
+                                       "ck.st", &w, err, sizeof err), CAP_E_FORMAT);
+    assert_non_null(strstr(err, "ck.st:6: invalid UTF-8: byte 0xED at column 1 (byte offset 33)"));
     rm_tree(dir);
+}
+
+/* A vocabulary must be UTF-8: its tokens go into the checkpoint's JSON header, which a JSON
+ * reader (Python's json) refuses otherwise. The error names the file, line and byte. */
+static void test_vocab_bad_utf8(void **state) {
+    (void)state;
+    Vocab *v = NULL;
+    assert_int_equal(vocab_load(fixture("vocab_bad_utf8.txt"), &v, err, sizeof err), CAP_E_FORMAT);
+    assert_null(v);
+    if (!strstr(err, "vocab_bad_utf8.txt:6: invalid UTF-8: byte 0xEF at column 3 (byte offset 32)"))
+        fail_msg("unexpected message: %s", err);
+    assert_int_equal(vocab_from_string("<pad>\n<start>\n<end>\n<unk>\nna\xC3\xAFve\n", "ok", &v,
+                                       err, sizeof err), CAP_OK); /* real UTF-8 is fine */
+    assert_int_equal(vocab_id(v, "na\xC3\xAFve", 6), 4);
+    vocab_free(v);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tokenizer),     cmocka_unit_test(test_utf8_repair),
         cmocka_unit_test(test_vocab_build),   cmocka_unit_test(test_encode_decode),
-        cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_save_load),     cmocka_unit_test(test_vocab_bad_utf8),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

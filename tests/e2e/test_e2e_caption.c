@@ -438,6 +438,32 @@ static void test_cli(void **state) {
     assert_non_null(strstr(text, "CIDEr-D: "));
     free(text);
 
+    /* outputs that would replace an input are refused, and nothing is written */
+    const char *annotations = strchr(spec, ':') + 1;
+    size_t before = 0;
+    free(slurp(annotations, &before));
+    snprintf(cmd, sizeof cmd, "%s vocab --data %s -o %s >%s 2>&1", cap, spec, annotations, out);
+    run_expect(cmd, out, 1);
+    text = read_text(out);
+    assert_non_null(strstr(text, "is also the input"));
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s eval %s --weights %s --data %s --results %s --backend cpu "
+             ">%s 2>&1", cap, so_path, w, spec, annotations, out);
+    run_expect(cmd, out, 1);
+    text = read_text(out);
+    assert_non_null(strstr(text, "--results '"));
+    free(text);
+    size_t after = 0;
+    free(slurp(annotations, &after));
+    assert_int_equal(after, before);
+    /* a longer caption than compiled is refused, not cut */
+    snprintf(cmd, sizeof cmd, "%s sample %s --weights %s --image %s/images/synth_000450.png "
+             "--max-len 99 --backend cpu >%s 2>&1", cap, so_path, w, tmpdir, out);
+    run_expect(cmd, out, 1);
+    text = read_text(out);
+    assert_non_null(strstr(text, "--max-len 99 is more than this cap.so can generate"));
+    free(text);
+
     /* a vocabulary of another size: refused with the -D to recompile with */
     char small[600];
     snprintf(small, sizeof small, "%s/small_vocab.txt", tmpdir);
