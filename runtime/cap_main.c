@@ -57,6 +57,7 @@ static const char USAGE[] =
     "  --backend auto|cpu|cuda           where to run (default auto: cuda if a GPU is usable)\n"
     "  --threads N                       CPU threads (default: OMP_NUM_THREADS, else every\n"
     "                                    CPU this process may use)\n"
+    "  -v, --verbose                     also say why auto chose the cpu\n"
     "  -h, --help                        this text\n"
     "  --version                         the runtime's version\n"
     "\n"
@@ -198,7 +199,7 @@ static CapSession *open_session(const CapModel *m, const Args *a) {
     CapSession *s = NULL;
     fail_if(cap_session_new(m, kind, &s, err, sizeof err), err);
     cap_session_set_threads(s, (int)threads);
-    if (*cap_session_backend_note(s)) fprintf(stderr, "cap: %s\n", cap_session_backend_note(s));
+    cap_cli_backend_note(s);
     return s;
 }
 
@@ -491,7 +492,20 @@ static int cmd_train(const Args *a) {
     return 0;
 }
 
+/* Removes -v / --verbose from argv (every subcommand accepts it); returns whether it was there. */
+static int take_verbose(int *argc, char **argv) {
+    int found = 0, n = 1;
+    for (int i = 1; i < *argc; i++) {
+        if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) found = 1;
+        else argv[n++] = argv[i];
+    }
+    argv[n] = NULL;
+    *argc = n;
+    return found;
+}
+
 int main(int argc, char **argv) {
+    cap_cli_set_verbose(take_verbose(&argc, argv));
     if (argc > 1 && strcmp(argv[1], "score") == 0) return cap_cmd_score(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "sample") == 0) return cap_cmd_sample(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "eval") == 0) return cap_cmd_eval(argc - 1, argv + 1);

@@ -146,6 +146,15 @@ static int real_opt(const char *name, const char *v, double dflt, double min, do
     return 0;
 }
 
+static int cli_verbose;
+
+void cap_cli_set_verbose(int verbose) { cli_verbose = verbose; }
+
+void cap_cli_backend_note(const CapSession *s) {
+    const char *note = cap_session_backend_note(s);
+    if (*note && (cli_verbose || !strstr(note, "auto: using cpu"))) fprintf(stderr, "cap: %s\n", note);
+}
+
 int cap_cli_has_option(int argc, char **argv, const char *name) {
     size_t n = strlen(name);
     for (int i = 1; i < argc; i++)
@@ -188,7 +197,7 @@ static int run_open(Run *r, const char *model, const char *backend, const char *
         cap_session_new(r->m, kind, &r->s, err, sizeof err))
         return fail(err);
     cap_session_set_threads(r->s, (int)n_threads);
-    if (*cap_session_backend_note(r->s)) fprintf(stderr, "cap: %s\n", cap_session_backend_note(r->s));
+    cap_cli_backend_note(r->s);
     return 0;
 }
 

@@ -8,11 +8,18 @@
 #ifndef CLI_CAPTION_H
 #define CLI_CAPTION_H
 
+#include "cap.h"
+
 int cap_cmd_train_data(int argc, char **argv);
 int cap_cmd_sample(int argc, char **argv);
 int cap_cmd_eval(int argc, char **argv);
 
 /* Whether argv holds option `name` ("--data" or "--data=..."), for dispatching `cap train`. */
 int cap_cli_has_option(int argc, char **argv, const char *name);
+/* -v / --verbose, given anywhere on the command line: cap_main removes it and says so here. */
+void cap_cli_set_verbose(int verbose);
+/* The backend choice on stderr: always when cuda was chosen or asked for, but `auto` falling
+ * back to the cpu (the normal case on a machine without a GPU) only with -v. */
+void cap_cli_backend_note(const CapSession *s);
 
 #endif

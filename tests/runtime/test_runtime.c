@@ -461,6 +461,9 @@ static void test_cli(void **unused) {
     assert_int_equal(run_cap(out, sizeof out, "init %s -o %s --seed 4", so, w), 0);
     assert_int_equal(run_cap(out, sizeof out, "loss %s --weights %s --batch %s", so, w, b), 0);
     expect_msg(out, "loss: ", NULL, NULL);
+    assert_null(strstr(out, "backend auto")); /* the cpu fallback is quiet ... */
+    assert_int_equal(run_cap(out, sizeof out, "loss %s -v --weights %s --batch %s", so, w, b), 0);
+    expect_msg(out, "cap: backend auto: using cpu (cuda: ", "loss: ", NULL); /* ... unless -v */
     assert_int_equal(run_cap(out, sizeof out, "loss %s --weights %s --batch %s --mode train",
                              so, w, b), 0);
     expect_msg(out, "loss: ", NULL, NULL);
