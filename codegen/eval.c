@@ -113,11 +113,18 @@ typedef struct EvalScratch {
     bool *member;
     Override *override;
     int *head;
-    bool busy;
+    struct EvalScratch *next; /* in the pool's free list */
 } EvalScratch;
 
-static void scratch_free(void *p) {
-    EvalScratch *sc = p;
+/* Evaluators nest (a kernel's lowering may open a second one while the first is alive), so
+ * the schedule keeps a pool: as many scratches as were ever open at once, each made once per
+ * function. A single cached scratch made a nested evaluator allocate and clear arrays the
+ * size of the whole function for every kernel that nests (quadratic in model size). */
+typedef struct ScratchPool {
+    EvalScratch *free_list;
+} ScratchPool;
+
+static void scratch_free(EvalScratch *sc) {
     if (sc == NULL) return;
     free(sc->member);
     free(sc->override);
@@ -125,7 +132,19 @@ static void scratch_free(void *p) {
     free(sc);
 }
 
+static void pool_free(void *p) {
+    ScratchPool *pool = p;
+    if (pool == NULL) return;
+    while (pool->free_list != NULL) {
+        EvalScratch *sc = pool->free_list;
+        pool->free_list = sc->next;
+        scratch_free(sc);
+    }
+    free(pool);
+}
+
 static EvalScratch *scratch_new(int n_values) {
+    ir_work_add(n_values);
     EvalScratch *sc = calloc(1, sizeof *sc);
     if (sc == NULL) return NULL;
     sc->member = calloc((size_t)n_values + 1, sizeof *sc->member);
@@ -144,8 +163,7 @@ struct Eval {
     const Schedule *s;
     const Step *step;
     const int *buf_of;
-    EvalScratch *scratch; /* the schedule's (or its own, when that one is in use) */
-    bool own_scratch;
+    EvalScratch *scratch; /* from the schedule's pool, returned by eval_free */
     bool *member; /* per value id (the scratch's arrays) */
     Override *override; /* per value id (fn NULL: the op table's hook) */
     int *overridden, n_overridden, cap_overridden; /* ids set in override, to clear */
@@ -157,19 +175,26 @@ struct Eval {
     char err[512];
 };
 
-/* The schedule's scratch when it is free (made on first use), else one of the evaluator's
- * own. The schedule is const to code generation in everything but this cache. */
-static EvalScratch *take_scratch(const Schedule *s, bool *own) {
+/* A free scratch from the schedule's pool (a new one when all are in use). The schedule is
+ * const to code generation in everything but this cache. */
+static EvalScratch *take_scratch(const Schedule *s) {
     Schedule *cache = (Schedule *)s;
     if (cache->scratch == NULL) {
-        cache->scratch = scratch_new(s->f->n_values);
-        cache->scratch_free = scratch_free;
+        cache->scratch = calloc(1, sizeof(ScratchPool));
+        if (cache->scratch == NULL) return NULL;
+        cache->scratch_free = pool_free;
     }
-    EvalScratch *sc = cache->scratch;
-    *own = sc == NULL || sc->busy;
-    if (*own) sc = scratch_new(s->f->n_values);
-    if (sc != NULL) sc->busy = true;
+    ScratchPool *pool = cache->scratch;
+    EvalScratch *sc = pool->free_list;
+    if (sc != NULL) pool->free_list = sc->next;
+    else sc = scratch_new(s->f->n_values);
     return sc;
+}
+
+static void give_back_scratch(const Schedule *s, EvalScratch *sc) {
+    ScratchPool *pool = s->scratch;
+    sc->next = pool->free_list;
+    pool->free_list = sc;
 }
 
 Eval *eval_new(KernelDesc *kd, const Schedule *s, int step, const int *buf_of) {
@@ -180,7 +205,7 @@ Eval *eval_new(KernelDesc *kd, const Schedule *s, int step, const int *buf_of) {
     ev->s = s;
     ev->step = &s->steps[step];
     ev->buf_of = buf_of;
-    ev->scratch = take_scratch(s, &ev->own_scratch);
+    ev->scratch = take_scratch(s);
     if (ev->scratch == NULL) {
         free(ev);
         return NULL;
@@ -200,8 +225,7 @@ void eval_free(Eval *ev) {
         ev->member[f->ops[i]->result->id] = false;
     for (int i = 0; i < ev->n_memo; i++) ev->head[ev->memo[i].value] = -1;
     for (int i = 0; i < ev->n_overridden; i++) ev->override[ev->overridden[i]] = (Override){0};
-    ev->scratch->busy = false;
-    if (ev->own_scratch) scratch_free(ev->scratch);
+    give_back_scratch(ev->s, ev->scratch);
     free(ev->overridden);
     free(ev->memo);
     free(ev->marks);

@@ -24,6 +24,7 @@
  * batch_norm keep their statistics in double as their own kernels always did.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -75,12 +76,45 @@ typedef struct Rows {
     int n_stats;
     RowOp *rops;
     int n_rops;
-    int *level;       /* per value id: round after which it is known (row-level), or the
+    /* Per value of the step (slot: see slot_at()), not per value of the function: arrays the size
+     * of the function for every row kernel made code generation quadratic in model size. */
+    int *slot_key, *slot_val; /* open addressing: value id -> slot; key -1 is empty */
+    size_t slot_mask;
+    int *level;       /* per slot: round after which it is known (row-level), or the
                          rounds its element-level value depends on */
-    bool *row_level;  /* per value id */
-    int *rop_of;      /* per value id: its RowOp, or -1 */
+    bool *row_level;  /* per slot */
+    int *rop_of;      /* per slot: its RowOp, or -1 */
     int max_level;
 } Rows;
+
+static size_t slot_hash(int id) { return (size_t)((uint32_t)id * 2654435761u); }
+
+/* The slot of a value the step computes (the position of its op in the step). */
+static int slot_at(const Rows *r, const Value *v) {
+    for (size_t h = slot_hash(v->id) & r->slot_mask;; h = (h + 1) & r->slot_mask) {
+        if (r->slot_key[h] == v->id) return r->slot_val[h];
+        IR_ASSERT(r->slot_key[h] >= 0); /* only the step's own values are asked for */
+    }
+}
+
+static int make_slots(Rows *r) {
+    size_t size = 16;
+    while (size < 2 * (size_t)r->st->n_ops) size *= 2;
+    r->slot_mask = size - 1;
+    ir_work_add((int64_t)size);
+    r->slot_key = malloc(sizeof *r->slot_key * size);
+    r->slot_val = malloc(sizeof *r->slot_val * size);
+    if (r->slot_key == NULL || r->slot_val == NULL) return -1;
+    memset(r->slot_key, 0xff, sizeof *r->slot_key * size);
+    for (int i = 0; i < r->st->n_ops; i++) {
+        int id = r->f->ops[r->st->first_op + i]->result->id;
+        size_t h = slot_hash(id) & r->slot_mask;
+        while (r->slot_key[h] >= 0) h = (h + 1) & r->slot_mask;
+        r->slot_key[h] = id;
+        r->slot_val[h] = i;
+    }
+    return 0;
+}
 
 static int fail(Rows *r, const char *fmt, const char *a) {
     snprintf(r->c->err, r->c->err_size, fmt, a);
@@ -128,7 +162,7 @@ static int add_stat(Rows *r, StatKind kind, const Op *op, int domain, int level,
 /* The rounds a value depends on: its own for a row-level member, those of its operands for
  * an element-level one, none for a value the step reads. */
 static int dep_level(const Rows *r, const Value *v) {
-    return ev_member(r->ev, v) ? r->level[v->id] : 0;
+    return ev_member(r->ev, v) ? r->level[slot_at(r, v)] : 0;
 }
 
 /* Classifies op's result and gives it a level; reductions get their statistics. */
@@ -140,17 +174,17 @@ static int classify(Rows *r, const Op *op) {
         const Value *u = op->inputs[i];
         if (!ev_member(r->ev, u)) continue;
         if (dep_level(r, u) > dep) dep = dep_level(r, u);
-        any_element |= !r->row_level[u->id];
+        any_element |= !r->row_level[slot_at(r, u)];
     }
     bool reduced[IR_MAX_RANK];
     if (op_reduced_axes(op, reduced)) {
         int dom = add_domain(r, op);
         if (dom < 0) return -1;
         const Value *x = op->inputs[0];
-        int in = ev_member(r->ev, x) ? r->level[x->id] : 0;
+        int in = ev_member(r->ev, x) ? r->level[slot_at(r, x)] : 0;
         RowOp *ro = &r->rops[r->n_rops];
         *ro = (RowOp){op, {-1, -1}, 0, NULL, NULL};
-        r->rop_of[v->id] = r->n_rops++;
+        r->rop_of[slot_at(r, v)] = r->n_rops++;
         switch (op->kind) {
         case OP_SOFTMAX:
             ro->stat[0] = add_stat(r, ST_ROWMAX, op, dom, in + 1, -1);
@@ -166,19 +200,19 @@ static int classify(Rows *r, const Op *op) {
         default:
             ro->stat[0] = add_stat(r, op->kind == OP_MAX ? ST_MAX : ST_SUM, op, dom, in + 1, -1);
             ro->n_stats = 1;
-            r->row_level[v->id] = true;
+            r->row_level[slot_at(r, v)] = true;
             break;
         }
-        r->level[v->id] = r->stats[ro->stat[ro->n_stats - 1]].level;
+        r->level[slot_at(r, v)] = r->stats[ro->stat[ro->n_stats - 1]].level;
         return 0;
     }
     int64_t n = shape_numel(&v->shape);
-    r->level[v->id] = dep;
-    r->row_level[v->id] = !any_element && (n == 1 || n == r->n_rows) && !op_is_view(op);
+    r->level[slot_at(r, v)] = dep;
+    r->row_level[slot_at(r, v)] = !any_element && (n == 1 || n == r->n_rows) && !op_is_view(op);
     if (op_is_view(op) && ev_member(r->ev, op->inputs[0]))
-        r->row_level[v->id] = r->row_level[op->inputs[0]->id];
+        r->row_level[slot_at(r, v)] = r->row_level[slot_at(r, op->inputs[0])];
     else if (op_is_view(op))
-        r->row_level[v->id] = n == 1 || n == r->n_rows;
+        r->row_level[slot_at(r, v)] = n == 1 || n == r->n_rows;
     return 0;
 }
 
@@ -208,7 +242,7 @@ static const KExpr *element_flat(Rows *r, const Domain *d, const KExpr *along) {
 static const KExpr *rowop_value(void *ctx, Eval *ev, const Op *op, Ix *at) {
     Rows *r = ctx;
     KernelDesc *kd = r->kd;
-    const RowOp *ro = &r->rops[r->rop_of[op->result->id]];
+    const RowOp *ro = &r->rops[r->rop_of[slot_at(r, op->result)]];
     const KExpr *x = ev_operand(ev, op, 0, at);
     if (op->kind == OP_SOFTMAX) {
         const KExpr *mx = ke_var(kd, r->stats[ro->stat[0]].acc);
@@ -249,7 +283,7 @@ static void accumulate(Rows *r, const Stat *s, const KExpr *flat) {
         ks_assign(kd, s->acc, KADD(kd, a, ke_call(kd, KF_EXP, KSUB(kd, x, ke_var(kd, r->stats[s->prior].acc)))));
         break;
     case ST_SQDEV: {
-        const RowOp *ro = &r->rops[r->rop_of[s->op->result->id]];
+        const RowOp *ro = &r->rops[r->rop_of[slot_at(r, s->op->result)]];
         const KExpr *dv = kd_let(kd, "dv", KSUB(kd, ke_cast(kd, KT_F64, x), ro->mean));
         ks_assign(kd, s->acc, KADD(kd, a, KMUL(kd, dv, dv)));
         break;
@@ -291,7 +325,7 @@ static void finish_round(Rows *r, int level) {
 static void row_values(Rows *r, int level) {
     for (int i = r->st->first_op; i < r->st->first_op + r->st->n_ops; i++) {
         const Value *v = r->f->ops[i]->result;
-        if (!r->row_level[v->id] || r->rop_of[v->id] >= 0 || r->level[v->id] != level) continue;
+        if (!r->row_level[slot_at(r, v)] || r->rop_of[slot_at(r, v)] >= 0 || r->level[slot_at(r, v)] != level) continue;
         int64_t n = shape_numel(&v->shape);
         Ix at = ix_flat(&v->shape, n == 1 ? ke_int(r->kd, 0) : r->w);
         ev_pin(r->ev, v, ev_value(r->ev, v, &at));
@@ -306,7 +340,7 @@ static int element_writes(const Rows *r, int d, int level, const Value **out) {
     int n = 0;
     for (int w = 0; w < r->st->n_writes; w++) {
         const Value *v = r->st->writes[w];
-        if (r->row_level[v->id] || shape_numel(&v->shape) != shape_numel(r->dom[d].shape))
+        if (r->row_level[slot_at(r, v)] || shape_numel(&v->shape) != shape_numel(r->dom[d].shape))
             continue;
         if (dep_level(r, v) + 1 == level) out[n++] = v;
     }
@@ -331,7 +365,7 @@ static void rounds(Rows *r, const Value **buf) {
     int last = r->max_level;
     for (int w = 0; w < r->st->n_writes; w++) {
         const Value *v = r->st->writes[w];
-        if (!r->row_level[v->id] && dep_level(r, v) + 1 > last) last = dep_level(r, v) + 1;
+        if (!r->row_level[slot_at(r, v)] && dep_level(r, v) + 1 > last) last = dep_level(r, v) + 1;
     }
     row_values(r, 0);
     for (int level = 1; level <= last; level++) {
@@ -354,7 +388,7 @@ static int store_row_writes(Rows *r, const Value **buf) {
     int n = 0;
     for (int w = 0; w < r->st->n_writes; w++) {
         const Value *v = r->st->writes[w];
-        if (!r->row_level[v->id]) continue;
+        if (!r->row_level[slot_at(r, v)]) continue;
         if (shape_numel(&v->shape) != r->n_rows)
             return fail(r, "%%%s is written once per row but is not one value per row", v->name);
         buf[n++] = v;
@@ -366,7 +400,7 @@ static int store_row_writes(Rows *r, const Value **buf) {
 static int check_writes(Rows *r) {
     for (int w = 0; w < r->st->n_writes; w++) {
         const Value *v = r->st->writes[w];
-        if (r->row_level[v->id]) continue;
+        if (r->row_level[slot_at(r, v)]) continue;
         bool found = false;
         for (int d = 0; d < r->n_dom && !found; d++)
             found = shape_numel(&v->shape) == shape_numel(r->dom[d].shape);
@@ -380,7 +414,7 @@ int lower_rows(LowerCtx *c) {
     const Function *f = c->s->f;
     const Step *st = &c->s->steps[c->step];
     Rows r = {.c = c, .kd = c->kd, .f = f, .st = st};
-    size_t nv = (size_t)f->n_values + 1;
+    size_t nv = (size_t)st->n_ops + 1;
     r.ev = eval_new(c->kd, c->s, c->step, c->buf_of);
     r.stats = malloc(sizeof *r.stats * (size_t)(2 * st->n_ops + 1));
     r.rops = malloc(sizeof *r.rops * (size_t)(st->n_ops + 1));
@@ -389,7 +423,8 @@ int lower_rows(LowerCtx *c) {
     r.rop_of = malloc(sizeof *r.rop_of * nv);
     const Value **buf = malloc(sizeof *buf * (size_t)(st->n_writes + 1));
     int rc = -1;
-    if (!r.ev || !r.stats || !r.rops || !r.level || !r.row_level || !r.rop_of || !buf) {
+    if (!r.ev || !r.stats || !r.rops || !r.level || !r.row_level || !r.rop_of || !buf ||
+        make_slots(&r) != 0) {
         snprintf(c->err, c->err_size, "out of memory");
         goto done;
     }
@@ -415,6 +450,8 @@ done:
     free(r.level);
     free(r.row_level);
     free(r.rop_of);
+    free(r.slot_key);
+    free(r.slot_val);
     free(buf);
     return rc;
 }

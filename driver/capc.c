@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "diag.h"
 #include "frontend.h"
@@ -313,19 +314,74 @@ static int check_readable(const char *path) {
     return 0;
 }
 
+/* ---- outputs that are inputs ---------------------------------------------------------- */
+
+/* capc's only input is the model file; an output that is the same file (by device and inode,
+ * so a second name, a hard link or a symlink count too) would replace the model with the
+ * library or a dump, and rename() over it leaves no trace. Every output is checked before
+ * anything runs or is written. */
+typedef struct Clobber {
+    struct stat model;
+    const char *model_path;
+    const char *option; /* the option that names the output, for the message */
+    const char *dir;    /* the output's directory for names relative to it; NULL: a path */
+} Clobber;
+
+static int refuse_if_model(const Clobber *c, const char *path) {
+    struct stat st;
+    if (stat(path, &st) != 0 || st.st_dev != c->model.st_dev || st.st_ino != c->model.st_ino)
+        return 0;
+    fprintf(stderr, "capc: error: %s would overwrite '%s', which is the model file '%s'; "
+            "choose another output\n", c->option, path, c->model_path);
+    return -1;
+}
+
+static int refuse_in_dir(const char *name, void *ctx) {
+    const Clobber *c = ctx;
+    size_t size = strlen(c->dir) + strlen(name) + 2;
+    char *path = malloc(size);
+    if (path == NULL) {
+        fprintf(stderr, "capc: error: out of memory\n");
+        return -1;
+    }
+    snprintf(path, size, "%s/%s", c->dir, name);
+    int rc = refuse_if_model(c, path);
+    free(path);
+    return rc;
+}
+
+/* -o (the default cap.so included), --emit-src's cap.c and cap.cu, every --dump-ir file. */
+static int check_outputs_are_not_inputs(const CliArgs *a, const PipelineOptions *opts) {
+    Clobber c = {.model_path = a->model_path};
+    if (stat(a->model_path, &c.model) != 0) return 0; /* the frontend says it cannot open it */
+    if (opts->goal >= PIPELINE_LIBRARY) {
+        c.option = a->output != NULL ? "-o" : "the default output (no -o)";
+        if (refuse_if_model(&c, opts->package.output_path) != 0) return -1;
+        if (opts->package.emit_src_dir != NULL) {
+            c.option = "--emit-src";
+            c.dir = opts->package.emit_src_dir;
+            if (refuse_in_dir("cap.c", &c) != 0 || refuse_in_dir("cap.cu", &c) != 0) return -1;
+        }
+    }
+    c.option = "--dump-ir";
+    c.dir = opts->dump_dir;
+    return pipeline_dump_files(opts, refuse_in_dir, &c);
+}
+
 /* Loads the model and runs the pipeline as far as opts->goal. Returns the module or NULL
  * after printing why. */
 static Module *compile(const CliArgs *a, PipelineOptions *opts) {
     if (check_readable(a->model_path) != 0) return NULL;
+    opts->passes = a->passes;
+    opts->dump_dir = a->dump_dir;
+    opts->verbose = a->verbose;
+    if (check_outputs_are_not_inputs(a, opts) != 0) return NULL;
     Diag d = {0};
     Module *m = frontend_load_file(a->model_path, a->defines, a->n_defines, &d);
     if (m == NULL) {
         diag_print(stderr, &d);
         return NULL;
     }
-    opts->passes = a->passes;
-    opts->dump_dir = a->dump_dir;
-    opts->verbose = a->verbose;
     if (pipeline_run(m, opts, &d) != 0) {
         diag_print(stderr, &d);
         module_free(m);

@@ -7,18 +7,29 @@
  * expression is never looked at.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "fe_internal.h"
 
+/* Letters, digits, '_' and '.', where every '.' separates two non-empty parts: a scope "..."
+ * would otherwise make names like "layer1.0.....weight" that no state_dict has. */
 bool fe_valid_name(const char *s) {
-    if (!s || !*s) return false;
+    if (!s || !*s || *s == '.' || s[strlen(s) - 1] == '.' || strstr(s, "..")) return false;
     for (; *s; s++)
         if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
               *s == '_' || *s == '.'))
             return false;
     return true;
+}
+
+const char *fe_name_rule(const char *s) {
+    for (const char *p = s ? s : ""; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '_' || *p == '.'))
+            return "names may use letters, digits, '_' and '.'";
+    return "a '.' must separate two non-empty parts of a name";
 }
 
 static int find_config(const Frontend *fe, const char *name) {
@@ -130,7 +141,7 @@ static int apply_override(Frontend *fe, const ConfigOverride *o) {
     } else {
         errno = 0;
         double f = strtod(v, &end);
-        if (!*v || *end != '\0' || errno != 0 || f != f)
+        if (!*v || *end != '\0' || errno != 0 || !isfinite(f))
             return fe_error(fe, SRCLOC_NONE, "bad -D '%.*s=%s': the value must be a number", (int)n,
                             o->name, v);
         e->value = expr_real(f);

@@ -37,8 +37,8 @@ int fe_entry_param(const Ctx *c, const cJSON *at, const char *full_name, DType d
 static int load_entry(Frontend *fe, const cJSON *entry) {
     static const char *const keys[] = {"inputs", "body", "outputs", NULL};
     if (!fe_valid_name(entry->string))
-        return fe_error_key(fe, entry, "bad entry name '%s': names may use letters, digits, '_' and '.'",
-                            entry->string);
+        return fe_error_key(fe, entry, "bad entry name '%s': %s", entry->string,
+                            fe_name_rule(entry->string));
     for (int i = 0; RESERVED[i]; i++)
         if (strcmp(RESERVED[i], entry->string) == 0)
             return fe_error_key(fe, entry, "entry name '%s' is reserved (the compiler builds it)",

@@ -83,6 +83,9 @@ static int parse_number(Parser *p, ExprValue *v) {
     const char *s = p->s;
     size_t i = p->pos;
     bool real = false;
+    /* As in JSON: "016" is not 16 (a reader may take it for octal). */
+    if (s[i] == '0' && isdigit((unsigned char)s[i + 1]))
+        return fail(p, start, "bad number: leading zeros are not allowed");
     while (isdigit((unsigned char)s[i])) i++;
     if (s[i] == '.') {
         real = true;
@@ -105,6 +108,7 @@ static int parse_number(Parser *p, ExprValue *v) {
     errno = 0;
     if (real) {
         *v = expr_real(strtod(buf, NULL));
+        if (!isfinite(v->f)) return fail(p, start, "number %s is larger than the largest double", buf);
     } else {
         long long n = strtoll(buf, NULL, 10);
         if (errno == ERANGE) return fail(p, start, "integer %s is too large", buf);
@@ -258,6 +262,8 @@ static int arith(Parser *p, char op, size_t at, ExprValue a, ExprValue b, ExprVa
         r = op == '/' ? x / y : x - y * floor(x / y);
         break;
     }
+    /* An infinity would flow into attributes and shapes as if it were a number. */
+    if (!isfinite(r) && !p->skip) return fail(p, at, "real overflow (the result is not finite)");
     *out = expr_real(r);
     return 0;
 }

@@ -118,6 +118,8 @@ char *fe_name(const Ctx *c, const cJSON *node, const char *what);
 int fe_shape(const Ctx *c, const cJSON *node, const char *what, bool allow_infer, Shape *out);
 /* True for value/param/scope names the IR can print: [A-Za-z0-9_.]+ */
 bool fe_valid_name(const char *s);
+/* Why fe_valid_name refused s, for the message: the rule it broke. */
+const char *fe_name_rule(const char *s);
 
 /* ---- statements (statements.c) ---- */
 int fe_run_body(const Ctx *c, const cJSON *body, const char *what);

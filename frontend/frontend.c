@@ -67,8 +67,8 @@ int fe_load_inputs(const Ctx *c, const cJSON *inputs) {
         return fe_error_at(fe, inputs, "'inputs' must be an object, got %s", json_type_name(inputs));
     for (const cJSON *in = inputs->child; in; in = in->next) {
         if (!fe_valid_name(in->string))
-            return fe_error_key(fe, in, "bad input name '%s': names may use letters, digits, '_' and '.'",
-                                in->string);
+            return fe_error_key(fe, in, "bad input name '%s': %s", in->string,
+                                fe_name_rule(in->string));
         if (!cJSON_IsObject(in))
             return fe_error_at(fe, in, "input '%s' must be an object with dtype and shape, got %s",
                                in->string, json_type_name(in));

@@ -3,11 +3,13 @@
  *
  * Our scanner and cJSON's tree both list values in document pre-order (a value, then its
  * children in order), so the k-th value the scanner saw is the k-th node of a pre-order walk
- * of the tree. The scanner is stricter than cJSON where it matters for messages and otherwise
- * accepts what cJSON accepts (numbers are any run of [0-9+-.eE], as in cJSON's parser).
+ * of the tree. The scanner is stricter than cJSON where cJSON would silently read something
+ * else than the text says: numbers follow JSON's grammar (no leading zeros) and must be finite
+ * doubles, and strings may not contain NUL (cJSON's C strings would end there).
  */
 #include "json_loc.h"
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -80,6 +82,8 @@ static int scan_string(Scanner *sc) {
             return 0;
         }
         if (c == '\n') return scan_fail(sc, start, "malformed JSON: unterminated string");
+        if (c == '\0') return scan_fail(sc, sc->pos, "a string may not contain a NUL byte: it would "
+                                                   "cut the string short");
         if (c == '\\') {
             size_t esc = sc->pos;
             if (sc->pos + 1 >= sc->n) break;
@@ -88,6 +92,11 @@ static int scan_string(Scanner *sc) {
                 for (int i = 2; i < 6; i++)
                     if (sc->pos + i >= sc->n || !is_hex((unsigned char)sc->s[sc->pos + i]))
                         return scan_fail(sc, esc, "malformed JSON: bad \\u escape in string");
+                /* cJSON decodes into C strings, so a NUL would silently cut the string
+                 * short ("1\u0000+2" would read as "1"): refuse it. */
+                if (memcmp(sc->s + sc->pos + 2, "0000", 4) == 0)
+                    return scan_fail(sc, esc, "a string may not contain \\u0000 (NUL): it would cut "
+                                              "the string short");
                 sc->pos += 6;
                 continue;
             }
@@ -157,13 +166,46 @@ static int scan_word(Scanner *sc, const char *word) {
     return 0;
 }
 
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* JSON's number grammar, -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?, checked here because
+ * cJSON reads whatever strtod accepts: "016" would silently be 16 (a reader may mean octal 14),
+ * and "1e999" would be an infinity that reaches attributes such as attn_scale. */
 static int scan_number(Scanner *sc) {
-    size_t start = sc->pos;
-    while (sc->pos < sc->n && strchr("0123456789+-.eE", sc->s[sc->pos]) && sc->s[sc->pos])
-        sc->pos++;
-    char first = sc->s[start];
-    if (first == '+' || first == '.' || sc->pos == start)
+    size_t start = sc->pos, i = sc->pos;
+    const char *s = sc->s;
+    if (i < sc->n && s[i] == '-') i++;
+    if (i >= sc->n || !is_digit(s[i])) return scan_fail(sc, start, "malformed JSON: bad number");
+    if (s[i] == '0' && i + 1 < sc->n && is_digit(s[i + 1]))
+        return scan_fail(sc, start, "malformed JSON: leading zero in a number (JSON has none: "
+                                    "write 16, not 016)");
+    while (i < sc->n && is_digit(s[i])) i++;
+    if (i < sc->n && s[i] == '.') {
+        if (++i >= sc->n || !is_digit(s[i]))
+            return scan_fail(sc, start, "malformed JSON: bad number (a digit must follow '.')");
+        while (i < sc->n && is_digit(s[i])) i++;
+    }
+    if (i < sc->n && (s[i] == 'e' || s[i] == 'E')) {
+        i++;
+        if (i < sc->n && (s[i] == '+' || s[i] == '-')) i++;
+        if (i >= sc->n || !is_digit(s[i]))
+            return scan_fail(sc, start, "malformed JSON: bad number (a digit must follow the exponent)");
+        while (i < sc->n && is_digit(s[i])) i++;
+    }
+    /* Trailing number characters ("1.2.3", "1-2") are part of the same bad token. */
+    if (i < sc->n && s[i] != '\0' && strchr("0123456789+-.eE", s[i]))
         return scan_fail(sc, start, "malformed JSON: bad number");
+    sc->pos = i;
+    /* The text is valid; its value must also be a finite double. strtod needs a terminated
+     * copy (the text is not NUL-terminated here); no model needs a number of 512 characters. */
+    char buf[512];
+    size_t len = i - start;
+    if (len >= sizeof buf)
+        return scan_fail(sc, start, "number too long (at most 511 characters)");
+    memcpy(buf, s + start, len);
+    buf[len] = '\0';
+    if (!isfinite(strtod(buf, NULL)))
+        return scan_fail(sc, start, "number out of range: larger than the largest double (about 1.8e308)");
     return 0;
 }
 

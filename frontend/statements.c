@@ -65,7 +65,7 @@ static char *qualify(const char *prefix, const char *name) {
 static char *checked_name(const Ctx *c, const cJSON *node, const char *what) {
     char *s = fe_name(c, node, what);
     if (s && !fe_valid_name(s)) {
-        fe_error_at(c->fe, node, "bad %s '%s': names may use letters, digits, '_' and '.'", what, s);
+        fe_error_at(c->fe, node, "bad %s '%s': %s", what, s, fe_name_rule(s));
         free(s);
         return NULL;
     }

@@ -117,6 +117,10 @@ char *type_format(DType dtype, const Shape *s, char *buf, size_t size) {
 
 /* ---- internal errors ------------------------------------------------------------------ */
 
+static int64_t work_units;
+void ir_work_add(int64_t units) { work_units += units; }
+int64_t ir_work_total(void) { return work_units; }
+
 void ir_bug_at(const char *file, int line, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);

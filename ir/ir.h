@@ -281,6 +281,13 @@ const char *op_string(const Op *op, const char *name);
 
 /* Internal-error tier: a violated invariant is a bug in capc, not bad input. Prints
  * "capc: internal error at FILE:LINE: MESSAGE (this is a bug in capc)" and aborts. */
+/* Work units: the passes and code generation add the size of each per-function or per-kernel
+ * table they build (hash indexes, evaluator scratch, row tables), so a test can check that
+ * compiling a model of N layers does work proportional to N, not N^2, without timing anything
+ * (tests/passes/test_compile_scale.c). A process-wide count; capc is single-threaded. */
+void ir_work_add(int64_t units);
+int64_t ir_work_total(void);
+
 void ir_bug_at(const char *file, int line, const char *fmt, ...)
     __attribute__((noreturn, format(printf, 3, 4)));
 #define ir_bug(...) ir_bug_at(__FILE__, __LINE__, __VA_ARGS__)

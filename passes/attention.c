@@ -11,58 +11,161 @@
  * op and last-axis sum that the values dP, P and P' reach before the dQ/dK matmuls, with sums
  * that depend on no other sum (one round along the row, as softmax's backward needs).
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "attention.h"
 #include "ops.h"
 
-typedef struct Uses {
-    int *start;        /* per value id: consumers are list[start[id] .. start[id + 1]) */
+/* Who reads what, among the given ops only. Values are found through a hash of their ids and
+ * every array is sized by the ops, not by the function: code generation asks once per
+ * attention group (a few dozen ops of a function of millions of values), and the fusion pass
+ * builds one index for the whole function and matches every softmax against it, so each match
+ * costs its own pattern's size, not the function's (docs/benchmarks.md, compile time). */
+struct AttnIndex {
+    const Function *f;
+    int n_values;      /* f->n_values when built: a later value is not in the index */
+    int *key, *val;    /* open addressing: value id -> slot; key -1 is empty */
+    size_t mask;
+    int n_slots;       /* values read or computed by the ops */
+    int *id;           /* per slot: its value id */
+    int *start;        /* per slot: consumers are list[start[s] .. start[s + 1]) */
     const Op **list;
-    bool *output;      /* per value id: returned by the function */
-    int *index;        /* per value id: its defining op's position among the ops, or -1 */
-} Uses;
+    bool *output;      /* per slot: returned by the function */
+    int *index;        /* per slot: its defining op's position among the ops, or -1 */
+    bool *dirty;       /* per slot: its consumers changed since the index was built */
+    bool stale;        /* a lookup met a dirty or a newer value: the answer may be wrong */
+};
+typedef AttnIndex Uses;
 
-static void uses_free(Uses *u) {
+void attn_index_free(AttnIndex *u) {
+    if (u == NULL) return;
+    free(u->key);
+    free(u->val);
+    free(u->id);
     free(u->start);
     free(u->list);
     free(u->output);
     free(u->index);
+    free(u->dirty);
+    free(u);
 }
 
-static int uses_build(const Function *f, const Op *const *ops, int n, Uses *u) {
-    size_t nv = (size_t)f->n_values + 2;
-    int edges = 0;
-    for (int i = 0; i < n; i++) edges += ops[i]->n_inputs;
-    u->start = calloc(nv, sizeof *u->start);
-    u->list = malloc(sizeof *u->list * (size_t)(edges + 1));
-    u->output = calloc(nv, sizeof *u->output);
-    u->index = malloc(sizeof *u->index * nv);
-    int *fill = malloc(sizeof *fill * nv);
-    if (!u->start || !u->list || !u->output || !u->index || !fill) {
-        free(fill);
+static size_t hash_id(int id) { return (size_t)((uint32_t)id * 2654435761u); }
+
+/* The slot of value id, or -1. */
+static int slot_of_id(const Uses *u, int id) {
+    for (size_t h = hash_id(id) & u->mask;; h = (h + 1) & u->mask) {
+        if (u->key[h] == id) return u->val[h];
+        if (u->key[h] < 0) return -1;
+    }
+}
+
+/* The slot of x, or -1 when no op of the index reads or computes it. Looking at a value whose
+ * consumers changed after the build (or one made after it) marks the index stale: the caller
+ * rebuilds it and asks again (attn_index_stale). */
+static int slot(const Uses *u, const Value *x) {
+    Uses *w = (Uses *)u; /* `stale` is a cache flag, not part of what the index says */
+    if (x->id >= u->n_values) {
+        w->stale = true;
         return -1;
     }
-    for (size_t v = 0; v < nv; v++) u->index[v] = -1;
-    for (int i = 0; i < n; i++) {
-        u->index[ops[i]->result->id] = i;
-        for (int k = 0; k < ops[i]->n_inputs; k++) u->start[ops[i]->inputs[k]->id + 1]++;
+    int k = slot_of_id(u, x->id);
+    if (k >= 0 && u->dirty[k]) w->stale = true;
+    return k;
+}
+
+static int add_slot(Uses *u, int id) {
+    size_t h = hash_id(id) & u->mask;
+    for (; u->key[h] >= 0; h = (h + 1) & u->mask)
+        if (u->key[h] == id) return u->val[h];
+    u->key[h] = id;
+    u->val[h] = u->n_slots;
+    u->id[u->n_slots] = id;
+    return u->n_slots++;
+}
+
+AttnIndex *attn_index_new(const Function *f, const Op *const *ops, int n) {
+    Uses *u = calloc(1, sizeof *u);
+    if (u == NULL) return NULL;
+    u->f = f;
+    u->n_values = f->n_values;
+    size_t edges = 0;
+    for (int i = 0; i < n; i++) edges += (size_t)ops[i]->n_inputs;
+    size_t most = edges + (size_t)n + 1, table = 16;
+    ir_work_add((int64_t)most);
+    while (table < 2 * most) table *= 2;
+    u->mask = table - 1;
+    u->key = malloc(sizeof *u->key * table);
+    u->val = malloc(sizeof *u->val * table);
+    u->id = malloc(sizeof *u->id * most);
+    u->start = calloc(most + 1, sizeof *u->start);
+    u->list = malloc(sizeof *u->list * (edges + 1));
+    u->output = calloc(most, sizeof *u->output);
+    u->index = malloc(sizeof *u->index * most);
+    u->dirty = calloc(most, sizeof *u->dirty);
+    int *fill = malloc(sizeof *fill * (most + 1));
+    if (!u->key || !u->val || !u->id || !u->start || !u->list || !u->output || !u->index ||
+        !u->dirty || !fill) {
+        free(fill);
+        attn_index_free(u);
+        return NULL;
     }
-    for (size_t v = 1; v < nv; v++) u->start[v] += u->start[v - 1];
-    memcpy(fill, u->start, sizeof *fill * nv);
+    memset(u->key, 0xff, sizeof *u->key * table); /* all -1: empty */
+    for (size_t v = 0; v < most; v++) u->index[v] = -1;
+    for (int i = 0; i < n; i++) {
+        u->index[add_slot(u, ops[i]->result->id)] = i;
+        for (int k = 0; k < ops[i]->n_inputs; k++) u->start[add_slot(u, ops[i]->inputs[k]->id) + 1]++;
+    }
+    for (int v = 1; v <= u->n_slots; v++) u->start[v] += u->start[v - 1];
+    memcpy(fill, u->start, sizeof *fill * (size_t)(u->n_slots + 1));
     for (int i = 0; i < n; i++)
-        for (int k = 0; k < ops[i]->n_inputs; k++) u->list[fill[ops[i]->inputs[k]->id]++] = ops[i];
-    for (int o = 0; o < f->n_outputs; o++) u->output[f->outputs[o]->id] = true;
+        for (int k = 0; k < ops[i]->n_inputs; k++)
+            u->list[fill[slot_of_id(u, ops[i]->inputs[k]->id)]++] = ops[i];
+    for (int o = 0; o < f->n_outputs; o++) {
+        int k = f->outputs[o]->id < u->n_values ? slot_of_id(u, f->outputs[o]->id) : -1;
+        if (k >= 0) u->output[k] = true;
+    }
     free(fill);
-    return 0;
+    return u;
+}
+
+void attn_index_touch(AttnIndex *u, const Value *x) {
+    int k = x->id < u->n_values ? slot_of_id(u, x->id) : -1;
+    if (k >= 0) u->dirty[k] = true;
+}
+
+bool attn_index_stale(const AttnIndex *u) { return u->stale; }
+
+int attn_index_position(const AttnIndex *u, const Op *op) {
+    int k = slot(u, op->result);
+    return k >= 0 ? u->index[k] : -1;
+}
+
+/* Consumers of x: list[*first .. *end). */
+static void consumers(const Uses *u, const Value *x, int *first, int *end) {
+    int k = slot(u, x);
+    *first = k >= 0 ? u->start[k] : 0;
+    *end = k >= 0 ? u->start[k + 1] : 0;
 }
 
 static int n_uses(const Uses *u, const Value *v) {
-    return u->start[v->id + 1] - u->start[v->id] + (u->output[v->id] ? 1 : 0);
+    int k = slot(u, v);
+    if (k < 0) return 0;
+    return u->start[k + 1] - u->start[k] + (u->output[k] ? 1 : 0);
 }
 
-static bool inside(const Uses *u, const Op *op) { return op != NULL && u->index[op->result->id] >= 0; }
+static bool inside(const Uses *u, const Op *op) {
+    if (op == NULL) return false;
+    int k = slot(u, op->result);
+    return k >= 0 && u->index[k] >= 0;
+}
+
+static bool is_output(const Uses *u, const Value *v) {
+    int k = slot(u, v);
+    return k >= 0 && u->output[k];
+}
 
 static bool is_matmul(const Op *op, bool ta, bool tb) {
     return op->kind == OP_MATMUL && op_bool(op, "transpose_a") == ta &&
@@ -104,7 +207,9 @@ static bool walk_pre(const Uses *u, const Value *x, const Shape *s, AttnMatch *m
  * the context (transpose_a false), or, in a backward group that does not hold the forward's
  * context, dV (transpose_a true). */
 static bool walk_post(const Uses *u, const Value *x, const Shape *s, AttnMatch *m, bool ta) {
-    for (int k = u->start[x->id]; k < u->start[x->id + 1]; k++) {
+    int first, end;
+    consumers(u, x, &first, &end);
+    for (int k = first; k < end; k++) {
         const Op *c = u->list[k];
         if (is_matmul(c, ta, false) && c->inputs[0] == x) {
             if (!ta) m->context = c;
@@ -158,7 +263,9 @@ static bool forward(const Uses *u, const Op *softmax, AttnMatch *m) {
 
 static const Op *consumer(const Uses *u, const Value *x, const Value *second, bool ta, bool tb,
                           int operand) {
-    for (int k = u->start[x->id]; k < u->start[x->id + 1]; k++) {
+    int first, end;
+    consumers(u, x, &first, &end);
+    for (int k = first; k < end; k++) {
         const Op *c = u->list[k];
         if (is_matmul(c, ta, tb) && c->inputs[operand] == x &&
             (second == NULL || c->inputs[1 - operand] == second))
@@ -186,24 +293,43 @@ static bool last_axis_sum(const Op *op, const Shape *s) {
     return true;
 }
 
+/* The chain's values (dP, P, P', the post values and what take() added) with their levels:
+ * at most a few dozen, so a list searched linearly, not arrays over the function's values. */
+enum { CHAIN_MAX = 3 + ATTN_MAX_CHAIN + ATTN_MAX_BACKWARD };
+
 typedef struct Chain {
     const Uses *u;
     AttnMatch *m;
-    bool *in;    /* per value id: dP, P, P' or a chain result */
-    int *level;  /* per value id: sums below it (0 or 1) */
+    const Value *val[CHAIN_MAX];
+    int level[CHAIN_MAX]; /* sums below it (0 or 1) */
+    int n;
 } Chain;
+
+static int chain_find(const Chain *c, const Value *x) {
+    for (int i = 0; i < c->n; i++)
+        if (c->val[i] == x) return i;
+    return -1;
+}
+
+static void chain_add(Chain *c, const Value *x, int level) {
+    if (chain_find(c, x) >= 0) return;
+    IR_ASSERT(c->n < CHAIN_MAX);
+    c->val[c->n] = x;
+    c->level[c->n++] = level;
+}
 
 /* Adds op to the chain when it continues it; false when it cannot be part of it. */
 static bool take(Chain *c, const Op *op, const Shape *s) {
     AttnMatch *m = c->m;
-    if (c->in[op->result->id]) return true;
+    if (chain_find(c, op->result) >= 0) return true;
     bool sum = last_axis_sum(op, s);
     if (!sum && (!pointwise(op) || !shape_equal(&op->result->shape, s))) return false;
     int level = 0;
     for (int i = 0; i < op->n_inputs; i++) {
         const Value *x = op->inputs[i];
-        if (c->in[x->id]) {
-            if (c->level[x->id] > level) level = c->level[x->id];
+        int k = chain_find(c, x);
+        if (k >= 0) {
+            if (c->level[k] > level) level = c->level[k];
         } else if (inside(c->u, x->def) && forward_member(m, x->def)) {
             return false; /* it would read a forward value that is never stored */
         }
@@ -211,12 +337,22 @@ static bool take(Chain *c, const Op *op, const Shape *s) {
     if (sum && level > 0) return false; /* a second round along the row */
     if (m->n_bwd == ATTN_MAX_BACKWARD) return false;
     m->bwd[m->n_bwd++] = op;
-    c->in[op->result->id] = true;
-    c->level[op->result->id] = level + (sum ? 1 : 0);
+    chain_add(c, op->result, level + (sum ? 1 : 0));
     return true;
 }
 
-static bool backward(const Function *f, const Uses *u, AttnMatch *m) {
+/* The chain value with the smallest id above `after`, or NULL: the chain is grown in value id
+ * order, as a walk over all the function's values would visit it (a value added during a round
+ * is visited in that round when its id is higher), so the order, and with it the levels, do
+ * not depend on how the chain is stored. */
+static const Value *next_by_id(const Chain *c, int after) {
+    const Value *best = NULL;
+    for (int i = 0; i < c->n; i++)
+        if (c->val[i]->id > after && (best == NULL || c->val[i]->id < best->id)) best = c->val[i];
+    return best;
+}
+
+static bool backward(const Uses *u, AttnMatch *m) {
     const Shape *s = &m->softmax->result->shape;
     m->d_v = consumer(u, m->pp, NULL, true, false, 0);
     if (m->d_v == NULL) return false;
@@ -227,20 +363,20 @@ static bool backward(const Function *f, const Uses *u, AttnMatch *m) {
     int64_t tk = s->dims[s->rank - 1];
     if (!batch_shape(&m->v->shape, s, tk) || !batch_shape(&m->d_o->shape, s, s->dims[s->rank - 2]))
         return false;
-    Chain c = {u, m, calloc((size_t)f->n_values + 1, sizeof(bool)),
-               calloc((size_t)f->n_values + 1, sizeof(int))};
-    bool ok = c.in != NULL && c.level != NULL;
-    if (ok) {
-        c.in[m->d_p->result->id] = c.in[m->softmax->result->id] = c.in[m->pp->id] = true;
-        for (int i = 0; i < m->n_post; i++) c.in[m->post[i]->result->id] = true;
-    }
+    Chain c = {.u = u, .m = m};
+    chain_add(&c, m->d_p->result, 0);
+    chain_add(&c, m->softmax->result, 0);
+    chain_add(&c, m->pp, 0);
+    for (int i = 0; i < m->n_post; i++) chain_add(&c, m->post[i]->result, 0);
+    bool ok = true;
     /* Grow the chain: every consumer of a chain value but the forward ops and the matmuls
      * joins it, until nothing new does. */
     for (int pass = 0; ok && pass < ATTN_MAX_BACKWARD; pass++) {
         int before = m->n_bwd;
-        for (int v = 0; v < f->n_values && ok; v++) {
-            if (!c.in[v]) continue;
-            for (int k = u->start[v]; k < u->start[v + 1] && ok; k++) {
+        for (const Value *x = next_by_id(&c, -1); x != NULL && ok; x = next_by_id(&c, x->id)) {
+            int first, end;
+            consumers(u, x, &first, &end);
+            for (int k = first; k < end && ok; k++) {
                 const Op *op = u->list[k];
                 if (forward_member(m, op) || op->kind == OP_MATMUL) continue;
                 ok = take(&c, op, s);
@@ -259,34 +395,32 @@ static bool backward(const Function *f, const Uses *u, AttnMatch *m) {
     /* nothing outside the pattern may read a chain value but G's two matmuls */
     for (int i = 0; ok && i < m->n_bwd; i++) {
         const Value *x = m->bwd[i]->result;
-        if (u->output[x->id]) ok = false;
-        for (int k = u->start[x->id]; ok && k < u->start[x->id + 1]; k++) {
+        if (is_output(u, x)) ok = false;
+        int first = 0, end = 0;
+        if (ok) consumers(u, x, &first, &end);
+        for (int k = first; ok && k < end; k++) {
             const Op *op = u->list[k];
-            ok = c.in[op->result->id] || (x == m->g && (op == m->d_q || op == m->d_k));
+            ok = chain_find(&c, op->result) >= 0 || (x == m->g && (op == m->d_q || op == m->d_k));
         }
     }
     /* program order */
     for (int i = 1; ok && i < m->n_bwd; i++)
-        for (int j = i; j > 0 && u->index[m->bwd[j - 1]->result->id] > u->index[m->bwd[j]->result->id]; j--) {
+        for (int j = i; j > 0 && attn_index_position(u, m->bwd[j - 1]) > attn_index_position(u, m->bwd[j]); j--) {
             const Op *t = m->bwd[j];
             m->bwd[j] = m->bwd[j - 1];
             m->bwd[j - 1] = t;
         }
-    free(c.in);
-    free(c.level);
     return ok;
 }
 
-bool attn_match(const Function *f, const Op *const *ops, int n, const Op *softmax,
-                AttnMatch *m) {
+bool attn_match_in(const AttnIndex *u, const Op *softmax, AttnMatch *m) {
+    ((AttnIndex *)u)->stale = false; /* says whether this match met a changed value */
     memset(m, 0, sizeof *m);
     if (softmax->kind != OP_SOFTMAX) return false;
-    Uses u;
-    memset(&u, 0, sizeof u);
-    bool ok = uses_build(f, ops, n, &u) == 0 && forward(&u, softmax, m);
+    bool ok = forward(u, softmax, m);
     if (ok) {
         AttnMatch fwd = *m;
-        if (!backward(f, &u, m)) {
+        if (!backward(u, m)) {
             *m = fwd;
             m->d_v = m->d_p = m->d_q = m->d_k = NULL;
             m->d_o = m->g = NULL;
@@ -295,6 +429,15 @@ bool attn_match(const Function *f, const Op *const *ops, int n, const Op *softma
                                                    softmax->result->shape.dims[softmax->result->shape.rank - 1]);
         }
     }
-    uses_free(&u);
+    return ok;
+}
+
+bool attn_match(const Function *f, const Op *const *ops, int n, const Op *softmax,
+                AttnMatch *m) {
+    memset(m, 0, sizeof *m);
+    if (softmax->kind != OP_SOFTMAX) return false;
+    AttnIndex *u = attn_index_new(f, ops, n);
+    bool ok = u != NULL && attn_match_in(u, softmax, m);
+    attn_index_free(u);
     return ok;
 }

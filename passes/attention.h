@@ -43,4 +43,18 @@ typedef struct AttnMatch {
 bool attn_match(const Function *f, const Op *const *ops, int n, const Op *softmax,
                 AttnMatch *m);
 
+/* The same, with the index of who reads what built once: the fusion pass matches every
+ * softmax of a function against one index instead of building one per softmax. */
+typedef struct AttnIndex AttnIndex;
+AttnIndex *attn_index_new(const Function *f, const Op *const *ops, int n); /* NULL: no memory */
+void attn_index_free(AttnIndex *ix);
+bool attn_match_in(const AttnIndex *ix, const Op *softmax, AttnMatch *m);
+/* After the caller changed the consumers of x (or made new values): a match that looks at x,
+ * or at a value made after the build, sets the index stale; it must then be rebuilt from the
+ * function as it is now and the match repeated. */
+void attn_index_touch(AttnIndex *ix, const Value *x);
+bool attn_index_stale(const AttnIndex *ix);
+/* op's position among the ops the index was built from; -1 when not among them. */
+int attn_index_position(const AttnIndex *ix, const Op *op);
+
 #endif

@@ -263,28 +263,66 @@ static Value *remat_operand(Function *f, const Value *x) {
     return clone_op(f, x->def, x->def->inputs)->result;
 }
 
-static int op_position(const Function *f, const Op *op) {
-    for (int i = 0; i < f->n_ops; i++)
-        if (f->ops[i] == op) return i;
-    return -1;
+/* Rematerialized copies are appended to f, and each block must go right before the first
+ * backward op that reads it. Moving every block at once (an O(ops) memmove per attention made
+ * deep models quadratic) is deferred: blocks are recorded here and placed in one pass. */
+typedef struct Pending {
+    int before; /* position (at the last placement) of the op the block goes before */
+    int seq;    /* blocks before the same op keep the order they were made in */
+    int first, n; /* the block: f->ops[first .. first + n) */
+} Pending;
+
+typedef struct Placer {
+    Pending *items;
+    int n, cap;
+    int base; /* f->n_ops at the last placement: the ops before it are placed */
+} Placer;
+
+static int cmp_pending(const void *a, const void *b) {
+    const Pending *x = a, *y = b;
+    if (x->before != y->before) return x->before < y->before ? -1 : 1;
+    return (x->seq > y->seq) - (x->seq < y->seq);
 }
 
-/* Moves the ops appended from index `first` on to index `at`. */
-static void move_appended(Function *f, int first, int at) {
-    int n = f->n_ops - first;
-    Op **moved = malloc(sizeof *moved * (size_t)(n + 1));
-    if (moved == NULL) ir_bug("out of memory in the fusion pass");
-    memcpy(moved, f->ops + first, sizeof *moved * (size_t)n);
-    memmove(f->ops + at + n, f->ops + at, sizeof *moved * (size_t)(first - at));
-    memcpy(f->ops + at, moved, sizeof *moved * (size_t)n);
-    free(moved);
+/* Puts every recorded block before its op, in one pass over f->ops: the same order as moving
+ * each block as it was made (a later block before the same op lands after the earlier one). */
+static void place_pending(Function *f, Placer *pl) {
+    if (pl->n > 0) {
+        ir_work_add(f->n_ops);
+        qsort(pl->items, (size_t)pl->n, sizeof *pl->items, cmp_pending);
+        Op **order = malloc(sizeof *order * (size_t)(f->n_ops + 1));
+        if (order == NULL) ir_bug("out of memory in the fusion pass");
+        int k = 0, b = 0;
+        for (int i = 0; i < pl->base; i++) {
+            for (; b < pl->n && pl->items[b].before == i; b++)
+                for (int j = 0; j < pl->items[b].n; j++) order[k++] = f->ops[pl->items[b].first + j];
+            order[k++] = f->ops[i];
+        }
+        IR_ASSERT(b == pl->n && k == f->n_ops);
+        memcpy(f->ops, order, sizeof *order * (size_t)k);
+        free(order);
+    }
+    pl->n = 0;
+    pl->base = f->n_ops;
+}
+
+static void record_block(Placer *pl, int before, int first, int n) {
+    if (pl->n == pl->cap) {
+        pl->cap = pl->cap ? 2 * pl->cap : 64;
+        pl->items = realloc(pl->items, sizeof *pl->items * (size_t)pl->cap);
+        if (pl->items == NULL) ir_bug("out of memory in the fusion pass");
+    }
+    pl->items[pl->n] = (Pending){before, pl->n, first, n};
+    pl->n++;
 }
 
 /* The backward of a matched attention reads recomputed copies of the scores, softmax and P'
  * (and of Q, K, V when they are transposes): the forward's values then never reach memory,
  * and the two kernels trade a second pass over Q.K for the [..., Tq, Tk] tensor. The copies go
- * right before the first backward op. Returns the backward's ops (the copies included). */
-static void rematerialize(Function *f, const AttnMatch *m, const Op **bwd, int *n_bwd) {
+ * right before the first backward op (recorded in pl, placed by place_pending). Returns the
+ * backward's ops (the copies included). The index learns which values changed readers. */
+static void rematerialize(Function *f, const AttnMatch *m, const Op **bwd, int *n_bwd,
+                          AttnIndex *ix, Placer *pl) {
     int first = f->n_ops, n = 0;
     Value *q = remat_operand(f, m->q), *k = remat_operand(f, m->k), *v = remat_operand(f, m->v);
     Value *ins[2] = {q, k};
@@ -296,24 +334,36 @@ static void rematerialize(Function *f, const AttnMatch *m, const Op **bwd, int *
     for (int i = 0; i < m->n_post; i++)
         post[i] = cur = clone_with(f, m->post[i], i ? m->post[i - 1]->result : m->softmax->result, cur);
     pp = cur;
-    for (int i = first; i < f->n_ops; i++) bwd[n++] = f->ops[i];
+    for (int i = first; i < f->n_ops; i++) {
+        bwd[n++] = f->ops[i];
+        for (int j = 0; j < f->ops[i]->n_inputs; j++) attn_index_touch(ix, f->ops[i]->inputs[j]);
+    }
     const Op *users[ATTN_MAX_BACKWARD + 4] = {m->d_v, m->d_p, m->d_q, m->d_k};
     int n_users = 4;
     for (int i = 0; i < m->n_bwd; i++) users[n_users++] = m->bwd[i];
-    int at = f->n_ops;
+    int at = -1;
     for (int i = 0; i < n_users; i++) {
         const Op *op = users[i];
         redirect(op, m->pp, pp);
         redirect(op, m->softmax->result, p);
         for (int j = 0; j < m->n_post; j++) redirect(op, m->post[j]->result, post[j]);
         bwd[n++] = op;
-        int pos = op_position(f, op);
-        if (pos >= 0 && pos < at) at = pos;
+        /* the users are ops of the index (a match on a stale index is redone), so their
+         * positions there order them as f->ops does */
+        int pos = attn_index_position(ix, op);
+        IR_ASSERT(pos >= 0);
+        if (at < 0 || pos < at) at = pos;
     }
+    attn_index_touch(ix, m->pp);
+    attn_index_touch(ix, m->softmax->result);
+    for (int j = 0; j < m->n_post; j++) attn_index_touch(ix, m->post[j]->result);
     redirect(m->d_p, m->v, v);
     redirect(m->d_q, m->k, k);
     redirect(m->d_k, m->q, q);
-    move_appended(f, first, at);
+    attn_index_touch(ix, m->v);
+    attn_index_touch(ix, m->k);
+    attn_index_touch(ix, m->q);
+    record_block(pl, at, first, f->n_ops - first);
     *n_bwd = n;
 }
 
@@ -341,25 +391,42 @@ static int find_attention(Function *f, AttnSets **out) {
     for (int i = 0; i < f->n_ops; i++)
         if (f->ops[i]->kind == OP_SOFTMAX) soft[n_soft++] = f->ops[i];
     int n = 0;
-    for (int i = 0; i < n_soft; i++) {
+    /* One index for all the softmaxes. A rematerialization changes who reads a few values; a
+     * later match that looks at one of them (or at a copy) finds the index stale, and is redone
+     * on a new index after the recorded copies are placed: the same result as a fresh index
+     * per softmax, which made deep models quadratic. */
+    Placer pl = {.base = f->n_ops};
+    AttnIndex *ix = attn_index_new(f, (const Op *const *)f->ops, f->n_ops);
+    for (int i = 0; ix != NULL && i < n_soft; i++) {
         AttnMatch m;
-        if (!attn_match(f, (const Op *const *)f->ops, f->n_ops, soft[i], &m)) continue;
+        bool found = attn_match_in(ix, soft[i], &m);
+        if (attn_index_stale(ix)) {
+            place_pending(f, &pl);
+            attn_index_free(ix);
+            ix = attn_index_new(f, (const Op *const *)f->ops, f->n_ops);
+            found = ix != NULL && attn_match_in(ix, soft[i], &m);
+        }
+        if (!found) continue;
         AttnSets *a = &sets[n++];
         a->fwd = malloc(sizeof *a->fwd * (size_t)(2 * ATTN_MAX_CHAIN + 4));
         a->bwd = malloc(sizeof *a->bwd * (size_t)(2 * ATTN_MAX_CHAIN + ATTN_MAX_BACKWARD + 12));
-        if (a->fwd == NULL || a->bwd == NULL) {
-            attn_sets_free(sets, n);
-            free(soft);
-            return -1;
-        }
+        if (a->fwd == NULL || a->bwd == NULL) break;
         a->fwd[a->n_fwd++] = m.scores;
         for (int j = 0; j < m.n_pre; j++) a->fwd[a->n_fwd++] = m.pre[j];
         a->fwd[a->n_fwd++] = m.softmax;
         for (int j = 0; j < m.n_post; j++) a->fwd[a->n_fwd++] = m.post[j];
         a->fwd[a->n_fwd++] = m.context;
-        if (m.d_v != NULL) rematerialize(f, &m, a->bwd, &a->n_bwd);
+        if (m.d_v != NULL) rematerialize(f, &m, a->bwd, &a->n_bwd, ix, &pl);
     }
+    place_pending(f, &pl);
+    free(pl.items);
     free(soft);
+    if (ix == NULL || (n > 0 && (sets[n - 1].fwd == NULL || sets[n - 1].bwd == NULL))) {
+        attn_index_free(ix);
+        attn_sets_free(sets, n);
+        return -1;
+    }
+    attn_index_free(ix);
     *out = sets;
     return n;
 }

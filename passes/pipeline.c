@@ -238,6 +238,27 @@ static int run_stages(Run *r, Diag *d) {
     return 0;
 }
 
+/* Mirrors dump_stage's names: frontend, then every stage up to the goal, with its kind's
+ * extensions. Kept next to run_stages so that a new dump kind is added in both. */
+int pipeline_dump_files(const PipelineOptions *opts, int (*each)(const char *name, void *ctx),
+                        void *ctx) {
+    static const char *const exts[][3] = {
+        [DUMP_NONE] = {NULL}, [DUMP_IR] = {"ir", "dot", NULL}, [DUMP_MEMPLAN] = {"txt", NULL},
+        [DUMP_KERNELS] = {"c", "cu", NULL}};
+    if (opts == NULL || opts->dump_dir == NULL) return 0;
+    for (int i = -1; i < N_STAGES && (i < 0 || STAGES[i].goal <= opts->goal); i++) {
+        DumpKind kind = i < 0 ? DUMP_IR : STAGES[i].dump;
+        const char *stage = i < 0 ? "frontend" : kind == DUMP_KERNELS ? "kernels" : STAGES[i].name;
+        for (int e = 0; exts[kind][e] != NULL; e++) {
+            char name[160];
+            snprintf(name, sizeof name, "%02d-%s.%s", i + 1, stage, exts[kind][e]);
+            int rc = each(name, ctx);
+            if (rc != 0) return rc;
+        }
+    }
+    return 0;
+}
+
 int pipeline_run(Module *m, const PipelineOptions *opts, Diag *d) {
     PipelineOptions defaults = {0};
     Run r = {m, opts != NULL ? opts : &defaults, NULL, NULL, 0};

@@ -38,6 +38,13 @@ typedef struct PipelineOptions {
 int pipeline_run(Module *m, const PipelineOptions *opts, Diag *d);
 void pipeline_report_free(PipelineReport *r);
 
+/* Calls each(NAME, ctx) for every file name a run with opts writes into opts->dump_dir
+ * ("00-frontend.ir", ...; none without a dump directory), so that the caller can refuse a dump
+ * that would overwrite one of its inputs before anything runs. Stops at and returns the first
+ * non-zero result of each; 0 when all returned 0. */
+int pipeline_dump_files(const PipelineOptions *opts, int (*each)(const char *name, void *ctx),
+                        void *ctx);
+
 /* Writes DIR/NAME.ir and DIR/NAME.dot; creates DIR if needed. Returns 0 or -1 with d. */
 int dump_module(const Module *m, const char *dir, const char *stem, Diag *d);
 

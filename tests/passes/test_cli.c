@@ -5,6 +5,7 @@
  * dump parses back and prints identically. capc is built with the sanitizers in the test
  * build, so a leak or overflow in any of these runs fails the test through the exit status.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -90,6 +91,18 @@ static Run run_capc(const char *tmp, const char *const *args) {
 
 static void assert_contains(const char *text, const char *part) {
     if (strstr(text, part) == NULL) fail_msg("expected to find \"%s\" in:\n%s", part, text);
+}
+
+/* Entries in dir, besides . and .. and run_capc's stdout.txt and stderr.txt */
+static int count_files(const char *dir) {
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d)) != NULL;)
+        n += strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0 &&
+             strcmp(e->d_name, "stdout.txt") != 0 && strcmp(e->d_name, "stderr.txt") != 0;
+    closedir(d);
+    return n;
 }
 
 /* ---- options ---------------------------------------------------------------------------- */
@@ -284,6 +297,79 @@ static void test_dump_ir_unwritable(void **state) {
     run_free(&r);
 }
 
+/* ---- outputs that are the model file ------------------------------------------------------ */
+
+/* Copies SMALL_MODEL to TMP/name; returns its text (caller frees) for comparing afterwards. */
+static char *copy_model(const char *tmp, const char *name, char *path, size_t size) {
+    char *text = read_text_file(SMALL_MODEL);
+    assert_non_null(text);
+    snprintf(path, size, "%s/%s", tmp, name);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+    return text;
+}
+
+/* Runs capc with args, which must be refused (exit 1, the message naming the model) before
+ * anything is written: the model file keeps its text and the directory gains no file. */
+static void assert_refused(const char *tmp, const char *model, const char *text,
+                           const char *const *args, const char *option) {
+    int before = count_files(tmp);
+    Run r = run_capc(tmp, args);
+    assert_int_equal(r.status, 1);
+    char want[4200];
+    snprintf(want, sizeof want, "capc: error: %s would overwrite '", option);
+    assert_contains(r.err, want);
+    snprintf(want, sizeof want, "which is the model file '%s'; choose another output", model);
+    assert_contains(r.err, want);
+    run_free(&r);
+    char *now = read_text_file(model);
+    assert_non_null(now);
+    assert_string_equal(now, text);
+    free(now);
+    assert_int_equal(count_files(tmp), before); /* no OUT.tmp.PID, no dump, no cap.c */
+}
+
+/* -o naming the model itself, by the same name and by another name of the same file (a hard
+ * link and a symlink): the file is the same by device and inode, so all are refused. */
+static void test_output_is_model(void **state) {
+    const char *tmp = *state;
+    char model[4096], link_path[4200], sym_path[4200];
+    char *text = copy_model(tmp, "m.json", model, sizeof model);
+    assert_refused(tmp, model, text, (const char *[]){model, "-o", model, "--target=cpu", NULL},
+                   "-o");
+    snprintf(link_path, sizeof link_path, "%s/hard.so", tmp);
+    assert_int_equal(link(model, link_path), 0);
+    assert_refused(tmp, model, text, (const char *[]){model, "-o", link_path, NULL}, "-o");
+    snprintf(sym_path, sizeof sym_path, "%s/sym.json", tmp);
+    assert_int_equal(symlink("m.json", sym_path), 0);
+    assert_refused(tmp, sym_path, text, (const char *[]){sym_path, "-o", model, NULL}, "-o");
+    free(text);
+}
+
+/* --emit-src DIR writes DIR/cap.c and DIR/cap.cu; --dump-ir DIR writes NN-STAGE.* (with
+ * --check too): a model file of one of those names in DIR is refused. */
+static void test_emit_and_dump_are_not_model(void **state) {
+    const char *tmp = *state;
+    char model[4096], so[4200];
+    snprintf(so, sizeof so, "%s/out.so", tmp);
+    char *text = copy_model(tmp, "cap.cu", model, sizeof model);
+    assert_refused(tmp, model, text,
+                   (const char *[]){model, "-o", so, "--emit-src", tmp, "--target=cpu", NULL},
+                   "--emit-src");
+    free(text);
+    assert_int_equal(unlink(model), 0);
+    text = copy_model(tmp, "05-fuse.ir", model, sizeof model);
+    assert_refused(tmp, model, text, (const char *[]){"--check", model, "--dump-ir", tmp, NULL},
+                   "--dump-ir");
+    free(text);
+    assert_int_equal(unlink(model), 0);
+    text = copy_model(tmp, "09-kernels.cu", model, sizeof model);
+    assert_refused(tmp, model, text, (const char *[]){model, "--dump-ir", tmp, NULL}, "--dump-ir");
+    free(text);
+}
+
 int main(void) {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup_tmp, teardown_tmp)
     const struct CMUnitTest tests[] = {
@@ -301,6 +387,8 @@ int main(void) {
         T(test_dump_ir),
         T(test_dump_ir_separate_arg),
         T(test_dump_ir_unwritable),
+        T(test_output_is_model),
+        T(test_emit_and_dump_are_not_model),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
