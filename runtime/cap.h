@@ -159,6 +159,25 @@ CapStatus cap_save_checkpoint(const CapSession *s, const char *path, const CapTr
  * cap_load_weights, and the `step` tensor must equal the metadata's step); fills *meta. */
 CapStatus cap_load_checkpoint(CapSession *s, const char *path, CapTrainMeta *meta, char *err,
                               size_t err_size);
+/* What cap_import_weights did: file tensors written into the model, the model's weights and
+ * buffers the file did not have (they keep their values: initialize first), and the file's
+ * tensors the model has no use for (a classifier head, num_batches_tracked). */
+typedef struct CapImportReport {
+    int n_loaded;
+    char **random; /* model state names, in model order */
+    int n_random;
+    char **unused; /* file tensor names, in file order */
+    int n_unused;
+} CapImportReport;
+void cap_import_report_free(CapImportReport *r);
+
+/* Fills the model's weights and buffers from a safetensors file of another layout, e.g. a
+ * torchvision or timm ResNet (`conv1.weight`, `layer1.0.bn1.running_mean`, ...): file tensor
+ * N goes into state prefix+N when the model has it. A shape mismatch is an error naming the
+ * tensor, and nothing is written then (all or nothing). F32/F64/F16/BF16 are converted. */
+CapStatus cap_import_weights(CapSession *s, const char *path, const char *prefix,
+                             CapImportReport *report, char *err, size_t err_size);
+
 /* Config values (the compiled -D settings) of checkpoint `path` that differ from m's, as
  * "lr 0.001 -> 0.0001, batch 16 -> 8" in out; returns how many (0 also when unreadable). */
 int cap_checkpoint_config_changes(const CapModel *m, const char *path, char *out, size_t size);

@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,8 +26,11 @@ static const char USAGE[] =
     "commands:\n"
     "  info  cap.so                      what the model holds: parameters, entry points,\n"
     "                                    kernels, arena, backends\n"
-    "  init  cap.so -o W.safetensors [--seed N]\n"
-    "                                    initial weights (PyTorch's default initializers)\n"
+    "  init  cap.so -o W.safetensors [--seed N] [--from PRETRAINED.safetensors [--prefix P]]\n"
+    "                                    initial weights (PyTorch's default initializers);\n"
+    "                                    --from fills the tensors it has (named P + its\n"
+    "                                    names, e.g. --prefix backbone. for a torchvision\n"
+    "                                    ResNet) and reports what stayed random\n"
     "  loss  cap.so --weights W.safetensors --batch B.safetensors [--mode eval|train]\n"
     "        [--grads G.safetensors] [--seed N]\n"
     "                                    prints `loss: <value>`; --grads writes the\n"
@@ -70,6 +74,7 @@ typedef struct Args {
     const char *out, *weights, *batch, *batches, *batch_dir, *grads, *resume, *log, *mode;
     const char *backend, *threads;
     const char *seed, *steps, *epochs, *save_every, *print_every, *time, *on_nonfinite;
+    const char *from, *prefix;
 } Args;
 
 static void usage_error(const char *fmt, const char *arg) {
@@ -95,6 +100,7 @@ static const char **option_slot(Args *a, const char *name) {
         {"--save-every", offsetof(Args, save_every)},
         {"--print-every", offsetof(Args, print_every)},
         {"--on-nonfinite", offsetof(Args, on_nonfinite)},
+        {"--from", offsetof(Args, from)},       {"--prefix", offsetof(Args, prefix)},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
         if (strcmp(table[i].name, name) == 0) return (const char **)((char *)a + table[i].off);
@@ -265,14 +271,74 @@ static int cmd_info(const Args *a) {
 
 /* ---- cap init ---------------------------------------------------------------------------- */
 
+/* "encoder (40), decoder (45)": names counted by their first component, in first-seen order;
+ * at most `show` groups, then "...". */
+static void print_groups(char *const *names, int n, int show) {
+    int printed = 0;
+    for (int i = 0; i < n && printed < show; i++) {
+        size_t len = strcspn(names[i], ".");
+        int seen = 0, count = 0;
+        for (int j = 0; j < i && !seen; j++) seen = strncmp(names[j], names[i], len) == 0 && strcspn(names[j], ".") == len;
+        if (seen) continue;
+        for (int j = i; j < n; j++) count += strncmp(names[j], names[i], len) == 0 && strcspn(names[j], ".") == len;
+        printf("%s%.*s%s (%d)", printed ? ", " : "", (int)len, names[i], names[i][len] ? ".*" : "", count);
+        printed++;
+    }
+    printf("%s\n", printed == show ? ", ..." : "");
+}
+
+/* CAP_E_MISMATCH with a formatted message (the CLI's own refusals). */
+__attribute__((format(printf, 3, 4))) static CapStatus cap_fail_msg(char *err, size_t size,
+                                                                    const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, size, fmt, ap);
+    va_end(ap);
+    return CAP_E_MISMATCH;
+}
+
+static void print_import(const char *from, const char *prefix, const CapImportReport *r) {
+    printf("loaded %d tensors from %s into %s*\n", r->n_loaded, from, prefix);
+    if (r->n_random) {
+        printf("%d weights and buffers stayed as initialized: ", r->n_random);
+        print_groups(r->random, r->n_random, 8);
+    }
+    if (r->n_unused) {
+        /* BatchNorm step counters are never used (PyTorch's own momentum ignores them): count
+         * them, and name what else went unused, which is what the user wants to see */
+        int counters = 0, shown = 0;
+        printf("%d tensors of %s unused:", r->n_unused, from);
+        for (int i = 0; i < r->n_unused; i++) {
+            size_t n = strlen(r->unused[i]);
+            if (n >= 19 && strcmp(r->unused[i] + n - 19, "num_batches_tracked") == 0) counters++;
+            else if (shown++ < 8) printf("%s %s", shown > 1 ? "," : "", r->unused[i]);
+        }
+        if (shown > 8) printf(", ... (%d more)", shown - 8);
+        if (counters) printf("%s %d num_batches_tracked", shown ? " and" : "", counters);
+        printf("\n");
+    }
+}
+
 static int cmd_init(const Args *a) {
     if (!a->out) usage_error("cap init needs -o WEIGHTS.safetensors%s", "");
-    check_output(a->out, "-o", (const char *[]){a->model}, 1);
+    if (a->prefix && !a->from) usage_error("--prefix goes with --from%s", "");
+    check_output(a->out, "-o", (const char *[]){a->model, a->from}, 2);
     uint32_t seed = seed_option(a->seed);
     CapModel *m = open_model(a->model);
     CapSession *s = open_session(m, a);
     char err[ERR_SIZE];
     fail_if(cap_session_init(s, seed, err, sizeof err), err);
+    if (a->from) {
+        CapImportReport r;
+        CapStatus st = cap_import_weights(s, a->from, a->prefix, &r, err, sizeof err);
+        if (!st) print_import(a->from, a->prefix ? a->prefix : "", &r);
+        if (!st && r.n_loaded == 0)
+            st = cap_fail_msg(err, sizeof err, "%s: none of its tensors is a weight of this model "
+                              "under the prefix '%s' (its first is '%s'; is --prefix right?)",
+                              a->from, a->prefix ? a->prefix : "", r.n_unused ? r.unused[0] : "");
+        cap_import_report_free(&r);
+        fail_if(st, err);
+    }
     fail_if(cap_save_weights(s, a->out, err, sizeof err), err);
     CapCounts c;
     cap_model_counts(m, &c);

@@ -308,6 +308,74 @@ CapStatus cap_load_weights(CapSession *s, const char *path, char *err, size_t er
     return st;
 }
 
+/* ---- importing another layout (a pretrained backbone) ------------------------------------ */
+
+void cap_import_report_free(CapImportReport *r) {
+    for (int i = 0; i < r->n_random; i++) free(r->random[i]);
+    for (int i = 0; i < r->n_unused; i++) free(r->unused[i]);
+    free(r->random);
+    free(r->unused);
+    memset(r, 0, sizeof *r);
+}
+
+static int list_add(char ***list, int *n, const char *name) {
+    char **grown = realloc(*list, ((size_t)*n + 1) * sizeof **list);
+    if (!grown) return -1;
+    *list = grown;
+    return (grown[*n] = strdup(name)) ? (++*n, 0) : -1;
+}
+
+/* Stages every file tensor that maps onto a weight or buffer of the model (shapes checked),
+ * noting the unused ones. */
+static CapStatus stage_import(const CapModel *m, const StFile *f, const char *prefix,
+                              Staged *sg, CapImportReport *r, char *err, size_t err_size) {
+    const CapArtifact *a = cap_model_artifact(m);
+    sg->n_state = a->n_state;
+    sg->host = calloc((size_t)a->n_state + 1, sizeof *sg->host);
+    if (!sg->host) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    for (int k = 0; k < f->n; k++) {
+        const StTensor *t = &f->tensors[k];
+        char name[1024];
+        snprintf(name, sizeof name, "%s%s", prefix, t->name);
+        int i = cap_model_find_state(m, name);
+        if (i < 0 || !is_weights_kind(a->state[i].kind)) {
+            if (list_add(&r->unused, &r->n_unused, t->name))
+                return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+            continue;
+        }
+        const CapTensorInfo *info = &a->state[i].t;
+        char have[160], want[160];
+        if (!same_shape(t, info))
+            return cap_fail(err, err_size, CAP_E_MISMATCH,
+                            "%s: tensor '%s' has shape %s, but the model's '%s' is %s", f->path,
+                            t->name, cap_dims_str(t->rank, t->shape, have, sizeof have), name,
+                            cap_dims_str(info->rank, info->dims, want, sizeof want));
+        sg->host[i] = malloc(cap_tensor_bytes(info) + 1);
+        if (!sg->host[i]) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+        CapStatus st = cap_st_convert(f, t, info, sg->host[i], err, err_size);
+        if (st) return st;
+        r->n_loaded++;
+    }
+    for (int i = 0; i < a->n_state; i++)
+        if (is_weights_kind(a->state[i].kind) && !sg->host[i] &&
+            list_add(&r->random, &r->n_random, a->state[i].t.name))
+            return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    return CAP_OK;
+}
+
+CapStatus cap_import_weights(CapSession *s, const char *path, const char *prefix,
+                             CapImportReport *report, char *err, size_t err_size) {
+    memset(report, 0, sizeof *report);
+    StFile f;
+    if (st_read_file(path, &f, err, err_size)) return CAP_E_IO;
+    Staged sg = {0};
+    CapStatus st = stage_import(s->m, &f, prefix ? prefix : "", &sg, report, err, err_size);
+    if (!st) st = commit(s, &sg, err, err_size);
+    staged_free(&sg);
+    st_free(&f);
+    return st;
+}
+
 /* A non-negative integer at most max from the metadata. */
 static CapStatus meta_int(const StFile *f, const char *key, int64_t max, int64_t *v, char *err,
                           size_t err_size) {

@@ -567,6 +567,50 @@ static void test_refusals(void **unused) {
     (void)g;
 }
 
+/* cap init --from: a file of another layout fills the tensors it has under --prefix, reports
+ * what stayed random and what went unused; a shape mismatch is refused, nothing written. */
+static void test_init_from(void **unused) {
+    char out[16384], from[512], bad[512], w[512], err[ERR];
+    const char *so = fake_path("FAKE_ARTIFACT");
+    tpath(from, sizeof from, "pretrained.safetensors");
+    tpath(bad, sizeof bad, "pretrained_bad.safetensors");
+    tpath(w, sizeof w, "from_w.safetensors");
+    float weight[4] = {9, 8, 7, 6}, bias[4] = {0.5f, 0.25f, 0, -1}, fc[2] = {1, 2};
+    int64_t w_shape[] = {1, 4}, b_shape[] = {4}, fc_shape[] = {2}, wrong[] = {4, 1};
+    StWriteTensor ts[] = {{"weight", ST_F32, 2, w_shape, weight}, {"bias", ST_F32, 1, b_shape, bias},
+                          {"fc.weight", ST_F32, 1, fc_shape, fc}};
+    /* the model's own names, plus a classifier head the model does not have */
+    StWriteTensor named[] = {{"embed.weight", ST_F32, 2, w_shape, weight},
+                             {"head.bias", ST_F32, 1, b_shape, bias},
+                             {"fc.weight", ST_F32, 1, fc_shape, fc}};
+    assert_int_equal(st_write_file(from, named, 3, NULL, NULL, 0, err, sizeof err), 0);
+    assert_int_equal(run_cap(out, sizeof out, "init %s -o %s --from %s", so, w, from), 0);
+    expect_msg(out, "loaded 2 tensors from", "2 weights and buffers stayed as initialized: stats.* (2)",
+               "1 tensors of");
+    expect_msg(out, "unused: fc.weight", NULL, NULL);
+    StFile f;
+    assert_int_equal(st_read_file(w, &f, err, sizeof err), 0);
+    assert_memory_equal(st_find(&f, "embed.weight")->data, weight, sizeof weight);
+    assert_memory_equal(st_find(&f, "head.bias")->data, bias, sizeof bias);
+    st_free(&f);
+    /* a prefix maps the file's "weight" onto the model's "embed.weight" */
+    assert_int_equal(st_write_file(from, ts, 3, NULL, NULL, 0, err, sizeof err), 0);
+    assert_int_equal(run_cap(out, sizeof out, "init %s -o %s --from %s --prefix embed.", so, w, from), 0);
+    expect_msg(out, "loaded 1 tensors", "into embed.*", "unused: bias, fc.weight");
+    /* nothing matching is an error: the prefix is probably wrong */
+    assert_int_equal(run_cap(out, sizeof out, "init %s -o %s --from %s --prefix backbone.", so, w, from), 1);
+    expect_msg(out, "none of its tensors is a weight of this model under the prefix 'backbone.'",
+               "is --prefix right?", NULL);
+    /* a shape mismatch names the tensor; -o is not written */
+    StWriteTensor mismatched[] = {{"embed.weight", ST_F32, 2, wrong, weight}};
+    assert_int_equal(st_write_file(bad, mismatched, 1, NULL, NULL, 0, err, sizeof err), 0);
+    unlink(w);
+    assert_int_equal(run_cap(out, sizeof out, "init %s -o %s --from %s", so, w, bad), 1);
+    expect_msg(out, "tensor 'embed.weight' has shape [4,1], but the model's 'embed.weight' is [1,4]",
+               NULL, NULL);
+    assert_int_equal(access(w, F_OK), -1);
+}
+
 /* A checkpoint whose step tensor disagrees with its metadata, or that holds a tensor the
  * model does not have, is refused (as --weights refuses the latter). */
 static void test_checkpoint_validation(void **unused) {
@@ -630,6 +674,7 @@ int main(void) {
         cmocka_unit_test(test_batch_mismatch),   cmocka_unit_test(test_train_resume),
         cmocka_unit_test(test_cli),
         cmocka_unit_test(test_refusals),
+        cmocka_unit_test(test_init_from),
         cmocka_unit_test(test_checkpoint_validation),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
