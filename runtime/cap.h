@@ -228,6 +228,10 @@ typedef enum {
     CAP_NONFINITE_SKIP = 1, /* warn, count it in meta->skipped, go on with the next batch */
 } CapNonFinite;
 
+/* A duration: "90" or "90s" seconds, "5m" minutes, "2h" or "1.5h" hours (a command line's
+ * --time-limit). Returns 0 with *seconds > 0, or -1. */
+int cap_parse_duration(const char *text, double *seconds);
+
 /* "stop" or "skip" (a command line's --on-nonfinite); NULL: stop. 0, or -1 if unknown. */
 int cap_nonfinite_parse(const char *name, CapNonFinite *out);
 

@@ -37,14 +37,15 @@ static const char USAGE[] =
     "                                    gradients named as the parameters\n"
     "  train cap.so (--batches B1[,B2...] | --batch-dir DIR) (--steps N | --epochs N)\n"
     "        --out CKPT [--weights W | --resume CKPT] [--log metrics.jsonl] [--seed S]\n"
-    "        [--save-every N] [--print-every N] [--time SECONDS] [--on-nonfinite stop|skip]\n"
+    "        [--save-every N] [--print-every N] [--time-limit 5m] [--on-nonfinite stop|skip]\n"
     "                                    runs train_step; --steps counts from step 0, so a\n"
-    "                                    resumed run stops at the same total; --time also\n"
-    "                                    stops after SECONDS of training; a batch whose loss\n"
+    "                                    resumed run stops at the same total; --time-limit\n"
+    "                                    (s, m, h) also stops at the first step after it, with\n"
+    "                                    a checkpoint; a batch whose loss\n"
     "                                    or gradient is NaN/inf updates nothing and stops\n"
     "                                    the run (default) or is skipped\n"
     "  train cap.so --data SPEC --vocab VOCAB.txt (--steps N | --epochs N) --out CKPT\n"
-    "        [--weights W | --resume CKPT] [--log L] [--seed S] [--workers K] [--time SECONDS]\n"
+    "        [--weights W | --resume CKPT] [--log L] [--seed S] [--workers K] [--time-limit 5m]\n"
     "        [--no-feature-cache] [--on-nonfinite stop|skip]\n"
     "                                    trains on a dataset's train split (docs/data.md);\n"
     "                                    the data position and vocabulary go in CKPT\n"
@@ -96,6 +97,7 @@ static const char **option_slot(Args *a, const char *name) {
         {"--log", offsetof(Args, log)},         {"--mode", offsetof(Args, mode)},
         {"--backend", offsetof(Args, backend)}, {"--seed", offsetof(Args, seed)},
         {"--threads", offsetof(Args, threads)}, {"--time", offsetof(Args, time)},
+        {"--time-limit", offsetof(Args, time)},
         {"--steps", offsetof(Args, steps)},     {"--epochs", offsetof(Args, epochs)},
         {"--save-every", offsetof(Args, save_every)},
         {"--print-every", offsetof(Args, print_every)},
@@ -520,6 +522,14 @@ static void prepare_state(const Args *a, CapSession *s, CapTrainMeta *meta, uint
     if (a->weights) fail_if(cap_load_weights(s, a->weights, err, sizeof err), err);
 }
 
+/* --time-limit DURATION (--time is the same option): 0 when absent. */
+static double time_limit(const char *text) {
+    double seconds = 0;
+    if (text && cap_parse_duration(text, &seconds) != 0)
+        usage_error("--time-limit takes a duration such as 90, 90s, 5m or 2h, not '%s'", text);
+    return seconds;
+}
+
 static int cmd_train(const Args *a) {
     if (!a->out) usage_error("cap train needs --out CKPT%s", "");
     if (!!a->steps == !!a->epochs) usage_error("cap train needs exactly one of --steps and --epochs%s", "");
@@ -539,7 +549,7 @@ static int cmd_train(const Args *a) {
     prepare_state(a, s, &meta, seed);
     CapTrainOptions o = {
         .batch_paths = (const char *const *)batches.items, .n_batches = batches.n,
-        .steps = steps, .max_seconds = (double)int_option("--time", a->time, 0, 1), .seed = seed,
+        .steps = steps, .max_seconds = time_limit(a->time), .seed = seed,
         .out_path = a->out,
         .save_every = int_option("--save-every", a->save_every, 0, 0), .log_path = a->log,
         .print_every = int_option("--print-every", a->print_every, 10, 0), .progress = stdout,

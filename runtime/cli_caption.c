@@ -231,7 +231,7 @@ static void on_skip(void *ctx, const char *message) {
 /* ---- cap train --data ------------------------------------------------------------------------ */
 
 enum { T_DATA, T_VOCAB, T_STEPS, T_EPOCHS, T_OUT, T_WEIGHTS, T_RESUME, T_LOG, T_SEED, T_WORKERS,
-       T_SAVE, T_PRINT, T_BACKEND, T_THREADS, T_TIME, T_NO_CACHE, T_NONFINITE, T_N };
+       T_SAVE, T_PRINT, T_BACKEND, T_THREADS, T_TIME, T_NO_CACHE, T_NONFINITE, T_TIME_LIMIT, T_N };
 
 /* Resume: state, position and vocabulary from the checkpoint (a --vocab must agree). */
 static int train_resume(Run *r, const Opt *o, CapTrainMeta *meta, DataPosition *pos,
@@ -294,15 +294,18 @@ static void train_summary(const CapDataTrainResult *res, const CapTrainMeta *met
 
 static int train_run(Run *r, const Opt *o, uint32_t seed) {
     char err[ERR_SIZE];
-    long long steps = 0, epochs = 0, workers, save_every, print_every, seconds;
+    long long steps = 0, epochs = 0, workers, save_every, print_every;
+    double seconds = 0;
+    const char *limit = o[T_TIME_LIMIT].value ? o[T_TIME_LIMIT].value : o[T_TIME].value;
     int rc;
     if ((rc = int_opt("--steps", o[T_STEPS].value, 0, 1, 1LL << 40, &steps)) ||
         (rc = int_opt("--epochs", o[T_EPOCHS].value, 0, 1, 1LL << 30, &epochs)) ||
         (rc = int_opt("--workers", o[T_WORKERS].value, 2, 0, 64, &workers)) ||
         (rc = int_opt("--save-every", o[T_SAVE].value, 0, 0, 1LL << 40, &save_every)) ||
-        (rc = int_opt("--print-every", o[T_PRINT].value, 10, 0, 1LL << 40, &print_every)) ||
-        (rc = int_opt("--time", o[T_TIME].value, 0, 1, 1LL << 40, &seconds)))
+        (rc = int_opt("--print-every", o[T_PRINT].value, 10, 0, 1LL << 40, &print_every)))
         return rc;
+    if (limit && cap_parse_duration(limit, &seconds) != 0)
+        return usage("--time-limit takes a duration such as 90, 90s, 5m or 2h, not '%s'", limit);
     CapTrainMeta meta;
     DataPosition pos = {0, 0};
     if ((rc = o[T_RESUME].value ? train_resume(r, o, &meta, &pos, seed)
@@ -316,7 +319,7 @@ static int train_run(Run *r, const Opt *o, uint32_t seed) {
     if (epochs) steps = (epochs * n_train + sh.batch - 1) / sh.batch;
     int skips = 0;
     CapDataTrainOptions to = {
-        .ds = r->ds, .vocab = r->vocab, .steps = steps, .max_seconds = (double)seconds, .seed = o[T_RESUME].value ? meta.seed : seed,
+        .ds = r->ds, .vocab = r->vocab, .steps = steps, .max_seconds = seconds, .seed = o[T_RESUME].value ? meta.seed : seed,
         .workers = (int)workers, .start = pos, .out_path = o[T_OUT].value,
         .save_every = save_every, .log_path = o[T_LOG].value, .print_every = print_every,
         .progress = stdout, .on_skip = on_skip, .skip_ctx = &skips,
@@ -358,7 +361,8 @@ int cap_cmd_train_data(int argc, char **argv) {
                   {"--weights", 0, NULL, NULL, 0}, {"--resume", 0, NULL, NULL, 0}, {"--log", 0, NULL, NULL, 0}, {"--seed", 0, NULL, NULL, 0},
                   {"--workers", 0, NULL, NULL, 0}, {"--save-every", 0, NULL, NULL, 0}, {"--print-every", 0, NULL, NULL, 0}, {"--backend", 0, NULL, NULL, 0},
                   {"--threads", 0, NULL, NULL, 0}, {"--time", 0, NULL, NULL, 0},
-                  {"--no-feature-cache", 1, NULL, NULL, 0}, {"--on-nonfinite", 0, NULL, NULL, 0}};
+                  {"--no-feature-cache", 1, NULL, NULL, 0}, {"--on-nonfinite", 0, NULL, NULL, 0},
+                  {"--time-limit", 0, NULL, NULL, 0}};
     const char *model;
     int rc = parse(argc, argv, o, T_N, &model);
     if (rc < 0) return opts_free(o, T_N), 0;

@@ -157,6 +157,18 @@ static CapStatus save(const CapSession *s, const CapTrainOptions *o, const CapTr
 
 /* ---- non-finite steps ------------------------------------------------------------------- */
 
+int cap_parse_duration(const char *text, double *seconds) {
+    char *end = NULL;
+    errno = 0;
+    double v = text ? strtod(text, &end) : 0;
+    if (!text || end == text || errno || !isfinite(v) || v <= 0) return -1;
+    double unit = !*end || strcmp(end, "s") == 0 ? 1 : strcmp(end, "m") == 0 ? 60
+                : strcmp(end, "h") == 0 ? 3600 : 0;
+    if (unit == 0 || v * unit > 1e9) return -1;
+    *seconds = v * unit;
+    return 0;
+}
+
 int cap_nonfinite_parse(const char *name, CapNonFinite *out) {
     if (!name || strcmp(name, "stop") == 0) *out = CAP_NONFINITE_STOP;
     else if (strcmp(name, "skip") == 0) *out = CAP_NONFINITE_SKIP;

@@ -492,6 +492,14 @@ static void test_cli(void **unused) {
     assert_int_equal(run_cap(out, sizeof out, "frobnicate %s", so), 2);
     expect_msg(out, "unknown command 'frobnicate'", NULL, NULL);
     assert_int_equal(run_cap(out, sizeof out, "train %s --steps 3 --out %s", so, ck), 2);
+    /* a time limit in any unit stops at the first step after it, checkpoint written */
+    assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 1000 --out %s "
+                             "--time-limit 0.001s", so, b, ck), 0);
+    expect_msg(out, "step 1/1000", "saved ", NULL);
+    assert_null(strstr(out, "(step 1000)")); /* stopped by the limit, not the step count */
+    assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 3 --out %s "
+                             "--time-limit 5x", so, b, ck), 2);
+    expect_msg(out, "--time-limit takes a duration such as 90, 90s, 5m or 2h, not '5x'", NULL, NULL);
     assert_int_equal(run_cap(out, sizeof out, "train %s --batches %s --steps 3 --out %s "
                              "--on-nonfinite=ignore", so, b, ck), 2);
     expect_msg(out, "--on-nonfinite must be stop or skip, not 'ignore'", NULL, NULL);
