@@ -16,6 +16,7 @@
 #include "cli_data.h" /* cap_cmd_data, cap_cmd_vocab */
 #include "cli_caption.h" /* cap train --data, cap sample, cap eval */
 #include "metrics.h" /* cap_cmd_score */
+#include "cli_plot.h" /* cap_cmd_plot */
 #include "safetensors.h"
 
 #define ERR_SIZE 2048
@@ -57,6 +58,8 @@ static const char USAGE[] =
     "  score RESULTS.json --refs CAPTIONS.json [--tokenizer ptb|none]\n"
     "                                    BLEU-1..4 and CIDEr-D of a COCO results file\n"
     "                                    (no cap.so; docs/metrics.md)\n"
+    "  plot  metrics.jsonl -o curves.svg  the curves of a --log file (loss, lr, grad_norm,\n"
+    "                                    validation scores), one panel each, as SVG\n"
     "\n"
     "options for every command:\n"
     "  --backend auto|cpu|cuda           where to run (default auto: cuda if a GPU is usable)\n"
@@ -583,6 +586,7 @@ static int take_verbose(int *argc, char **argv) {
 int main(int argc, char **argv) {
     cap_cli_set_verbose(take_verbose(&argc, argv));
     if (argc > 1 && strcmp(argv[1], "score") == 0) return cap_cmd_score(argc - 1, argv + 1);
+    if (argc > 1 && strcmp(argv[1], "plot") == 0) return cap_cmd_plot(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "sample") == 0) return cap_cmd_sample(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "eval") == 0) return cap_cmd_eval(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "train") == 0 && cap_cli_has_option(argc, argv, "--data"))

@@ -54,9 +54,10 @@ echo "wrote $OUT/cap.so"
 phase "cap train: $TRAIN_SECONDS s (at most $STEPS steps) on the CPU"
 t_train=$SECONDS
 "$CAP" train "$OUT/cap.so" --data "$DATA" --vocab "$OUT/vocab.txt" --steps "$STEPS" \
-  --time "$TRAIN_SECONDS" --seed "$SEED" --out "$OUT/ckpt.safetensors" --log "$OUT/metrics.jsonl" \
+  --time-limit "$TRAIN_SECONDS" --seed "$SEED" --out "$OUT/ckpt.safetensors" --log "$OUT/metrics.jsonl" \
   --print-every 500 --backend cpu
 t_train=$((SECONDS - t_train))
+"$CAP" plot "$OUT/metrics.jsonl" -o "$OUT/curves.svg"
 
 phase "cap sample: $SHOW held-out (test split) images, greedy"
 mapfile -t held_out < <(ls "$OUT"/data/images/synth_* | tail -n "$SHOW")
@@ -73,4 +74,4 @@ phase "cap eval: the test split, greedy"
 echo
 echo "== done in $((SECONDS - t_start)) s (build $((t_built - t_start)) s, training ${t_train} s)"
 echo "   BLEU-4 $(sed -n 's/^BLEU-4: //p' "$OUT/scores.txt"), CIDEr-D $(sed -n 's/^CIDEr-D: //p' "$OUT/scores.txt") on the held-out test split"
-echo "   files in $OUT/: cap.so, ckpt.safetensors, metrics.jsonl, results.json, vocab.txt"
+echo "   files in $OUT/: cap.so, ckpt.safetensors, metrics.jsonl, curves.svg (open it in a browser), results.json, vocab.txt"
