@@ -3,7 +3,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DCAPC_SANITIZE=ON -DCAPC_WERROR=ON >/dev/null
+# The fuzz_* tests run the libFuzzer targets, which need a clang build of their own
+# (build-fuzz/, scripts/fuzz.sh); without clang with libFuzzer (exit 77) they are skipped.
+fuzz_bin=
+fuzz_rc=0
+scripts/fuzz.sh --build || fuzz_rc=$?
+if [ $fuzz_rc -eq 0 ]; then
+  fuzz_bin=$PWD/build-fuzz/tests/fuzz
+elif [ $fuzz_rc -ne 77 ]; then
+  exit $fuzz_rc
+fi
+cmake -S . -B build-test -DCMAKE_BUILD_TYPE=Debug -DCAPC_SANITIZE=ON -DCAPC_WERROR=ON \
+      -DCAPC_FUZZ_BIN_DIR="$fuzz_bin" >/dev/null
 cmake --build build-test -j"$(nproc)"
 cd build-test
 ctest --output-on-failure -j"$(nproc)"
