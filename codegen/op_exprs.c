@@ -14,7 +14,9 @@
  * ever loaded.
  */
 #include <math.h>
+#include <stdlib.h>
 
+#include "cfunc.h"
 #include "lower.h"
 
 #define NOT_PER_ELEMENT(name)                                                              \
@@ -143,6 +145,63 @@ const KExpr *kexpr_where(Eval *ev, const Op *op, Ix *at) {
     KernelDesc *kd = ev_kd(ev);
     const KExpr *c = ev_operand_bcast(ev, op, 0, at);
     return ke_select(kd, ke_bin(kd, KB_NE, c, f32(ev, 0)), x1(ev, op, at), ev_operand_bcast(ev, op, 2, at));
+}
+
+/* ---- elementwise, any number of operands: a C function ----------------------------------- */
+
+static const KExpr *cf_math(KernelDesc *kd, CfKind k, const KExpr *a) {
+    static const KFn FNS[CF_KIND_COUNT] = {[CF_EXP] = KF_EXP, [CF_LOG] = KF_LOG,
+                                           [CF_SQRT] = KF_SQRT, [CF_TANH] = KF_TANH,
+                                           [CF_SIN] = KF_SIN, [CF_COS] = KF_COS,
+                                           [CF_FLOOR] = KF_FLOOR, [CF_ISNAN] = KF_ISNAN};
+    return ke_call(kd, FNS[k], a);
+}
+
+/* One node of the tree as a kernel expression over the nodes before it (e[]). */
+static const KExpr *cf_node_expr(KernelDesc *kd, const CfNode *n, const KExpr *const *e) {
+    static const KBinOp BINS[CF_KIND_COUNT] = {
+        [CF_ADD] = KB_ADD, [CF_SUB] = KB_SUB, [CF_MUL] = KB_MUL, [CF_DIV] = KB_DIV,
+        [CF_LT] = KB_LT, [CF_LE] = KB_LE, [CF_GT] = KB_GT, [CF_GE] = KB_GE,
+        [CF_EQ] = KB_EQ, [CF_NE] = KB_NE, [CF_AND] = KB_AND, [CF_OR] = KB_OR};
+    switch (n->kind) {
+    case CF_CONST: return ke_f32(kd, n->value);
+    case CF_NEG: return ke_neg(kd, e[n->a]);
+    case CF_NOT: return ke_not(kd, e[n->a]);
+    case CF_SELECT: return ke_select(kd, e[n->a], e[n->b], e[n->c]);
+    case CF_EXP: case CF_LOG: case CF_SQRT: case CF_TANH: case CF_SIN: case CF_COS:
+    case CF_FLOOR: case CF_ISNAN:
+        return cf_math(kd, n->kind, e[n->a]);
+    default: return ke_bin(kd, BINS[n->kind], e[n->a], e[n->b]);
+    }
+}
+
+/* The function's tree, node by node in f32 (as the C source computes), over the operands
+ * broadcast to this element. A node read more than once gets a temporary, so the kernel does
+ * the work of the C function once however the tree shares it. */
+const KExpr *kexpr_call(Eval *ev, const Op *op, Ix *at) {
+    KernelDesc *kd = ev_kd(ev);
+    const CFunc *fn = module_find_cfunc(op->fn->module, op_string(op, "fn"));
+    if (!fn) return NULL;
+    const KExpr **e = calloc((size_t)fn->n_nodes, sizeof *e);
+    int *uses = calloc((size_t)fn->n_nodes, sizeof *uses);
+    const KExpr *result = NULL;
+    if (e && uses) {
+        for (int i = 0; i < fn->n_nodes; i++) {
+            const CfNode *n = &fn->nodes[i];
+            if (n->kind == CF_ARG) continue;
+            const int ops[3] = {n->a, n->b, n->c};
+            for (int k = 0; k < cf_arity(n->kind); k++) uses[ops[k]]++;
+        }
+        for (int i = 0; i < fn->n_nodes; i++) {
+            const CfNode *n = &fn->nodes[i];
+            e[i] = n->kind == CF_ARG ? ev_operand_bcast(ev, op, n->a, at) : cf_node_expr(kd, n, e);
+            if (uses[i] > 1) e[i] = kd_let(kd, "c", e[i]);
+        }
+        result = e[fn->n_nodes - 1];
+    }
+    free(e);
+    free(uses);
+    return result;
 }
 
 /* 0 where y <= 0, else dy (operands dy, y): a NaN y passes dy, as PyTorch's threshold_backward */

@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char DIAG_FILE_IN_DIAG[] = "<the file named in the Diag>";
+
 void diag_vset(Diag *d, SrcLoc loc, const char *fmt, va_list ap) {
     vsnprintf(d->msg, sizeof d->msg, fmt, ap);
     d->loc = loc;
@@ -68,8 +70,18 @@ static void print_caret(FILE *out, const SrcLoc *loc) {
     free(text);
 }
 
+void diag_set_in_file(Diag *d, const char *file, int line, int col, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    diag_vset(d, (SrcLoc){DIAG_FILE_IN_DIAG, line, col}, fmt, ap);
+    va_end(ap);
+    snprintf(d->file, sizeof d->file, "%s", file);
+}
+
 void diag_print(FILE *out, const Diag *d) {
-    const SrcLoc *loc = &d->loc;
+    SrcLoc owned = d->loc;
+    if (owned.file == DIAG_FILE_IN_DIAG) owned.file = d->file;
+    const SrcLoc *loc = &owned;
     if (!loc->file) {
         fprintf(out, "capc: error: %s\n", d->msg);
     } else if (loc->line <= 0) {

@@ -55,6 +55,7 @@ typedef struct Frontend {
     int64_t next_stream; /* dropout sites numbered in the order they are emitted */
     int64_t n_ops;
     bool in_entry; /* building an "entries" function: param statements bind forward's */
+    struct CSources *csrc; /* the "functions" C sources (cfunc_clang.c); NULL without them */
 } Frontend;
 
 /* Variables visible to expressions besides config: block arguments and repeat variables. A
@@ -140,6 +141,16 @@ int fe_load_entries(Frontend *fe, const cJSON *entries);
  * shape (errors at `at`). */
 int fe_entry_param(const Ctx *c, const cJSON *at, const char *full_name, DType dtype,
                    const Shape *shape);
+
+/* ---- C functions (cfunc_clang.c, docs/custom-ops.md) ---- */
+typedef struct CSources CSources;
+/* Parses the top-level "functions" list (NULL: absent) with libclang and translates every
+ * function; errors at the C source's positions. */
+int fe_load_functions(Frontend *fe, const cJSON *functions);
+/* A `call` of C function name with n_operands operands (errors at `at`): puts the function and
+ * its gradients into the module on first use, gradients checked by finite differences. */
+int fe_use_function(Frontend *fe, const cJSON *at, const char *name, int n_operands);
+void fe_free_functions(CSources *cs);
 
 /* ---- attributes (op_attrs.c) ---- */
 /* Sets op's attributes from the "attrs" object (may be NULL); op_node locates "missing"

@@ -131,7 +131,7 @@ static int load_blocks(Frontend *fe, const cJSON *blocks) {
 static int load_model(Frontend *fe, const ConfigOverride *ov, int n_ov) {
     static const char *const keys[] = {"model", "config", "inputs", "frozen",
                                        "blocks", "body", "outputs", "train", "entries",
-                                       NULL};
+                                       "functions", NULL};
     const cJSON *root = fe->doc.root;
     if (!cJSON_IsObject(root))
         return fe_error_at(fe, root, "a model file must hold a JSON object, got %s", json_type_name(root));
@@ -149,7 +149,8 @@ static int load_model(Frontend *fe, const ConfigOverride *ov, int n_ov) {
     fe->fn = module_add_function(fe->m, "forward");
     if (fe_load_config(fe, cJSON_GetObjectItemCaseSensitive(root, "config"), ov, n_ov) ||
         load_frozen(fe, cJSON_GetObjectItemCaseSensitive(root, "frozen")) ||
-        load_blocks(fe, cJSON_GetObjectItemCaseSensitive(root, "blocks")))
+        load_blocks(fe, cJSON_GetObjectItemCaseSensitive(root, "blocks")) ||
+        fe_load_functions(fe, cJSON_GetObjectItemCaseSensitive(root, "functions")))
         return -1;
     Env env = {0};
     Ctx c = {fe, &env, "", NULL, NULL};
@@ -188,6 +189,7 @@ Module *frontend_load_text(const char *text, size_t len, const char *filename,
     if (json_doc_parse(&fe.doc, text, len, filename, d)) return NULL;
     int rc = load_model(&fe, overrides, n_overrides);
     json_doc_free(&fe.doc);
+    fe_free_functions(fe.csrc);
     free(fe.config);
     free(fe.cfg_stack);
     if (rc) {

@@ -22,8 +22,10 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "cfunc.h"
 #include "op_impl.h"
 
 /* ---- building helpers ------------------------------------------------------------------- */
@@ -351,6 +353,38 @@ static int select_grad(Function *f, const Op *op, Value *dy, const bool *need, V
 
 GRAD_RULE(minimum) { return select_grad(f, op, dy, need, grads, err, err_size); }
 GRAD_RULE(maximum) { return select_grad(f, op, dy, need, grads, err, err_size); }
+
+/* call: operand i's gradient is the module's gradient function grads[i] called on
+ * (operands..., dy), which gives dy * d fn / d operand i per element (derived from the tree or
+ * written by the user, and checked against finite differences when the function was read),
+ * summed back to the operand's shape. */
+GRAD_RULE(call) {
+    Emit e = emit_begin(f, op, err, err_size);
+    const CFunc *fn = module_find_cfunc(f->module, op_string(op, "fn"));
+    if (!fn) {
+        emit_fail(&e, "no C function '%s'", op_string(op, "fn"));
+        return -1;
+    }
+    Value **ins = malloc(sizeof *ins * (size_t)(op->n_inputs + 1));
+    if (!ins) {
+        emit_fail(&e, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < op->n_inputs; i++) ins[i] = X(i);
+    ins[op->n_inputs] = dy;
+    for (int i = 0; i < op->n_inputs; i++) {
+        if (!need[i]) continue;
+        if (!fn->grads[i]) {
+            emit_fail(&e, "%s has no gradient with respect to '%s'", fn->name, fn->params[i]);
+            break;
+        }
+        Op *g = start(&e, OP_CALL, ins, op->n_inputs + 1);
+        if (g) op_set_string(g, "fn", fn->grads[i]);
+        set_grad(&e, grads, i, emit_reduce_to(&e, done(&e, g), SHAPE(i)));
+    }
+    free(ins);
+    return finish(&e, need, grads);
+}
 
 /* ---- layout --------------------------------------------------------------------------------- */
 

@@ -375,6 +375,7 @@ void module_free(Module *m) {
     if (!m) return;
     for (int i = 0; i < m->n_funcs; i++) function_free_arrays(m->funcs[i]);
     free(m->funcs);
+    free(m->cfuncs);
     free(m->params);
     free(m->config);
     name_index_free(m->arena->names);

@@ -198,6 +198,9 @@ struct Module {
     Function **funcs;
     int n_funcs, cap_funcs;
     TrainSpec *train; /* NULL when the model file has no "train" section */
+    /* C scalar functions the `call` op applies (cfunc.h), in definition order. */
+    struct CFunc **cfuncs;
+    int n_cfuncs, cap_cfuncs;
 };
 
 /* ---- building ------------------------------------------------------------------------- */
@@ -302,6 +305,10 @@ void ir_bug_at(const char *file, int line, const char *fmt, ...)
 typedef struct Diag {
     char msg[1024];
     SrcLoc loc; /* where, when known */
+    /* A location in a file whose name nobody keeps (a C source the frontend read): the name
+     * is copied here and loc.file is DIAG_FILE_IN_DIAG (frontend/diag.h), so that a copied
+     * Diag stays valid. Unused (and unset) otherwise. */
+    char file[512];
 } Diag;
 
 /* Verifier: operand counts and attributes against the op table, dtypes and shapes against

@@ -41,6 +41,8 @@ NO_ATTRS(minimum)
 NO_ATTRS(maximum)
 NO_ATTRS(equal)
 NO_ATTRS(where)
+/* fn is set by the frontend from the statement's own "fn" key (it registers the function) */
+ATTRS(call, {"fn", ATTR_STRING, "\"\""})
 
 ATTRS(broadcast, {"shape", ATTR_INTS, NULL})
 ATTRS(reshape, {"shape", ATTR_INTS, NULL})

@@ -8,6 +8,10 @@
  *   train  := 'train' {KEY '=' VALUE}        group := 'train_group' {KEY '=' VALUE}
  *   param  := ('param' | 'buffer' | 'state' | 'derived') '@'NAME ':' type ['init' '=' STRING]
  *             ['frozen']
+ *   cfunc  := 'cfunc' '@'NAME '(' ['%'NAME {',' '%'NAME}] ')' ['at' STRING ':' INT ':' INT]
+ *             ['grads' '=' '[' ('@'NAME | '-') {',' ...} ']'] '{' node* 'return' '%'INT '}'
+ *   node   := '%'INT '=' ('const' NUMBER | 'arg' '(' '%'NAME ')' | KIND '(' '%'INT {',' '%'INT} ')')
+ *             (a C scalar function's expression DAG, ir/cfunc.h; nodes numbered from 0)
  *   func   := 'func' '@'NAME '(' [arg {',' arg}] ')' '{' item* 'return' [out {',' out}] '}'
  *   item   := op | 'fused.'PATTERN '{' op+ '}'     (a fused group: its ops run as one kernel)
  *   arg    := '%'NAME ':' type          op := '%'NAME '=' WORD '(' [operands] ')' [attrs] ':' type
@@ -23,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cfunc.h"
 #include "ops.h"
 
 enum { MAX_WORD = 512 };
@@ -35,6 +40,7 @@ typedef struct Parser {
     const char *file_in_module; /* filename copied into the module, for op locations */
     Value **ins;                /* operand scratch array, reused; freed by ir_parse */
     int cap_ins;
+    CfBuilder nodes;            /* the cfunc being read; freed by ir_parse */
     const char *pos_at;         /* loc_of resumes counting here (lines only move forward) */
     int pos_line, pos_col;
     jmp_buf fail; /* errors unwind to ir_parse, which frees the half-built module */
@@ -465,6 +471,112 @@ static void parse_function(Parser *ps) {
     expect_char(ps, '}', "to close the function");
 }
 
+/* ---- cfunc ---------------------------------------------------------------------------- */
+
+#define CF_MAX_PARAMS 64
+
+/* '%N': an earlier node of the cfunc being read. */
+static int read_node_ref(Parser *ps, int n_nodes) {
+    char word[MAX_WORD];
+    const char *at = read_name(ps, '%', word, "a node");
+    char *end;
+    long i = strtol(word, &end, 10);
+    if (*end || i < 0 || i >= n_nodes) fail_at(ps, at, "%%%s is not an earlier node", word);
+    return (int)i;
+}
+
+static void parse_cfunc_node(Parser *ps, const char *const *params, int n_params) {
+    char word[MAX_WORD];
+    const char *at = read_name(ps, '%', word, "a node");
+    char *end;
+    if (strtol(word, &end, 10) != ps->nodes.n || *end)
+        fail_at(ps, at, "expected node %%%d", ps->nodes.n);
+    expect_char(ps, '=', "after the node");
+    const char *kat = read_word(ps, word, "a node kind");
+    int kind = cf_kind_from_name(word);
+    if (kind < 0) fail_at(ps, kat, "unknown node kind '%s'", word);
+    if (kind == CF_CONST) {
+        AttrValue v;
+        parse_value_as(ps, ATTR_FLOAT, &v, "constant");
+        cfb_const(&ps->nodes, v.f);
+    } else if (kind == CF_ARG) {
+        expect_char(ps, '(', "before the parameter");
+        const char *pat = read_name(ps, '%', word, "a parameter");
+        int i = 0;
+        while (i < n_params && strcmp(params[i], word) != 0) i++;
+        if (i == n_params) fail_at(ps, pat, "unknown parameter %%%s", word);
+        expect_char(ps, ')', "after the parameter");
+        cfb_arg(&ps->nodes, i);
+    } else {
+        int ops[3] = {-1, -1, -1};
+        expect_char(ps, '(', "before the operands");
+        for (int k = 0; k < cf_arity(kind); k++) {
+            if (k) expect_char(ps, ',', "between operands");
+            ops[k] = read_node_ref(ps, ps->nodes.n);
+        }
+        expect_char(ps, ')', "after the operands");
+        cfb_node(&ps->nodes, kind, ops[0], ops[1], ops[2]);
+    }
+    if (ps->nodes.failed) fail_at(ps, at, "too many nodes");
+}
+
+static SrcLoc parse_cfunc_loc(Parser *ps) {
+    AttrValue file;
+    parse_value_as(ps, ATTR_STRING, &file, "source file");
+    expect_char(ps, ':', "after the source file");
+    int64_t line = read_int(ps, "line");
+    expect_char(ps, ':', "after the line");
+    int64_t col = read_int(ps, "column");
+    return (SrcLoc){file.s, (int)line, (int)col};
+}
+
+static void parse_cfunc_grads(Parser *ps, int n_params, const char **grads) {
+    expect_char(ps, '=', "after 'grads'");
+    expect_char(ps, '[', "to open the gradient list");
+    for (int i = 0; i < n_params; i++) {
+        if (i) expect_char(ps, ',', "between gradients");
+        char word[MAX_WORD];
+        if (accept_char(ps, '-')) continue;
+        read_name(ps, '@', word, "a gradient function");
+        grads[i] = module_strdup(ps->m, word);
+    }
+    expect_char(ps, ']', "to close the gradient list");
+}
+
+static void parse_cfunc(Parser *ps) {
+    char name[MAX_WORD], word[MAX_WORD];
+    const char *at = read_name(ps, '@', name, "a function name");
+    if (module_find_cfunc(ps->m, name)) fail_at(ps, at, "cfunc @%s defined twice", name);
+    const char *params[CF_MAX_PARAMS];
+    int n_params = 0;
+    expect_char(ps, '(', "before the parameters");
+    if (!accept_char(ps, ')')) {
+        do {
+            const char *pat = read_name(ps, '%', word, "a parameter");
+            if (n_params == CF_MAX_PARAMS) fail_at(ps, pat, "more than %d parameters", CF_MAX_PARAMS);
+            params[n_params++] = module_strdup(ps->m, word);
+        } while (accept_char(ps, ','));
+        expect_char(ps, ')', "after the parameters");
+    }
+    SrcLoc loc = SRCLOC_NONE;
+    if (accept_keyword(ps, "at")) loc = parse_cfunc_loc(ps);
+    const char *grads[CF_MAX_PARAMS] = {0};
+    if (accept_keyword(ps, "grads")) parse_cfunc_grads(ps, n_params, grads);
+    expect_char(ps, '{', "to open the cfunc body");
+    cfb_free(&ps->nodes);
+    while (!accept_keyword(ps, "return")) parse_cfunc_node(ps, params, n_params);
+    skip(ps);
+    const char *rat = ps->p;
+    if (read_node_ref(ps, ps->nodes.n) != ps->nodes.n - 1)
+        fail_at(ps, rat, "a cfunc returns its last node");
+    expect_char(ps, '}', "to close the cfunc");
+    CFunc *f = module_add_cfunc(ps->m, name, n_params, params, ps->nodes.nodes, ps->nodes.n, loc);
+    for (int i = 0; i < n_params; i++)
+        if (grads[i]) cfunc_set_grad(ps->m, f, i, grads[i]);
+    char err[256];
+    if (cfunc_check(f, err, sizeof err)) fail_at(ps, at, "%s", err);
+}
+
 static void parse_file(Parser *ps) {
     if (!accept_keyword(ps, "module")) fail_at(ps, ps->p, "expected 'module \"NAME\"' first");
     AttrValue name;
@@ -489,9 +601,12 @@ static void parse_file(Parser *ps) {
             parse_train(ps);
         } else if (accept_keyword(ps, "func")) {
             parse_function(ps);
+        } else if (accept_keyword(ps, "cfunc")) {
+            parse_cfunc(ps);
         } else {
             fail_at(ps, ps->p,
-                    "expected 'config', 'train', 'param', 'buffer', 'state', 'derived' or 'func'");
+                    "expected 'config', 'train', 'param', 'buffer', 'state', 'derived', 'cfunc' "
+                    "or 'func'");
         }
     }
 }
@@ -517,6 +632,7 @@ Module *ir_parse(const char *text, const char *filename, Diag *d) {
     ps.file_in_module = filename ? module_strdup(ps.m, filename) : NULL;
     int rc = parse_guarded(&ps);
     free(ps.ins);
+    cfb_free(&ps.nodes);
     if (rc != 0) {
         module_free(ps.m);
         return NULL;

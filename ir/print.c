@@ -4,6 +4,7 @@
  */
 #include <stdlib.h>
 
+#include "cfunc.h"
 #include "ops.h"
 
 /* Attribute text of any size: short values use the stack, long lists and strings the heap. */
@@ -90,6 +91,47 @@ static void print_param(FILE *out, const Param *p) {
     fputc('\n', out);
 }
 
+/* `cfunc @NAME(%a, ...) at "FILE":LINE:COL grads=[@G, -] {` then one node per line:
+ * `%N = const VALUE`, `%N = arg(%PARAM)`, `%N = KIND(%I, ...)`, and `return %LAST`. */
+static void print_cfunc(FILE *out, const CFunc *f) {
+    fprintf(out, "cfunc @%s(", f->name);
+    for (int i = 0; i < f->n_params; i++) fprintf(out, "%s%%%s", i ? ", " : "", f->params[i]);
+    fputc(')', out);
+    if (f->loc.file) {
+        fputs(" at ", out);
+        print_string(out, f->loc.file);
+        fprintf(out, ":%d:%d", f->loc.line, f->loc.col);
+    }
+    bool any = false;
+    for (int i = 0; i < f->n_params; i++) any |= f->grads[i] != NULL;
+    if (any) {
+        fputs(" grads=[", out);
+        for (int i = 0; i < f->n_params; i++)
+            fprintf(out, "%s%s%s", i ? ", " : "", f->grads[i] ? "@" : "-",
+                    f->grads[i] ? f->grads[i] : "");
+        fputc(']', out);
+    }
+    fputs(" {\n", out);
+    for (int i = 0; i < f->n_nodes; i++) {
+        const CfNode *n = &f->nodes[i];
+        fprintf(out, "  %%%d = %s", i, cf_kind_name(n->kind));
+        if (n->kind == CF_CONST) {
+            AttrValue v = {.kind = ATTR_FLOAT, .f = n->value};
+            fputc(' ', out);
+            print_attr(out, &v);
+        } else if (n->kind == CF_ARG) {
+            fprintf(out, "(%%%s)", f->params[n->a]);
+        } else {
+            const int ops[3] = {n->a, n->b, n->c};
+            fputc('(', out);
+            for (int k = 0; k < cf_arity(n->kind); k++) fprintf(out, "%s%%%d", k ? ", " : "", ops[k]);
+            fputc(')', out);
+        }
+        fputc('\n', out);
+    }
+    fprintf(out, "  return %%%d\n}\n", f->n_nodes - 1);
+}
+
 static void print_op(FILE *out, const Op *op) {
     const OpInfo *info = op_info(op->kind);
     fprintf(out, "%s%%%s = %s(", op->group >= 0 ? "    " : "  ", op->result->name, info->name);
@@ -145,6 +187,10 @@ void ir_print_module(FILE *out, const Module *m) {
     }
     if (m->n_params > 0) fputc('\n', out);
     for (int i = 0; i < m->n_params; i++) print_param(out, m->params[i]);
+    for (int i = 0; i < m->n_cfuncs; i++) {
+        fputc('\n', out);
+        print_cfunc(out, m->cfuncs[i]);
+    }
     for (int i = 0; i < m->n_funcs; i++) {
         fputc('\n', out);
         print_function(out, m->funcs[i]);

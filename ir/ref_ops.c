@@ -6,8 +6,10 @@
  * only data-dependent problems (ids out of range, casts out of range) are reported here. */
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "cfunc.h"
 #include "op_impl.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -178,6 +180,25 @@ int ref_where(const Op *op, const RefTensor *const *ins, RefTensor *out, char *e
     return 0;
 }
 REF_BINARY(equal, a == b ? 1.0 : 0.0)
+
+/* The C function's expression tree in float64, once per element. */
+int ref_call(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err,
+             size_t err_size) {
+    const CFunc *fn = module_find_cfunc(op->fn->module, op_string(op, "fn"));
+    if (!fn || fn->n_params != op->n_inputs || op->n_inputs > 64)
+        return op_fail(op, err, err_size, "no C function '%s' of %d parameters",
+                       op_string(op, "fn"), op->n_inputs);
+    double *vals = malloc(sizeof *vals * (size_t)fn->n_nodes);
+    if (!vals) return op_fail(op, err, err_size, "out of memory");
+    double args[64];
+    for (int64_t i = 0; i < numel(out); i++) {
+        for (int k = 0; k < op->n_inputs; k++)
+            args[k] = ins[k]->data[broadcast_source(&out->shape, i, &ins[k]->shape)];
+        out->data[i] = cfunc_eval(fn->nodes, fn->n_nodes, args, vals);
+    }
+    free(vals);
+    return 0;
+}
 
 /* ---- layout ----------------------------------------------------------------------------- */
 

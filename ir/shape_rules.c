@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cfunc.h"
 #include "op_impl.h"
 
 /* ---- helpers ---------------------------------------------------------------------------- */
@@ -273,6 +274,29 @@ int infer_where(const Op *op, DType *out_dtype, Shape *out_shape, char *err, siz
     if (!shape_broadcast(&a->shape, &b->shape, &ab) || !shape_broadcast(&c->shape, &ab, &s))
         return op_fail(op, err, err_size, "cannot broadcast %s, %s and %s", vtype(c).s,
                        vtype(a).s, vtype(b).s);
+    return finish(op, DT_F32, &s, out_dtype, out_shape, err, err_size);
+}
+
+/* call: the module's C function fn, one operand per parameter, every operand f32; the result
+ * has the operands' common broadcast shape. */
+int infer_call(const Op *op, DType *out_dtype, Shape *out_shape, char *err, size_t err_size) {
+    if (check_operands(op, err, err_size)) return -1;
+    const char *name = op_string(op, "fn");
+    const CFunc *fn = op->fn && op->fn->module ? module_find_cfunc(op->fn->module, name) : NULL;
+    if (!fn) return op_fail(op, err, err_size, "no C function '%s' in the module", name ? name : "");
+    if (fn->n_params != op->n_inputs)
+        return op_fail(op, err, err_size, "%s takes %d operand%s, got %d", fn->name, fn->n_params,
+                       fn->n_params == 1 ? "" : "s", op->n_inputs);
+    Shape s = op->inputs[0]->shape;
+    for (int i = 0; i < op->n_inputs; i++) {
+        const Value *v = op->inputs[i];
+        if (v->dtype != DT_F32)
+            return op_fail(op, err, err_size, "%s operand of %s must be f32, got %s", nth(i),
+                           fn->name, vtype(v).s);
+        if (!shape_broadcast(&s, &v->shape, &s))
+            return op_fail(op, err, err_size, "cannot broadcast %s operand %s with %s", nth(i),
+                           vtype(v).s, stype(DT_F32, &s).s);
+    }
     return finish(op, DT_F32, &s, out_dtype, out_shape, err, err_size);
 }
 

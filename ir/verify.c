@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cfunc.h"
 #include "ops.h"
 
 enum { TYPE_BUF = 32 + IR_MAX_RANK * 24 };
@@ -255,6 +256,24 @@ static int module_error(Diag *d, SrcLoc loc, const char *fmt, ...) {
     return -1;
 }
 
+/* The C function table: each tree well formed, each gradient a function of the same
+ * parameters plus dy. */
+static int verify_cfuncs(const Module *m, Diag *d) {
+    char err[512];
+    for (int i = 0; i < m->n_cfuncs; i++) {
+        const CFunc *f = m->cfuncs[i];
+        if (cfunc_check(f, err, sizeof err)) return module_error(d, f->loc, "%s", err);
+        for (int k = 0; k < f->n_params; k++) {
+            if (!f->grads[k]) continue;
+            const CFunc *g = module_find_cfunc(m, f->grads[k]);
+            if (!g || g->n_params != f->n_params + 1)
+                return module_error(d, f->loc, "cfunc @%s: gradient @%s is not a cfunc of %d "
+                                    "parameters", f->name, f->grads[k], f->n_params + 1);
+        }
+    }
+    return 0;
+}
+
 int ir_verify_module(const Module *m, bool require_shapes, Diag *d) {
     Diag scratch;
     if (!d) d = &scratch;
@@ -269,6 +288,7 @@ int ir_verify_module(const Module *m, bool require_shapes, Diag *d) {
         if (module_find_param(m, p->name) != p) /* the name index knows one param per name */
             return module_error(d, p->loc, "parameter @%s declared twice", p->name);
     }
+    if (verify_cfuncs(m, d)) return -1;
     for (int i = 0; i < m->n_funcs; i++) {
         for (int j = 0; j < i; j++)
             if (strcmp(m->funcs[j]->name, m->funcs[i]->name) == 0)

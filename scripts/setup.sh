@@ -5,8 +5,8 @@
 set -euo pipefail
 
 # python3 runs scripts/param_counts.py for the models_* tests (a fresh Debian image has no
-# python3; without it CMake turns those tests off). libclang-dev is optional for the build
-# (in-process C compilation) but installed so that the feature is on. clang brings libFuzzer
+# python3; without it CMake turns those tests off). libclang-dev is required: capc reads the
+# C sources of custom functions with it (docs/custom-ops.md). clang brings libFuzzer
 # (compiler-rt) for the fuzz targets (tests/fuzz, scripts/fuzz.sh); without it the fuzz tests
 # are reported as skipped.
 packages=(build-essential cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "ops.h"
+#include "../ir/cfunc_test_util.h"
 
 #define OC_MAX_INPUTS 8
 
@@ -136,6 +137,12 @@ static Op *c_mul(Function *f) { return oc_op(f, "mul", X(f, "f32[3,4]"), X(f, "f
 static Op *c_div(Function *f) { return oc_op(f, "div", X(f, "f32[3,4]"), X(f, "f32[3,1]"), NULL); }
 static Op *c_minimum(Function *f) { return oc_op(f, "minimum", X(f, "f32[3,4]"), X(f, "f32[4]"), NULL); }
 static Op *c_maximum(Function *f) { return oc_op(f, "maximum", X(f, "f32[1,4]"), X(f, "f32[3,1]"), NULL); }
+/* a C function with a branch (select) and math calls, operands broadcast both ways */
+static Op *c_call(Function *f) {
+    Op *op = oc_op(f, "call", X(f, "f32[3,1]"), X(f, "f32[4]"), NULL);
+    op_set_string(op, "fn", tu_cfunc_blend(f->module));
+    return op;
+}
 static Op *c_where(Function *f) {
     return oc_op(f, "where", X(f, "f32[3,1]"), X(f, "f32[3,4]"), X(f, "f32[4]"), NULL);
 }
@@ -357,6 +364,7 @@ static const OpCase OP_CASES[] = {
     {"maximum", c_maximum, "ss", 0},
     {"equal", c_equal, "ss", 0},
     {"where", c_where, "srr", 0},
+    {"call", c_call, "rr", 0},
     {"broadcast", c_broadcast, "r", 0},
     {"reshape", c_reshape, "r", 0},
     {"transpose", c_transpose, "r", 0},

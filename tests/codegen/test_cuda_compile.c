@@ -77,9 +77,10 @@ static void test_op_kernels_nvrtc(void **state) {
 
 /* The tiny captioner through the whole pipeline; c and cu receive every distinct kernel of
  * every function (prelude first), compared by structure as the packager merges them. */
-static void captioner_sources(Text *c, Text *cu, int *n_kernels) {
+static void captioner_sources(Text *c, Text *cu, int *n_kernels, const ConfigOverride *ov,
+                              int n_ov) {
     Diag d = {0};
-    Module *m = frontend_load_file("models/captioner_tiny.json", NULL, 0, &d);
+    Module *m = frontend_load_file("models/captioner_tiny.json", ov, n_ov, &d);
     if (!m) fail_msg("captioner_tiny.json: %s", d.msg);
     PipelineOptions opts = {0};
     if (pipeline_run(m, &opts, &d) != 0) {
@@ -131,7 +132,7 @@ static void captioner_sources(Text *c, Text *cu, int *n_kernels) {
 static void test_captioner_c(void **state) {
     Text c = {0}, cu = {0};
     int n = 0;
-    captioner_sources(&c, &cu, &n);
+    captioner_sources(&c, &cu, &n, NULL, 0);
     assert_true(n > 0);
     char dir[] = "/tmp/capc_ccXXXXXX", path[64], cmd[512];
     assert_non_null(mkdtemp(dir));
@@ -163,10 +164,28 @@ static void test_captioner_nvrtc(void **state) {
     if (!nvrtc_available()) skip();
     Text c = {0}, cu = {0};
     int n = 0;
-    captioner_sources(&c, &cu, &n);
+    captioner_sources(&c, &cu, &n, NULL, 0);
     nvrtc_ok(cu.s, "captioner_tiny.cu", "sm_90");
     nvrtc_ok(cu.s, "captioner_tiny.cu", "sm_80");
     printf("captioner: %d distinct kernels compile with NVRTC (sm_90, sm_80)\n", n);
+    free(c.s);
+    free(cu.s);
+}
+
+/* The captioner with its ReLUs swapped for Mish written in C (models/acts.c, -D act=2): the
+ * custom function renders and fuses into CUDA kernels that NVRTC accepts, and into C that cc
+ * accepts. */
+static void test_captioner_custom_activation(void **state) {
+    static const ConfigOverride mish = {"act", "2"};
+    Text c = {0}, cu = {0};
+    int n = 0;
+    captioner_sources(&c, &cu, &n, &mish, 1);
+    assert_non_null(strstr(c.s, "expf")); /* mish = x * tanh(softplus(x)) is in the kernels */
+    if (nvrtc_available()) {
+        nvrtc_ok(cu.s, "captioner_tiny_mish.cu", "sm_90");
+        nvrtc_ok(cu.s, "captioner_tiny_mish.cu", "sm_80");
+        printf("captioner -D act=2 (Mish in C): %d distinct kernels compile with NVRTC\n", n);
+    }
     free(c.s);
     free(cu.s);
 }
@@ -176,6 +195,7 @@ int main(void) {
         cmocka_unit_test(test_op_kernels_nvrtc),
         cmocka_unit_test(test_captioner_c),
         cmocka_unit_test(test_captioner_nvrtc),
+        cmocka_unit_test(test_captioner_custom_activation),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -45,9 +45,11 @@ def type_text(dtype, shape):
 
 
 class Case:
-    def __init__(self, op, attrs, inputs, fn):
-        """inputs: list of (dtype "f32"/"i32", shape, values); fn(*torch tensors) -> result."""
+    def __init__(self, op, attrs, inputs, fn, prelude=()):
+        """inputs: list of (dtype "f32"/"i32", shape, values); fn(*torch tensors) -> result;
+        prelude: IR lines between the module line and the function (a call's cfunc)."""
         self.op, self.attrs, self.inputs, self.fn = op, attrs, inputs, fn
+        self.prelude = list(prelude)
 
     def render(self, index):
         args = []
@@ -60,7 +62,7 @@ class Case:
         attrs = ""
         if self.attrs:
             attrs = " {" + ", ".join("%s=%s" % kv for kv in self.attrs) + "}"
-        lines = ["case " + self.op, "# capc IR", 'module "%s"' % self.op,
+        lines = ["case " + self.op, "# capc IR", 'module "%s"' % self.op] + self.prelude + [
                  "func @c%d(%s) {" % (index, ", ".join(args)),
                  "  %%y = %s(%s)%s : %s" % (self.op, ", ".join("%%a%d" % i for i in range(len(args))),
                                            attrs, type_text(out_dt, list(out.shape))),
@@ -144,6 +146,13 @@ CASES = [
     Case("where", [], [f32([6, 1], [1, 0, NAN, 0, 2, -0.0]), f32([6, 2], [NAN, 1, 2, INF, 3, 4, 5, 6, -INF, 7, 8, NAN]),
                        f32([2], [NAN, -1])],
          lambda c, a, b: torch.where(c != 0, a, b)),
+    # a C function (ir/cfunc.h): blend(a, b) = a > b ? a * tanhf(b) : expf(a) - b, the same
+    # function as tests/ir/cfunc_test_util.h; a NaN compares false, so it takes the else side
+    Case("call", [("fn", '"blend"')], [A81, B8],
+         lambda a, b: torch.where(a > b, a * torch.tanh(b), torch.exp(a) - b),
+         prelude=["cfunc @blend(%a, %b) {", "  %0 = arg(%a)", "  %1 = arg(%b)",
+                  "  %2 = gt(%0, %1)", "  %3 = tanh(%1)", "  %4 = mul(%0, %3)", "  %5 = exp(%0)",
+                  "  %6 = sub(%5, %1)", "  %7 = select(%2, %4, %6)", "  return %7", "}"]),
     Case("broadcast", [("shape", "[2,8]")], [f32([8], S8)], lambda x: x.expand(2, 8)),
     Case("reshape", [("shape", "[4,2]")], [f32([2, 4], S8)], lambda x: x.reshape(4, 2)),
     Case("transpose", [("perm", "[1,0]")], [f32([2, 4], S8)], lambda x: x.t()),

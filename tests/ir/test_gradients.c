@@ -15,6 +15,7 @@
  * (relu at 0, equal maxima) by being random: the chance of landing within h of one is ~1e-6.
  */
 #include "op_test_util.h"
+#include "cfunc_test_util.h"
 
 #define END NULL
 #define FD_STEP 1e-6
@@ -254,6 +255,17 @@ static void case_where(void) {
     check_open(&g);
     Value *c = given(&g, "f32[4,1]", mask), *a = in(&g, "f32[4,3]", RANDOM), *b = in(&g, "f32[3]", RANDOM);
     check(&g, op_of(&g, "where", c, a, b));
+}
+
+/* call: the derived gradient functions of a two-operand C function with a branch, operands
+ * broadcast both ways */
+static void case_call(void) {
+    Check g;
+    check_open(&g);
+    Value *a = in(&g, "f32[3,1]", RANDOM), *b = in(&g, "f32[4]", RANDOM);
+    Op *op = op_of(&g, "call", a, b, NULL);
+    op_set_string(op, "fn", tu_cfunc_blend(g.c.m));
+    check(&g, op);
 }
 
 /* ---- layout ------------------------------------------------------------------------------ */
@@ -502,6 +514,7 @@ static const GradCase CASES[] = {
     {"mul", case_mul},         {"div", case_div},
     {"minimum", case_minimum}, {"maximum", case_maximum},
     {"equal", case_equal},     {"where", case_where},
+    {"call", case_call},
     {"broadcast", case_broadcast},
     {"reshape", case_reshape}, {"transpose", case_transpose},
     {"slice", case_slice},     {"concat", case_concat},

@@ -3,6 +3,7 @@
  * loops over OP_TABLE and fails for any op without a case. Plus the Philox known answers
  * and dropout's statistics, determinism and stream independence. */
 #include "op_test_util.h"
+#include "cfunc_test_util.h"
 
 #define END NULL
 #define N(a) ((int64_t)(sizeof(a) / sizeof((a)[0])))
@@ -175,6 +176,16 @@ static void case_where(TestCtx *c) {
     tu_expect_values(c, tu_op(c, "where", tu_in(c, "f32[4]", cond), tu_in(c, "f32[4]", a),
                               tu_in(c, "f32[4]", b2), END),
                      "f32[4]", w2, 4, 0);
+}
+
+/* call: the tree in float64 per element, operands broadcast; the side a select does not
+ * choose does not leak (exp(1000) - b is inf, a * tanh(b) chosen) */
+static void case_call(TestCtx *c) {
+    static const double a[] = {2, -1, 1000}, b[] = {0.5};
+    const double w[] = {2 * tanh(0.5), exp(-1.0) - 0.5, 1000 * tanh(0.5)};
+    Op *op = tu_op(c, "call", tu_in(c, "f32[3]", a), tu_in(c, "f32[1]", b), END);
+    op_set_string(op, "fn", tu_cfunc_blend(c->m));
+    tu_expect_values(c, op, "f32[3]", w, 3, 0);
 }
 
 /* ---- layout ----------------------------------------------------------------------------- */

@@ -2,6 +2,7 @@
  * error (op name, both types where two disagree) for each kind of user mistake. One case
  * function per op kind; a test loops over OP_TABLE and fails for any op without a case. */
 #include "op_test_util.h"
+#include "cfunc_test_util.h"
 
 #define END NULL
 
@@ -148,6 +149,27 @@ static void case_where(TestCtx *c) {
     tu_expect_error(tu_op(c, "where", tu_in(c, "f32[2]", NULL), tu_in(c, "f32[3]", NULL),
                           tu_in(c, "f32[3]", NULL), END),
                     "cannot broadcast f32[2], f32[3] and f32[3]", END);
+}
+
+/* call: operands broadcast like a binary op; the function must exist and take as many
+ * operands as given; every operand f32 */
+static void case_call(TestCtx *c) {
+    const char *fn = tu_cfunc_blend(c->m);
+    Op *a = tu_op(c, "call", tu_in(c, "f32[3,1]", NULL), tu_in(c, "f32[4]", NULL), END);
+    op_set_string(a, "fn", fn);
+    tu_expect_type(a, "f32[3,4]");
+    Op *b = tu_op(c, "call", tu_in(c, "f32[3]", NULL), END);
+    op_set_string(b, "fn", fn);
+    tu_expect_error(b, "blend takes 2 operands, got 1", END);
+    Op *d = tu_op(c, "call", tu_in(c, "f32[3]", NULL), tu_in(c, "i32[3]", NULL), END);
+    op_set_string(d, "fn", fn);
+    tu_expect_error(d, "second operand of blend must be f32, got i32[3]", END);
+    Op *e = tu_op(c, "call", tu_in(c, "f32[2]", NULL), tu_in(c, "f32[3]", NULL), END);
+    op_set_string(e, "fn", fn);
+    tu_expect_error(e, "cannot broadcast second operand f32[3] with f32[2]", END);
+    Op *u = tu_op(c, "call", tu_in(c, "f32[3]", NULL), END);
+    op_set_string(u, "fn", "nope");
+    tu_expect_error(u, "no C function 'nope'", END);
 }
 
 static void case_broadcast(TestCtx *c) {

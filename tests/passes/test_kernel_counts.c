@@ -31,17 +31,22 @@ typedef struct Compiled {
     PipelineReport report;
 } Compiled;
 
-static void compile_tiny(Compiled *c, bool fuse, unsigned fuse_off) {
+static void compile_tiny_with(Compiled *c, bool fuse, unsigned fuse_off, const ConfigOverride *ov,
+                              int n_ov) {
     char path[4096];
     snprintf(path, sizeof path, "%s/models/captioner_tiny.json", source_dir());
     Diag d = {0};
     memset(c, 0, sizeof *c);
-    c->m = frontend_load_file(path, NULL, 0, &d);
+    c->m = frontend_load_file(path, ov, n_ov, &d);
     if (c->m == NULL) fail_msg("load: %s", d.msg);
     PipelineOptions opts = {.goal = PIPELINE_KERNELS, .report = &c->report};
     opts.passes.no_fuse = !fuse;
     opts.passes.fuse_off = fuse_off;
     if (pipeline_run(c->m, &opts, &d) != 0) fail_msg("pipeline: %s", d.msg);
+}
+
+static void compile_tiny(Compiled *c, bool fuse, unsigned fuse_off) {
+    compile_tiny_with(c, fuse, fuse_off, NULL, 0);
 }
 
 static void compiled_free(Compiled *c) {
@@ -100,6 +105,35 @@ static void test_totals(void **state) {
     assert_true(entry(&fused, "train_step")->launches <= 200);
     compiled_free(&fused);
     compiled_free(&unfused);
+}
+
+/* A C activation (models/acts.c, -D act=1..3 in place of ReLU) fuses like ReLU: the forward
+ * entries keep their kernel counts exactly; the entries with a backward pass (train_step,
+ * train_grads, eval_grads, train_step_cached) run one more. Why one: relu's gradient reads
+ * relu's own output, a call's gradient reads the call's input (the pre-activation), so in
+ * one place a contraction's result must be stored instead of living only in its epilogue
+ * (docs/custom-ops.md). */
+static void test_custom_activation_fuses_like_relu(void **state) {
+    (void)state;
+    Compiled relu;
+    compile_tiny(&relu, true, 0);
+    static const char *const acts[] = {"1", "2", "3"};
+    for (int a = 0; a < 3; a++) {
+        ConfigOverride ov = {"act", acts[a]};
+        Compiled c;
+        compile_tiny_with(&c, true, 0, &ov, 1);
+        for (int i = 0; i < relu.report.n_entries; i++) {
+            const char *name = relu.report.entries[i].name;
+            bool backward = strcmp(name, "train_step") == 0 || strcmp(name, "train_grads") == 0 ||
+                            strcmp(name, "eval_grads") == 0 || strcmp(name, "train_step_cached") == 0;
+            int want = relu.report.entries[i].kernels + backward;
+            print_message("act=%s @%s: %d kernels (ReLU: %d)\n", acts[a], name,
+                          entry(&c, name)->kernels, relu.report.entries[i].kernels);
+            assert_int_equal(entry(&c, name)->kernels, want);
+        }
+        compiled_free(&c);
+    }
+    compiled_free(&relu);
 }
 
 static void test_patterns_match_the_model(void **state) {
@@ -164,6 +198,7 @@ int main(void) {
         cmocka_unit_test(test_totals),
         cmocka_unit_test(test_patterns_match_the_model),
         cmocka_unit_test(test_rule_switch),
+        cmocka_unit_test(test_custom_activation_fuses_like_relu),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -24,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -625,6 +626,35 @@ static void test_checkpoint_step_checked(void **unused) {
     st_free(&f);
 }
 
+/* The tiny captioner with Mish written in C (models/acts.c, -D act=2) in place of its ReLUs
+ * trains on the CPU: the loss over the last batches is well below the first ones'. */
+static void test_custom_activation_trains(void **unused) {
+    char dir[600], so[1024], why[1024], out[512], err[ERR];
+    snprintf(dir, sizeof dir, "%s/mish", tmpdir); /* its own dir: the .so is named after the model */
+    assert_int_equal(mkdir(dir, 0755), 0);
+    compile_with_capc(dir, "models/captioner_tiny.json", "-D batch=2 -D dropout=0 -D act=2", so,
+                      sizeof so, why, sizeof why);
+    if (why[0]) fail_msg("capc could not compile the tiny captioner with -D act=2: %s", why);
+    make_tiny_batches();
+    snprintf(out, sizeof out, "%s/mish.safetensors", tmpdir);
+    CapModel *m = open_model(so);
+    CapSession *s = new_session(m);
+    ok(cap_session_init(s, 7, err, sizeof err), err);
+    const char *paths[N_BATCHES];
+    for (int i = 0; i < N_BATCHES; i++) paths[i] = batch_paths[i];
+    Losses l = {0};
+    CapTrainMeta meta = {0};
+    CapTrainOptions o = {.batch_paths = paths, .n_batches = N_BATCHES, .steps = 100, .seed = 7,
+                         .out_path = out, .on_step = record, .user = &l};
+    ok(cap_train(s, &o, &meta, err, sizeof err), err);
+    double first = mean(l.v, N_BATCHES), last = mean(l.v + 100 - N_BATCHES, N_BATCHES);
+    print_message("Mish in C: loss, mean of the first %d steps %.6g, of the last %d %.6g\n",
+                  N_BATCHES, first, N_BATCHES, last);
+    assert_true(last < 0.75 * first);
+    cap_session_free(s);
+    cap_model_close(m);
+}
+
 static int setup(void **unused) {
     if (make_temp_dir("capc_e2e", tmpdir, sizeof tmpdir) != 0) return -1;
     compile("tests/passes/data/small_model.json", "", small_so, sizeof small_so, small_why,
@@ -658,6 +688,7 @@ int main(void) {
         cmocka_unit_test(test_nonfinite_stop),
         cmocka_unit_test(test_out_of_vocabulary_refused),
         cmocka_unit_test(test_checkpoint_step_checked),
+        cmocka_unit_test(test_custom_activation_trains),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -1,0 +1,4 @@
+float f(float x) {
+    float *p = &x;
+    return x;
+}

@@ -1,0 +1,2 @@
+#include <math.h>
+float f(float x) { return exp(x); }

@@ -1,0 +1,2 @@
+float scale = 2.0f;
+float f(float x) { return x * scale; }

@@ -1,0 +1,4 @@
+float f(float x) {
+    int n = 2;
+    return x;
+}

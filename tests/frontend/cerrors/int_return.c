@@ -1,0 +1,1 @@
+int f(float x) { return x > 0.0f; }

@@ -1,0 +1,5 @@
+float f(float x) {
+    float y;
+    if (x > 0.0f) y = x;
+    return y;
+}

@@ -1,0 +1,2 @@
+struct pair { float a, b; };
+float f(float x) { return x; }

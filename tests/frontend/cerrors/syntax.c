@@ -1,0 +1,4 @@
+float f(float x) {
+    float y = x * 2.0f
+    return y;
+}

@@ -1,0 +1,5 @@
+#include <math.h>
+float f(float x) {
+    expf(x);
+    return x;
+}
