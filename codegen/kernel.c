@@ -209,6 +209,16 @@ const KExpr *ke_call2(KernelDesc *kd, KFn fn, const KExpr *a, const KExpr *b) {
     return e;
 }
 
+const KExpr *ke_blend(KernelDesc *kd, const KExpr *cond, const KExpr *a, const KExpr *b) {
+    KType t = a->type == b->type ? a->type : common_type(a->type, b->type);
+    KExpr *e = new_expr(kd, KE_CALL, t);
+    e->op = KF_BLEND;
+    e->a = cond;
+    e->b = a->type == t ? a : ke_cast(kd, t, a);
+    e->c = b->type == t ? b : ke_cast(kd, t, b);
+    return e;
+}
+
 const KExpr *ke_select(KernelDesc *kd, const KExpr *c, const KExpr *a, const KExpr *b) {
     KType t = a->type == b->type ? a->type : common_type(a->type, b->type);
     KExpr *e = new_expr(kd, KE_SELECT, t);

@@ -60,6 +60,9 @@ typedef enum {
     KF_EXP, KF_LOG, KF_SQRT, KF_RSQRT, KF_TANH, KF_COS, KF_SIN, KF_FLOOR, KF_ISNAN,
     KF_MAXNAN, /* max(a, b), NaN if either is NaN (torch.maximum) */
     KF_MINNAN, /* min(a, b), NaN if either is NaN */
+    KF_BLEND,  /* a (bool) ? b : c with both already evaluated: branchless bit select, so a loop
+                  around it still vectorizes (gcc will not if-convert a float ?: whose condition
+                  is loop-invariant); never for guarding a load (use ke_select) */
     KF_COUNT
 } KFn;
 
@@ -180,6 +183,8 @@ const KExpr *ke_not(KernelDesc *kd, const KExpr *a);
 const KExpr *ke_neg(KernelDesc *kd, const KExpr *a);
 const KExpr *ke_call(KernelDesc *kd, KFn fn, const KExpr *a);
 const KExpr *ke_call2(KernelDesc *kd, KFn fn, const KExpr *a, const KExpr *b);
+/* KF_BLEND: cond ? a : b, both sides evaluated (see KF_BLEND) */
+const KExpr *ke_blend(KernelDesc *kd, const KExpr *cond, const KExpr *a, const KExpr *b);
 const KExpr *ke_select(KernelDesc *kd, const KExpr *c, const KExpr *a, const KExpr *b);
 const KExpr *ke_cast(KernelDesc *kd, KType type, const KExpr *a);
 const KExpr *ke_dropout_keep(KernelDesc *kd, const KExpr *seed, const KExpr *step,

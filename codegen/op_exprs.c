@@ -144,7 +144,9 @@ const KExpr *kexpr_equal(Eval *ev, const Op *op, Ix *at) {
 const KExpr *kexpr_where(Eval *ev, const Op *op, Ix *at) {
     KernelDesc *kd = ev_kd(ev);
     const KExpr *c = ev_operand_bcast(ev, op, 0, at);
-    return ke_select(kd, ke_bin(kd, KB_NE, c, f32(ev, 0)), x1(ev, op, at), ev_operand_bcast(ev, op, 2, at));
+    /* both sides are already loaded values: a blend, not a branch, so the loop vectorizes
+     * (train_step's guard puts one on every optimizer update) */
+    return ke_blend(kd, ke_bin(kd, KB_NE, c, f32(ev, 0)), x1(ev, op, at), ev_operand_bcast(ev, op, 2, at));
 }
 
 /* ---- elementwise, any number of operands: a C function ----------------------------------- */

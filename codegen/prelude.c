@@ -51,6 +51,7 @@ static const char C_PRELUDE[] =
     "#include <math.h>\n"
     "#include <pthread.h>\n"
     "#include <stdint.h>\n"
+    "#include <string.h>\n"
     "#include <stdlib.h>\n"
     "#include <cblas.h>\n"
     "\n"
@@ -62,6 +63,24 @@ static const char C_PRELUDE[] =
     "#define CAP_INF ((double)INFINITY)\n"
     "#define CAP_NAN ((double)NAN)\n"
     "#define cap_isnan(x) isnan(x)\n"
+    "/* c ? a : b on bits: branchless, NaN payloads kept, and vectorizable where gcc would turn\n"
+    " * a float ?: on a loop-invariant condition into a branch (KF_BLEND) */\n"
+    "CAP_FN float cap_blendf(int c, float a, float b) {\n"
+    "    uint32_t ia, ib, m = 0u - (uint32_t)(c != 0);\n"
+    "    memcpy(&ia, &a, 4);\n"
+    "    memcpy(&ib, &b, 4);\n"
+    "    ia = (ia & m) | (ib & ~m);\n"
+    "    memcpy(&a, &ia, 4);\n"
+    "    return a;\n"
+    "}\n"
+    "CAP_FN double cap_blend(int c, double a, double b) {\n"
+    "    uint64_t ia, ib, m = 0u - (uint64_t)(c != 0);\n"
+    "    memcpy(&ia, &a, 8);\n"
+    "    memcpy(&ib, &b, 8);\n"
+    "    ia = (ia & m) | (ib & ~m);\n"
+    "    memcpy(&a, &ia, 8);\n"
+    "    return a;\n"
+    "}\n"
     "#ifdef _OPENMP\n"
     "#include <omp.h>\n"
     "#endif\n"
@@ -182,7 +201,9 @@ static const char CUDA_PRELUDE[] =
     "#define CAP_NAN_F __int_as_float(0x7fffffff)\n"
     "#define CAP_INF __longlong_as_double(0x7ff0000000000000LL)\n"
     "#define CAP_NAN __longlong_as_double(0x7ff8000000000000LL)\n"
-    "#define cap_isnan(x) isnan(x)\n" COMMON "\n";
+    "#define cap_isnan(x) isnan(x)\n"
+    "CAP_FN float cap_blendf(int c, float a, float b) { return c ? a : b; }\n"
+    "CAP_FN double cap_blend(int c, double a, double b) { return c ? a : b; }\n" COMMON "\n";
 
 const char *codegen_c_prelude(void) { return C_PRELUDE; }
 const char *codegen_cuda_prelude(void) { return CUDA_PRELUDE; }

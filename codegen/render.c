@@ -29,18 +29,18 @@ typedef struct Target {
 static const Target TARGET_C = {
     {"int", "int32_t", "uint32_t", "int64_t", "float", "double"},
     {"expf", "logf", "sqrtf", "cap_rsqrtf", "tanhf", "cosf", "sinf", "floorf", "cap_isnan",
-     "cap_maxf", "cap_minf"},
+     "cap_maxf", "cap_minf", "cap_blendf"},
     {"exp", "log", "sqrt", "cap_rsqrt", "tanh", "cos", "sin", "floor", "cap_isnan", "cap_max",
-     "cap_min"},
+     "cap_min", "cap_blend"},
     "CAP_INF_F", "CAP_NAN_F", "CAP_INF", "CAP_NAN", false,
 };
 
 static const Target TARGET_CUDA = {
     {"int", "int", "unsigned int", "long long", "float", "double"},
     {"expf", "logf", "sqrtf", "rsqrtf", "tanhf", "cosf", "sinf", "floorf", "cap_isnan",
-     "cap_maxf", "cap_minf"},
+     "cap_maxf", "cap_minf", "cap_blendf"},
     {"exp", "log", "sqrt", "rsqrt", "tanh", "cos", "sin", "floor", "cap_isnan", "cap_max",
-     "cap_min"},
+     "cap_min", "cap_blend"},
     "CAP_INF_F", "CAP_NAN_F", "CAP_INF", "CAP_NAN", true,
 };
 
@@ -160,13 +160,17 @@ static void const_int(Ctx *c, const KExpr *e) {
 }
 
 static void call(Ctx *c, const KExpr *e) {
-    bool f64 = e->a->type == KT_F64 || (e->b && e->b->type == KT_F64);
+    bool f64 = e->type == KT_F64 || e->a->type == KT_F64 || (e->b && e->b->type == KT_F64);
     const char *name = f64 ? c->t->fn_f64[e->op] : c->t->fn_f32[e->op];
     put(c->o, "%s(", name);
     expr(c, e->a, 0);
     if (e->b) {
         put(c->o, ", ");
         expr(c, e->b, 0);
+    }
+    if (e->c) {
+        put(c->o, ", ");
+        expr(c, e->c, 0);
     }
     put(c->o, ")");
 }
