@@ -264,6 +264,12 @@ typedef struct CapTrainOptions {
     int (*checkpoint_meta)(void *source, const char **keys, const char **values, int max);
     void *source;
     CapNonFinite on_nonfinite;
+    /* Every eval_every steps (> 0; and never when evaluate is NULL) evaluate(source, step, ...)
+     * fills up to max named metrics (validation loss, scores), which go into that step's log
+     * line and a progress line; it returns how many, or -1 with err (training stops). */
+    int64_t eval_every;
+    int (*evaluate)(void *source, int64_t step, const char **keys, double *values, int max,
+                    char *err, size_t err_size);
 } CapTrainOptions;
 
 /* Runs train_step from the session's current state and position *meta (zero it for a fresh

@@ -231,7 +231,8 @@ static void on_skip(void *ctx, const char *message) {
 /* ---- cap train --data ------------------------------------------------------------------------ */
 
 enum { T_DATA, T_VOCAB, T_STEPS, T_EPOCHS, T_OUT, T_WEIGHTS, T_RESUME, T_LOG, T_SEED, T_WORKERS,
-       T_SAVE, T_PRINT, T_BACKEND, T_THREADS, T_TIME, T_NO_CACHE, T_NONFINITE, T_TIME_LIMIT, T_N };
+       T_SAVE, T_PRINT, T_BACKEND, T_THREADS, T_TIME, T_NO_CACHE, T_NONFINITE, T_TIME_LIMIT,
+       T_EVAL_EVERY, T_EVAL_IMAGES, T_N };
 
 /* Resume: state, position and vocabulary from the checkpoint (a --vocab must agree). */
 static int train_resume(Run *r, const Opt *o, CapTrainMeta *meta, DataPosition *pos,
@@ -294,7 +295,7 @@ static void train_summary(const CapDataTrainResult *res, const CapTrainMeta *met
 
 static int train_run(Run *r, const Opt *o, uint32_t seed) {
     char err[ERR_SIZE];
-    long long steps = 0, epochs = 0, workers, save_every, print_every;
+    long long steps = 0, epochs = 0, workers, save_every, print_every, eval_every, eval_images;
     double seconds = 0;
     const char *limit = o[T_TIME_LIMIT].value ? o[T_TIME_LIMIT].value : o[T_TIME].value;
     int rc;
@@ -302,7 +303,9 @@ static int train_run(Run *r, const Opt *o, uint32_t seed) {
         (rc = int_opt("--epochs", o[T_EPOCHS].value, 0, 1, 1LL << 30, &epochs)) ||
         (rc = int_opt("--workers", o[T_WORKERS].value, 2, 0, 64, &workers)) ||
         (rc = int_opt("--save-every", o[T_SAVE].value, 0, 0, 1LL << 40, &save_every)) ||
-        (rc = int_opt("--print-every", o[T_PRINT].value, 10, 0, 1LL << 40, &print_every)))
+        (rc = int_opt("--print-every", o[T_PRINT].value, 10, 0, 1LL << 40, &print_every)) ||
+        (rc = int_opt("--eval-every", o[T_EVAL_EVERY].value, 0, 0, 1LL << 40, &eval_every)) ||
+        (rc = int_opt("--eval-images", o[T_EVAL_IMAGES].value, 100, 1, 1 << 30, &eval_images)))
         return rc;
     if (limit && cap_parse_duration(limit, &seconds) != 0)
         return usage("--time-limit takes a duration such as 90, 90s, 5m or 2h, not '%s'", limit);
@@ -324,6 +327,7 @@ static int train_run(Run *r, const Opt *o, uint32_t seed) {
         .save_every = save_every, .log_path = o[T_LOG].value, .print_every = print_every,
         .progress = stdout, .on_skip = on_skip, .skip_ctx = &skips,
         .no_feature_cache = o[T_NO_CACHE].value != NULL,
+        .eval_every = eval_every, .eval_images = (int)eval_images,
     };
     if (cap_nonfinite_parse(o[T_NONFINITE].value, &to.on_nonfinite) != 0)
         return usage("--on-nonfinite must be stop or skip, not '%s'", o[T_NONFINITE].value);
@@ -362,7 +366,8 @@ int cap_cmd_train_data(int argc, char **argv) {
                   {"--workers", 0, NULL, NULL, 0}, {"--save-every", 0, NULL, NULL, 0}, {"--print-every", 0, NULL, NULL, 0}, {"--backend", 0, NULL, NULL, 0},
                   {"--threads", 0, NULL, NULL, 0}, {"--time", 0, NULL, NULL, 0},
                   {"--no-feature-cache", 1, NULL, NULL, 0}, {"--on-nonfinite", 0, NULL, NULL, 0},
-                  {"--time-limit", 0, NULL, NULL, 0}};
+                  {"--time-limit", 0, NULL, NULL, 0}, {"--eval-every", 0, NULL, NULL, 0},
+                  {"--eval-images", 0, NULL, NULL, 0}};
     const char *model;
     int rc = parse(argc, argv, o, T_N, &model);
     if (rc < 0) return opts_free(o, T_N), 0;

@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "cap_internal.h"
+#include "caption.h"
 
 /* ---- compiled sizes ------------------------------------------------------------------------ */
 
@@ -101,6 +102,13 @@ typedef struct Source {
     DataPosition pos;         /* after the last batch handed out */
     char epoch[32], index[32];
     char *vocab_text;
+    /* for evaluation */
+    CapSession *s;
+    const Dataset *ds;
+    const Vocab *vocab;
+    CapDataShape sh;
+    uint32_t seed;
+    int eval_images;
 } Source;
 
 static CapStatus source_next(void *ctx, const void **inputs, int64_t *samples, char *err,
@@ -171,10 +179,90 @@ static CapStatus open_cache(CapSession *s, const CapDataTrainOptions *o, Source 
                               &src->fc, err, err_size);
 }
 
+/* ---- evaluation during training (--eval-every) ------------------------------------------- */
+
+enum { EVAL_LOSS_BATCHES = 8 };
+
+/* eval_loss averaged over the val split's first batches (at most EVAL_LOSS_BATCHES, the same
+ * ones every time: the loader starts at position 0 with the run's seed). The train batch's
+ * buffers are reused: the step that used them has run. */
+static CapStatus val_loss(Source *src, double *loss, char *err, size_t err_size) {
+    const CapModel *m = cap_session_model(src->s);
+    int ei = cap_model_find_entry(m, "eval_loss");
+    if (ei < 0)
+        return cap_fail(err, err_size, CAP_E_UNSUPPORTED, "%s has no entry point 'eval_loss'",
+                        cap_model_path(m));
+    const CapEntry *e = &cap_model_artifact(m)->entries[ei];
+    const void **in = calloc((size_t)e->n_inputs + 1, sizeof *in);
+    void **out = calloc((size_t)e->n_outputs + 1, sizeof *out);
+    int32_t rng[2] = {(int32_t)src->seed, 0};
+    int loss_at = -1;
+    CapStatus st = in && out ? CAP_OK : cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    for (int i = 0; !st && i < e->n_inputs; i++) {
+        const char *n = e->inputs[i].name;
+        in[i] = strcmp(n, "image") == 0 ? (const void *)src->images
+              : strcmp(n, "caption") == 0 ? (const void *)src->captions : (const void *)rng;
+    }
+    for (int i = 0; !st && i < e->n_outputs; i++) {
+        if (strcmp(e->outputs[i].name, "loss") == 0) loss_at = i;
+        if (!(out[i] = malloc(cap_tensor_bytes(&e->outputs[i]) + 1)))
+            st = cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    }
+    if (!st && loss_at < 0) st = cap_fail(err, err_size, CAP_E_UNSUPPORTED, "eval_loss has no output 'loss'");
+    DataLoader *l = NULL;
+    if (!st) st = loader_open(src->ds, DATA_VAL, src->sh.batch, src->sh.image, src->sh.max_len,
+                              src->vocab, src->seed, 0, (DataPosition){0, 0}, &l, err, err_size);
+    int64_t n = l ? loader_split_size(l) / src->sh.batch : 0;
+    if (!st && n < 1)
+        st = cap_fail(err, err_size, CAP_E_ARG, "--eval-every: the val split has fewer images "
+                      "(%d) than a batch (%d)", (int)loader_split_size(l), src->sh.batch);
+    if (n > EVAL_LOSS_BATCHES) n = EVAL_LOSS_BATCHES;
+    double sum = 0;
+    for (int64_t b = 0; !st && b < n; b++) {
+        st = loader_next(l, src->images, src->captions, NULL, NULL, err, err_size);
+        if (!st) st = cap_session_run(src->s, "eval_loss", in, out, err, err_size);
+        if (!st) sum += *(const float *)out[loss_at];
+    }
+    if (!st) *loss = sum / (double)n;
+    loader_close(l);
+    for (int i = 0; out && i < e->n_outputs; i++) free(out[i]);
+    free(out);
+    free(in);
+    return st;
+}
+
+static int source_evaluate(void *ctx, int64_t step, const char **keys, double *values, int max,
+                           char *err, size_t err_size) {
+    Source *src = ctx;
+    (void)step;
+    if (max < 3) return 0;
+    double loss = 0;
+    if (val_loss(src, &loss, err, err_size)) return -1;
+    CapCaptioner *cap = NULL;
+    CapEvalResult r;
+    CapCaptionOptions greedy = {.sample = {.greedy = 1}};
+    if (cap_captioner_new(src->s, &cap, err, err_size)) return -1;
+    CapStatus st = cap_eval_split(cap, src->ds, DATA_VAL, src->vocab, &greedy, src->eval_images,
+                                  NULL, NULL, &r, err, err_size);
+    cap_captioner_free(cap);
+    if (st) return -1;
+    keys[0] = "val_loss", values[0] = loss;
+    keys[1] = "val_bleu4", values[1] = r.bleu[3];
+    keys[2] = "val_cider", values[2] = r.cider;
+    cap_eval_result_free(&r);
+    return 3;
+}
+
 static CapStatus source_open(CapSession *s, const CapDataTrainOptions *o,
                              const CapDataShape *sh, Source *src, char *err, size_t err_size) {
     memset(src, 0, sizeof *src);
     src->pos = o->start;
+    src->s = s;
+    src->ds = o->ds;
+    src->vocab = o->vocab;
+    src->sh = *sh;
+    src->seed = o->seed;
+    src->eval_images = o->eval_images > 0 ? o->eval_images : 100;
     CapStatus st = open_cache(s, o, src, err, err_size);
     if (!st) st = source_inputs(cap_session_model(s), src, err, err_size);
     if (st) return st;
@@ -225,7 +313,8 @@ CapStatus cap_train_data(CapSession *s, const CapDataTrainOptions *o, CapTrainMe
         .save_every = o->save_every, .log_path = o->log_path, .print_every = o->print_every,
         .progress = o->progress, .next_batch = source_next, .checkpoint_meta = source_meta,
         .source = &src, .entry = src.fc ? feature_cache_entry() : NULL,
-        .on_nonfinite = o->on_nonfinite,
+        .on_nonfinite = o->on_nonfinite, .eval_every = o->eval_every,
+        .evaluate = o->eval_every > 0 ? source_evaluate : NULL,
     };
     if (!st) st = cap_train(s, &to, meta, err, err_size);
     if (src.l) {

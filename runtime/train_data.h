@@ -58,6 +58,10 @@ typedef struct CapDataTrainOptions {
     void *skip_ctx;
     int no_feature_cache;  /* run train_step even when the model has a feature cache */
     CapNonFinite on_nonfinite; /* CapTrainOptions.on_nonfinite */
+    int64_t eval_every;    /* > 0: every so many steps, validation loss (eval_loss over the
+                              val split's first batches) and BLEU-4 / CIDEr-D of greedy
+                              captions of its first eval_images images, logged */
+    int eval_images;       /* 0: 100 */
 } CapDataTrainOptions;
 
 typedef struct CapDataTrainResult {

@@ -96,9 +96,17 @@ static CapStatus log_written(const CapTrainOptions *o, FILE *log, char *err, siz
                     strerror(errno));
 }
 
+/* Named metrics an evaluation added to a step (validation loss, scores). */
+enum { MAX_EVAL_METRICS = 8 };
+typedef struct Extra {
+    const char *keys[MAX_EVAL_METRICS];
+    double values[MAX_EVAL_METRICS];
+    int n;
+} Extra;
+
 static CapStatus report(const CapTrainOptions *o, FILE *log, const Progress *p, int64_t step,
-                        double loss, double lr, double gn, int out_of_time, char *err,
-                        size_t err_size) {
+                        double loss, double lr, double gn, int out_of_time, const Extra *x,
+                        char *err, size_t err_size) {
     double el = now_s() - p->t0;
     double sps = el > 0 ? (double)p->samples / el : 0;
     int64_t done = step - p->first_step;
@@ -113,6 +121,12 @@ static CapStatus report(const CapTrainOptions *o, FILE *log, const Progress *p, 
                 "  ETA %s\n", (long long)step, (long long)o->steps, loss, lr, gn, sps, hms);
         fflush(o->progress);
     }
+    if (o->progress && x->n) {
+        fprintf(o->progress, "eval at step %lld:", (long long)step);
+        for (int i = 0; i < x->n; i++) fprintf(o->progress, "  %s %.6g", x->keys[i], x->values[i]);
+        fprintf(o->progress, "\n");
+        fflush(o->progress);
+    }
     if (log) {
         fprintf(log, "{\"step\":%lld", (long long)step);
         json_num(log, "loss", loss, "%.9g");
@@ -120,6 +134,7 @@ static CapStatus report(const CapTrainOptions *o, FILE *log, const Progress *p, 
         json_num(log, "grad_norm", gn, "%.9g");
         json_num(log, "samples_per_s", sps, "%.3f");
         json_num(log, "elapsed_s", el, "%.3f");
+        for (int i = 0; i < x->n; i++) json_num(log, x->keys[i], x->values[i], "%.9g");
         fprintf(log, "}\n");
         return log_written(o, log, err, err_size);
     }
@@ -395,12 +410,18 @@ static CapStatus train_loop(CapSession *s, const CapTrainOptions *o, CapTrainMet
         }
         consecutive_skips = 0;
         double loss = scalar(so, so->loss), lr = scalar(so, so->lr), gn = scalar(so, so->grad_norm);
+        Extra x = {.n = 0};
+        if (o->evaluate && o->eval_every > 0 && meta->step % o->eval_every == 0) {
+            x.n = o->evaluate(o->source, meta->step, x.keys, x.values, MAX_EVAL_METRICS, err,
+                              err_size);
+            if (x.n < 0) return CAP_E_IO;
+        }
         double z = loss_z(&window, loss);
         if (z > SPIKE_Z)
             fprintf(stderr, "cap: warning: step %lld: loss %g is a spike, %.1f standard "
                     "deviations above the mean of the last %d steps\n", (long long)meta->step,
                     loss, z, window.n - 1);
-        if ((st = report(o, log, &p, meta->step, loss, lr, gn, out_of_time, err, err_size)))
+        if ((st = report(o, log, &p, meta->step, loss, lr, gn, out_of_time, &x, err, err_size)))
             return st;
         int stop = out_of_time || (o->on_step && o->on_step(o->user, meta->step, loss, lr, gn));
         if (o->out_path && o->save_every > 0 && meta->step % o->save_every == 0 &&

@@ -438,6 +438,31 @@ static void test_cli(void **state) {
     assert_non_null(strstr(text, "CIDEr-D: "));
     free(text);
 
+    /* --eval-every: validation loss and scores in the log lines of steps 2 and 4, which cap
+     * plot then draws as three more curves */
+    char log[600], svg[600];
+    snprintf(log, sizeof log, "%s/eval.jsonl", tmpdir);
+    snprintf(svg, sizeof svg, "%s/eval.svg", tmpdir);
+    snprintf(cmd, sizeof cmd, "%s train %s --data %s --vocab %s --steps 4 --out %s/eval.st "
+             "--eval-every 2 --eval-images 10 --log %s --backend cpu >%s 2>&1", cap, so_path,
+             spec, vocab_path, tmpdir, log, out);
+    run_expect(cmd, out, 0);
+    text = read_text(out);
+    assert_non_null(strstr(text, "eval at step 2:  val_loss "));
+    assert_non_null(strstr(text, "eval at step 4:  val_loss "));
+    free(text);
+    text = read_text(log);
+    int evals = 0;
+    for (const char *p = text; (p = strstr(p, "\"val_bleu4\":")) != NULL; p++) evals++;
+    assert_int_equal(evals, 2);
+    assert_non_null(strstr(text, "\"val_cider\":"));
+    free(text);
+    snprintf(cmd, sizeof cmd, "%s plot %s -o %s >%s 2>&1", cap, log, svg, out);
+    run_expect(cmd, out, 0);
+    text = read_text(out);
+    assert_non_null(strstr(text, "6 curves"));
+    free(text);
+
     /* outputs that would replace an input are refused, and nothing is written */
     const char *annotations = strchr(spec, ':') + 1;
     size_t before = 0;
