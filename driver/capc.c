@@ -15,9 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "diag.h"
+#include "files.h"
 #include "frontend.h"
 #include "ops.h"
 #include "pipeline.h"
@@ -321,16 +321,13 @@ static int check_readable(const char *path) {
  * library or a dump, and rename() over it leaves no trace. Every output is checked before
  * anything runs or is written. */
 typedef struct Clobber {
-    struct stat model;
     const char *model_path;
     const char *option; /* the option that names the output, for the message */
     const char *dir;    /* the output's directory for names relative to it; NULL: a path */
 } Clobber;
 
 static int refuse_if_model(const Clobber *c, const char *path) {
-    struct stat st;
-    if (stat(path, &st) != 0 || st.st_dev != c->model.st_dev || st.st_ino != c->model.st_ino)
-        return 0;
+    if (!file_same(path, c->model_path)) return 0;
     fprintf(stderr, "capc: error: %s would overwrite '%s', which is the model file '%s'; "
             "choose another output\n", c->option, path, c->model_path);
     return -1;
@@ -352,8 +349,7 @@ static int refuse_in_dir(const char *name, void *ctx) {
 
 /* -o (the default cap.so included), --emit-src's cap.c and cap.cu, every --dump-ir file. */
 static int check_outputs_are_not_inputs(const CliArgs *a, const PipelineOptions *opts) {
-    Clobber c = {.model_path = a->model_path};
-    if (stat(a->model_path, &c.model) != 0) return 0; /* the frontend says it cannot open it */
+    Clobber c = {.model_path = a->model_path}; /* a missing model: the frontend says so */
     if (opts->goal >= PIPELINE_LIBRARY) {
         c.option = a->output != NULL ? "-o" : "the default output (no -o)";
         if (refuse_if_model(&c, opts->package.output_path) != 0) return -1;

@@ -183,8 +183,7 @@ static void fail_if(CapStatus st, const char *err) {
 /* An output of the command (`what` names its option): writable, and none of its inputs. */
 static void check_output(const char *out, const char *what, const char *const *inputs, int n) {
     char err[ERR_SIZE];
-    if (out && (file_check_output(out, what, err, sizeof err) ||
-                file_refuse_overwrite(out, what, inputs, n, err, sizeof err)))
+    if (out && file_check_new_output(out, what, inputs, n, err, sizeof err))
         fail_if(CAP_E_ARG, err);
 }
 

@@ -353,8 +353,7 @@ static int check_output(const char *out, const char *what, const char *data_spec
     DataSpec spec;
     const char *annotations = data_spec && data_spec_parse(data_spec, &spec, err, sizeof err) == 0
                                   ? spec.path : NULL;
-    if (out && (file_check_output(out, what, err, sizeof err) ||
-                file_refuse_overwrite(out, what, inputs, n, err, sizeof err) ||
+    if (out && (file_check_new_output(out, what, inputs, n, err, sizeof err) ||
                 file_refuse_overwrite(out, what, &annotations, 1, err, sizeof err)))
         return fail(err);
     return 0;

@@ -105,8 +105,7 @@ static int refuse_output(const char *out, const char *what, const char *data_spe
     char err[ERR_SIZE];
     DataSpec spec;
     const char *annotations = data_spec_parse(data_spec, &spec, err, sizeof err) == 0 ? spec.path : NULL;
-    if (file_check_output(out, what, err, sizeof err) == 0 &&
-        file_refuse_overwrite(out, what, &annotations, 1, err, sizeof err) == 0)
+    if (file_check_new_output(out, what, &annotations, 1, err, sizeof err) == 0)
         return 0;
     fprintf(stderr, "cap: error: %s\n", err);
     return 1;

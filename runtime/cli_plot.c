@@ -187,7 +187,7 @@ int cap_cmd_plot(int argc, char **argv) {
     if (!in || !out) return usage("needs a metrics file and -o");
     char err[1024];
     Plot p = {0};
-    int rc = file_check_output(out, "-o", err, sizeof err) || file_refuse_overwrite(out, "-o", &in, 1, err, sizeof err) ||
+    int rc = file_check_new_output(out, "-o", &in, 1, err, sizeof err) ||
              read_log(in, &p, err, sizeof err) || write_svg(out, &p, err, sizeof err);
     if (rc) fprintf(stderr, "cap: error: %s\n", err);
     else printf("wrote %s: %d curves\n", out, p.n);

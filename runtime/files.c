@@ -56,6 +56,12 @@ int file_check_output(const char *path, const char *what, char *err, size_t err_
     return rc;
 }
 
+int file_check_new_output(const char *out, const char *what, const char *const *inputs, int n,
+                          char *err, size_t err_size) {
+    if (file_check_output(out, what, err, err_size) != 0) return -1;
+    return file_refuse_overwrite(out, what, inputs, n, err, err_size);
+}
+
 int file_refuse_overwrite(const char *out, const char *what, const char *const *inputs, int n,
                           char *err, size_t err_size) {
     for (int i = 0; i < n; i++)

@@ -20,4 +20,8 @@ int file_check_output(const char *path, const char *what, char *err, size_t err_
 int file_refuse_overwrite(const char *out, const char *what, const char *const *inputs, int n,
                           char *err, size_t err_size);
 
+/* Both checks for one output: file_check_output, then file_refuse_overwrite. */
+int file_check_new_output(const char *out, const char *what, const char *const *inputs, int n,
+                          char *err, size_t err_size);
+
 #endif

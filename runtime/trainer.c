@@ -170,8 +170,6 @@ static CapStatus save(const CapSession *s, const CapTrainOptions *o, const CapTr
     return cap_save_checkpoint_extra(s, o->out_path, meta, keys, values, n, err, err_size);
 }
 
-/* ---- non-finite steps ------------------------------------------------------------------- */
-
 int cap_parse_duration(const char *text, double *seconds) {
     char *end = NULL;
     errno = 0;
@@ -183,6 +181,8 @@ int cap_parse_duration(const char *text, double *seconds) {
     *seconds = v * unit;
     return 0;
 }
+
+/* ---- non-finite steps ------------------------------------------------------------------- */
 
 int cap_nonfinite_parse(const char *name, CapNonFinite *out) {
     if (!name || strcmp(name, "stop") == 0) *out = CAP_NONFINITE_STOP;
@@ -451,10 +451,8 @@ static CapStatus check_outputs(const CapTrainOptions *o, char *err, size_t err_s
     char msg[1024];
     const char *const *batches = o->next_batch ? NULL : o->batch_paths;
     int n = o->next_batch ? 0 : o->n_batches;
-    int bad = (o->out_path && (file_check_output(o->out_path, "--out", msg, sizeof msg) ||
-                               file_refuse_overwrite(o->out_path, "--out", batches, n, msg, sizeof msg))) ||
-              (o->log_path && (file_check_output(o->log_path, "--log", msg, sizeof msg) ||
-                               file_refuse_overwrite(o->log_path, "--log", batches, n, msg, sizeof msg)));
+    int bad = (o->out_path && file_check_new_output(o->out_path, "--out", batches, n, msg, sizeof msg)) ||
+              (o->log_path && file_check_new_output(o->log_path, "--log", batches, n, msg, sizeof msg));
     if (bad) return cap_fail(err, err_size, CAP_E_ARG, "%s", msg);
     if (o->log_path && o->out_path &&
         (strcmp(o->log_path, o->out_path) == 0 || file_same(o->log_path, o->out_path)))
