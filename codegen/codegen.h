@@ -59,6 +59,10 @@ static inline const KernelDesc *lowered_cuda_desc(const LoweredKernel *k) {
  * source for an arch ("sm_90" -> cubin, "compute_80" -> PTX). Returns 0 and a malloc'd image,
  * or -1 with the compiler log in d (or "NVRTC not available"). */
 bool nvrtc_available(void);
+/* "nvrtc MAJOR.MINOR" of the library in use, and the options every compile passes besides
+ * the arch: both are part of the kernel cache's keys. */
+const char *nvrtc_version_text(void);
+const char *nvrtc_options_text(void);
 int nvrtc_compile(const char *source, const char *name, const char *arch, unsigned char **image,
                   size_t *size, Diag *d);
 
@@ -72,6 +76,12 @@ typedef struct PackageOptions {
     const char *cuda_archs;   /* "sm_80,sm_90" */
     const char *compile_flags; /* the -D overrides, recorded in the artifact */
     int verbose;
+    /* The kernel cache (codegen/cache.h): its directory (NULL: kcache_default_dir), off with
+     * no_cache; cache_max_bytes <= 0: the default limit. */
+    const char *cache_dir;
+    int no_cache;
+    int64_t cache_max_bytes;
+    int jobs; /* compiler processes and NVRTC threads at once; <= 0: the online CPUs */
 } PackageOptions;
 
 /* The code generation stages, in the order the pipeline runs them (passes/pipeline.c):

@@ -19,6 +19,7 @@ typedef int (*DestroyProgramFn)(void **prog);
 typedef int (*GetSizeFn)(void *prog, size_t *size);
 typedef int (*GetDataFn)(void *prog, char *data);
 typedef const char *(*ErrorStringFn)(int result);
+typedef int (*VersionFn)(int *major, int *minor);
 
 static struct {
     void *lib;
@@ -28,6 +29,8 @@ static struct {
     GetSizeFn log_size, cubin_size, ptx_size;
     GetDataFn log, cubin, ptx;
     ErrorStringFn error_string;
+    VersionFn version;
+    char version_text[64];
 } nv;
 
 static pthread_once_t nv_once = PTHREAD_ONCE_INIT;
@@ -52,6 +55,10 @@ static void nv_open(void) {
     nv.ptx_size = (GetSizeFn)sym("nvrtcGetPTXSize");
     nv.ptx = (GetDataFn)sym("nvrtcGetPTX");
     nv.error_string = (ErrorStringFn)sym("nvrtcGetErrorString");
+    nv.version = (VersionFn)sym("nvrtcVersion");
+    int major = 0, minor = 0;
+    if (nv.version == NULL || nv.version(&major, &minor) != 0) major = minor = -1;
+    snprintf(nv.version_text, sizeof nv.version_text, "nvrtc %d.%d", major, minor);
     if (!nv.create || !nv.compile || !nv.destroy || !nv.log_size || !nv.log || !nv.ptx_size ||
         !nv.ptx || !nv.error_string) {
         dlclose(nv.lib);
@@ -63,6 +70,10 @@ bool nvrtc_available(void) {
     pthread_once(&nv_once, nv_open);
     return nv.lib != NULL;
 }
+
+const char *nvrtc_version_text(void) { return nvrtc_available() ? nv.version_text : ""; }
+
+const char *nvrtc_options_text(void) { return "--std=c++14 -default-device"; }
 
 /* Copies the tail of NVRTC's log (the errors come last) into d after a prefix. */
 static void put_log(void *prog, const char *prefix, Diag *d) {

@@ -6,9 +6,11 @@
  *                      by structure (kd_hash, kd_equal), renamed apart when names collide,
  *                      plus copy kernels
  *   package_emit.c     cap.c (prelude, kernels, the static tables, `cap_artifact`) and cap.cu
+ *   package_build.c    kernel modules, the C and NVRTC compiles (in parallel, through the
+ *                      kernel cache, cache.c), the link into cap.so
  *   package_cc.c       files, temp dirs, running the system C compiler
  *   package.c          the stages codegen.h declares (package_lower ... package_write),
- *                      NVRTC, the atomic write; package_module() runs them all
+ *                      the atomic write; package_module() runs them all
  *
  * A Package borrows the Module and owns everything else it holds (freed by pkg_free): the
  * lowered kernels until the kernel table takes their descriptions, the memory plans, the
@@ -41,6 +43,9 @@ char *pkg_buf_take(PkgBuf *b);
 
 /* ---- the package ------------------------------------------------------------------------ */
 
+/* Kernels are compiled in at most this many modules (package_build.c says why). */
+#define PKG_MAX_MODULES 32
+
 /* One kernel of the artifact. */
 typedef struct PkgKernel {
     char *name;       /* owned; unique in the package */
@@ -53,6 +58,7 @@ typedef struct PkgKernel {
     char *c_src;      /* owned: rendered by pkg_render_kernels (copy kernels: at creation) */
     char *cuda_src;   /* owned */
     int merged;       /* how many identical lowered kernels were merged into this one */
+    int module;       /* its module (pkg_assign_modules): the unit of compiling and caching */
 } PkgKernel;
 
 typedef struct PkgStep {
@@ -84,6 +90,8 @@ struct Package {
     PkgEntry *entries;
     int n_entries;
     int n_lowered; /* kernels the lowering produced, before deduplication */
+    int n_modules; /* pkg_assign_modules: kernel modules, none empty */
+    int module_group[PKG_MAX_MODULES]; /* per module: its hash group, which names its files */
     /* Kernel deduplication (package_kernels.c): open addressing over description hashes. */
     PkgDedupSlot *slots;
     int n_slots, n_used_slots;
@@ -117,14 +125,26 @@ typedef struct PkgCudaImage {
     char *arch; /* "sm_80", "sm_90", "ptx" */
     unsigned char *data;
     size_t size;
+    int module;
+    char source_hash[65]; /* SHA-256 of the module's CUDA source */
 } PkgCudaImage;
 
-/* cap.cu: the CUDA prelude and every kernel's CUDA source (malloc'd; NULL on OOM). */
-char *pkg_render_cuda(const Package *p);
-/* cap.c: self-contained C for the chosen targets (malloc'd; NULL on OOM). cuda_hash is the
- * 16-hex-digit hash of cap.cu, used only when images are given. */
+/* The CUDA text of every kernel (module < 0) or of one module's kernels, after the CUDA
+ * prelude: cap.cu, or what NVRTC compiles for that module (malloc'd; NULL on OOM). */
+char *pkg_render_cuda(const Package *p, int module);
+/* cap.c as one self-contained file for the chosen targets (what --emit-src writes; CUDA
+ * images as string literals). malloc'd; NULL on OOM. */
 char *pkg_render_c(const Package *p, const PackageOptions *opts, const PkgCudaImage *images,
-                   int n_images, const char *cuda_hash);
+                   int n_images);
+/* The same C in the pieces the packager compiles: one module's kernels (with the prelude's
+ * shared state declared, not defined) ... */
+char *pkg_render_c_module(const Package *p, int module);
+/* ... and the tables, the prelude's shared state and `cap_artifact`, with the CUDA images
+ * declared extern as capt_cuda_imageN (the link adds them; pkg_cuda_image_symbol). */
+char *pkg_render_c_tables(const Package *p, const PackageOptions *opts,
+                          const PkgCudaImage *images, int n_images);
+/* "capt_cuda_image7" into out. */
+void pkg_cuda_image_symbol(int i, char *out, size_t size);
 /* 64-bit FNV-1a of s, as 16 lowercase hex digits into out[17]. */
 void pkg_fnv1a_hex(const char *s, char out[17]);
 uint64_t pkg_fnv1a(const char *s, size_t n, uint64_t h);
@@ -142,9 +162,34 @@ int pkg_write_file(const char *path, const char *text, Diag *d);
 char *pkg_make_temp_dir(Diag *d);
 /* Removes dir and the plain files in it (the packager's temp dirs are flat). */
 void pkg_remove_temp_dir(const char *dir);
-/* Compiles c_path into the shared library out_path with the system C compiler ($CAPC_CC or
- * cc). Compiler output goes to log_path; on failure d holds its first lines. */
-int pkg_run_cc(const char *c_path, const char *out_path, const char *log_path, int verbose,
-               Diag *d);
+/* The C compiler ($CAPC_CC, else cc) and the flags every object is compiled with. */
+const char *pkg_cc_command(void);
+extern const char *const PKG_CC_FLAGS[]; /* NULL-terminated */
+/* What identifies the C compiler for the cache: its name and `--version` output (malloc'd;
+ * NULL when it cannot be run). Runs it once in dir. */
+char *pkg_cc_identity(const char *dir);
+/* Compiles dir/src_name (C, or assembly for a .s) into dir/obj_name, running the compiler in
+ * dir with the relative names, so the object holds no temp path and is the same bytes from
+ * any directory. Output goes to dir/obj_name.log; on failure d holds its first lines. */
+int pkg_cc_object(const char *dir, const char *src_name, const char *obj_name, Diag *d);
+/* Links the objects into the shared library out_path (log in log_path). */
+int pkg_cc_link(char *const *objects, int n_objects, const char *out_path, const char *log_path,
+                Diag *d);
+/* "DIR/NAME" (malloc'd; NULL when out of memory). */
+char *pkg_path_join(const char *dir, const char *name);
+/* Reads a whole file (malloc'd; NULL with d naming it). */
+unsigned char *pkg_read_file(const char *path, size_t *size, Diag *d);
+/* Writes size bytes to path. Returns 0 or -1 with d naming path. */
+int pkg_write_bytes(const char *path, const void *data, size_t size, Diag *d);
+
+/* ---- building cap.so (package_build.c) --------------------------------------------------- */
+
+/* Puts every kernel in one of PKG_MAX_MODULES hash groups by its name, so that a kernel keeps
+ * its group when others come and go, and numbers the non-empty groups: the modules. */
+void pkg_assign_modules(Package *p);
+/* Compiles the kernels (C objects and CUDA images per module, through the kernel cache, on
+ * all cores) and the tables, and links them into out_path; with opts->emit_src_dir writes
+ * cap.c and cap.cu there too. Returns 0 or -1 with d. */
+int pkg_build(const Package *p, const PackageOptions *opts, const char *out_path, Diag *d);
 
 #endif

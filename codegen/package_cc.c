@@ -1,15 +1,17 @@
 /* package_cc.c — files, temp directories and the system C compiler for the packager.
  *
- * cap.c is compiled with
- *     $CAPC_CC (default cc) -std=c11 -O2 -fno-math-errno -fPIC -shared -fopenmp -o OUT cap.c
- *         -lopenblas -lm
+ * Each piece of cap.c (package_build.c) is compiled with
+ *     $CAPC_CC (default cc) -std=c11 -O2 -fno-math-errno -fPIC -fopenmp -c PIECE.c -o PIECE.o
+ * in the packager's temp dir, and the objects are linked with
+ *     $CAPC_CC -shared -fopenmp -o OUT OBJECTS... -lopenblas -lm
  * -fno-math-errno: sqrtf and friends need not set errno (nothing reads it), which leaves loops
  * with them free of branches, so `omp simd` loops (the optimizer's update) vectorize; the
  * values computed are the same. No -march: cap.so runs on any x86-64 the runtime does.
- * run with posix_spawnp (no shell: paths with spaces or quotes need no escaping), its output
+ * Both run with posix_spawnp (no shell: paths with spaces or quotes need no escaping), its output
  * captured in a log file inside the packager's temp dir. A failure of the compiler on code
  * capc generated is a bug in capc; the message carries the compiler's first lines.
  */
+#define _GNU_SOURCE /* posix_spawn_file_actions_addchdir_np */
 #include <dirent.h>
 #include <errno.h>
 #include <spawn.h>
@@ -114,13 +116,14 @@ static void log_excerpt(const char *log_path, char *out, size_t size) {
     fclose(f);
 }
 
-/* Runs argv with stdout and stderr into log_path; returns the exit status, or -1 with errno
- * set when the program could not be started. */
-static int spawn_and_wait(char *const argv[], const char *log_path) {
+/* Runs argv (in dir, unless NULL) with stdout and stderr into log_path; returns the exit
+ * status, or -1 with errno set when the program could not be started. */
+static int spawn_and_wait(char *const argv[], const char *log_path, const char *dir) {
     posix_spawn_file_actions_t actions;
     if (posix_spawn_file_actions_init(&actions) != 0) return -1;
     posix_spawn_file_actions_addopen(&actions, 1, log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     posix_spawn_file_actions_adddup2(&actions, 1, 2);
+    if (dir != NULL) posix_spawn_file_actions_addchdir_np(&actions, dir);
     pid_t pid;
     int err = posix_spawnp(&pid, argv[0], &actions, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
@@ -135,26 +138,140 @@ static int spawn_and_wait(char *const argv[], const char *log_path) {
     return 128 + (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
 }
 
-int pkg_run_cc(const char *c_path, const char *out_path, const char *log_path, int verbose,
-               Diag *d) {
+const char *const PKG_CC_FLAGS[] = {"-std=c11", "-O2", "-fno-math-errno", "-fPIC", "-fopenmp",
+                                     NULL};
+
+const char *pkg_cc_command(void) {
     const char *cc = getenv("CAPC_CC");
-    if (cc == NULL || *cc == '\0') cc = "cc";
-    char *const argv[] = {(char *)cc,     "-std=c11", "-O2",      "-fno-math-errno",
-                          "-fPIC",        "-shared",  "-fopenmp", "-o",
-                          (char *)out_path, (char *)c_path, "-lopenblas", "-lm", NULL};
-    if (verbose) fprintf(stderr, "capc: compiling cap.c with %s\n", cc);
-    int status = spawn_and_wait(argv, log_path);
+    return cc != NULL && *cc != '\0' ? cc : "cc";
+}
+
+static int cc_failed(Diag *d, const char *what, int status, const char *log_path) {
+    const char *cc = pkg_cc_command();
     if (status < 0) {
         snprintf(d->msg, sizeof d->msg, "cannot run the C compiler '%s': %s (install gcc, or "
                  "set CAPC_CC to a C compiler)", cc, strerror(errno));
-        d->loc = SRCLOC_NONE;
-        return -1;
+    } else {
+        char excerpt[640];
+        log_excerpt(log_path, excerpt, sizeof excerpt);
+        snprintf(d->msg, sizeof d->msg, "internal error: the C compiler '%s' rejected %s (this "
+                 "is a bug in capc; exit status %d):\n%s", cc, what, status, excerpt);
     }
-    if (status == 0) return 0;
-    char excerpt[640];
-    log_excerpt(log_path, excerpt, sizeof excerpt);
-    snprintf(d->msg, sizeof d->msg, "internal error: the C compiler '%s' rejected the generated "
-             "%s (this is a bug in capc; exit status %d):\n%s", cc, c_path, status, excerpt);
     d->loc = SRCLOC_NONE;
     return -1;
+}
+
+char *pkg_path_join(const char *dir, const char *name) {
+    size_t size = strlen(dir) + strlen(name) + 2;
+    char *path = malloc(size);
+    if (path != NULL) snprintf(path, size, "%s/%s", dir, name);
+    return path;
+}
+
+char *pkg_cc_identity(const char *dir) {
+    char *log = pkg_path_join(dir, "cc-version.txt");
+    char *const argv[] = {(char *)pkg_cc_command(), "--version", NULL};
+    char *text = NULL;
+    if (log != NULL && spawn_and_wait(argv, log, NULL) == 0) {
+        size_t size = 0;
+        Diag d = {0};
+        unsigned char *out = pkg_read_file(log, &size, &d);
+        if (out != NULL) {
+            size_t n = strlen(argv[0]);
+            text = malloc(n + size + 2);
+            if (text != NULL) {
+                memcpy(text, argv[0], n);
+                text[n] = '\n';
+                memcpy(text + n + 1, out, size);
+                text[n + 1 + size] = '\0';
+            }
+            free(out);
+        }
+    }
+    free(log);
+    return text;
+}
+
+int pkg_cc_object(const char *dir, const char *src_name, const char *obj_name, Diag *d) {
+    char *argv[16];
+    int n = 0;
+    argv[n++] = (char *)pkg_cc_command();
+    for (int i = 0; PKG_CC_FLAGS[i] != NULL; i++) argv[n++] = (char *)PKG_CC_FLAGS[i];
+    argv[n++] = "-c";
+    argv[n++] = (char *)src_name;
+    argv[n++] = "-o";
+    argv[n++] = (char *)obj_name;
+    argv[n] = NULL;
+    size_t size = strlen(dir) + strlen(obj_name) + 8;
+    char *log = malloc(size);
+    if (log == NULL) return fail_path(d, "compile", src_name, ENOMEM);
+    snprintf(log, size, "%s/%s.log", dir, obj_name);
+    int status = spawn_and_wait(argv, log, dir);
+    int rc = 0;
+    if (status != 0) {
+        char *src = pkg_path_join(dir, src_name);
+        rc = cc_failed(d, src != NULL ? src : src_name, status, log);
+        free(src);
+    }
+    free(log);
+    return rc;
+}
+
+int pkg_cc_link(char *const *objects, int n_objects, const char *out_path, const char *log_path,
+                Diag *d) {
+    char **argv = malloc(sizeof *argv * ((size_t)n_objects + 10));
+    if (argv == NULL) return fail_path(d, "write", out_path, ENOMEM);
+    int n = 0;
+    argv[n++] = (char *)pkg_cc_command();
+    argv[n++] = "-shared";
+    argv[n++] = "-fopenmp";
+    argv[n++] = "-o";
+    argv[n++] = (char *)out_path;
+    for (int i = 0; i < n_objects; i++) argv[n++] = objects[i];
+    argv[n++] = "-lopenblas";
+    argv[n++] = "-lm";
+    argv[n] = NULL;
+    int status = spawn_and_wait(argv, log_path, NULL);
+    free(argv);
+    return status == 0 ? 0 : cc_failed(d, "the kernel objects at link time", status, log_path);
+}
+
+unsigned char *pkg_read_file(const char *path, size_t *size, Diag *d) {
+    *size = 0;
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        fail_path(d, "read", path, errno);
+        return NULL;
+    }
+    size_t cap = 1 << 16, len = 0;
+    unsigned char *buf = malloc(cap);
+    while (buf != NULL) {
+        len += fread(buf + len, 1, cap - len, f);
+        if (len < cap) break;
+        unsigned char *grown = realloc(buf, cap * 2);
+        if (grown == NULL) {
+            free(buf);
+            buf = NULL;
+            break;
+        }
+        buf = grown;
+        cap *= 2;
+    }
+    int err = ferror(f) ? EIO : ENOMEM;
+    fclose(f);
+    if (buf == NULL || err == EIO) {
+        free(buf);
+        fail_path(d, "read", path, err);
+        return NULL;
+    }
+    *size = len;
+    return buf;
+}
+
+int pkg_write_bytes(const char *path, const void *data, size_t size, Diag *d) {
+    FILE *f = fopen(path, "wb");
+    if (f == NULL) return fail_path(d, "write", path, errno);
+    bool short_write = fwrite(data, 1, size, f) != size;
+    if (fclose(f) != 0 || short_write) return fail_path(d, "write", path, short_write ? EIO : errno);
+    return 0;
 }

@@ -5,13 +5,20 @@
  *   a banner (model, capc version, how to rebuild)
  *   the text of runtime/cap_artifact.h (embedded into capc at build time), so the tables
  *     below are checked by the compiler against the very header the runtime reads
- *   codegen_c_prelude() and every kernel's C source        (cpu target only)
+ *   codegen_c_prelude()
+ *   every kernel's C source        (cpu target only)
  *   the static tables: state, per entry its inputs/outputs/steps/buffer refs, kernels,
  *     CUDA images (cubins and PTX as string literals)
  *   `const CapArtifact cap_artifact`, the one symbol the runtime looks up
  *
- * cap.cu is codegen_cuda_prelude() followed by every kernel's CUDA source; NVRTC compiles it
- * and --emit-src writes it for people to read.
+ * That one file is what --emit-src writes. The packager compiles the same text in pieces
+ * (package_build.c): per kernel module the prelude and that module's kernels, and once the
+ * head, the tables and `cap_artifact`, with the CUDA images linked in from their own object.
+ * The pieces are cached one by one, so a change to the tables (a `-D lr=`) recompiles one
+ * small file, not every kernel.
+ *
+ * cap.cu is codegen_cuda_prelude() followed by every kernel's CUDA source; NVRTC compiles
+ * the prelude with one module's kernels at a time, and --emit-src writes all of it.
  */
 #include <math.h>
 #include <stdio.h>
@@ -223,16 +230,27 @@ static void put_kernel_table(PkgBuf *b, const Package *p, bool cpu) {
         pkg_buf_printf(b, ", %s, %d, %lld, %d, %d, ", cpu ? pk->name : "NULL", pk->n_args,
                        (long long)pk->cuda_grid, pk->cuda_block, pk->cuda_shared_bytes);
         put_string(b, ops);
-        pkg_buf_puts(b, "},\n");
+        pkg_buf_printf(b, ", %d},\n", pk->module);
     }
     pkg_buf_puts(b, "};\n\n");
 }
 
-/* An image as a string literal: sized exactly, so C drops the terminating NUL. */
-static void put_cuda_images(PkgBuf *b, const PkgCudaImage *images, int n, const char *hash) {
+void pkg_cuda_image_symbol(int i, char *out, size_t size) {
+    snprintf(out, size, "capt_cuda_image%d", i);
+}
+
+/* The images: as sized string literals (C drops the terminating NUL), or, split, declared
+ * here and defined by the assembly file the packager links in. */
+static void put_cuda_images(PkgBuf *b, const PkgCudaImage *images, int n, bool split) {
     for (int i = 0; i < n; i++) {
-        pkg_buf_printf(b, "static const unsigned char capt_cuda_image%d[%zu] =\n", i,
-                       images[i].size);
+        char sym[32];
+        pkg_cuda_image_symbol(i, sym, sizeof sym);
+        if (split) {
+            pkg_buf_printf(b, "extern const unsigned char %s[%zu] __attribute__((visibility("
+                           "\"hidden\")));\n", sym, images[i].size);
+            continue;
+        }
+        pkg_buf_printf(b, "static const unsigned char %s[%zu] =\n", sym, images[i].size);
         for (size_t at = 0; at < images[i].size; at += 64) {
             size_t len = images[i].size - at < 64 ? images[i].size - at : 64;
             pkg_buf_puts(b, "    \"");
@@ -246,7 +264,8 @@ static void put_cuda_images(PkgBuf *b, const PkgCudaImage *images, int n, const 
     for (int i = 0; i < n; i++) {
         pkg_buf_puts(b, "    {");
         put_string(b, images[i].arch);
-        pkg_buf_printf(b, ", capt_cuda_image%d, %zu, \"%s\"},\n", i, images[i].size, hash);
+        pkg_buf_printf(b, ", capt_cuda_image%d, %zu, \"%s\", %d},\n", i, images[i].size,
+                       images[i].source_hash, images[i].module);
     }
     pkg_buf_puts(b, "};\n\n");
 }
@@ -308,7 +327,8 @@ static void put_artifact(PkgBuf *b, const Package *p, const PackageOptions *opts
     pkg_buf_puts(b, "    .pad_id = 0, .start_id = 1, .end_id = 2, .unk_id = 3,\n");
     pkg_buf_printf(b, "    .n_cuda_images = %d,\n    .cuda_images = %s,\n", n_images,
                    n_images > 0 ? "capt_cuda_images" : "NULL");
-    pkg_buf_puts(b, "    .set_threads = cap_set_threads,\n};\n");
+    pkg_buf_printf(b, "    .set_threads = cap_set_threads,\n    .n_cuda_modules = %d,\n};\n",
+                   n_images > 0 ? p->n_modules : 0);
     free(json);
 }
 
@@ -322,38 +342,81 @@ static void put_banner(PkgBuf *b, const Package *p, const PackageOptions *opts) 
                    opts->compile_flags != NULL ? opts->compile_flags : "");
 }
 
-char *pkg_render_c(const Package *p, const PackageOptions *opts, const PkgCudaImage *images,
-                   int n_images, const char *cuda_hash) {
+/* What both forms of cap.c start with: the banner, the ABI header, the prelude. */
+static void put_c_head(PkgBuf *b, const Package *p, const PackageOptions *opts) {
+    put_banner(b, p, opts);
+    pkg_buf_puts(b, capc_artifact_header_text);
+    pkg_buf_puts(b, "\n#include <string.h> /* memcpy: the copy kernels */\n\n");
+    pkg_buf_puts(b, codegen_c_prelude());
+}
+
+static void put_c_tables(PkgBuf *b, const Package *p, const PackageOptions *opts,
+                         const PkgCudaImage *images, int n_images, bool split) {
     bool cpu = (opts->targets & TARGET_CPU) != 0;
+    pkg_buf_puts(b, "/* ---- tables ---- */\n\n");
+    put_state_table(b, p->m);
+    put_entries(b, p);
+    put_kernel_table(b, p, cpu);
+    put_cuda_images(b, images, n_images, split);
+    put_artifact(b, p, opts, n_images);
+}
+
+char *pkg_render_c(const Package *p, const PackageOptions *opts, const PkgCudaImage *images,
+                   int n_images) {
     PkgBuf b = {0};
-    put_banner(&b, p, opts);
-    pkg_buf_puts(&b, capc_artifact_header_text);
-    pkg_buf_puts(&b, "\n#include <string.h> /* memcpy: the copy kernels */\n\n");
-    if (cpu) {
-        pkg_buf_puts(&b, codegen_c_prelude());
+    put_c_head(&b, p, opts);
+    if ((opts->targets & TARGET_CPU) != 0) {
         pkg_buf_puts(&b, "\n/* ---- kernels ---- */\n\n");
         for (int k = 0; k < p->n_kernels; k++) {
             pkg_buf_puts(&b, p->kernels[k].c_src);
             pkg_buf_puts(&b, "\n");
         }
     }
-    pkg_buf_puts(&b, "/* ---- tables ---- */\n\n");
-    put_state_table(&b, p->m);
-    put_entries(&b, p);
-    put_kernel_table(&b, p, cpu);
-    put_cuda_images(&b, images, n_images, cuda_hash);
-    put_artifact(&b, p, opts, n_images);
+    put_c_tables(&b, p, opts, images, n_images, false);
     return pkg_buf_take(&b);
 }
 
-char *pkg_render_cuda(const Package *p) {
+char *pkg_render_c_module(const Package *p, int module) {
+    PkgBuf b = {0};
+    /* Nothing here may depend on the other modules (not even their number): the text is the
+     * module's cache key. */
+    pkg_buf_printf(&b, "/* cap.c, kernel group %d — generated by capc " CAPC_VERSION " from model "
+                   "'%s'. */\n#define CAP_SHARED_ELSEWHERE 1\n", p->module_group[module], p->m->name);
+    pkg_buf_puts(&b, codegen_c_prelude());
+    pkg_buf_puts(&b, "\n");
+    for (int k = 0; k < p->n_kernels; k++) {
+        if (p->kernels[k].module != module) continue;
+        pkg_buf_puts(&b, p->kernels[k].c_src);
+        pkg_buf_puts(&b, "\n");
+    }
+    return pkg_buf_take(&b);
+}
+
+char *pkg_render_c_tables(const Package *p, const PackageOptions *opts,
+                          const PkgCudaImage *images, int n_images) {
+    PkgBuf b = {0};
+    put_c_head(&b, p, opts);
+    if ((opts->targets & TARGET_CPU) != 0) {
+        pkg_buf_puts(&b, "\n/* the kernels, compiled module by module */\n");
+        for (int k = 0; k < p->n_kernels; k++)
+            pkg_buf_printf(&b, "void %s(void *const *bufs);\n", p->kernels[k].name);
+        pkg_buf_puts(&b, "\n");
+    }
+    put_c_tables(&b, p, opts, images, n_images, true);
+    return pkg_buf_take(&b);
+}
+
+char *pkg_render_cuda(const Package *p, int module) {
     PkgBuf b = {0};
     pkg_buf_puts(&b, "/* cap.cu — generated by capc " CAPC_VERSION " from model '");
     pkg_buf_puts(&b, p->m->name);
-    pkg_buf_puts(&b, "'. Every kernel of cap.so, compiled by NVRTC. */\n\n");
+    if (module >= 0) pkg_buf_printf(&b, "', kernel group %d. Compiled by NVRTC. */\n\n",
+                                    p->module_group[module]);
+    else pkg_buf_puts(&b, "'. Every kernel of cap.so, compiled by NVRTC module by module. */\n\n");
     pkg_buf_puts(&b, codegen_cuda_prelude());
     pkg_buf_puts(&b, "\n");
     for (int k = 0; k < p->n_kernels; k++) {
+        if (module >= 0 && p->kernels[k].module != module) continue;
         pkg_buf_puts(&b, p->kernels[k].cuda_src);
         pkg_buf_puts(&b, "\n");
     }

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "diag.h"
 #include "files.h"
@@ -40,6 +41,10 @@ typedef struct CliArgs {
     int targets;          /* CodegenTarget bits; 0: cpu, plus cuda when NVRTC is available */
     const char *emit_src; /* --emit-src DIR; NULL: none */
     PassOptions passes;   /* --no-fuse, --fuse=... */
+    const char *cache_dir; /* --cache-dir; NULL: the default (codegen/cache.h) */
+    int no_cache;
+    int64_t cache_max;    /* --cache-max; 0: the default */
+    int jobs;             /* -j; 0: the online CPUs */
 } CliArgs;
 
 static const char USAGE[] =
@@ -62,7 +67,14 @@ static const char USAGE[] =
     "  --fuse=LIST         switch fusion rules off (-RULE) or on (RULE), comma-separated:\n"
     "                      elementwise, reduction, contraction, attention, multi_reduction,\n"
     "                      multi_tensor; 'none' or 'all' for every rule (default: all)\n"
-    "  -v, --verbose       print each pass and each code generation step, with times, to stderr\n"
+    "  --cache-dir DIR     keep compiled kernels in DIR (default: $CAPC_CACHE_DIR, else\n"
+    "                      $XDG_CACHE_HOME/capc, else ~/.cache/capc; docs/compile-cache.md)\n"
+    "  --no-cache          compile every kernel, neither reading nor filling the cache\n"
+    "  --cache-max SIZE    evict least recently used kernels beyond SIZE bytes (K, M, G\n"
+    "                      suffixes; default 2G)\n"
+    "  -j, --jobs N        compile with N threads and compiler processes (default: the CPUs)\n"
+    "  -v, --verbose       print each stage with its time, the compiles and the cache's hits\n"
+    "                      and misses to stderr (-v -v: every compiled unit too)\n"
     "  -h, --help          print this help and exit\n"
     "  --version           print the version and exit\n"
     "  --list-ops          print the op table (operands, attributes, fusion kind, meaning) as\n"
@@ -139,11 +151,37 @@ static int parse_fuse(CliArgs *a, const char *list) {
     return 1;
 }
 
+/* --cache-max: bytes, with an optional K, M or G (powers of 1024). */
+static int parse_size(CliArgs *a, const char *value) {
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(value, &end);
+    double unit = *end == 'K' || *end == 'k' ? 1024.0 : *end == 'M' || *end == 'm' ? 1048576.0
+                : *end == 'G' || *end == 'g' ? 1073741824.0 : 1.0;
+    if (unit > 1.0) end++;
+    if (end == value || *end != '\0' || errno != 0 || !(v * unit >= 1.0) || v * unit > 9e18)
+        return usage_error("bad --cache-max '%s' (a size such as 500M or 4G)", value);
+    a->cache_max = (int64_t)(v * unit);
+    return 1;
+}
+
+static int parse_jobs(CliArgs *a, const char *option, const char *value) {
+    char *end = NULL;
+    long n = strtol(value, &end, 10);
+    if (end == value || *end != '\0' || n < 1 || n > 64) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "bad %s '%%s' (a number from 1 to 64)", option);
+        return usage_error(msg, value);
+    }
+    a->jobs = (int)n;
+    return 1;
+}
+
 /* Handles one option that takes a value. Returns 1 if argv[*i] was one, 0 if not, -1 on a
  * usage error (already printed). */
 static int parse_valued_option(int argc, char **argv, int *i, CliArgs *a) {
     static const char *const names[] = {"-D", "--dump-ir", "-o", "--target", "--emit-src",
-                                        "--fuse"};
+                                        "--fuse", "--cache-dir", "--cache-max", "-j", "--jobs"};
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
         const char *value = NULL;
         int r = option_value(argc, argv, i, names[k], &value);
@@ -156,6 +194,9 @@ static int parse_valued_option(int argc, char **argv, int *i, CliArgs *a) {
         if (k == 4) a->emit_src = value;
         if (*value == '\0') return usage_error("option '%s' needs a value", names[k]);
         if (k == 5) return parse_fuse(a, value);
+        if (k == 6) a->cache_dir = value;
+        if (k == 7) return parse_size(a, value);
+        if (k == 8 || k == 9) return parse_jobs(a, names[k], value);
         return 1;
     }
     return 0;
@@ -164,8 +205,9 @@ static int parse_valued_option(int argc, char **argv, int *i, CliArgs *a) {
 /* Options without a value. (--help and --version are found before parsing.) */
 static int parse_flag(const char *arg, CliArgs *a) {
     if (strcmp(arg, "--check") == 0) a->action = ACTION_CHECK;
-    else if (strcmp(arg, "-v") == 0 || strcmp(arg, "--verbose") == 0) a->verbose = 1;
+    else if (strcmp(arg, "-v") == 0 || strcmp(arg, "--verbose") == 0) a->verbose++;
     else if (strcmp(arg, "--no-fuse") == 0) a->passes.no_fuse = true;
+    else if (strcmp(arg, "--no-cache") == 0) a->no_cache = 1;
     else return 0;
     return 1;
 }
@@ -373,11 +415,17 @@ static Module *compile(const CliArgs *a, PipelineOptions *opts) {
     opts->verbose = a->verbose;
     if (check_outputs_are_not_inputs(a, opts) != 0) return NULL;
     Diag d = {0};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     Module *m = frontend_load_file(a->model_path, a->defines, a->n_defines, &d);
     if (m == NULL) {
         diag_print(stderr, &d);
         return NULL;
     }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (a->verbose) /* the same format as the pipeline's stages */
+        fprintf(stderr, "capc: %-10s %9.3f ms\n", "frontend",
+                (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-6);
     if (pipeline_run(m, opts, &d) != 0) {
         diag_print(stderr, &d);
         module_free(m);
@@ -432,6 +480,10 @@ static int run_compile(const CliArgs *a) {
             .cuda_archs = NULL, /* the default list, codegen/package.c */
             .compile_flags = flags != NULL ? flags : "",
             .verbose = a->verbose,
+            .cache_dir = a->cache_dir,
+            .no_cache = a->no_cache,
+            .cache_max_bytes = a->cache_max,
+            .jobs = a->jobs,
         },
     };
     Module *m = compile(a, &opts);

@@ -2,11 +2,11 @@
  * opened with dlopen: nothing links libcuda, and without a GPU the backend says why).
  *
  * open: the driver's primary context on device 0 (shared with anything else in the process
- * that uses the runtime API, e.g. PyTorch), the artifact's CUDA image for the device loaded
- * as one module, and every kernel's CUfunction looked up once. Image choice: the exact
- * sm_XY cubin; else a cubin of the same major and a lower minor (binary compatible); else
- * the PTX, JIT-compiled by the driver. CAP_CUDA_IMAGE=ptx (or an arch) forces one: a test
- * hook for the JIT path.
+ * that uses the runtime API, e.g. PyTorch), the artifact's CUDA modules (capc compiles the
+ * kernels in groups, one module each) loaded from the images of one arch, and every kernel's
+ * CUfunction looked up once in its module. Arch choice: the exact sm_XY cubins; else cubins
+ * of the same major and a lower minor (binary compatible); else the PTX, JIT-compiled by the
+ * driver. CAP_CUDA_IMAGE=ptx (or an arch) forces one: a test hook for the JIT path.
  *
  * Memory: device pointers travel through the session as void * holding the CUdeviceptr
  * (both are 64-bit), so the session's arena + offset arithmetic works unchanged. Allocations
@@ -38,7 +38,8 @@ typedef struct CudaCtx {
     const CuDriver *d;
     CUdevice dev;
     CUcontext cu;
-    CUmodule mod;
+    CUmodule *mods;     /* per CUDA module of the artifact */
+    int n_mods;
     const CapArtifact *a;
     CUfunction *fns;    /* per kernel */
     CUdeviceptr *vals;  /* scratch: one step's argument values */
@@ -69,46 +70,39 @@ static int arch_of(const char *arch, int *major, int *minor) {
     return 0;
 }
 
-static const CapCudaImage *find_image(const CapArtifact *a, const char *arch) {
+static const CapCudaImage *find_image(const CapArtifact *a, const char *arch, int module) {
     for (int i = 0; i < a->n_cuda_images; i++)
-        if (strcmp(a->cuda_images[i].arch, arch) == 0) return &a->cuda_images[i];
+        if (strcmp(a->cuda_images[i].arch, arch) == 0 && a->cuda_images[i].module == module)
+            return &a->cuda_images[i];
     return NULL;
 }
 
-/* The best image for compute capability major.minor, or NULL. */
-static const CapCudaImage *pick_image(const CapArtifact *a, int major, int minor) {
+/* The best arch for compute capability major.minor ("ptx" when no cubin fits), or NULL. */
+static const char *pick_arch(const CapArtifact *a, int major, int minor) {
     const char *force = getenv("CAP_CUDA_IMAGE");
-    if (force && *force) return find_image(a, force);
-    const CapCudaImage *best = NULL;
+    if (force && *force) return find_image(a, force, 0) ? force : NULL;
+    const char *best = NULL;
     int best_minor = -1;
     for (int i = 0; i < a->n_cuda_images; i++) {
         int ma, mi;
         if (arch_of(a->cuda_images[i].arch, &ma, &mi) != 0 || ma != major || mi > minor) continue;
-        if (mi > best_minor) best = &a->cuda_images[i], best_minor = mi;
+        if (mi > best_minor) best = a->cuda_images[i].arch, best_minor = mi;
     }
-    return best ? best : find_image(a, "ptx");
+    return best ? best : find_image(a, "ptx", 0) ? "ptx" : NULL;
 }
 
-static void list_images(const CapArtifact *a, char *buf, size_t size) {
+static void list_archs(const CapArtifact *a, char *buf, size_t size) {
     size_t n = 0;
     buf[0] = 0;
     for (int i = 0; i < a->n_cuda_images && n < size; i++)
-        n += (size_t)snprintf(buf + n, size - n, "%s%s", i ? ", " : "", a->cuda_images[i].arch);
+        if (a->cuda_images[i].module == 0)
+            n += (size_t)snprintf(buf + n, size - n, "%s%s", n ? ", " : "", a->cuda_images[i].arch);
 }
 
-/* Loads the chosen image as ctx's module. PTX must be NUL-terminated for the driver, and the
+/* Loads one image as module `module`. PTX must be NUL-terminated for the driver, and the
  * artifact stores images sized exactly, so PTX goes through a terminated copy. */
-static CapStatus load_module(CudaCtx *c, const CapModel *m, int major, int minor, char *err,
-                             size_t err_size) {
-    const CapCudaImage *img = pick_image(c->a, major, minor);
-    if (!img) {
-        char have[128];
-        list_images(c->a, have, sizeof have);
-        return cap_fail(err, err_size, CAP_E_BACKEND,
-                        "%s has no CUDA image this GPU (sm_%d%d) can run (it holds: %s); "
-                        "recompile with capc --target=all (sm_%d%d cubin or PTX)",
-                        cap_model_path(m), major, minor, have[0] ? have : "none", major, minor);
-    }
+static CapStatus load_image(CudaCtx *c, const CapCudaImage *img, int module, char *err,
+                            size_t err_size) {
     int is_ptx = strcmp(img->arch, "ptx") == 0;
     unsigned char *copy = NULL;
     if (is_ptx) {
@@ -117,15 +111,42 @@ static CapStatus load_module(CudaCtx *c, const CapModel *m, int major, int minor
         memcpy(copy, img->data, img->size);
         copy[img->size] = 0;
     }
-    CUresult rc = c->d->ModuleLoadData(&c->mod, is_ptx ? (const void *)copy : img->data);
+    CUresult rc = c->d->ModuleLoadData(&c->mods[module], is_ptx ? (const void *)copy : img->data);
     free(copy);
     if (rc != 0) {
-        char call[64];
-        snprintf(call, sizeof call, "cuModuleLoadData(%s image)", img->arch);
+        char call[96];
+        snprintf(call, sizeof call, "cuModuleLoadData(%s image of module %d)", img->arch, module);
         return fail_cu(c, rc, call, err, err_size);
     }
+    return CAP_OK;
+}
+
+/* Loads every module from the images of the chosen arch. */
+static CapStatus load_modules(CudaCtx *c, const CapModel *m, int major, int minor, char *err,
+                              size_t err_size) {
+    const char *arch = pick_arch(c->a, major, minor);
+    if (!arch) {
+        char have[128];
+        list_archs(c->a, have, sizeof have);
+        return cap_fail(err, err_size, CAP_E_BACKEND,
+                        "%s has no CUDA image this GPU (sm_%d%d) can run (it holds: %s); "
+                        "recompile with capc --target=all (sm_%d%d cubin or PTX)",
+                        cap_model_path(m), major, minor, have[0] ? have : "none", major, minor);
+    }
+    c->n_mods = c->a->n_cuda_modules;
+    c->mods = calloc((size_t)(c->n_mods > 0 ? c->n_mods : 1), sizeof *c->mods);
+    if (!c->mods) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    for (int i = 0; i < c->n_mods; i++) {
+        const CapCudaImage *img = find_image(c->a, arch, i);
+        if (!img)
+            return cap_fail(err, err_size, CAP_E_BACKEND, "%s: no %s image of CUDA module %d",
+                            cap_model_path(m), arch, i);
+        CapStatus st = load_image(c, img, i, err, err_size);
+        if (st) return st;
+    }
     size_t n = strlen(c->desc);
-    snprintf(c->desc + n, sizeof c->desc - n, ", %s %s", img->arch, is_ptx ? "JIT" : "cubin");
+    snprintf(c->desc + n, sizeof c->desc - n, ", %s %s", arch,
+             strcmp(arch, "ptx") == 0 ? "JIT" : "cubin");
     return CAP_OK;
 }
 
@@ -147,7 +168,10 @@ static CapStatus find_functions(CudaCtx *c, char *err, size_t err_size) {
         const CapKernel *k = &a->kernels[i];
         char call[300];
         snprintf(call, sizeof call, "cuModuleGetFunction(%s)", k->name);
-        CUresult rc = c->d->ModuleGetFunction(&c->fns[i], c->mod, k->name);
+        if (k->cuda_module < 0 || k->cuda_module >= c->n_mods)
+            return cap_fail(err, err_size, CAP_E_BACKEND, "kernel %s: CUDA module %d of %d",
+                            k->name, (int)k->cuda_module, c->n_mods);
+        CUresult rc = c->d->ModuleGetFunction(&c->fns[i], c->mods[k->cuda_module], k->name);
         if (rc != 0) return fail_cu(c, rc, call, err, err_size);
         if (k->cuda_shared_bytes > 48 * 1024) {
             snprintf(call, sizeof call, "cuFuncSetAttribute(%s, max dynamic shared %d)", k->name,
@@ -195,7 +219,7 @@ static CapStatus cuda_open(const CapModel *m, void **ctx, char *err, size_t err_
     }
     rc = c->d->CtxSetCurrent(c->cu);
     if (rc != 0) st = fail_cu(c, rc, "cuCtxSetCurrent", err, err_size);
-    if (!st) st = load_module(c, m, major, minor, err, err_size);
+    if (!st) st = load_modules(c, m, major, minor, err, err_size);
     if (!st) st = find_functions(c, err, err_size);
     if (st) {
         cuda_close(c);
@@ -212,7 +236,9 @@ static void cuda_close(void *ctx) {
     for (int i = 0; i < c->n_cache; i++) c->d->MemFree(c->cache[i].ptr);
     for (int i = 0; i < c->n_live; i++) c->d->MemFree(c->live[i].ptr);
     free(c->live);
-    if (c->mod) c->d->ModuleUnload(c->mod);
+    for (int i = 0; i < c->n_mods; i++)
+        if (c->mods[i]) c->d->ModuleUnload(c->mods[i]);
+    free(c->mods);
     c->d->PrimaryCtxRelease(c->dev);
     free(c->fns);
     free(c->vals);

@@ -8,7 +8,9 @@
  *
  * A kernel is specialized to one op instance (or one fused group): sizes are constants in its
  * code, so a step carries only buffer pointers. The same kernel description is rendered to C
- * (cpu, below) and to CUDA (cuda_name, in the embedded CUDA image).
+ * (cpu, below) and to CUDA (the function of the same name in the embedded CUDA module
+ * `cuda_module`: capc compiles the kernels in groups, each its own module, so that a change
+ * to one kernel recompiles only its group).
  *
  * All pointers refer to data inside cap.so; the runtime never frees them.
  */
@@ -18,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define CAP_ARTIFACT_VERSION 3
+#define CAP_ARTIFACT_VERSION 4
 #define CAP_ARTIFACT_SYMBOL "cap_artifact"
 #define CAP_MAX_RANK 8
 
@@ -79,6 +81,7 @@ typedef struct CapKernel {
     int32_t cuda_block;
     int32_t cuda_shared_bytes;
     const char *source_ops; /* the IR ops it came from, for profiles: "conv2d %backbone.conv1" */
+    int32_t cuda_module;    /* which of the n_cuda_modules CUDA modules holds it */
 } CapKernel;
 
 typedef struct CapStep {
@@ -101,11 +104,13 @@ typedef struct CapEntry {
     const CapStep *steps;
 } CapEntry;
 
+/* One CUDA module compiled for one arch. */
 typedef struct CapCudaImage {
     const char *arch; /* "sm_80", "sm_90", or "ptx" (compute_80 PTX for newer GPUs) */
     const unsigned char *data;
     size_t size;
-    const char *source_hash; /* hash of the CUDA source, for the on-disk cache */
+    const char *source_hash; /* SHA-256 of the module's CUDA source (hex) */
+    int32_t module;          /* 0 .. n_cuda_modules-1 */
 } CapCudaImage;
 
 typedef struct CapArtifact {
@@ -126,13 +131,16 @@ typedef struct CapArtifact {
     int64_t vocab_size;
     int32_t pad_id, start_id, end_id, unk_id;
 
-    /* CUDA: one cubin per compiled arch plus PTX as fallback (n_cuda_images 0: no CUDA). */
+    /* CUDA: every module compiled for each arch (cubins) plus PTX as the fallback, so
+     * n_cuda_images = n_cuda_modules * archs (0: no CUDA). A GPU runs the images of one arch. */
     int32_t n_cuda_images;
     const struct CapCudaImage *cuda_images;
 
     /* The number of threads the C kernels use when called from the calling thread, until it
      * is set again (1: serial). The runtime sets it before each entry it runs on the CPU. */
     void (*set_threads)(int32_t n);
+
+    int32_t n_cuda_modules; /* 0 without CUDA */
 } CapArtifact;
 
 #endif

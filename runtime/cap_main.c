@@ -268,8 +268,16 @@ static int cmd_info(const Args *a) {
         cap_backend_probe(CAP_BACKEND_CUDA, why, sizeof why);
         printf("cuda: %s\n", why);
     }
-    for (int i = 0; i < art->n_cuda_images; i++)
-        printf("  cuda image %s: %zu bytes\n", art->cuda_images[i].arch, art->cuda_images[i].size);
+    /* per arch: its modules' images together */
+    for (int i = 0; i < art->n_cuda_images; i++) {
+        if (art->cuda_images[i].module != 0) continue;
+        size_t bytes = 0;
+        for (int j = 0; j < art->n_cuda_images; j++)
+            if (strcmp(art->cuda_images[j].arch, art->cuda_images[i].arch) == 0)
+                bytes += art->cuda_images[j].size;
+        printf("  cuda %s: %d modules, %zu bytes\n", art->cuda_images[i].arch,
+               (int)art->n_cuda_modules, bytes);
+    }
     cap_model_close(m);
     return 0;
 }

@@ -165,8 +165,16 @@ static CapStatus check_artifact(const CapArtifact *a, char *err, size_t err_size
                             a->state[i].t.name, (int)a->state[i].kind);
     }
     for (int i = 0; i < a->n_kernels; i++)
-        if (!a->kernels[i].name || a->kernels[i].n_args < 0)
+        if (!a->kernels[i].name || a->kernels[i].n_args < 0 ||
+            (a->n_cuda_images > 0 && (a->kernels[i].cuda_module < 0 ||
+                                      a->kernels[i].cuda_module >= a->n_cuda_modules)))
             return cap_fail(err, err_size, CAP_E_FORMAT, "kernel %d: malformed", i);
+    if (a->n_cuda_images < 0 || (a->n_cuda_images > 0 && (!a->cuda_images || a->n_cuda_modules < 1)))
+        return cap_fail(err, err_size, CAP_E_FORMAT, "malformed CUDA image table");
+    for (int i = 0; i < a->n_cuda_images; i++)
+        if (!a->cuda_images[i].arch || !a->cuda_images[i].data || a->cuda_images[i].module < 0 ||
+            a->cuda_images[i].module >= a->n_cuda_modules)
+            return cap_fail(err, err_size, CAP_E_FORMAT, "CUDA image %d: malformed", i);
     for (int i = 0; i < a->n_entries; i++)
         if ((st = check_entry(a, &a->entries[i], err, err_size))) return st;
     return CAP_OK;

@@ -1,7 +1,7 @@
 /* cuda_smoke.c — device check of a cap.so's CUDA side (needs a GPU; not run by ctest).
  *
- * Loads cap.so, loads its CUDA image for IMAGE ("sm_90", "sm_80" or "ptx") with the driver
- * API (libcuda opened with dlopen), and runs entry points twice from the same random state
+ * Loads cap.so, loads its CUDA images for IMAGE ("sm_90", "sm_80" or "ptx": one per CUDA
+ * module) with the driver API (libcuda opened with dlopen), and runs entry points twice from the same random state
  * and inputs: on the CPU (the kernels' C functions) and on the GPU (every step launched with
  * the kernel's fixed grid/block/shared bytes over device buffers resolved from the same
  * CapBufRefs). Prints the largest difference of every output and of the state after the
@@ -238,29 +238,40 @@ int main(int argc, char **argv) {
         return 2;
     }
     const CapArtifact *a = dlsym(lib, CAP_ARTIFACT_SYMBOL);
-    const CapCudaImage *img = NULL;
+    int n_mod = a != NULL ? a->n_cuda_modules : 0;
+    const CapCudaImage **img = calloc((size_t)(n_mod > 0 ? n_mod : 1), sizeof *img);
+    size_t bytes = 0;
     for (int i = 0; a != NULL && i < a->n_cuda_images; i++)
-        if (strcmp(a->cuda_images[i].arch, argv[2]) == 0) img = &a->cuda_images[i];
-    if (img == NULL) {
-        fprintf(stderr, "cuda_smoke: no %s image in %s\n", argv[2], argv[1]);
+        if (strcmp(a->cuda_images[i].arch, argv[2]) == 0 && a->cuda_images[i].module >= 0 &&
+            a->cuda_images[i].module < n_mod)
+            img[a->cuda_images[i].module] = &a->cuda_images[i];
+    for (int m = 0; m < n_mod; m++)
+        if (img[m] == NULL) n_mod = -1;
+    if (n_mod <= 0) {
+        fprintf(stderr, "cuda_smoke: no complete set of %s images in %s\n", argv[2], argv[1]);
         return 2;
     }
     open_cuda();
     CHECK(cu.init(0));
     int dev;
-    void *ctx, *module;
+    void *ctx;
     CHECK(cu.device_get(&dev, 0));
     CHECK(cu.ctx_create(&ctx, 0, dev));
-    /* PTX must be NUL-terminated text: NVRTC's PTX size counts the NUL, so it is embedded. */
-    if (strcmp(img->arch, "ptx") == 0 && img->data[img->size - 1] != '\0') {
-        fprintf(stderr, "cuda_smoke: the PTX image is not NUL-terminated\n");
-        return 1;
+    void **modules = calloc((size_t)n_mod, sizeof *modules);
+    for (int m = 0; m < n_mod; m++) {
+        /* PTX must be NUL-terminated text: NVRTC's PTX size counts the NUL, so it is linked in */
+        if (strcmp(argv[2], "ptx") == 0 && img[m]->data[img[m]->size - 1] != '\0') {
+            fprintf(stderr, "cuda_smoke: the PTX image of module %d is not NUL-terminated\n", m);
+            return 1;
+        }
+        CHECK(cu.module_load(&modules[m], img[m]->data));
+        bytes += img[m]->size;
     }
-    CHECK(cu.module_load(&module, img->data));
     void **fns = calloc((size_t)a->n_kernels, sizeof *fns);
-    for (int k = 0; k < a->n_kernels; k++) CHECK(cu.get_function(&fns[k], module, a->kernels[k].name));
-    printf("%s: %s image (%zu bytes), %d kernels loaded\n", a->model_name, img->arch, img->size,
-           a->n_kernels);
+    for (int k = 0; k < a->n_kernels; k++)
+        CHECK(cu.get_function(&fns[k], modules[a->kernels[k].cuda_module], a->kernels[k].name));
+    printf("%s: %s images (%d modules, %zu bytes), %d kernels loaded\n", a->model_name, argv[2],
+           n_mod, bytes, a->n_kernels);
     int bad = 0;
     for (int i = 3; i < argc; i++) {
         const CapEntry *e = NULL;

@@ -387,8 +387,9 @@ static bool contains(const unsigned char *data, size_t size, const char *text) {
     return false;
 }
 
-/* Images embedded as string literals come back byte for byte: cubins are ELF files, PTX is
- * text; one image per default arch plus PTX. */
+/* Images linked into cap.so come back byte for byte: cubins are ELF files, PTX is text; per
+ * default arch plus PTX one image of every kernel module, arch by arch, and each kernel's
+ * name is in the images of the module the kernel table says holds it. */
 static void test_cuda_images(void **state) {
     Fixture *fx = *state;
     if (!nvrtc_available()) skip();
@@ -401,17 +402,30 @@ static void test_cuda_images(void **state) {
     assert_non_null(lib);
     const CapArtifact *a = dlsym(lib, CAP_ARTIFACT_SYMBOL);
     assert_non_null(a);
-    assert_int_equal(a->n_cuda_images, 3);
+    int n_mod = a->n_cuda_modules;
+    assert_true(n_mod >= 1 && n_mod <= a->n_kernels);
+    assert_int_equal(a->n_cuda_images, 3 * n_mod);
     static const char *const archs[] = {"sm_80", "sm_90", "ptx"};
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < a->n_cuda_images; i++) {
         const CapCudaImage *img = &a->cuda_images[i];
-        assert_string_equal(img->arch, archs[i]);
-        assert_int_equal(strlen(img->source_hash), 16);
+        assert_string_equal(img->arch, archs[i / n_mod]);
+        assert_int_equal(img->module, i % n_mod);
+        assert_int_equal(strlen(img->source_hash), 64);
         assert_true(img->size > 16);
-        if (i < 2) assert_memory_equal(img->data, "\177ELF", 4);
+        if (i < 2 * n_mod) assert_memory_equal(img->data, "\177ELF", 4);
         else assert_true(contains(img->data, img->size, ".version"));
     }
-    for (int k = 0; k < a->n_kernels; k++) assert_non_null(a->kernels[k].cpu);
+    for (int k = 0; k < a->n_kernels; k++) {
+        const CapKernel *kn = &a->kernels[k];
+        assert_non_null(kn->cpu);
+        assert_true(kn->cuda_module >= 0 && kn->cuda_module < n_mod);
+        for (int arch = 0; arch < 3; arch++) {
+            const CapCudaImage *img = &a->cuda_images[arch * n_mod + kn->cuda_module];
+            if (!contains(img->data, img->size, kn->name))
+                fail_msg("kernel %s is not in the %s image of module %d", kn->name, img->arch,
+                         (int)kn->cuda_module);
+        }
+    }
     dlclose(lib);
 }
 
@@ -421,20 +435,7 @@ static void test_cuda_images(void **state) {
 static int run_capc(const char *err_path, const char *const *args) {
     const char *bin = getenv("CAPC_BIN");
     assert_non_null(bin);
-    char *argv[16] = {(char *)bin};
-    int n = 1;
-    for (; args[n - 1] != NULL; n++) argv[n] = (char *)args[n - 1];
-    argv[n] = NULL;
-    pid_t pid = fork();
-    if (pid == 0) {
-        int fd = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd < 0 || dup2(fd, 2) < 0) _exit(127);
-        execv(bin, argv);
-        _exit(127);
-    }
-    int status;
-    waitpid(pid, &status, 0);
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return run_program(bin, args, err_path, NULL);
 }
 
 static void test_cli_emit_src(void **state) {

@@ -38,6 +38,8 @@
 
 #include <cmocka.h>
 
+#include "passes/testfiles.h"
+
 #include "cap.h"
 #include "caption.h"
 #include "data.h"
@@ -299,26 +301,14 @@ static void test_sampling(void **state) {
 /* ---- resume -------------------------------------------------------------------------------- */
 
 static unsigned char *slurp(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    assert_non_null(f);
-    fseek(f, 0, SEEK_END);
-    long len = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)len + 1);
-    assert_int_equal(fread(buf, 1, (size_t)len, f), (size_t)len);
-    fclose(f);
-    *n = (size_t)len;
+    unsigned char *buf = read_binary_file(path, n);
+    if (buf == NULL) fail_msg("cannot read %s", path);
     return buf;
 }
 
 /* The two files hold the same bytes. */
 static void assert_same_file(const char *a, const char *b) {
-    size_t na, nb;
-    unsigned char *x = slurp(a, &na), *y = slurp(b, &nb);
-    assert_int_equal(na, nb);
-    assert_memory_equal(x, y, na);
-    free(x);
-    free(y);
+    if (!same_file_bytes(a, b)) fail_msg("%s and %s differ", a, b);
 }
 
 static void test_resume(void **state) {

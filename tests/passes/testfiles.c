@@ -5,8 +5,33 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+unsigned char *read_binary_file(const char *path, size_t *n) {
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) return NULL;
+    long len = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    unsigned char *buf = len >= 0 && fseek(f, 0, SEEK_SET) == 0 ? malloc((size_t)len + 1) : NULL;
+    if (buf != NULL && fread(buf, 1, (size_t)len, f) != (size_t)len) {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    *n = buf != NULL ? (size_t)len : 0;
+    return buf;
+}
+
+bool same_file_bytes(const char *a, const char *b) {
+    size_t na = 0, nb = 0;
+    unsigned char *x = read_binary_file(a, &na), *y = read_binary_file(b, &nb);
+    bool same = x != NULL && y != NULL && na == nb && memcmp(x, y, na) == 0;
+    free(x);
+    free(y);
+    return same;
+}
 
 char *read_text_file(const char *path) {
     FILE *f = fopen(path, "rb");
@@ -84,4 +109,32 @@ void report_text_difference(const char *name, const char *want, const char *got)
     fprintf(stderr, "%s: output differs from %s.out.ir at line %d\n  want: %.*s\n  got:  %.*s\n",
             name, name, line, (int)strcspn(w, "\n"), w, (int)strcspn(g, "\n"), g);
     fprintf(stderr, "--- whole output ---\n%s--- end ---\n", got);
+}
+
+int start_program(const char *bin, const char *const *args, const char *err_path,
+                  const char *out_path) {
+    char *argv[32] = {(char *)bin};
+    int n = 1;
+    for (; args[n - 1] != NULL && n < 31; n++) argv[n] = (char *)args[n - 1];
+    argv[n] = NULL;
+    pid_t pid = fork();
+    if (pid == 0) {
+        int err = open(err_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int out = out_path != NULL ? open(out_path, O_WRONLY | O_CREAT | O_TRUNC, 0644) : err;
+        if (err < 0 || out < 0 || dup2(err, 2) < 0 || dup2(out, 1) < 0) _exit(127);
+        execv(bin, argv);
+        _exit(127);
+    }
+    return (int)pid;
+}
+
+int wait_program(int pid) {
+    int status;
+    if (pid < 0 || waitpid((pid_t)pid, &status, 0) < 0) return -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+int run_program(const char *bin, const char *const *args, const char *err_path,
+                const char *out_path) {
+    return wait_program(start_program(bin, args, err_path, out_path));
 }

@@ -122,7 +122,7 @@ static void test_version_mismatch(void **unused) {
     assert_int_equal(cap_model_open(fake_path("FAKE_ARTIFACT_V99"), &m, err, sizeof err),
                      CAP_E_VERSION);
     assert_null(m);
-    expect_msg(err, "artifact version 99", "reads version 3", "recompile");
+    expect_msg(err, "artifact version 99", "reads version 4", "recompile");
 }
 
 static void test_not_a_model(void **unused) {

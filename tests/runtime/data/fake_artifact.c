@@ -75,9 +75,9 @@ static const CapStateInfo STATE[] = {
 };
 
 static const CapKernel KERNELS[] = {
-    {"k_affine", k_affine, 4, 1, 8, 0, "mul %y, add %y"},
-    {"k_mean", k_mean, 2, 1, 1, 0, "reduce_sum %loss"},
-    {"k_sgd", k_sgd, 8, 1, 1, 0, "adam (fake)"},
+    {"k_affine", k_affine, 4, 1, 8, 0, "mul %y, add %y", 0},
+    {"k_mean", k_mean, 2, 1, 1, 0, "reduce_sum %loss", 0},
+    {"k_sgd", k_sgd, 8, 1, 1, 0, "adam (fake)", 0},
 };
 
 #define ARENA(off, n) {CAP_BUF_ARENA, 0, off, n}
