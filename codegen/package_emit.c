@@ -119,6 +119,7 @@ static int state_kind(ParamKind k) {
     case PARAM_WEIGHT: return CAP_STATE_WEIGHT;
     case PARAM_BUFFER: return CAP_STATE_BUFFER;
     case PARAM_DERIVED: return CAP_STATE_DERIVED;
+    case PARAM_HPARAM: return CAP_STATE_HPARAM;
     default: return CAP_STATE_OPTIM;
     }
 }

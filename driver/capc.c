@@ -315,8 +315,8 @@ static void print_params(FILE *out, const Module *m) {
     int weights = 0, frozen = 0, buffers = 0;
     for (int i = 0; i < m->n_params; i++) {
         const Param *p = m->params[i];
-        /* optimizer state and folded BatchNorms (derived): not model tensors */
-        if (p->kind == PARAM_STATE || p->kind == PARAM_DERIVED) continue;
+        /* optimizer state, folded BatchNorms (derived) and hyperparameters: not model tensors */
+        if (p->kind == PARAM_STATE || p->kind == PARAM_DERIVED || p->kind == PARAM_HPARAM) continue;
         if (p->kind == PARAM_BUFFER) buffers++;
         else if (p->trainable) weights++;
         else { weights++; frozen++; }

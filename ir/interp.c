@@ -132,8 +132,22 @@ static int eval_op(const Op *op, RefTensor *vals, bool *have, RefParamLookup loo
         return -1;
     }
     if (op->kind == OP_PARAM) {
-        /* Parameters come from the caller, not from an evaluator. */
+        /* Parameters come from the caller, not from an evaluator; except a hyperparameter,
+         * whose value is part of the module (its init string): the caller's generic
+         * "every param gets random values" fillers must not change a learning rate. */
         const char *pname = op_string(op, "name");
+        const Param *par = op->fn && op->fn->module ? module_find_param(op->fn->module, pname) : NULL;
+        double hv;
+        if (par && par->kind == PARAM_HPARAM) {
+            if (!param_hparam_value(par, &hv) || par->dtype != res->dtype || res->shape.rank != 0) {
+                snprintf(err, err_size, "param %%%s: hparam \"%s\" has no value (init \"%s\")",
+                         res->name, pname, par->init ? par->init : "");
+                return -1;
+            }
+            if (ref_tensor_init(&vals[res->id], res->dtype, res->shape) != 0) return -1;
+            vals[res->id].data[0] = hv;
+            return 0;
+        }
         const RefTensor *p = lookup ? lookup(ctx, pname) : NULL;
         if (!p) {
             snprintf(err, err_size, "param %%%s: no value given for parameter \"%s\"", res->name,

@@ -9,7 +9,9 @@
  */
 #include "ir.h"
 
+#include <math.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -434,6 +436,26 @@ int module_param_index(const Module *m, const char *name) {
 Param *module_find_param(const Module *m, const char *name) {
     int i = module_param_index(m, name);
     return i >= 0 ? m->params[i] : NULL;
+}
+
+bool param_hparam_value(const Param *p, double *value) {
+    if (p == NULL || p->kind != PARAM_HPARAM || p->init == NULL ||
+        strncmp(p->init, "const(", 6) != 0)
+        return false;
+    const char *start = p->init + 6;
+    char *end;
+    double v = strtod(start, &end);
+    if (end == start || strcmp(end, ")") != 0 || !isfinite(v)) return false;
+    *value = v;
+    return true;
+}
+
+void hparam_init_string(double value, char *buf, size_t size) {
+    /* The shortest form that reads back exactly: "const(0.001)", not 17 digits. */
+    for (int digits = 1; digits <= 17; digits++) {
+        snprintf(buf, size, "const(%.*g)", digits, value);
+        if (strtod(buf + 6, NULL) == value) return;
+    }
 }
 
 Function *module_add_function(Module *m, const char *name) {

@@ -103,8 +103,13 @@ struct Op {
  * training program adds: optimizer moments ("adam.m.<param>", "adam.v.<param>") and the step
  * counter ("step"); printed as `state @name : TYPE init="..."`. DERIVED is computed from other
  * state by the `fold` entry point (passes/fold_bn.c: a frozen BatchNorm folded into its
- * convolution), never trained, saved or loaded; printed as `derived @name : TYPE`. */
-typedef enum { PARAM_WEIGHT, PARAM_BUFFER, PARAM_STATE, PARAM_DERIVED } ParamKind;
+ * convolution), never trained, saved or loaded; printed as `derived @name : TYPE`.
+ * HPARAM is a training hyperparameter the training program reads instead of baking it into
+ * kernel source (the learning rates: "train.lr", ...): an f32 scalar whose value is its init
+ * string "const(V)" (param_hparam_value), so `-D lr=...` changes the artifact's state table
+ * and no kernel. Never trained, saved or loaded; the runtime fills it from the init string;
+ * printed as `hparam @name : f32[] init="const(V)"`. */
+typedef enum { PARAM_WEIGHT, PARAM_BUFFER, PARAM_STATE, PARAM_DERIVED, PARAM_HPARAM } ParamKind;
 
 typedef struct Param {
     const char *name; /* PyTorch state_dict name, e.g. "backbone.layer1.0.conv1.weight" */
@@ -219,6 +224,11 @@ const ConfigVar *module_find_config(const Module *m, const char *name);
 Param *module_add_param(Module *m, const char *name, DType dtype, Shape shape, ParamKind kind,
                         bool trainable, const char *init, SrcLoc loc);
 Param *module_find_param(const Module *m, const char *name);
+/* A PARAM_HPARAM's value: its init string is "const(V)" with V a finite number (what
+ * hparam_init_string writes). False for any other param or a malformed init. */
+bool param_hparam_value(const Param *p, double *value);
+/* Writes "const(V)" with V printed so that strtod gives back exactly `value`. */
+void hparam_init_string(double value, char *buf, size_t size);
 /* Its index in m->params, or -1. Both are hash lookups. */
 int module_param_index(const Module *m, const char *name);
 

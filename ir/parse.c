@@ -258,7 +258,7 @@ static void parse_param(Parser *ps, ParamKind kind) {
     bool frozen = false;
     if (peek_keyword(ps, "frozen")) {
         if (kind == PARAM_BUFFER) fail_at(ps, ps->p, "buffers are never trainable: drop 'frozen'");
-        if (kind == PARAM_STATE || kind == PARAM_DERIVED)
+        if (kind == PARAM_STATE || kind == PARAM_DERIVED || kind == PARAM_HPARAM)
             fail_at(ps, ps->p, "state is never trainable: drop 'frozen'");
         ps->p += strlen("frozen");
         frozen = true;
@@ -595,6 +595,8 @@ static void parse_file(Parser *ps) {
             parse_param(ps, PARAM_STATE);
         } else if (accept_keyword(ps, "derived")) {
             parse_param(ps, PARAM_DERIVED);
+        } else if (accept_keyword(ps, "hparam")) {
+            parse_param(ps, PARAM_HPARAM);
         } else if (accept_keyword(ps, "train_group")) {
             parse_train_group(ps);
         } else if (accept_keyword(ps, "train")) {
@@ -605,8 +607,8 @@ static void parse_file(Parser *ps) {
             parse_cfunc(ps);
         } else {
             fail_at(ps, ps->p,
-                    "expected 'config', 'train', 'param', 'buffer', 'state', 'derived', 'cfunc' "
-                    "or 'func'");
+                    "expected 'config', 'train', 'param', 'buffer', 'state', 'derived', "
+                    "'hparam', 'cfunc' or 'func'");
         }
     }
 }

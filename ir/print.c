@@ -79,7 +79,7 @@ static void print_train(FILE *out, const TrainSpec *t) {
 
 static const char *param_keyword(ParamKind kind) {
     return kind == PARAM_BUFFER ? "buffer" : kind == PARAM_STATE ? "state"
-         : kind == PARAM_DERIVED ? "derived" : "param";
+         : kind == PARAM_DERIVED ? "derived" : kind == PARAM_HPARAM ? "hparam" : "param";
 }
 
 static void print_param(FILE *out, const Param *p) {

@@ -285,6 +285,13 @@ int ir_verify_module(const Module *m, bool require_shapes, Diag *d) {
             return module_error(d, p->loc, "parameter @%s has no valid shape", p->name);
         if (p->kind == PARAM_BUFFER && p->trainable)
             return module_error(d, p->loc, "buffer @%s is marked trainable", p->name);
+        double v;
+        /* The runtime and the interpreter read a hyperparameter's value from its init string
+         * alone, as one f32: anything else there has no value to give. */
+        if (p->kind == PARAM_HPARAM &&
+            (p->dtype != DT_F32 || p->shape.rank != 0 || p->trainable || !param_hparam_value(p, &v)))
+            return module_error(d, p->loc, "hparam @%s must be an f32[] with init=\"const(V)\", "
+                                "V a finite number", p->name);
         if (module_find_param(m, p->name) != p) /* the name index knows one param per name */
             return module_error(d, p->loc, "parameter @%s declared twice", p->name);
     }

@@ -14,7 +14,12 @@
  * `grad_norm`, then `@X` for every state X it updates (docs/ir.md): each trainable weight
  * that gets a gradient, its `adam.m.*` / `adam.v.*` moments (PARAM_STATE, zeros), `step`
  * (f32[], the number of updates done so far), then the running statistics of every
- * training-mode batch_norm. Each state output is guarded: where(step_is_finite, new, old), so
+ * training-mode batch_norm. The learning rates (top-level, per group, and warmup_cosine's
+ * min_lr) are `hparam` params ("train.lr", "train.group<i>.lr", "train.min_lr"): runtime
+ * values in the state table, so an lr change rebuilds no kernel; the other hyperparameters
+ * (betas, eps, weight decay, clipping, warmup/total/step_size/gamma) are compiled in as
+ * constants, because they shape the arithmetic itself and are rarely swept (docs/training.md).
+ * Each state output is guarded: where(step_is_finite, new, old), so
  * a step with a non-finite loss or gradient norm changes nothing. Running the pass again (a
  * module parsed from a dump) changes nothing.
  */
@@ -80,10 +85,14 @@ static Value *plus_const(Builder *b, Value *x, double c, const char *name) {
     return binary(b, OP_ADD, x, scalar(b, c, NULL), name);
 }
 
-static Value *read_param(Builder *b, const char *param_name) {
-    Op *op = new_op(b, OP_PARAM, NULL, 0, param_name);
+static Value *read_param_as(Builder *b, const char *param_name, const char *value_name) {
+    Op *op = new_op(b, OP_PARAM, NULL, 0, value_name);
     op_set_string(op, "name", param_name);
     return finish(b, op);
+}
+
+static Value *read_param(Builder *b, const char *param_name) {
+    return read_param_as(b, param_name, param_name);
 }
 
 /* Sum (or mean) over `axes` of x. */
@@ -148,6 +157,26 @@ static int ensure_state(Module *m, const char *name, const Shape *shape, SrcLoc 
     return 0;
 }
 
+/* The hyperparameter `name` (an f32 scalar state whose value is its init string, docs/ir.md)
+ * read as value `value_name`: declared on first use. The learning rates are read this way
+ * rather than built as constants so that a different lr changes the artifact's state table
+ * and no kernel's source (a compiled kernel stays valid for any lr: the kernel cache). */
+static Value *read_hparam(Builder *b, const char *name, double value, const char *value_name) {
+    Module *m = b->f->module;
+    Param *p = module_find_param(m, name);
+    char init[64];
+    hparam_init_string(value, init, sizeof init);
+    if (!p) {
+        module_add_param(m, name, DT_F32, shape_scalar(), PARAM_HPARAM, false, init, SRCLOC_NONE);
+    } else if (p->kind != PARAM_HPARAM || strcmp(p->init, init) != 0) {
+        if (!b->failed)
+            fail(b->d, p->loc, "training program: '%s' is already declared as something else",
+                 name);
+        b->failed = true;
+    }
+    return read_param_as(b, name, value_name);
+}
+
 /* ---- BatchNorm running statistics --------------------------------------------------------- */
 
 /* For a training-mode batch_norm: running = (1 - momentum) running + momentum batch_stat,
@@ -205,37 +234,55 @@ static int add_running_stats(Builder *b, Op **bn_ops, int n_bn) {
     return 0;
 }
 
+typedef struct Adam {
+    const TrainSpec *t;
+    Value *top;        /* lr(t) of parameters in no group: the `lr` output */
+    Value *factor;     /* schedule factor f(t) for the groups, NULL = 1 (or see cosine_top) */
+    Value *cosine_top, *base; /* warmup_cosine: lr(t) and lr, f(t) = lr(t) / lr; else NULL */
+    Value *bc1, *bc2s; /* 1 - b1^t, sqrt(1 - b2^t) */
+    Value *coef;       /* clipping coefficient, NULL = none */
+    Value **lr_of_group; /* lr(t) per group, built on demand (no group: `top`) */
+} Adam;
+
 /* ---- LR schedule -------------------------------------------------------------------------- */
 
-/* The schedule's factor f(t) (docs/training.md), or NULL for a constant schedule. */
-static Value *schedule_factor(Builder *b, const TrainSpec *t, Value *step) {
-    if (t->schedule == LR_CONSTANT) return NULL;
+/* The schedule (docs/training.md) on the top-level lr `base` (the train.lr hparam): sets
+ * a->top to lr(t) and a->factor to the groups' f(t) (NULL: constant, f = 1; warmup_cosine:
+ * built by group_lr from cosine_top / base when a group needs it).
+ * warmup_cosine is written on the rates themselves, lr(t) = warm (min_lr + (lr - min_lr)
+ * (1 + cos)/2) as PyTorch's CosineAnnealingLR does, because min_lr and lr are runtime values
+ * (hparams) here: the ratio r = min_lr / lr the docs' f(t) uses is no compile-time constant.
+ * warmup_step's f(t) needs no lr at all and stays a product. */
+static void schedule(Builder *b, Adam *a, Value *step, Value *base) {
+    const TrainSpec *t = a->t;
+    a->top = base;
+    a->factor = NULL;
+    if (t->schedule == LR_CONSTANT) return;
     Value *one = scalar(b, 1.0, NULL), *zero = scalar(b, 0.0, NULL);
     Value *warm = t->warmup > 0 ? binary(b, OP_MINIMUM, scaled(b, step, 1.0 / (double)t->warmup, NULL), one, "lr.warmup")
                                 : NULL;
     Value *after = binary(b, OP_MAXIMUM, plus_const(b, step, -(double)t->warmup, NULL), zero, NULL);
-    Value *decay;
     if (t->schedule == LR_WARMUP_COSINE) {
-        double r = t->min_lr / t->lr;
+        Value *min_lr = read_hparam(b, "train.min_lr", t->min_lr, "min_lr");
         Value *p = binary(b, OP_MINIMUM, scaled(b, after, 1.0 / (double)(t->total - t->warmup), NULL), one, NULL);
         Value *c = plus_const(b, unary(b, OP_COS, scaled(b, p, PI, NULL), NULL), 1.0, NULL);
-        decay = plus_const(b, scaled(b, c, (1.0 - r) / 2.0, NULL), r, "lr.cosine");
-    } else {
-        Value *k = unary(b, OP_FLOOR, scaled(b, after, 1.0 / (double)t->step_size, NULL), NULL);
-        decay = unary(b, OP_EXP, scaled(b, k, log(t->gamma), NULL), "lr.decay");
+        Value *span = binary(b, OP_SUB, base, min_lr, NULL);
+        Value *cosine = binary(b, OP_ADD, min_lr, binary(b, OP_MUL, span, scaled(b, c, 0.5, NULL), NULL),
+                               warm ? "lr.cosine" : "lr");
+        a->top = warm ? binary(b, OP_MUL, warm, cosine, "lr") : cosine;
+        /* Groups keep f(t) = lr(t) / lr, so a group's minimum stays lr_group * min_lr / lr
+         * (docs/training.md); group_lr builds the division only when a group needs it. */
+        a->cosine_top = a->top;
+        a->base = base;
+        return;
     }
-    return warm ? binary(b, OP_MUL, warm, decay, "lr.factor") : decay;
+    Value *k = unary(b, OP_FLOOR, scaled(b, after, 1.0 / (double)t->step_size, NULL), NULL);
+    Value *decay = unary(b, OP_EXP, scaled(b, k, log(t->gamma), NULL), "lr.decay");
+    a->factor = warm ? binary(b, OP_MUL, warm, decay, "lr.factor") : decay;
+    a->top = binary(b, OP_MUL, a->factor, base, "lr");
 }
 
 /* ---- Adam --------------------------------------------------------------------------------- */
-
-typedef struct Adam {
-    const TrainSpec *t;
-    Value *factor;     /* schedule factor, NULL = 1 */
-    Value *bc1, *bc2s; /* 1 - b1^t, sqrt(1 - b2^t) */
-    Value *coef;       /* clipping coefficient, NULL = none */
-    Value **lr_of_group; /* lr(t) per group (n_groups + 1: the last = no group), on demand */
-} Adam;
 
 static int group_of(const TrainSpec *t, const char *name) {
     for (int i = 0; i < t->n_groups; i++)
@@ -243,14 +290,19 @@ static int group_of(const TrainSpec *t, const char *name) {
     return -1;
 }
 
+/* lr(t) of group g (-1: no group): lr_group * f(t), lr_group the group's hparam
+ * "train.group<g>.lr" (named by index: a prefix may hold characters a name cannot). */
 static Value *group_lr(Builder *b, Adam *a, int g) {
-    int slot = g < 0 ? a->t->n_groups : g;
-    if (!a->lr_of_group[slot]) {
-        double lr = g < 0 ? a->t->lr : a->t->groups[g].lr;
-        a->lr_of_group[slot] = a->factor ? scaled(b, a->factor, lr, g < 0 ? "lr" : NULL)
-                                         : scalar(b, lr, g < 0 ? "lr" : NULL);
+    if (g < 0) return a->top;
+    if (!a->lr_of_group[g]) {
+        char name[64], value[64];
+        snprintf(name, sizeof name, "train.group%d.lr", g);
+        snprintf(value, sizeof value, "lr.group%d", g);
+        Value *lr = read_hparam(b, name, a->t->groups[g].lr, value);
+        if (a->cosine_top && !a->factor) a->factor = binary(b, OP_DIV, a->cosine_top, a->base, "lr.factor");
+        a->lr_of_group[g] = a->factor ? binary(b, OP_MUL, a->factor, lr, NULL) : lr;
     }
-    return a->lr_of_group[slot];
+    return a->lr_of_group[g];
 }
 
 /* 1 - beta^t as exp(t ln beta); beta = 0 gives 1. */
@@ -319,7 +371,7 @@ static void adam_prepare(Builder *b, Adam *a, Value *step, Value *norm) {
                               plus_const(b, norm, 1e-6, NULL), NULL);
         a->coef = binary(b, OP_MINIMUM, ratio, scalar(b, 1.0, NULL), "clip_coef");
     }
-    a->factor = schedule_factor(b, t, step);
+    schedule(b, a, step, read_hparam(b, "train.lr", t->lr, t->schedule == LR_CONSTANT ? "lr" : "lr.base"));
     a->bc1 = bias_correction(b, step, t->beta1, "adam.bias_correction1");
     a->bc2s = unary(b, OP_SQRT, bias_correction(b, step, t->beta2, "adam.bias_correction2"), NULL);
 }

@@ -67,6 +67,7 @@ typedef struct CapCounts {
     int n_weights, n_trainable, n_buffers, n_optim, n_derived;
     int64_t max_arena_bytes; /* max over entries: the arena a session allocates */
     int64_t state_bytes;     /* bytes of all state tensors */
+    int n_hparams;           /* HPARAM states: hyperparameters (learning rates), one f32 each */
 } CapCounts;
 void cap_model_counts(const CapModel *m, CapCounts *out);
 

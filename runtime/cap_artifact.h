@@ -42,6 +42,10 @@ typedef enum {
     CAP_STATE_DERIVED = 3, /* computed from the others by the "fold" entry (a frozen BatchNorm
                               folded into its convolution); never saved or loaded: the runtime
                               runs "fold" before any other entry after the state changed */
+    CAP_STATE_HPARAM = 4,  /* a training hyperparameter (the learning rates: "train.lr", ...):
+                              an f32 scalar whose value is its init string "const(V)", filled
+                              when a session is created; never saved or loaded. Kernels read it
+                              like any state, so a new lr changes this table and no kernel */
 } CapStateKind;
 
 typedef struct CapStateInfo {

@@ -250,10 +250,15 @@ static int cmd_info(const Args *a) {
     printf("parameters: %lld\n", (long long)c.params);
     printf("trainable: %lld\n", (long long)c.trainable);
     printf("state: %d weights (%d trainable), %d buffers (%lld elements), %d optimizer "
-           "tensors (%lld elements), %d derived (%lld elements), %lld bytes\n", c.n_weights,
-           c.n_trainable, c.n_buffers, (long long)c.buffer_elems, c.n_optim,
-           (long long)c.optim_elems, c.n_derived, (long long)c.derived_elems,
-           (long long)c.state_bytes);
+           "tensors (%lld elements), %d derived (%lld elements), %d hyperparameters, %lld "
+           "bytes\n", c.n_weights, c.n_trainable, c.n_buffers, (long long)c.buffer_elems,
+           c.n_optim, (long long)c.optim_elems, c.n_derived, (long long)c.derived_elems,
+           c.n_hparams, (long long)c.state_bytes);
+    /* The values a recompile with another -D would change without touching a kernel. */
+    for (int i = 0; i < art->n_state; i++)
+        if (art->state[i].kind == CAP_STATE_HPARAM)
+            printf("hyperparameter %s: %s\n", art->state[i].t.name,
+                   art->state[i].init ? art->state[i].init : "");
     printf("vocab: %lld (pad %d, start %d, end %d, unk %d)\n", (long long)art->vocab_size,
            (int)art->pad_id, (int)art->start_id, (int)art->end_id, (int)art->unk_id);
     printf("entry points: %d\n", (int)art->n_entries);

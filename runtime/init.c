@@ -1,6 +1,8 @@
 /* init.c — PyTorch's default initializers, from the init strings the model file records
  * ("zeros", "ones", "normal(0,0.02)", "uniform(-1,1)", "kaiming_uniform",
- * "kaiming_normal_fan_out", "xavier_uniform", "linear_bias(64)"; docs/model-format.md).
+ * "kaiming_normal_fan_out", "xavier_uniform", "linear_bias(64)"; docs/model-format.md), and
+ * "const(V)": every element V, the value of a hyperparameter (CAP_STATE_HPARAM: the learning
+ * rates), written by capc with as many digits as strtod needs to read V back exactly.
  *
  * fan_in / fan_out follow torch.nn.init: for a shape [out, in, k...] with receptive field
  * r = prod(k...), fan_in = in * r and fan_out = out * r; fewer than 2 dimensions is an error.
@@ -119,6 +121,7 @@ static CapStatus spec_to_dist(const CapStateInfo *info, const InitSpec *sp, Dist
     const char *nm = sp->name;
     if (strcmp(nm, "zeros") == 0) *d = (Dist){DIST_CONST, 0, 0};
     else if (strcmp(nm, "ones") == 0) *d = (Dist){DIST_CONST, 1, 0};
+    else if (strcmp(nm, "const") == 0) want = 1, *d = (Dist){DIST_CONST, sp->args[0], 0};
     else if (strcmp(nm, "normal") == 0) want = 2, *d = (Dist){DIST_NORMAL, sp->args[0], sp->args[1]};
     else if (strcmp(nm, "uniform") == 0) want = 2, *d = (Dist){DIST_UNIFORM, sp->args[0], sp->args[1]};
     else if (strcmp(nm, "linear_bias") == 0) {

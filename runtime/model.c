@@ -160,7 +160,7 @@ static CapStatus check_artifact(const CapArtifact *a, char *err, size_t err_size
     CapStatus st;
     for (int i = 0; i < a->n_state; i++) {
         if ((st = check_tensor(&a->state[i].t, "state", err, err_size))) return st;
-        if (a->state[i].kind < CAP_STATE_WEIGHT || a->state[i].kind > CAP_STATE_DERIVED)
+        if (a->state[i].kind < CAP_STATE_WEIGHT || a->state[i].kind > CAP_STATE_HPARAM)
             return cap_fail(err, err_size, CAP_E_FORMAT, "state '%s': unknown kind %d",
                             a->state[i].t.name, (int)a->state[i].kind);
     }
@@ -275,6 +275,8 @@ void cap_model_counts(const CapModel *m, CapCounts *c) {
         } else if (s->kind == CAP_STATE_DERIVED) {
             c->n_derived++;
             c->derived_elems += s->t.numel;
+        } else if (s->kind == CAP_STATE_HPARAM) {
+            c->n_hparams++;
         } else {
             c->n_optim++;
             c->optim_elems += s->t.numel;

@@ -56,6 +56,25 @@ static CapStatus open_backend(CapSession *s, CapBackendKind kind, char *err, siz
     return st;
 }
 
+/* Hyperparameters (CAP_STATE_HPARAM: the learning rates) hold their artifact's value from the
+ * start: no file ever carries them, so a session that only loads a checkpoint or weights
+ * (never cap_session_init) still trains with the lr it was compiled with. */
+static CapStatus fill_hparams(CapSession *s, char *err, size_t err_size) {
+    const CapArtifact *a = cap_model_artifact(s->m);
+    for (int i = 0; i < a->n_state; i++) {
+        const CapStateInfo *si = &a->state[i];
+        if (si->kind != CAP_STATE_HPARAM) continue;
+        if (si->t.dtype != CAP_DT_F32 || si->t.numel != 1)
+            return cap_fail(err, err_size, CAP_E_FORMAT,
+                            "hyperparameter '%s' is not one f32 value", si->t.name);
+        float v = 0;
+        CapStatus st = cap_init_state(si, i, 0, &v, err, err_size);
+        if (!st) st = s->be->copy_in(s->ctx, s->state[i], &v, sizeof v, err, err_size);
+        if (st) return st;
+    }
+    return CAP_OK;
+}
+
 CapStatus cap_session_new(const CapModel *m, CapBackendKind kind, CapSession **out, char *err,
                           size_t err_size) {
     if (!m || !out) return cap_fail(err, err_size, CAP_E_ARG, "cap_session_new: NULL argument");
@@ -75,6 +94,7 @@ CapStatus cap_session_new(const CapModel *m, CapBackendKind kind, CapSession **o
     s->dev_io = calloc((size_t)max_entry_io(a), sizeof *s->dev_io);
     if (!s->bufs || !s->dev_io) st = cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
     if (!st) st = alloc_state(s, err, err_size);
+    if (!st) st = fill_hparams(s, err, err_size);
     CapCounts c;
     cap_model_counts(m, &c);
     if (!st && c.max_arena_bytes > 0)

@@ -11,7 +11,9 @@
  *     the warm one compiles nothing (-v: "0 misses");
  *   - a corrupted entry is rebuilt, with a warning naming it, and the output is unchanged;
  *   - two capc processes filling one empty cache at once both succeed with the same output;
- *   - an unusable cache directory gives exactly one warning and the same output.
+ *   - an unusable cache directory gives exactly one warning and the same output;
+ *   - `-D lr=` (lr is state, not kernel source: docs/compile-cache.md) recompiles only the
+ *     tables' unit: every kernel unit comes from the cache.
  */
 #define _GNU_SOURCE /* utimensat */
 #include <fcntl.h>
@@ -381,6 +383,19 @@ static void test_unusable_cache_dir_warns_once(void **state) {
     free(out);
 }
 
+static void test_lr_change_compiles_only_the_tables(void **state) {
+    Fx *fx = *state;
+    char *cache = in_dir(fx, "lr-cache"), *a = in_dir(fx, "lr1.so"), *b = in_dir(fx, "lr2.so");
+    free(compile(fx, a, cache, "-D", "lr=0.01"));
+    char *log = compile(fx, b, cache, "-D", "lr=0.003");
+    /* one miss: the tables' unit, which holds lr's value */
+    if (misses(log) != 1) fail_msg("a -D lr= change compiled more than the tables:\n%s", log);
+    free(log);
+    free(cache);
+    free(a);
+    free(b);
+}
+
 int main(void) {
     const struct CMUnitTest unit[] = {
         cmocka_unit_test(test_sha256_vectors),
@@ -392,6 +407,7 @@ int main(void) {
         cmocka_unit_test_setup_teardown(test_damaged_entry_is_rebuilt, setup, teardown),
         cmocka_unit_test_setup_teardown(test_concurrent_compiles_share_a_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unusable_cache_dir_warns_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_lr_change_compiles_only_the_tables, setup, teardown),
     };
     int failed = cmocka_run_group_tests_name("kernel_cache", unit, NULL, NULL);
     return failed + cmocka_run_group_tests_name("capc_cache", cli, NULL, NULL);

@@ -135,12 +135,21 @@ static void test_state_table(void **state) {
         const Param *p = fx->m->params[i];
         const CapStateInfo *s = &a->state[i];
         check_tensor(&s->t, p->name, p->dtype, &p->shape);
-        int kind = p->kind == PARAM_WEIGHT ? CAP_STATE_WEIGHT
-                   : p->kind == PARAM_BUFFER ? CAP_STATE_BUFFER : CAP_STATE_OPTIM;
+        int kind = p->kind == PARAM_WEIGHT   ? CAP_STATE_WEIGHT
+                   : p->kind == PARAM_BUFFER ? CAP_STATE_BUFFER
+                   : p->kind == PARAM_HPARAM ? CAP_STATE_HPARAM : CAP_STATE_OPTIM;
         assert_int_equal(s->kind, kind);
         assert_int_equal(s->trainable, p->trainable);
         assert_string_equal(s->init, p->init != NULL ? p->init : "");
     }
+    /* The model's lr (0.01) is a hyperparameter in the state table, not in any kernel. */
+    int lr = -1;
+    for (int i = 0; i < a->n_state; i++)
+        if (strcmp(a->state[i].t.name, "train.lr") == 0) lr = i;
+    assert_true(lr >= 0);
+    assert_int_equal(a->state[lr].kind, CAP_STATE_HPARAM);
+    assert_int_equal(a->state[lr].t.numel, 1);
+    assert_string_equal(a->state[lr].init, "const(0.01)");
 }
 
 static int64_t state_bytes(const CapArtifact *a, int i) { return a->state[i].t.numel * 4; }
@@ -276,7 +285,11 @@ static void world_init(World *w, const Module *m, const Function *f, unsigned se
         assert_int_equal(ref_tensor_init(&t, p->dtype, p->shape), 0);
         w->h.state[i] = calloc((size_t)ref_tensor_numel(&t), 4);
         bool moment_v = strncmp(p->name, "adam.v.", 7) == 0;
-        if (strcmp(p->name, "step") == 0) {
+        double hv;
+        if (param_hparam_value(p, &hv)) { /* the learning rate: its value, as the runtime */
+            t.data[0] = hv;
+            w->h.state[i][0] = (float)hv;
+        } else if (strcmp(p->name, "step") == 0) {
             t.data[0] = 3;
             w->h.state[i][0] = 3;
         } else {

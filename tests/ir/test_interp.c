@@ -206,6 +206,43 @@ static void test_shared_operands_and_passthrough(void **state) {
     tu_close(&c);
 }
 
+/* y = x * lr with lr an hparam: its value comes from its init "const(V)", exactly, whatever
+ * the caller's store holds under that name (generic fillers put random values there). */
+static void test_hparam_reads_its_value(void **state) {
+    (void)state;
+    TestCtx c;
+    tu_open(&c);
+    char init[64];
+    hparam_init_string(0.1, init, sizeof init);
+    assert_string_equal(init, "const(0.1)");
+    module_add_param(c.m, "train.lr", DT_F32, shape_scalar(), PARAM_HPARAM, false, init,
+                     SRCLOC_NONE);
+    Value *x = func_add_input(c.f, "x", DT_F32, tu_shape("f32[2]"));
+    Op *lr = func_add_op(c.f, OP_PARAM, NULL, 0, "lr", SRCLOC_NONE);
+    op_set_string(lr, "name", "train.lr");
+    infer(lr);
+    Value *ins[] = {x, lr->result};
+    Op *y = func_add_op(c.f, OP_MUL, ins, 2, "y", SRCLOC_NONE);
+    infer(y);
+    func_add_output(c.f, "y", y->result);
+    static const double junk[] = {-7};
+    put(&c.params, "train.lr", "f32[]", junk);
+    RefTensor in, out[1];
+    char err[512];
+    assert_int_equal(ref_tensor_init(&in, DT_F32, x->shape), 0);
+    in.data[0] = 2;
+    in.data[1] = -3;
+    assert_int_equal(ref_run(c.f, &in, ref_store_lookup, &c.params, out, NULL, err, sizeof err), 0);
+    assert_true(out[0].data[0] == 2 * 0.1 && out[0].data[1] == -3 * 0.1);
+    ref_tensor_free(&out[0]);
+    /* A value that does not read back is an error that names it, not a silent zero. */
+    module_find_param(c.m, "train.lr")->init = "const(fast)";
+    assert_int_equal(ref_run(c.f, &in, ref_store_lookup, &c.params, out, NULL, err, sizeof err), -1);
+    assert_non_null(strstr(err, "hparam \"train.lr\" has no value"));
+    ref_tensor_free(&in);
+    tu_close(&c);
+}
+
 static void test_store(void **state) {
     (void)state;
     RefStore s;
@@ -239,6 +276,7 @@ int main(void) {
         cmocka_unit_test(test_missing_and_mistyped_params),
         cmocka_unit_test(test_error_names_op_and_value),
         cmocka_unit_test(test_shared_operands_and_passthrough),
+        cmocka_unit_test(test_hparam_reads_its_value),
         cmocka_unit_test(test_store),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

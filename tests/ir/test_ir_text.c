@@ -125,6 +125,7 @@ static const BadInput BAD_INPUTS[] = {
      "?\n  return\n}\n",
      "3:33:", "attribute 'start' (int)"},
     {"module \"m\"\nbuffer @b : f32[2] init=\"zeros\" frozen\n", "2:33:", "never trainable"},
+    {"module \"m\"\nhparam @lr : f32[] init=\"const(0.1)\" frozen\n", "2:38:", "never trainable"},
 };
 
 static void test_parse_errors_name_line_and_column(void **state) {

@@ -8,6 +8,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,6 +136,34 @@ static void test_rejects_undefined_param(void **state) {
     module_free(m);
 }
 
+/* An hparam (a learning rate) is an f32 scalar whose value is its init "const(V)": the
+ * runtime and the interpreter have nothing else to read it from. */
+static void test_hparam_needs_a_scalar_value(void **state) {
+    (void)state;
+    static const struct {
+        const char *decl, *want; /* want NULL: accepted */
+    } cases[] = {
+        {"hparam @train.lr : f32[] init=\"const(0.001)\"", NULL},
+        {"hparam @train.lr : f32[] init=\"const(-2.5e-3)\"", NULL},
+        {"hparam @train.lr : f32[2] init=\"const(0.001)\"", "must be an f32[] with init"},
+        {"hparam @train.lr : i32[] init=\"const(1)\"", "must be an f32[] with init"},
+        {"hparam @train.lr : f32[] init=\"zeros\"", "must be an f32[] with init"},
+        {"hparam @train.lr : f32[] init=\"const(0.001\"", "must be an f32[] with init"},
+        {"hparam @train.lr : f32[] init=\"const(x)\"", "must be an f32[] with init"},
+        {"hparam @train.lr : f32[] init=\"const(inf)\"", "must be an f32[] with init"},
+        {"hparam @train.lr : f32[] init=\"const(0.1)x\"", "must be an f32[] with init"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char text[256];
+        snprintf(text, sizeof text, "module \"m\"\n%s\n", cases[i].decl);
+        Module *m = parse_ok(text);
+        assert_int_equal(module_find_param(m, "train.lr")->kind, PARAM_HPARAM);
+        if (cases[i].want) expect_reject(m, false, cases[i].want);
+        else expect_accept(m, true);
+        module_free(m);
+    }
+}
+
 static void test_rejects_param_op_of_wrong_type(void **state) {
     (void)state;
     Module *m = parse_ok("module \"m\"\nparam @w : f32[5,4] init=\"zeros\"\n"
@@ -201,6 +230,7 @@ int main(void) {
         cmocka_unit_test(test_rejects_bad_attribute_kind_and_outputs),
         /* These two need the real shape rules (ir/shape_rules.c). */
         cmocka_unit_test(test_accepts_good_module_with_shapes),
+        cmocka_unit_test(test_hparam_needs_a_scalar_value),
         cmocka_unit_test(test_rejects_shape_that_disagrees_with_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -345,6 +345,42 @@ static void test_schedule_inside_the_step(void **state) {
     check_train_step(&v, 100.0, false, warmup_group);
 }
 
+/* warmup_cosine without warmup at t = 4 of 100, min_lr 0.001, and fc2 in a group of lr 0.003:
+ * every lr is its base times f(t) = r + (1 - r)(1 + cos(pi t/100))/2 with r = min_lr / lr =
+ * 0.1 (the group's minimum is 0.003 * 0.1, as docs/training.md says), though the rates are
+ * now hparams the step reads and the cosine is written on the rates themselves. */
+static double cosine_factor_at_4(void) {
+    const double pi = 3.14159265358979323846, r = 0.001 / 0.01;
+    return r + (1 - r) * (1 + cos(pi * 4 / 100)) / 2;
+}
+
+static void cosine_fc2_group(const char *name, double *lr, double *wd) {
+    *lr = (strncmp(name, "fc2", 3) == 0 ? 0.003 : 0.01) * cosine_factor_at_4();
+    *wd = 0;
+}
+
+static void test_cosine_with_a_group(void **state) {
+    (void)state;
+    Variant v = {"adam", "0",
+                 "{\"kind\": \"warmup_cosine\", \"warmup\": 0, \"total\": 100, \"min_lr\": 0.001}",
+                 "{\"prefix\": \"fc2\", \"lr\": 0.003}", {NULL}};
+    check_train_step(&v, 100.0, false, cosine_fc2_group);
+    /* The rates are hparams holding the model file's values; nothing else is. */
+    Module *m = build(&v);
+    static const char *const names[] = {"train.lr", "train.min_lr", "train.group0.lr"};
+    static const char *const inits[] = {"const(0.01)", "const(0.001)", "const(0.003)"};
+    int n_hparams = 0;
+    for (int i = 0; i < m->n_params; i++) n_hparams += m->params[i]->kind == PARAM_HPARAM;
+    assert_int_equal(n_hparams, 3);
+    for (int i = 0; i < 3; i++) {
+        const Param *p = module_find_param(m, names[i]);
+        assert_non_null(p);
+        assert_int_equal(p->kind, PARAM_HPARAM);
+        assert_string_equal(p->init, inits[i]);
+    }
+    module_free(m);
+}
+
 /* lr(t) of each schedule at several steps, from the `lr` output. */
 static double lr_at(const Variant *v, double step) {
     Module *m = build(v);
@@ -559,6 +595,7 @@ int main(void) {
         cmocka_unit_test(test_adam_step_matches_hand_computed),
         cmocka_unit_test(test_clipping_engages_above_max_norm),
         cmocka_unit_test(test_adam_weight_decay_and_groups),
+        cmocka_unit_test(test_cosine_with_a_group),
         cmocka_unit_test(test_adamw_decoupled_decay),
         cmocka_unit_test(test_schedule_inside_the_step),
         cmocka_unit_test(test_schedules),

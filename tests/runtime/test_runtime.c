@@ -107,6 +107,7 @@ static void test_load_and_counts(void **unused) {
     assert_int_equal(c.n_buffers, 2);
     assert_int_equal(c.buffer_elems, 2052);
     assert_int_equal(c.n_optim, 1);
+    assert_int_equal(c.n_hparams, 1);
     assert_int_equal(c.max_arena_bytes, 96);
     assert_int_equal(cap_model_find_entry(m, "train_step"), 1);
     assert_int_equal(cap_model_find_entry(m, "nope"), -1);
@@ -458,6 +459,7 @@ static void test_cli(void **unused) {
     assert_int_equal(run_cap(out, sizeof out, "info %s", so), 0);
     expect_msg(out, "model: fake_affine", "parameters: 8\n", "trainable: 8\n");
     expect_msg(out, "kernels: 3", "arena bytes: 96", "input  rng: i32[2]");
+    expect_msg(out, "1 hyperparameters", "hyperparameter train.lr: const(0.1)\n", NULL);
     assert_int_equal(run_cap(out, sizeof out, "init %s -o %s --seed 4", so, w), 0);
     assert_int_equal(run_cap(out, sizeof out, "loss %s --weights %s --batch %s", so, w, b), 0);
     expect_msg(out, "loss: ", NULL, NULL);
@@ -662,6 +664,58 @@ static void test_checkpoint_validation(void **unused) {
     cap_model_close(m);
 }
 
+/* The train.lr hyperparameter (CAP_STATE_HPARAM, init "const(0.1)") holds its value from
+ * cap_session_new on, with no cap_session_init, and no weights file or checkpoint carries it:
+ * a session that only loads a checkpoint trains with the artifact's lr. */
+static void test_hparam_filled_never_saved(void **unused) {
+    make_batch("t1.safetensors", 1, 2); /* run_training's batches */
+    make_batch("t2.safetensors", -0.5f, 2);
+    CapModel *m = open_fake();
+    int lr = cap_model_find_state(m, "train.lr");
+    assert_true(lr >= 0);
+    assert_int_equal(cap_model_artifact(m)->state[lr].kind, CAP_STATE_HPARAM);
+    char ck[512], w[512], err[ERR];
+    tpath(ck, sizeof ck, "hp_ck.safetensors");
+    tpath(w, sizeof w, "hp_w.safetensors");
+    Seen seen = {0};
+    run_training(m, NULL, 3, ck, &seen);
+    CapSession *s = NULL;
+    assert_int_equal(cap_session_new(m, CAP_BACKEND_CPU, &s, err, sizeof err), CAP_OK);
+    float v = 0;
+    assert_int_equal(cap_session_read_state(s, lr, &v, err, sizeof err), CAP_OK);
+    assert_true(v == 0.1f);
+    CapTrainMeta meta;
+    assert_int_equal(cap_load_checkpoint(s, ck, &meta, err, sizeof err), CAP_OK);
+    assert_int_equal(cap_save_weights(s, w, err, sizeof err), CAP_OK);
+    v = 0;
+    assert_int_equal(cap_session_read_state(s, lr, &v, err, sizeof err), CAP_OK);
+    assert_true(v == 0.1f);
+    const char *files[] = {ck, w};
+    for (int i = 0; i < 2; i++) {
+        StFile f;
+        assert_int_equal(st_read_file(files[i], &f, err, sizeof err), 0);
+        assert_null(st_find(&f, "train.lr"));
+        assert_non_null(st_find(&f, "embed.weight"));
+        st_free(&f);
+    }
+    /* Resuming in this never-initialised session trains with lr 0.1: steps 4..8 match a run
+     * of 8 steps straight (a zero lr would leave the loss where it is). */
+    char full[512], b1[512], b2[512];
+    tpath(full, sizeof full, "hp_full.safetensors");
+    tpath(b1, sizeof b1, "t1.safetensors");
+    tpath(b2, sizeof b2, "t2.safetensors");
+    Seen a = {0}, b = seen;
+    run_training(m, NULL, 8, full, &a);
+    const char *paths[] = {b1, b2};
+    CapTrainOptions o = {.batch_paths = paths, .n_batches = 2, .steps = 8, .seed = 5,
+                         .out_path = NULL, .on_step = record, .user = &b};
+    if (cap_train(s, &o, &meta, err, sizeof err)) fail_msg("%s", err);
+    assert_int_equal(b.n, 8);
+    assert_memory_equal(a.loss, b.loss, sizeof(double) * 8);
+    cap_session_free(s);
+    cap_model_close(m);
+}
+
 static int setup(void **unused) {
     if (make_temp_dir("capc_rt", tmpdir, sizeof tmpdir) != 0) return -1;
     for (int i = 0; i < 2048; i++) BIG[i] = (float)i;
@@ -684,6 +738,7 @@ int main(void) {
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_init_from),
         cmocka_unit_test(test_checkpoint_validation),
+        cmocka_unit_test(test_hparam_filled_never_saved),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

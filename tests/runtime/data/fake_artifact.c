@@ -46,13 +46,15 @@ static void k_mean(void *const *bufs) {
     *loss = s / 8;
 }
 
-/* bufs: lr, grad_norm, w [1,4], b [4], running [4], step i32[], x [2,4], rng i32[2] */
+/* bufs: lr, grad_norm, w [1,4], b [4], running [4], step i32[], x [2,4], rng i32[2],
+ * base lr [] (the train.lr hyperparameter, 0.1: state the runtime fills, never a file) */
 static void k_sgd(void *const *bufs) {
     float *lr = bufs[0], *gn = bufs[1], *w = bufs[2], *b = bufs[3], *run = bufs[4];
     int32_t *step = bufs[5];
     const float *x = bufs[6];
     const int32_t *rng = bufs[7];
-    float rate = 0.1f / (1.0f + 0.1f * (float)*step);
+    const float base = *(const float *)bufs[8];
+    float rate = base / (1.0f + base * (float)*step);
     float sq = 0;
     for (int j = 0; j < 4; j++) {
         float gw = (x[j] + x[4 + j]) / 8, gb = 2.0f / 8;
@@ -72,12 +74,13 @@ static const CapStateInfo STATE[] = {
     {{"stats.running", CAP_DT_F32, 1, {4}, 4}, CAP_STATE_BUFFER, 0, "ones"},
     {{"stats.big", CAP_DT_F32, 2, {64, 32}, 2048}, CAP_STATE_BUFFER, 0, "normal(1,2)"},
     {{"step", CAP_DT_I32, 0, {0}, 1}, CAP_STATE_OPTIM, 0, "zeros"},
+    {{"train.lr", CAP_DT_F32, 0, {0}, 1}, CAP_STATE_HPARAM, 0, "const(0.1)"},
 };
 
 static const CapKernel KERNELS[] = {
     {"k_affine", k_affine, 4, 1, 8, 0, "mul %y, add %y", 0},
     {"k_mean", k_mean, 2, 1, 1, 0, "reduce_sum %loss", 0},
-    {"k_sgd", k_sgd, 8, 1, 1, 0, "adam (fake)", 0},
+    {"k_sgd", k_sgd, 9, 1, 1, 0, "adam (fake)", 0},
 };
 
 #define ARENA(off, n) {CAP_BUF_ARENA, 0, off, n}
@@ -92,9 +95,10 @@ static const CapStep EVAL_STEPS[] = {{0, 4, EVAL_AFFINE}, {1, 2, EVAL_MEAN}};
 static const CapBufRef TRAIN_AFFINE[] = {ARENA(64, 32), IN(0, 32), STATE_(0, 16), STATE_(1, 16)};
 static const CapBufRef TRAIN_MEAN[] = {OUT(0, 4), ARENA(64, 32)};
 static const CapBufRef TRAIN_SGD[] = {OUT(1, 4),     OUT(2, 4),     OUT(3, 16), OUT(4, 16),
-                                      STATE_(2, 16), STATE_(4, 4),  IN(0, 32),  IN(1, 8)};
+                                      STATE_(2, 16), STATE_(4, 4),  IN(0, 32),  IN(1, 8),
+                                      STATE_(5, 4)};
 static const CapStep TRAIN_STEPS[] = {{0, 4, TRAIN_AFFINE}, {1, 2, TRAIN_MEAN},
-                                      {2, 8, TRAIN_SGD}};
+                                      {2, 9, TRAIN_SGD}};
 
 static const CapTensorInfo X_IN = {"x", CAP_DT_F32, 2, {2, 4}, 8};
 static const CapTensorInfo LOSS_OUT = {"loss", CAP_DT_F32, 0, {0}, 1};
@@ -124,7 +128,7 @@ const CapArtifact cap_artifact = {
     .config_json = "{\"batch\":2,\"n\":4}",
     .capc_version = "0.1.0",
     .compile_flags = "-D batch=2",
-    .n_state = 5,
+    .n_state = 6,
     .state = STATE,
     .n_entries = 2,
     .entries = ENTRIES,
