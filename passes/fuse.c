@@ -24,8 +24,9 @@
  *     backward ops become one kernel each; the LayerNorm and BatchNorm parameter gradients
  *     (sums over the other axes) one more.
  *   - A contraction (matmul, linear, conv2d and its gradients) absorbs the chain of
- *     elementwise ops that consume its result, each the only user of the one before (bias,
- *     BatchNorm with stored statistics, ReLU, scale, residual add): its epilogue. Two
+ *     elementwise ops that consume its result, from each value its first reader that can
+ *     join (bias, BatchNorm with stored statistics, ReLU, scale, residual add): its epilogue.
+ *     A value of the chain read elsewhere too is stored by the group as well. Two
  *     contractions never merge (except in the attention pattern).
  *   - Reductions claim their prologue before contractions claim their epilogue: on the CPU a
  *     contraction is a library call whose epilogue is one more pass over its output, while a
@@ -609,16 +610,29 @@ static void fuse_reductions(Fuser *u) {
 
 /* ---- contractions ------------------------------------------------------------------------- */
 
-/* The chain of elementwise ops (and views) of the contraction's size that use its result,
- * each the only user of the value before it. */
+/* Can elementwise op c (still alone) join contraction group g as its next epilogue op? */
+static bool epilogue_candidate(Fuser *u, int g, int c) {
+    if (find(u, c) != c || u->size[c] != 1) return false;
+    if (u->cls[c] != C_POINT && u->cls[c] != C_VIEW) return false;
+    return numel_of_op(u, c) == shape_numel(u->dom[find(u, g)]);
+}
+
+/* The chain of elementwise ops (and views) of the contraction's size that use its result:
+ * from each value, its first reader that can join. A value with other readers too (a
+ * gradient that needs the pre-activation: a C function's derivative reads its input;
+ * relu's output read by relu_grad and by the dropout after it) is then stored by the group
+ * as well (lower_contract.c writes every value read outside the group): that store happens
+ * either way, the separate elementwise kernel and its pass over the tensor do not. */
 static void absorb_contraction_epilogue(Fuser *u, int g, int op) {
-    if (n_consumers(u, op) != 1 || u->is_output[op]) return;
-    int c = u->cons[u->cons_start[op]];
-    if (find(u, c) != c || u->size[c] != 1) return;
-    if (u->cls[c] != C_POINT && u->cls[c] != C_VIEW) return;
-    if (numel_of_op(u, c) != shape_numel(u->dom[find(u, g)])) return;
-    int m = merge(u, find(u, g), c);
-    if (m >= 0) absorb_contraction_epilogue(u, m, c);
+    for (int k = u->cons_start[op]; k < u->cons_start[op + 1]; k++) {
+        int c = u->cons[k];
+        if (!epilogue_candidate(u, g, c)) continue;
+        int m = merge(u, find(u, g), c);
+        if (m >= 0) {
+            absorb_contraction_epilogue(u, m, c);
+            return;
+        }
+    }
 }
 
 static void fuse_contractions(Fuser *u) {

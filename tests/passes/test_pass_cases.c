@@ -8,7 +8,8 @@
  * cover every rule and named pattern and the cases that must not fuse:
  *   elementwise_chain, contraction_epilogue, conv_bn_relu, residual_layernorm, softmax_prologue,
  *   layernorm_backward, batch_norm_training, attention, attention_backward, multi_tensor,
- *   multi_reduction; and bn_output_used_twice (the chain stops at a value with two users),
+ *   multi_reduction; bn_output_used_twice (the epilogue goes on past a value with two users,
+ *   which the group then stores too);
  *   residual_from_elsewhere (joining would close a cycle through a contraction),
  *   contraction_into_contraction, reduction_input_needed_later (the backward's reduction of a
  *   LayerNorm's input stays out of the forward group, which writes that input for it).
