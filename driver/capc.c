@@ -74,7 +74,7 @@ static const char USAGE[] =
     "                      suffixes; default 2G)\n"
     "  -j, --jobs N        compile with N threads and compiler processes (default: the CPUs)\n"
     "  -v, --verbose       print each stage with its time, the compiles and the cache's hits\n"
-    "                      and misses to stderr (-v -v: every compiled unit too)\n"
+    "                      and misses to stderr (-vv: every compiled unit too)\n"
     "  -h, --help          print this help and exit\n"
     "  --version           print the version and exit\n"
     "  --list-ops          print the op table (operands, attributes, fusion kind, meaning) as\n"
@@ -206,6 +206,7 @@ static int parse_valued_option(int argc, char **argv, int *i, CliArgs *a) {
 static int parse_flag(const char *arg, CliArgs *a) {
     if (strcmp(arg, "--check") == 0) a->action = ACTION_CHECK;
     else if (strcmp(arg, "-v") == 0 || strcmp(arg, "--verbose") == 0) a->verbose++;
+    else if (strcmp(arg, "-vv") == 0) a->verbose += 2;
     else if (strcmp(arg, "--no-fuse") == 0) a->passes.no_fuse = true;
     else if (strcmp(arg, "--no-cache") == 0) a->no_cache = 1;
     else return 0;
