@@ -178,11 +178,13 @@ static const KExpr *cf_node_expr(KernelDesc *kd, const CfNode *n, const KExpr *c
 }
 
 /* The function's tree, node by node in f32 (as the C source computes), over the operands
- * broadcast to this element. A node read more than once gets a temporary, so the kernel does
+ * broadcast to this element and the scalar arguments as f32 literals. A node read more than once gets a temporary, so the kernel does
  * the work of the C function once however the tree shares it. */
 const KExpr *kexpr_call(Eval *ev, const Op *op, Ix *at) {
     KernelDesc *kd = ev_kd(ev);
     const CFunc *fn = module_find_cfunc(op->fn->module, op_string(op, "fn"));
+    int n_args = 0;
+    const double *args = op_floats(op, "args", &n_args);
     if (!fn) return NULL;
     const KExpr **e = calloc((size_t)fn->n_nodes, sizeof *e);
     int *uses = calloc((size_t)fn->n_nodes, sizeof *uses);
@@ -196,8 +198,14 @@ const KExpr *kexpr_call(Eval *ev, const Op *op, Ix *at) {
         }
         for (int i = 0; i < fn->n_nodes; i++) {
             const CfNode *n = &fn->nodes[i];
-            e[i] = n->kind == CF_ARG ? ev_operand_bcast(ev, op, n->a, at) : cf_node_expr(kd, n, e);
-            if (uses[i] > 1) e[i] = kd_let(kd, "c", e[i]);
+            bool scalar = n->kind == CF_ARG && n->a >= op->n_inputs;
+            if (scalar && n->a - op->n_inputs >= n_args) break; /* the shape rule refuses this */
+            /* a scalar argument is a literal of this kernel, like a constant of the body:
+             * kernels differing only in it are different kernels (kd_equal compares it) */
+            if (scalar) e[i] = ke_f32(kd, args[n->a - op->n_inputs]);
+            else if (n->kind == CF_ARG) e[i] = ev_operand_bcast(ev, op, n->a, at);
+            else e[i] = cf_node_expr(kd, n, e);
+            if (uses[i] > 1 && !scalar) e[i] = kd_let(kd, "c", e[i]);
         }
         result = e[fn->n_nodes - 1];
     }

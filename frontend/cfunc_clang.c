@@ -41,6 +41,12 @@ typedef struct CDef {
     char *params[CS_MAX_PARAMS];
     DefState state;
     CfBuilder body; /* DEF_DONE: the translation, params as CF_ARG nodes, result last */
+    /* Once called: how many leading parameters its calls pass as tensors (the rest are
+     * scalar arguments), where it was first called, and the scalar values the gradients were
+     * last checked at (a model repeating one call checks once). */
+    int n_tensor;
+    SrcLoc first_call;
+    double checked[CS_MAX_PARAMS];
 } CDef;
 
 struct CSources {
@@ -928,11 +934,12 @@ static SrcLoc def_loc(const CSources *cs, const CDef *d) {
     return (SrcLoc){cs->paths[d->file], d->line, d->col};
 }
 
-/* The gradient of operand i: dy * NAME_grad (NAME_gradI with several operands) when the
- * files define it, else derived from the tree. */
-static int add_grad(Frontend *fe, CSources *cs, const CDef *d, CFunc *f, int i) {
+/* The gradient of tensor operand i (of n_tensor): dy * NAME_grad (one tensor operand) or
+ * dy * NAME_gradI (several) when the files define it, else derived from the tree; either way
+ * a function of (tensor params..., dy, scalar params...) (cfunc.h). */
+static int add_grad(Frontend *fe, CSources *cs, const CDef *d, CFunc *f, int n_tensor, int i) {
     char user[300], gname[300];
-    if (d->n_params == 1) snprintf(user, sizeof user, "%s_grad", d->name);
+    if (n_tensor == 1) snprintf(user, sizeof user, "%s_grad", d->name);
     else snprintf(user, sizeof user, "%s_grad%d", d->name, i);
     snprintf(gname, sizeof gname, "%s.grad%d", d->name, i);
     const CDef *ud = find_def(cs, user);
@@ -951,13 +958,18 @@ static int add_grad(Frontend *fe, CSources *cs, const CDef *d, CFunc *f, int i) 
         rc = cfunc_derive(d->body.nodes, d->body.n, d->n_params, i, &b);
     }
     if (rc == 0) {
+        /* both forms take (params..., dy); move dy in front of the scalar parameters */
+        int map[CS_MAX_PARAMS + 1];
+        for (int k = 0; k < d->n_params; k++) map[k] = k < n_tensor ? k : k + 1;
+        map[d->n_params] = n_tensor;
+        cfb_remap_args(&b, map);
         const char *params[CS_MAX_PARAMS + 1];
-        for (int k = 0; k < d->n_params; k++) params[k] = d->params[k];
+        for (int k = 0; k < d->n_params; k++) params[map[k]] = d->params[k];
         /* dy, renamed if a parameter has that name already */
         char dy[300] = "dy";
         for (int k = 0; k < d->n_params; k++)
-            if (strcmp(params[k], dy) == 0) strcat(dy, "_"), k = -1;
-        params[d->n_params] = dy;
+            if (strcmp(d->params[k], dy) == 0) strcat(dy, "_"), k = -1;
+        params[n_tensor] = dy;
         SrcLoc loc = def_loc(cs, ud ? ud : d);
         if (!module_add_cfunc(fe->m, gname, d->n_params + 1, params, b.nodes, b.n, loc))
             rc = fe_error(fe, SRCLOC_NONE, "C function name '%s' is taken", gname);
@@ -971,26 +983,47 @@ static int add_grad(Frontend *fe, CSources *cs, const CDef *d, CFunc *f, int i) 
     return rc;
 }
 
-int fe_use_function(Frontend *fe, const cJSON *at, const char *name, int n_operands) {
+static const char *plural(int n, const char *one, const char *many) { return n == 1 ? one : many; }
+
+int fe_use_function(Frontend *fe, const cJSON *at, const char *name, int n_operands,
+                    const double *args, int n_args) {
     CSources *cs = fe->csrc;
     CDef *d = cs ? find_def(cs, name) : NULL;
     if (!d)
         return fe_error_at(fe, at, "unknown C function '%s'%s", name,
                            cs ? " (not defined in the files of 'functions')"
                               : " (the model has no 'functions' list of C files)");
-    if (d->n_params != n_operands)
-        return fe_error_at(fe, at, "'%s' takes %d operand%s, got %d", name, d->n_params,
-                           d->n_params == 1 ? "" : "s", n_operands);
-    if (module_find_cfunc(fe->m, name)) return 0;
-    CFunc *f = module_add_cfunc(fe->m, name, d->n_params, (const char *const *)d->params,
-                                d->body.nodes, d->body.n, def_loc(cs, d));
-    if (!f) return fe_error_at(fe, at, "C function name '%s' is taken", name);
-    for (int i = 0; i < d->n_params; i++)
-        if (add_grad(fe, cs, d, f, i)) return -1;
+    if (d->n_params != n_operands + n_args)
+        return fe_error_at(fe, at, "'%s' takes %d parameter%s, got %d tensor operand%s and %d "
+                           "scalar argument%s", name, d->n_params, plural(d->n_params, "", "s"),
+                           n_operands, plural(n_operands, "", "s"), n_args,
+                           plural(n_args, "", "s"));
+    /* One split per function: its gradient functions take the tensor operands first. */
+    if (d->n_tensor && d->n_tensor != n_operands)
+        return fe_error_at(fe, at, "'%s' is called with %d tensor operand%s here but with %d at "
+                           "%s:%d:%d; every call of a C function must pass the same parameters "
+                           "as tensors", name, n_operands, plural(n_operands, "", "s"),
+                           d->n_tensor, d->first_call.file ? d->first_call.file : "?",
+                           d->first_call.line, d->first_call.col);
+    CFunc *f = (CFunc *)module_find_cfunc(fe->m, name);
+    if (!f) {
+        f = module_add_cfunc(fe->m, name, d->n_params, (const char *const *)d->params,
+                             d->body.nodes, d->body.n, def_loc(cs, d));
+        if (!f) return fe_error_at(fe, at, "C function name '%s' is taken", name);
+        d->n_tensor = n_operands;
+        d->first_call = fe_ir_loc(fe, at);
+        for (int i = 0; i < n_operands; i++)
+            if (add_grad(fe, cs, d, f, n_operands, i)) return -1;
+    } else if (n_args == 0 || memcmp(d->checked, args, sizeof *args * (size_t)n_args) == 0) {
+        return 0; /* checked at these values already */
+    }
+    /* every new set of scalar values is checked: a gradient can be right at one slope only */
+    if (n_args) memcpy(d->checked, args, sizeof *args * (size_t)n_args);
     char err[600];
     int bad = 0;
-    if (cfunc_check_grads(fe->m, f, &bad, err, sizeof err)) {
-        const CFunc *g = module_find_cfunc(fe->m, f->grads[bad]);
+    if (cfunc_check_grads(fe->m, f, n_operands, args, &bad, err, sizeof err)) {
+        const CFunc *g = f->grads[bad] ? module_find_cfunc(fe->m, f->grads[bad]) : NULL;
+        if (!g) return fe_error_at(fe, at, "%s", err);
         return cs_error_pos(fe, g->loc.file, (unsigned)g->loc.line, (unsigned)g->loc.col, "%s", err);
     }
     return 0;

@@ -147,14 +147,20 @@ typedef struct CSources CSources;
 /* Parses the top-level "functions" list (NULL: absent) with libclang and translates every
  * function; errors at the C source's positions. */
 int fe_load_functions(Frontend *fe, const cJSON *functions);
-/* A `call` of C function name with n_operands operands (errors at `at`): puts the function and
- * its gradients into the module on first use, gradients checked by finite differences. */
-int fe_use_function(Frontend *fe, const cJSON *at, const char *name, int n_operands);
+/* A `call` of C function name with n_operands tensor operands and the scalar arguments
+ * args[0..n_args) (errors at `at`; the counts together must match the parameters): puts the
+ * function and the gradients for its tensor operands into the module on first use, every
+ * gradient checked by finite differences at these scalar values. */
+int fe_use_function(Frontend *fe, const cJSON *at, const char *name, int n_operands,
+                    const double *args, int n_args);
 void fe_free_functions(CSources *cs);
 
 /* ---- attributes (op_attrs.c) ---- */
 /* Sets op's attributes from the "attrs" object (may be NULL); op_node locates "missing"
  * errors. */
 int fe_set_attrs(const Ctx *c, Op *op, const cJSON *attrs, const cJSON *op_node);
+/* A call statement's "args" (a JSON list of config expressions) -> the op's float list
+ * attribute "args"; errors at the offending element. */
+int fe_set_call_args(const Ctx *c, Op *op, const cJSON *args);
 
 #endif

@@ -18,6 +18,7 @@ static const char *kind_phrase(AttrKind k) {
     case ATTR_BOOL: return "a bool";
     case ATTR_INTS: return "an int list";
     case ATTR_STRING: return "a string";
+    case ATTR_FLOATS: return "a list of numbers";
     }
     return "?";
 }
@@ -105,6 +106,39 @@ static int set_ints(const Ctx *c, Op *op, const AttrSpec *spec, const cJSON *v) 
     return 0;
 }
 
+/* A list of numbers, each a config expression evaluated like a float attribute. */
+static int eval_floats(const Ctx *c, const cJSON *v, const char *what, Op *op, const char *name) {
+    int n = cJSON_GetArraySize(v), k = 0;
+    if (n > 64) return fe_error_at(c->fe, v, "%s: %d values, at most 64", what, n);
+    double vals[64];
+    for (const cJSON *e = v->child; e; e = e->next, k++) {
+        if (!is_numeric_json(e))
+            return fe_error_at(c->fe, e, "%s expects a list of numbers, got %s in it", what,
+                               json_type_name(e));
+        ExprValue x;
+        if (fe_eval(c, e, what, &x)) return -1;
+        vals[k] = expr_to_double(x);
+    }
+    op_set_floats(op, name, vals, n);
+    return 0;
+}
+
+static int set_floats(const Ctx *c, Op *op, const AttrSpec *spec, const cJSON *v) {
+    if (!cJSON_IsArray(v)) return wrong_type(c, v, op, spec);
+    char what[160];
+    snprintf(what, sizeof what, "attribute '%s' of %s", spec->name, op_info(op->kind)->name);
+    return eval_floats(c, v, what, op, spec->name);
+}
+
+int fe_set_call_args(const Ctx *c, Op *op, const cJSON *args) {
+    if (!cJSON_IsArray(args))
+        return fe_error_at(c->fe, args, "'args' of a call must be a list of numbers or config "
+                           "expressions, got %s", json_type_name(args));
+    char what[300];
+    snprintf(what, sizeof what, "'args' of call '%s'", op_string(op, "fn"));
+    return eval_floats(c, args, what, op, "args");
+}
+
 static int set_string(const Ctx *c, Op *op, const AttrSpec *spec, const cJSON *v) {
     if (!cJSON_IsString(v)) return wrong_type(c, v, op, spec);
     DType dt;
@@ -123,6 +157,7 @@ static int set_attr(const Ctx *c, Op *op, const AttrSpec *spec, const cJSON *v) 
     case ATTR_BOOL: return set_bool(c, op, spec, v);
     case ATTR_INTS: return set_ints(c, op, spec, v);
     case ATTR_STRING: return set_string(c, op, spec, v);
+    case ATTR_FLOATS: return set_floats(c, op, spec, v);
     }
     return -1;
 }

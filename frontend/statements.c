@@ -137,7 +137,7 @@ static Value **op_inputs(const Ctx *c, const cJSON *in, const cJSON *op_node, co
 }
 
 static int run_op(const Ctx *c, const cJSON *s) {
-    static const char *const keys[] = {"op", "in", "attrs", "out", "fn", NULL};
+    static const char *const keys[] = {"op", "in", "attrs", "out", "fn", "args", NULL};
     Frontend *fe = c->fe;
     int rc = 0;
     const cJSON *op_node = fe_member(fe, s, "op", true, "an op statement", &rc);
@@ -153,20 +153,23 @@ static int run_op(const Ctx *c, const cJSON *s) {
     const cJSON *out = fe_member(fe, s, "out", true, "an op statement", &rc);
     const cJSON *fn = fe_member(fe, s, "fn", kind == OP_CALL, "a call", &rc);
     if (rc || count_op(c, op_node)) return -1;
+    const cJSON *args = fe_member(fe, s, "args", false, "", &rc);
+    if (rc) return -1;
     if (fn && kind != OP_CALL) return fe_error_key(fe, fn, "'fn' belongs to op 'call' only");
+    if (args && kind != OP_CALL) return fe_error_key(fe, args, "'args' belongs to op 'call' only");
     const cJSON *attr_fn = cJSON_IsObject(attrs) ? cJSON_GetObjectItemCaseSensitive(attrs, "fn") : NULL;
     if (kind == OP_CALL && attr_fn)
         return fe_error_key(fe, attr_fn, "the C function is named by the statement's 'fn', not an "
                             "attribute");
+    const cJSON *attr_args = cJSON_IsObject(attrs) ? cJSON_GetObjectItemCaseSensitive(attrs, "args") : NULL;
+    if (kind == OP_CALL && attr_args)
+        return fe_error_key(fe, attr_args, "a call's scalar arguments are the statement's 'args', "
+                            "not an attribute");
     if (fn && !cJSON_IsString(fn))
         return fe_error_at(fe, fn, "'fn' must name a C function, got %s", json_type_name(fn));
     int n = 0;
     Value **inputs = op_inputs(c, in, op_node, op_info(kind), &n);
     if (!inputs) return -1;
-    if (fn && fe_use_function(fe, fn, fn->valuestring, n)) {
-        free(inputs);
-        return -1;
-    }
     char *out_name = checked_name(c, out, "'out' name");
     char *value_name = out_name ? qualify(c->prefix, out_name) : NULL;
     Op *op = value_name ? func_add_op(fe->fn, kind, inputs, n, value_name, fe_ir_loc(fe, op_node)) : NULL;
@@ -174,7 +177,14 @@ static int run_op(const Ctx *c, const cJSON *s) {
     free(value_name);
     free(out_name);
     if (!op) return -1;
-    if (fn) op_set_string(op, "fn", fn->valuestring);
+    if (fn) {
+        /* the scalar arguments are evaluated first: the gradient check runs at their values */
+        op_set_string(op, "fn", fn->valuestring);
+        if (args && fe_set_call_args(c, op, args)) return -1;
+        int n_args = 0;
+        const double *vals = op_floats(op, "args", &n_args);
+        if (fe_use_function(fe, fn, fn->valuestring, n, vals, n_args)) return -1;
+    }
     if (fe_set_attrs(c, op, attrs, op_node)) return -1;
     return bind_out(c, out, op->result);
 }

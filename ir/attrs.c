@@ -20,6 +20,7 @@ const char *attr_kind_name(AttrKind k) {
     case ATTR_BOOL: return "bool";
     case ATTR_INTS: return "int list";
     case ATTR_STRING: return "string";
+    case ATTR_FLOATS: return "float list";
     }
     return "?";
 }
@@ -109,6 +110,14 @@ int attr_format(const AttrValue *v, char *buf, size_t size) {
         out_printf(&o, "]");
         break;
     case ATTR_STRING: format_string(&o, v->s); break;
+    case ATTR_FLOATS:
+        out_printf(&o, "[");
+        for (int i = 0; i < v->n_floats; i++) {
+            if (i) out_printf(&o, ",");
+            format_float(&o, v->floats[i]);
+        }
+        out_printf(&o, "]");
+        break;
     }
     return (int)o.len;
 }
@@ -211,6 +220,34 @@ static int parse_ints(Module *m, Lex *lx, AttrValue *v) {
     return 0;
 }
 
+/* Like an int list: the same 64-element bound, and each element in parse_float's spellings
+ * (so nan and inf scalars round-trip as the printer writes them). */
+static int parse_floats(Module *m, Lex *lx, AttrValue *v) {
+    if (*lx->p != '[') return lex_fail(lx, "expected '[' to start a float list");
+    lx->p++;
+    double vals[64];
+    int n = 0;
+    skip_space(lx);
+    if (*lx->p != ']') {
+        for (;;) {
+            skip_space(lx);
+            if (n == 64) return lex_fail(lx, "float list longer than 64 elements");
+            if (parse_float(lx, &vals[n]) != 0) return -1;
+            n++;
+            skip_space(lx);
+            if (*lx->p == ']') break;
+            if (*lx->p != ',') return lex_fail(lx, "expected ',' or ']' in float list");
+            lx->p++;
+        }
+    }
+    lx->p++;
+    double *floats = module_alloc(m, sizeof(double) * (size_t)(n ? n : 1));
+    memcpy(floats, vals, sizeof(double) * (size_t)n);
+    v->floats = floats;
+    v->n_floats = n;
+    return 0;
+}
+
 static int hex_digit(char c) {
     if (c >= '0' && c <= '9') return c - '0';
     if (c >= 'a' && c <= 'f') return c - 'a' + 10;
@@ -285,6 +322,7 @@ int attr_parse(Module *m, AttrKind kind, const char *text, AttrValue *v, char *e
     case ATTR_BOOL: rc = parse_bool(&lx, &r.i); break;
     case ATTR_INTS: rc = parse_ints(m, &lx, &r); break;
     case ATTR_STRING: rc = parse_string(m, &lx, &r.s); break;
+    case ATTR_FLOATS: rc = parse_floats(m, &lx, &r); break;
     }
     if (rc != 0) return -1;
     skip_space(&lx);

@@ -87,6 +87,11 @@ void cfb_free(CfBuilder *b) {
     *b = (CfBuilder){0};
 }
 
+void cfb_remap_args(CfBuilder *b, const int *map) {
+    for (int i = 0; i < b->n; i++)
+        if (b->nodes[i].kind == CF_ARG) b->nodes[i].a = map[b->nodes[i].a];
+}
+
 int cfb_prune(CfBuilder *b, int root) {
     if (b->failed || b->n == 0 || root < 0 || root >= b->n) return -1;
     b->n = root + 1; /* nothing after the root is reachable from it */
@@ -196,7 +201,8 @@ int cfunc_check(const CFunc *f, char *err, size_t err_size) {
 /* ---- evaluation ----------------------------------------------------------------------- */
 
 static double eval_node(const CfNode *n, const double *v, const double *args) {
-    double a = n->a >= 0 ? v[n->a] : 0, b = n->b >= 0 ? v[n->b] : 0;
+    /* an arg's a is a parameter index, not a node: never read it from v */
+    double a = n->a >= 0 && n->kind != CF_ARG ? v[n->a] : 0, b = n->b >= 0 ? v[n->b] : 0;
     switch (n->kind) {
     case CF_CONST: return n->value;
     case CF_ARG: return args[n->a];
@@ -329,14 +335,23 @@ int cfunc_derive(const CfNode *nodes, int n_nodes, int n_params, int wrt, CfBuil
 static const double FD_POINTS[] = {-2.37, -0.83, -0.19, 0.41, 1.13, 2.71};
 #define N_FD_POINTS ((int)(sizeof FD_POINTS / sizeof FD_POINTS[0]))
 
-static int check_one_grad(const CFunc *f, const CFunc *g, int wrt, double *vals, char *err,
-                          size_t err_size) {
-    double args[64];
+/* f's arguments at point k: tensor operand i at a point of the list (shifted per operand, so
+ * two operands do not move together), the scalars as given. */
+static void fd_point(const CFunc *f, int n_tensor, const double *scalars, int k, double *args) {
+    for (int i = 0; i < f->n_params; i++)
+        args[i] = i < n_tensor ? FD_POINTS[(k + 2 * i) % N_FD_POINTS] : scalars[i - n_tensor];
+}
+
+static int check_one_grad(const CFunc *f, const CFunc *g, int n_tensor, const double *scalars,
+                          int wrt, double *vals, char *err, size_t err_size) {
+    double args[64], gargs[65];
     for (int k = 0; k < N_FD_POINTS; k++) {
-        for (int i = 0; i < f->n_params; i++) args[i] = FD_POINTS[(k + 2 * i) % N_FD_POINTS];
-        args[f->n_params] = 1.0; /* dy */
+        fd_point(f, n_tensor, scalars, k, args);
+        /* the gradient's layout: (tensor params..., dy, scalar params...) */
+        for (int i = 0; i < f->n_params; i++) gargs[i < n_tensor ? i : i + 1] = args[i];
+        gargs[n_tensor] = 1.0; /* dy */
         double x = args[wrt], h = 1e-6 * fmax(1.0, fabs(x));
-        double want_g = cfunc_eval(g->nodes, g->n_nodes, args, vals);
+        double want_g = cfunc_eval(g->nodes, g->n_nodes, gargs, vals);
         args[wrt] = x + h;
         double up = cfunc_eval(f->nodes, f->n_nodes, args, vals);
         args[wrt] = x - h;
@@ -361,15 +376,24 @@ static int check_one_grad(const CFunc *f, const CFunc *g, int wrt, double *vals,
     return 0;
 }
 
-int cfunc_check_grads(const Module *m, const CFunc *f, int *bad, char *err, size_t err_size) {
+int cfunc_check_grads(const Module *m, const CFunc *f, int n_tensor, const double *scalars,
+                      int *bad, char *err, size_t err_size) {
     if (f->n_params >= 63) return snprintf(err, err_size, "%s has too many parameters", f->name), -1;
-    for (int i = 0; i < f->n_params; i++) {
+    if (n_tensor < 0 || n_tensor > f->n_params)
+        return snprintf(err, err_size, "%s: %d tensor operands of %d parameters", f->name,
+                        n_tensor, f->n_params), -1;
+    for (int i = 0; i < n_tensor; i++) {
         const CFunc *g = f->grads && f->grads[i] ? module_find_cfunc(m, f->grads[i]) : NULL;
         if (!g) continue;
+        if (g->n_params != f->n_params + 1) {
+            *bad = i;
+            return snprintf(err, err_size, "%s: gradient %s takes %d parameters, not %d", f->name,
+                            g->name, g->n_params, f->n_params + 1), -1;
+        }
         int n = f->n_nodes > g->n_nodes ? f->n_nodes : g->n_nodes;
         double *vals = malloc((size_t)n * sizeof *vals);
         if (!vals) return snprintf(err, err_size, "out of memory"), -1;
-        int rc = check_one_grad(f, g, i, vals, err, err_size);
+        int rc = check_one_grad(f, g, n_tensor, scalars, i, vals, err, err_size);
         free(vals);
         if (rc) {
             *bad = i;

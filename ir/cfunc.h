@@ -55,8 +55,12 @@ typedef struct CFunc {
     const CfNode *nodes; /* topological; nodes[n_nodes - 1] is the result */
     int n_nodes;
     SrcLoc loc;          /* the C definition (for a gradient: what it was derived from) */
-    /* grads[i]: the function computing dy * d(this)/d(param i) from (params..., dy); NULL
-     * entries (or grads NULL) where no gradient is known. */
+    /* grads[i]: the function computing dy * d(this)/d(param i); NULL entries (or grads NULL)
+     * where no gradient is known. A call binds its tensor operands to the first parameters
+     * and its scalar arguments (the op's "args") to the rest; the gradient of a function
+     * called with n_tensor operands takes (tensor params..., dy, scalar params...), so the
+     * gradient's own call binds the same way: operands (x..., dy), the same args. With no
+     * scalars that is (params..., dy). Parameters passed as scalars have no gradient. */
     const char **grads;
 } CFunc;
 
@@ -101,13 +105,18 @@ double cfunc_eval(const CfNode *nodes, int n_nodes, const double *args, double *
  * differentiates by branch, comparisons and floor have zero derivative. Returns 0 or -1 (out
  * of memory / too large). */
 int cfunc_derive(const CfNode *nodes, int n_nodes, int n_params, int wrt, CfBuilder *out);
+/* Renumbers the CF_ARG nodes of b: parameter k becomes map[k]. */
+void cfb_remap_args(CfBuilder *b, const int *map);
 /* Keeps the nodes that root uses (root included, in their order), so root becomes the last
  * node: the result. Returns 0, or -1 (failed builder, root out of range). */
 int cfb_prune(CfBuilder *b, int root);
 
-/* Compares each grads[i] of f (with dy = 1) against central finite differences of f at a few
- * fixed points where both are finite. Returns 0, or -1 with *bad = the operand and a message
- * naming the operand, the point and both values. */
-int cfunc_check_grads(const Module *m, const CFunc *f, int *bad, char *err, size_t err_size);
+/* Compares each grads[i] (i < n_tensor) of f, called with n_tensor tensor operands and the
+ * scalar arguments scalars[0 .. n_params - n_tensor) for its other parameters (dy = 1),
+ * against central finite differences of f at a few fixed points where both are finite: the
+ * tensor operands vary over the points, the scalars keep their values. Returns 0, or -1 with
+ * *bad = the operand and a message naming the operand, the point and both values. */
+int cfunc_check_grads(const Module *m, const CFunc *f, int n_tensor, const double *scalars,
+                      int *bad, char *err, size_t err_size);
 
 #endif

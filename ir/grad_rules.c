@@ -355,9 +355,11 @@ GRAD_RULE(minimum) { return select_grad(f, op, dy, need, grads, err, err_size); 
 GRAD_RULE(maximum) { return select_grad(f, op, dy, need, grads, err, err_size); }
 
 /* call: operand i's gradient is the module's gradient function grads[i] called on
- * (operands..., dy), which gives dy * d fn / d operand i per element (derived from the tree or
- * written by the user, and checked against finite differences when the function was read),
- * summed back to the operand's shape. */
+ * (operands..., dy) with the same scalar arguments (its parameters are (tensor params..., dy,
+ * scalar params...), cfunc.h), which gives dy * d fn / d operand i per element (derived from
+ * the tree or written by the user, and checked against finite differences at these scalar
+ * values when the function was read), summed back to the operand's shape. The scalars are
+ * constants: they get no gradient. */
 GRAD_RULE(call) {
     Emit e = emit_begin(f, op, err, err_size);
     const CFunc *fn = module_find_cfunc(f->module, op_string(op, "fn"));
@@ -365,6 +367,8 @@ GRAD_RULE(call) {
         emit_fail(&e, "no C function '%s'", op_string(op, "fn"));
         return -1;
     }
+    int n_args = 0;
+    const double *scalars = op_floats(op, "args", &n_args);
     Value **ins = malloc(sizeof *ins * (size_t)(op->n_inputs + 1));
     if (!ins) {
         emit_fail(&e, "out of memory");
@@ -380,6 +384,7 @@ GRAD_RULE(call) {
         }
         Op *g = start(&e, OP_CALL, ins, op->n_inputs + 1);
         if (g) op_set_string(g, "fn", fn->grads[i]);
+        if (g) op_set_floats(g, "args", scalars, n_args);
         set_grad(&e, grads, i, emit_reduce_to(&e, done(&e, g), SHAPE(i)));
     }
     free(ins);

@@ -688,6 +688,15 @@ void op_set_ints(Op *op, const char *name, const int64_t *v, int n) {
     a->n_ints = n;
 }
 
+void op_set_floats(Op *op, const char *name, const double *v, int n) {
+    AttrValue *a = attr_slot(op, name, ATTR_FLOATS);
+    IR_ASSERT(n >= 0);
+    double *copy = module_alloc(op->fn->module, sizeof(double) * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) copy[i] = v[i];
+    a->floats = copy;
+    a->n_floats = n;
+}
+
 void op_set_string(Op *op, const char *name, const char *s) {
     attr_slot(op, name, ATTR_STRING)->s = module_strdup(op->fn->module, s ? s : "");
 }
@@ -702,6 +711,12 @@ const int64_t *op_ints(const Op *op, const char *name, int *n) {
     const AttrValue *a = attr_slot(op, name, ATTR_INTS);
     if (n) *n = a->n_ints;
     return a->ints;
+}
+
+const double *op_floats(const Op *op, const char *name, int *n) {
+    const AttrValue *a = attr_slot(op, name, ATTR_FLOATS);
+    if (n) *n = a->n_floats;
+    return a->floats;
 }
 
 const char *op_string(const Op *op, const char *name) {

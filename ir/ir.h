@@ -62,7 +62,7 @@ extern const SrcLoc SRCLOC_NONE;
 
 /* ---- attributes ----------------------------------------------------------------------- */
 
-typedef enum { ATTR_INT, ATTR_FLOAT, ATTR_BOOL, ATTR_INTS, ATTR_STRING } AttrKind;
+typedef enum { ATTR_INT, ATTR_FLOAT, ATTR_BOOL, ATTR_INTS, ATTR_STRING, ATTR_FLOATS } AttrKind;
 
 typedef struct AttrValue {
     AttrKind kind;
@@ -71,6 +71,8 @@ typedef struct AttrValue {
     const int64_t *ints; /* ATTR_INTS */
     int n_ints;
     const char *s;       /* ATTR_STRING */
+    const double *floats; /* ATTR_FLOATS (a call's scalar arguments) */
+    int n_floats;
 } AttrValue;
 
 /* ---- the IR proper -------------------------------------------------------------------- */
@@ -285,11 +287,13 @@ void op_set_int(Op *op, const char *name, int64_t v);
 void op_set_bool(Op *op, const char *name, bool v);
 void op_set_float(Op *op, const char *name, double v);
 void op_set_ints(Op *op, const char *name, const int64_t *v, int n);
+void op_set_floats(Op *op, const char *name, const double *v, int n);
 void op_set_string(Op *op, const char *name, const char *s);
 int64_t op_int(const Op *op, const char *name);
 bool op_bool(const Op *op, const char *name);
 double op_float(const Op *op, const char *name);
 const int64_t *op_ints(const Op *op, const char *name, int *n);
+const double *op_floats(const Op *op, const char *name, int *n);
 const char *op_string(const Op *op, const char *name);
 
 /* Internal-error tier: a violated invariant is a bug in capc, not bad input. Prints

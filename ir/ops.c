@@ -41,8 +41,9 @@ NO_ATTRS(minimum)
 NO_ATTRS(maximum)
 NO_ATTRS(equal)
 NO_ATTRS(where)
-/* fn is set by the frontend from the statement's own "fn" key (it registers the function) */
-ATTRS(call, {"fn", ATTR_STRING, "\"\""})
+/* fn and args are set by the frontend from the statement's own "fn" and "args" keys (it
+ * registers the function); args binds to the parameters after the tensor operands */
+ATTRS(call, {"fn", ATTR_STRING, "\"\""}, {"args", ATTR_FLOATS, "[]"})
 
 ATTRS(broadcast, {"shape", ATTR_INTS, NULL})
 ATTRS(reshape, {"shape", ATTR_INTS, NULL})

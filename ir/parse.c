@@ -166,7 +166,7 @@ static char *read_value_text(Parser *ps, const char **start) {
         q++;
     } else if (*q == '[') {
         while (*q && *q != ']' && *q != '\n') q++;
-        if (*q != ']') fail_at(ps, s, "unterminated int list");
+        if (*q != ']') fail_at(ps, s, "unterminated list");
         q++;
     } else {
         while (*q && (word_char(*q) || *q == '-' || *q == '+')) q++;

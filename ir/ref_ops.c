@@ -181,16 +181,20 @@ int ref_where(const Op *op, const RefTensor *const *ins, RefTensor *out, char *e
 }
 REF_BINARY(equal, a == b ? 1.0 : 0.0)
 
-/* The C function's expression tree in float64, once per element. */
+/* The C function's expression tree in float64, once per element: the tensor operands bind to
+ * the first parameters, the scalar arguments (args) to the rest. */
 int ref_call(const Op *op, const RefTensor *const *ins, RefTensor *out, char *err,
              size_t err_size) {
     const CFunc *fn = module_find_cfunc(op->fn->module, op_string(op, "fn"));
-    if (!fn || fn->n_params != op->n_inputs || op->n_inputs > 64)
+    int n_args = 0;
+    const double *scalars = op_floats(op, "args", &n_args);
+    if (!fn || fn->n_params != op->n_inputs + n_args || fn->n_params > 64)
         return op_fail(op, err, err_size, "no C function '%s' of %d parameters",
-                       op_string(op, "fn"), op->n_inputs);
+                       op_string(op, "fn"), op->n_inputs + n_args);
     double *vals = malloc(sizeof *vals * (size_t)fn->n_nodes);
     if (!vals) return op_fail(op, err, err_size, "out of memory");
     double args[64];
+    for (int k = 0; k < n_args; k++) args[op->n_inputs + k] = scalars[k];
     for (int64_t i = 0; i < numel(out); i++) {
         for (int k = 0; k < op->n_inputs; k++)
             args[k] = ins[k]->data[broadcast_source(&out->shape, i, &ins[k]->shape)];

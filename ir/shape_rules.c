@@ -277,16 +277,23 @@ int infer_where(const Op *op, DType *out_dtype, Shape *out_shape, char *err, siz
     return finish(op, DT_F32, &s, out_dtype, out_shape, err, err_size);
 }
 
-/* call: the module's C function fn, one operand per parameter, every operand f32; the result
- * has the operands' common broadcast shape. */
+/* call: the module's C function fn; the operands bind to its first parameters, the scalar
+ * arguments (args) to the rest; every operand f32; the result has the operands' common
+ * broadcast shape. */
 int infer_call(const Op *op, DType *out_dtype, Shape *out_shape, char *err, size_t err_size) {
     if (check_operands(op, err, err_size)) return -1;
     const char *name = op_string(op, "fn");
     const CFunc *fn = op->fn && op->fn->module ? module_find_cfunc(op->fn->module, name) : NULL;
     if (!fn) return op_fail(op, err, err_size, "no C function '%s' in the module", name ? name : "");
-    if (fn->n_params != op->n_inputs)
+    int n_args = 0;
+    op_floats(op, "args", &n_args);
+    if (n_args == 0 && fn->n_params != op->n_inputs)
         return op_fail(op, err, err_size, "%s takes %d operand%s, got %d", fn->name, fn->n_params,
                        fn->n_params == 1 ? "" : "s", op->n_inputs);
+    if (fn->n_params != op->n_inputs + n_args)
+        return op_fail(op, err, err_size, "%s takes %d parameter%s, got %d operand%s and %d scalar "
+                       "argument%s", fn->name, fn->n_params, fn->n_params == 1 ? "" : "s",
+                       op->n_inputs, op->n_inputs == 1 ? "" : "s", n_args, n_args == 1 ? "" : "s");
     Shape s = op->inputs[0]->shape;
     for (int i = 0; i < op->n_inputs; i++) {
         const Value *v = op->inputs[i];

@@ -103,6 +103,7 @@ static int check_attrs(Checker *c, const Op *op) {
                           info->name, op->result->name, spec->name, attr_kind_name(a->kind),
                           attr_kind_name(spec->kind));
         if ((a->kind == ATTR_INTS && (a->n_ints < 0 || (a->n_ints > 0 && !a->ints))) ||
+            (a->kind == ATTR_FLOATS && (a->n_floats < 0 || (a->n_floats > 0 && !a->floats))) ||
             (a->kind == ATTR_STRING && !a->s))
             return report(c, op, "%s %%%s: attribute '%s' has no value", info->name,
                           op->result->name, spec->name);

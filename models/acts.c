@@ -20,3 +20,17 @@ float mish(float x) { return x * tanhf(softplus(x)); }
 
 /* SiLU (swish): x sigmoid(x) */
 float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* Parametrized activations: the parameters after x are scalar arguments of the call, given
+ * by the model file's "args" (docs/custom-ops.md), e.g.
+ *   {"op": "call", "fn": "leaky_relu", "in": ["h"], "args": [0.01], "out": "h"} */
+
+/* leaky ReLU: x, or slope * x below 0 (torch.nn.functional.leaky_relu); gradient derived */
+float leaky_relu(float x, float slope) { return x > 0.0f ? x : slope * x; }
+
+/* ELU: x, or alpha (e^x - 1) below 0 (torch.nn.functional.elu) */
+float elu(float x, float alpha) { return x > 0.0f ? x : alpha * (expf(x) - 1.0f); }
+
+/* its gradient with respect to x, written by hand: it takes the same parameters as elu
+ * (alpha included) and returns d elu / dx; x is the one tensor operand, hence elu_grad */
+float elu_grad(float x, float alpha) { return x > 0.0f ? 1.0f : alpha * expf(x); }

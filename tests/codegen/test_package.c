@@ -8,6 +8,10 @@
  *                             between fc1 and the head, cross-entropy, Adam
  *   package_elementwise.json  the same features with elementwise ops and a mean only, plus
  *                             gradient clipping
+ *   package_call_args.json    C functions called with scalar arguments (leaky_relu, elu with
+ *                             its user gradient, a two-operand lerp), trained with Adam
+ *   call_args_dedupe.json     two calls differing only in their scalar: two kernels, one
+ *                             when -D makes the scalars equal
  *
  * Then the capc command line: -o with --emit-src and -D, an unwritable output path, a bad
  * --target.
@@ -36,6 +40,8 @@
 #define MODEL "tests/codegen/data/package_mlp.json"
 #define MODEL_ELEMENTWISE "tests/codegen/data/package_elementwise.json"
 #define MODEL_STATE_COPIES "tests/codegen/data/state_copies.ir"
+#define MODEL_CALL_ARGS "tests/codegen/data/package_call_args.json"
+#define MODEL_CALL_ARGS_DEDUPE "tests/codegen/data/call_args_dedupe.json"
 
 typedef struct Fixture {
     const char *model; /* relative to the source dir */
@@ -94,6 +100,7 @@ static int setup_model(void **state, const char *model) {
 static int setup_mlp(void **state) { return setup_model(state, MODEL); }
 static int setup_elementwise(void **state) { return setup_model(state, MODEL_ELEMENTWISE); }
 static int setup_state_copies(void **state) { return setup_model(state, MODEL_STATE_COPIES); }
+static int setup_call_args(void **state) { return setup_model(state, MODEL_CALL_ARGS); }
 
 static int teardown(void **state) {
     Fixture *fx = *state;
@@ -391,6 +398,59 @@ static void test_state_copies(void **state) {
     compare_entry(fx, "update", 1e-6, 0);
 }
 
+/* ---- scalar arguments of C functions are kernel constants ------------------------------------ */
+
+/* call_args_dedupe.json packaged with -D s2=S2: forward's two steps (one call each). */
+static void dedupe_steps(const char *s2, int *n_kernels, int kernel[2], char **src) {
+    char path[4096], dir[] = "/tmp/capc-test-package-XXXXXX", out[4200];
+    snprintf(path, sizeof path, "%s/%s", source_dir(), MODEL_CALL_ARGS_DEDUPE);
+    if (mkdtemp(dir) == NULL) fail_msg("mkdtemp");
+    ConfigOverride o = {"s2", s2};
+    Diag d = {0};
+    Module *m = frontend_load_file(path, &o, 1, &d);
+    if (m == NULL) fail_msg("%s", d.msg);
+    PipelineOptions popts = {0};
+    if (pipeline_run(m, &popts, &d) != 0) fail_msg("%s", d.msg);
+    snprintf(out, sizeof out, "%s/cap.so", dir);
+    PackageOptions opts = {.output_path = out, .targets = TARGET_CPU, .emit_src_dir = dir};
+    if (package_module(m, &opts, &d) != 0) fail_msg("package_module: %s", d.msg);
+    void *lib = dlopen(out, RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
+    if (lib == NULL) fail_msg("dlopen: %s", dlerror());
+    const CapArtifact *a = dlsym(lib, CAP_ARTIFACT_SYMBOL);
+    assert_non_null(a);
+    const CapEntry *fw = find_entry(a, "forward");
+    int k = 0;
+    for (int i = 0; i < fw->n_steps; i++)
+        if (strncmp(a->kernels[fw->steps[i].kernel].name, "capc_copy_", 10) != 0 && k < 2)
+            kernel[k++] = fw->steps[i].kernel;
+    assert_int_equal(k, 2);
+    *n_kernels = a->n_kernels;
+    snprintf(path, sizeof path, "%s/cap.c", dir);
+    *src = read_text_file(path);
+    assert_non_null(*src);
+    dlclose(lib);
+    module_free(m);
+    remove_tree(dir);
+}
+
+/* Two calls differing only in their scalar argument are two kernels, each with its literal;
+ * with equal scalars deduplication merges them into one. */
+static void test_call_args_are_kernel_constants(void **state) {
+    (void)state;
+    int n_diff, n_same, kd[2], ks[2];
+    char *src_diff, *src_same;
+    dedupe_steps("0.2", &n_diff, kd, &src_diff);
+    dedupe_steps("0.1", &n_same, ks, &src_same);
+    assert_int_not_equal(kd[0], kd[1]);
+    assert_int_equal(ks[0], ks[1]);
+    assert_int_equal(n_same, n_diff - 1);
+    assert_non_null(strstr(src_diff, "0.1f * "));
+    assert_non_null(strstr(src_diff, "0.2f * "));
+    assert_null(strstr(src_same, "0.2f"));
+    free(src_diff);
+    free(src_same);
+}
+
 /* ---- the cuda target (where NVRTC is installed) ------------------------------------------- */
 
 static bool contains(const unsigned char *data, size_t size, const char *text) {
@@ -517,8 +577,18 @@ int main(void) {
         cmocka_unit_test(test_entries),
         cmocka_unit_test(test_state_copies),
     };
+    const struct CMUnitTest call_args_tests[] = {
+        cmocka_unit_test(test_entries),
+        cmocka_unit_test(test_dedupe),
+        cmocka_unit_test(test_forward_matches_reference),
+        cmocka_unit_test(test_train_step_matches_reference),
+        cmocka_unit_test(test_call_args_are_kernel_constants),
+        cmocka_unit_test(test_cuda_images),
+    };
     int failed = cmocka_run_group_tests_name("package_elementwise", tests, setup_elementwise,
                                              teardown);
+    failed += cmocka_run_group_tests_name("package_call_args", call_args_tests, setup_call_args,
+                                          teardown);
     failed += cmocka_run_group_tests_name("package_mlp", tests, setup_mlp, teardown);
     return failed + cmocka_run_group_tests_name("state_copies", ir_tests, setup_state_copies,
                                                 teardown);

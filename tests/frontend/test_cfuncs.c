@@ -25,6 +25,7 @@
 #include "cfunc.h"
 #include "diag.h"
 #include "frontend.h"
+#include "ops.h"
 
 #define CERR_DIR "tests/frontend/cerrors"
 #define MIN_ERROR_CASES 15
@@ -169,6 +170,162 @@ static void test_cfuncs_round_trip_through_ir_text(void **state) {
     module_free(m);
 }
 
+/* ---- scalar arguments ---------------------------------------------------------------------- */
+
+/* A model from frontend text: config, then calls (each a JSON statement), inputs x0 and x1
+ * of f32[4]; output y. */
+static Module *load_calls(const char *files, const char *config, const char *calls, Diag *d) {
+    char text[4096];
+    snprintf(text, sizeof text,
+             "{\"model\": \"t\", \"functions\": [%s], \"config\": {%s}, \"inputs\": "
+             "{\"x0\": {\"dtype\": \"f32\", \"shape\": [4]}, \"x1\": {\"dtype\": \"f32\", "
+             "\"shape\": [4]}}, \"body\": [%s], \"outputs\": {\"y\": \"y\"}}",
+             files, config, calls);
+    return frontend_load_text(text, strlen(text), "tests/frontend/data/t.json", NULL, 0, d);
+}
+
+/* The k-th call op of the module's first function. */
+static const Op *nth_call(const Module *m, int k) {
+    const Function *f = m->funcs[0];
+    for (int i = 0; i < f->n_ops; i++)
+        if (f->ops[i]->kind == OP_CALL && k-- == 0) return f->ops[i];
+    fail_msg("no call %d", k);
+    return NULL;
+}
+
+static double r_leaky(const double *a) { return a[0] > 0 ? a[0] : a[1] * a[0]; }
+static double r_elu(const double *a) { return a[0] > 0 ? a[0] : a[1] * (exp(a[0]) - 1); }
+static double r_mix_scaled(const double *a) {
+    return (a[0] + a[2] * (a[1] - a[0])) * a[3] + a[0] * a[1];
+}
+
+/* Checks f (n_tensor tensor operands, the rest bound to scalars) and its gradients against
+ * ref and central differences of ref, the gradient called with (tensors..., dy, scalars...). */
+static int check_scalar_fn(const Module *m, const char *name, int n_tensor,
+                           const double *scalars, double (*ref)(const double *)) {
+    const CFunc *f = module_find_cfunc(m, name);
+    assert_non_null(f);
+    int checked = 0;
+    for (int p = 0; p < 40; p++) {
+        double a[8], ga[9];
+        for (int i = 0; i < f->n_params; i++)
+            a[i] = i < n_tensor ? (i ? 2.3 - 0.119 * p : -3.1 + 0.157 * p) : scalars[i - n_tensor];
+        double want = ref(a), got = eval1(f, a);
+        if (fabs(got - want) > 1e-12 * fmax(1, fabs(want)))
+            fail_msg("%s at point %d = %.17g, want %.17g", name, p, got, want);
+        for (int i = 0; i < f->n_params; i++) ga[i < n_tensor ? i : i + 1] = a[i];
+        ga[n_tensor] = 1.0; /* dy */
+        for (int i = 0; i < n_tensor; i++) {
+            const CFunc *g = module_find_cfunc(m, f->grads[i]);
+            assert_non_null(g);
+            assert_int_equal(g->n_params, f->n_params + 1);
+            double h = 1e-6, x = a[i];
+            a[i] = x + h;
+            double up = ref(a);
+            a[i] = x - h;
+            double down = ref(a);
+            a[i] = x;
+            double fd = (up - down) / (2 * h), an = eval1(g, ga);
+            if (fabs(an - fd) > 1e-6 * fmax(1, fabs(fd)))
+                fail_msg("%s: d/d%s at point %d = %.12g, finite differences %.12g", name,
+                         f->params[i], p, an, fd);
+            checked++;
+        }
+    }
+    for (int i = n_tensor; i < f->n_params; i++) assert_null(f->grads[i]); /* scalars: none */
+    return checked;
+}
+
+/* leaky_relu and elu (models/acts.c, elu with its user elu_grad) with one tensor operand and
+ * a scalar from a config expression; mix_scaled with two tensors and two scalars. The op
+ * carries the evaluated scalars; the gradients take (tensors..., dy, scalars...). */
+static void test_scalar_args_values_and_gradients(void **state) {
+    (void)state;
+    Diag d;
+    Module *m = load_calls("\"../../../models/acts.c\", \"scalar_args.c\"",
+                           "\"s\": 0.03, \"alpha\": 1.5",
+                           "{\"op\": \"call\", \"fn\": \"leaky_relu\", \"in\": [\"x0\"], "
+                           "\"args\": [\"2 * s\"], \"out\": \"a\"},"
+                           "{\"op\": \"call\", \"fn\": \"elu\", \"in\": [\"a\"], "
+                           "\"args\": [\"alpha\"], \"out\": \"b\"},"
+                           "{\"op\": \"call\", \"fn\": \"mix_scaled\", \"in\": [\"b\", \"x1\"], "
+                           "\"args\": [0.25, \"-alpha\"], \"out\": \"y\"}",
+                           &d);
+    if (!m) fail_msg("%s", d.msg);
+    int n = 0;
+    const double *v = op_floats(nth_call(m, 0), "args", &n);
+    assert_int_equal(n, 1);
+    assert_true(v[0] == 2 * 0.03);
+    v = op_floats(nth_call(m, 2), "args", &n);
+    assert_int_equal(n, 2);
+    assert_true(v[0] == 0.25 && v[1] == -1.5);
+
+    int checked = check_scalar_fn(m, "leaky_relu", 1, (const double[]){0.06}, r_leaky);
+    checked += check_scalar_fn(m, "elu", 1, (const double[]){1.5}, r_elu);
+    checked += check_scalar_fn(m, "mix_scaled", 2, (const double[]){0.25, -1.5}, r_mix_scaled);
+    /* elu's gradient is the user's elu_grad (same parameters, alpha included), leaky_relu's
+     * derived: each gradient's location says which */
+    const CFunc *elu = module_find_cfunc(m, "elu"), *eg = module_find_cfunc(m, elu->grads[0]);
+    assert_true(eg->loc.line > elu->loc.line);
+    const CFunc *lr = module_find_cfunc(m, "leaky_relu"), *lg = module_find_cfunc(m, lr->grads[0]);
+    assert_int_equal(lg->loc.line, lr->loc.line);
+    assert_string_equal(lg->params[1], "dy");
+    assert_string_equal(lg->params[2], "slope");
+    printf("%d gradient values with scalar arguments against finite differences\n", checked);
+    module_free(m);
+}
+
+/* The gradient check runs at the call's scalar values: scaled_grad is right at slope 1 only,
+ * so a call with slope 1 loads and one with 0.5 (alone, or after a call with 1) does not. */
+static void test_scalar_args_gradient_check_uses_their_values(void **state) {
+    (void)state;
+    static const char *const calls[] = {
+        "{\"op\": \"call\", \"fn\": \"scaled\", \"in\": [\"x0\"], \"args\": [1], \"out\": \"y\"}",
+        "{\"op\": \"call\", \"fn\": \"scaled\", \"in\": [\"x0\"], \"args\": [0.5], \"out\": \"y\"}",
+        "{\"op\": \"call\", \"fn\": \"scaled\", \"in\": [\"x0\"], \"args\": [1], \"out\": \"h\"},"
+        "{\"op\": \"call\", \"fn\": \"scaled\", \"in\": [\"h\"], \"args\": [\"k / 4.0\"], \"out\": \"y\"}",
+    };
+    for (int i = 0; i < 3; i++) {
+        Diag d;
+        Module *m = load_calls("\"scalar_args.c\"", "\"k\": 2", calls[i], &d);
+        if (i == 0) {
+            if (!m) fail_msg("slope 1: %s", d.msg);
+            module_free(m);
+            continue;
+        }
+        if (m) fail_msg("case %d: a wrong gradient at slope 0.5 was accepted", i);
+        assert_non_null(strstr(d.msg, "the gradient of scaled with respect to 'x' disagrees"));
+        assert_non_null(strstr(d.msg, "slope=0.5)"));
+        assert_non_null(strstr(d.file, "scalar_args.c")); /* diag_set_in_file keeps it in d */
+        assert_int_equal(d.loc.line, 9); /* scaled_grad */
+    }
+}
+
+/* Calls with scalar arguments print and parse back: the float list and the gradient layout. */
+static void test_scalar_args_round_trip_through_ir_text(void **state) {
+    (void)state;
+    Diag d;
+    Module *m = load_calls("\"../../../models/acts.c\"", "\"s\": 0.01",
+                           "{\"op\": \"call\", \"fn\": \"leaky_relu\", \"in\": [\"x0\"], "
+                           "\"args\": [\"s\"], \"out\": \"y\"}", &d);
+    if (!m) fail_msg("%s", d.msg);
+    char *a = ir_module_to_string(m);
+    Module *back = ir_parse(a, "t.ir", &d);
+    if (!back) fail_msg("%s", d.msg);
+    char *b = ir_module_to_string(back);
+    assert_string_equal(a, b);
+    assert_non_null(strstr(a, "call(%x0) {fn=\"leaky_relu\", args=[0.01]}"));
+    assert_non_null(strstr(a, "grads=[@leaky_relu.grad0, -]"));
+    assert_non_null(strstr(a, "cfunc @leaky_relu.grad0(%x, %dy, %slope)"));
+    int n = 0;
+    const double *v = op_floats(nth_call(back, 0), "args", &n);
+    assert_true(n == 1 && v[0] == 0.01);
+    free(a);
+    free(b);
+    module_free(back);
+    module_free(m);
+}
+
 /* ---- malformed C: exact errors -------------------------------------------------------------- */
 
 /* The expected message (a few lines) into buf. */
@@ -234,6 +391,9 @@ int main(void) {
         cmocka_unit_test(test_acts_match_pytorch),
         cmocka_unit_test(test_constructs_values_and_gradients),
         cmocka_unit_test(test_cfuncs_round_trip_through_ir_text),
+        cmocka_unit_test(test_scalar_args_values_and_gradients),
+        cmocka_unit_test(test_scalar_args_gradient_check_uses_their_values),
+        cmocka_unit_test(test_scalar_args_round_trip_through_ir_text),
         cmocka_unit_test(test_malformed_c_gives_exact_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -148,7 +148,7 @@ CASES = [
          lambda c, a, b: torch.where(c != 0, a, b)),
     # a C function (ir/cfunc.h): blend(a, b) = a > b ? a * tanhf(b) : expf(a) - b, the same
     # function as tests/ir/cfunc_test_util.h; a NaN compares false, so it takes the else side
-    Case("call", [("fn", '"blend"')], [A81, B8],
+    Case("call", [("fn", '"blend"'), ("args", "[]")], [A81, B8],
          lambda a, b: torch.where(a > b, a * torch.tanh(b), torch.exp(a) - b),
          prelude=["cfunc @blend(%a, %b) {", "  %0 = arg(%a)", "  %1 = arg(%b)",
                   "  %2 = gt(%0, %1)", "  %3 = tanh(%1)", "  %4 = mul(%0, %3)", "  %5 = exp(%0)",

@@ -257,14 +257,29 @@ static void case_where(void) {
     check(&g, op_of(&g, "where", c, a, b));
 }
 
+static void case_call_scalar_args(void);
+
 /* call: the derived gradient functions of a two-operand C function with a branch, operands
- * broadcast both ways */
+ * broadcast both ways; then the same with a scalar argument */
 static void case_call(void) {
     Check g;
     check_open(&g);
     Value *a = in(&g, "f32[3,1]", RANDOM), *b = in(&g, "f32[4]", RANDOM);
     Op *op = op_of(&g, "call", a, b, NULL);
     op_set_string(op, "fn", tu_cfunc_blend(g.c.m));
+    check(&g, op);
+    case_call_scalar_args();
+}
+
+/* call with a scalar argument: the gradients of the tensor operands at t = 0.35 (the scalar
+ * is a constant of the op: the check varies only the operands) */
+static void case_call_scalar_args(void) {
+    Check g;
+    check_open(&g);
+    Value *a = in(&g, "f32[3,1]", RANDOM), *b = in(&g, "f32[4]", RANDOM);
+    Op *op = op_of(&g, "call", a, b, NULL);
+    op_set_string(op, "fn", tu_cfunc_gate(g.c.m));
+    op_set_floats(op, "args", (const double[]){0.35}, 1);
     check(&g, op);
 }
 

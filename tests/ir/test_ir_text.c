@@ -360,6 +360,22 @@ static void test_attr_text_forms(void **state) {
     assert_int_equal(attr_parse(m, ATTR_BOOL, "yes", &v, err, sizeof err), -1);
     assert_int_equal(attr_parse(m, ATTR_FLOAT, "0x10", &v, err, sizeof err), -1);
     assert_int_equal(attr_parse(m, ATTR_STRING, "\"open", &v, err, sizeof err), -1);
+    /* float lists (a call's scalar arguments): each element in the float spellings */
+    assert_int_equal(attr_parse(m, ATTR_FLOATS, "[ 0.01, -2 ,1e-07,inf, -inf]", &v, err, sizeof err), 0);
+    assert_int_equal(v.n_floats, 5);
+    assert_true(v.floats[0] == 0.01 && v.floats[1] == -2 && v.floats[2] == 1e-7);
+    attr_format(&v, buf, sizeof buf);
+    assert_string_equal(buf, "[0.01,-2.0,1e-07,inf,-inf]");
+    assert_int_equal(attr_parse(m, ATTR_FLOATS, "[nan]", &v, err, sizeof err), 0);
+    assert_true(v.n_floats == 1 && isnan(v.floats[0]));
+    assert_int_equal(attr_parse(m, ATTR_FLOATS, "[]", &v, err, sizeof err), 0);
+    assert_int_equal(v.n_floats, 0);
+    attr_format(&v, buf, sizeof buf);
+    assert_string_equal(buf, "[]");
+    assert_int_equal(attr_parse(m, ATTR_FLOATS, "[1,]", &v, err, sizeof err), -1);
+    assert_int_equal(attr_parse(m, ATTR_FLOATS, "[0x1]", &v, err, sizeof err), -1);
+    assert_int_equal(attr_parse(m, ATTR_FLOATS, "[1 2]", &v, err, sizeof err), -1);
+    assert_int_equal(attr_parse(m, ATTR_FLOATS, "1.5", &v, err, sizeof err), -1);
     /* snprintf-like: the full length comes back even when the buffer is short. */
     AttrValue big = {.kind = ATTR_STRING, .s = "0123456789"};
     char tiny[4];

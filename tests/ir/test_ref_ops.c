@@ -186,6 +186,17 @@ static void case_call(TestCtx *c) {
     Op *op = tu_op(c, "call", tu_in(c, "f32[3]", a), tu_in(c, "f32[1]", b), END);
     op_set_string(op, "fn", tu_cfunc_blend(c->m));
     tu_expect_values(c, op, "f32[3]", w, 3, 0);
+    /* with a scalar argument (gate(a, b, t), t = 0.5 from args): a > t picks a tanh(b) t;
+     * a fresh function, as the first call is this one's only output */
+    tu_close(c);
+    tu_open(c);
+    static const double ga[] = {2, -1, 0.25}, gb[] = {0.5, 3};
+    const double gw[] = {2 * tanh(0.5) * 0.5, 2 * tanh(3.0) * 0.5, exp(-1.0) - 0.5 * 0.5,
+                         exp(-1.0) - 3 * 0.5, exp(0.25) - 0.5 * 0.5, exp(0.25) - 3 * 0.5};
+    Op *g = tu_op(c, "call", tu_in(c, "f32[3,1]", ga), tu_in(c, "f32[2]", gb), END);
+    op_set_string(g, "fn", tu_cfunc_gate(c->m));
+    op_set_floats(g, "args", (const double[]){0.5}, 1);
+    tu_expect_values(c, g, "f32[3,2]", gw, 6, 0);
 }
 
 /* ---- layout ----------------------------------------------------------------------------- */

@@ -170,6 +170,20 @@ static void case_call(TestCtx *c) {
     Op *u = tu_op(c, "call", tu_in(c, "f32[3]", NULL), END);
     op_set_string(u, "fn", "nope");
     tu_expect_error(u, "no C function 'nope'", END);
+    /* scalar arguments bind to the parameters after the operands: gate(a, b, t) */
+    const char *gate = tu_cfunc_gate(c->m);
+    Op *g = tu_op(c, "call", tu_in(c, "f32[3,1]", NULL), tu_in(c, "f32[4]", NULL), END);
+    op_set_string(g, "fn", gate);
+    op_set_floats(g, "args", (const double[]){0.5}, 1);
+    tu_expect_type(g, "f32[3,4]");
+    Op *g2 = tu_op(c, "call", tu_in(c, "f32[3]", NULL), tu_in(c, "f32[3]", NULL), END);
+    op_set_string(g2, "fn", gate);
+    op_set_floats(g2, "args", (const double[]){0.5, 2}, 2);
+    tu_expect_error(g2, "gate takes 3 parameters, got 2 operands and 2 scalar arguments", END);
+    Op *g3 = tu_op(c, "call", tu_in(c, "f32[3]", NULL), END);
+    op_set_string(g3, "fn", gate);
+    op_set_floats(g3, "args", (const double[]){0.5}, 1);
+    tu_expect_error(g3, "gate takes 3 parameters, got 1 operand and 1 scalar argument", END);
 }
 
 static void case_broadcast(TestCtx *c) {
