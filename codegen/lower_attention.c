@@ -588,7 +588,7 @@ int lower_attention(LowerCtx *c) {
     bool want_backward = strcmp(f->groups[st->group].pattern, "attention_backward") == 0;
     Attn a = {.c = c, .kd = c->kd};
     for (int k = 0; k < st->n_ops && a.m.softmax == NULL; k++)
-        if (ops[k]->kind == OP_SOFTMAX && !attn_match(f, ops, st->n_ops, ops[k], &a.m))
+        if (ops[k]->kind == OP_SOFTMAX && !attn_match(f, ops, st->n_ops, c->s->returned, ops[k], &a.m))
             memset(&a.m, 0, sizeof a.m);
     if (a.m.softmax == NULL || want_backward != (a.m.d_v != NULL)) {
         snprintf(c->err, c->err_size, "the group does not hold the attention pattern");

@@ -95,6 +95,10 @@ struct Package {
     /* Kernel deduplication (package_kernels.c): open addressing over description hashes. */
     PkgDedupSlot *slots;
     int n_slots, n_used_slots;
+    /* Kernel names (package_kernels.c): open addressing, kernel index or -1; a scan of the
+     * table per new kernel and per copy made packaging quadratic in the kernel count. */
+    int *name_slots;
+    int n_name_slots, n_names;
 };
 
 /* The stages (package_plan.c): lower every function, then plan every entry's memory and

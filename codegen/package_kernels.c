@@ -65,12 +65,43 @@ static PkgDedupSlot *find_slot(Package *p, const LoweredKernel *k, uint64_t hash
     return &p->slots[j];
 }
 
-/* Names are unique within one function's kernels only. */
-static bool name_taken(const Package *p, const char *name) {
-    for (int i = 0; i < p->n_kernels; i++)
-        if (strcmp(p->kernels[i].name, name) == 0) return true;
-    return false;
+static size_t name_hash(const char *name) { return (size_t)pkg_fnv1a(name, strlen(name), 0); }
+
+/* The kernel named `name`, or -1. */
+static int find_name(const Package *p, const char *name) {
+    if (p->n_name_slots == 0) return -1;
+    size_t mask = (size_t)p->n_name_slots - 1;
+    for (size_t j = name_hash(name) & mask; p->name_slots[j] >= 0; j = (j + 1) & mask)
+        if (strcmp(p->kernels[p->name_slots[j]].name, name) == 0) return p->name_slots[j];
+    return -1;
 }
+
+static void put_name(int *slots, size_t mask, const Package *p, int kernel) {
+    size_t j = name_hash(p->kernels[kernel].name) & mask;
+    while (slots[j] >= 0) j = (j + 1) & mask;
+    slots[j] = kernel;
+}
+
+/* Records kernel's name (set, and not taken) in the name index; -1 on OOM. */
+static int add_name(Package *p, int kernel) {
+    if ((p->n_names + 1) * 2 > p->n_name_slots) {
+        int n = p->n_name_slots == 0 ? 1024 : p->n_name_slots * 2;
+        int *slots = malloc(sizeof *slots * (size_t)n);
+        if (slots == NULL) return -1;
+        for (int i = 0; i < n; i++) slots[i] = -1;
+        for (int i = 0; i < p->n_name_slots; i++)
+            if (p->name_slots[i] >= 0) put_name(slots, (size_t)n - 1, p, p->name_slots[i]);
+        free(p->name_slots);
+        p->name_slots = slots;
+        p->n_name_slots = n;
+    }
+    put_name(p->name_slots, (size_t)p->n_name_slots - 1, p, kernel);
+    p->n_names++;
+    return 0;
+}
+
+/* Names are unique within one function's kernels only. */
+static bool name_taken(const Package *p, const char *name) { return find_name(p, name) >= 0; }
 
 /* name, or NAME_2, NAME_3, ... : the first not taken (malloc'd). */
 static char *unique_name(const Package *p, const char *name) {
@@ -107,7 +138,8 @@ static int add_new_kernel(Package *p, LoweredKernel *k) {
     pk->n_args = k->n_args;
     pk->merged = 1;
     p->n_kernels++; /* counted now so pkg_free releases what was allocated */
-    if (pk->name == NULL || pk->source_ops == NULL) return -1;
+    if (pk->name == NULL || pk->source_ops == NULL || add_name(p, p->n_kernels - 1) != 0)
+        return -1;
     pk->desc->name = kd_strdup(pk->desc, pk->name);
     if (pk->cuda != NULL) pk->cuda->name = kd_strdup(pk->cuda, pk->name);
     return p->n_kernels - 1;
@@ -173,8 +205,8 @@ static int render_copy_kernel(PkgKernel *k, DType dtype, int64_t numel) {
 int pkg_copy_kernel(Package *p, DType dtype, int64_t numel) {
     char name[96];
     snprintf(name, sizeof name, "capc_copy_%s_%lld", dtype_name(dtype), (long long)numel);
-    for (int i = 0; i < p->n_kernels; i++)
-        if (strcmp(p->kernels[i].name, name) == 0) return i;
+    int found = find_name(p, name);
+    if (found >= 0) return found;
     PkgKernel *k = append_kernel(p);
     if (k == NULL) return -1;
     k->name = strdup(name);
@@ -185,7 +217,7 @@ int pkg_copy_kernel(Package *p, DType dtype, int64_t numel) {
     k->cuda_grid = blocks < 1 ? 1 : blocks > 4096 ? 4096 : blocks;
     k->merged = 1;
     p->n_kernels++;
-    if (k->name == NULL || k->source_ops == NULL) return -1;
+    if (k->name == NULL || k->source_ops == NULL || add_name(p, p->n_kernels - 1) != 0) return -1;
     return render_copy_kernel(k, dtype, numel) == 0 ? p->n_kernels - 1 : -1;
 }
 
@@ -215,4 +247,5 @@ void pkg_kernels_free(Package *p) {
     }
     free(p->kernels);
     free(p->slots);
+    free(p->name_slots);
 }

@@ -37,6 +37,10 @@ typedef struct EntryCtx {
     const MemPlan *plan;
     PkgEntry *e;
     Diag *d;
+    /* Per value id: the state X of its first "@X" output, and its first input position (-1:
+     * none); built once per entry (entry_index), as scanning the outputs per kernel argument
+     * was quadratic in the number of parameters. */
+    int *state_of, *input_of;
 } EntryCtx;
 
 static int internal_error(Diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -70,25 +74,32 @@ static int64_t value_bytes(const Value *v) {
     return shape_numel(&v->shape) * dtype_size(v->dtype);
 }
 
-/* The state X of an output "@X" whose value is v, or -1. */
-static int state_written_by(const Function *f, const Value *v) {
-    for (int i = 0; i < f->n_outputs; i++)
-        if (f->outputs[i] == v && f->output_names[i][0] == '@')
-            return pkg_state_index(f->module, f->output_names[i] + 1);
-    return -1;
+/* Fills c->state_of and c->input_of; -1 when out of memory. */
+static int entry_index(EntryCtx *c) {
+    const Function *f = c->f;
+    size_t n = (size_t)f->n_values + 1;
+    c->state_of = malloc(sizeof(int) * n);
+    c->input_of = malloc(sizeof(int) * n);
+    if (c->state_of == NULL || c->input_of == NULL) return -1;
+    ir_work_add((int64_t)n + f->n_outputs + f->n_inputs);
+    for (int v = 0; v < f->n_values; v++) c->state_of[v] = c->input_of[v] = -1;
+    for (int i = f->n_outputs - 1; i >= 0; i--) /* backwards: the first one wins */
+        if (f->output_names[i][0] == '@')
+            c->state_of[f->outputs[i]->id] = pkg_state_index(f->module, f->output_names[i] + 1);
+    for (int i = f->n_inputs - 1; i >= 0; i--) c->input_of[f->inputs[i]->id] = i;
+    return 0;
 }
 
-static int input_index(const Function *f, const Value *v) {
-    for (int i = 0; i < f->n_inputs; i++)
-        if (f->inputs[i] == v) return i;
-    return -1;
-}
+/* The state X of an output "@X" whose value is v, or -1. */
+static int state_written_by(const EntryCtx *c, const Value *v) { return c->state_of[v->id]; }
+
+static int input_index(const EntryCtx *c, const Value *v) { return c->input_of[v->id]; }
 
 /* Where base (a value that is not a view) lives. */
 static int place_base(const EntryCtx *c, const Value *base, CapBufRef *ref) {
     if (base->def == NULL) {
         ref->space = CAP_BUF_INPUT;
-        ref->index = input_index(c->f, base);
+        ref->index = input_index(c, base);
         if (ref->index < 0) return internal_error(c->d, "%%%s is not an input of @%s",
                                                   base->name, c->f->name);
         return 0;
@@ -107,7 +118,7 @@ static int place_base(const EntryCtx *c, const Value *base, CapBufRef *ref) {
         return 0;
     }
     ref->space = CAP_BUF_STATE;
-    ref->index = state_written_by(c->f, base);
+    ref->index = state_written_by(c, base);
     if (ref->index < 0)
         return internal_error(c->d, "%%%s of @%s has no place: not in the arena, not an input, "
                               "param or \"@X\" output", base->name, c->f->name);
@@ -207,33 +218,42 @@ static int plan_writeback(const EntryCtx *c, int i, WriteBack *wb) {
     return wb->src.space == CAP_BUF_STATE && wb->src.index == state ? 0 : 1;
 }
 
-/* True when a pending write-back other than wbs[k] still reads the state wbs[k] writes. */
-static bool state_still_read(const WriteBack *wbs, int n, int k) {
-    for (int j = 0; j < n; j++)
-        if (j != k && !wbs[j].done && wbs[j].src.space == CAP_BUF_STATE &&
-            wbs[j].src.index == wbs[k].state)
-            return true;
-    return false;
+/* True when a pending write-back other than wbs[k] still reads the state wbs[k] writes.
+ * readers[X]: how many pending write-backs read state X. */
+static bool state_still_read(const WriteBack *wbs, const int *readers, int k) {
+    const WriteBack *w = &wbs[k];
+    bool self = w->src.space == CAP_BUF_STATE && w->src.index == w->state;
+    return readers[w->state] - (self ? 1 : 0) > 0;
 }
 
 /* Emits the write-backs so that each state is read before it is overwritten. */
 static int emit_writebacks(const EntryCtx *c, WriteBack *wbs, int n) {
-    for (int emitted = 0; emitted < n;) {
+    int *readers = calloc((size_t)c->f->module->n_params + 1, sizeof *readers);
+    if (readers == NULL) return out_of_memory(c->d);
+    for (int k = 0; k < n; k++)
+        if (wbs[k].src.space == CAP_BUF_STATE) readers[wbs[k].src.index]++;
+    int rc = 0;
+    for (int emitted = 0; emitted < n && rc == 0;) {
         int progress = 0;
-        for (int k = 0; k < n; k++) {
-            if (wbs[k].done || state_still_read(wbs, n, k)) continue;
+        for (int k = 0; k < n && rc == 0; k++) {
+            if (wbs[k].done || state_still_read(wbs, readers, k)) continue;
             CapBufRef dst = {.space = CAP_BUF_STATE, .index = wbs[k].state,
                              .bytes = value_bytes(wbs[k].v)};
-            if (add_copy(c, wbs[k].v, &dst) != 0) return -1;
+            if (add_copy(c, wbs[k].v, &dst) != 0) {
+                rc = -1;
+                break;
+            }
             wbs[k].done = true;
+            if (wbs[k].src.space == CAP_BUF_STATE) readers[wbs[k].src.index]--;
             progress++;
         }
-        if (progress == 0)
-            return internal_error(c->d, "the state write-backs of @%s form a cycle (states "
-                                  "exchanged); the packager cannot order them", c->f->name);
+        if (rc == 0 && progress == 0)
+            rc = internal_error(c->d, "the state write-backs of @%s form a cycle (states "
+                                "exchanged); the packager cannot order them", c->f->name);
         emitted += progress;
     }
-    return 0;
+    free(readers);
+    return rc;
 }
 
 static int add_output_copies(const EntryCtx *c) {
@@ -292,7 +312,9 @@ static int plan_entry(Package *p, int i, Diag *d) {
         e->naive_bytes = plan->naive_bytes;
         e->n_kernels = n_kernels;
         EntryCtx c = {.p = p, .f = fk->f, .plan = plan, .e = e, .d = d};
-        rc = build_steps(&c, fk);
+        rc = entry_index(&c) != 0 ? out_of_memory(d) : build_steps(&c, fk);
+        free(c.state_of);
+        free(c.input_of);
     }
     if (rc == 0 && p->verbose)
         fprintf(stderr, "capc: %s: %d kernels, %d launches, arena %lld bytes (%.3fs)\n",

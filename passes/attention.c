@@ -86,7 +86,8 @@ static int add_slot(Uses *u, int id) {
     return u->n_slots++;
 }
 
-AttnIndex *attn_index_new(const Function *f, const Op *const *ops, int n) {
+AttnIndex *attn_index_new(const Function *f, const Op *const *ops, int n,
+                          const bool *returned) {
     Uses *u = calloc(1, sizeof *u);
     if (u == NULL) return NULL;
     u->f = f;
@@ -123,9 +124,14 @@ AttnIndex *attn_index_new(const Function *f, const Op *const *ops, int n) {
     for (int i = 0; i < n; i++)
         for (int k = 0; k < ops[i]->n_inputs; k++)
             u->list[fill[slot_of_id(u, ops[i]->inputs[k]->id)]++] = ops[i];
-    for (int o = 0; o < f->n_outputs; o++) {
-        int k = f->outputs[o]->id < u->n_values ? slot_of_id(u, f->outputs[o]->id) : -1;
-        if (k >= 0) u->output[k] = true;
+    if (returned != NULL) {
+        for (int k = 0; k < u->n_slots; k++) u->output[k] = returned[u->id[k]];
+    } else {
+        ir_work_add(f->n_outputs);
+        for (int o = 0; o < f->n_outputs; o++) {
+            int k = f->outputs[o]->id < u->n_values ? slot_of_id(u, f->outputs[o]->id) : -1;
+            if (k >= 0) u->output[k] = true;
+        }
     }
     free(fill);
     return u;
@@ -432,11 +438,11 @@ bool attn_match_in(const AttnIndex *u, const Op *softmax, AttnMatch *m) {
     return ok;
 }
 
-bool attn_match(const Function *f, const Op *const *ops, int n, const Op *softmax,
-                AttnMatch *m) {
+bool attn_match(const Function *f, const Op *const *ops, int n, const bool *returned,
+                const Op *softmax, AttnMatch *m) {
     memset(m, 0, sizeof *m);
     if (softmax->kind != OP_SOFTMAX) return false;
-    AttnIndex *u = attn_index_new(f, ops, n);
+    AttnIndex *u = attn_index_new(f, ops, n, returned);
     bool ok = u != NULL && attn_match_in(u, softmax, m);
     attn_index_free(u);
     return ok;

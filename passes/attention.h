@@ -40,13 +40,18 @@ typedef struct AttnMatch {
 /* Looks for the pattern around `softmax`, among the ops ops[0..n) only (a function's, or a
  * fused group's). Returns true with m filled (m->d_v NULL when the backward is not among
  * them, or not in the expected form). */
-bool attn_match(const Function *f, const Op *const *ops, int n, const Op *softmax,
+/* `returned` (may be NULL): per value id of f, whether f returns it; with it, the index costs
+ * the ops' size alone, without it a scan of f's outputs (code generation matches one group
+ * at a time, of a function with thousands of outputs, and passes the schedule's). */
+bool attn_match(const Function *f, const Op *const *ops, int n, const bool *returned,
+                const Op *softmax,
                 AttnMatch *m);
 
 /* The same, with the index of who reads what built once: the fusion pass matches every
  * softmax of a function against one index instead of building one per softmax. */
 typedef struct AttnIndex AttnIndex;
-AttnIndex *attn_index_new(const Function *f, const Op *const *ops, int n); /* NULL: no memory */
+AttnIndex *attn_index_new(const Function *f, const Op *const *ops, int n,
+                          const bool *returned); /* NULL: no memory */
 void attn_index_free(AttnIndex *ix);
 bool attn_match_in(const AttnIndex *ix, const Op *softmax, AttnMatch *m);
 /* After the caller changed the consumers of x (or made new values): a match that looks at x,

@@ -397,14 +397,14 @@ static int find_attention(Function *f, AttnSets **out) {
      * on a new index after the recorded copies are placed: the same result as a fresh index
      * per softmax, which made deep models quadratic. */
     Placer pl = {.base = f->n_ops};
-    AttnIndex *ix = attn_index_new(f, (const Op *const *)f->ops, f->n_ops);
+    AttnIndex *ix = attn_index_new(f, (const Op *const *)f->ops, f->n_ops, NULL);
     for (int i = 0; ix != NULL && i < n_soft; i++) {
         AttnMatch m;
         bool found = attn_match_in(ix, soft[i], &m);
         if (attn_index_stale(ix)) {
             place_pending(f, &pl);
             attn_index_free(ix);
-            ix = attn_index_new(f, (const Op *const *)f->ops, f->n_ops);
+            ix = attn_index_new(f, (const Op *const *)f->ops, f->n_ops, NULL);
             found = ix != NULL && attn_match_in(ix, soft[i], &m);
         }
         if (!found) continue;

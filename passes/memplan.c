@@ -32,11 +32,15 @@
  * two buffers may share bytes only if their lifetimes do not overlap. Greedy first-fit: in
  * some order, each buffer goes to the lowest 64-byte-aligned offset that does not overlap a
  * placed buffer live at the same time. Two orders are tried (largest first; earliest first)
- * and the smaller arena is kept. The placed buffers are kept sorted by offset, so a buffer's
- * offset is one walk up from 0 that stops at the first big enough gap (in the earliest-first
- * order, buffers that ended before the current one starts leave the walk for good). peak_bytes is the arena's size; naive_bytes is the sum of the
- * (unaligned) sizes of every value that would be its own allocation without planning (arena
- * values, not counting views).
+ * and the smaller arena is kept. Largest first: the placed buffers are kept sorted by offset,
+ * so a buffer's offset is one walk up from 0 that stops at the first big enough gap (the walk
+ * visits the placed buffers below that gap: the one part of planning that still grows faster
+ * than the function). Earliest first: the buffers live when a buffer starts have disjoint
+ * bytes, so they sit in a treap by offset that knows its largest gap, and first fit is one
+ * descent (the same offsets as the walk). Assigning homes costs each step its own reads and
+ * writes (per-step summaries, not a scan of the step's reads per write). peak_bytes is the
+ * arena's size; naive_bytes is the sum of the (unaligned) sizes of every value that would be
+ * its own allocation without planning (arena values, not counting views).
  *
  * memplan_check() verifies a plan with its own liveness, trusting only the offsets and the
  * declared aliases, so tests can run it on any plan. It sweeps the values in op order with
@@ -45,6 +49,7 @@
  */
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -178,6 +183,14 @@ typedef struct Planner {
     Buffer *buffers;
     int n_buffers;
     MemPlan *plan;
+    /* The current step's reads summed up per root value and per buffer (step_reads): whether
+     * all of them are aligned reads, and their common element count (-2 when they differ).
+     * Stamped with the step's first op, so nothing is cleared between steps; per write, a
+     * lookup instead of a scan of the step's reads, which made the program-wide state update
+     * step (thousands of reads and writes) quadratic. */
+    int *root_stamp, *buf_stamp;
+    bool *root_bad, *buf_bad;
+    int64_t *root_numel, *buf_numel;
 } Planner;
 
 static void planner_free(Planner *p) {
@@ -189,6 +202,12 @@ static void planner_free(Planner *p) {
     free(p->state_name);
     free(p->params);
     free(p->buffers);
+    free(p->root_stamp);
+    free(p->buf_stamp);
+    free(p->root_bad);
+    free(p->buf_bad);
+    free(p->root_numel);
+    free(p->buf_numel);
 }
 
 /* root: views come after their operand, so one forward sweep finds every view's root.
@@ -216,15 +235,37 @@ static void compute_views(Planner *p) {
     }
 }
 
-/* Every read of step st that lives in buffer b is read only at the work item's own flat
- * index and has n elements. */
-static bool shared_reads_aligned(const Planner *p, const Step *st, int b, int64_t n) {
-    for (int k = 0; k < st->n_reads; k++) {
-        const Value *w = st->reads[k];
-        if (p->buffer_of[w->id] == b && (!st->read_aligned[k] || shape_numel(&w->shape) != n))
-            return false;
+/* Folds one read (aligned or not, of n elements) into a summary slot stamped t. */
+static void note_read(int *stamp, bool *bad, int64_t *numel, int i, int t, bool aligned,
+                      int64_t n) {
+    if (stamp[i] != t) {
+        stamp[i] = t;
+        bad[i] = false;
+        numel[i] = n;
+    } else if (numel[i] != n) {
+        numel[i] = -2;
     }
-    return true;
+    if (!aligned) bad[i] = true;
+}
+
+/* Sums up st's reads per root value and per arena buffer (the Planner's summaries). */
+static void step_reads(Planner *p, const Step *st) {
+    int t = st->first_op;
+    ir_work_add(st->n_reads + st->n_writes);
+    for (int k = 0; k < st->n_reads; k++) {
+        const Value *u = st->reads[k];
+        int64_t n = shape_numel(&u->shape);
+        note_read(p->root_stamp, p->root_bad, p->root_numel, p->root[u->id], t,
+                  st->read_aligned[k], n);
+        int b = p->buffer_of[u->id];
+        if (b >= 0) note_read(p->buf_stamp, p->buf_bad, p->buf_numel, b, t, st->read_aligned[k], n);
+    }
+}
+
+/* Every read of step st that lives in buffer b (one of its reads' buffers) is read only at
+ * the work item's own flat index and has n elements. */
+static bool shared_reads_aligned(const Planner *p, const Step *st, int b, int64_t n) {
+    return p->buf_stamp[b] == st->first_op && !p->buf_bad[b] && p->buf_numel[b] == n;
 }
 
 /* The read of st (at time t) whose buffer write r may take over, or -1. taken[b]: buffers
@@ -260,11 +301,8 @@ static bool old_state_dead(const Planner *p, const char *x, const Step *st, int6
         int old = op->result->id, end = p->storage_end[old];
         if (end < at) continue;
         if (end > at) return false;
-        for (int k = 0; k < st->n_reads; k++) {
-            const Value *u = st->reads[k];
-            if (p->root[u->id] == old && (!st->read_aligned[k] || shape_numel(&u->shape) != n))
-                return false;
-        }
+        if (p->root_stamp[old] == at && (p->root_bad[old] || p->root_numel[old] != n))
+            return false; /* st reads it other than aligned at n elements */
     }
     return true;
 }
@@ -280,6 +318,7 @@ static int new_buffer(Planner *p, const Value *r, int t) {
 /* Decides where each value step st writes lives; records aliases, extends lifetimes. */
 static void assign_step(Planner *p, const Step *st, bool *taken) {
     int t = st->first_op;
+    step_reads(p, st);
     for (int w = 0; w < st->n_writes; w++) {
         const Value *r = st->writes[w];
         int b = -1;
@@ -326,60 +365,191 @@ static int order_cmp(const void *a, const void *b) {
 }
 
 /* The placed buffers, kept sorted by offset as they are placed, so finding a gap is one walk
- * from offset 0 that stops at the first gap big enough: no sorting per buffer. */
-typedef struct Placed {
-    int *index; /* buffer indices, ascending offset */
-    int n;
-} Placed;
+ * from offset 0 that stops at the first gap big enough: no sorting per buffer. Each entry
+ * holds what the walk reads, so the walk is a sequential read of one array rather than an
+ * indirection per buffer (it still visits every placed buffer below the gap: quadratic in
+ * the buffer count, and the largest cost of memory planning left; docs/benchmarks.md). */
+typedef struct PlacedBuf {
+    int64_t offset, top; /* bytes [offset, top) */
+    int start, end;      /* times, inclusive */
+} PlacedBuf;
 
-/* Lowest offset where b fits between the placed buffers live at the same time. When the
- * order places buffers by ascending start (`by_start`), a placed buffer that ended before b
- * starts overlaps no later buffer either, so the walk drops it for good. */
-static int64_t first_fit(const Buffer *bufs, Placed *placed, const Buffer *b, bool by_start) {
+/* Lowest offset where b fits between the placed buffers live at the same time as it. */
+static int64_t first_fit(const PlacedBuf *placed, int n, const Buffer *b) {
     int64_t at = 0;
-    int n = placed->n, kept = 0, k = 0;
-    int *idx = placed->index;
-    int start = b->start, end = b->end;
+    int start = b->start, end = b->end, k = 0;
     for (; k < n; k++) {
-        const Buffer *o = &bufs[idx[k]];
-        if (o->end < start) { /* ends before b: dropped for good when by_start */
-            if (!by_start) idx[kept++] = idx[k];
-            continue;
-        }
-        if (o->start <= end) { /* live at the same time as b */
-            if (o->offset >= at + b->size) break; /* b fits in [at, o->offset) */
-            at = max64(at, o->offset + o->size);
-        }
-        idx[kept++] = idx[k];
+        const PlacedBuf *o = &placed[k];
+        if (o->end < start || o->start > end) continue; /* not live at the same time as b */
+        if (o->offset >= at + b->size) break;           /* b fits in [at, o->offset) */
+        at = max64(at, o->top);
     }
-    memmove(idx + kept, idx + k, sizeof *idx * (size_t)(n - k));
-    placed->n = kept + (n - k);
+    ir_work_add(k + 1); /* the walk's length, so test_compile_scale sees it grow */
     return at;
 }
 
-/* Inserts buffer i (already given its offset) into the offset order. */
-static void placed_insert(const Buffer *bufs, Placed *placed, int i) {
-    int lo = 0, hi = placed->n;
+/* Inserts b (already given its offset) into the offset order. */
+static void placed_insert(PlacedBuf *placed, int *n, const Buffer *b) {
+    int lo = 0, hi = *n;
     while (lo < hi) {
         int mid = lo + (hi - lo) / 2;
-        if (bufs[placed->index[mid]].offset <= bufs[i].offset) lo = mid + 1;
+        if (placed[mid].offset <= b->offset) lo = mid + 1;
         else hi = mid;
     }
-    memmove(placed->index + lo + 1, placed->index + lo, sizeof(int) * (size_t)(placed->n - lo));
-    placed->index[lo] = i;
-    placed->n++;
+    memmove(placed + lo + 1, placed + lo, sizeof *placed * (size_t)(*n - lo));
+    placed[lo] = (PlacedBuf){b->offset, b->offset + b->size, b->start, b->end};
+    (*n)++;
 }
 
-/* Places every buffer in the given order; returns the arena size. */
-static int64_t pack(Buffer *bufs, int n, const Order *order, bool by_start, int *scratch) {
+/* Places every buffer in the given order (largest first); returns the arena size, or -1
+ * when out of memory. An empty buffer goes to 0, where the walk puts it (the first placed
+ * buffer live with it lies at or above 0), and stays out of the walk: it blocks nothing. */
+static int64_t pack(Buffer *bufs, int n, const Order *order) {
+    PlacedBuf *placed = malloc(sizeof *placed * (size_t)(n + 1));
+    if (placed == NULL) return -1;
     int64_t peak = 0;
-    Placed placed = {scratch, 0};
+    int n_placed = 0;
     for (int k = 0; k < n; k++) {
         Buffer *b = &bufs[order[k].index];
-        b->offset = first_fit(bufs, &placed, b, by_start);
-        placed_insert(bufs, &placed, order[k].index);
+        if (b->size == 0) {
+            b->offset = 0;
+            continue;
+        }
+        b->offset = first_fit(placed, n_placed, b);
+        placed_insert(placed, &n_placed, b);
         peak = max64(peak, b->offset + b->size);
     }
+    free(placed);
+    return peak;
+}
+
+/* The earliest-first order with the same result as first_fit's walk, in O(log n) per buffer.
+ * Placed in order of start, the buffers still live when b starts (end >= b's start) all hold
+ * that moment, so their byte ranges are disjoint: first fit is the first gap between them, in
+ * offset order, of at least b's size (or the end of the last one). They are kept in a treap
+ * by offset, each node holding the gap below it (from the previous live buffer's end, or 0)
+ * and its subtree's largest gap, so the first big enough gap is one descent; a buffer leaves
+ * when the next start passes its end. An empty buffer goes to 0 (where the walk puts it: the
+ * first live buffer already lies at or above 0) and stays out of the treap, as it blocks
+ * nothing. */
+typedef struct Treap {
+    const Buffer *bufs;
+    int *left, *right;
+    uint32_t *prio;
+    int64_t *gap, *most; /* per buffer: the gap below it; the largest in its subtree */
+} Treap;
+
+static int64_t treap_most(const Treap *t, int x) { return x < 0 ? -1 : t->most[x]; }
+
+static void treap_update(Treap *t, int x) {
+    t->most[x] = max64(t->gap[x], max64(treap_most(t, t->left[x]), treap_most(t, t->right[x])));
+}
+
+/* Splits x into the buffers below offset `at` (*lo) and the rest (*hi). */
+static void treap_split(Treap *t, int x, int64_t at, int *lo, int *hi) {
+    if (x < 0) {
+        *lo = *hi = -1;
+    } else if (t->bufs[x].offset < at) {
+        treap_split(t, t->right[x], at, &t->right[x], hi);
+        treap_update(t, x);
+        *lo = x;
+    } else {
+        treap_split(t, t->left[x], at, lo, &t->left[x]);
+        treap_update(t, x);
+        *hi = x;
+    }
+}
+
+/* Joins a and b, every offset in a below every offset in b. */
+static int treap_merge(Treap *t, int a, int b) {
+    if (a < 0) return b;
+    if (b < 0) return a;
+    if (t->prio[a] > t->prio[b]) {
+        t->right[a] = treap_merge(t, t->right[a], b);
+        treap_update(t, a);
+        return a;
+    }
+    t->left[b] = treap_merge(t, a, t->left[b]);
+    treap_update(t, b);
+    return b;
+}
+
+/* The end of the highest buffer of x, or 0 when x is empty. */
+static int64_t treap_top(const Treap *t, int x) {
+    if (x < 0) return 0;
+    while (t->right[x] >= 0) x = t->right[x];
+    return t->bufs[x].offset + t->bufs[x].size;
+}
+
+/* Sets the gap of x's lowest buffer to the space between `below` and it. */
+static void treap_set_first_gap(Treap *t, int x, int64_t below) {
+    if (x < 0) return;
+    if (t->left[x] >= 0) treap_set_first_gap(t, t->left[x], below);
+    else t->gap[x] = t->bufs[x].offset - below;
+    treap_update(t, x);
+}
+
+/* Lowest offset of a gap of at least size in x (NULL-free: x not empty, most >= size). */
+static int64_t treap_find(const Treap *t, int x, int64_t size) {
+    for (;;) {
+        if (treap_most(t, t->left[x]) >= size) x = t->left[x];
+        else if (t->gap[x] >= size) return t->bufs[x].offset - t->gap[x];
+        else x = t->right[x];
+    }
+}
+
+static int treap_insert(Treap *t, int root, int i) {
+    int lo, hi;
+    int64_t at = t->bufs[i].offset;
+    treap_split(t, root, at, &lo, &hi);
+    t->left[i] = t->right[i] = -1;
+    t->gap[i] = at - treap_top(t, lo);
+    treap_update(t, i);
+    treap_set_first_gap(t, hi, at + t->bufs[i].size);
+    return treap_merge(t, treap_merge(t, lo, i), hi);
+}
+
+static int treap_remove(Treap *t, int root, int i) {
+    int lo, mid, hi;
+    int64_t at = t->bufs[i].offset;
+    treap_split(t, root, at, &lo, &mid);
+    treap_split(t, mid, at + 1, &mid, &hi); /* mid: i alone (live offsets are distinct) */
+    treap_set_first_gap(t, hi, treap_top(t, lo));
+    return treap_merge(t, lo, hi);
+}
+
+/* Earliest-first packing (see Treap); by_end: the buffers ascending by end. Returns the
+ * arena size, or -1 when out of memory. */
+static int64_t pack_by_start(Buffer *bufs, int n, const Order *order, const Order *by_end) {
+    Treap t = {bufs, malloc(sizeof(int) * (size_t)(n + 1)), malloc(sizeof(int) * (size_t)(n + 1)),
+               malloc(sizeof(uint32_t) * (size_t)(n + 1)), malloc(sizeof(int64_t) * (size_t)(n + 1)),
+               malloc(sizeof(int64_t) * (size_t)(n + 1))};
+    int64_t peak = -1;
+    if (t.left != NULL && t.right != NULL && t.prio != NULL && t.gap != NULL && t.most != NULL) {
+        uint32_t seed = 2463534242u; /* xorshift: fixed, so plans are reproducible */
+        for (int i = 0; i < n; i++) {
+            seed ^= seed << 13, seed ^= seed >> 17, seed ^= seed << 5;
+            t.prio[i] = seed;
+        }
+        int root = -1, gone = 0;
+        peak = 0;
+        ir_work_add(n);
+        for (int k = 0; k < n; k++) {
+            Buffer *b = &bufs[order[k].index];
+            for (; gone < n && by_end[gone].key1 < b->start; gone++)
+                if (bufs[by_end[gone].index].size > 0)
+                    root = treap_remove(&t, root, by_end[gone].index);
+            if (b->size == 0) {
+                b->offset = 0;
+                continue;
+            }
+            b->offset = treap_most(&t, root) >= b->size ? treap_find(&t, root, b->size)
+                                                        : treap_top(&t, root);
+            root = treap_insert(&t, root, order[k].index);
+            peak = max64(peak, b->offset + b->size);
+        }
+    }
+    free(t.left), free(t.right), free(t.prio), free(t.gap), free(t.most);
     return peak;
 }
 
@@ -387,28 +557,37 @@ static int64_t pack(Buffer *bufs, int n, const Order *order, bool by_start, int 
 static int pack_best(Planner *p) {
     int n = p->n_buffers;
     Order *order = malloc(sizeof *order * (size_t)(n + 1));
-    int *scratch = malloc(sizeof *scratch * (size_t)(n + 1));
+    Order *by_end = malloc(sizeof *by_end * (size_t)(n + 1));
     int64_t *best = malloc(sizeof *best * (size_t)(n + 1));
-    if (order == NULL || scratch == NULL || best == NULL) {
-        free(order), free(scratch), free(best);
+    if (order == NULL || by_end == NULL || best == NULL) {
+        free(order), free(by_end), free(best);
         return -1;
     }
     int64_t best_peak = -1;
-    for (int pass = 0; pass < 2; pass++) {
+    int rc = 0;
+    for (int pass = 0; pass < 2 && rc == 0; pass++) {
         for (int k = 0; k < n; k++) {
             const Buffer *b = &p->buffers[k];
             order[k] = pass == 0 ? (Order){-b->size, b->start, k} : (Order){b->start, -b->size, k};
+            by_end[k] = (Order){b->end, 0, k};
         }
         qsort(order, (size_t)n, sizeof *order, order_cmp);
-        int64_t peak = pack(p->buffers, n, order, pass == 1, scratch);
-        if (best_peak >= 0 && peak >= best_peak) continue;
+        int64_t peak;
+        if (pass == 0) {
+            peak = pack(p->buffers, n, order);
+        } else {
+            qsort(by_end, (size_t)n, sizeof *by_end, order_cmp);
+            peak = pack_by_start(p->buffers, n, order, by_end);
+        }
+        if (peak < 0) rc = -1;
+        if (rc != 0 || (best_peak >= 0 && peak >= best_peak)) continue;
         best_peak = peak;
         for (int k = 0; k < n; k++) best[k] = p->buffers[k].offset;
     }
     for (int k = 0; k < n; k++) p->buffers[k].offset = best[k];
     p->plan->peak_bytes = best_peak < 0 ? 0 : best_peak;
-    free(order), free(scratch), free(best);
-    return 0;
+    free(order), free(by_end), free(best);
+    return rc;
 }
 
 /* ---- the plan ----------------------------------------------------------------------------- */
@@ -452,11 +631,21 @@ static int planner_init(Planner *p, const Schedule *s, MemPlan *plan) {
     p->buffers = malloc(sizeof(Buffer) * n);
     p->state_name = state_output_names(f);
     p->params = malloc(sizeof *p->params * ((size_t)f->n_ops + 1));
+    p->root_stamp = malloc(sizeof(int) * n);
+    p->buf_stamp = malloc(sizeof(int) * n);
+    p->root_bad = malloc(sizeof(bool) * n);
+    p->buf_bad = malloc(sizeof(bool) * n);
+    p->root_numel = malloc(sizeof(int64_t) * n);
+    p->buf_numel = malloc(sizeof(int64_t) * n);
+    ir_work_add((int64_t)n);
     if (plan_alloc(plan, f) != 0 || liveness_compute(s, &p->live) != 0 ||
+        p->root_stamp == NULL || p->buf_stamp == NULL || p->root_bad == NULL ||
+        p->buf_bad == NULL || p->root_numel == NULL || p->buf_numel == NULL ||
         p->storage_end == NULL || p->root == NULL || p->in_root == NULL || p->buffer_of == NULL ||
         p->buffers == NULL || p->state_name == NULL || p->params == NULL)
         return -1;
     for (int v = 0; v < f->n_values; v++) p->buffer_of[v] = -1;
+    for (size_t v = 0; v < n; v++) p->root_stamp[v] = p->buf_stamp[v] = -1;
     compute_views(p);
     for (int i = 0; i < f->n_ops; i++)
         if (f->ops[i]->kind == OP_PARAM)
@@ -541,6 +730,7 @@ typedef struct Checker {
     int *cls;     /* per value id: the first value of its view class (views join operand's) */
     int *cls_end; /* per class: last read of any member */
     int *written_by; /* per value id: the step that writes it, or -1 */
+    const char **state_name; /* per value id: state_output_name() (one pass, not one per value) */
     char *err;
     size_t err_size;
 } Checker;
@@ -565,7 +755,7 @@ static int check_outside(Checker *c, const Value *v) {
         return check_fail(c, "%%%s is outside the arena but declares an alias", v->name);
     if (op == NULL || op->kind == OP_PARAM || c->written_by[v->id] < 0) return 0;
     if (op_is_view(op) && plan->offsets[op->inputs[0]->id] < 0) return 0;
-    if (state_output_name(c->f, v) != NULL) return 0;
+    if (c->state_name[v->id] != NULL) return 0;
     return check_fail(c, "%%%s has no memory: neither in the arena nor caller/state memory",
                       v->name);
 }
@@ -740,7 +930,9 @@ int memplan_check_schedule(const Schedule *s, const MemPlan *plan, char *err,
     c.cls = malloc(sizeof(int) * ((size_t)f->n_values + 1));
     c.cls_end = malloc(sizeof(int) * ((size_t)f->n_values + 1));
     c.written_by = malloc(sizeof(int) * ((size_t)f->n_values + 1));
-    if (c.cls == NULL || c.cls_end == NULL || c.written_by == NULL ||
+    c.state_name = state_output_names(f);
+    ir_work_add((int64_t)f->n_values + f->n_ops);
+    if (c.cls == NULL || c.cls_end == NULL || c.written_by == NULL || c.state_name == NULL ||
         liveness_compute(s, &c.live) != 0) {
         check_fail(&c, "out of memory");
     } else {
@@ -757,6 +949,7 @@ int memplan_check_schedule(const Schedule *s, const MemPlan *plan, char *err,
     free(c.cls);
     free(c.cls_end);
     free(c.written_by);
+    free(c.state_name);
     return rc;
 }
 
@@ -775,10 +968,10 @@ int memplan_check(const Function *f, const MemPlan *plan, char *err, size_t err_
 /* ---- reports ------------------------------------------------------------------------------ */
 
 /* Why a value outside the arena is there, or how an arena value shares its bytes. */
-static void value_note(const Function *f, const MemPlan *plan, const Value *v, char *buf,
-                       size_t size) {
+static void value_note(const Function *f, const MemPlan *plan, const char **state_name,
+                       const Value *v, char *buf, size_t size) {
     int u = plan->alias_of[v->id];
-    const char *state = state_output_name(f, v);
+    const char *state = state_name != NULL ? state_name[v->id] : state_output_name(f, v);
     buf[0] = '\0';
     if (v->def == NULL) snprintf(buf, size, "input");
     else if (v->def->kind == OP_PARAM) snprintf(buf, size, "param %s", op_string(v->def, "name"));
@@ -800,10 +993,11 @@ void memplan_print(FILE *out, const Function *f, const MemPlan *plan) {
             plan->naive_bytes > 0 ? 100.0 * (double)plan->peak_bytes / (double)plan->naive_bytes
                                   : 0.0);
     fprintf(out, "  %-44s %12s %12s %13s\n", "value", "bytes", "offset", "[start,end]");
+    const char **state_name = state_output_names(f); /* NULL (no memory): a scan per value */
     for (int id = 0; id < f->n_values; id++) {
         const Value *v = f->values[id];
         char note[256], off[32] = "-", life[32] = "-";
-        value_note(f, plan, v, note, sizeof note);
+        value_note(f, plan, state_name, v, note, sizeof note);
         if (plan->offsets[id] >= 0) {
             snprintf(off, sizeof off, "%lld", (long long)plan->offsets[id]);
             snprintf(life, sizeof life, "[%d,%d]", plan->starts[id], plan->ends[id]);
@@ -811,4 +1005,5 @@ void memplan_print(FILE *out, const Function *f, const MemPlan *plan) {
         fprintf(out, "  %%%-43s %12lld %12s %13s%s%s\n", v->name, (long long)value_bytes(v), off,
                 life, note[0] ? "  " : "", note);
     }
+    free(state_name);
 }

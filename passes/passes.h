@@ -89,6 +89,7 @@ typedef struct Schedule {
     Step *steps;
     int n_steps;
     int *step_of_op; /* per op index: its step, or -1 (a param, or a view outside a group) */
+    bool *returned;  /* per value id: the function returns it */
     /* Scratch that code generation hangs on the schedule (codegen/eval.c: the evaluator's
      * per-value arrays, reused by every kernel of the function); freed by schedule_free. */
     void *scratch;

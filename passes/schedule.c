@@ -40,15 +40,30 @@ void schedule_free(Schedule *s) {
     }
     free(s->steps);
     free(s->step_of_op);
+    free(s->returned);
     if (s->scratch_free) s->scratch_free(s->scratch);
     memset(s, 0, sizeof *s);
 }
 
-/* Appends v to list (n entries) unless it is there already (steps read few values). */
-static void add_unique(const Value **list, int *n, const Value *v) {
-    for (int i = 0; i < *n; i++)
-        if (list[i] == v) return;
-    list[(*n)++] = v;
+/* Per value id, which step last listed it among its reads (and at which position) or its
+ * writes: deduplicating through these keeps a step's cost its own size, where a scan of the
+ * list so far made the program-wide multi-tensor step (thousands of reads) quadratic. */
+typedef struct IoMarks {
+    int *read_step, *read_pos, *write_step;
+} IoMarks;
+
+/* Appends v to the step's reads unless it is there already. */
+static void add_read(Step *st, int step, IoMarks *mk, const Value *v) {
+    if (mk->read_step[v->id] == step) return;
+    mk->read_step[v->id] = step;
+    mk->read_pos[v->id] = st->n_reads;
+    st->reads[st->n_reads++] = v;
+}
+
+static void add_write(Step *st, int step, IoMarks *mk, const Value *v) {
+    if (mk->write_step[v->id] == step) return;
+    mk->write_step[v->id] = step;
+    st->writes[st->n_writes++] = v;
 }
 
 /* Reads of what size can be aligned in st: all (-1), none (0), or only those of one value
@@ -77,11 +92,10 @@ static const Value *stored_root(const Schedule *s, const int *def_op, const Valu
 }
 
 /* The read of st whose bytes v (a read, or a view in st of one) stands for; -1 if none. */
-static int read_index(const Schedule *s, const int *def_op, const Step *st, int step,
+static int read_index(const Schedule *s, const int *def_op, const IoMarks *mk, int step,
                       const Value *v) {
     for (;;) {
-        for (int k = 0; k < st->n_reads; k++)
-            if (st->reads[k] == v) return k;
+        if (mk->read_step[v->id] == step) return mk->read_pos[v->id];
         if (v->def == NULL || !op_is_view(v->def) || s->step_of_op[def_op[v->id]] != step)
             return -1;
         v = v->def->inputs[0];
@@ -90,7 +104,8 @@ static int read_index(const Schedule *s, const int *def_op, const Step *st, int 
 
 /* read_aligned (see the top comment): cleared for a read that some op of the step uses in
  * any other way. */
-static void mark_read_alignment(const Schedule *s, const int *def_op, Step *st, int step) {
+static void mark_read_alignment(const Schedule *s, const int *def_op, const IoMarks *mk,
+                                Step *st, int step) {
     const Function *f = s->f;
     int64_t size = alignable_size(f, st);
     for (int k = 0; k < st->n_reads; k++)
@@ -101,7 +116,7 @@ static void mark_read_alignment(const Schedule *s, const int *def_op, Step *st, 
         int64_t n = shape_numel(&op->result->shape);
         bool elementwise = op_fusion(op) == FUSE_ELEMENTWISE;
         for (int j = 0; j < op->n_inputs; j++) {
-            int k = read_index(s, def_op, st, step, op->inputs[j]);
+            int k = read_index(s, def_op, mk, step, op->inputs[j]);
             if (k >= 0 && (!elementwise || shape_numel(&op->inputs[j]->shape) != n))
                 st->read_aligned[k] = false;
         }
@@ -109,11 +124,13 @@ static void mark_read_alignment(const Schedule *s, const int *def_op, Step *st, 
 }
 
 /* Fills st's reads and writes. read_outside[v]: something outside v's step reads it. */
-static int fill_io(Schedule *s, int step, const int *def_op, const bool *read_outside) {
+static int fill_io(Schedule *s, int step, const int *def_op, const bool *read_outside,
+                   IoMarks *mk) {
     const Function *f = s->f;
     Step *st = &s->steps[step];
     int n_in = 0, n_def = st->n_ops;
     for (int i = st->first_op; i < st->first_op + st->n_ops; i++) n_in += f->ops[i]->n_inputs;
+    ir_work_add((int64_t)n_in + n_def);
     st->reads = malloc(sizeof *st->reads * (size_t)(n_in + 1));
     st->writes = malloc(sizeof *st->writes * (size_t)(n_def + 1));
     if (st->reads == NULL || st->writes == NULL) return -1;
@@ -122,16 +139,16 @@ static int fill_io(Schedule *s, int step, const int *def_op, const bool *read_ou
         for (int k = 0; k < op->n_inputs; k++) {
             const Value *u = op->inputs[k];
             if (u->def == NULL || s->step_of_op[def_op[u->id]] != step)
-                add_unique(st->reads, &st->n_reads, u);
+                add_read(st, step, mk, u);
         }
         if (!read_outside[op->result->id]) continue;
         const Value *root = stored_root(s, def_op, op->result, step);
         if (root->def != NULL && s->step_of_op[def_op[root->id]] == step)
-            add_unique(st->writes, &st->n_writes, root);
+            add_write(st, step, mk, root);
     }
     st->read_aligned = malloc(sizeof *st->read_aligned * (size_t)(st->n_reads + 1));
     if (st->read_aligned == NULL) return -1;
-    mark_read_alignment(s, def_op, st, step);
+    mark_read_alignment(s, def_op, mk, st, step);
     return 0;
 }
 
@@ -166,8 +183,14 @@ int schedule_build(const Function *f, Schedule *s, Diag *d) {
     s->step_of_op = malloc(sizeof *s->step_of_op * ((size_t)f->n_ops + 1));
     int *def_op = malloc(sizeof *def_op * nv);
     bool *read_outside = calloc(nv, sizeof *read_outside);
+    s->returned = calloc(nv, sizeof *s->returned);
+    IoMarks mk = {malloc(sizeof(int) * nv), malloc(sizeof(int) * nv), malloc(sizeof(int) * nv)};
     int rc = -1;
-    if (s->step_of_op == NULL || def_op == NULL || read_outside == NULL) goto done;
+    if (s->step_of_op == NULL || def_op == NULL || read_outside == NULL || s->returned == NULL ||
+        mk.read_step == NULL || mk.read_pos == NULL || mk.write_step == NULL)
+        goto done;
+    for (int v = 0; v < f->n_values; v++) mk.read_step[v] = mk.write_step[v] = -1;
+    ir_work_add((int64_t)nv);
     for (int i = 0; i < f->n_ops; i++) s->step_of_op[i] = -1;
     if (make_steps(s) != 0) goto done;
     for (int i = 0; i < f->n_ops; i++) def_op[f->ops[i]->result->id] = i;
@@ -182,12 +205,14 @@ int schedule_build(const Function *f, Schedule *s, Diag *d) {
                 read_outside[u->id] = true;
         }
     }
-    for (int i = 0; i < f->n_outputs; i++) read_outside[f->outputs[i]->id] = true;
+    for (int i = 0; i < f->n_outputs; i++)
+        read_outside[f->outputs[i]->id] = s->returned[f->outputs[i]->id] = true;
     rc = 0;
-    for (int st = 0; st < s->n_steps && rc == 0; st++) rc = fill_io(s, st, def_op, read_outside);
+    for (int st = 0; st < s->n_steps && rc == 0; st++) rc = fill_io(s, st, def_op, read_outside, &mk);
 done:
     free(def_op);
     free(read_outside);
+    free(mk.read_step), free(mk.read_pos), free(mk.write_step);
     if (rc != 0) {
         schedule_free(s);
         return oom(d, f);
