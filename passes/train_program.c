@@ -7,7 +7,15 @@
  *               schedule computed in the IR from the step counter + BatchNorm running
  *               statistics updated as PyTorch does in training mode.
  *   train_grads, eval_grads  (with a "train" section) the loss and `grad.<param>` for every
- *               trainable weight, in training / eval mode, without an update.
+ *               trainable weight, in training / eval mode, without an update; train_grads
+ *               then has `running.<buffer>` for every training-mode batch_norm's running
+ *               statistic: the value train_step would store (from this batch), not stored.
+ *   apply_grads (with a "train" section) train_step's update without the forward and
+ *               backward: inputs `loss`, `grad.<param>` and `running.<buffer>` (train_grads'
+ *               outputs, or their mean over data-parallel ranks: docs/distributed.md);
+ *               outputs `lr`, `grad_norm` and the same `@X` as train_step, built by the same
+ *               code (clipping, Adam/AdamW, the schedule, the step counter, the guard), so
+ *               train_grads then apply_grads on one batch is train_step.
  *
  * What it keeps true: every op it builds has its shape inferred (op_infer) and both functions
  * verify with shapes; forward is left untouched; train_step's outputs are `loss`, `lr`,
@@ -180,8 +188,10 @@ static Value *read_hparam(Builder *b, const char *name, double value, const char
 /* ---- BatchNorm running statistics --------------------------------------------------------- */
 
 /* For a training-mode batch_norm: running = (1 - momentum) running + momentum batch_stat,
- * with the unbiased batch variance for running_var (PyTorch). Adds the two @ outputs. */
-static int update_running_stats(Builder *b, const Op *bn) {
+ * with the unbiased batch variance for running_var (PyTorch). Adds the two outputs, named
+ * prefix + buffer: "@" (train_step: a state update) or "running." (train_grads: a plain
+ * output apply_grads takes in). */
+static int update_running_stats(Builder *b, const Op *bn, const char *prefix) {
     Value *x = bn->inputs[0], *rm = bn->inputs[3], *rv = bn->inputs[4];
     if (!rm->def || rm->def->kind != OP_PARAM || !rv->def || rv->def->kind != OP_PARAM)
         return fail(b->d, bn->loc, "training program: a training-mode batch_norm's running "
@@ -209,8 +219,8 @@ static int update_running_stats(Builder *b, const Op *bn) {
                            name_with(name, sizeof name, rm_name, ".new"));
     Value *new_rv = binary(b, OP_ADD, scaled(b, rv, 1.0 - mom, NULL), scaled(b, unbiased, mom, NULL),
                            name_with(name, sizeof name, rv_name, ".new"));
-    func_add_output(b->f, name_with(name, sizeof name, "@", rm_name), new_rm);
-    func_add_output(b->f, name_with(name, sizeof name, "@", rv_name), new_rv);
+    func_add_output(b->f, name_with(name, sizeof name, prefix, rm_name), new_rm);
+    func_add_output(b->f, name_with(name, sizeof name, prefix, rv_name), new_rv);
     return 0;
 }
 
@@ -221,15 +231,16 @@ static int find_output(const Function *f, const char *name) {
 }
 
 /* bn_ops: the training-mode batch_norms of forward's clone, found before autodiff. */
-static int add_running_stats(Builder *b, Op **bn_ops, int n_bn) {
+static int add_running_stats(Builder *b, Op **bn_ops, int n_bn, const char *prefix) {
     for (int i = 0; i < n_bn; i++) {
-        const char *rm = op_string(bn_ops[i]->inputs[3]->def, "name");
+        const Value *rm_v = bn_ops[i]->inputs[3];
+        const char *rm = rm_v->def && rm_v->def->kind == OP_PARAM ? op_string(rm_v->def, "name") : NULL;
         char out[600];
-        snprintf(out, sizeof out, "@%s", rm ? rm : "");
+        snprintf(out, sizeof out, "%s%s", prefix, rm ? rm : "");
         if (rm && find_output(b->f, out) >= 0)
             return fail(b->d, bn_ops[i]->loc, "training program: buffer '%s' is updated by two "
                         "training-mode batch_norms", rm);
-        if (update_running_stats(b, bn_ops[i])) return -1;
+        if (update_running_stats(b, bn_ops[i], prefix)) return -1;
     }
     return 0;
 }
@@ -464,7 +475,7 @@ static int build_train_step(Module *m, Function *forward, Diag *d) {
     int rc = autodiff_append(f, loss, &grads, d);
     Builder b = {f, SRCLOC_NONE, d, false};
     if (!rc) rc = add_optimizer(&b, t, grads);
-    if (!rc) rc = add_running_stats(&b, bns, n_bn);
+    if (!rc) rc = add_running_stats(&b, bns, n_bn, "@");
     if (!rc) guard_state_updates(&b, loss);
     free(bns);
     free(grads);
@@ -483,16 +494,63 @@ static int build_grads_entry(Module *m, Function *from, const char *name, const 
     Value *loss = f->outputs[i];
     f->n_outputs = 0;
     func_add_output(f, "loss", loss);
+    int n_bn;
+    Op **bns = training_batch_norms(f, &n_bn);
     Value **grads = NULL;
-    if (autodiff_append(f, loss, &grads, d)) return -1;
-    for (int p = 0; p < m->n_params; p++) {
+    int rc = autodiff_append(f, loss, &grads, d);
+    for (int p = 0; !rc && p < m->n_params; p++) {
         if (!grads[p]) continue;
         char out_name[512];
         snprintf(out_name, sizeof out_name, "grad.%s", m->params[p]->name);
         func_add_output(f, out_name, grads[p]);
     }
+    /* After every gradient, so that readers of `loss` + `grad.*` stop at the first other
+     * name; eval_grads has no training-mode batch_norm and gets none. */
+    Builder b = {f, SRCLOC_NONE, d, false};
+    if (!rc) rc = add_running_stats(&b, bns, n_bn, "running.");
+    free(bns);
     free(grads);
-    return 0;
+    return rc || b.failed ? -1 : 0;
+}
+
+/* `apply_grads`: train_step's update from given gradients (see the top of the file). Its
+ * inputs are train_grads' outputs by name, `loss` the f32 scalar the guard checks; the
+ * optimizer and guard are the very functions train_step uses, so the two cannot drift. */
+static int build_apply_grads(Module *m, Diag *d) {
+    const Function *tg = module_find_function(m, "train_grads");
+    IR_ASSERT(tg);
+    if (module_find_function(m, "apply_grads"))
+        return fail(d, SRCLOC_NONE, "training program: '%s' is already a function", "apply_grads");
+    Function *f = module_add_function(m, "apply_grads");
+    Builder b = {f, SRCLOC_NONE, d, false};
+    Value *loss = func_add_input(f, "loss", DT_F32, shape_scalar());
+    const int n_params = m->n_params;
+    Value **grads = calloc((size_t)(n_params ? n_params : 1), sizeof *grads);
+    if (!grads) return fail(d, SRCLOC_NONE, "%s: out of memory", "training program");
+    int first_running = tg->n_outputs;
+    for (int i = 0; i < tg->n_outputs; i++) {
+        const char *name = tg->output_names[i];
+        const Value *v = tg->outputs[i];
+        if (strncmp(name, "running.", 8) == 0 && first_running == tg->n_outputs) first_running = i;
+        if (strncmp(name, "grad.", 5) != 0) continue;
+        for (int p = 0; p < n_params; p++)
+            if (strcmp(m->params[p]->name, name + 5) == 0)
+                grads[p] = func_add_input(f, name, v->dtype, v->shape);
+    }
+    int rc = add_optimizer(&b, m->train, grads);
+    /* The running statistics come in as computed on this rank's batch and are stored as
+     * they are (guarded like train_step's): per-rank statistics, as DistributedDataParallel
+     * without SyncBatchNorm keeps them. */
+    for (int i = first_running; !rc && i < tg->n_outputs; i++) {
+        const char *name = tg->output_names[i];
+        const Value *v = tg->outputs[i];
+        char out[600];
+        Value *in = func_add_input(f, name, v->dtype, v->shape);
+        func_add_output(f, name_with(out, sizeof out, "@", name + 8), in);
+    }
+    if (!rc) guard_state_updates(&b, loss);
+    free(grads);
+    return rc || b.failed ? -1 : 0;
 }
 
 int pass_build_training_program(Module *m, const PassOptions *opts, Diag *d) {
@@ -509,6 +567,7 @@ int pass_build_training_program(Module *m, const PassOptions *opts, Diag *d) {
         if (build_grads_entry(m, forward, "train_grads", loss, d)) return -1;
         if (build_grads_entry(m, module_find_function(m, "eval_loss"), "eval_grads", loss, d))
             return -1;
+        if (build_apply_grads(m, d)) return -1;
     }
     return 0;
 }

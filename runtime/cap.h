@@ -236,6 +236,16 @@ int cap_parse_duration(const char *text, double *seconds);
 /* "stop" or "skip" (a command line's --on-nonfinite); NULL: stop. 0, or -1 if unknown. */
 int cap_nonfinite_parse(const char *name, CapNonFinite *out);
 
+/* Data-parallel training (docs/distributed.md): `size` processes train together, each on its
+ * own shard of every batch. allreduce_sum sums n floats elementwise over all the processes,
+ * in place; every process calls it at the same point with the same n. Only rank 0 should be
+ * given out_path, log_path and progress. */
+typedef struct CapComm {
+    int rank, size;
+    void *ctx;
+    CapStatus (*allreduce_sum)(void *ctx, float *data, int64_t n, char *err, size_t err_size);
+} CapComm;
+
 typedef struct CapTrainOptions {
     const char *const *batch_paths; /* the run's batch files, used in this order, cycling */
     int n_batches;
@@ -271,6 +281,13 @@ typedef struct CapTrainOptions {
     int64_t eval_every;
     int (*evaluate)(void *source, int64_t step, const char **keys, double *values, int max,
                     char *err, size_t err_size);
+    /* Non-NULL: a data-parallel run (needs next_batch). Each step runs train_grads on this
+     * process's batch, averages loss and gradients over the processes with one allreduce,
+     * then runs apply_grads, so every process makes the same update. loss_weight (may be
+     * NULL: 1) gives the number of terms the last batch's loss is a mean of (the caption
+     * tokens that are not padding), so the average is the mean over the global batch. */
+    const CapComm *comm;
+    double (*loss_weight)(void *source);
 } CapTrainOptions;
 
 /* Runs train_step from the session's current state and position *meta (zero it for a fresh

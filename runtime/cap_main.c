@@ -17,6 +17,7 @@
 #include "cli_caption.h" /* cap train --data, cap sample, cap eval */
 #include "metrics.h" /* cap_cmd_score */
 #include "cli_plot.h" /* cap_cmd_plot */
+#include "distributed.h" /* mpirun -np N cap train --data */
 #include "safetensors.h"
 
 #define ERR_SIZE 2048
@@ -119,6 +120,7 @@ static void parse_args(int argc, char **argv, Args *a) {
         const char *s = argv[i];
         if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
             fputs(USAGE, stdout);
+            fputs(cap_dist_help(), stdout);
             exit(0);
         }
         if (strcmp(s, "--version") == 0) {
@@ -596,6 +598,25 @@ static int take_verbose(int *argc, char **argv) {
     return found;
 }
 
+/* `cap train --data`, data parallel when mpirun started it (distributed.h). */
+static int train_data(int argc, char **argv) {
+    if (cap_cli_has_option(argc, argv, "--help") || cap_cli_has_option(argc, argv, "-h")) {
+        int rc = cap_cmd_train_data(argc - 1, argv + 1, NULL);
+        fputs(cap_dist_help(), stdout);
+        return rc;
+    }
+    CapComm comm;
+    char err[ERR_SIZE];
+    int dist = cap_dist_init(&argc, &argv, &comm, err, sizeof err);
+    if (dist < 0) {
+        fprintf(stderr, "cap: error: %s\n", err);
+        return 1;
+    }
+    int rc = cap_cmd_train_data(argc - 1, argv + 1, dist ? &comm : NULL);
+    cap_dist_finish(rc);
+    return rc;
+}
+
 int main(int argc, char **argv) {
     cap_cli_set_verbose(take_verbose(&argc, argv));
     if (argc > 1 && strcmp(argv[1], "score") == 0) return cap_cmd_score(argc - 1, argv + 1);
@@ -603,7 +624,7 @@ int main(int argc, char **argv) {
     if (argc > 1 && strcmp(argv[1], "sample") == 0) return cap_cmd_sample(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "eval") == 0) return cap_cmd_eval(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "train") == 0 && cap_cli_has_option(argc, argv, "--data"))
-        return cap_cmd_train_data(argc - 1, argv + 1);
+        return train_data(argc, argv);
     if (argc > 1 && strcmp(argv[1], "data") == 0) return cap_cmd_data(argc - 1, argv + 1);
     if (argc > 1 && strcmp(argv[1], "vocab") == 0) return cap_cmd_vocab(argc - 1, argv + 1);
     Args a;

@@ -293,7 +293,7 @@ static void train_summary(const CapDataTrainResult *res, const CapTrainMeta *met
                (double)res->cache.bytes / 1024.0, res->cache.in_file ? "in a file" : "in memory");
 }
 
-static int train_run(Run *r, const Opt *o, uint32_t seed) {
+static int train_run(Run *r, const Opt *o, uint32_t seed, const CapComm *comm) {
     char err[ERR_SIZE];
     long long steps = 0, epochs = 0, workers, save_every, print_every, eval_every, eval_images;
     double seconds = 0;
@@ -319,24 +319,49 @@ static int train_run(Run *r, const Opt *o, uint32_t seed) {
     CapDataShape sh;
     if (cap_data_shape(r->m, "train_step", &sh, err, sizeof err)) return fail(err);
     int64_t n_train = r->ds->n_per_split[DATA_TRAIN];
-    if (epochs) steps = (epochs * n_train + sh.batch - 1) / sh.batch;
+    /* data parallel: a step takes the global batch, every process's share of it */
+    int ranks = comm ? comm->size : 1;
+    int lead = !comm || comm->rank == 0; /* the one process that prints, logs and saves */
+    int64_t global = (int64_t)sh.batch * ranks;
+    if (epochs) steps = (epochs * n_train + global - 1) / global;
     int skips = 0;
     CapDataTrainOptions to = {
         .ds = r->ds, .vocab = r->vocab, .steps = steps, .max_seconds = seconds, .seed = o[T_RESUME].value ? meta.seed : seed,
-        .workers = (int)workers, .start = pos, .out_path = o[T_OUT].value,
-        .save_every = save_every, .log_path = o[T_LOG].value, .print_every = print_every,
-        .progress = stdout, .on_skip = on_skip, .skip_ctx = &skips,
+        .workers = (int)workers, .start = pos, .out_path = lead ? o[T_OUT].value : NULL,
+        .save_every = save_every, .log_path = lead ? o[T_LOG].value : NULL,
+        .print_every = print_every, .progress = lead ? stdout : NULL,
+        .on_skip = lead ? on_skip : NULL, .skip_ctx = &skips,
         .no_feature_cache = o[T_NO_CACHE].value != NULL,
-        .eval_every = eval_every, .eval_images = (int)eval_images,
+        .eval_every = lead ? eval_every : 0, .eval_images = (int)eval_images, .comm = comm,
     };
     if (cap_nonfinite_parse(o[T_NONFINITE].value, &to.on_nonfinite) != 0)
         return usage("--on-nonfinite must be stop or skip, not '%s'", o[T_NONFINITE].value);
-    printf("training on %lld train images (batch %d, %dx%d, max_len %d, vocab %d) for %lld "
-           "steps\n", (long long)n_train, sh.batch, sh.image, sh.image, sh.max_len,
-           (int)r->vocab->size, steps);
+    if (lead && comm)
+        printf("data parallel: %d processes, global batch %lld (%d per process)\n", ranks,
+               (long long)global, sh.batch);
+    if (lead)
+        printf("training on %lld train images (batch %lld, %dx%d, max_len %d, vocab %d) for "
+               "%lld steps\n", (long long)n_train, (long long)global, sh.image, sh.image,
+               sh.max_len, (int)r->vocab->size, steps);
     fflush(stdout);
     CapDataTrainResult res;
-    if (cap_train_data(r->s, &to, &meta, &res, err, sizeof err)) return fail(err);
+    CapStatus st = cap_train_data(r->s, &to, &meta, &res, err, sizeof err);
+    /* Data parallel: finishing, and a non-finite stop, happen on every rank at the same step.
+     * One more allreduce then serves as a barrier: no rank exits (or, failing, aborts the
+     * job) before rank 0 has written the final checkpoint. */
+    char sync_err[256];
+    float token = 0;
+    if (comm && (st == CAP_OK || st == CAP_E_NONFINITE) &&
+        comm->allreduce_sum(comm->ctx, &token, 1, sync_err, sizeof sync_err) != CAP_OK && !st) {
+        snprintf(err, sizeof err, "%s", sync_err);
+        st = CAP_E_IO;
+    }
+    if (st) {
+        if (!comm) return fail(err);
+        fprintf(stderr, "cap: error (rank %d of %d): %s\n", comm->rank, comm->size, err);
+        return 1;
+    }
+    if (!lead) return 0;
     printf("saved %s (step %lld", o[T_OUT].value, (long long)meta.step);
     if (meta.skipped) printf(", %lld non-finite steps skipped", (long long)meta.skipped);
     printf(")\n");
@@ -359,7 +384,7 @@ static int check_output(const char *out, const char *what, const char *data_spec
     return 0;
 }
 
-int cap_cmd_train_data(int argc, char **argv) {
+int cap_cmd_train_data(int argc, char **argv, const CapComm *comm) {
     Opt o[T_N] = {{"--data", 0, NULL, NULL, 0}, {"--vocab", 0, NULL, NULL, 0}, {"--steps", 0, NULL, NULL, 0}, {"--epochs", 0, NULL, NULL, 0}, {"--out", 0, NULL, NULL, 0},
                   {"--weights", 0, NULL, NULL, 0}, {"--resume", 0, NULL, NULL, 0}, {"--log", 0, NULL, NULL, 0}, {"--seed", 0, NULL, NULL, 0},
                   {"--workers", 0, NULL, NULL, 0}, {"--save-every", 0, NULL, NULL, 0}, {"--print-every", 0, NULL, NULL, 0}, {"--backend", 0, NULL, NULL, 0},
@@ -382,7 +407,7 @@ int cap_cmd_train_data(int argc, char **argv) {
     if (!rc) rc = int_opt("--seed", o[T_SEED].value, 0, 0, 4294967295LL, &seed);
     Run r = {0};
     if (!rc) rc = run_open(&r, model, o[T_BACKEND].value, o[T_THREADS].value);
-    if (!rc) rc = train_run(&r, o, (uint32_t)seed);
+    if (!rc) rc = train_run(&r, o, (uint32_t)seed, comm);
     run_free(&r);
     opts_free(o, T_N);
     return rc;

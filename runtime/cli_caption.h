@@ -10,7 +10,8 @@
 
 #include "cap.h"
 
-int cap_cmd_train_data(int argc, char **argv);
+/* comm: data parallel (the cap CLI fills it under mpirun, docs/distributed.md), or NULL. */
+int cap_cmd_train_data(int argc, char **argv, const CapComm *comm);
 int cap_cmd_sample(int argc, char **argv);
 int cap_cmd_eval(int argc, char **argv);
 

@@ -98,7 +98,9 @@ typedef struct Source {
     int32_t *image_index;     /* the batch's images (indices into the dataset) */
     int image_in, caption_in; /* input indices of the entry the steps run (image: -1 cached) */
     FeatureCache *fc;         /* NULL: plain train_step */
-    int64_t batch;
+    int64_t batch;            /* the compiled (per-rank) batch */
+    int64_t shard;            /* data parallel: this rank's first sample in the global batch */
+    int pad_id;               /* captions' padding token: not a loss term */
     DataPosition pos;         /* after the last batch handed out */
     char epoch[32], index[32];
     char *vocab_text;
@@ -120,11 +122,22 @@ static CapStatus source_next(void *ctx, const void **inputs, int64_t *samples, c
     if (src->fc)
         st = feature_cache_batch(src->fc, src->images, src->image_index, inputs, err, err_size);
     else
-        inputs[src->image_in] = src->images;
+        inputs[src->image_in] = src->images + (size_t)src->shard * 3 * (size_t)src->sh.image * (size_t)src->sh.image;
     if (st) return st;
-    inputs[src->caption_in] = src->captions;
+    inputs[src->caption_in] = src->captions + (size_t)src->shard * (size_t)src->sh.max_len;
     *samples = src->batch;
     return CAP_OK;
+}
+
+/* The loss of the shard handed out last is cross_entropy's mean over its target tokens
+ * (caption[:, 1:]) that are not padding: their count is its weight in the global mean. */
+static double source_loss_weight(void *ctx) {
+    const Source *src = ctx;
+    const int32_t *c = src->captions + (size_t)src->shard * (size_t)src->sh.max_len;
+    int64_t n = 0;
+    for (int64_t b = 0; b < src->batch; b++)
+        for (int t = 1; t < src->sh.max_len; t++) n += c[b * src->sh.max_len + t] != src->pad_id;
+    return (double)n;
 }
 
 static int source_meta(void *ctx, const char **keys, const char **values, int max) {
@@ -140,8 +153,13 @@ static int source_meta(void *ctx, const char **keys, const char **values, int ma
 
 /* Every train_step input must be image, caption or rng; image and caption must be there.
  * (train_step_cached's feature inputs are the cache's to set.) */
-static CapStatus source_inputs(const CapModel *m, Source *src, char *err, size_t err_size) {
-    const CapEntry *e = &cap_model_artifact(m)->entries[cap_model_find_entry(m, "train_step")];
+static CapStatus source_inputs(const CapModel *m, Source *src, const char *entry, char *err,
+                               size_t err_size) {
+    int ei = cap_model_find_entry(m, entry);
+    if (ei < 0)
+        return cap_fail(err, err_size, CAP_E_UNSUPPORTED, "%s has no entry point '%s'",
+                        cap_model_path(m), entry);
+    const CapEntry *e = &cap_model_artifact(m)->entries[ei];
     src->image_in = src->caption_in = -1;
     for (int i = 0; i < e->n_inputs; i++) {
         const char *n = e->inputs[i].name;
@@ -172,7 +190,9 @@ static CapStatus source_inputs(const CapModel *m, Source *src, char *err, size_t
 /* The feature cache, when the model has one and the run wants it. */
 static CapStatus open_cache(CapSession *s, const CapDataTrainOptions *o, Source *src, char *err,
                             size_t err_size) {
-    if (o->no_feature_cache || !feature_cache_supported(cap_session_model(s))) return CAP_OK;
+    /* data parallel runs train_grads, which has no cached-features twin */
+    if (o->no_feature_cache || o->comm || !feature_cache_supported(cap_session_model(s)))
+        return CAP_OK;
     char spill[4096];
     snprintf(spill, sizeof spill, "%s.features", o->out_path ? o->out_path : "cap");
     return feature_cache_open(s, o->ds->n_images, o->ds->n_per_split[DATA_TRAIN], spill,
@@ -263,17 +283,30 @@ static CapStatus source_open(CapSession *s, const CapDataTrainOptions *o,
     src->sh = *sh;
     src->seed = o->seed;
     src->eval_images = o->eval_images > 0 ? o->eval_images : 100;
+    /* Data parallel: every rank reads the whole global batch from the same shuffled stream
+     * and trains on its share; skipped images thus shift every rank's share alike. (Each
+     * rank decodes all of it: decoding only its own share is left to do.) */
+    int ranks = o->comm ? o->comm->size : 1;
+    int64_t global = (int64_t)sh->batch * ranks;
+    src->batch = sh->batch;
+    src->shard = o->comm ? (int64_t)o->comm->rank * sh->batch : 0;
+    int64_t pad = 0;
+    src->pad_id = cap_model_config_int(cap_session_model(s), "pad_id", &pad) == 0 ? (int)pad : 0;
+    if (global > INT32_MAX)
+        return cap_fail(err, err_size, CAP_E_ARG, "a global batch of %lld is too large",
+                        (long long)global);
     CapStatus st = open_cache(s, o, src, err, err_size);
-    if (!st) st = source_inputs(cap_session_model(s), src, err, err_size);
+    if (!st) st = source_inputs(cap_session_model(s), src, o->comm ? "train_grads" : "train_step",
+                                err, err_size);
     if (st) return st;
-    src->images = malloc((size_t)sh->batch * 3 * (size_t)sh->image * (size_t)sh->image *
+    src->images = malloc((size_t)global * 3 * (size_t)sh->image * (size_t)sh->image *
                          sizeof *src->images);
-    src->captions = malloc((size_t)sh->batch * (size_t)sh->max_len * sizeof *src->captions);
-    src->image_index = malloc((size_t)sh->batch * sizeof *src->image_index);
+    src->captions = malloc((size_t)global * (size_t)sh->max_len * sizeof *src->captions);
+    src->image_index = malloc((size_t)global * sizeof *src->image_index);
     src->vocab_text = vocab_to_string(o->vocab);
     if (!src->images || !src->captions || !src->image_index || !src->vocab_text)
         return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
-    st = loader_open(o->ds, DATA_TRAIN, sh->batch, sh->image, sh->max_len, o->vocab, o->seed,
+    st = loader_open(o->ds, DATA_TRAIN, (int)global, sh->image, sh->max_len, o->vocab, o->seed,
                      o->workers, o->start, &src->l, err, err_size);
     if (!st) loader_on_skip(src->l, o->on_skip, o->skip_ctx);
     return st;
@@ -307,7 +340,6 @@ CapStatus cap_train_data(CapSession *s, const CapDataTrainOptions *o, CapTrainMe
     if (st) return st;
     Source src;
     st = source_open(s, o, &sh, &src, err, err_size);
-    src.batch = sh.batch;
     CapTrainOptions to = {
         .steps = o->steps, .max_seconds = o->max_seconds, .seed = o->seed, .out_path = o->out_path,
         .save_every = o->save_every, .log_path = o->log_path, .print_every = o->print_every,
@@ -315,6 +347,7 @@ CapStatus cap_train_data(CapSession *s, const CapDataTrainOptions *o, CapTrainMe
         .source = &src, .entry = src.fc ? feature_cache_entry() : NULL,
         .on_nonfinite = o->on_nonfinite, .eval_every = o->eval_every,
         .evaluate = o->eval_every > 0 ? source_evaluate : NULL,
+        .comm = o->comm, .loss_weight = o->comm ? source_loss_weight : NULL,
     };
     if (!st) st = cap_train(s, &to, meta, err, err_size);
     if (src.l) {

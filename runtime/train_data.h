@@ -62,6 +62,11 @@ typedef struct CapDataTrainOptions {
                               val split's first batches) and BLEU-4 / CIDEr-D of greedy
                               captions of its first eval_images images, logged */
     int eval_images;       /* 0: 100 */
+    /* Non-NULL: data parallel (docs/distributed.md). The batch of a step is the global batch
+     * of comm->size times the compiled one, from the loader's one shuffled stream; this
+     * process trains on its rank's consecutive share of it (train_grads + apply_grads, no
+     * feature cache). Only rank 0 should have out_path, log_path, progress, eval_every. */
+    const CapComm *comm;
 } CapDataTrainOptions;
 
 typedef struct CapDataTrainResult {

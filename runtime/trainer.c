@@ -8,6 +8,13 @@
  * of the batch before the update, the lr the update used, the gradient norm before clipping).
  * Instead of batch files, a caller may hand batches in through opts->next_batch (a dataset
  * loader: train_data.c); its position then travels as extra checkpoint metadata.
+ *
+ * Data parallel (opts->comm, docs/distributed.md): a step is train_grads on this process's
+ * shard, one allreduce of [loss, stop flag, token count, every gradient] (each scaled by the
+ * shard's token count, so the sum divided by the global count is the global batch's mean),
+ * then apply_grads with the averaged values: every process applies the same update to the
+ * same weights. Every process sees the same averaged loss and gradient norm, so all take the
+ * same non-finite decision, and the stop flag makes them stop at the same step.
  */
 #include "cap_internal.h"
 #include "files.h"
@@ -24,7 +31,21 @@ typedef struct StepOutputs {
     const CapEntry *e;
     void **outs;           /* per output: host buffer, NULL for "@X" state outputs */
     int loss, lr, grad_norm; /* output indices or -1 */
+    const float *loss_at;  /* data parallel: the averaged loss (apply_grads has no output) */
 } StepOutputs;
+
+/* Data parallel: train_grads' outputs and apply_grads' inputs. The loss and gradients of
+ * train_grads are written straight into the bucket that is allreduced, and apply_grads
+ * reads them from there: no copies. */
+enum { BUCKET_LOSS, BUCKET_STOP, BUCKET_WEIGHT, BUCKET_GRADS };
+typedef struct DistStep {
+    const CapEntry *g;      /* train_grads */
+    void **g_outs;          /* into bucket (loss, grad.*) or owned (running.*) */
+    char *g_owned;          /* per output: 1 if g_outs[i] is malloc'ed */
+    float *bucket;
+    int64_t n;              /* floats in bucket */
+    const void **a_in;      /* apply_grads' inputs */
+} DistStep;
 
 static double now_s(void) {
     struct timespec ts;
@@ -58,7 +79,7 @@ static CapStatus outputs_new(const CapEntry *e, StepOutputs *so, char *err, size
     so->loss = scalar_output(e, "loss");
     so->lr = scalar_output(e, "lr");
     so->grad_norm = scalar_output(e, "grad_norm");
-    if (so->loss < 0)
+    if (so->loss < 0 && strcmp(e->name, "apply_grads") != 0)
         return cap_fail(err, err_size, CAP_E_UNSUPPORTED,
                         "entry 'train_step' has no scalar output 'loss'");
     return CAP_OK;
@@ -66,6 +87,10 @@ static CapStatus outputs_new(const CapEntry *e, StepOutputs *so, char *err, size
 
 static double scalar(const StepOutputs *so, int i) {
     return i < 0 ? NAN : (double)*(const float *)so->outs[i];
+}
+
+static double loss_of(const StepOutputs *so) {
+    return so->loss_at ? (double)*so->loss_at : scalar(so, so->loss);
 }
 
 static void fmt_hms(double s, char *buf, size_t size) {
@@ -141,7 +166,9 @@ static CapStatus report(const CapTrainOptions *o, FILE *log, const Progress *p, 
     return CAP_OK;
 }
 
+/* The entry whose outputs (loss, lr, grad_norm, state) a step reports. */
 static const char *step_entry(const CapTrainOptions *o) {
+    if (o->comm) return "apply_grads";
     return o->next_batch && o->entry ? o->entry : "train_step";
 }
 
@@ -149,10 +176,17 @@ static CapStatus check_options(const CapSession *s, const CapTrainOptions *o,
                                const CapTrainMeta *meta, char *err, size_t err_size) {
     if (!o->next_batch && (!o->batch_paths || o->n_batches <= 0))
         return cap_fail(err, err_size, CAP_E_ARG, "no batch files to train on");
+    if (o->comm && (!o->next_batch || !o->comm->allreduce_sum || o->comm->size < 1))
+        return cap_fail(err, err_size, CAP_E_ARG, "data-parallel training needs a batch source "
+                        "and an allreduce");
+    if (o->comm && cap_model_find_entry(s->m, "train_grads") < 0)
+        return cap_fail(err, err_size, CAP_E_UNSUPPORTED, "%s has no entry point 'train_grads' "
+                        "(was it compiled without a train section?)", cap_model_path(s->m));
     if (cap_model_find_entry(s->m, step_entry(o)) < 0)
         return cap_fail(err, err_size, CAP_E_UNSUPPORTED,
                         "%s has no entry point '%s' (was it compiled without a train "
-                        "section?)", cap_model_path(s->m), step_entry(o));
+                        "section%s?)", cap_model_path(s->m), step_entry(o),
+                        o->comm ? ", or by a capc older than data-parallel training" : "");
     if (!o->next_batch && meta->step > 0 && meta->n_batches != 0 &&
         meta->n_batches != o->n_batches)
         return cap_fail(err, err_size, CAP_E_ARG,
@@ -332,6 +366,100 @@ static CapStatus step_batch(CapSession *s, const CapTrainOptions *o, const CapTr
     return st;
 }
 
+/* ---- data parallel ------------------------------------------------------------------------- */
+
+static void dist_free(DistStep *d) {
+    for (int i = 0; d->g_outs && i < d->g->n_outputs; i++)
+        if (d->g_owned && d->g_owned[i]) free(d->g_outs[i]);
+    free(d->g_outs);
+    free(d->g_owned);
+    free(d->bucket);
+    free(d->a_in);
+}
+
+static int output_named(const CapEntry *e, const char *name) {
+    for (int i = 0; i < e->n_outputs; i++)
+        if (strcmp(e->outputs[i].name, name) == 0) return i;
+    return -1;
+}
+
+/* Lays out the bucket (loss, stop, weight, then train_grads' gradients in output order) and
+ * points apply_grads' inputs at it by name. */
+static CapStatus dist_new(const CapSession *s, const CapEntry *a, DistStep *d, char *err,
+                          size_t err_size) {
+    const CapArtifact *art = cap_model_artifact(s->m);
+    *d = (DistStep){.g = &art->entries[cap_model_find_entry(s->m, "train_grads")]};
+    const CapEntry *g = d->g;
+    int64_t n = BUCKET_GRADS;
+    int loss = -1;
+    for (int i = 0; i < g->n_outputs; i++) {
+        if (strcmp(g->outputs[i].name, "loss") == 0) loss = i;
+        if (strncmp(g->outputs[i].name, "grad.", 5) != 0) continue;
+        if (g->outputs[i].dtype != CAP_DT_F32) /* the bucket is f32 */
+            return cap_fail(err, err_size, CAP_E_UNSUPPORTED, "%s: data-parallel training "
+                            "needs f32 gradients ('%s' is not)", cap_model_path(s->m),
+                            g->outputs[i].name);
+        n += g->outputs[i].numel;
+    }
+    if (loss < 0 || g->outputs[loss].numel != 1)
+        return cap_fail(err, err_size, CAP_E_FORMAT, "%s: train_grads has no scalar output "
+                        "'loss'", cap_model_path(s->m));
+    d->n = n;
+    d->bucket = calloc((size_t)n, sizeof *d->bucket);
+    d->g_outs = calloc((size_t)g->n_outputs + 1, sizeof *d->g_outs);
+    d->g_owned = calloc((size_t)g->n_outputs + 1, 1);
+    d->a_in = calloc((size_t)a->n_inputs + 1, sizeof *d->a_in);
+    if (!d->bucket || !d->g_outs || !d->g_owned || !d->a_in)
+        return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    int64_t at = BUCKET_GRADS;
+    for (int i = 0; i < g->n_outputs; i++) {
+        if (i == loss) {
+            d->g_outs[i] = d->bucket + BUCKET_LOSS;
+        } else if (strncmp(g->outputs[i].name, "grad.", 5) == 0) {
+            d->g_outs[i] = d->bucket + at;
+            at += g->outputs[i].numel;
+        } else {
+            d->g_owned[i] = 1;
+            if (!(d->g_outs[i] = malloc(cap_tensor_bytes(&g->outputs[i]) + 1)))
+                return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+        }
+    }
+    for (int j = 0; j < a->n_inputs; j++) {
+        int i = output_named(g, a->inputs[j].name);
+        if (i < 0 || g->outputs[i].numel != a->inputs[j].numel)
+            return cap_fail(err, err_size, CAP_E_FORMAT, "%s: invalid artifact: apply_grads "
+                            "input '%s' is no output of train_grads", cap_model_path(s->m),
+                            a->inputs[j].name);
+        d->a_in[j] = d->g_outs[i];
+    }
+    return CAP_OK;
+}
+
+/* One data-parallel step on this process's shard: train_grads, the allreduce, apply_grads.
+ * *stop: in, this process wants to stop after this step; out, some process does. */
+static CapStatus dist_step(CapSession *s, const CapTrainOptions *o, DistStep *d,
+                           const StepBatch *sb, StepOutputs *so, int *stop, char *err,
+                           size_t err_size) {
+    CapStatus st = cap_session_run(s, "train_grads", sb->in, d->g_outs, err, err_size);
+    if (st) return st;
+    double w = o->loss_weight ? o->loss_weight(o->source) : 1.0;
+    /* A shard with no loss terms (all padding) has a NaN mean: it adds nothing, as its
+     * samples add nothing to the single-process mean. */
+    float wf = (float)w;
+    for (int64_t k = 0; k < d->n; k++)
+        d->bucket[k] = k == BUCKET_STOP ? (float)(*stop != 0)
+                     : k == BUCKET_WEIGHT ? wf
+                     : w > 0 ? d->bucket[k] * wf : 0.0f;
+    st = o->comm->allreduce_sum(o->comm->ctx, d->bucket, d->n, err, err_size);
+    if (st) return st;
+    *stop = d->bucket[BUCKET_STOP] > 0;
+    float total = d->bucket[BUCKET_WEIGHT];
+    for (int64_t k = 0; k < d->n; k++)
+        if (k != BUCKET_STOP && k != BUCKET_WEIGHT) d->bucket[k] /= total;
+    so->loss_at = d->bucket + BUCKET_LOSS;
+    return cap_session_run(s, "apply_grads", d->a_in, so->outs, err, err_size);
+}
+
 /* A step whose loss or gradient norm is not finite: train_step left every state tensor as
  * it was. Skip: warn and count; stop: name the first non-finite tensor and fail. */
 static CapStatus nonfinite_step(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
@@ -339,7 +467,7 @@ static CapStatus nonfinite_step(CapSession *s, const CapTrainOptions *o, CapTrai
                                 char *err, size_t err_size) {
     char what[700];
     name_first_nonfinite(s, so->e, sb->in, what, sizeof what);
-    double loss = scalar(so, so->loss), gn = scalar(so, so->grad_norm);
+    double loss = loss_of(so), gn = scalar(so, so->grad_norm);
     if (log) {
         fprintf(log, "{\"skipped_before_step\":%lld,\"data_position\":%lld", (long long)meta->step + 1,
                 (long long)meta->data_position);
@@ -362,22 +490,31 @@ static CapStatus nonfinite_step(CapSession *s, const CapTrainOptions *o, CapTrai
 }
 
 /* One step: batch, run, counters. *advanced = 1 when the step updated the state. */
+/* d: data parallel (NULL: one process); *stop as dist_step's. */
 static CapStatus train_one(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
-                           StepOutputs *so, FILE *log, int64_t *samples, int *advanced,
-                           char *err, size_t err_size) {
-    int32_t rng[2] = {(int32_t)meta->seed, (int32_t)meta->step};
+                           StepOutputs *so, DistStep *d, FILE *log, int64_t *samples,
+                           int *advanced, int *stop, char *err, size_t err_size) {
+    /* Rank 0 draws the single-process dropout stream; the others their own, so that their
+     * masks differ (docs/distributed.md). */
+    uint32_t stream = meta->seed ^ (d && o->comm->rank ? (uint32_t)o->comm->rank * 0x9E3779B9u : 0u);
+    int32_t rng[2] = {(int32_t)stream, (int32_t)meta->step};
     StepBatch sb;
     *advanced = 0;
-    CapStatus st = step_batch(s, o, meta, so->e, rng, &sb, err, err_size);
-    if (!st) st = cap_session_run(s, step_entry(o), sb.in, so->outs, err, err_size);
+    CapStatus st = step_batch(s, o, meta, d ? d->g : so->e, rng, &sb, err, err_size);
+    if (!st && d) st = dist_step(s, o, d, &sb, so, stop, err, err_size);
+    else if (!st) st = cap_session_run(s, step_entry(o), sb.in, so->outs, err, err_size);
     if (!st) {
-        double loss = scalar(so, so->loss), gn = scalar(so, so->grad_norm);
+        double loss = loss_of(so), gn = scalar(so, so->grad_norm);
         if (isfinite(loss) && (so->grad_norm < 0 || isfinite(gn))) {
-            *samples += sb.samples;
+            /* every rank's shard is the same size: the global batch is size times it */
+            *samples += sb.samples * (d ? o->comm->size : 1);
             meta->step++;
             *advanced = 1;
         } else {
-            st = nonfinite_step(s, o, meta, so, &sb, log, err, err_size);
+            /* data parallel: the inputs to name are apply_grads' (the averaged gradients) */
+            StepBatch view = sb;
+            if (d) view.in = d->a_in;
+            st = nonfinite_step(s, o, meta, so, &view, log, err, err_size);
         }
         meta->data_position++;
     }
@@ -390,15 +527,20 @@ static CapStatus train_one(CapSession *s, const CapTrainOptions *o, CapTrainMeta
 enum { MAX_CONSECUTIVE_SKIPS = 50 };
 
 static CapStatus train_loop(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
-                            StepOutputs *so, FILE *log, char *err, size_t err_size) {
+                            StepOutputs *so, DistStep *d, FILE *log, char *err,
+                            size_t err_size) {
     Progress p = {now_s(), meta->step, 0};
     LossWindow window = {{0}, 0, 0};
     int consecutive_skips = 0;
     while (meta->step < o->steps) {
         int advanced;
-        CapStatus st = train_one(s, o, meta, so, log, &p.samples, &advanced, err, err_size);
+        /* Data parallel: each process's clock is read before the step's allreduce, which
+         * tells all of them whether any is out of time, so they stop at the same step. */
+        int any_out = d && o->max_seconds > 0 && now_s() - p.t0 >= o->max_seconds;
+        CapStatus st = train_one(s, o, meta, so, d, log, &p.samples, &advanced, &any_out, err,
+                                 err_size);
         if (st) return st;
-        int out_of_time = o->max_seconds > 0 && now_s() - p.t0 >= o->max_seconds;
+        int out_of_time = d ? any_out : o->max_seconds > 0 && now_s() - p.t0 >= o->max_seconds;
         if (!advanced) {
             if (++consecutive_skips >= MAX_CONSECUTIVE_SKIPS)
                 return cap_fail(err, err_size, CAP_E_NONFINITE,
@@ -409,7 +551,7 @@ static CapStatus train_loop(CapSession *s, const CapTrainOptions *o, CapTrainMet
             continue;
         }
         consecutive_skips = 0;
-        double loss = scalar(so, so->loss), lr = scalar(so, so->lr), gn = scalar(so, so->grad_norm);
+        double loss = loss_of(so), lr = scalar(so, so->lr), gn = scalar(so, so->grad_norm);
         Extra x = {.n = 0};
         if (o->evaluate && o->eval_every > 0 && meta->step % o->eval_every == 0) {
             x.n = o->evaluate(o->source, meta->step, x.keys, x.values, MAX_EVAL_METRICS, err,
@@ -417,7 +559,7 @@ static CapStatus train_loop(CapSession *s, const CapTrainOptions *o, CapTrainMet
             if (x.n < 0) return CAP_E_IO;
         }
         double z = loss_z(&window, loss);
-        if (z > SPIKE_Z)
+        if (z > SPIKE_Z && (!d || o->comm->rank == 0)) /* every rank has the same loss */
             fprintf(stderr, "cap: warning: step %lld: loss %g is a spike, %.1f standard "
                     "deviations above the mean of the last %d steps\n", (long long)meta->step,
                     loss, z, window.n - 1);
@@ -514,7 +656,13 @@ CapStatus cap_train(CapSession *s, const CapTrainOptions *o, CapTrainMeta *meta,
             st = cap_fail(err, err_size, CAP_E_IO, "%s: cannot open: %s", o->log_path,
                           strerror(errno));
     }
-    if (!st) st = train_loop(s, o, meta, &so, log, err, err_size);
+    DistStep dist = {0}, *d = NULL;
+    if (!st && o->comm) {
+        st = dist_new(s, so.e, &dist, err, err_size);
+        d = &dist;
+    }
+    if (!st) st = train_loop(s, o, meta, &so, d, log, err, err_size);
+    if (d) dist_free(d);
     if (log && fclose(log) != 0 && !st)
         st = cap_fail(err, err_size, CAP_E_IO, "%s: cannot write the log: %s", o->log_path,
                       strerror(errno));

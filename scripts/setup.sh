@@ -9,8 +9,10 @@ set -euo pipefail
 # C sources of custom functions with it (docs/custom-ops.md). clang brings libFuzzer
 # (compiler-rt) for the fuzz targets (tests/fuzz, scripts/fuzz.sh); without it the fuzz tests
 # are reported as skipped.
+# libopenmpi-dev and openmpi-bin: data-parallel `mpirun -np N cap train` and its test
+# (docs/distributed.md); without them cap trains in one process.
 packages=(build-essential cmake pkg-config libcjson-dev libcmocka-dev libopenblas-dev
-          libjpeg-dev libpng-dev python3 libclang-dev clang)
+          libjpeg-dev libpng-dev python3 libclang-dev clang libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -487,7 +487,7 @@ static Module *load_tiny(void) {
     return m;
 }
 
-/* Every entry point gets a valid plan, never bigger than one allocation per value; forward and
+/* Every entry point gets a valid plan, never bigger than one (aligned) allocation per value; forward and
  * train_step pack into less than half of that (the issue's goal for train_step). (`fold`
  * writes nearly everything straight into state: its few intermediates may all be live at
  * once.) */
@@ -502,7 +502,20 @@ static void test_tiny_captioner(void **state) {
         print_message("@%s: peak %lld bytes, naive %lld bytes (%.1f%%)\n", f->name,
                       (long long)plan.peak_bytes, (long long)plan.naive_bytes,
                       100.0 * (double)plan.peak_bytes / (double)plan.naive_bytes);
-        assert_true(plan.peak_bytes <= plan.naive_bytes);
+        /* One 64-byte-aligned allocation per value that has its own bytes: what the plan
+         * must never exceed. */
+        int64_t aligned = 0;
+        for (int v = 0; v < f->n_values; v++)
+            if (plan.offsets[v] >= 0 && plan.alias_of[v] < 0) {
+                const Value *x = f->values[v];
+                int64_t bytes = shape_numel(&x->shape) * dtype_size(x->dtype);
+                aligned += (bytes + MEMPLAN_ALIGN - 1) / MEMPLAN_ALIGN * MEMPLAN_ALIGN;
+            }
+        assert_true(plan.peak_bytes <= aligned);
+        /* apply_grads' arena holds only scalars (the schedule, bias corrections, norm and
+         * clip coefficient; every tensor-sized result goes straight into state), so the
+         * 64-byte alignment alone puts it above the unaligned sum: held to the bound above. */
+        if (strcmp(f->name, "apply_grads") != 0) assert_true(plan.peak_bytes <= plan.naive_bytes);
         if (strcmp(f->name, "forward") == 0 || strcmp(f->name, "train_step") == 0)
             assert_true(2 * plan.peak_bytes < plan.naive_bytes);
         memplan_free(&plan);

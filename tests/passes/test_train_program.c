@@ -381,6 +381,70 @@ static void test_cosine_with_a_group(void **state) {
     module_free(m);
 }
 
+/* train_grads then apply_grads (the data-parallel step, docs/distributed.md) equals
+ * train_step, output for output, for every optimizer variant: apply_grads is built by the same
+ * code from train_grads' `loss`, `grad.*` and `running.*` (this model's training-mode
+ * batch_norm), and has train_step's outputs but the loss, in the same order. Exact: the
+ * interpreter evaluates the same ops in the same order on the same values. */
+static void check_split_step(const Variant *v) {
+    Module *m = build(v);
+    RefStore s;
+    fill_store(&s, m);
+    Batch b;
+    make_batch(&b);
+    RefTensor *ts = run(m, "train_step", &b, &s), *g = run(m, "train_grads", &b, &s);
+    const Function *tg = module_find_function(m, "train_grads");
+    const Function *ap = module_find_function(m, "apply_grads");
+    const Function *st = module_find_function(m, "train_step");
+    assert_non_null(ap);
+    RefTensor *in = calloc((size_t)ap->n_inputs, sizeof *in); /* views of g's outputs */
+    int n_running = 0;
+    for (int j = 0; j < ap->n_inputs; j++) {
+        int i = out_index(m, "train_grads", ap->inputs[j]->name);
+        if (i < 0) fail_msg("apply_grads input %s is no output of train_grads", ap->inputs[j]->name);
+        in[j] = g[i];
+        n_running += strncmp(ap->inputs[j]->name, "running.", 8) == 0;
+    }
+    assert_int_equal(n_running, 2); /* bn.running_mean, bn.running_var */
+    assert_int_equal(ap->n_inputs, tg->n_outputs);
+    RefTensor *outs = calloc((size_t)ap->n_outputs, sizeof *outs);
+    char err[512];
+    if (ref_run(ap, in, ref_store_lookup, &s, outs, NULL, err, sizeof err) != 0)
+        fail_msg("@apply_grads: %s", err);
+    assert_int_equal(ap->n_outputs, st->n_outputs - 1);
+    for (int i = 0; i < ap->n_outputs; i++) {
+        assert_string_equal(ap->output_names[i], st->output_names[i + 1]);
+        for (int64_t k = 0; k < ref_tensor_numel(&outs[i]); k++)
+            if (outs[i].data[k] != ts[i + 1].data[k])
+                fail_msg("%s[%lld]: apply_grads %.17g, train_step %.17g", ap->output_names[i],
+                         (long long)k, outs[i].data[k], ts[i + 1].data[k]);
+    }
+    for (int i = 0; i < ap->n_outputs; i++) ref_tensor_free(&outs[i]);
+    free(outs);
+    free(in);
+    free_outs(m, "train_step", ts);
+    free_outs(m, "train_grads", g);
+    free_batch(&b);
+    ref_store_free(&s);
+    module_free(m);
+}
+
+static void test_split_step_is_train_step(void **state) {
+    (void)state;
+    Variant clipped = ADAM;
+    clipped.defines[0] = "clip=0.05";
+    const Variant variants[] = {
+        ADAM, clipped,
+        {"adamw", "0.1", "{\"kind\": \"constant\"}",
+         "{\"prefix\": \"fc2\", \"lr\": 0.003, \"weight_decay\": 0.5}", {NULL}},
+        {"adam", "0", "{\"kind\": \"warmup_cosine\", \"warmup\": 2, \"total\": 100, \"min_lr\": 0.001}",
+         "{\"prefix\": \"fc2\", \"lr\": 0.003}", {NULL}},
+        {"adam", "0.1", "{\"kind\": \"warmup_step\", \"warmup\": 2, \"step_size\": 2, \"gamma\": 0.5}",
+         "", {NULL}},
+    };
+    for (size_t i = 0; i < sizeof variants / sizeof *variants; i++) check_split_step(&variants[i]);
+}
+
 /* lr(t) of each schedule at several steps, from the `lr` output. */
 static double lr_at(const Variant *v, double step) {
     Module *m = build(v);
@@ -599,6 +663,7 @@ int main(void) {
         cmocka_unit_test(test_adamw_decoupled_decay),
         cmocka_unit_test(test_schedule_inside_the_step),
         cmocka_unit_test(test_schedules),
+        cmocka_unit_test(test_split_step_is_train_step),
         cmocka_unit_test(test_batch_norm_running_stats_like_pytorch),
         cmocka_unit_test(test_eval_loss_uses_running_stats),
         cmocka_unit_test(test_printed_program_parses_back),

@@ -272,6 +272,84 @@ static void test_tiny_golden_train(void **unused) {
     cap_model_close(m);
 }
 
+/* train_grads then apply_grads (the data-parallel step, docs/distributed.md) on the golden
+ * batch makes train_step's update: two sessions from the same weights, one running
+ * train_step, the other train_grads and apply_grads fed its outputs by name, end with every
+ * state tensor (weights, Adam moments, step, the 4 BatchNorms' running statistics) within
+ * 1e-6 of each other (the same ops, fused into different kernels) and the same lr and
+ * grad_norm. */
+static void test_split_step_is_train_step(void **unused) {
+    if (tiny_why[0]) fail_msg("capc could not compile the tiny captioner: %s", tiny_why);
+    char err[ERR];
+    CapModel *m, *m2;
+    CapBatch *b, *b2;
+    CapSession *whole = tiny_with_golden_weights(&m, &b, "train_step");
+    CapSession *split = tiny_with_golden_weights(&m2, &b2, "train_grads");
+    const CapArtifact *a = cap_model_artifact(m);
+    const CapEntry *ts = &a->entries[cap_model_find_entry(m, "train_step")];
+    const CapEntry *g = &a->entries[cap_model_find_entry(m, "train_grads")];
+    const CapEntry *ap = &a->entries[cap_model_find_entry(m, "apply_grads")];
+    void **ts_out = calloc((size_t)ts->n_outputs, sizeof *ts_out);
+    void **g_out = calloc((size_t)g->n_outputs, sizeof *g_out);
+    void **ap_out = calloc((size_t)ap->n_outputs, sizeof *ap_out);
+    const void **ap_in = calloc((size_t)ap->n_inputs, sizeof *ap_in);
+    for (int i = 0; i < ts->n_outputs; i++) ts_out[i] = malloc(cap_tensor_bytes(&ts->outputs[i]) + 1);
+    for (int i = 0; i < g->n_outputs; i++) g_out[i] = malloc(cap_tensor_bytes(&g->outputs[i]) + 1);
+    for (int i = 0; i < ap->n_outputs; i++) ap_out[i] = malloc(cap_tensor_bytes(&ap->outputs[i]) + 1);
+    ok(cap_session_run_batch(whole, "train_step", b, 0, 0, ts_out, err, sizeof err), err);
+    ok(cap_session_run_batch(split, "train_grads", b2, 0, 0, g_out, err, sizeof err), err);
+    int n_running = 0;
+    for (int j = 0; j < ap->n_inputs; j++) {
+        for (int i = 0; i < g->n_outputs && !ap_in[j]; i++)
+            if (strcmp(g->outputs[i].name, ap->inputs[j].name) == 0) ap_in[j] = g_out[i];
+        if (!ap_in[j]) fail_msg("apply_grads input %s is no train_grads output", ap->inputs[j].name);
+        n_running += strncmp(ap->inputs[j].name, "running.", 8) == 0;
+    }
+    assert_int_equal(n_running, 8); /* layer4's 3 and the neck's training-mode BatchNorm: mean, var */
+    ok(cap_session_run(split, "apply_grads", ap_in, ap_out, err, sizeof err), err);
+    /* apply_grads' outputs are train_step's without the loss: lr, grad_norm, then state */
+    assert_int_equal(ap->n_outputs, ts->n_outputs - 1);
+    for (int i = 0; i < ap->n_outputs; i++)
+        assert_string_equal(ap->outputs[i].name, ts->outputs[i + 1].name);
+    assert_true(*(float *)ap_out[0] == *(float *)ts_out[1]);
+    double gn = *(float *)ts_out[2];
+    assert_true(fabs(*(float *)ap_out[1] - gn) <= 1e-6 * gn);
+    double worst = 0;
+    const char *worst_name = "";
+    int64_t n_compared = 0;
+    for (int k = 0; k < a->n_state; k++) {
+        const CapTensorInfo *t = &a->state[k].t;
+        if (t->dtype != CAP_DT_F32) continue;
+        float *x = malloc(cap_tensor_bytes(t) + 1), *y = malloc(cap_tensor_bytes(t) + 1);
+        ok(cap_session_read_state(whole, k, x, err, sizeof err), err);
+        ok(cap_session_read_state(split, k, y, err, sizeof err), err);
+        if (strcmp(t->name, "step") == 0) assert_true(y[0] == 1.0f); /* the split step ran */
+        n_compared += t->numel;
+        for (int64_t e = 0; e < t->numel; e++) {
+            double d = fabs((double)x[e] - y[e]) / (1.0 + fabs((double)x[e]));
+            if (!(d <= worst)) worst = d, worst_name = t->name;
+        }
+        free(x);
+        free(y);
+    }
+    print_message("train_grads + apply_grads against train_step: %lld state values, worst "
+                  "difference %.3g (%s), mixed\n", (long long)n_compared, worst, worst_name);
+    assert_true(n_compared > 0 && worst <= 1e-6);
+    for (int i = 0; i < ts->n_outputs; i++) free(ts_out[i]);
+    for (int i = 0; i < g->n_outputs; i++) free(g_out[i]);
+    for (int i = 0; i < ap->n_outputs; i++) free(ap_out[i]);
+    free(ts_out);
+    free(g_out);
+    free(ap_out);
+    free(ap_in);
+    cap_batch_free(b);
+    cap_batch_free(b2);
+    cap_session_free(whole);
+    cap_session_free(split);
+    cap_model_close(m);
+    cap_model_close(m2);
+}
+
 /* The eval_grads / train_grads entries (loss + grad.<param>, no update) against PyTorch's
  * loss and every gradient, in both modes: what `cap loss --grads` writes. */
 static void check_grads_entry(const char *entry, const char *loss_key, const char *grad_prefix) {
@@ -292,6 +370,13 @@ static void check_grads_entry(const char *entry, const char *loss_key, const cha
     int n_checked = 0;
     for (int i = 1; i < e->n_outputs; i++) {
         const char *name = e->outputs[i].name;
+        /* after the gradients, train_grads has the BatchNorms' new running statistics
+         * (`running.*`, apply_grads' inputs), which PyTorch's gradients do not include */
+        if (strncmp(name, "running.", 8) == 0) {
+            for (int k = i; k < e->n_outputs; k++)
+                assert_true(strncmp(e->outputs[k].name, "running.", 8) == 0);
+            break;
+        }
         assert_true(strncmp(name, "grad.", 5) == 0);
         char key[512];
         snprintf(key, sizeof key, "%s%s", grad_prefix, name + 5);
@@ -682,6 +767,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_small_mlp_eval),   cmocka_unit_test(test_tiny_golden_eval),
         cmocka_unit_test(test_tiny_golden_train), cmocka_unit_test(test_tiny_golden_grads),
+        cmocka_unit_test(test_split_step_is_train_step),
         cmocka_unit_test(test_tiny_training),
         cmocka_unit_test(test_tiny_resume),
         cmocka_unit_test(test_nonfinite_skip),
