@@ -149,8 +149,7 @@ char *pkg_render_c_tables(const Package *p, const PackageOptions *opts,
                           const PkgCudaImage *images, int n_images);
 /* "capt_cuda_image7" into out. */
 void pkg_cuda_image_symbol(int i, char *out, size_t size);
-/* 64-bit FNV-1a of s, as 16 lowercase hex digits into out[17]. */
-void pkg_fnv1a_hex(const char *s, char out[17]);
+/* 64-bit FNV-1a of s[0..n) continuing from h (0: start): kernel-name hashes, module groups. */
 uint64_t pkg_fnv1a(const char *s, size_t n, uint64_t h);
 
 /* The text of runtime/cap_artifact.h, embedded at build time (cmake/embed_text.cmake). */

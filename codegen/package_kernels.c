@@ -221,7 +221,7 @@ int pkg_copy_kernel(Package *p, DType dtype, int64_t numel) {
     return render_copy_kernel(k, dtype, numel) == 0 ? p->n_kernels - 1 : -1;
 }
 
-/* FNV-1a, 64-bit: a fast stable hash for deduplication keys and the CUDA cache key. */
+/* FNV-1a, 64-bit: a fast stable hash (kernel names; the module a kernel goes in). */
 uint64_t pkg_fnv1a(const char *s, size_t n, uint64_t h) {
     if (h == 0) h = 0xcbf29ce484222325ULL;
     for (size_t i = 0; i < n; i++) {
@@ -229,10 +229,6 @@ uint64_t pkg_fnv1a(const char *s, size_t n, uint64_t h) {
         h *= 0x100000001b3ULL;
     }
     return h;
-}
-
-void pkg_fnv1a_hex(const char *s, char out[17]) {
-    snprintf(out, 17, "%016llx", (unsigned long long)pkg_fnv1a(s, strlen(s), 0));
 }
 
 void pkg_kernels_free(Package *p) {
