@@ -31,6 +31,8 @@
 
 #include <cmocka.h>
 
+#include "passes/testfiles.h"
+
 #define STEPS 20
 #define TOL 1e-5
 
@@ -54,19 +56,6 @@ static int run_cmd(const char *cmd) {
     return rc == -1 ? -1 : WEXITSTATUS(rc);
 }
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    if (s && fread(s, 1, (size_t)n, f) != (size_t)n) n = 0;
-    if (s) s[n] = 0;
-    fclose(f);
-    return s;
-}
-
 /* Runs cmd with its output in tmpdir/out.txt; a non-zero exit fails the test with both. */
 static void run_ok(const char *cmd) {
     char out[700], full[8192];
@@ -75,7 +64,7 @@ static void run_ok(const char *cmd) {
     int rc = run_cmd(full);
     if (rc == 0) return;
     static char shown[16384]; /* fail_msg does not return: nothing may stay allocated */
-    char *text = read_text(out);
+    char *text = read_text_file(out);
     snprintf(shown, sizeof shown, "%s", text ? text : "(no output)");
     free(text);
     fail_msg("exit %d: %s\n%s", rc, cmd, shown);
