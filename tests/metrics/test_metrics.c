@@ -25,6 +25,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "cli_score.h"
 #include "metrics.h"
 
 static char err[1024];

@@ -81,9 +81,4 @@ CapStatus cap_score_set_load(const char *results_path, const char *refs_path,
                              CapScoreSet *out, char *err, size_t err_size);
 void cap_score_set_free(CapScoreSet *s);
 
-/* `cap score RESULTS.json --refs CAPTIONS.json [--tokenizer ptb|none]` (cli_score.c):
- * argv[0] is "score". Prints BLEU-1..4 and CIDEr-D; returns the exit status (0 ok, 1 error,
- * 2 bad command line) with messages on stderr. Never exits. */
-int cap_cmd_score(int argc, char **argv);
-
 #endif /* CAP_METRICS_H */

@@ -15,7 +15,8 @@
 #include "files.h"
 #include "cli_data.h" /* cap_cmd_data, cap_cmd_vocab */
 #include "cli_caption.h" /* cap train --data, cap sample, cap eval */
-#include "metrics.h" /* cap_cmd_score */
+#include "cli_score.h"
+#include "metrics.h"
 #include "cli_plot.h" /* cap_cmd_plot */
 #include "distributed.h" /* mpirun -np N cap train --data */
 #include "safetensors.h"
