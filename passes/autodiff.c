@@ -60,12 +60,6 @@ static int fail(Autodiff *ad, const Op *op, const char *fmt, const char *detail)
     return -1;
 }
 
-static int find_param_index(const Module *m, const char *name) {
-    for (int i = 0; i < m->n_params; i++)
-        if (strcmp(m->params[i]->name, name) == 0) return i;
-    return -1;
-}
-
 static bool is_trainable_read(const Autodiff *ad, const Op *op) {
     int p = ad->param_index[op->result->id];
     return p >= 0 && ad->m->params[p]->kind == PARAM_WEIGHT && ad->m->params[p]->trainable;
@@ -247,7 +241,7 @@ static void index_params(Autodiff *ad) {
     for (int i = 0; i < ad->n_fwd_ops; i++) {
         const Op *op = ad->f->ops[i];
         if (op->kind == OP_PARAM)
-            ad->param_index[op->result->id] = find_param_index(ad->m, op_string(op, "name"));
+            ad->param_index[op->result->id] = module_param_index(ad->m, op_string(op, "name"));
     }
 }
 

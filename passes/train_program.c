@@ -533,9 +533,8 @@ static int build_apply_grads(Module *m, Diag *d) {
         const Value *v = tg->outputs[i];
         if (strncmp(name, "running.", 8) == 0 && first_running == tg->n_outputs) first_running = i;
         if (strncmp(name, "grad.", 5) != 0) continue;
-        for (int p = 0; p < n_params; p++)
-            if (strcmp(m->params[p]->name, name + 5) == 0)
-                grads[p] = func_add_input(f, name, v->dtype, v->shape);
+        int p = module_param_index(m, name + 5);
+        if (p >= 0) grads[p] = func_add_input(f, name, v->dtype, v->shape);
     }
     int rc = add_optimizer(&b, m->train, grads);
     /* The running statistics come in as computed on this rank's batch and are stored as
