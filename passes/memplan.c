@@ -34,8 +34,10 @@
  * placed buffer live at the same time. Two orders are tried (largest first; earliest first)
  * and the smaller arena is kept. Largest first: the placed buffers are kept sorted by offset,
  * so a buffer's offset is one walk up from 0 that stops at the first big enough gap (the walk
- * visits the placed buffers below that gap: the one part of planning that still grows faster
- * than the function). Earliest first: the buffers live when a buffer starts have disjoint
+ * visits the placed buffers below that gap, quadratic in the worst case, so it runs only for
+ * functions of up to LARGEST_FIRST_MAX_BUFFERS buffers: every captioner, up to ResNet-101's
+ * train_step with ~1,000, gets the better of both orders; a 1,000-layer encoder with tens of
+ * thousands gets earliest first alone). Earliest first: the buffers live when a buffer starts have disjoint
  * bytes, so they sit in a treap by offset that knows its largest gap, and first fit is one
  * descent (the same offsets as the walk). Assigning homes costs each step its own reads and
  * writes (per-step summaries, not a scan of the step's reads per write). peak_bytes is the
@@ -554,6 +556,9 @@ static int64_t pack_by_start(Buffer *bufs, int n, const Order *order, const Orde
 }
 
 /* Packs with both orders and leaves the better placement in p->buffers. */
+/* Above this many buffers only the earliest-first order runs (see the top of the file). */
+enum { LARGEST_FIRST_MAX_BUFFERS = 8192 };
+
 static int pack_best(Planner *p) {
     int n = p->n_buffers;
     Order *order = malloc(sizeof *order * (size_t)(n + 1));
@@ -565,7 +570,8 @@ static int pack_best(Planner *p) {
     }
     int64_t best_peak = -1;
     int rc = 0;
-    for (int pass = 0; pass < 2 && rc == 0; pass++) {
+    int first_pass = n <= LARGEST_FIRST_MAX_BUFFERS ? 0 : 1;
+    for (int pass = first_pass; pass < 2 && rc == 0; pass++) {
         for (int k = 0; k < n; k++) {
             const Buffer *b = &p->buffers[k];
             order[k] = pass == 0 ? (Order){-b->size, b->start, k} : (Order){b->start, -b->size, k};
