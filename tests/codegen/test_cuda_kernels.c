@@ -5,7 +5,7 @@
  * prelude and compiled once with NVRTC for the device's exact arch (sm_XY cubin). Each case
  * then draws the same random inputs as the C test (same generator and seeds), launches its
  * kernel with the kernel's own grid/block/shared sizes through the driver API
- * (runtime/cuda_driver.c), and compares with ref_run:
+ * (runtime/core/cuda_driver.c), and compares with ref_run:
  *     |kernel - reference| <= 1e-5 * max(1, |reference|)   (NaN/inf must match; i32 exactly)
  * the C kernels' tolerance: CUDA's expf/logf/tanhf are within 2 ulp and the kernels sum in
  * float, as the C ones do. Output buffers are filled with NaN first, so an element a kernel

@@ -1,4 +1,4 @@
-/* fuzz_coco.c — the COCO captions JSON reader (runtime/data_json.c, data_load_coco). It
+/* fuzz_coco.c — the COCO captions JSON reader (runtime/data/data_json.c, data_load_coco). It
  * only reads from a path, so the input goes through a scratch file. */
 #include "fuzz_dataset.h"
 

@@ -1,4 +1,4 @@
-/* fuzz_flickr.c — the Flickr30k readers (runtime/data_flickr.c, data_load_flickr30k): the
+/* fuzz_flickr.c — the Flickr30k readers (runtime/data/data_flickr.c, data_load_flickr30k): the
  * token file and the Kaggle CSV. The reader picks one by the first line ("image,caption"
  * means CSV), so one target covers both; the corpus has seeds of each. Through a scratch
  * file, as the reader only takes a path. */

@@ -1,4 +1,4 @@
-/* fuzz_jpeg.c — the JPEG decoder (runtime/image.c through image_decode_memory), seeded with
+/* fuzz_jpeg.c — the JPEG decoder (runtime/data/image.c through image_decode_memory), seeded with
  * JPEGs of each colour space the decoder handles. */
 #include "fuzz_image.h"
 

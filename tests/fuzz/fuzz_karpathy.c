@@ -1,4 +1,4 @@
-/* fuzz_karpathy.c — the Karpathy split JSON reader (runtime/data_json.c,
+/* fuzz_karpathy.c — the Karpathy split JSON reader (runtime/data/data_json.c,
  * data_load_karpathy), through a scratch file (it only reads from a path). */
 #include "fuzz_dataset.h"
 

@@ -1,4 +1,4 @@
-/* fuzz_png.c — the PNG decoder (runtime/image.c through image_decode_memory), seeded with
+/* fuzz_png.c — the PNG decoder (runtime/data/image.c through image_decode_memory), seeded with
  * PNGs of each colour type and bit depth the decoder handles. */
 #include "fuzz_image.h"
 

@@ -1,4 +1,4 @@
-/* fuzz_safetensors.c — the safetensors reader (runtime/safetensors.c, st_parse: the same
+/* fuzz_safetensors.c — the safetensors reader (runtime/core/safetensors.c, st_parse: the same
  * validation st_read_file does after reading the file). Whatever st_parse accepts must be
  * safe to use: every tensor's bytes are read back (st_to_f64) and every name and metadata
  * key looked up, so an accepted header whose offsets point outside the buffer shows up as an

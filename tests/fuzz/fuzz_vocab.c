@@ -1,8 +1,8 @@
-/* fuzz_vocab.c — the vocabulary reader (runtime/vocab.c, vocab_from_string: what
+/* fuzz_vocab.c — the vocabulary reader (runtime/data/vocab.c, vocab_from_string: what
  * vocab_load runs on a file's text and what a checkpoint's vocabulary goes through). An
  * accepted vocabulary must survive its own round trip (vocab_to_string, then read again
  * with the same size and tokens), and encoding/decoding with it must stay in bounds: the
- * input text itself is encoded as a caption (the tokenizer, runtime/text.c) and decoded. */
+ * input text itself is encoded as a caption (the tokenizer, runtime/data/text.c) and decoded. */
 #include "fuzz_util.h"
 
 #include "vocab.h"

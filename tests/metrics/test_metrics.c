@@ -1,4 +1,4 @@
-/* test_metrics.c — BLEU and CIDEr-D (runtime/metrics.c) against published values and
+/* test_metrics.c — BLEU and CIDEr-D (runtime/caption/metrics.c) against published values and
  * hand-computed cases, the PTB-like tokenizer, COCO results files, and `cap score` end to end
  * (the cap binary from CAP_BIN, or cap_cmd_score in-process when CAP_BIN is unset).
  *

@@ -1,4 +1,4 @@
-/* test_sampling.c — runtime/sampling.c: temperature, top-k and top-p masks on hand-computed
+/* test_sampling.c — runtime/caption/sampling.c: temperature, top-k and top-p masks on hand-computed
  * distributions, greedy ties, sampling frequencies over 20000 draws against the filtered
  * distribution, the RNG's reproducibility, and beam search on a hand-made transition table
  * (the best sequence known by hand, different from greedy; length normalization changing the

@@ -3,7 +3,7 @@
  * models/captioner_tiny.json is compiled with -D batch=2 -D dropout=0 (the batch size is in
  * the shapes; dropout must be 0, so the rng input's value does not matter: every mask keeps
  * everything), tests/golden/tiny_weights.safetensors and tiny_batch.safetensors are read with
- * runtime/safetensors.c, and `forward` plus its autodiff backward runs in the float64
+ * runtime/core/safetensors.c, and `forward` plus its autodiff backward runs in the float64
  * reference interpreter:
  *
  *  (a) eval mode: a copy of `forward` with every batch_norm's training attribute set to

@@ -1,4 +1,4 @@
-/* test_cuda_backend.c — the cuda backend (runtime/backend_cuda.c) through libcaprt.
+/* test_cuda_backend.c — the cuda backend (runtime/core/backend_cuda.c) through libcaprt.
  *
  *  - no driver ($CAP_CUDA_DRIVER pointing at a missing library): cuda is refused with
  *    "no usable CUDA driver: ...", auto picks cpu and says why;

@@ -1,4 +1,4 @@
-/* test_runtime.c — libcaprt (runtime/cap.h) and the `cap` CLI against a hand-written cap.so
+/* test_runtime.c — libcaprt (runtime/core/cap.h) and the `cap` CLI against a hand-written cap.so
  * (tests/runtime/data/fake_artifact.c: two weights, two buffers, a step counter; eval_loss =
  * affine + mean, train_step = that + an SGD update).
  *
