@@ -84,7 +84,7 @@ typedef struct PackageOptions {
     int jobs; /* compiler processes and NVRTC threads at once; <= 0: the online CPUs */
 } PackageOptions;
 
-/* The code generation stages, in the order the pipeline runs them (passes/pipeline.c):
+/* The code generation stages, in the order the pipeline runs them (driver/pipeline.c):
  * a Package borrows m (which must outlive it) and holds every function's kernels, memory
  * plan and steps. Each stage returns 0, or -1 with d. */
 typedef struct Package Package;

@@ -1,4 +1,4 @@
-/* package.c — the code generation stages of the pipeline (passes/pipeline.c runs them in
+/* package.c — the code generation stages of the pipeline (driver/pipeline.c runs them in
  * order; package_module() runs them all), from a module to cap.so (docs/artifact.md):
  *
  *   lower    every function's schedule to kernel descriptions (package_plan.c)

@@ -44,9 +44,9 @@ const RefTensor *ref_store_lookup(void *ctx, const char *name);
 int ref_run(const Function *f, const RefTensor *inputs, RefParamLookup lookup, void *ctx,
             RefTensor *outputs, RefTensor **all_values, char *err, size_t err_size);
 
-/* Philox4x32-10 (Salmon et al., SC'11): counter-based random numbers. Shared by dropout's
- * reference, the C kernels and the CUDA kernels so masks agree bit for bit. */
-void philox4x32_10(const uint32_t counter[4], const uint32_t key[2], uint32_t out[4]);
+/* Philox4x32-10 (support/philox.h): counter-based random numbers. Dropout's reference, the
+ * C kernels and the CUDA kernels draw the same numbers, so masks agree bit for bit. */
+#include "philox.h"
 /* Dropout keep decision for one element: counter = {idx lo, idx hi, stream, step},
  * key = {seed, 0x9E3779B9}; u = (out[0] >> 8) * 2^-24; kept iff u >= p. */
 bool dropout_keep(uint32_t seed, uint32_t step, uint32_t stream, uint64_t index, double p);

@@ -25,7 +25,7 @@ void cap_rng_init(CapRng *r, uint32_t seed, uint32_t stream) {
 double cap_rng_uniform(CapRng *r) {
     const uint32_t ctr[4] = {(uint32_t)r->counter, (uint32_t)(r->counter >> 32), 1, 0};
     uint32_t out[4];
-    cap_philox4x32_10(ctr, r->key, out);
+    philox4x32_10(ctr, r->key, out);
     r->counter++;
     return ((double)(out[0] >> 5) * 67108864.0 + (double)(out[1] >> 6)) / 9007199254740992.0;
 }

@@ -81,7 +81,7 @@ CapStatus cap_fail(char *err, size_t err_size, CapStatus code, const char *fmt, 
 /* Initializer of one state tensor (init.c): fills dst (numel f32 or i32) from info->init. */
 CapStatus cap_init_state(const CapStateInfo *info, int index, uint32_t seed, void *dst,
                          char *err, size_t err_size);
-/* Philox4x32-10: runtime/philox.h. */
+/* Philox4x32-10: support/philox.h. */
 #include "philox.h"
 
 /* Checks file tensor t against info (shape; F32/F64 for f32, I32/I64 for i32) and converts it

@@ -29,7 +29,7 @@
 static void draw(uint32_t seed, int index, int64_t e, uint32_t r[4]) {
     const uint32_t ctr[4] = {(uint32_t)e, (uint32_t)((uint64_t)e >> 32), 0, 0};
     const uint32_t key[2] = {seed, (uint32_t)index};
-    cap_philox4x32_10(ctr, key, r);
+    philox4x32_10(ctr, key, r);
 }
 
 /* 53 random bits -> [0, 1). */

@@ -1,4 +1,4 @@
-/* data_rng.c — the data pipeline's keyed draws on Philox4x32-10 (runtime/philox.h). */
+/* data_rng.c — the data pipeline's keyed draws on Philox4x32-10 (support/philox.h). */
 #include "data_rng.h"
 
 #include "philox.h"
@@ -7,7 +7,7 @@ uint64_t data_rand64(uint32_t k0, uint32_t k1, uint32_t c0, uint32_t c1, uint32_
     const uint32_t ctr[4] = {c0, c1, c2, 0};
     const uint32_t key[2] = {k0, k1};
     uint32_t r[4];
-    cap_philox4x32_10(ctr, key, r);
+    philox4x32_10(ctr, key, r);
     return (uint64_t)r[0] | (uint64_t)r[1] << 32;
 }
 

@@ -1,5 +1,5 @@
 /* data_rng.h — the counter-based random numbers of the data pipeline: the few draws the data
- * code needs, on Philox4x32-10 (runtime/philox.h, shared with the rest of the runtime), each
+ * code needs, on Philox4x32-10 (support/philox.h, shared with the rest of the runtime), each
  * keyed so that it depends only on what it is about:
  *
  *   shuffle of epoch e, step i      key {seed, DATA_RNG_TAG}, counter {i, e, 1, 0}

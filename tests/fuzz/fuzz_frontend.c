@@ -1,7 +1,7 @@
 /* fuzz_frontend.c — model JSON text -> frontend (parse, config expressions, blocks, repeat,
  * lowering to IR), then what capc does next with the result: verify the frontend's IR and
  * infer shapes. Bad models must come back as a Diag, never crash, leak or abort; IR that
- * fails verification after a successful frontend is a capc bug (passes/pipeline.c says so
+ * fails verification after a successful frontend is a capc bug (driver/pipeline.c says so
  * too), so it is reported as a crash here. */
 #include "fuzz_util.h"
 

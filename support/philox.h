@@ -1,15 +1,16 @@
 /* philox.h — Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3"), the
- * runtime's one copy, header-only so that libcaprt and libcapdata share it without linking
- * each other. Weight init, dropout seeds, sampling and the data pipeline all draw from it; the
- * compiler has its own (ir/philox.c, and the kernels' prelude), and the tests pin all of them
- * to the same known-answer vectors. A draw is a pure function of (counter, key). */
+ * one copy in capc, header-only so that the compiler, libcaprt and libcapdata share it without
+ * linking each other. The reference interpreter's dropout (ir/philox.c), weight init, dropout
+ * seeds, sampling and the data pipeline all draw from it; the generated kernels carry the same
+ * arithmetic in their prelude (codegen/prelude.c), and the tests pin both to the same
+ * known-answer vectors. A draw is a pure function of (counter, key). */
 #ifndef CAP_PHILOX_H
 #define CAP_PHILOX_H
 
 #include <stdint.h>
 
-static inline void cap_philox4x32_10(const uint32_t ctr[4], const uint32_t key[2],
-                                     uint32_t out[4]) {
+static inline void philox4x32_10(const uint32_t ctr[4], const uint32_t key[2],
+                                 uint32_t out[4]) {
     uint32_t x0 = ctr[0], x1 = ctr[1], x2 = ctr[2], x3 = ctr[3];
     uint32_t k0 = key[0], k1 = key[1];
     for (int round = 0; round < 10; round++) {
