@@ -7,9 +7,10 @@ The examples are read from the docs when the test runs, so they are checked as t
 edited. An example is a fenced block:
 
 - in docs/cli.md (and any doc): a block whose first line starts with `$ `. Each `$ CMD` line
-  is a command (run with bash -o pipefail); the lines up to the next `$ ` line are its expected
-  output (stdout and stderr together, as a terminal shows them). A line `...` in the expected
-  output stands for any number of lines.
+  is a command (run with bash -o pipefail; a trailing backslash continues it on the next
+  line); the lines up to the next `$ ` line are its expected output (stdout and stderr
+  together, as a terminal shows them). A line `...` in the expected output stands for any
+  number of lines.
 - in README.md: a ```sh block; each line is a command (a trailing `# comment` is a note, not
   output), which must exit 0. Their output is not compared.
 
@@ -65,11 +66,17 @@ class Example:
         self.directives = directives  # list of (name, arg)
         self.commands = []  # list of (command, expected lines or None)
         if kind == 'dollar':
+            continued = False
             for text in lines:
-                if text.startswith('$ '):
+                if continued:  # `$ cmd \` goes on on the next line
+                    cmd, out = self.commands[-1]
+                    self.commands[-1] = (cmd[:-1] + ' ' + text.strip(), out)
+                elif text.startswith('$ '):
                     self.commands.append((text[2:], []))
                 elif self.commands:
                     self.commands[-1][1].append(text)
+                continued = bool(self.commands) and not self.commands[-1][1] and \
+                    self.commands[-1][0].endswith('\\')
         else:
             for text in lines:
                 cmd = strip_comment(text).strip()
