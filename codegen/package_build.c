@@ -305,8 +305,8 @@ static void images_free(PkgCudaImage *images, int n) {
 /* images.s: each image's bytes by .incbin from its own file, under the symbol the tables
  * declare; assembling it costs nothing next to compiling the bytes as a C literal. */
 static int write_images_asm(const Build *b, const PkgCudaImage *images, int n, Diag *d) {
-    PkgBuf s = {0};
-    pkg_buf_puts(&s, "/* the CUDA images of cap.so (capc) */\n\t.section .rodata\n");
+    StrBuf s = {0};
+    strbuf_puts(&s, "/* the CUDA images of cap.so (capc) */\n\t.section .rodata\n");
     for (int i = 0; i < n; i++) {
         char sym[32], name[48];
         pkg_cuda_image_symbol(i, sym, sizeof sym);
@@ -315,14 +315,14 @@ static int write_images_asm(const Build *b, const PkgCudaImage *images, int n, D
         int rc = path != NULL ? pkg_write_bytes(path, images[i].data, images[i].size, d) : oom(d);
         free(path);
         if (rc != 0) {
-            free(pkg_buf_take(&s));
+            free(strbuf_take(&s));
             return -1;
         }
-        pkg_buf_printf(&s, "\t.balign 16\n\t.globl %s\n\t.hidden %s\n%s:\n\t.incbin \"%s\"\n", sym,
+        strbuf_printf(&s, "\t.balign 16\n\t.globl %s\n\t.hidden %s\n%s:\n\t.incbin \"%s\"\n", sym,
                        sym, sym, name);
     }
-    pkg_buf_puts(&s, "\t.section .note.GNU-stack,\"\",@progbits\n");
-    char *text = pkg_buf_take(&s), *path = pkg_path_join(b->dir, "cuda_images.s");
+    strbuf_puts(&s, "\t.section .note.GNU-stack,\"\",@progbits\n");
+    char *text = strbuf_take(&s), *path = pkg_path_join(b->dir, "cuda_images.s");
     int rc = text != NULL && path != NULL ? pkg_write_file(path, text, d) : oom(d);
     if (rc == 0) rc = pkg_cc_object(b->dir, "cuda_images.s", "cuda_images.s.o", d);
     free(text);

@@ -9,34 +9,34 @@
 
 #include "package.h"
 
-static void dump_entry(const Package *p, int i, bool cuda, bool *shown, PkgBuf *b) {
+static void dump_entry(const Package *p, int i, bool cuda, bool *shown, StrBuf *b) {
     const PkgEntry *e = &p->entries[i];
-    pkg_buf_printf(b, "\n/* ==== @%s: %d kernels, %d launches (%d output/state copies) ==== */\n",
+    strbuf_printf(b, "\n/* ==== @%s: %d kernels, %d launches (%d output/state copies) ==== */\n",
                    e->f->name, e->n_kernels, e->n_steps, e->n_copies);
     for (int s = 0; s < e->n_steps; s++) {
         const PkgKernel *k = &p->kernels[e->steps[s].kernel];
-        pkg_buf_printf(b, "/* %4d  %s: %s */\n", s, k->name, k->source_ops);
+        strbuf_printf(b, "/* %4d  %s: %s */\n", s, k->name, k->source_ops);
     }
     for (int s = 0; s < e->n_steps; s++) {
         int k = e->steps[s].kernel;
         if (shown[k]) continue;
         shown[k] = true;
-        pkg_buf_puts(b, "\n");
-        pkg_buf_puts(b, cuda ? p->kernels[k].cuda_src : p->kernels[k].c_src);
+        strbuf_puts(b, "\n");
+        strbuf_puts(b, cuda ? p->kernels[k].cuda_src : p->kernels[k].c_src);
     }
 }
 
 static int dump_kernels(const Package *p, const char *path, bool cuda, Diag *d) {
-    PkgBuf b = {0};
+    StrBuf b = {0};
     bool *shown = calloc((size_t)p->n_kernels + 1, sizeof *shown);
     if (shown == NULL) {
         snprintf(d->msg, sizeof d->msg, "out of memory");
         return -1;
     }
-    pkg_buf_puts(&b, cuda ? codegen_cuda_prelude() : codegen_c_prelude());
+    strbuf_puts(&b, cuda ? codegen_cuda_prelude() : codegen_c_prelude());
     for (int i = 0; i < p->n_entries; i++) dump_entry(p, i, cuda, shown, &b);
     free(shown);
-    char *text = pkg_buf_take(&b);
+    char *text = strbuf_take(&b);
     if (text == NULL) {
         snprintf(d->msg, sizeof d->msg, "out of memory");
         return -1;

@@ -180,15 +180,15 @@ int pkg_render_kernels(Package *p, Diag *d) {
 static int render_copy_kernel(PkgKernel *k, DType dtype, int64_t numel) {
     const char *ctype = dtype == DT_I32 ? "int32_t" : "float";
     const char *cutype = dtype == DT_I32 ? "int" : "float";
-    PkgBuf c = {0}, cu = {0};
-    pkg_buf_printf(&c,
+    StrBuf c = {0}, cu = {0};
+    strbuf_printf(&c,
                    "/* %s: copy %s[%lld] (a final output or state write-back) */\n"
                    "void %s(void *const *bufs) {\n"
                    "    memcpy(bufs[0], bufs[1], (size_t)%lld * sizeof(%s));\n"
                    "}\n",
                    k->name, dtype_name(dtype), (long long)numel, k->name, (long long)numel,
                    ctype);
-    pkg_buf_printf(&cu,
+    strbuf_printf(&cu,
                    "/* %s: copy %s[%lld] (a final output or state write-back) */\n"
                    "extern \"C\" __global__ void %s(%s *a0, const %s *a1) {\n"
                    "    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
@@ -197,8 +197,8 @@ static int render_copy_kernel(PkgKernel *k, DType dtype, int64_t numel) {
                    "}\n",
                    k->name, dtype_name(dtype), (long long)numel, k->name, cutype, cutype,
                    (long long)numel);
-    k->c_src = pkg_buf_take(&c);
-    k->cuda_src = pkg_buf_take(&cu);
+    k->c_src = strbuf_take(&c);
+    k->cuda_src = strbuf_take(&cu);
     return k->c_src != NULL && k->cuda_src != NULL ? 0 : -1;
 }
 
