@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "files.h"
 #include "package.h"
 
 extern char **environ;
@@ -34,30 +35,9 @@ static int fail_path(Diag *d, const char *what, const char *path, int err) {
 }
 
 int pkg_make_dirs(const char *dir, Diag *d) {
-    size_t len = strlen(dir);
-    char *path = strdup(dir);
-    if (path == NULL || len == 0) {
-        free(path);
-        return fail_path(d, "create directory", dir, len == 0 ? ENOENT : ENOMEM);
-    }
-    /* Each prefix ending at a '/' must exist before its child is made. */
-    for (size_t i = 1; i <= len; i++) {
-        if (path[i] != '/' && path[i] != '\0') continue;
-        char saved = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
-            int err = errno;
-            fail_path(d, "create directory", path, err);
-            free(path);
-            return -1;
-        }
-        path[i] = saved;
-    }
-    free(path);
-    struct stat st;
-    if (stat(dir, &st) != 0) return fail_path(d, "create directory", dir, errno);
-    if (!S_ISDIR(st.st_mode)) return fail_path(d, "create directory", dir, ENOTDIR);
-    return 0;
+    char failed[4096];
+    int err = file_make_dirs(dir, failed, sizeof failed);
+    return err ? fail_path(d, "create directory", failed, err) : 0;
 }
 
 int pkg_write_file(const char *path, const char *text, Diag *d) {

@@ -16,9 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
+#include "files.h"
 #include "pipeline.h"
 
 typedef struct Run {
@@ -109,25 +109,9 @@ static int fail_path(Diag *d, const char *what, const char *path, int err) {
 
 /* mkdir -p: creates dir and any missing parents; an existing directory is fine. */
 static int make_dirs(const char *dir, Diag *d) {
-    char path[4096];
-    size_t len = strlen(dir);
-    if (len == 0 || len >= sizeof path)
-        return fail_path(d, "create directory", dir, len == 0 ? ENOENT : ENAMETOOLONG);
-    memcpy(path, dir, len + 1);
-
-    /* Walk the separators so that each prefix exists before its child is made. */
-    for (size_t i = 1; i <= len; i++) {
-        if (path[i] != '/' && path[i] != '\0') continue;
-        char saved = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST)
-            return fail_path(d, "create directory", path, errno);
-        path[i] = saved;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0) return fail_path(d, "create directory", dir, errno);
-    if (!S_ISDIR(st.st_mode)) return fail_path(d, "create directory", dir, ENOTDIR);
-    return 0;
+    char failed[4096];
+    int err = file_make_dirs(dir, failed, sizeof failed);
+    return err ? fail_path(d, "create directory", failed, err) : 0;
 }
 
 typedef void (*Printer)(FILE *out, const Module *m);

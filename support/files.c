@@ -72,3 +72,33 @@ int file_refuse_overwrite(const char *out, const char *what, const char *const *
         }
     return 0;
 }
+
+/* Records which path failed and why; returns err. */
+static int make_dirs_fail(const char *path, int err, char *failed, size_t failed_size) {
+    snprintf(failed, failed_size, "%s", path);
+    return err;
+}
+
+int file_make_dirs(const char *dir, char *failed, size_t failed_size) {
+    size_t len = strlen(dir);
+    if (len == 0) return make_dirs_fail(dir, ENOENT, failed, failed_size);
+    char *path = strdup(dir);
+    if (!path) return make_dirs_fail(dir, ENOMEM, failed, failed_size);
+    /* Each prefix ending at a '/' must exist before its child is made. */
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != '\0') continue;
+        char saved = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+            int err = make_dirs_fail(path, errno, failed, failed_size);
+            free(path);
+            return err;
+        }
+        path[i] = saved;
+    }
+    free(path);
+    struct stat st;
+    if (stat(dir, &st) != 0) return make_dirs_fail(dir, errno, failed, failed_size);
+    if (!S_ISDIR(st.st_mode)) return make_dirs_fail(dir, ENOTDIR, failed, failed_size);
+    return 0;
+}

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 #include <jpeglib.h>
@@ -18,6 +17,7 @@
 
 #include "data_internal.h"
 #include "data_rng.h"
+#include "files.h"
 #include "strbuf.h"
 
 const char *const synth_shape_names[SYNTH_N_SHAPES] = {"circle", "square", "triangle", "cross"};
@@ -317,18 +317,14 @@ void synth_split_counts(int n, int *n_train, int *n_val, int *n_test) {
 }
 
 static CapStatus make_dir(const char *path, char *err, size_t err_size) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+    char failed[4096];
+    if (strlen(path) >= sizeof failed)
         return data_fail(err, err_size, CAP_E_ARG, "%s: path too long", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p) continue;
-        char c = *p;
-        *p = 0;
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return data_fail(err, err_size, CAP_E_IO, "%s: cannot create directory: %s", buf, strerror(errno));
-        if (!c) return CAP_OK;
-        *p = c;
-    }
+    int e = file_make_dirs(path, failed, sizeof failed);
+    if (e)
+        return data_fail(err, err_size, CAP_E_IO, "%s: cannot create directory: %s", failed,
+                         strerror(e));
+    return CAP_OK;
 }
 
 static cJSON *scene_json(const SynthScene *s) {
