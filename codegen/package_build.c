@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "diag.h"
 #include "package.h"
 
 #define DEFAULT_CUDA_ARCHS "sm_80,sm_90"
@@ -75,8 +76,7 @@ static double now_seconds(void) {
 }
 
 static int oom(Diag *d) {
-    snprintf(d->msg, sizeof d->msg, "out of memory while packaging");
-    d->loc = SRCLOC_NONE;
+    diag_set(d, SRCLOC_NONE, "out of memory while packaging");
     return -1;
 }
 
@@ -447,9 +447,8 @@ static int build(Build *b, const char *out_path, Diag *d) {
     const PackageOptions *opts = b->opts;
     if (plan_jobs(b, d) != 0) return -1;
     if ((opts->targets & TARGET_CUDA) != 0 && !nvrtc_available()) {
-        snprintf(d->msg, sizeof d->msg, "the cuda target needs NVRTC, which is not available "
+        diag_set(d, SRCLOC_NONE, "the cuda target needs NVRTC, which is not available "
                  "(install the CUDA toolkit, or use --target=cpu)");
-        d->loc = SRCLOC_NONE;
         return -1;
     }
     if (opts->verbose)
@@ -486,9 +485,8 @@ int pkg_build(const Package *p, const PackageOptions *opts, const char *out_path
     b.cc_id = pkg_cc_identity(b.dir);
     int rc;
     if (b.cc_id == NULL) {
-        snprintf(d->msg, sizeof d->msg, "cannot run the C compiler '%s' (install gcc, or set "
+        diag_set(d, SRCLOC_NONE, "cannot run the C compiler '%s' (install gcc, or set "
                  "CAPC_CC to a C compiler)", pkg_cc_command());
-        d->loc = SRCLOC_NONE;
         rc = -1;
     } else {
         b.cache = open_cache(opts);

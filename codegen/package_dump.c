@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "diag.h"
 #include "package.h"
 
 static void dump_entry(const Package *p, int i, bool cuda, bool *shown, StrBuf *b) {
@@ -30,7 +31,7 @@ static int dump_kernels(const Package *p, const char *path, bool cuda, Diag *d) 
     StrBuf b = {0};
     bool *shown = calloc((size_t)p->n_kernels + 1, sizeof *shown);
     if (shown == NULL) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         return -1;
     }
     strbuf_puts(&b, cuda ? codegen_cuda_prelude() : codegen_c_prelude());
@@ -38,7 +39,7 @@ static int dump_kernels(const Package *p, const char *path, bool cuda, Diag *d) 
     free(shown);
     char *text = strbuf_take(&b);
     if (text == NULL) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         return -1;
     }
     int rc = pkg_write_file(path, text, d);
@@ -57,7 +58,7 @@ int package_dump_kernels(const Package *p, const char *dir, const char *stem, Di
     if (pkg_make_dirs(dir, d) != 0) return -1;
     char *c = path_of(dir, stem, "c"), *cu = path_of(dir, stem, "cu");
     int rc = c != NULL && cu != NULL ? 0 : -1;
-    if (rc != 0) snprintf(d->msg, sizeof d->msg, "out of memory");
+    if (rc != 0) diag_msg(d, "out of memory");
     if (rc == 0) rc = dump_kernels(p, c, false, d);
     if (rc == 0) rc = dump_kernels(p, cu, true, d);
     free(c);
@@ -69,7 +70,7 @@ int package_dump_memplan(const Package *p, const char *dir, const char *stem, Di
     if (pkg_make_dirs(dir, d) != 0) return -1;
     char *path = path_of(dir, stem, "txt");
     if (path == NULL) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         return -1;
     }
     char *text = NULL;
@@ -86,7 +87,7 @@ int package_dump_memplan(const Package *p, const char *dir, const char *stem, Di
         fclose(out);
     }
     if (rc == 0 && text != NULL) rc = pkg_write_file(path, text, d);
-    else snprintf(d->msg, sizeof d->msg, "out of memory");
+    else diag_msg(d, "out of memory");
     free(text);
     free(path);
     return rc;

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "diag.h"
 #include "kernel.h"
 #include "strbuf.h"
 
@@ -432,7 +433,7 @@ static int render_stmt(Ctx *c, const KStmt *s, int level, Diag *d) {
     case KS_GEMM:
         if (c->t->cuda) {
             if (level != 1) {
-                snprintf(d->msg, sizeof d->msg, "kernel %s: a CUDA gemm must be the whole kernel",
+                diag_msg(d, "kernel %s: a CUDA gemm must be the whole kernel",
                          kd->name);
                 return -1;
             }
@@ -526,7 +527,7 @@ char *kernel_render(const KernelDesc *kd, KTarget target, Diag *d) {
                    (kd->body->kind == KS_PARFOR || kd->body->kind == KS_GEMM);
         for (int i = kd->n_args; i < kd->n_bufs; i++) one &= !kd->bufs[i].scratch;
         if (!one) {
-            snprintf(d->msg, sizeof d->msg,
+            diag_msg(d,
                      "kernel %s: a CUDA kernel must be one parfor or gemm without scratch",
                      kd->name);
             return NULL;
@@ -534,7 +535,7 @@ char *kernel_render(const KernelDesc *kd, KTarget target, Diag *d) {
     }
     bool *used = calloc((size_t)kd->n_bufs + 1, sizeof *used);
     if (!used) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         return NULL;
     }
     mark_block(kd->body, used);
@@ -550,7 +551,7 @@ char *kernel_render(const KernelDesc *kd, KTarget target, Diag *d) {
     }
     strbuf_puts(&o, "}\n");
     char *text = strbuf_take(&o);
-    if (!text) snprintf(d->msg, sizeof d->msg, "out of memory rendering kernel %s", kd->name);
+    if (!text) diag_msg(d, "out of memory rendering kernel %s", kd->name);
     return text;
 }
 

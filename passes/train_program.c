@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "diag.h"
 #include "ops.h"
 #include "passes.h"
 
@@ -59,9 +60,7 @@ static Value *finish(Builder *b, Op *op) {
     char err[512];
     if (op_infer(op, err, sizeof err) != 0 && !b->failed) {
         b->failed = true;
-        snprintf(b->d->msg, sizeof b->d->msg,
-                 "internal error: training program: %s (this is a bug in capc)", err);
-        b->d->loc = op->loc;
+        diag_internal(b->d, op->loc, "training program: %s", err);
     }
     return op->result;
 }
@@ -133,8 +132,7 @@ static char *name_with(char *buf, size_t size, const char *a, const char *b) {
 }
 
 static int fail(Diag *d, SrcLoc loc, const char *fmt, const char *arg) {
-    snprintf(d->msg, sizeof d->msg, fmt, arg);
-    d->loc = loc;
+    diag_set(d, loc, fmt, arg);
     return -1;
 }
 
