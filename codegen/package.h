@@ -33,7 +33,7 @@ void pkg_c_escape(StrBuf *b, const char *s, size_t n);
 #define PKG_MAX_MODULES 32
 
 /* One kernel of the artifact. */
-typedef struct PkgKernel {
+typedef struct ArtifactKernel {
     char *name;       /* owned; unique in the package */
     int n_args;
     int64_t cuda_grid;
@@ -45,7 +45,7 @@ typedef struct PkgKernel {
     char *cuda_src;   /* owned */
     int merged;       /* how many identical lowered kernels were merged into this one */
     int module;       /* its module (pkg_assign_modules): the unit of compiling and caching */
-} PkgKernel;
+} ArtifactKernel;
 
 typedef struct PkgStep {
     int kernel; /* index in Package.kernels */
@@ -71,7 +71,7 @@ struct Package {
     int verbose;
     FunctionKernels *fk; /* per function: its schedule and lowered kernels (pkg_lower) */
     MemPlan *plans;      /* per function (pkg_plan) */
-    PkgKernel *kernels;
+    ArtifactKernel *kernels;
     int n_kernels, cap_kernels;
     PkgEntry *entries;
     int n_entries;

@@ -15,7 +15,7 @@ static void dump_entry(const Package *p, int i, bool cuda, bool *shown, StrBuf *
     strbuf_printf(b, "\n/* ==== @%s: %d kernels, %d launches (%d output/state copies) ==== */\n",
                    e->f->name, e->n_kernels, e->n_steps, e->n_copies);
     for (int s = 0; s < e->n_steps; s++) {
-        const PkgKernel *k = &p->kernels[e->steps[s].kernel];
+        const ArtifactKernel *k = &p->kernels[e->steps[s].kernel];
         strbuf_printf(b, "/* %4d  %s: %s */\n", s, k->name, k->source_ops);
     }
     for (int s = 0; s < e->n_steps; s++) {

@@ -177,7 +177,7 @@ static void put_kernel_table(StrBuf *b, const Package *p, bool cpu) {
     if (p->n_kernels == 0) return;
     strbuf_puts(b, "static const CapKernel capt_kernels[] = {\n");
     for (int k = 0; k < p->n_kernels; k++) {
-        const PkgKernel *pk = &p->kernels[k];
+        const ArtifactKernel *pk = &p->kernels[k];
         char ops[600];
         if (pk->merged > 1)
             snprintf(ops, sizeof ops, "%s (+%d identical)", pk->source_ops, pk->merged - 1);
