@@ -211,35 +211,14 @@ int pkg_cc_link(char *const *objects, int n_objects, const char *out_path, const
 }
 
 unsigned char *pkg_read_file(const char *path, size_t *size, Diag *d) {
-    *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        diag_path_error(d, "read", path, errno);
-        return NULL;
+    char *data;
+    switch (file_read_all(path, &data, size)) {
+    case FILE_READ_OK: return (unsigned char *)data;
+    case FILE_READ_CANNOT_OPEN: diag_path_error(d, "read", path, errno); break;
+    case FILE_READ_NO_MEMORY: diag_path_error(d, "read", path, ENOMEM); break;
+    default: diag_path_error(d, "read", path, EIO); break;
     }
-    size_t cap = 1 << 16, len = 0;
-    unsigned char *buf = malloc(cap);
-    while (buf != NULL) {
-        len += fread(buf + len, 1, cap - len, f);
-        if (len < cap) break;
-        unsigned char *grown = realloc(buf, cap * 2);
-        if (grown == NULL) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = grown;
-        cap *= 2;
-    }
-    int err = ferror(f) ? EIO : ENOMEM;
-    fclose(f);
-    if (buf == NULL || err == EIO) {
-        free(buf);
-        diag_path_error(d, "read", path, err);
-        return NULL;
-    }
-    *size = len;
-    return buf;
+    return NULL;
 }
 
 int pkg_write_bytes(const char *path, const void *data, size_t size, Diag *d) {

@@ -1,5 +1,6 @@
 /* files.c — output checks made before any work starts (files.h). */
 #include "files.h"
+#include "strbuf.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -101,4 +102,29 @@ int file_make_dirs(const char *dir, char *failed, size_t failed_size) {
     if (stat(dir, &st) != 0) return make_dirs_fail(dir, errno, failed, failed_size);
     if (!S_ISDIR(st.st_mode)) return make_dirs_fail(dir, ENOTDIR, failed, failed_size);
     return 0;
+}
+
+FileReadStatus file_read_all(const char *path, char **data, size_t *size) {
+    *data = NULL;
+    *size = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return FILE_READ_CANNOT_OPEN;
+    StrBuf b = {0};
+    while (strbuf_reserve(&b, (size_t)1 << 16)) {
+        size_t room = b.cap - b.len - 1, n = fread(b.data + b.len, 1, room, f);
+        b.len += n;
+        b.data[b.len] = '\0';
+        if (n < room) break;
+    }
+    bool bad = ferror(f) != 0;
+    fclose(f);
+    size_t len = b.len;
+    if (b.failed || bad) {
+        strbuf_free(&b);
+        return bad ? FILE_READ_IO_ERROR : FILE_READ_NO_MEMORY;
+    }
+    *data = strbuf_take(&b);
+    if (!*data) return FILE_READ_NO_MEMORY;
+    *size = len;
+    return FILE_READ_OK;
 }

@@ -31,4 +31,16 @@ int file_check_new_output(const char *out, const char *what, const char *const *
  * parents, copied into failed[0..failed_size). */
 int file_make_dirs(const char *dir, char *failed, size_t failed_size);
 
+/* How reading a whole file ended. */
+typedef enum {
+    FILE_READ_OK,
+    FILE_READ_CANNOT_OPEN, /* errno says why */
+    FILE_READ_NO_MEMORY,
+    FILE_READ_IO_ERROR,
+} FileReadStatus;
+
+/* Reads all of path: *data (malloc'd, the caller frees; a NUL follows the *size bytes).
+ * Anything but FILE_READ_OK leaves *data NULL and *size 0. */
+FileReadStatus file_read_all(const char *path, char **data, size_t *size);
+
 #endif
