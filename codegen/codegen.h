@@ -12,6 +12,21 @@
  *   extern "C" __global__ void NAME(float *a0, const float *a1, ...)   (int32_t * for i32)
  * launched as a 1-D grid (cuda_grid x cuda_block). Every kernel carries a comment naming the
  * IR ops it came from and each argument's shape.
+ *
+ * Four structs hold "a kernel", one per stage:
+ *   KernelDesc      (kernel.h) a kernel's body as a small imperative AST, in its own arena.
+ *                   Made by lowering (kd_new in lower*.c); freed with kd_free by whoever holds
+ *                   it: its LoweredKernel, then its ArtifactKernel once the package takes it.
+ *   LoweredKernel   (below) one schedule step's kernel: its KernelDescs (C, and CUDA when that
+ *                   differs) and the IR values it reads and writes. Made by
+ *                   codegen_lower_function into a FunctionKernels; freed by
+ *                   function_kernels_free.
+ *   ArtifactKernel  (package.h) one entry of cap.so's kernel table: lowered kernels merged
+ *                   by structure, a unique name, rendered C and CUDA source, its module. Made
+ *                   by pkg_add_kernel / pkg_copy_kernel; freed by pkg_kernels_free (pkg_free).
+ *   CapKernel       (runtime/abi/cap_artifact.h, the artifact ABI) what cap.so exports for an
+ *                   ArtifactKernel: name, entry point, launch geometry. A static table written
+ *                   into cap.c by package_emit.c; never freed (it lives in the loaded library).
  */
 #ifndef CAPC_CODEGEN_H
 #define CAPC_CODEGEN_H

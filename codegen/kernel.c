@@ -2,6 +2,7 @@
  * folding that keeps generated index arithmetic readable) and statements appended to the
  * innermost open block. Misuse (closing a block that is not open, nesting too deep) is a bug
  * in the lowering, so it aborts through ir_bug. */
+#include "diag.h"
 #include "kernel.h"
 
 #include <stdio.h>
@@ -504,8 +505,7 @@ typedef struct Check {
 
 static void check_fail(Check *c, const char *what) {
     if (c->bad++) return;
-    snprintf(c->d->msg, sizeof c->d->msg,
-             "internal error: kernel %s: %s (this is a bug in capc)", c->kd->name, what);
+    diag_internal(c->d, c->d->loc, "kernel %s: %s", c->kd->name, what);
 }
 
 static void check_expr(Check *c, const KExpr *e) {

@@ -197,7 +197,8 @@ const KExpr *ke_dropout_keep(KernelDesc *kd, const KExpr *seed, const KExpr *ste
 #define KDIV(kd, a, b) ke_bin(kd, KB_DIV, a, b)
 #define KMOD(kd, a, b) ke_bin(kd, KB_MOD, a, b)
 
-/* Statements are appended to the innermost open block. */
+/* Statements (ks_*: "kernel statement", one per KStmtKind KS_*) are appended to the innermost
+ * open block. */
 void ks_parfor(KernelDesc *kd, int var, int64_t count); /* opens a block */
 void ks_for(KernelDesc *kd, int var, const KExpr *lo, const KExpr *hi); /* opens a block */
 void ks_for_n(KernelDesc *kd, int var, int64_t count);                  /* [0, count) */

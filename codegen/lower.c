@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "codegen.h"
+#include "diag.h"
 #include "lower.h"
 
 /* ---- names and comments ------------------------------------------------------------------ */
@@ -162,7 +163,7 @@ static int lower_step(const Schedule *s, int step, LoweredKernel *k, int *buf_of
     k->desc = kd_new(name);
     k->source_ops = source_ops(f, st);
     if (k->desc == NULL || k->source_ops == NULL || declare_args(st, k->desc, k, buf_of) != 0) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         return -1;
     }
     kd_set_comment(k->desc, k->source_ops);
@@ -172,9 +173,7 @@ static int lower_step(const Schedule *s, int step, LoweredKernel *k, int *buf_of
     for (int i = 0; i < k->n_args; i++) buf_of[k->args[i]->id] = -1;
     if (rc != 0) {
         const Op *op = f->ops[st->first_op];
-        snprintf(d->msg, sizeof d->msg, "internal error: lowering %s of @%s: %s (this is a bug "
-                 "in capc)", k->source_ops, f->name, err);
-        d->loc = op->loc;
+        diag_internal(d, op->loc, "lowering %s of @%s: %s", k->source_ops, f->name, err);
     }
     return rc;
 }
@@ -182,7 +181,7 @@ static int lower_step(const Schedule *s, int step, LoweredKernel *k, int *buf_of
 static int check_shapes(const Function *f, Diag *d) {
     for (int i = 0; i < f->n_values; i++)
         if (!shape_known(&f->values[i]->shape)) {
-            snprintf(d->msg, sizeof d->msg, "%%%s: shapes must be inferred before codegen",
+            diag_msg(d, "%%%s: shapes must be inferred before codegen",
                      f->values[i]->name);
             return -1;
         }
@@ -198,7 +197,7 @@ int codegen_lower_function(const Function *f, FunctionKernels *fk, Diag *d) {
     int *buf_of = malloc(sizeof *buf_of * ((size_t)f->n_values + 1));
     int rc = 0;
     if (fk->kernels == NULL || buf_of == NULL) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         rc = -1;
     }
     for (int v = 0; rc == 0 && v < f->n_values; v++) buf_of[v] = -1;

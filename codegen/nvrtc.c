@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "codegen.h"
+#include "diag.h"
 
 /* The few NVRTC entry points used, with their C ABI (nvrtcResult is an int enum, 0 = ok). */
 typedef int (*CreateProgramFn)(void **prog, const char *src, const char *name, int n_headers,
@@ -95,16 +96,16 @@ int nvrtc_compile(const char *source, const char *name, const char *arch, unsign
     *image = NULL;
     *size = 0;
     if (!nvrtc_available()) {
-        snprintf(d->msg, sizeof d->msg, "NVRTC not available (libnvrtc.so not found)");
+        diag_msg(d, "NVRTC not available (libnvrtc.so not found)");
         return -1;
     }
     bool ptx = strncmp(arch, "compute_", 8) == 0;
     if (!ptx && strncmp(arch, "sm_", 3) != 0) {
-        snprintf(d->msg, sizeof d->msg, "unknown CUDA arch \"%s\" (want sm_XX or compute_XX)", arch);
+        diag_msg(d, "unknown CUDA arch \"%s\" (want sm_XX or compute_XX)", arch);
         return -1;
     }
     if (!ptx && (!nv.cubin_size || !nv.cubin)) {
-        snprintf(d->msg, sizeof d->msg, "this NVRTC cannot emit cubins (too old); use compute_XX");
+        diag_msg(d, "this NVRTC cannot emit cubins (too old); use compute_XX");
         return -1;
     }
     char arch_opt[64];
@@ -113,7 +114,7 @@ int nvrtc_compile(const char *source, const char *name, const char *arch, unsign
     void *prog = NULL;
     int rc = nv.create(&prog, source, name, 0, NULL, NULL);
     if (rc != 0) {
-        snprintf(d->msg, sizeof d->msg, "nvrtcCreateProgram: %s", nv.error_string(rc));
+        diag_msg(d, "nvrtcCreateProgram: %s", nv.error_string(rc));
         return -1;
     }
     rc = nv.compile(prog, (int)(sizeof opts / sizeof opts[0]), opts);
@@ -132,7 +133,7 @@ int nvrtc_compile(const char *source, const char *name, const char *arch, unsign
     nv.destroy(&prog);
     if (rc != 0 || !out) {
         free(out);
-        snprintf(d->msg, sizeof d->msg, "NVRTC: could not fetch the %s image: %s",
+        diag_msg(d, "NVRTC: could not fetch the %s image: %s",
                  ptx ? "PTX" : "cubin", rc ? nv.error_string(rc) : "out of memory");
         return -1;
     }

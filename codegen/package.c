@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "diag.h"
 #include "package.h"
 
 /* Creates OUT.tmp.PID (malloc'd path), so an unwritable output fails before the work. */
@@ -34,8 +35,7 @@ static char *reserve_output(const char *out, Diag *d) {
     snprintf(tmp, size, "%s.tmp.%ld", out, (long)getpid());
     FILE *f = fopen(tmp, "wb");
     if (f == NULL) {
-        snprintf(d->msg, sizeof d->msg, "cannot write '%s': %s", out, strerror(errno));
-        d->loc = SRCLOC_NONE;
+        diag_set(d, SRCLOC_NONE, "cannot write '%s': %s", out, strerror(errno));
         free(tmp);
         return NULL;
     }
@@ -44,13 +44,12 @@ static char *reserve_output(const char *out, Diag *d) {
 }
 
 static int check_options(const PackageOptions *opts, Diag *d) {
-    d->loc = SRCLOC_NONE;
     if (opts->output_path == NULL || *opts->output_path == '\0') {
-        snprintf(d->msg, sizeof d->msg, "no output path given");
+        diag_set(d, SRCLOC_NONE, "no output path given");
         return -1;
     }
     if ((opts->targets & TARGET_ALL) == 0) {
-        snprintf(d->msg, sizeof d->msg, "no target chosen (cpu, cuda or all)");
+        diag_set(d, SRCLOC_NONE, "no target chosen (cpu, cuda or all)");
         return -1;
     }
     return 0;
@@ -104,7 +103,7 @@ int package_write(Package *p, const PackageOptions *opts, Diag *d) {
     pkg_assign_modules(p);
     int rc = pkg_build(p, opts, tmp_out, d);
     if (rc == 0 && rename(tmp_out, opts->output_path) != 0) {
-        snprintf(d->msg, sizeof d->msg, "cannot write '%s': %s", opts->output_path,
+        diag_msg(d, "cannot write '%s': %s", opts->output_path,
                  strerror(errno));
         rc = -1;
     }
@@ -119,7 +118,7 @@ int package_write(Package *p, const PackageOptions *opts, Diag *d) {
 int package_module(const Module *m, const PackageOptions *opts, Diag *d) {
     Package *p = package_new(m, opts->verbose);
     if (p == NULL) {
-        snprintf(d->msg, sizeof d->msg, "out of memory while packaging");
+        diag_msg(d, "out of memory while packaging");
         return -1;
     }
     int rc = package_lower(p, d);

@@ -19,27 +19,13 @@
 #ifndef CAPC_CODEGEN_PACKAGE_H
 #define CAPC_CODEGEN_PACKAGE_H
 
-#include <stdarg.h>
-
 #include "cap_artifact.h"
 #include "codegen.h"
+#include "strbuf.h"
 
-/* ---- a growable string ------------------------------------------------------------------ */
-
-typedef struct PkgBuf {
-    char *data; /* NUL-terminated; NULL until the first append */
-    size_t len, cap;
-    bool failed; /* an allocation failed: the content is incomplete */
-} PkgBuf;
-
-void pkg_buf_append(PkgBuf *b, const char *s, size_t n);
-void pkg_buf_puts(PkgBuf *b, const char *s);
-void pkg_buf_printf(PkgBuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends s as the body of a C string literal (quotes not included): escapes \ " ? and
- * non-printable bytes (octal, always 3 digits so a following digit is never absorbed). */
-void pkg_buf_c_escape(PkgBuf *b, const char *s, size_t n);
-/* Takes the string out of b (caller frees); NULL if an allocation failed. */
-char *pkg_buf_take(PkgBuf *b);
+/* Appends s[0..n) to b as the body of a C string literal (quotes not included): escapes \ " ?
+ * and non-printable bytes (octal, always 3 digits so a following digit is never absorbed). */
+void pkg_c_escape(StrBuf *b, const char *s, size_t n);
 
 /* ---- the package ------------------------------------------------------------------------ */
 
@@ -47,7 +33,7 @@ char *pkg_buf_take(PkgBuf *b);
 #define PKG_MAX_MODULES 32
 
 /* One kernel of the artifact. */
-typedef struct PkgKernel {
+typedef struct ArtifactKernel {
     char *name;       /* owned; unique in the package */
     int n_args;
     int64_t cuda_grid;
@@ -59,7 +45,7 @@ typedef struct PkgKernel {
     char *cuda_src;   /* owned */
     int merged;       /* how many identical lowered kernels were merged into this one */
     int module;       /* its module (pkg_assign_modules): the unit of compiling and caching */
-} PkgKernel;
+} ArtifactKernel;
 
 typedef struct PkgStep {
     int kernel; /* index in Package.kernels */
@@ -85,7 +71,7 @@ struct Package {
     int verbose;
     FunctionKernels *fk; /* per function: its schedule and lowered kernels (pkg_lower) */
     MemPlan *plans;      /* per function (pkg_plan) */
-    PkgKernel *kernels;
+    ArtifactKernel *kernels;
     int n_kernels, cap_kernels;
     PkgEntry *entries;
     int n_entries;

@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "diag.h"
 #include "package.h"
 
 #define DEFAULT_CUDA_ARCHS "sm_80,sm_90"
@@ -75,8 +76,7 @@ static double now_seconds(void) {
 }
 
 static int oom(Diag *d) {
-    snprintf(d->msg, sizeof d->msg, "out of memory while packaging");
-    d->loc = SRCLOC_NONE;
+    diag_set(d, SRCLOC_NONE, "out of memory while packaging");
     return -1;
 }
 
@@ -305,8 +305,8 @@ static void images_free(PkgCudaImage *images, int n) {
 /* images.s: each image's bytes by .incbin from its own file, under the symbol the tables
  * declare; assembling it costs nothing next to compiling the bytes as a C literal. */
 static int write_images_asm(const Build *b, const PkgCudaImage *images, int n, Diag *d) {
-    PkgBuf s = {0};
-    pkg_buf_puts(&s, "/* the CUDA images of cap.so (capc) */\n\t.section .rodata\n");
+    StrBuf s = {0};
+    strbuf_puts(&s, "/* the CUDA images of cap.so (capc) */\n\t.section .rodata\n");
     for (int i = 0; i < n; i++) {
         char sym[32], name[48];
         pkg_cuda_image_symbol(i, sym, sizeof sym);
@@ -315,14 +315,14 @@ static int write_images_asm(const Build *b, const PkgCudaImage *images, int n, D
         int rc = path != NULL ? pkg_write_bytes(path, images[i].data, images[i].size, d) : oom(d);
         free(path);
         if (rc != 0) {
-            free(pkg_buf_take(&s));
+            free(strbuf_take(&s));
             return -1;
         }
-        pkg_buf_printf(&s, "\t.balign 16\n\t.globl %s\n\t.hidden %s\n%s:\n\t.incbin \"%s\"\n", sym,
+        strbuf_printf(&s, "\t.balign 16\n\t.globl %s\n\t.hidden %s\n%s:\n\t.incbin \"%s\"\n", sym,
                        sym, sym, name);
     }
-    pkg_buf_puts(&s, "\t.section .note.GNU-stack,\"\",@progbits\n");
-    char *text = pkg_buf_take(&s), *path = pkg_path_join(b->dir, "cuda_images.s");
+    strbuf_puts(&s, "\t.section .note.GNU-stack,\"\",@progbits\n");
+    char *text = strbuf_take(&s), *path = pkg_path_join(b->dir, "cuda_images.s");
     int rc = text != NULL && path != NULL ? pkg_write_file(path, text, d) : oom(d);
     if (rc == 0) rc = pkg_cc_object(b->dir, "cuda_images.s", "cuda_images.s.o", d);
     free(text);
@@ -447,9 +447,8 @@ static int build(Build *b, const char *out_path, Diag *d) {
     const PackageOptions *opts = b->opts;
     if (plan_jobs(b, d) != 0) return -1;
     if ((opts->targets & TARGET_CUDA) != 0 && !nvrtc_available()) {
-        snprintf(d->msg, sizeof d->msg, "the cuda target needs NVRTC, which is not available "
+        diag_set(d, SRCLOC_NONE, "the cuda target needs NVRTC, which is not available "
                  "(install the CUDA toolkit, or use --target=cpu)");
-        d->loc = SRCLOC_NONE;
         return -1;
     }
     if (opts->verbose)
@@ -486,9 +485,8 @@ int pkg_build(const Package *p, const PackageOptions *opts, const char *out_path
     b.cc_id = pkg_cc_identity(b.dir);
     int rc;
     if (b.cc_id == NULL) {
-        snprintf(d->msg, sizeof d->msg, "cannot run the C compiler '%s' (install gcc, or set "
+        diag_set(d, SRCLOC_NONE, "cannot run the C compiler '%s' (install gcc, or set "
                  "CAPC_CC to a C compiler)", pkg_cc_command());
-        d->loc = SRCLOC_NONE;
         rc = -1;
     } else {
         b.cache = open_cache(opts);

@@ -23,50 +23,25 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include "diag.h"
+#include "files.h"
 #include "package.h"
 
 extern char **environ;
 
-static int fail_path(Diag *d, const char *what, const char *path, int err) {
-    snprintf(d->msg, sizeof d->msg, "cannot %s '%s': %s", what, path, strerror(err));
-    d->loc = SRCLOC_NONE;
-    return -1;
-}
-
 int pkg_make_dirs(const char *dir, Diag *d) {
-    size_t len = strlen(dir);
-    char *path = strdup(dir);
-    if (path == NULL || len == 0) {
-        free(path);
-        return fail_path(d, "create directory", dir, len == 0 ? ENOENT : ENOMEM);
-    }
-    /* Each prefix ending at a '/' must exist before its child is made. */
-    for (size_t i = 1; i <= len; i++) {
-        if (path[i] != '/' && path[i] != '\0') continue;
-        char saved = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
-            int err = errno;
-            fail_path(d, "create directory", path, err);
-            free(path);
-            return -1;
-        }
-        path[i] = saved;
-    }
-    free(path);
-    struct stat st;
-    if (stat(dir, &st) != 0) return fail_path(d, "create directory", dir, errno);
-    if (!S_ISDIR(st.st_mode)) return fail_path(d, "create directory", dir, ENOTDIR);
-    return 0;
+    char failed[4096];
+    int err = file_make_dirs(dir, failed, sizeof failed);
+    return err ? diag_path_error(d, "create directory", failed, err) : 0;
 }
 
 int pkg_write_file(const char *path, const char *text, Diag *d) {
     FILE *f = fopen(path, "wb");
-    if (f == NULL) return fail_path(d, "write", path, errno);
+    if (f == NULL) return diag_path_error(d, "write", path, errno);
     size_t len = strlen(text);
     bool short_write = fwrite(text, 1, len, f) != len;
     /* Write errors (disk full) may only surface when the buffer is flushed at fclose. */
-    if (fclose(f) != 0 || short_write) return fail_path(d, "write", path, short_write ? EIO : errno);
+    if (fclose(f) != 0 || short_write) return diag_path_error(d, "write", path, short_write ? EIO : errno);
     return 0;
 }
 
@@ -76,12 +51,12 @@ char *pkg_make_temp_dir(Diag *d) {
     size_t size = strlen(base) + 32;
     char *dir = malloc(size);
     if (dir == NULL) {
-        fail_path(d, "create a temporary directory in", base, ENOMEM);
+        diag_path_error(d, "create a temporary directory in", base, ENOMEM);
         return NULL;
     }
     snprintf(dir, size, "%s/capc-XXXXXX", base);
     if (mkdtemp(dir) == NULL) {
-        fail_path(d, "create a temporary directory in", base, errno);
+        diag_path_error(d, "create a temporary directory in", base, errno);
         free(dir);
         return NULL;
     }
@@ -149,15 +124,14 @@ const char *pkg_cc_command(void) {
 static int cc_failed(Diag *d, const char *what, int status, const char *log_path) {
     const char *cc = pkg_cc_command();
     if (status < 0) {
-        snprintf(d->msg, sizeof d->msg, "cannot run the C compiler '%s': %s (install gcc, or "
-                 "set CAPC_CC to a C compiler)", cc, strerror(errno));
+        diag_set(d, SRCLOC_NONE, "cannot run the C compiler '%s': %s (install gcc, or set "
+                 "CAPC_CC to a C compiler)", cc, strerror(errno));
     } else {
         char excerpt[640];
         log_excerpt(log_path, excerpt, sizeof excerpt);
-        snprintf(d->msg, sizeof d->msg, "internal error: the C compiler '%s' rejected %s (this "
-                 "is a bug in capc; exit status %d):\n%s", cc, what, status, excerpt);
+        diag_set(d, SRCLOC_NONE, "internal error: the C compiler '%s' rejected %s (this is a "
+                 "bug in capc; exit status %d):\n%s", cc, what, status, excerpt);
     }
-    d->loc = SRCLOC_NONE;
     return -1;
 }
 
@@ -204,7 +178,7 @@ int pkg_cc_object(const char *dir, const char *src_name, const char *obj_name, D
     argv[n] = NULL;
     size_t size = strlen(dir) + strlen(obj_name) + 8;
     char *log = malloc(size);
-    if (log == NULL) return fail_path(d, "compile", src_name, ENOMEM);
+    if (log == NULL) return diag_path_error(d, "compile", src_name, ENOMEM);
     snprintf(log, size, "%s/%s.log", dir, obj_name);
     int status = spawn_and_wait(argv, log, dir);
     int rc = 0;
@@ -220,7 +194,7 @@ int pkg_cc_object(const char *dir, const char *src_name, const char *obj_name, D
 int pkg_cc_link(char *const *objects, int n_objects, const char *out_path, const char *log_path,
                 Diag *d) {
     char **argv = malloc(sizeof *argv * ((size_t)n_objects + 10));
-    if (argv == NULL) return fail_path(d, "write", out_path, ENOMEM);
+    if (argv == NULL) return diag_path_error(d, "write", out_path, ENOMEM);
     int n = 0;
     argv[n++] = (char *)pkg_cc_command();
     argv[n++] = "-shared";
@@ -237,41 +211,20 @@ int pkg_cc_link(char *const *objects, int n_objects, const char *out_path, const
 }
 
 unsigned char *pkg_read_file(const char *path, size_t *size, Diag *d) {
-    *size = 0;
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        fail_path(d, "read", path, errno);
-        return NULL;
+    char *data;
+    switch (file_read_all(path, &data, size)) {
+    case FILE_READ_OK: return (unsigned char *)data;
+    case FILE_READ_CANNOT_OPEN: diag_path_error(d, "read", path, errno); break;
+    case FILE_READ_NO_MEMORY: diag_path_error(d, "read", path, ENOMEM); break;
+    default: diag_path_error(d, "read", path, EIO); break;
     }
-    size_t cap = 1 << 16, len = 0;
-    unsigned char *buf = malloc(cap);
-    while (buf != NULL) {
-        len += fread(buf + len, 1, cap - len, f);
-        if (len < cap) break;
-        unsigned char *grown = realloc(buf, cap * 2);
-        if (grown == NULL) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = grown;
-        cap *= 2;
-    }
-    int err = ferror(f) ? EIO : ENOMEM;
-    fclose(f);
-    if (buf == NULL || err == EIO) {
-        free(buf);
-        fail_path(d, "read", path, err);
-        return NULL;
-    }
-    *size = len;
-    return buf;
+    return NULL;
 }
 
 int pkg_write_bytes(const char *path, const void *data, size_t size, Diag *d) {
     FILE *f = fopen(path, "wb");
-    if (f == NULL) return fail_path(d, "write", path, errno);
+    if (f == NULL) return diag_path_error(d, "write", path, errno);
     bool short_write = fwrite(data, 1, size, f) != size;
-    if (fclose(f) != 0 || short_write) return fail_path(d, "write", path, short_write ? EIO : errno);
+    if (fclose(f) != 0 || short_write) return diag_path_error(d, "write", path, short_write ? EIO : errno);
     return 0;
 }

@@ -7,38 +7,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "diag.h"
 #include "package.h"
 
-static void dump_entry(const Package *p, int i, bool cuda, bool *shown, PkgBuf *b) {
+static void dump_entry(const Package *p, int i, bool cuda, bool *shown, StrBuf *b) {
     const PkgEntry *e = &p->entries[i];
-    pkg_buf_printf(b, "\n/* ==== @%s: %d kernels, %d launches (%d output/state copies) ==== */\n",
+    strbuf_printf(b, "\n/* ==== @%s: %d kernels, %d launches (%d output/state copies) ==== */\n",
                    e->f->name, e->n_kernels, e->n_steps, e->n_copies);
     for (int s = 0; s < e->n_steps; s++) {
-        const PkgKernel *k = &p->kernels[e->steps[s].kernel];
-        pkg_buf_printf(b, "/* %4d  %s: %s */\n", s, k->name, k->source_ops);
+        const ArtifactKernel *k = &p->kernels[e->steps[s].kernel];
+        strbuf_printf(b, "/* %4d  %s: %s */\n", s, k->name, k->source_ops);
     }
     for (int s = 0; s < e->n_steps; s++) {
         int k = e->steps[s].kernel;
         if (shown[k]) continue;
         shown[k] = true;
-        pkg_buf_puts(b, "\n");
-        pkg_buf_puts(b, cuda ? p->kernels[k].cuda_src : p->kernels[k].c_src);
+        strbuf_puts(b, "\n");
+        strbuf_puts(b, cuda ? p->kernels[k].cuda_src : p->kernels[k].c_src);
     }
 }
 
 static int dump_kernels(const Package *p, const char *path, bool cuda, Diag *d) {
-    PkgBuf b = {0};
+    StrBuf b = {0};
     bool *shown = calloc((size_t)p->n_kernels + 1, sizeof *shown);
     if (shown == NULL) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         return -1;
     }
-    pkg_buf_puts(&b, cuda ? codegen_cuda_prelude() : codegen_c_prelude());
+    strbuf_puts(&b, cuda ? codegen_cuda_prelude() : codegen_c_prelude());
     for (int i = 0; i < p->n_entries; i++) dump_entry(p, i, cuda, shown, &b);
     free(shown);
-    char *text = pkg_buf_take(&b);
+    char *text = strbuf_take(&b);
     if (text == NULL) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         return -1;
     }
     int rc = pkg_write_file(path, text, d);
@@ -57,7 +58,7 @@ int package_dump_kernels(const Package *p, const char *dir, const char *stem, Di
     if (pkg_make_dirs(dir, d) != 0) return -1;
     char *c = path_of(dir, stem, "c"), *cu = path_of(dir, stem, "cu");
     int rc = c != NULL && cu != NULL ? 0 : -1;
-    if (rc != 0) snprintf(d->msg, sizeof d->msg, "out of memory");
+    if (rc != 0) diag_msg(d, "out of memory");
     if (rc == 0) rc = dump_kernels(p, c, false, d);
     if (rc == 0) rc = dump_kernels(p, cu, true, d);
     free(c);
@@ -69,7 +70,7 @@ int package_dump_memplan(const Package *p, const char *dir, const char *stem, Di
     if (pkg_make_dirs(dir, d) != 0) return -1;
     char *path = path_of(dir, stem, "txt");
     if (path == NULL) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         return -1;
     }
     char *text = NULL;
@@ -86,7 +87,7 @@ int package_dump_memplan(const Package *p, const char *dir, const char *stem, Di
         fclose(out);
     }
     if (rc == 0 && text != NULL) rc = pkg_write_file(path, text, d);
-    else snprintf(d->msg, sizeof d->msg, "out of memory");
+    else diag_msg(d, "out of memory");
     free(text);
     free(path);
     return rc;

@@ -31,7 +31,7 @@ static uint64_t kernel_hash(const KernelDesc *c, const KernelDesc *cuda) {
     return cuda != NULL ? h * 31 + kd_hash(cuda) + 1 : h;
 }
 
-static bool same_kernel(const PkgKernel *pk, const LoweredKernel *k) {
+static bool same_kernel(const ArtifactKernel *pk, const LoweredKernel *k) {
     if (pk->desc == NULL || !kd_equal(pk->desc, k->desc)) return false;
     if ((pk->cuda == NULL) != (k->cuda == NULL)) return false;
     return pk->cuda == NULL || kd_equal(pk->cuda, k->cuda);
@@ -113,22 +113,22 @@ static char *unique_name(const Package *p, const char *name) {
     return out;
 }
 
-static PkgKernel *append_kernel(Package *p) {
+static ArtifactKernel *append_kernel(Package *p) {
     if (p->n_kernels == p->cap_kernels) {
         int cap = p->cap_kernels == 0 ? 64 : p->cap_kernels * 2;
-        PkgKernel *k = realloc(p->kernels, (size_t)cap * sizeof *k);
+        ArtifactKernel *k = realloc(p->kernels, (size_t)cap * sizeof *k);
         if (k == NULL) return NULL;
         p->kernels = k;
         p->cap_kernels = cap;
     }
-    PkgKernel *k = &p->kernels[p->n_kernels];
+    ArtifactKernel *k = &p->kernels[p->n_kernels];
     memset(k, 0, sizeof *k);
     return k;
 }
 
 /* Moves k's descriptions into the package under a unique name. Returns its index or -1. */
 static int add_new_kernel(Package *p, LoweredKernel *k) {
-    PkgKernel *pk = append_kernel(p);
+    ArtifactKernel *pk = append_kernel(p);
     if (pk == NULL) return -1;
     pk->name = unique_name(p, k->desc->name);
     pk->source_ops = strdup(k->source_ops);
@@ -163,7 +163,7 @@ int pkg_add_kernel(Package *p, LoweredKernel *k) {
 
 int pkg_render_kernels(Package *p, Diag *d) {
     for (int i = 0; i < p->n_kernels; i++) {
-        PkgKernel *k = &p->kernels[i];
+        ArtifactKernel *k = &p->kernels[i];
         if (k->desc == NULL) continue; /* a copy kernel, written as text */
         const KernelDesc *cu = k->cuda != NULL ? k->cuda : k->desc;
         k->c_src = kernel_render(k->desc, KTARGET_C, d);
@@ -177,18 +177,18 @@ int pkg_render_kernels(Package *p, Diag *d) {
 
 /* C: memcpy. CUDA: a grid-stride loop (NVRTC has no <stdint.h>: i32 is int there, as in
  * render.c's CUDA type table). */
-static int render_copy_kernel(PkgKernel *k, DType dtype, int64_t numel) {
+static int render_copy_kernel(ArtifactKernel *k, DType dtype, int64_t numel) {
     const char *ctype = dtype == DT_I32 ? "int32_t" : "float";
     const char *cutype = dtype == DT_I32 ? "int" : "float";
-    PkgBuf c = {0}, cu = {0};
-    pkg_buf_printf(&c,
+    StrBuf c = {0}, cu = {0};
+    strbuf_printf(&c,
                    "/* %s: copy %s[%lld] (a final output or state write-back) */\n"
                    "void %s(void *const *bufs) {\n"
                    "    memcpy(bufs[0], bufs[1], (size_t)%lld * sizeof(%s));\n"
                    "}\n",
                    k->name, dtype_name(dtype), (long long)numel, k->name, (long long)numel,
                    ctype);
-    pkg_buf_printf(&cu,
+    strbuf_printf(&cu,
                    "/* %s: copy %s[%lld] (a final output or state write-back) */\n"
                    "extern \"C\" __global__ void %s(%s *a0, const %s *a1) {\n"
                    "    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
@@ -197,8 +197,8 @@ static int render_copy_kernel(PkgKernel *k, DType dtype, int64_t numel) {
                    "}\n",
                    k->name, dtype_name(dtype), (long long)numel, k->name, cutype, cutype,
                    (long long)numel);
-    k->c_src = pkg_buf_take(&c);
-    k->cuda_src = pkg_buf_take(&cu);
+    k->c_src = strbuf_take(&c);
+    k->cuda_src = strbuf_take(&cu);
     return k->c_src != NULL && k->cuda_src != NULL ? 0 : -1;
 }
 
@@ -207,7 +207,7 @@ int pkg_copy_kernel(Package *p, DType dtype, int64_t numel) {
     snprintf(name, sizeof name, "capc_copy_%s_%lld", dtype_name(dtype), (long long)numel);
     int found = find_name(p, name);
     if (found >= 0) return found;
-    PkgKernel *k = append_kernel(p);
+    ArtifactKernel *k = append_kernel(p);
     if (k == NULL) return -1;
     k->name = strdup(name);
     k->source_ops = strdup("copy");
@@ -233,7 +233,7 @@ uint64_t pkg_fnv1a(const char *s, size_t n, uint64_t h) {
 
 void pkg_kernels_free(Package *p) {
     for (int i = 0; i < p->n_kernels; i++) {
-        PkgKernel *k = &p->kernels[i];
+        ArtifactKernel *k = &p->kernels[i];
         free(k->name);
         free(k->source_ops);
         free(k->c_src);

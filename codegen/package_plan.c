@@ -21,12 +21,12 @@
  * Y`) goes before the one that overwrites Y; a cycle of them (two states swapped) would need
  * a temporary and is reported as an internal error.
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "diag.h"
 #include "ops.h"
 #include "package.h"
 #include "passes.h"
@@ -43,21 +43,8 @@ typedef struct EntryCtx {
     int *state_of, *input_of;
 } EntryCtx;
 
-static int internal_error(Diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int internal_error(Diag *d, const char *fmt, ...) {
-    char msg[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    snprintf(d->msg, sizeof d->msg, "internal error: %s (this is a bug in capc)", msg);
-    d->loc = SRCLOC_NONE;
-    return -1;
-}
-
 static int out_of_memory(Diag *d) {
-    snprintf(d->msg, sizeof d->msg, "out of memory while packaging");
-    d->loc = SRCLOC_NONE;
+    diag_set(d, SRCLOC_NONE, "out of memory while packaging");
     return -1;
 }
 
@@ -100,15 +87,17 @@ static int place_base(const EntryCtx *c, const Value *base, CapBufRef *ref) {
     if (base->def == NULL) {
         ref->space = CAP_BUF_INPUT;
         ref->index = input_index(c, base);
-        if (ref->index < 0) return internal_error(c->d, "%%%s is not an input of @%s",
-                                                  base->name, c->f->name);
+        if (ref->index < 0)
+            return diag_internal(c->d, SRCLOC_NONE, "%%%s is not an input of @%s", base->name,
+                                 c->f->name);
         return 0;
     }
     if (base->def->kind == OP_PARAM) {
         const char *name = op_string(base->def, "name");
         ref->space = CAP_BUF_STATE;
         ref->index = pkg_state_index(c->f->module, name);
-        if (ref->index < 0) return internal_error(c->d, "param '%s' is not in the module", name);
+        if (ref->index < 0)
+            return diag_internal(c->d, SRCLOC_NONE, "param '%s' is not in the module", name);
         return 0;
     }
     int64_t offset = c->plan->offsets[base->id];
@@ -120,8 +109,8 @@ static int place_base(const EntryCtx *c, const Value *base, CapBufRef *ref) {
     ref->space = CAP_BUF_STATE;
     ref->index = state_written_by(c, base);
     if (ref->index < 0)
-        return internal_error(c->d, "%%%s of @%s has no place: not in the arena, not an input, "
-                              "param or \"@X\" output", base->name, c->f->name);
+        return diag_internal(c->d, SRCLOC_NONE, "%%%s of @%s has no place: not in the arena, "
+                             "not an input, param or \"@X\" output", base->name, c->f->name);
     return 0;
 }
 
@@ -129,8 +118,8 @@ static int place_base(const EntryCtx *c, const Value *base, CapBufRef *ref) {
 static int place_value(const EntryCtx *c, const Value *v, CapBufRef *ref) {
     memset(ref, 0, sizeof *ref);
     if (v == NULL || v->fn != c->f || v->id < 0 || v->id >= c->plan->n_values)
-        return internal_error(c->d, "a kernel of @%s reads a value of another function",
-                              c->f->name);
+        return diag_internal(c->d, SRCLOC_NONE,
+                             "a kernel of @%s reads a value of another function", c->f->name);
     const Value *base = v;
     int64_t in_base = 0; /* bytes: a slice view starts inside its base */
     while (base->def != NULL && op_is_view(base->def)) {
@@ -141,9 +130,10 @@ static int place_value(const EntryCtx *c, const Value *v, CapBufRef *ref) {
     ref->offset += in_base;
     ref->bytes = value_bytes(v);
     if (ref->space == CAP_BUF_ARENA && ref->offset + ref->bytes > c->e->arena_bytes)
-        return internal_error(c->d, "%%%s (%lld bytes at %lld) lies outside the arena of @%s "
-                              "(%lld bytes)", v->name, (long long)ref->bytes,
-                              (long long)ref->offset, c->f->name, (long long)c->e->arena_bytes);
+        return diag_internal(c->d, SRCLOC_NONE,
+                             "%%%s (%lld bytes at %lld) lies outside the arena of @%s (%lld bytes)",
+                             v->name, (long long)ref->bytes, (long long)ref->offset, c->f->name,
+                             (long long)c->e->arena_bytes);
     return 0;
 }
 
@@ -204,12 +194,13 @@ static int plan_writeback(const EntryCtx *c, int i, WriteBack *wb) {
     const Value *v = f->outputs[i];
     int state = pkg_state_index(f->module, f->output_names[i] + 1);
     if (state < 0)
-        return internal_error(c->d, "output '%s' of @%s names no module state",
-                              f->output_names[i], f->name);
+        return diag_internal(c->d, SRCLOC_NONE, "output '%s' of @%s names no module state",
+                             f->output_names[i], f->name);
     const Param *param = f->module->params[state];
     if (param->dtype != v->dtype || shape_numel(&param->shape) != shape_numel(&v->shape))
-        return internal_error(c->d, "output '%s' of @%s does not match the state's type",
-                              f->output_names[i], f->name);
+        return diag_internal(c->d, SRCLOC_NONE,
+                             "output '%s' of @%s does not match the state's type",
+                             f->output_names[i], f->name);
     c->e->output_state[i] = state;
     wb->v = v;
     wb->state = state;
@@ -248,8 +239,8 @@ static int emit_writebacks(const EntryCtx *c, WriteBack *wbs, int n) {
             progress++;
         }
         if (rc == 0 && progress == 0)
-            rc = internal_error(c->d, "the state write-backs of @%s form a cycle (states "
-                                "exchanged); the packager cannot order them", c->f->name);
+            rc = diag_internal(c->d, SRCLOC_NONE, "the state write-backs of @%s form a cycle "
+                               "(states exchanged); the packager cannot order them", c->f->name);
         emitted += progress;
     }
     free(readers);
@@ -294,7 +285,7 @@ static int build_steps(const EntryCtx *c, FunctionKernels *fk) {
 static int check_plan(const Schedule *s, const MemPlan *plan, Diag *d) {
     char err[512];
     if (memplan_check_schedule(s, plan, err, sizeof err) == 0) return 0;
-    return internal_error(d, "invalid memory plan: %s", err);
+    return diag_internal(d, SRCLOC_NONE, "invalid memory plan: %s", err);
 }
 
 /* Entry i's memory plan, then its steps over the kernel table. */
@@ -328,9 +319,8 @@ static int check_state_dtypes(const Module *m, Diag *d) {
     for (int i = 0; i < m->n_params; i++) {
         int32_t dt;
         if (!pkg_cap_dtype(m->params[i]->dtype, &dt)) {
-            snprintf(d->msg, sizeof d->msg, "'%s' has dtype %s, which cap.so cannot hold (f32 "
+            diag_set(d, m->params[i]->loc, "'%s' has dtype %s, which cap.so cannot hold (f32 "
                      "and i32 only)", m->params[i]->name, dtype_name(m->params[i]->dtype));
-            d->loc = m->params[i]->loc;
             return -1;
         }
     }
@@ -344,9 +334,8 @@ static int check_io_dtypes(const Function *f, Diag *d) {
         const char *name = i < f->n_inputs ? v->name : f->output_names[i - f->n_inputs];
         int32_t dt;
         if (!pkg_cap_dtype(v->dtype, &dt)) {
-            snprintf(d->msg, sizeof d->msg, "@%s: '%s' has dtype %s, which cap.so cannot pass "
+            diag_set(d, SRCLOC_NONE, "@%s: '%s' has dtype %s, which cap.so cannot pass "
                      "(f32 and i32 only)", f->name, name, dtype_name(v->dtype));
-            d->loc = SRCLOC_NONE;
             return -1;
         }
     }

@@ -9,12 +9,13 @@
  * Expressions print with the fewest parentheses C's precedence allows, so the generated code
  * reads like hand-written loops. */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "diag.h"
 #include "kernel.h"
+#include "strbuf.h"
 
 /* ---- the per-target table --------------------------------------------------------------- */
 
@@ -47,51 +48,14 @@ static const Target TARGET_CUDA = {
 #define CUDA_BLOCK 256
 #define CUDA_MAX_GRID 65536
 
-/* ---- a growable string ------------------------------------------------------------------ */
-
-typedef struct Out {
-    char *s;
-    size_t len, cap;
-    bool failed;
-} Out;
-
-__attribute__((format(printf, 2, 3))) static void put(Out *o, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    va_list ap2;
-    va_copy(ap2, ap);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || o->failed) {
-        va_end(ap2);
-        o->failed = true;
-        return;
-    }
-    if (o->len + (size_t)n + 1 > o->cap) {
-        size_t cap = o->cap ? o->cap : 1024;
-        while (o->len + (size_t)n + 1 > cap) cap *= 2;
-        char *s = realloc(o->s, cap);
-        if (!s) {
-            va_end(ap2);
-            o->failed = true;
-            return;
-        }
-        o->s = s;
-        o->cap = cap;
-    }
-    vsnprintf(o->s + o->len, o->cap - o->len, fmt, ap2);
-    va_end(ap2);
-    o->len += (size_t)n;
-}
-
-static void indent(Out *o, int level) { put(o, "%*s", 4 * level, ""); }
+static void indent(StrBuf *o, int level) { strbuf_printf(o, "%*s", 4 * level, ""); }
 
 /* ---- expressions ------------------------------------------------------------------------ */
 
 typedef struct Ctx {
     const KernelDesc *kd;
     const Target *t;
-    Out *o;
+    StrBuf *o;
     bool in_item; /* rendering a parfor's body: one work item, on one thread */
 } Ctx;
 
@@ -132,47 +96,47 @@ static void expr(Ctx *c, const KExpr *e, int min_prec);
 static void const_float(Ctx *c, const KExpr *e) {
     bool f32 = e->type == KT_F32;
     if (isnan(e->f)) {
-        put(c->o, "%s", f32 ? c->t->nan_f32 : c->t->nan_f64);
+        strbuf_printf(c->o, "%s", f32 ? c->t->nan_f32 : c->t->nan_f64);
         return;
     }
     if (isinf(e->f)) {
-        put(c->o, "%s%s", e->f < 0 ? "-" : "", f32 ? c->t->inf_f32 : c->t->inf_f64);
+        strbuf_printf(c->o, "%s%s", e->f < 0 ? "-" : "", f32 ? c->t->inf_f32 : c->t->inf_f64);
         return;
     }
     char buf[64];
     snprintf(buf, sizeof buf, f32 ? "%.9g" : "%.17g", e->f);
     /* A float constant must read as one: 2 -> 2.0 (then the f suffix for f32). */
     bool has_point = strpbrk(buf, ".e") != NULL;
-    put(c->o, "%s%s%s", buf, has_point ? "" : ".0", f32 ? "f" : "");
+    strbuf_printf(c->o, "%s%s%s", buf, has_point ? "" : ".0", f32 ? "f" : "");
 }
 
 static void const_int(Ctx *c, const KExpr *e) {
     switch (e->type) {
-    case KT_U32: put(c->o, "%lluu", (unsigned long long)(uint32_t)e->i); break;
+    case KT_U32: strbuf_printf(c->o, "%lluu", (unsigned long long)(uint32_t)e->i); break;
     case KT_I64:
         if (e->i > INT32_MAX || e->i < INT32_MIN)
-            put(c->o, "%lldLL", (long long)e->i);
+            strbuf_printf(c->o, "%lldLL", (long long)e->i);
         else
-            put(c->o, "%lld", (long long)e->i);
+            strbuf_printf(c->o, "%lld", (long long)e->i);
         break;
-    default: put(c->o, "%lld", (long long)e->i); break;
+    default: strbuf_printf(c->o, "%lld", (long long)e->i); break;
     }
 }
 
 static void call(Ctx *c, const KExpr *e) {
     bool f64 = e->type == KT_F64 || e->a->type == KT_F64 || (e->b && e->b->type == KT_F64);
     const char *name = f64 ? c->t->fn_f64[e->op] : c->t->fn_f32[e->op];
-    put(c->o, "%s(", name);
+    strbuf_printf(c->o, "%s(", name);
     expr(c, e->a, 0);
     if (e->b) {
-        put(c->o, ", ");
+        strbuf_printf(c->o, ", ");
         expr(c, e->b, 0);
     }
     if (e->c) {
-        put(c->o, ", ");
+        strbuf_printf(c->o, ", ");
         expr(c, e->c, 0);
     }
-    put(c->o, ")");
+    strbuf_printf(c->o, ")");
 }
 
 static void expr_inner(Ctx *c, const KExpr *e) {
@@ -183,51 +147,51 @@ static void expr_inner(Ctx *c, const KExpr *e) {
         else
             const_int(c, e);
         break;
-    case KE_VAR: put(c->o, "%s", c->kd->vars[e->var].name); break;
+    case KE_VAR: strbuf_printf(c->o, "%s", c->kd->vars[e->var].name); break;
     case KE_LOAD:
-        put(c->o, "%s[", c->kd->bufs[e->buf].name);
+        strbuf_printf(c->o, "%s[", c->kd->bufs[e->buf].name);
         expr(c, e->a, 0);
-        put(c->o, "]");
+        strbuf_printf(c->o, "]");
         break;
     case KE_BIN: {
         /* && inside || gets parentheses anyway: compilers warn about it, readers trip on it */
         int p = e->op == KB_OR ? PREC_AND + 1 : bin_prec(e->op);
         expr(c, e->a, p);
-        put(c->o, " %s ", bin_text(e->op));
+        strbuf_printf(c->o, " %s ", bin_text(e->op));
         expr(c, e->b, e->op == KB_OR ? p : p + 1); /* left-assoc: equal rank on the right needs () */
         break;
     }
-    case KE_NOT: put(c->o, "!"); expr(c, e->a, PREC_UNARY); break;
-    case KE_NEG: put(c->o, "-"); expr(c, e->a, PREC_UNARY); break;
+    case KE_NOT: strbuf_printf(c->o, "!"); expr(c, e->a, PREC_UNARY); break;
+    case KE_NEG: strbuf_printf(c->o, "-"); expr(c, e->a, PREC_UNARY); break;
     case KE_CALL: call(c, e); break;
     case KE_SELECT:
         expr(c, e->a, PREC_OR);
-        put(c->o, " ? ");
+        strbuf_printf(c->o, " ? ");
         expr(c, e->b, PREC_OR);
-        put(c->o, " : ");
+        strbuf_printf(c->o, " : ");
         expr(c, e->c, PREC_SELECT);
         break;
     case KE_CAST:
-        put(c->o, "(%s)", c->t->type_name[e->type]);
+        strbuf_printf(c->o, "(%s)", c->t->type_name[e->type]);
         expr(c, e->a, PREC_UNARY);
         break;
     case KE_DROPOUT:
-        put(c->o, "cap_dropout_keep(");
+        strbuf_printf(c->o, "cap_dropout_keep(");
         expr(c, e->a, 0);
-        put(c->o, ", ");
+        strbuf_printf(c->o, ", ");
         expr(c, e->b, 0);
-        put(c->o, ", %uu, ", e->stream);
+        strbuf_printf(c->o, ", %uu, ", e->stream);
         expr(c, e->c, 0);
-        put(c->o, ", %.17g)", e->p);
+        strbuf_printf(c->o, ", %.17g)", e->p);
         break;
     }
 }
 
 static void expr(Ctx *c, const KExpr *e, int min_prec) {
     bool paren = prec_of(e) < min_prec;
-    if (paren) put(c->o, "(");
+    if (paren) strbuf_printf(c->o, "(");
     expr_inner(c, e);
-    if (paren) put(c->o, ")");
+    if (paren) strbuf_printf(c->o, ")");
 }
 
 /* ---- statements ------------------------------------------------------------------------- */
@@ -237,27 +201,28 @@ static int render_block(Ctx *c, const KStmt *s, int level, Diag *d);
 static void loop_head(Ctx *c, const KStmt *s, int level) {
     const char *v = c->kd->vars[s->var].name, *ty = c->t->type_name[c->kd->vars[s->var].type];
     indent(c->o, level);
-    put(c->o, "for (%s %s = ", ty, v);
+    strbuf_printf(c->o, "for (%s %s = ", ty, v);
     expr(c, s->lo, 0);
-    put(c->o, "; %s < ", v);
+    strbuf_printf(c->o, "; %s < ", v);
     expr(c, s->hi, PREC_REL + 1);
-    put(c->o, "; %s++) {\n", v);
+    strbuf_printf(c->o, "; %s++) {\n", v);
 }
 
 static void parfor_head(Ctx *c, const KStmt *s, int level) {
     if (!c->t->cuda) {
         if (!s->serial) {
             indent(c->o, level);
-            put(c->o, "CAP_PARALLEL_FOR\n");
+            strbuf_printf(c->o, "CAP_PARALLEL_FOR\n");
         }
         loop_head(c, s, level);
         return;
     }
     const char *v = c->kd->vars[s->var].name, *ty = c->t->type_name[KT_I64];
     indent(c->o, level);
-    put(c->o, "for (%s %s = (%s)blockIdx.x * blockDim.x + threadIdx.x; %s < ", ty, v, ty, v);
+    strbuf_printf(c->o, "for (%s %s = (%s)blockIdx.x * blockDim.x + threadIdx.x; %s < ", ty, v,
+                  ty, v);
     expr(c, s->hi, PREC_REL + 1);
-    put(c->o, "; %s += (%s)blockDim.x * gridDim.x) {\n", v, ty);
+    strbuf_printf(c->o, "; %s += (%s)blockDim.x * gridDim.x) {\n", v, ty);
 }
 
 static const char *buf_name(Ctx *c, int buf) { return c->kd->bufs[buf].name; }
@@ -274,9 +239,10 @@ static const char *f32_text(float v, char *buf, size_t size) {
 /* The epilogue's two variables, declared from the element's index and value. */
 static void epilogue_vars(Ctx *c, const KGemm *g, int level, const char *index, const char *value) {
     indent(c->o, level);
-    put(c->o, "%s %s = %s;\n", c->t->type_name[KT_I64], c->kd->vars[g->epi_index].name, index);
+    strbuf_printf(c->o, "%s %s = %s;\n", c->t->type_name[KT_I64], c->kd->vars[g->epi_index].name,
+                  index);
     indent(c->o, level);
-    put(c->o, "float %s = %s;\n", c->kd->vars[g->epi_value].name, value);
+    strbuf_printf(c->o, "float %s = %s;\n", c->kd->vars[g->epi_value].name, value);
 }
 
 /* C: after the products, one pass over C (parallel unless serial) runs the epilogue on each
@@ -285,16 +251,17 @@ static void epilogue_c(Ctx *c, const KGemm *g, bool serial, int level) {
     Diag ignored;
     if (!serial) {
         indent(c->o, level);
-        put(c->o, "CAP_PARALLEL_FOR\n");
+        strbuf_printf(c->o, "CAP_PARALLEL_FOR\n");
     }
     indent(c->o, level);
-    put(c->o, "for (int64_t ge = 0; ge < %lld; ge++) {\n", (long long)(g->batch * g->m * g->n));
+    strbuf_printf(c->o, "for (int64_t ge = 0; ge < %lld; ge++) {\n",
+                  (long long)(g->batch * g->m * g->n));
     char value[64];
     snprintf(value, sizeof value, "%s[ge]", buf_name(c, g->c.buf));
     epilogue_vars(c, g, level + 1, "ge", value);
     render_block(c, g->epilogue, level + 1, &ignored);
     indent(c->o, level);
-    put(c->o, "}\n");
+    strbuf_printf(c->o, "}\n");
 }
 
 /* C: one cap_sgemm per batch (the prelude's: cut into blocks shared out over the kernel's
@@ -305,32 +272,34 @@ static void gemm_c(Ctx *c, const KGemm *g, bool serial, int level) {
     if (g->bias_buf >= 0) {
         if (!serial) {
             indent(c->o, level);
-            put(c->o, "CAP_PARALLEL_FOR\n");
+            strbuf_printf(c->o, "CAP_PARALLEL_FOR\n");
         }
         indent(c->o, level);
-        put(c->o, "for (int64_t gr = 0; gr < %lld; gr++)\n", (long long)(g->batch * g->m));
+        strbuf_printf(c->o, "for (int64_t gr = 0; gr < %lld; gr++)\n",
+                      (long long)(g->batch * g->m));
         indent(c->o, level + 1);
-        put(c->o, "for (int64_t gj = 0; gj < %lld; gj++) %s[gr * %lld + gj] = %s[gj];\n",
+        strbuf_printf(c->o, "for (int64_t gj = 0; gj < %lld; gj++) %s[gr * %lld + gj] = %s[gj];\n",
             (long long)g->n, buf_name(c, g->c.buf), (long long)g->c.ld, buf_name(c, g->bias_buf));
     }
     float beta = g->accumulate || g->bias_buf >= 0 ? 1.0f : 0.0f;
     /* A single product needs no batch loop (its offsets cannot depend on the batch index). */
     if (g->batch > 1) {
         indent(c->o, level);
-        put(c->o, "for (int64_t %s = 0; %s < %lld; %s++)\n", bv, bv, (long long)g->batch, bv);
+        strbuf_printf(c->o, "for (int64_t %s = 0; %s < %lld; %s++)\n", bv, bv,
+                      (long long)g->batch, bv);
         level++;
     }
     indent(c->o, level);
     char alpha[64];
-    put(c->o, "cap_sgemm(%d, %d, %d, %lld, %lld, %lld, %s, %s + ", !c->in_item,
+    strbuf_printf(c->o, "cap_sgemm(%d, %d, %d, %lld, %lld, %lld, %s, %s + ", !c->in_item,
         g->a.trans ? 1 : 0, g->b.trans ? 1 : 0, (long long)g->m, (long long)g->n, (long long)g->k, f32_text(g->alpha, alpha, sizeof alpha),
         buf_name(c, g->a.buf));
     expr(c, g->a.offset, PREC_ADD + 1);
-    put(c->o, ", %lld, %s + ", (long long)g->a.ld, buf_name(c, g->b.buf));
+    strbuf_printf(c->o, ", %lld, %s + ", (long long)g->a.ld, buf_name(c, g->b.buf));
     expr(c, g->b.offset, PREC_ADD + 1);
-    put(c->o, ", %lld, %.1ff, %s + ", (long long)g->b.ld, beta, buf_name(c, g->c.buf));
+    strbuf_printf(c->o, ", %lld, %.1ff, %s + ", (long long)g->b.ld, beta, buf_name(c, g->c.buf));
     expr(c, g->c.offset, PREC_ADD + 1);
-    put(c->o, ", %lld);\n", (long long)g->c.ld);
+    strbuf_printf(c->o, ", %lld);\n", (long long)g->c.ld);
     if (g->epilogue != NULL) {
         if (g->batch > 1) level--;
         epilogue_c(c, g, serial, level);
@@ -342,26 +311,26 @@ static void gemm_cuda(Ctx *c, const KGemm *g, int level) {
     const char *bv = c->kd->vars[g->batch_var].name;
     long long m = g->m, n = g->n, k = g->k;
     indent(c->o, level);
-    put(c->o, "for (long long ge = (long long)blockIdx.x * blockDim.x + threadIdx.x; ge < %lldLL; "
-              "ge += (long long)blockDim.x * gridDim.x) {\n",
+    strbuf_printf(c->o, "for (long long ge = (long long)blockIdx.x * blockDim.x + threadIdx.x; "
+                  "ge < %lldLL; ge += (long long)blockDim.x * gridDim.x) {\n",
         (long long)(g->batch * m * n));
     indent(c->o, level + 1);
-    put(c->o, "long long %s = ge / %lldLL, gi = ge / %lld %% %lld, gj = ge %% %lld;\n", bv,
-        m * n, n, m, n);
+    strbuf_printf(c->o, "long long %s = ge / %lldLL, gi = ge / %lld %% %lld, gj = ge %% %lld;\n",
+                  bv, m * n, n, m, n);
     indent(c->o, level + 1);
-    put(c->o, "const float *ga = %s + ", buf_name(c, g->a.buf));
+    strbuf_printf(c->o, "const float *ga = %s + ", buf_name(c, g->a.buf));
     expr(c, g->a.offset, PREC_ADD + 1);
-    put(c->o, ";\n");
+    strbuf_printf(c->o, ";\n");
     indent(c->o, level + 1);
-    put(c->o, "const float *gb = %s + ", buf_name(c, g->b.buf));
+    strbuf_printf(c->o, "const float *gb = %s + ", buf_name(c, g->b.buf));
     expr(c, g->b.offset, PREC_ADD + 1);
-    put(c->o, ";\n");
+    strbuf_printf(c->o, ";\n");
     indent(c->o, level + 1);
-    put(c->o, "float *gc = %s + ", buf_name(c, g->c.buf));
+    strbuf_printf(c->o, "float *gc = %s + ", buf_name(c, g->c.buf));
     expr(c, g->c.offset, PREC_ADD + 1);
-    put(c->o, ";\n");
+    strbuf_printf(c->o, ";\n");
     indent(c->o, level + 1);
-    put(c->o, "float acc = 0.0f;\n");
+    strbuf_printf(c->o, "float acc = 0.0f;\n");
     indent(c->o, level + 1);
     char ai[96], bi[96];
     if (g->a.trans)
@@ -372,7 +341,8 @@ static void gemm_cuda(Ctx *c, const KGemm *g, int level) {
         snprintf(bi, sizeof bi, "gj * %lldLL + gp", (long long)g->b.ld);
     else
         snprintf(bi, sizeof bi, "gp * %lldLL + gj", (long long)g->b.ld);
-    put(c->o, "for (long long gp = 0; gp < %lld; gp++) acc += ga[%s] * gb[%s];\n", k, ai, bi);
+    strbuf_printf(c->o, "for (long long gp = 0; gp < %lld; gp++) acc += ga[%s] * gb[%s];\n", k,
+                  ai, bi);
     char alpha[64], value[512];
     int len = snprintf(value, sizeof value, "%s * acc", f32_text(g->alpha, alpha, sizeof alpha));
     if (g->accumulate)
@@ -386,10 +356,10 @@ static void gemm_cuda(Ctx *c, const KGemm *g, int level) {
         render_block(c, g->epilogue, level + 1, &ignored);
     } else {
         indent(c->o, level + 1);
-        put(c->o, "gc[gi * %lldLL + gj] = %s;\n", (long long)g->c.ld, value);
+        strbuf_printf(c->o, "gc[gi * %lldLL + gj] = %s;\n", (long long)g->c.ld, value);
     }
     indent(c->o, level);
-    put(c->o, "}\n");
+    strbuf_printf(c->o, "}\n");
 }
 
 static int render_stmt(Ctx *c, const KStmt *s, int level, Diag *d) {
@@ -402,67 +372,68 @@ static int render_stmt(Ctx *c, const KStmt *s, int level, Diag *d) {
         c->in_item = false;
         if (rc) return -1;
         indent(c->o, level);
-        put(c->o, "}\n");
+        strbuf_printf(c->o, "}\n");
         return 0;
     case KS_FOR:
         if (s->simd && !c->t->cuda) {
             indent(c->o, level);
-            put(c->o, "CAP_SIMD\n");
+            strbuf_printf(c->o, "CAP_SIMD\n");
         }
         loop_head(c, s, level);
         if (render_block(c, s->body, level + 1, d)) return -1;
         indent(c->o, level);
-        put(c->o, "}\n");
+        strbuf_printf(c->o, "}\n");
         return 0;
     case KS_DECL:
         indent(c->o, level);
-        put(c->o, "%s %s = ", c->t->type_name[kd->vars[s->var].type], kd->vars[s->var].name);
+        strbuf_printf(c->o, "%s %s = ", c->t->type_name[kd->vars[s->var].type],
+                      kd->vars[s->var].name);
         expr(c, s->value, 0);
-        put(c->o, ";\n");
+        strbuf_printf(c->o, ";\n");
         return 0;
     case KS_ASSIGN:
         indent(c->o, level);
-        put(c->o, "%s = ", kd->vars[s->var].name);
+        strbuf_printf(c->o, "%s = ", kd->vars[s->var].name);
         expr(c, s->value, 0);
-        put(c->o, ";\n");
+        strbuf_printf(c->o, ";\n");
         return 0;
     case KS_STORE:
         indent(c->o, level);
-        put(c->o, "%s[", kd->bufs[s->buf].name);
+        strbuf_printf(c->o, "%s[", kd->bufs[s->buf].name);
         expr(c, s->index, 0);
-        put(c->o, "] = ");
+        strbuf_printf(c->o, "] = ");
         expr(c, s->value, 0);
-        put(c->o, ";\n");
+        strbuf_printf(c->o, ";\n");
         return 0;
     case KS_IF:
         indent(c->o, level);
-        put(c->o, "if (");
+        strbuf_printf(c->o, "if (");
         expr(c, s->cond, 0);
-        put(c->o, ") {\n");
+        strbuf_printf(c->o, ") {\n");
         if (render_block(c, s->body, level + 1, d)) return -1;
         if (s->else_body) {
             indent(c->o, level);
-            put(c->o, "} else {\n");
+            strbuf_printf(c->o, "} else {\n");
             if (render_block(c, s->else_body, level + 1, d)) return -1;
         }
         indent(c->o, level);
-        put(c->o, "}\n");
+        strbuf_printf(c->o, "}\n");
         return 0;
     case KS_ARRAY: {
         const KBuffer *b = &kd->bufs[s->buf];
         const char *ty = c->t->type_name[b->type];
         indent(c->o, level);
         if (b->scratch) /* named s<slot>: the slot of the thread's workspace */
-            put(c->o, "%s *%s = (%s *)cap_workspace(%s, sizeof(%s) * %lld);\n", ty, b->name, ty,
-                b->name + 1, ty, (long long)b->numel);
+            strbuf_printf(c->o, "%s *%s = (%s *)cap_workspace(%s, sizeof(%s) * %lld);\n", ty,
+                          b->name, ty, b->name + 1, ty, (long long)b->numel);
         else
-            put(c->o, "%s %s[%lld];\n", ty, b->name, (long long)b->numel);
+            strbuf_printf(c->o, "%s %s[%lld];\n", ty, b->name, (long long)b->numel);
         return 0;
     }
     case KS_GEMM:
         if (c->t->cuda) {
             if (level != 1) {
-                snprintf(d->msg, sizeof d->msg, "kernel %s: a CUDA gemm must be the whole kernel",
+                diag_msg(d, "kernel %s: a CUDA gemm must be the whole kernel",
                          kd->name);
                 return -1;
             }
@@ -513,50 +484,50 @@ static void mark_block(const KStmt *s, bool *used) {
 
 static void header_comment(Ctx *c) {
     const KernelDesc *kd = c->kd;
-    put(c->o, "/* %s:", kd->comment);
+    strbuf_printf(c->o, "/* %s:", kd->comment);
     for (int i = 0; i < kd->n_args; i++)
-        put(c->o, "%s %s %s", i ? "," : "", kd->bufs[i].name, kd->bufs[i].what);
-    put(c->o, " */\n");
+        strbuf_printf(c->o, "%s %s %s", i ? "," : "", kd->bufs[i].name, kd->bufs[i].what);
+    strbuf_printf(c->o, " */\n");
 }
 
 static void c_signature(Ctx *c, const bool *used) {
     const KernelDesc *kd = c->kd;
-    put(c->o, "void %s(void *const *bufs) {\n", kd->name);
+    strbuf_printf(c->o, "void %s(void *const *bufs) {\n", kd->name);
     for (int i = 0; i < kd->n_args; i++) {
         const KBuffer *b = &kd->bufs[i];
         const char *ty = c->t->type_name[b->type];
         if (!used[i]) {
-            put(c->o, "    (void)bufs[%d]; /* %s: not read by this form of the op */\n", i, b->name);
+            strbuf_printf(c->o, "    (void)bufs[%d]; /* %s: not read by this form of the op */\n", i, b->name);
             continue;
         }
         if (b->written)
-            put(c->o, "    %s *%s = (%s *)bufs[%d];\n", ty, b->name, ty, i);
+            strbuf_printf(c->o, "    %s *%s = (%s *)bufs[%d];\n", ty, b->name, ty, i);
         else
-            put(c->o, "    const %s *%s = (const %s *)bufs[%d];\n", ty, b->name, ty, i);
+            strbuf_printf(c->o, "    const %s *%s = (const %s *)bufs[%d];\n", ty, b->name, ty, i);
     }
 }
 
 static void cuda_signature(Ctx *c) {
     const KernelDesc *kd = c->kd;
-    put(c->o, "extern \"C\" __global__ void %s(", kd->name);
+    strbuf_printf(c->o, "extern \"C\" __global__ void %s(", kd->name);
     for (int i = 0; i < kd->n_args; i++) {
         const KBuffer *b = &kd->bufs[i];
-        put(c->o, "%s%s%s *%s", i ? ", " : "", b->written ? "" : "const ",
+        strbuf_printf(c->o, "%s%s%s *%s", i ? ", " : "", b->written ? "" : "const ",
             c->t->type_name[b->type], b->name);
     }
-    put(c->o, ") {\n");
+    strbuf_printf(c->o, ") {\n");
 }
 
 char *kernel_render(const KernelDesc *kd, KTarget target, Diag *d) {
     const Target *t = target == KTARGET_CUDA ? &TARGET_CUDA : &TARGET_C;
-    Out o = {0};
+    StrBuf o = {0};
     Ctx c = {kd, t, &o, false};
     if (t->cuda) {
         bool one = kd->body && !kd->body->next &&
                    (kd->body->kind == KS_PARFOR || kd->body->kind == KS_GEMM);
         for (int i = kd->n_args; i < kd->n_bufs; i++) one &= !kd->bufs[i].scratch;
         if (!one) {
-            snprintf(d->msg, sizeof d->msg,
+            diag_msg(d,
                      "kernel %s: a CUDA kernel must be one parfor or gemm without scratch",
                      kd->name);
             return NULL;
@@ -564,7 +535,7 @@ char *kernel_render(const KernelDesc *kd, KTarget target, Diag *d) {
     }
     bool *used = calloc((size_t)kd->n_bufs + 1, sizeof *used);
     if (!used) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         return NULL;
     }
     mark_block(kd->body, used);
@@ -575,16 +546,13 @@ char *kernel_render(const KernelDesc *kd, KTarget target, Diag *d) {
         c_signature(&c, used);
     free(used);
     if (render_block(&c, kd->body, 1, d)) {
-        free(o.s);
+        strbuf_free(&o);
         return NULL;
     }
-    put(&o, "}\n");
-    if (o.failed) {
-        free(o.s);
-        snprintf(d->msg, sizeof d->msg, "out of memory rendering kernel %s", kd->name);
-        return NULL;
-    }
-    return o.s;
+    strbuf_puts(&o, "}\n");
+    char *text = strbuf_take(&o);
+    if (!text) diag_msg(d, "out of memory rendering kernel %s", kd->name);
+    return text;
 }
 
 void kernel_cuda_launch(const KernelDesc *kd, int64_t *grid, int *block) {

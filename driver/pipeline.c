@@ -16,9 +16,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
+#include "diag.h"
+#include "files.h"
 #include "pipeline.h"
 
 typedef struct Run {
@@ -47,7 +48,7 @@ static int count_unfused(Run *r, Diag *d) {
     r->n_unfused = r->m->n_funcs;
     r->unfused = malloc(sizeof *r->unfused * ((size_t)r->n_unfused + 1));
     if (r->unfused == NULL) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         return -1;
     }
     for (int i = 0; i < r->n_unfused; i++) r->unfused[i] = schedule_count_unfused(r->m->funcs[i]);
@@ -67,7 +68,7 @@ static int run_fuse(Run *r, Diag *d) { return pass_fuse(r->m, &r->opts->passes, 
 static int run_lower(Run *r, Diag *d) {
     r->p = package_new(r->m, r->opts->verbose);
     if (r->p == NULL) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         return -1;
     }
     return package_lower(r->p, d);
@@ -81,8 +82,7 @@ static int verify_ir(Run *r, const char *stage, Diag *d);
 static int check_kernels(Run *r, const char *stage, Diag *d) {
     Diag inner = {0};
     if (package_check_kernels(r->p, &inner) == 0) return 0;
-    snprintf(d->msg, sizeof d->msg, "%.900s, found after %s", inner.msg, stage);
-    d->loc = inner.loc;
+    diag_set(d, inner.loc, "%.900s, found after %s", inner.msg, stage);
     return -1;
 }
 
@@ -101,33 +101,11 @@ static const Stage STAGES[] = {
 };
 enum { N_STAGES = sizeof STAGES / sizeof STAGES[0] };
 
-static int fail_path(Diag *d, const char *what, const char *path, int err) {
-    snprintf(d->msg, sizeof d->msg, "cannot %s '%.900s': %s", what, path, strerror(err));
-    d->loc = SRCLOC_NONE;
-    return -1;
-}
-
 /* mkdir -p: creates dir and any missing parents; an existing directory is fine. */
 static int make_dirs(const char *dir, Diag *d) {
-    char path[4096];
-    size_t len = strlen(dir);
-    if (len == 0 || len >= sizeof path)
-        return fail_path(d, "create directory", dir, len == 0 ? ENOENT : ENAMETOOLONG);
-    memcpy(path, dir, len + 1);
-
-    /* Walk the separators so that each prefix exists before its child is made. */
-    for (size_t i = 1; i <= len; i++) {
-        if (path[i] != '/' && path[i] != '\0') continue;
-        char saved = path[i];
-        path[i] = '\0';
-        if (mkdir(path, 0777) != 0 && errno != EEXIST)
-            return fail_path(d, "create directory", path, errno);
-        path[i] = saved;
-    }
-    struct stat st;
-    if (stat(dir, &st) != 0) return fail_path(d, "create directory", dir, errno);
-    if (!S_ISDIR(st.st_mode)) return fail_path(d, "create directory", dir, ENOTDIR);
-    return 0;
+    char failed[4096];
+    int err = file_make_dirs(dir, failed, sizeof failed);
+    return err ? diag_path_error(d, "create directory", failed, err) : 0;
 }
 
 typedef void (*Printer)(FILE *out, const Module *m);
@@ -137,13 +115,13 @@ static int write_file(const Module *m, const char *dir, const char *stem, const 
                       Printer print, Diag *d) {
     char path[4096];
     int n = snprintf(path, sizeof path, "%s/%s.%s", dir, stem, ext);
-    if (n < 0 || (size_t)n >= sizeof path) return fail_path(d, "write", dir, ENAMETOOLONG);
+    if (n < 0 || (size_t)n >= sizeof path) return diag_path_error(d, "write", dir, ENAMETOOLONG);
 
     FILE *f = fopen(path, "w");
-    if (f == NULL) return fail_path(d, "write", path, errno);
+    if (f == NULL) return diag_path_error(d, "write", path, errno);
     print(f, m);
     int bad = ferror(f);
-    if (fclose(f) != 0 || bad) return fail_path(d, "write", path, bad ? EIO : errno);
+    if (fclose(f) != 0 || bad) return diag_path_error(d, "write", path, bad ? EIO : errno);
     return 0;
 }
 
@@ -173,10 +151,9 @@ static int dump_stage(Run *r, int index, const char *name, DumpKind kind, Diag *
 static int verify_ir(Run *r, const char *stage, Diag *d) {
     Diag inner = {0};
     if (ir_verify_module(r->m, true, &inner) == 0) return 0;
-    snprintf(d->msg, sizeof d->msg,
+    diag_set(d, inner.loc,
              "internal error: invalid IR after %s (this is a bug in capc): %.900s", stage,
              inner.msg);
-    d->loc = inner.loc;
     return -1;
 }
 
@@ -191,7 +168,7 @@ static int fill_report(Run *r, PipelineReport *rep, Diag *d) {
     rep->entries = calloc((size_t)n + 1, sizeof *rep->entries);
     rep->unfused_kernels = calloc((size_t)n + 1, sizeof *rep->unfused_kernels);
     if (rep->entries == NULL || rep->unfused_kernels == NULL) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         return -1;
     }
     rep->n_entries = n;
@@ -217,10 +194,9 @@ static int run_stages(Run *r, Diag *d) {
     if (dump_stage(r, 0, "frontend", DUMP_IR, d) != 0) return -1;
     Diag inner = {0};
     if (ir_verify_module(r->m, false, &inner) != 0) {
-        snprintf(d->msg, sizeof d->msg,
+        diag_set(d, inner.loc,
                  "internal error: invalid IR after the frontend (this is a bug in capc): %.900s",
                  inner.msg);
-        d->loc = inner.loc;
         return -1;
     }
     for (int i = 0; i < N_STAGES && STAGES[i].goal <= opts->goal; i++) {

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "ops.h"
+#include "strbuf.h"
 
 const char *attr_kind_name(AttrKind k) {
     switch (k) {
@@ -276,35 +277,26 @@ static int parse_escape(Lex *lx) {
 static int parse_string(Module *m, Lex *lx, const char **out) {
     if (*lx->p != '"') return lex_fail(lx, "expected a string in double quotes");
     lx->p++;
-    size_t cap = 64, len = 0;
-    char *buf = malloc(cap);
-    if (!buf) return lex_fail(lx, "out of memory");
+    StrBuf buf = {0};
     for (;;) {
         char c = *lx->p;
         if (c == '\0' || c == '\n') {
-            free(buf);
+            strbuf_free(&buf);
             return lex_fail(lx, "unterminated string");
         }
         lx->p++;
         if (c == '"') break;
         int byte = (unsigned char)c;
         if (c == '\\' && (byte = parse_escape(lx)) < 0) {
-            free(buf);
+            strbuf_free(&buf);
             return -1;
         }
-        if (len + 1 >= cap) {
-            char *bigger = realloc(buf, cap *= 2);
-            if (!bigger) {
-                free(buf);
-                return lex_fail(lx, "out of memory");
-            }
-            buf = bigger;
-        }
-        buf[len++] = (char)byte;
+        strbuf_putc(&buf, (char)byte);
     }
-    buf[len] = '\0';
-    *out = module_strdup(m, buf);
-    free(buf);
+    char *text = strbuf_take(&buf);
+    if (!text) return lex_fail(lx, "out of memory");
+    *out = module_strdup(m, text);
+    free(text);
     return 0;
 }
 

@@ -13,11 +13,11 @@
  *
  * Every gradient is checked against central finite differences in tests/ir/test_gradients.c.
  *
- * Building style: an Emit carries the function, the forward op (for locations and names)
- * and the first error; each emit_* helper returns the new value, or NULL once anything has
- * failed, and accepts NULL operands, so a rule reads as straight-line math and checks for
- * failure once at the end. Intermediate values are named "<result>.bw", gradients
- * "<operand>.grad" (uniquified by the builder).
+ * Building style: an Emit carries the IR builder (ir/build.h: at the forward op's location,
+ * every result named "<result>.bw"), the forward op and the first error; the builder's calls
+ * return the new value (NULL for a NULL operand), so a rule reads as straight-line math and
+ * checks for failure once at the end. Gradients are then named "<operand>.grad"
+ * (uniquified by the function).
  */
 #include <math.h>
 #include <stdarg.h>
@@ -25,121 +25,59 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "build.h"
 #include "cfunc.h"
 #include "op_impl.h"
 
 /* ---- building helpers ------------------------------------------------------------------- */
 
 typedef struct Emit {
-    Function *f;
+    IrBuilder b;   /* at the forward op's location, results named "<result>.bw" */
     const Op *fwd;
     char *err;
     size_t err_size;
-    bool failed;
-    int first_new;  /* values with ids from here on were built by this rule */
-    char name[256]; /* "<result>.bw" */
+    bool failed;   /* err is written */
+    int first_new; /* values with ids from here on were built by this rule */
 } Emit;
 
 static Emit emit_begin(Function *f, const Op *fwd, char *err, size_t err_size) {
-    Emit e = {f, fwd, err, err_size, false, f->n_values, {0}};
-    snprintf(e.name, sizeof e.name, "%s.bw", fwd->result->name);
+    char name[256];
+    snprintf(name, sizeof name, "%s.bw", fwd->result->name);
+    Emit e = {irb_begin(f, fwd->loc, name), fwd, err, err_size, false, f->n_values};
     return e;
 }
 
-__attribute__((format(printf, 2, 3))) static void emit_fail(Emit *e, const char *fmt, ...) {
-    if (e->failed) return;
-    e->failed = true;
+static void emit_vfail(Emit *e, const char *fmt, va_list ap) {
     int n = snprintf(e->err, e->err_size, "%s gradient: ", op_info(e->fwd->kind)->name);
     if (n < 0 || (size_t)n >= e->err_size) return;
+    vsnprintf(e->err + n, e->err_size - (size_t)n, fmt, ap);
+}
+
+__attribute__((format(printf, 2, 3))) static void emit_fail_raw(Emit *e, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(e->err + n, e->err_size - (size_t)n, fmt, ap);
+    emit_vfail(e, fmt, ap);
     va_end(ap);
 }
 
-/* Starts an op over n operands (NULL if any operand is NULL or an error happened before);
- * set its attributes, then pass it to done(). */
-static Op *start(Emit *e, int kind, Value *const *ins, int n) {
-    if (e->failed) return NULL;
-    for (int i = 0; i < n; i++)
-        if (!ins[i]) return NULL;
-    return func_add_op(e->f, kind, ins, n, e->name, e->fwd->loc);
-}
-
-/* Infers the op's type; a failure here is a bug in a rule, reported with the op's message. */
-static Value *done(Emit *e, Op *op) {
-    if (!op) return NULL;
-    char msg[512];
-    if (op_infer(op, msg, sizeof msg) != 0) {
-        emit_fail(e, "building %s: %s", op_info(op->kind)->name, msg);
-        return NULL;
+/* Whether the rule has failed; a type the builder could not infer (a bug in a rule) is then
+ * reported with the op's message, if nothing was reported before. */
+static bool rule_failed(Emit *e) {
+    if (!e->failed && e->b.failed) {
+        e->failed = true;
+        emit_fail_raw(e, "building %s: %s", op_info(e->b.err_kind)->name, e->b.err);
     }
-    return op->result;
+    return e->failed;
 }
 
-static Value *emit1(Emit *e, int kind, Value *x) {
-    Value *ins[1] = {x};
-    return done(e, start(e, kind, ins, 1));
-}
-
-static Value *emit2(Emit *e, int kind, Value *a, Value *b) {
-    Value *ins[2] = {a, b};
-    return done(e, start(e, kind, ins, 2));
-}
-
-static Value *emit_scale(Emit *e, Value *x, double factor) {
-    Op *op = start(e, OP_SCALE, &x, 1);
-    if (op) op_set_float(op, "factor", factor);
-    return done(e, op);
-}
-
-static Value *emit_full(Emit *e, const Shape *s, double value) {
-    Op *op = start(e, OP_FULL, NULL, 0);
-    if (op) op_set_ints(op, "shape", s->dims, s->rank);
-    if (op) op_set_float(op, "value", value);
-    return done(e, op);
-}
-
-static Value *emit_scalar(Emit *e, double value) {
-    Shape s = shape_scalar();
-    return emit_full(e, &s, value);
-}
-
-static Value *emit_shape_op(Emit *e, int kind, Value *x, const Shape *s) {
-    Op *op = start(e, kind, &x, 1);
-    if (op) op_set_ints(op, "shape", s->dims, s->rank);
-    return done(e, op);
-}
-
-static Value *emit_reshape(Emit *e, Value *x, const Shape *s) {
-    if (x && shape_equal(&x->shape, s)) return x;
-    return emit_shape_op(e, OP_RESHAPE, x, s);
-}
-
-static Value *emit_broadcast(Emit *e, Value *x, const Shape *s) {
-    if (x && shape_equal(&x->shape, s)) return x;
-    return emit_shape_op(e, OP_BROADCAST, x, s);
-}
-
-/* Sums x down to shape s: undoes the numpy broadcast that made x's shape from s. */
-static Value *emit_reduce_to(Emit *e, Value *x, const Shape *s) {
-    if (x && shape_equal(&x->shape, s)) return x;
-    return emit_shape_op(e, OP_REDUCE_TO_SHAPE, x, s);
-}
-
-/* sum or mean over axes (given normalized). */
-static Value *emit_reduce(Emit *e, int kind, Value *x, const int64_t *axes, int n, bool keepdim) {
-    Op *op = start(e, kind, &x, 1);
-    if (op) op_set_ints(op, "axes", axes, n);
-    if (op) op_set_bool(op, "keepdim", keepdim);
-    return done(e, op);
-}
-
-static Value *emit_matmul(Emit *e, Value *a, Value *b, bool ta, bool tb) {
-    Op *op = start(e, OP_MATMUL, (Value *[]){a, b}, 2);
-    if (op) op_set_bool(op, "transpose_a", ta);
-    if (op) op_set_bool(op, "transpose_b", tb);
-    return done(e, op);
+/* Reports the rule's failure (the builder's, if it failed first). */
+__attribute__((format(printf, 2, 3))) static void emit_fail(Emit *e, const char *fmt, ...) {
+    if (rule_failed(e)) return;
+    e->failed = true;
+    va_list ap;
+    va_start(ap, fmt);
+    emit_vfail(e, fmt, ap);
+    va_end(ap);
 }
 
 /* Copies the forward op's attribute values into a backward op whose schema holds attributes
@@ -154,7 +92,7 @@ static void copy_attrs(Op *dst, const Op *src) {
 
 /* Stores v as the gradient of operand i (checked to match the operand's type). */
 static void set_grad(Emit *e, Value **grads, int i, Value *v) {
-    if (!v || e->failed) return;
+    if (!v || rule_failed(e)) return;
     IR_ASSERT(v->dtype == e->fwd->inputs[i]->dtype);
     IR_ASSERT(shape_equal(&v->shape, &e->fwd->inputs[i]->shape));
     grads[i] = v;
@@ -163,14 +101,14 @@ static void set_grad(Emit *e, Value **grads, int i, Value *v) {
 /* Final status of a rule; names the gradients for the dump. Values that are not new ops (dy
  * passed through, or an operand) keep their names. */
 static int finish(Emit *e, const bool *need, Value **grads) {
-    if (e->failed) return -1;
+    if (rule_failed(e)) return -1;
     for (int i = 0; i < e->fwd->n_inputs; i++) {
         if (!need[i]) continue;
         if (!grads[i]) {
             emit_fail(e, "no gradient built for operand %d", i);
             return -1;
         }
-        if (grads[i]->fn == e->f && grads[i]->id >= e->first_new) {
+        if (grads[i]->fn == e->b.f && grads[i]->id >= e->first_new) {
             char name[256];
             snprintf(name, sizeof name, "%s.grad", e->fwd->inputs[i]->name);
             value_rename(grads[i], name);
@@ -224,7 +162,7 @@ static int grad_zero(Function *f, const Op *op, const bool *need, Value **grads,
                      size_t err_size) {
     Emit e = emit_begin(f, op, err, err_size);
     for (int i = 0; i < op->n_inputs; i++)
-        if (need[i]) set_grad(&e, grads, i, emit_full(&e, SHAPE(i), 0.0));
+        if (need[i]) set_grad(&e, grads, i, irb_full(&e.b, SHAPE(i), 0.0, NULL));
     return finish(&e, need, grads);
 }
 
@@ -240,20 +178,29 @@ static int grad_zero(Function *f, const Op *op, const bool *need, Value **grads,
         return finish(&e, need, grads);                                                    \
     }
 
-UNARY_RULE(relu, emit2(&e, OP_RELU_GRAD, dy, y))
-UNARY_RULE(neg, emit1(&e, OP_NEG, dy))
-UNARY_RULE(exp, emit2(&e, OP_MUL, dy, y))                                       /* dy * e^x */
-UNARY_RULE(log, emit2(&e, OP_DIV, dy, x))                                       /* dy / x */
-UNARY_RULE(sqrt, emit_scale(&e, emit2(&e, OP_DIV, dy, y), 0.5))                 /* dy / 2y */
+UNARY_RULE(relu, irb_binary(&e.b, OP_RELU_GRAD, dy, y, NULL))
+UNARY_RULE(neg, irb_unary(&e.b, OP_NEG, dy, NULL))
+UNARY_RULE(exp, irb_binary(&e.b, OP_MUL, dy, y, NULL))                              /* dy * e^x */
+UNARY_RULE(log, irb_binary(&e.b, OP_DIV, dy, x, NULL))                              /* dy / x */
+UNARY_RULE(sqrt, irb_scale(&e.b, irb_binary(&e.b, OP_DIV, dy, y, NULL), 0.5, NULL)) /* dy / 2y */
 /* d/dx x^-1/2 = -1/2 x^-3/2 = -1/2 * y / x */
-UNARY_RULE(rsqrt, emit_scale(&e, emit2(&e, OP_MUL, dy, emit2(&e, OP_DIV, y, x)), -0.5))
+UNARY_RULE(rsqrt,
+           irb_scale(&e.b, irb_binary(&e.b, OP_MUL, dy, irb_binary(&e.b, OP_DIV, y, x, NULL), NULL),
+                     -0.5, NULL))
 /* dy * (1 - y^2), written dy - dy*y*y */
-UNARY_RULE(tanh, emit2(&e, OP_SUB, dy, emit2(&e, OP_MUL, emit2(&e, OP_MUL, dy, y), y)))
-UNARY_RULE(scale, emit_scale(&e, dy, op_float(op, "factor")))
+UNARY_RULE(tanh,
+           irb_binary(&e.b, OP_SUB, dy,
+                      irb_binary(&e.b, OP_MUL, irb_binary(&e.b, OP_MUL, dy, y, NULL), y, NULL),
+                      NULL))
+UNARY_RULE(scale, irb_scale(&e.b, dy, op_float(op, "factor"), NULL))
 /* -sin(x) = cos(x + pi/2): no sin op is needed */
 #define HALF_PI 1.5707963267948966
-UNARY_RULE(cos, emit2(&e, OP_MUL, dy,
-                      emit1(&e, OP_COS, emit2(&e, OP_ADD, x, emit_scalar(&e, HALF_PI)))))
+UNARY_RULE(cos,
+           irb_binary(&e.b, OP_MUL, dy,
+                      irb_unary(&e.b, OP_COS,
+                                irb_binary(&e.b, OP_ADD, x, irb_scalar(&e.b, HALF_PI, NULL), NULL),
+                                NULL),
+                      NULL))
 
 GRAD_RULE(floor) { return grad_zero(f, op, need, grads, err, err_size); }
 GRAD_RULE(equal) { return grad_zero(f, op, need, grads, err, err_size); }
@@ -262,13 +209,13 @@ GRAD_RULE(equal) { return grad_zero(f, op, need, grads, err, err_size); }
  * summed back to its operand's shape; cond, a mask, gets zeros (as equal's operands do). */
 GRAD_RULE(where) {
     Emit e = emit_begin(f, op, err, err_size);
-    if (need[0]) set_grad(&e, grads, 0, emit_full(&e, SHAPE(0), 0.0));
-    Value *zero = need[1] || need[2] ? emit_scalar(&e, 0.0) : NULL;
+    if (need[0]) set_grad(&e, grads, 0, irb_full(&e.b, SHAPE(0), 0.0, NULL));
+    Value *zero = need[1] || need[2] ? irb_scalar(&e.b, 0.0, NULL) : NULL;
     for (int side = 1; side <= 2; side++) {
         if (!need[side]) continue;
         Value *ins[3] = {X(0), side == 1 ? dy : zero, side == 1 ? zero : dy};
-        Value *g = done(&e, start(&e, OP_WHERE, ins, 3));
-        set_grad(&e, grads, side, emit_reduce_to(&e, g, SHAPE(side)));
+        Value *g = irb_finish(&e.b, irb_start(&e.b, OP_WHERE, ins, 3, NULL));
+        set_grad(&e, grads, side, irb_to_shape(&e.b, OP_REDUCE_TO_SHAPE, g, SHAPE(side), NULL));
     }
     return finish(&e, need, grads);
 }
@@ -291,9 +238,9 @@ GRAD_RULE(cast) {
 GRAD_RULE(dropout) {
     Emit e = emit_begin(f, op, err, err_size);
     if (need[0]) {
-        Op *d = start(&e, OP_DROPOUT, (Value *[]){dy, X(1)}, 2);
+        Op *d = irb_start(&e.b, OP_DROPOUT, (Value *[]){dy, X(1)}, 2, NULL);
         copy_attrs(d, op);
-        set_grad(&e, grads, 0, done(&e, d));
+        set_grad(&e, grads, 0, irb_finish(&e.b, d));
     }
     return finish(&e, need, grads);
 }
@@ -304,8 +251,8 @@ GRAD_RULE(dropout) {
  * broadcasting added or stretched. */
 static void binary_grads(Emit *e, const Op *op, const bool *need, Value **grads, Value *ga,
                          Value *gb) {
-    if (need[0]) set_grad(e, grads, 0, emit_reduce_to(e, ga, SHAPE(0)));
-    if (need[1]) set_grad(e, grads, 1, emit_reduce_to(e, gb, SHAPE(1)));
+    if (need[0]) set_grad(e, grads, 0, irb_to_shape(&e->b, OP_REDUCE_TO_SHAPE, ga, SHAPE(0), NULL));
+    if (need[1]) set_grad(e, grads, 1, irb_to_shape(&e->b, OP_REDUCE_TO_SHAPE, gb, SHAPE(1), NULL));
 }
 
 GRAD_RULE(add) {
@@ -316,14 +263,14 @@ GRAD_RULE(add) {
 
 GRAD_RULE(sub) {
     Emit e = emit_begin(f, op, err, err_size);
-    binary_grads(&e, op, need, grads, dy, need[1] ? emit1(&e, OP_NEG, dy) : NULL);
+    binary_grads(&e, op, need, grads, dy, need[1] ? irb_unary(&e.b, OP_NEG, dy, NULL) : NULL);
     return finish(&e, need, grads);
 }
 
 GRAD_RULE(mul) {
     Emit e = emit_begin(f, op, err, err_size);
-    Value *ga = need[0] ? emit2(&e, OP_MUL, dy, X(1)) : NULL;
-    Value *gb = need[1] ? emit2(&e, OP_MUL, dy, X(0)) : NULL;
+    Value *ga = need[0] ? irb_binary(&e.b, OP_MUL, dy, X(1), NULL) : NULL;
+    Value *gb = need[1] ? irb_binary(&e.b, OP_MUL, dy, X(0), NULL) : NULL;
     binary_grads(&e, op, need, grads, ga, gb);
     return finish(&e, need, grads);
 }
@@ -331,9 +278,13 @@ GRAD_RULE(mul) {
 /* y = a / b: da = dy / b, db = -dy * a / b^2 = -(dy * y) / b */
 GRAD_RULE(div) {
     Emit e = emit_begin(f, op, err, err_size);
-    Value *ga = need[0] ? emit2(&e, OP_DIV, dy, X(1)) : NULL;
-    Value *gb = need[1] ? emit1(&e, OP_NEG, emit2(&e, OP_DIV, emit2(&e, OP_MUL, dy, Y), X(1)))
-                        : NULL;
+    Value *ga = need[0] ? irb_binary(&e.b, OP_DIV, dy, X(1), NULL) : NULL;
+    Value *gb =
+        need[1]
+            ? irb_unary(&e.b, OP_NEG,
+                        irb_binary(&e.b, OP_DIV, irb_binary(&e.b, OP_MUL, dy, Y, NULL), X(1), NULL),
+                        NULL)
+            : NULL;
     binary_grads(&e, op, need, grads, ga, gb);
     return finish(&e, need, grads);
 }
@@ -343,10 +294,11 @@ GRAD_RULE(div) {
 static int select_grad(Function *f, const Op *op, Value *dy, const bool *need, Value **grads,
                        char *err, size_t err_size) {
     Emit e = emit_begin(f, op, err, err_size);
-    Value *ma = emit2(&e, OP_EQUAL, X(0), Y), *mb = emit2(&e, OP_EQUAL, X(1), Y);
-    Value *share = emit2(&e, OP_DIV, dy, emit2(&e, OP_ADD, ma, mb));
-    Value *ga = need[0] ? emit2(&e, OP_MUL, share, ma) : NULL;
-    Value *gb = need[1] ? emit2(&e, OP_MUL, share, mb) : NULL;
+    Value *ma = irb_binary(&e.b, OP_EQUAL, X(0), Y, NULL),
+          *mb = irb_binary(&e.b, OP_EQUAL, X(1), Y, NULL);
+    Value *share = irb_binary(&e.b, OP_DIV, dy, irb_binary(&e.b, OP_ADD, ma, mb, NULL), NULL);
+    Value *ga = need[0] ? irb_binary(&e.b, OP_MUL, share, ma, NULL) : NULL;
+    Value *gb = need[1] ? irb_binary(&e.b, OP_MUL, share, mb, NULL) : NULL;
     binary_grads(&e, op, need, grads, ga, gb);
     return finish(&e, need, grads);
 }
@@ -382,10 +334,11 @@ GRAD_RULE(call) {
             emit_fail(&e, "%s has no gradient with respect to '%s'", fn->name, fn->params[i]);
             break;
         }
-        Op *g = start(&e, OP_CALL, ins, op->n_inputs + 1);
+        Op *g = irb_start(&e.b, OP_CALL, ins, op->n_inputs + 1, NULL);
         if (g) op_set_string(g, "fn", fn->grads[i]);
         if (g) op_set_floats(g, "args", scalars, n_args);
-        set_grad(&e, grads, i, emit_reduce_to(&e, done(&e, g), SHAPE(i)));
+        set_grad(&e, grads, i,
+                 irb_to_shape(&e.b, OP_REDUCE_TO_SHAPE, irb_finish(&e.b, g), SHAPE(i), NULL));
     }
     free(ins);
     return finish(&e, need, grads);
@@ -393,9 +346,9 @@ GRAD_RULE(call) {
 
 /* ---- layout --------------------------------------------------------------------------------- */
 
-UNARY_RULE(broadcast, emit_reduce_to(&e, dy, SHAPE(0)))
-UNARY_RULE(reduce_to_shape, emit_broadcast(&e, dy, SHAPE(0)))
-UNARY_RULE(reshape, emit_reshape(&e, dy, SHAPE(0)))
+UNARY_RULE(broadcast, irb_to_shape(&e.b, OP_REDUCE_TO_SHAPE, dy, SHAPE(0), NULL))
+UNARY_RULE(reduce_to_shape, irb_to_shape(&e.b, OP_BROADCAST, dy, SHAPE(0), NULL))
+UNARY_RULE(reshape, irb_to_shape(&e.b, OP_RESHAPE, dy, SHAPE(0), NULL))
 
 GRAD_RULE(transpose) {
     Emit e = emit_begin(f, op, err, err_size);
@@ -404,9 +357,9 @@ GRAD_RULE(transpose) {
     const int64_t *perm = op_ints(op, "perm", &n);
     int64_t inverse[IR_MAX_RANK];
     for (int d = 0; d < rank; d++) inverse[axis_normalize(perm[d], rank)] = d;
-    Op *t = start(&e, OP_TRANSPOSE, &dy, 1);
+    Op *t = irb_start(&e.b, OP_TRANSPOSE, &dy, 1, NULL);
     if (t) op_set_ints(t, "perm", inverse, rank);
-    set_grad(&e, grads, 0, done(&e, t));
+    set_grad(&e, grads, 0, irb_finish(&e.b, t));
     return finish(&e, need, grads);
 }
 
@@ -414,11 +367,11 @@ GRAD_RULE(slice) {
     Emit e = emit_begin(f, op, err, err_size);
     if (!need[0]) return 0;
     int axis = axis_normalize(op_int(op, "axis"), X(0)->shape.rank);
-    Op *s = start(&e, OP_SLICE_GRAD, &dy, 1);
+    Op *s = irb_start(&e.b, OP_SLICE_GRAD, &dy, 1, NULL);
     copy_attrs(s, op);
     if (s) op_set_int(s, "axis", axis);
     if (s) op_set_int(s, "size", X(0)->shape.dims[axis]);
-    set_grad(&e, grads, 0, done(&e, s));
+    set_grad(&e, grads, 0, irb_finish(&e.b, s));
     return finish(&e, need, grads);
 }
 
@@ -430,11 +383,11 @@ GRAD_RULE(concat) {
     for (int i = 0; i < op->n_inputs; i++) {
         int64_t len = X(i)->shape.dims[axis];
         if (need[i]) {
-            Op *s = start(&e, OP_SLICE, &dy, 1);
+            Op *s = irb_start(&e.b, OP_SLICE, &dy, 1, NULL);
             if (s) op_set_int(s, "axis", axis);
             if (s) op_set_int(s, "start", at);
             if (s) op_set_int(s, "end", at + len);
-            set_grad(&e, grads, i, done(&e, s));
+            set_grad(&e, grads, i, irb_finish(&e.b, s));
         }
         at += len;
     }
@@ -445,9 +398,9 @@ GRAD_RULE(concat) {
 GRAD_RULE(embedding) {
     Emit e = emit_begin(f, op, err, err_size);
     if (!need[0]) return 0;
-    Op *s = start(&e, OP_SCATTER_ADD, (Value *[]){dy, X(1)}, 2);
+    Op *s = irb_start(&e.b, OP_SCATTER_ADD, (Value *[]){dy, X(1)}, 2, NULL);
     if (s) op_set_int(s, "num", X(0)->shape.dims[0]);
-    set_grad(&e, grads, 0, done(&e, s));
+    set_grad(&e, grads, 0, irb_finish(&e.b, s));
     return finish(&e, need, grads);
 }
 
@@ -456,7 +409,7 @@ GRAD_RULE(embedding) {
 /* dy viewed with x's rank (reduced axes of size 1), whether or not keepdim was set. */
 static Value *dy_kept(Emit *e, const Op *op, Value *dy, const bool *reduced) {
     Shape kept = kept_shape(SHAPE(0), reduced);
-    return emit_reshape(e, dy, &kept);
+    return irb_to_shape(&e->b, OP_RESHAPE, dy, &kept, NULL);
 }
 
 GRAD_RULE(sum) {
@@ -464,7 +417,8 @@ GRAD_RULE(sum) {
     if (!need[0]) return 0;
     bool reduced[IR_MAX_RANK];
     reduced_axes(op, X(0)->shape.rank, reduced, SHAPE(0));
-    set_grad(&e, grads, 0, emit_broadcast(&e, dy_kept(&e, op, dy, reduced), SHAPE(0)));
+    set_grad(&e, grads, 0,
+             irb_to_shape(&e.b, OP_BROADCAST, dy_kept(&e, op, dy, reduced), SHAPE(0), NULL));
     return finish(&e, need, grads);
 }
 
@@ -473,8 +427,8 @@ GRAD_RULE(mean) {
     if (!need[0]) return 0;
     bool reduced[IR_MAX_RANK];
     int64_t count = reduced_axes(op, X(0)->shape.rank, reduced, SHAPE(0));
-    Value *share = emit_scale(&e, dy_kept(&e, op, dy, reduced), 1.0 / (double)count);
-    set_grad(&e, grads, 0, emit_broadcast(&e, share, SHAPE(0)));
+    Value *share = irb_scale(&e.b, dy_kept(&e, op, dy, reduced), 1.0 / (double)count, NULL);
+    set_grad(&e, grads, 0, irb_to_shape(&e.b, OP_BROADCAST, share, SHAPE(0), NULL));
     return finish(&e, need, grads);
 }
 
@@ -491,10 +445,11 @@ GRAD_RULE(max) {
     for (int d = 0; d < rank; d++)
         if (reduced[d]) axes[n_axes++] = d;
     Shape kept = kept_shape(SHAPE(0), reduced);
-    Value *mask = emit2(&e, OP_EQUAL, X(0), emit_reshape(&e, Y, &kept));
-    Value *ties = emit_reduce(&e, OP_SUM, mask, axes, n_axes, true);
-    Value *share = emit2(&e, OP_DIV, dy_kept(&e, op, dy, reduced), ties);
-    set_grad(&e, grads, 0, emit2(&e, OP_MUL, mask, share));
+    Value *mask =
+        irb_binary(&e.b, OP_EQUAL, X(0), irb_to_shape(&e.b, OP_RESHAPE, Y, &kept, NULL), NULL);
+    Value *ties = irb_reduce(&e.b, OP_SUM, mask, axes, n_axes, true, NULL);
+    Value *share = irb_binary(&e.b, OP_DIV, dy_kept(&e, op, dy, reduced), ties, NULL);
+    set_grad(&e, grads, 0, irb_binary(&e.b, OP_MUL, mask, share, NULL));
     return finish(&e, need, grads);
 }
 
@@ -503,8 +458,10 @@ GRAD_RULE(softmax) {
     Emit e = emit_begin(f, op, err, err_size);
     if (!need[0]) return 0;
     int64_t axis = axis_normalize(op_int(op, "axis"), Y->shape.rank);
-    Value *dot = emit_reduce(&e, OP_SUM, emit2(&e, OP_MUL, dy, Y), &axis, 1, true);
-    set_grad(&e, grads, 0, emit2(&e, OP_MUL, Y, emit2(&e, OP_SUB, dy, dot)));
+    Value *dot =
+        irb_reduce(&e.b, OP_SUM, irb_binary(&e.b, OP_MUL, dy, Y, NULL), &axis, 1, true, NULL);
+    set_grad(&e, grads, 0,
+             irb_binary(&e.b, OP_MUL, Y, irb_binary(&e.b, OP_SUB, dy, dot, NULL), NULL));
     return finish(&e, need, grads);
 }
 
@@ -522,23 +479,25 @@ typedef struct Norm {
 
 /* Batch statistics of x over nm->axes (biased variance), as the forward computes them. */
 static void norm_batch_stats(Emit *e, Norm *nm, Value *x, double eps) {
-    Value *mu = emit_reduce(e, OP_MEAN, x, nm->axes, nm->n_axes, true);
-    Value *xc = emit2(e, OP_SUB, x, mu);
-    Value *var = emit_reduce(e, OP_MEAN, emit2(e, OP_MUL, xc, xc), nm->axes, nm->n_axes, true);
-    nm->inv = emit1(e, OP_RSQRT, emit2(e, OP_ADD, var, emit_scalar(e, eps)));
-    nm->xhat = emit2(e, OP_MUL, xc, nm->inv);
+    Value *mu = irb_reduce(&e->b, OP_MEAN, x, nm->axes, nm->n_axes, true, NULL);
+    Value *xc = irb_binary(&e->b, OP_SUB, x, mu, NULL);
+    Value *var = irb_reduce(&e->b, OP_MEAN, irb_binary(&e->b, OP_MUL, xc, xc, NULL), nm->axes,
+                            nm->n_axes, true, NULL);
+    nm->inv = irb_unary(&e->b, OP_RSQRT,
+                        irb_binary(&e->b, OP_ADD, var, irb_scalar(&e->b, eps, NULL), NULL), NULL);
+    nm->xhat = irb_binary(&e->b, OP_MUL, xc, nm->inv, NULL);
 }
 
 /* Gradient w.r.t. x when the statistics depend on x (training):
  * g = dy * w; dx = inv * (g - mean(g) - xhat * mean(g * xhat)), means over the axes. */
 static Value *norm_input_grad_batch(Emit *e, const Norm *nm, Value *dy) {
-    Value *g = emit2(e, OP_MUL, dy, nm->w);
-    Value *g_mean = emit_reduce(e, OP_MEAN, g, nm->axes, nm->n_axes, true);
-    Value *gx_mean =
-        emit_reduce(e, OP_MEAN, emit2(e, OP_MUL, g, nm->xhat), nm->axes, nm->n_axes, true);
-    Value *centered = emit2(e, OP_SUB, emit2(e, OP_SUB, g, g_mean),
-                            emit2(e, OP_MUL, nm->xhat, gx_mean));
-    return emit2(e, OP_MUL, centered, nm->inv);
+    Value *g = irb_binary(&e->b, OP_MUL, dy, nm->w, NULL);
+    Value *g_mean = irb_reduce(&e->b, OP_MEAN, g, nm->axes, nm->n_axes, true, NULL);
+    Value *gx_mean = irb_reduce(&e->b, OP_MEAN, irb_binary(&e->b, OP_MUL, g, nm->xhat, NULL),
+                                nm->axes, nm->n_axes, true, NULL);
+    Value *centered = irb_binary(&e->b, OP_SUB, irb_binary(&e->b, OP_SUB, g, g_mean, NULL),
+                            irb_binary(&e->b, OP_MUL, nm->xhat, gx_mean, NULL), NULL);
+    return irb_binary(&e->b, OP_MUL, centered, nm->inv, NULL);
 }
 
 /* x [..., d] over the last axis; weight and bias [d]. */
@@ -548,8 +507,11 @@ GRAD_RULE(layer_norm) {
     Norm nm = {&last, 1, X(1), NULL, NULL};
     if (need[0] || need[1]) norm_batch_stats(&e, &nm, X(0), op_float(op, "eps"));
     if (need[0]) set_grad(&e, grads, 0, norm_input_grad_batch(&e, &nm, dy));
-    if (need[1]) set_grad(&e, grads, 1, emit_reduce_to(&e, emit2(&e, OP_MUL, dy, nm.xhat), SHAPE(1)));
-    if (need[2]) set_grad(&e, grads, 2, emit_reduce_to(&e, dy, SHAPE(2)));
+    if (need[1])
+        set_grad(&e, grads, 1,
+                 irb_to_shape(&e.b, OP_REDUCE_TO_SHAPE, irb_binary(&e.b, OP_MUL, dy, nm.xhat, NULL),
+                              SHAPE(1), NULL));
+    if (need[2]) set_grad(&e, grads, 2, irb_to_shape(&e.b, OP_REDUCE_TO_SHAPE, dy, SHAPE(2), NULL));
     return finish(&e, need, grads);
 }
 
@@ -568,23 +530,31 @@ GRAD_RULE(batch_norm) {
     for (int d = 2; d < rank; d++) chan.dims[chan.rank++] = 1;
     double eps = op_float(op, "eps");
     Norm nm = {axes, n_axes, NULL, NULL, NULL};
-    if (need[0]) nm.w = emit_reshape(&e, X(1), &chan);
+    if (need[0]) nm.w = irb_to_shape(&e.b, OP_RESHAPE, X(1), &chan, NULL);
     if (!need[0] && !need[1]) {
         /* only the bias: no statistics needed */
     } else if (op_bool(op, "training")) {
         norm_batch_stats(&e, &nm, X(0), eps);
     } else {
-        Value *mean = emit_reshape(&e, X(3), &chan), *var = emit_reshape(&e, X(4), &chan);
-        nm.inv = emit1(&e, OP_RSQRT, emit2(&e, OP_ADD, var, emit_scalar(&e, eps)));
-        if (need[1]) nm.xhat = emit2(&e, OP_MUL, emit2(&e, OP_SUB, X(0), mean), nm.inv);
+        Value *mean = irb_to_shape(&e.b, OP_RESHAPE, X(3), &chan, NULL),
+              *var = irb_to_shape(&e.b, OP_RESHAPE, X(4), &chan, NULL);
+        nm.inv = irb_unary(&e.b, OP_RSQRT,
+                           irb_binary(&e.b, OP_ADD, var, irb_scalar(&e.b, eps, NULL), NULL), NULL);
+        if (need[1])
+            nm.xhat =
+                irb_binary(&e.b, OP_MUL, irb_binary(&e.b, OP_SUB, X(0), mean, NULL), nm.inv, NULL);
     }
     if (need[0])
-        set_grad(&e, grads, 0,
-                 op_bool(op, "training") ? norm_input_grad_batch(&e, &nm, dy)
-                                         : emit2(&e, OP_MUL, emit2(&e, OP_MUL, dy, nm.w), nm.inv));
+        set_grad(
+            &e, grads, 0,
+            op_bool(op, "training")
+                ? norm_input_grad_batch(&e, &nm, dy)
+                : irb_binary(&e.b, OP_MUL, irb_binary(&e.b, OP_MUL, dy, nm.w, NULL), nm.inv, NULL));
     if (need[1])
-        set_grad(&e, grads, 1, emit_reduce(&e, OP_SUM, emit2(&e, OP_MUL, dy, nm.xhat), axes, n_axes, false));
-    if (need[2]) set_grad(&e, grads, 2, emit_reduce(&e, OP_SUM, dy, axes, n_axes, false));
+        set_grad(&e, grads, 1,
+                 irb_reduce(&e.b, OP_SUM, irb_binary(&e.b, OP_MUL, dy, nm.xhat, NULL), axes, n_axes,
+                            false, NULL));
+    if (need[2]) set_grad(&e, grads, 2, irb_reduce(&e.b, OP_SUM, dy, axes, n_axes, false, NULL));
     if (need[3] || need[4]) {
         emit_fail(&e, "running statistics are buffers, not differentiable");
         return -1;
@@ -597,27 +567,27 @@ GRAD_RULE(batch_norm) {
 GRAD_RULE(cross_entropy) {
     Emit e = emit_begin(f, op, err, err_size);
     if (!need[0]) return 0;
-    Op *g = start(&e, OP_CROSS_ENTROPY_GRAD, (Value *[]){dy, X(0), X(1)}, 3);
+    Op *g = irb_start(&e.b, OP_CROSS_ENTROPY_GRAD, (Value *[]){dy, X(0), X(1)}, 3, NULL);
     copy_attrs(g, op);
-    set_grad(&e, grads, 0, done(&e, g));
+    set_grad(&e, grads, 0, irb_finish(&e.b, g));
     return finish(&e, need, grads);
 }
 
 GRAD_RULE(max_pool2d) {
     Emit e = emit_begin(f, op, err, err_size);
     if (!need[0]) return 0;
-    Op *g = start(&e, OP_MAX_POOL2D_GRAD, (Value *[]){dy, X(0)}, 2);
+    Op *g = irb_start(&e.b, OP_MAX_POOL2D_GRAD, (Value *[]){dy, X(0)}, 2, NULL);
     copy_attrs(g, op);
-    set_grad(&e, grads, 0, done(&e, g));
+    set_grad(&e, grads, 0, irb_finish(&e.b, g));
     return finish(&e, need, grads);
 }
 
 GRAD_RULE(adaptive_avg_pool2d) {
     Emit e = emit_begin(f, op, err, err_size);
     if (!need[0]) return 0;
-    Op *g = start(&e, OP_ADAPTIVE_AVG_POOL2D_GRAD, &dy, 1);
+    Op *g = irb_start(&e.b, OP_ADAPTIVE_AVG_POOL2D_GRAD, &dy, 1, NULL);
     if (g) op_set_ints(g, "input_size", X(0)->shape.dims + 2, 2);
-    set_grad(&e, grads, 0, done(&e, g));
+    set_grad(&e, grads, 0, irb_finish(&e.b, g));
     return finish(&e, need, grads);
 }
 
@@ -631,11 +601,11 @@ GRAD_RULE(matmul) {
     bool ta = op_bool(op, "transpose_a"), tb = op_bool(op, "transpose_b");
     Value *a = X(0), *b = X(1), *ga = NULL, *gb = NULL;
     if (need[0])
-        ga = ta ? emit_matmul(&e, b, dy, tb, true)   /* da = B dy^T */
-                : emit_matmul(&e, dy, b, false, !tb); /* da = dy B^T */
+        ga = ta ? irb_matmul(&e.b, b, dy, tb, true, NULL)   /* da = B dy^T */
+                : irb_matmul(&e.b, dy, b, false, !tb, NULL); /* da = dy B^T */
     if (need[1])
-        gb = tb ? emit_matmul(&e, dy, a, true, ta)   /* db = dy^T A */
-                : emit_matmul(&e, a, dy, !ta, false); /* db = A^T dy */
+        gb = tb ? irb_matmul(&e.b, dy, a, true, ta, NULL)   /* db = dy^T A */
+                : irb_matmul(&e.b, a, dy, !ta, false, NULL); /* db = A^T dy */
     binary_grads(&e, op, need, grads, ga, gb);
     return finish(&e, need, grads);
 }
@@ -647,13 +617,18 @@ GRAD_RULE(linear) {
     int64_t k = X(1)->shape.dims[1], n = X(1)->shape.dims[0];
     int64_t rows = shape_numel(SHAPE(0)) / k;
     Shape xr = shape_of(2, rows, k), yr = shape_of(2, rows, n);
-    Value *dy2 = emit_reshape(&e, dy, &yr);
-    if (need[0]) set_grad(&e, grads, 0, emit_reshape(&e, emit_matmul(&e, dy2, X(1), false, false), SHAPE(0)));
+    Value *dy2 = irb_to_shape(&e.b, OP_RESHAPE, dy, &yr, NULL);
+    if (need[0])
+        set_grad(&e, grads, 0,
+                 irb_to_shape(&e.b, OP_RESHAPE, irb_matmul(&e.b, dy2, X(1), false, false, NULL),
+                              SHAPE(0), NULL));
     if (need[1])
-        set_grad(&e, grads, 1, emit_matmul(&e, dy2, emit_reshape(&e, X(0), &xr), true, false));
+        set_grad(&e, grads, 1,
+                 irb_matmul(&e.b, dy2, irb_to_shape(&e.b, OP_RESHAPE, X(0), &xr, NULL), true, false,
+                            NULL));
     if (op->n_inputs == 3 && need[2]) {
         int64_t axis0 = 0;
-        set_grad(&e, grads, 2, emit_reduce(&e, OP_SUM, dy2, &axis0, 1, false));
+        set_grad(&e, grads, 2, irb_reduce(&e.b, OP_SUM, dy2, &axis0, 1, false, NULL));
     }
     return finish(&e, need, grads);
 }
@@ -661,20 +636,20 @@ GRAD_RULE(linear) {
 GRAD_RULE(conv2d) {
     Emit e = emit_begin(f, op, err, err_size);
     if (need[0]) {
-        Op *g = start(&e, OP_CONV2D_GRAD_INPUT, (Value *[]){dy, X(1)}, 2);
+        Op *g = irb_start(&e.b, OP_CONV2D_GRAD_INPUT, (Value *[]){dy, X(1)}, 2, NULL);
         copy_attrs(g, op);
         if (g) op_set_ints(g, "input_size", X(0)->shape.dims + 2, 2);
-        set_grad(&e, grads, 0, done(&e, g));
+        set_grad(&e, grads, 0, irb_finish(&e.b, g));
     }
     if (need[1]) {
-        Op *g = start(&e, OP_CONV2D_GRAD_WEIGHT, (Value *[]){dy, X(0)}, 2);
+        Op *g = irb_start(&e.b, OP_CONV2D_GRAD_WEIGHT, (Value *[]){dy, X(0)}, 2, NULL);
         copy_attrs(g, op);
         if (g) op_set_ints(g, "kernel", X(1)->shape.dims + 2, 2);
-        set_grad(&e, grads, 1, done(&e, g));
+        set_grad(&e, grads, 1, irb_finish(&e.b, g));
     }
     if (op->n_inputs == 3 && need[2]) {
         static const int64_t axes[] = {0, 2, 3};
-        set_grad(&e, grads, 2, emit_reduce(&e, OP_SUM, dy, axes, 3, false));
+        set_grad(&e, grads, 2, irb_reduce(&e.b, OP_SUM, dy, axes, 3, false, NULL));
     }
     return finish(&e, need, grads);
 }

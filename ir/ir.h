@@ -320,7 +320,7 @@ typedef struct Diag {
     char msg[1024];
     SrcLoc loc; /* where, when known */
     /* A location in a file whose name nobody keeps (a C source the frontend read): the name
-     * is copied here and loc.file is DIAG_FILE_IN_DIAG (frontend/diag.h), so that a copied
+     * is copied here and loc.file is DIAG_FILE_IN_DIAG (ir/diag.h), so that a copied
      * Diag stays valid. Unused (and unset) otherwise. */
     char file[512];
 } Diag;

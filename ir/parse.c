@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include "cfunc.h"
+#include "diag.h"
 #include "ops.h"
 
 enum { MAX_WORD = 512 };
@@ -77,8 +78,7 @@ static void fail_at(Parser *ps, const char *at, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    snprintf(ps->d->msg, sizeof ps->d->msg, "%d:%d: %s", line, col, msg);
-    ps->d->loc = (SrcLoc){ps->filename, line, col};
+    diag_set(ps->d, (SrcLoc){ps->filename, line, col}, "%d:%d: %s", line, col, msg);
     longjmp(ps->fail, 1);
 }
 
@@ -624,11 +624,10 @@ static int parse_guarded(Parser *ps) {
 Module *ir_parse(const char *text, const char *filename, Diag *d) {
     Diag scratch;
     Parser ps = {.text = text, .p = text, .filename = filename, .d = d ? d : &scratch};
-    ps.d->msg[0] = '\0';
-    ps.d->loc = SRCLOC_NONE;
+    diag_clear(ps.d);
     ps.m = module_new("");
     if (!ps.m) {
-        snprintf(ps.d->msg, sizeof ps.d->msg, "1:1: out of memory");
+        diag_msg(ps.d, "1:1: out of memory");
         return NULL;
     }
     ps.file_in_module = filename ? module_strdup(ps.m, filename) : NULL;

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "cfunc.h"
+#include "diag.h"
 #include "ops.h"
 
 enum { TYPE_BUF = 32 + IR_MAX_RANK * 24 };
@@ -34,8 +35,7 @@ static int report(Checker *c, const Op *op, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    snprintf(c->d->msg, sizeof c->d->msg, "@%s: %s", c->f->name, msg);
-    c->d->loc = op ? op->loc : SRCLOC_NONE;
+    diag_set(c->d, op ? op->loc : SRCLOC_NONE, "@%s: %s", c->f->name, msg);
     return -1;
 }
 
@@ -229,8 +229,7 @@ static int check_groups(Checker *c) {
 int ir_verify_function(const Function *f, bool require_shapes, Diag *d) {
     Diag scratch;
     Checker c = {f, require_shapes, d ? d : &scratch, NULL};
-    c.d->msg[0] = '\0';
-    c.d->loc = SRCLOC_NONE;
+    diag_clear(c.d);
     c.defined = calloc((size_t)(f->n_values > 0 ? f->n_values : 1), sizeof *c.defined);
     if (!c.defined) return report(&c, NULL, "out of memory");
     int rc = check_value_table(&c);
@@ -251,7 +250,7 @@ static int module_error(Diag *d, SrcLoc loc, const char *fmt, ...)
 static int module_error(Diag *d, SrcLoc loc, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(d->msg, sizeof d->msg, fmt, ap);
+    diag_vmsg(d, fmt, ap);
     va_end(ap);
     d->loc = loc;
     return -1;
@@ -278,8 +277,7 @@ static int verify_cfuncs(const Module *m, Diag *d) {
 int ir_verify_module(const Module *m, bool require_shapes, Diag *d) {
     Diag scratch;
     if (!d) d = &scratch;
-    d->msg[0] = '\0';
-    d->loc = SRCLOC_NONE;
+    diag_clear(d);
     for (int i = 0; i < m->n_params; i++) {
         const Param *p = m->params[i];
         if (!shape_known(&p->shape) || shape_numel(&p->shape) < 0)

@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "diag.h"
 #include "ops.h"
 #include "passes.h"
 
@@ -52,11 +53,10 @@ static int fail(Autodiff *ad, const Op *op, const char *fmt, const char *detail)
     char msg[900];
     snprintf(msg, sizeof msg, fmt, detail);
     if (op)
-        snprintf(ad->d->msg, sizeof ad->d->msg, "autodiff: %s %%%s: %s", op_info(op->kind)->name,
+        diag_set(ad->d, op->loc, "autodiff: %s %%%s: %s", op_info(op->kind)->name,
                  op->result->name, msg);
     else
-        snprintf(ad->d->msg, sizeof ad->d->msg, "autodiff: %s", msg);
-    ad->d->loc = op ? op->loc : SRCLOC_NONE;
+        diag_set(ad->d, SRCLOC_NONE, "autodiff: %s", msg);
     return -1;
 }
 

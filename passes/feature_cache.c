@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "diag.h"
 #include "ops.h"
 #include "passes.h"
 
@@ -138,7 +139,7 @@ static Value *copy_op(Cut *c, Function *dst, const Op *op) {
     memcpy(copy->attrs, op->attrs, sizeof(AttrValue) * (size_t)op_info(op->kind)->n_attrs);
     char err[256];
     if (op_infer(copy, err, sizeof err) != 0) {
-        snprintf(c->d->msg, sizeof c->d->msg, "internal error: copying %%%s: %s", op->result->name, err);
+        diag_msg(c->d, "internal error: copying %%%s: %s", op->result->name, err);
         return NULL;
     }
     return copy->result;
@@ -147,7 +148,7 @@ static Value *copy_op(Cut *c, Function *dst, const Op *op) {
 static Function *new_entry(Cut *c, const char *name) {
     Function *f = module_add_function(c->m, name);
     if (f == NULL)
-        snprintf(c->d->msg, sizeof c->d->msg, "the model already has an entry point named '%s' "
+        diag_msg(c->d, "the model already has an entry point named '%s' "
                  "(capc's feature cache needs the name)", name);
     memset(c->map, 0, sizeof *c->map * ((size_t)c->ts->n_values + 1));
     return f;
@@ -205,12 +206,12 @@ int pass_feature_cache(Module *m, const PassOptions *opts, Diag *d) {
     c.cut = malloc(nv * sizeof *c.cut);
     int rc = 0;
     if (cs == NULL || c.cls == NULL || c.map == NULL || c.cut == NULL) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         rc = -1;
     } else if (classify(&c, cs)) {
         int cut = find_cut(&c);
         if (cut < 0) {
-            snprintf(d->msg, sizeof d->msg, "out of memory");
+            diag_msg(d, "out of memory");
             rc = -1;
         } else if (cut > 0 && c.n_cut > 0) {
             rc = build_features(&c);

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "diag.h"
 #include "ops.h"
 #include "passes.h"
 
@@ -84,8 +85,7 @@ static Value *emit(Function *f, int kind, Value *const *ins, int n, const char *
 static Value *infer(Op *op, Diag *d) {
     char err[512];
     if (op_infer(op, err, sizeof err) != 0) {
-        snprintf(d->msg, sizeof d->msg, "internal error: folding BatchNorm: %s (this is a bug "
-                 "in capc)", err);
+        diag_internal(d, d->loc, "folding BatchNorm: %s", err);
         return NULL;
     }
     return op->result;
@@ -200,7 +200,7 @@ static int derived_state(Fold *fo, const Op *conv, const Op *bn, char *w_name, c
         if (!module_find_param(fo->m, w_name) && !module_find_param(fo->m, b_name)) break;
     }
     if (remember(fo, from, eps, w_name, b_name) != 0) {
-        snprintf(fo->d->msg, sizeof fo->d->msg, "out of memory");
+        diag_msg(fo->d, "out of memory");
         return -1;
     }
     const Value *w = conv->inputs[1];
@@ -210,7 +210,7 @@ static int derived_state(Fold *fo, const Op *conv, const Op *bn, char *w_name, c
     if (fo->fold == NULL) {
         fo->fold = module_add_function(fo->m, "fold");
         if (fo->fold == NULL) {
-            snprintf(fo->d->msg, sizeof fo->d->msg, "the model already has an entry point "
+            diag_msg(fo->d, "the model already has an entry point "
                      "named 'fold' (capc's BatchNorm folding needs the name)");
             return -1;
         }
@@ -242,7 +242,7 @@ static int fold_function(Fold *fo, Function *f) {
     int *start = malloc(sizeof(int) * ((size_t)n + 1)), *end = malloc(sizeof(int) * ((size_t)n + 1));
     Value **replaced = calloc((size_t)n_values + 1, sizeof *replaced);
     if (!uses || !op_at || !start || !end || !replaced) {
-        snprintf(fo->d->msg, sizeof fo->d->msg, "out of memory");
+        diag_msg(fo->d, "out of memory");
         goto out;
     }
     for (int k = 0; k < n; k++) op_at[f->ops[k]->result->id] = k, start[k] = end[k] = -1;
@@ -278,7 +278,7 @@ int pass_fold_bn(Module *m, const PassOptions *opts, Diag *d) {
     if (!fuse_enabled(opts, FUSE_RULE_CONTRACTION)) return 0; /* conv_bn_relu, folded */
     ConstantState *constant = module_constant_state_new(m);
     if (constant == NULL) {
-        snprintf(d->msg, sizeof d->msg, "out of memory");
+        diag_msg(d, "out of memory");
         return -1;
     }
     Fold fo = {m, NULL, d, constant, NULL, 0, 0};

@@ -57,6 +57,7 @@
 #include <string.h>
 
 #include "attention.h"
+#include "diag.h"
 #include "ops.h"
 #include "passes.h"
 
@@ -465,10 +466,8 @@ static int attention_group(Fuser *u, const Op *const *ops, int n, Diag *d) {
     for (int i = 1; i < n; i++) {
         int m = merge(u, find(u, g), find(u, idx[i]));
         if (m < 0) {
-            snprintf(d->msg, sizeof d->msg, "internal error: fusion of @%s: the attention at "
-                     "%%%s cannot be one kernel (this is a bug in capc)", u->f->name,
-                     ops[0]->result->name);
-            d->loc = ops[0]->loc;
+            diag_internal(d, ops[0]->loc, "fusion of @%s: the attention at %%%s cannot be one "
+                          "kernel", u->f->name, ops[0]->result->name);
             return -1;
         }
         g = m;
@@ -1013,8 +1012,7 @@ static int fuse_function(Function *f, const PassOptions *opts, Diag *d) {
     if (n_attn < 0 || fuser_init(&u, f) != 0) {
         if (n_attn >= 0) fuser_free(&u);
         attn_sets_free(attn, n_attn > 0 ? n_attn : 0);
-        snprintf(d->msg, sizeof d->msg, "fusion of @%s: out of memory", f->name);
-        d->loc = SRCLOC_NONE;
+        diag_set(d, SRCLOC_NONE, "fusion of @%s: out of memory", f->name);
         return -1;
     }
     u.attn = attn;

@@ -56,6 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "diag.h"
 #include "ops.h"
 #include "passes.h"
 
@@ -77,8 +78,7 @@ static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 static int max_int(int a, int b) { return a > b ? a : b; }
 
 static int fail(Diag *d, const char *fmt, const char *a, const char *b) {
-    snprintf(d->msg, sizeof d->msg, fmt, a, b);
-    d->loc = SRCLOC_NONE;
+    diag_set(d, SRCLOC_NONE, fmt, a, b);
     return -1;
 }
 
@@ -664,10 +664,8 @@ static int planner_init(Planner *p, const Schedule *s, MemPlan *plan) {
 static int check_sizes(const Function *f, Diag *d) {
     for (int v = 0; v < f->n_values; v++) {
         if (value_bytes(f->values[v]) >= 0) continue;
-        return fail(d,
-                    "internal error: memory plan: %%%s of @%s has no known size "
-                    "(this is a bug in capc)",
-                    f->values[v]->name, f->name);
+        return diag_internal(d, SRCLOC_NONE, "memory plan: %%%s of @%s has no known size",
+                             f->values[v]->name, f->name);
     }
     return 0;
 }

@@ -23,12 +23,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "diag.h"
 #include "ops.h"
 #include "passes.h"
 
 static int oom(Diag *d, const Function *f) {
-    snprintf(d->msg, sizeof d->msg, "schedule of @%s: out of memory", f->name);
-    d->loc = SRCLOC_NONE;
+    diag_set(d, SRCLOC_NONE, "schedule of @%s: out of memory", f->name);
     return -1;
 }
 

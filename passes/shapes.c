@@ -20,13 +20,13 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "diag.h"
 #include "ops.h"
 #include "passes.h"
 
 /* Fills d with "<what> (in %<value>)" at the op's location. */
 static int op_error(Diag *d, const Op *op, const char *what) {
-    snprintf(d->msg, sizeof d->msg, "%s (in %%%s)", what, op->result->name);
-    d->loc = op->loc;
+    diag_set(d, op->loc, "%s (in %%%s)", what, op->result->name);
     return -1;
 }
 
@@ -111,9 +111,8 @@ static int infer_function(Function *f, Diag *d) {
     for (int i = 0; i < f->n_inputs; i++) {
         const Value *in = f->inputs[i];
         if (!shape_known(&in->shape)) {
-            snprintf(d->msg, sizeof d->msg, "input %%%s of function @%s has no known shape",
+            diag_set(d, SRCLOC_NONE, "input %%%s of function @%s has no known shape",
                      in->name, f->name);
-            d->loc = SRCLOC_NONE;
             return -1;
         }
     }

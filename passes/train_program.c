@@ -36,95 +36,46 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "build.h"
+#include "diag.h"
 #include "ops.h"
 #include "passes.h"
 
 static const double PI = 3.14159265358979323846;
 
-/* ---- building ops: the first failure is kept, later calls still return a value ---------- */
+/* ---- building ops (ir/build.h): the first failure is kept, later calls still return a value */
 
 typedef struct Builder {
-    Function *f;
-    SrcLoc loc; /* given to every op built */
+    IrBuilder ir;  /* every op at no location, results named by each call */
     Diag *d;
-    bool failed;
+    bool reported; /* d holds the first failure */
 } Builder;
 
-static Op *new_op(Builder *b, int kind, Value *const *ins, int n, const char *name) {
-    return func_add_op(b->f, kind, ins, n, name, b->loc);
+static Builder builder_begin(Function *f, Diag *d) {
+    Builder b = {irb_begin(f, SRCLOC_NONE, NULL), d, false};
+    return b;
 }
 
-/* Infers the op's shape (after its attributes are set) and returns its result. */
-static Value *finish(Builder *b, Op *op) {
-    char err[512];
-    if (op_infer(op, err, sizeof err) != 0 && !b->failed) {
-        b->failed = true;
-        snprintf(b->d->msg, sizeof b->d->msg,
-                 "internal error: training program: %s (this is a bug in capc)", err);
-        b->d->loc = op->loc;
-    }
-    return op->result;
-}
-
-static Value *scalar(Builder *b, double value, const char *name) {
-    Op *op = new_op(b, OP_FULL, NULL, 0, name);
-    op_set_ints(op, "shape", NULL, 0);
-    op_set_float(op, "value", value);
-    op_set_string(op, "dtype", "f32");
-    return finish(b, op);
-}
-
-static Value *unary(Builder *b, int kind, Value *x, const char *name) {
-    return finish(b, new_op(b, kind, &x, 1, name));
-}
-
-static Value *binary(Builder *b, int kind, Value *x, Value *y, const char *name) {
-    Value *ins[2] = {x, y};
-    return finish(b, new_op(b, kind, ins, 2, name));
-}
-
-static Value *scaled(Builder *b, Value *x, double factor, const char *name) {
-    Op *op = new_op(b, OP_SCALE, &x, 1, name);
-    op_set_float(op, "factor", factor);
-    return finish(b, op);
+/* The pass's status after building: -1 if anything failed. A type the builder could not
+ * infer (a bug in this pass) is reported unless another failure was. */
+static int builder_status(Builder *b, int rc) {
+    if (rc) return -1;
+    if (!b->ir.failed) return 0;
+    if (!b->reported) diag_internal(b->d, b->ir.loc, "training program: %s", b->ir.err);
+    return -1;
 }
 
 static Value *plus_const(Builder *b, Value *x, double c, const char *name) {
-    return binary(b, OP_ADD, x, scalar(b, c, NULL), name);
-}
-
-static Value *read_param_as(Builder *b, const char *param_name, const char *value_name) {
-    Op *op = new_op(b, OP_PARAM, NULL, 0, value_name);
-    op_set_string(op, "name", param_name);
-    return finish(b, op);
-}
-
-static Value *read_param(Builder *b, const char *param_name) {
-    return read_param_as(b, param_name, param_name);
-}
-
-/* Sum (or mean) over `axes` of x. */
-static Value *reduce(Builder *b, int kind, Value *x, const int64_t *axes, int n, bool keepdim,
-                     const char *name) {
-    Op *op = new_op(b, kind, &x, 1, name);
-    op_set_ints(op, "axes", axes, n);
-    op_set_bool(op, "keepdim", keepdim);
-    return finish(b, op);
-}
-
-static Value *reshape(Builder *b, Value *x, const Shape *s, const char *name) {
-    Op *op = new_op(b, OP_RESHAPE, &x, 1, name);
-    op_set_ints(op, "shape", s->dims, s->rank);
-    return finish(b, op);
+    return irb_binary(&b->ir, OP_ADD, x, irb_scalar(&b->ir, c, NULL), name);
 }
 
 /* sum(x * x) over every axis: a scalar. */
 static Value *sum_of_squares(Builder *b, Value *x) {
-    Value *sq = binary(b, OP_MUL, x, x, NULL);
+    Value *sq = irb_binary(&b->ir, OP_MUL, x, x, NULL);
     if (sq->shape.rank <= 0) return sq;
     int64_t axes[IR_MAX_RANK];
     for (int i = 0; i < sq->shape.rank; i++) axes[i] = i;
-    return reduce(b, OP_SUM, sq, axes, sq->shape.rank, false, NULL);
+    return irb_reduce(&b->ir, OP_SUM, sq, axes, sq->shape.rank, false, NULL);
 }
 
 static char *name_with(char *buf, size_t size, const char *a, const char *b) {
@@ -133,8 +84,7 @@ static char *name_with(char *buf, size_t size, const char *a, const char *b) {
 }
 
 static int fail(Diag *d, SrcLoc loc, const char *fmt, const char *arg) {
-    snprintf(d->msg, sizeof d->msg, fmt, arg);
-    d->loc = loc;
+    diag_set(d, loc, fmt, arg);
     return -1;
 }
 
@@ -170,19 +120,21 @@ static int ensure_state(Module *m, const char *name, const Shape *shape, SrcLoc 
  * rather than built as constants so that a different lr changes the artifact's state table
  * and no kernel's source (a compiled kernel stays valid for any lr: the kernel cache). */
 static Value *read_hparam(Builder *b, const char *name, double value, const char *value_name) {
-    Module *m = b->f->module;
+    Module *m = b->ir.f->module;
     Param *p = module_find_param(m, name);
     char init[64];
     hparam_init_string(value, init, sizeof init);
     if (!p) {
         module_add_param(m, name, DT_F32, shape_scalar(), PARAM_HPARAM, false, init, SRCLOC_NONE);
     } else if (p->kind != PARAM_HPARAM || strcmp(p->init, init) != 0) {
-        if (!b->failed)
+        if (!b->ir.failed) {
             fail(b->d, p->loc, "training program: '%s' is already declared as something else",
                  name);
-        b->failed = true;
+            b->reported = true;
+        }
+        b->ir.failed = true;
     }
-    return read_param_as(b, name, value_name);
+    return irb_param(&b->ir, name, value_name);
 }
 
 /* ---- BatchNorm running statistics --------------------------------------------------------- */
@@ -207,20 +159,24 @@ static int update_running_stats(Builder *b, const Op *bn, const char *prefix) {
     double mom = op_float(bn, "momentum");
     char name[600];
     const char *bn_name = bn->result->name;
-    Value *mean = reduce(b, OP_MEAN, x, axes, n_axes, true, name_with(name, sizeof name, bn_name, ".batch_mean"));
-    Value *centered = binary(b, OP_SUB, x, mean, NULL);
-    Value *var = reduce(b, OP_MEAN, binary(b, OP_MUL, centered, centered, NULL), axes, n_axes, false,
-                        name_with(name, sizeof name, bn_name, ".batch_var"));
+    Value *mean = irb_reduce(&b->ir, OP_MEAN, x, axes, n_axes, true,
+                             name_with(name, sizeof name, bn_name, ".batch_mean"));
+    Value *centered = irb_binary(&b->ir, OP_SUB, x, mean, NULL);
+    Value *var =
+        irb_reduce(&b->ir, OP_MEAN, irb_binary(&b->ir, OP_MUL, centered, centered, NULL), axes,
+                   n_axes, false, name_with(name, sizeof name, bn_name, ".batch_var"));
     /* n = 1 would divide by zero; PyTorch refuses to train BN on one value per channel. */
-    Value *unbiased = n > 1 ? scaled(b, var, (double)n / (double)(n - 1), NULL) : var;
-    Value *mean_c = reshape(b, mean, &rm->shape, NULL);
+    Value *unbiased = n > 1 ? irb_scale(&b->ir, var, (double)n / (double)(n - 1), NULL) : var;
+    Value *mean_c = irb_shape_op(&b->ir, OP_RESHAPE, mean, &rm->shape, NULL);
     const char *rm_name = op_string(rm->def, "name"), *rv_name = op_string(rv->def, "name");
-    Value *new_rm = binary(b, OP_ADD, scaled(b, rm, 1.0 - mom, NULL), scaled(b, mean_c, mom, NULL),
-                           name_with(name, sizeof name, rm_name, ".new"));
-    Value *new_rv = binary(b, OP_ADD, scaled(b, rv, 1.0 - mom, NULL), scaled(b, unbiased, mom, NULL),
-                           name_with(name, sizeof name, rv_name, ".new"));
-    func_add_output(b->f, name_with(name, sizeof name, prefix, rm_name), new_rm);
-    func_add_output(b->f, name_with(name, sizeof name, prefix, rv_name), new_rv);
+    Value *new_rm = irb_binary(&b->ir, OP_ADD, irb_scale(&b->ir, rm, 1.0 - mom, NULL),
+                               irb_scale(&b->ir, mean_c, mom, NULL),
+                               name_with(name, sizeof name, rm_name, ".new"));
+    Value *new_rv = irb_binary(&b->ir, OP_ADD, irb_scale(&b->ir, rv, 1.0 - mom, NULL),
+                               irb_scale(&b->ir, unbiased, mom, NULL),
+                               name_with(name, sizeof name, rv_name, ".new"));
+    func_add_output(b->ir.f, name_with(name, sizeof name, prefix, rm_name), new_rm);
+    func_add_output(b->ir.f, name_with(name, sizeof name, prefix, rv_name), new_rv);
     return 0;
 }
 
@@ -237,7 +193,7 @@ static int add_running_stats(Builder *b, Op **bn_ops, int n_bn, const char *pref
         const char *rm = rm_v->def && rm_v->def->kind == OP_PARAM ? op_string(rm_v->def, "name") : NULL;
         char out[600];
         snprintf(out, sizeof out, "%s%s", prefix, rm ? rm : "");
-        if (rm && find_output(b->f, out) >= 0)
+        if (rm && find_output(b->ir.f, out) >= 0)
             return fail(b->d, bn_ops[i]->loc, "training program: buffer '%s' is updated by two "
                         "training-mode batch_norms", rm);
         if (update_running_stats(b, bn_ops[i], prefix)) return -1;
@@ -269,28 +225,37 @@ static void schedule(Builder *b, Adam *a, Value *step, Value *base) {
     a->top = base;
     a->factor = NULL;
     if (t->schedule == LR_CONSTANT) return;
-    Value *one = scalar(b, 1.0, NULL), *zero = scalar(b, 0.0, NULL);
-    Value *warm = t->warmup > 0 ? binary(b, OP_MINIMUM, scaled(b, step, 1.0 / (double)t->warmup, NULL), one, "lr.warmup")
+    Value *one = irb_scalar(&b->ir, 1.0, NULL), *zero = irb_scalar(&b->ir, 0.0, NULL);
+    Value *warm = t->warmup > 0 ? irb_binary(&b->ir, OP_MINIMUM,
+                                             irb_scale(&b->ir, step, 1.0 / (double)t->warmup, NULL),
+                                             one, "lr.warmup")
                                 : NULL;
-    Value *after = binary(b, OP_MAXIMUM, plus_const(b, step, -(double)t->warmup, NULL), zero, NULL);
+    Value *after =
+        irb_binary(&b->ir, OP_MAXIMUM, plus_const(b, step, -(double)t->warmup, NULL), zero, NULL);
     if (t->schedule == LR_WARMUP_COSINE) {
         Value *min_lr = read_hparam(b, "train.min_lr", t->min_lr, "min_lr");
-        Value *p = binary(b, OP_MINIMUM, scaled(b, after, 1.0 / (double)(t->total - t->warmup), NULL), one, NULL);
-        Value *c = plus_const(b, unary(b, OP_COS, scaled(b, p, PI, NULL), NULL), 1.0, NULL);
-        Value *span = binary(b, OP_SUB, base, min_lr, NULL);
-        Value *cosine = binary(b, OP_ADD, min_lr, binary(b, OP_MUL, span, scaled(b, c, 0.5, NULL), NULL),
-                               warm ? "lr.cosine" : "lr");
-        a->top = warm ? binary(b, OP_MUL, warm, cosine, "lr") : cosine;
+        Value *p = irb_binary(&b->ir, OP_MINIMUM,
+                              irb_scale(&b->ir, after, 1.0 / (double)(t->total - t->warmup), NULL),
+                              one, NULL);
+        Value *c = plus_const(b, irb_unary(&b->ir, OP_COS, irb_scale(&b->ir, p, PI, NULL), NULL),
+                              1.0, NULL);
+        Value *span = irb_binary(&b->ir, OP_SUB, base, min_lr, NULL);
+        Value *cosine =
+            irb_binary(&b->ir, OP_ADD, min_lr,
+                       irb_binary(&b->ir, OP_MUL, span, irb_scale(&b->ir, c, 0.5, NULL), NULL),
+                       warm ? "lr.cosine" : "lr");
+        a->top = warm ? irb_binary(&b->ir, OP_MUL, warm, cosine, "lr") : cosine;
         /* Groups keep f(t) = lr(t) / lr, so a group's minimum stays lr_group * min_lr / lr
          * (docs/training.md); group_lr builds the division only when a group needs it. */
         a->cosine_top = a->top;
         a->base = base;
         return;
     }
-    Value *k = unary(b, OP_FLOOR, scaled(b, after, 1.0 / (double)t->step_size, NULL), NULL);
-    Value *decay = unary(b, OP_EXP, scaled(b, k, log(t->gamma), NULL), "lr.decay");
-    a->factor = warm ? binary(b, OP_MUL, warm, decay, "lr.factor") : decay;
-    a->top = binary(b, OP_MUL, a->factor, base, "lr");
+    Value *k = irb_unary(&b->ir, OP_FLOOR,
+                         irb_scale(&b->ir, after, 1.0 / (double)t->step_size, NULL), NULL);
+    Value *decay = irb_unary(&b->ir, OP_EXP, irb_scale(&b->ir, k, log(t->gamma), NULL), "lr.decay");
+    a->factor = warm ? irb_binary(&b->ir, OP_MUL, warm, decay, "lr.factor") : decay;
+    a->top = irb_binary(&b->ir, OP_MUL, a->factor, base, "lr");
 }
 
 /* ---- Adam --------------------------------------------------------------------------------- */
@@ -310,22 +275,23 @@ static Value *group_lr(Builder *b, Adam *a, int g) {
         snprintf(name, sizeof name, "train.group%d.lr", g);
         snprintf(value, sizeof value, "lr.group%d", g);
         Value *lr = read_hparam(b, name, a->t->groups[g].lr, value);
-        if (a->cosine_top && !a->factor) a->factor = binary(b, OP_DIV, a->cosine_top, a->base, "lr.factor");
-        a->lr_of_group[g] = a->factor ? binary(b, OP_MUL, a->factor, lr, NULL) : lr;
+        if (a->cosine_top && !a->factor)
+            a->factor = irb_binary(&b->ir, OP_DIV, a->cosine_top, a->base, "lr.factor");
+        a->lr_of_group[g] = a->factor ? irb_binary(&b->ir, OP_MUL, a->factor, lr, NULL) : lr;
     }
     return a->lr_of_group[g];
 }
 
 /* 1 - beta^t as exp(t ln beta); beta = 0 gives 1. */
 static Value *bias_correction(Builder *b, Value *step, double beta, const char *name) {
-    if (beta == 0.0) return scalar(b, 1.0, name);
-    Value *pow_t = unary(b, OP_EXP, scaled(b, step, log(beta), NULL), NULL);
-    return binary(b, OP_SUB, scalar(b, 1.0, NULL), pow_t, name);
+    if (beta == 0.0) return irb_scalar(&b->ir, 1.0, name);
+    Value *pow_t = irb_unary(&b->ir, OP_EXP, irb_scale(&b->ir, step, log(beta), NULL), NULL);
+    return irb_binary(&b->ir, OP_SUB, irb_scalar(&b->ir, 1.0, NULL), pow_t, name);
 }
 
 /* One parameter's update; adds @param, @adam.m.param, @adam.v.param. */
 static int adam_update(Builder *b, Adam *a, const Param *p, Value *grad) {
-    Module *m = b->f->module;
+    Module *m = b->ir.f->module;
     const TrainSpec *t = a->t;
     char mname[600], vname[600], buf[620];
     snprintf(mname, sizeof mname, "adam.m.%s", p->name);
@@ -335,27 +301,35 @@ static int adam_update(Builder *b, Adam *a, const Param *p, Value *grad) {
     int g = group_of(t, p->name);
     double wd = g < 0 ? t->weight_decay : t->groups[g].weight_decay;
     Value *lr = group_lr(b, a, g);
-    Value *w = read_param(b, p->name);
-    if (a->coef) grad = binary(b, OP_MUL, grad, a->coef, NULL);
-    if (wd > 0 && t->optimizer == OPT_ADAM) grad = binary(b, OP_ADD, grad, scaled(b, w, wd, NULL), NULL);
+    Value *w = irb_param(&b->ir, p->name, p->name);
+    if (a->coef) grad = irb_binary(&b->ir, OP_MUL, grad, a->coef, NULL);
+    if (wd > 0 && t->optimizer == OPT_ADAM)
+        grad = irb_binary(&b->ir, OP_ADD, grad, irb_scale(&b->ir, w, wd, NULL), NULL);
     if (wd > 0 && t->optimizer == OPT_ADAMW) {
-        Value *keep = binary(b, OP_SUB, scalar(b, 1.0, NULL), scaled(b, lr, wd, NULL), NULL);
-        w = binary(b, OP_MUL, w, keep, NULL);
+        Value *keep = irb_binary(&b->ir, OP_SUB, irb_scalar(&b->ir, 1.0, NULL),
+                                 irb_scale(&b->ir, lr, wd, NULL), NULL);
+        w = irb_binary(&b->ir, OP_MUL, w, keep, NULL);
     }
-    Value *m_old = read_param(b, mname), *v_old = read_param(b, vname);
-    Value *m_new = binary(b, OP_ADD, scaled(b, m_old, t->beta1, NULL),
-                          scaled(b, grad, 1.0 - t->beta1, NULL), name_with(buf, sizeof buf, mname, ".new"));
-    Value *v_new = binary(b, OP_ADD, scaled(b, v_old, t->beta2, NULL),
-                          scaled(b, binary(b, OP_MUL, grad, grad, NULL), 1.0 - t->beta2, NULL),
-                          name_with(buf, sizeof buf, vname, ".new"));
+    Value *m_old = irb_param(&b->ir, mname, mname), *v_old = irb_param(&b->ir, vname, vname);
+    Value *m_new = irb_binary(&b->ir, OP_ADD, irb_scale(&b->ir, m_old, t->beta1, NULL),
+                              irb_scale(&b->ir, grad, 1.0 - t->beta1, NULL),
+                              name_with(buf, sizeof buf, mname, ".new"));
+    Value *v_new = irb_binary(
+        &b->ir, OP_ADD, irb_scale(&b->ir, v_old, t->beta2, NULL),
+        irb_scale(&b->ir, irb_binary(&b->ir, OP_MUL, grad, grad, NULL), 1.0 - t->beta2, NULL),
+        name_with(buf, sizeof buf, vname, ".new"));
     /* PyTorch: denom = sqrt(v) / sqrt(bc2) + eps; p -= (lr / bc1) * m / denom. */
-    Value *denom = plus_const(b, binary(b, OP_DIV, unary(b, OP_SQRT, v_new, NULL), a->bc2s, NULL), t->eps, NULL);
-    Value *step_size = binary(b, OP_DIV, lr, a->bc1, NULL);
-    Value *delta = binary(b, OP_MUL, binary(b, OP_DIV, m_new, denom, NULL), step_size, NULL);
-    Value *w_new = binary(b, OP_SUB, w, delta, name_with(buf, sizeof buf, p->name, ".new"));
-    func_add_output(b->f, name_with(buf, sizeof buf, "@", p->name), w_new);
-    func_add_output(b->f, name_with(buf, sizeof buf, "@", mname), m_new);
-    func_add_output(b->f, name_with(buf, sizeof buf, "@", vname), v_new);
+    Value *denom = plus_const(
+        b, irb_binary(&b->ir, OP_DIV, irb_unary(&b->ir, OP_SQRT, v_new, NULL), a->bc2s, NULL),
+        t->eps, NULL);
+    Value *step_size = irb_binary(&b->ir, OP_DIV, lr, a->bc1, NULL);
+    Value *delta =
+        irb_binary(&b->ir, OP_MUL, irb_binary(&b->ir, OP_DIV, m_new, denom, NULL), step_size, NULL);
+    Value *w_new =
+        irb_binary(&b->ir, OP_SUB, w, delta, name_with(buf, sizeof buf, p->name, ".new"));
+    func_add_output(b->ir.f, name_with(buf, sizeof buf, "@", p->name), w_new);
+    func_add_output(b->ir.f, name_with(buf, sizeof buf, "@", mname), m_new);
+    func_add_output(b->ir.f, name_with(buf, sizeof buf, "@", vname), v_new);
     return 0;
 }
 
@@ -367,10 +341,10 @@ static Value *global_grad_norm(Builder *b, int n_params, Value **grads, const bo
     for (int i = 0; i < n_params; i++) {
         if (!updated[i]) continue;
         Value *s = sum_of_squares(b, grads[i]);
-        total = total ? binary(b, OP_ADD, total, s, NULL) : s;
+        total = total ? irb_binary(&b->ir, OP_ADD, total, s, NULL) : s;
     }
-    if (!total) return scalar(b, 0.0, "grad_norm");
-    return unary(b, OP_SQRT, total, "grad_norm");
+    if (!total) return irb_scalar(&b->ir, 0.0, "grad_norm");
+    return irb_unary(&b->ir, OP_SQRT, total, "grad_norm");
 }
 
 /* Clipping coefficient, schedule and bias corrections: the scalars every update shares. */
@@ -378,18 +352,19 @@ static void adam_prepare(Builder *b, Adam *a, Value *step, Value *norm) {
     const TrainSpec *t = a->t;
     if (t->clip_grad_norm > 0) {
         /* torch.nn.utils.clip_grad_norm_: coef = min(1, max_norm / (norm + 1e-6)). */
-        Value *ratio = binary(b, OP_DIV, scalar(b, t->clip_grad_norm, NULL),
+        Value *ratio = irb_binary(&b->ir, OP_DIV, irb_scalar(&b->ir, t->clip_grad_norm, NULL),
                               plus_const(b, norm, 1e-6, NULL), NULL);
-        a->coef = binary(b, OP_MINIMUM, ratio, scalar(b, 1.0, NULL), "clip_coef");
+        a->coef = irb_binary(&b->ir, OP_MINIMUM, ratio, irb_scalar(&b->ir, 1.0, NULL), "clip_coef");
     }
     schedule(b, a, step, read_hparam(b, "train.lr", t->lr, t->schedule == LR_CONSTANT ? "lr" : "lr.base"));
     a->bc1 = bias_correction(b, step, t->beta1, "adam.bias_correction1");
-    a->bc2s = unary(b, OP_SQRT, bias_correction(b, step, t->beta2, "adam.bias_correction2"), NULL);
+    a->bc2s = irb_unary(&b->ir, OP_SQRT,
+                        bias_correction(b, step, t->beta2, "adam.bias_correction2"), NULL);
 }
 
 /* grads has one entry per param that existed before this pass added state (n_params). */
 static int add_optimizer(Builder *b, const TrainSpec *t, Value **grads) {
-    Module *m = b->f->module;
+    Module *m = b->ir.f->module;
     const int n_params = m->n_params;
     Shape scalar_shape = shape_scalar();
     if (ensure_state(m, "step", &scalar_shape, SRCLOC_NONE, b->d)) return -1;
@@ -399,14 +374,14 @@ static int add_optimizer(Builder *b, const TrainSpec *t, Value **grads) {
     for (int i = 0; !rc && i < n_params; i++)
         updated[i] = m->params[i]->kind == PARAM_WEIGHT && m->params[i]->trainable && grads[i];
     if (!rc) {
-        Value *step = plus_const(b, read_param(b, "step"), 1.0, "step.new");
+        Value *step = plus_const(b, irb_param(&b->ir, "step", "step"), 1.0, "step.new");
         Value *norm = global_grad_norm(b, n_params, grads, updated);
         adam_prepare(b, &a, step, norm);
-        func_add_output(b->f, "lr", group_lr(b, &a, -1));
-        func_add_output(b->f, "grad_norm", norm);
+        func_add_output(b->ir.f, "lr", group_lr(b, &a, -1));
+        func_add_output(b->ir.f, "grad_norm", norm);
         for (int i = 0; !rc && i < n_params; i++)
             if (updated[i]) rc = adam_update(b, &a, m->params[i], grads[i]);
-        if (!rc) func_add_output(b->f, "@step", step);
+        if (!rc) func_add_output(b->ir.f, "@step", step);
     }
     free(a.lr_of_group);
     free(updated);
@@ -445,19 +420,22 @@ static Op **training_batch_norms(const Function *f, int *n) {
  * where(ok, new X, X), so parameters, Adam moments, the step counter and BatchNorm running
  * statistics all keep their values, whatever NaN the rejected values hold. */
 static void guard_state_updates(Builder *b, Value *loss) {
-    Function *f = b->f;
+    Function *f = b->ir.f;
     int at = find_output(f, "grad_norm");
     IR_ASSERT(at >= 0);
     Value *norm = f->outputs[at];
-    Value *excess = binary(b, OP_ADD, binary(b, OP_SUB, loss, loss, NULL),
-                           binary(b, OP_SUB, norm, norm, NULL), NULL);
-    Value *ok = binary(b, OP_EQUAL, excess, scalar(b, 0.0, NULL), "step_is_finite");
+    Value *excess = irb_binary(&b->ir, OP_ADD, irb_binary(&b->ir, OP_SUB, loss, loss, NULL),
+                           irb_binary(&b->ir, OP_SUB, norm, norm, NULL), NULL);
+    Value *ok =
+        irb_binary(&b->ir, OP_EQUAL, excess, irb_scalar(&b->ir, 0.0, NULL), "step_is_finite");
     char name[620];
     for (int i = 0; i < f->n_outputs; i++) {
         const char *out = f->output_names[i];
         if (out[0] != '@') continue;
-        Value *ins[3] = {ok, f->outputs[i], read_param(b, out + 1)};
-        f->outputs[i] = finish(b, new_op(b, OP_WHERE, ins, 3, name_with(name, sizeof name, out + 1, ".next")));
+        Value *ins[3] = {ok, f->outputs[i], irb_param(&b->ir, out + 1, out + 1)};
+        f->outputs[i] =
+            irb_finish(&b->ir, irb_start(&b->ir, OP_WHERE, ins, 3,
+                                         name_with(name, sizeof name, out + 1, ".next")));
     }
 }
 
@@ -473,13 +451,13 @@ static int build_train_step(Module *m, Function *forward, Diag *d) {
     Op **bns = training_batch_norms(f, &n_bn);
     Value **grads = NULL;
     int rc = autodiff_append(f, loss, &grads, d);
-    Builder b = {f, SRCLOC_NONE, d, false};
+    Builder b = builder_begin(f, d);
     if (!rc) rc = add_optimizer(&b, t, grads);
     if (!rc) rc = add_running_stats(&b, bns, n_bn, "@");
     if (!rc) guard_state_updates(&b, loss);
     free(bns);
     free(grads);
-    return rc || b.failed ? -1 : 0;
+    return builder_status(&b, rc);
 }
 
 /* `train_grads` / `eval_grads`: the loss and the gradient of every trainable weight, without
@@ -506,11 +484,11 @@ static int build_grads_entry(Module *m, Function *from, const char *name, const 
     }
     /* After every gradient, so that readers of `loss` + `grad.*` stop at the first other
      * name; eval_grads has no training-mode batch_norm and gets none. */
-    Builder b = {f, SRCLOC_NONE, d, false};
+    Builder b = builder_begin(f, d);
     if (!rc) rc = add_running_stats(&b, bns, n_bn, "running.");
     free(bns);
     free(grads);
-    return rc || b.failed ? -1 : 0;
+    return builder_status(&b, rc);
 }
 
 /* `apply_grads`: train_step's update from given gradients (see the top of the file). Its
@@ -522,7 +500,7 @@ static int build_apply_grads(Module *m, Diag *d) {
     if (module_find_function(m, "apply_grads"))
         return fail(d, SRCLOC_NONE, "training program: '%s' is already a function", "apply_grads");
     Function *f = module_add_function(m, "apply_grads");
-    Builder b = {f, SRCLOC_NONE, d, false};
+    Builder b = builder_begin(f, d);
     Value *loss = func_add_input(f, "loss", DT_F32, shape_scalar());
     const int n_params = m->n_params;
     Value **grads = calloc((size_t)(n_params ? n_params : 1), sizeof *grads);
@@ -549,7 +527,7 @@ static int build_apply_grads(Module *m, Diag *d) {
     }
     if (!rc) guard_state_updates(&b, loss);
     free(grads);
-    return rc || b.failed ? -1 : 0;
+    return builder_status(&b, rc);
 }
 
 int pass_build_training_program(Module *m, const PassOptions *opts, Diag *d) {

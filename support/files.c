@@ -1,5 +1,6 @@
 /* files.c — output checks made before any work starts (files.h). */
 #include "files.h"
+#include "strbuf.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -71,4 +72,59 @@ int file_refuse_overwrite(const char *out, const char *what, const char *const *
             return -1;
         }
     return 0;
+}
+
+/* Records which path failed and why; returns err. */
+static int make_dirs_fail(const char *path, int err, char *failed, size_t failed_size) {
+    snprintf(failed, failed_size, "%s", path);
+    return err;
+}
+
+int file_make_dirs(const char *dir, char *failed, size_t failed_size) {
+    size_t len = strlen(dir);
+    if (len == 0) return make_dirs_fail(dir, ENOENT, failed, failed_size);
+    char *path = strdup(dir);
+    if (!path) return make_dirs_fail(dir, ENOMEM, failed, failed_size);
+    /* Each prefix ending at a '/' must exist before its child is made. */
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] != '/' && path[i] != '\0') continue;
+        char saved = path[i];
+        path[i] = '\0';
+        if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+            int err = make_dirs_fail(path, errno, failed, failed_size);
+            free(path);
+            return err;
+        }
+        path[i] = saved;
+    }
+    free(path);
+    struct stat st;
+    if (stat(dir, &st) != 0) return make_dirs_fail(dir, errno, failed, failed_size);
+    if (!S_ISDIR(st.st_mode)) return make_dirs_fail(dir, ENOTDIR, failed, failed_size);
+    return 0;
+}
+
+FileReadStatus file_read_all(const char *path, char **data, size_t *size) {
+    *data = NULL;
+    *size = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) return FILE_READ_CANNOT_OPEN;
+    StrBuf b = {0};
+    while (strbuf_reserve(&b, (size_t)1 << 16)) {
+        size_t room = b.cap - b.len - 1, n = fread(b.data + b.len, 1, room, f);
+        b.len += n;
+        b.data[b.len] = '\0';
+        if (n < room) break;
+    }
+    bool bad = ferror(f) != 0;
+    fclose(f);
+    size_t len = b.len;
+    if (b.failed || bad) {
+        strbuf_free(&b);
+        return bad ? FILE_READ_IO_ERROR : FILE_READ_NO_MEMORY;
+    }
+    *data = strbuf_take(&b);
+    if (!*data) return FILE_READ_NO_MEMORY;
+    *size = len;
+    return FILE_READ_OK;
 }

@@ -8,6 +8,7 @@
  */
 #include "metrics.h"
 #include "cap_internal.h"
+#include "strbuf.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -433,28 +434,11 @@ CapStatus cap_cider_d(const CapScoreItem *items, int n, double *mean, double *pe
  * brackets (-LRB- ...), double quotes and backquotes (`` ''), ? ! ; */
 static int is_dropped_sep(char c) { return c && strchr("\"()[]{}?!;`", c) != NULL; }
 
-typedef struct Buf {
-    char *s;
-    size_t n, cap;
-    int oom;
-} Buf;
-
-static void buf_put(Buf *b, const char *s, size_t n) {
-    if (b->oom || n == 0) return;
-    if (b->n + n + 2 > b->cap) {
-        size_t cap = (b->n + n + 2) * 2;
-        char *g = realloc(b->s, cap);
-        if (!g) {
-            b->oom = 1;
-            return;
-        }
-        b->s = g;
-        b->cap = cap;
-    }
-    if (b->n) b->s[b->n++] = ' ';
-    memcpy(b->s + b->n, s, n);
-    b->n += n;
-    b->s[b->n] = 0;
+/* Appends word w[0..n) to b, after a space unless it is the first. */
+static void put_word(StrBuf *b, const char *w, size_t n) {
+    if (n == 0) return;
+    if (b->len) strbuf_putc(b, ' ');
+    strbuf_append(b, w, n);
 }
 
 static int all_of(const char *s, size_t n, const char *set) {
@@ -465,7 +449,7 @@ static int all_of(const char *s, size_t n, const char *set) {
 
 /* Emits word w[0..n) (lowercase, no separators) with clitics split and punctuation tokens
  * dropped. */
-static void emit_word(Buf *b, const char *w, size_t n) {
+static void emit_word(StrBuf *b, const char *w, size_t n) {
     while (n && strchr("'.,:", w[0])) w++, n--;          /* leading quotes, commas */
     while (n && strchr("'.,:", w[n - 1])) n--;           /* trailing periods, commas, quotes */
     if (n == 0 || all_of(w, n, "-")) return;             /* "-", "--" */
@@ -473,12 +457,12 @@ static void emit_word(Buf *b, const char *w, size_t n) {
     for (size_t i = 0; i < sizeof clitics / sizeof *clitics; i++) {
         size_t k = strlen(clitics[i]);
         if (n > k && memcmp(w + n - k, clitics[i], k) == 0) {
-            buf_put(b, w, n - k);
-            buf_put(b, w + n - k, k);
+            put_word(b, w, n - k);
+            put_word(b, w + n - k, k);
             return;
         }
     }
-    buf_put(b, w, n);
+    put_word(b, w, n);
 }
 
 /* A ',' or ':' between two digits stays (1,000 and 10:30); elsewhere it separates. */
@@ -494,7 +478,7 @@ static int is_inner_sep(const char *s, size_t i, size_t n) {
 char *cap_ptb_tokenize(const char *text) {
     size_t len = strlen(text);
     char *low = malloc(len + 1);
-    Buf b = {0};
+    StrBuf b = {0};
     if (!low) return NULL;
     for (size_t i = 0; i <= len; i++) low[i] = (char)tolower((unsigned char)text[i]);
     for (size_t i = 0; i < len;) {
@@ -504,10 +488,5 @@ char *cap_ptb_tokenize(const char *text) {
         if (i > start) emit_word(&b, low + start, i - start);
     }
     free(low);
-    if (b.oom) {
-        free(b.s);
-        return NULL;
-    }
-    if (!b.s) b.s = calloc(1, 1);
-    return b.s;
+    return strbuf_take(&b);
 }

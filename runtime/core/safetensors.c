@@ -21,6 +21,8 @@
 
 #include <cjson/cJSON.h>
 
+#include "files.h"
+
 /* ---- dtypes ------------------------------------------------------------------------------ */
 
 static const struct {
@@ -417,27 +419,14 @@ int st_parse(uint8_t *buf, size_t size, const char *name, StFile *out, char *err
 }
 
 static int read_all(const char *path, uint8_t **buf, size_t *size, char *err, size_t err_size) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return fail(err, err_size, path, "cannot open: %s", strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    uint8_t *b = malloc(cap);
-    while (b) {
-        n += fread(b + n, 1, cap - n, fp);
-        if (n < cap) break;
-        uint8_t *bigger = realloc(b, cap * 2);
-        if (!bigger) free(b);
-        b = bigger;
-        cap *= 2;
+    char *data;
+    switch (file_read_all(path, &data, size)) {
+    case FILE_READ_OK: *buf = (uint8_t *)data; return 0;
+    case FILE_READ_CANNOT_OPEN:
+        return fail(err, err_size, path, "cannot open: %s", strerror(errno));
+    case FILE_READ_NO_MEMORY: return fail(err, err_size, path, "cannot read: out of memory");
+    default: return fail(err, err_size, path, "cannot read: %s", strerror(EIO));
     }
-    int bad = !b || ferror(fp);
-    fclose(fp);
-    if (bad) {
-        free(b);
-        return fail(err, err_size, path, "cannot read: %s", b ? strerror(EIO) : "out of memory");
-    }
-    *buf = b;
-    *size = n;
-    return 0;
 }
 
 int st_read_file(const char *path, StFile *out, char *err, size_t err_size) {

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "data_rng.h"
+#include "files.h"
 #include "text.h"
 
 /* ---- small helpers ------------------------------------------------------------------------ */
@@ -24,34 +25,14 @@ CapStatus data_fail(char *err, size_t err_size, CapStatus code, const char *fmt,
 
 CapStatus data_read_file(const char *path, char **text, size_t *len, char *err,
                          size_t err_size) {
-    *text = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return data_fail(err, err_size, CAP_E_IO, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-        n += fread(buf + n, 1, cap - n - 1, f);
-        if (n < cap - 1) break;
-        char *grown = realloc(buf, cap * 2);
-        if (!grown) {
-            free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = grown;
-        cap *= 2;
+    switch (file_read_all(path, text, len)) {
+    case FILE_READ_OK: return CAP_OK;
+    case FILE_READ_CANNOT_OPEN:
+        return data_fail(err, err_size, CAP_E_IO, "%s: cannot open: %s", path, strerror(errno));
+    case FILE_READ_NO_MEMORY:
+        return data_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory reading it", path);
+    default: return data_fail(err, err_size, CAP_E_IO, "%s: read error", path);
     }
-    int bad = ferror(f);
-    fclose(f);
-    if (!buf) return data_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory reading it", path);
-    if (bad) {
-        free(buf);
-        return data_fail(err, err_size, CAP_E_IO, "%s: read error", path);
-    }
-    buf[n] = 0;
-    *text = buf;
-    *len = n;
-    return CAP_OK;
 }
 
 void data_line_col(const char *text, size_t off, int *line, int *col) {

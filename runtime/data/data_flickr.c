@@ -16,6 +16,7 @@
  * quoted field, a stray quote, a row with another number of fields, two images with one id.
  */
 #include "data_internal.h"
+#include "strbuf.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -124,23 +125,10 @@ static CapStatus read_token_file(Reader *r, char *text) {
 #define CSV_MAX_FIELDS 16
 
 typedef struct CsvRow {
-    char *buf;          /* the fields, each NUL-terminated */
-    size_t len, cap;
+    StrBuf fields; /* the fields, each NUL-terminated */
     size_t start[CSV_MAX_FIELDS];
     int n;
 } CsvRow;
-
-static int row_put(CsvRow *row, char c) {
-    if (row->len == row->cap) {
-        size_t cap = row->cap ? row->cap * 2 : 256;
-        char *b = realloc(row->buf, cap);
-        if (!b) return -1;
-        row->buf = b;
-        row->cap = cap;
-    }
-    row->buf[row->len++] = c;
-    return 0;
-}
 
 static int is_row_end(char c) {
     return c == ',' || c == '\n' || c == '\r' || c == 0;
@@ -157,13 +145,13 @@ static CapStatus csv_quoted(Reader *r, const char *text, size_t *p, int *line, C
                              "%s:%d: unterminated quoted field (the quote opens on this line)",
                              r->path, open_line);
         if (c == '"' && text[i + 1] == '"') {
-            if (row_put(row, '"')) return nomem(r);
+            if (!strbuf_putc(&row->fields, '"')) return nomem(r);
             i += 2;
             continue;
         }
         if (c == '"') break;
         if (c == '\n' || (c == '\r' && text[i + 1] != '\n')) (*line)++;
-        if (row_put(row, c)) return nomem(r);
+        if (!strbuf_putc(&row->fields, c)) return nomem(r);
         i++;
     }
     i++;
@@ -182,7 +170,7 @@ static CapStatus csv_plain(Reader *r, const char *text, size_t *p, int line, Csv
             return data_fail(r->err, r->err_size, CAP_E_FORMAT,
                              "%s:%d: quote inside an unquoted field (quote the whole field and "
                              "double the quote)", r->path, line);
-        if (row_put(row, text[i])) return nomem(r);
+        if (!strbuf_putc(&row->fields, text[i])) return nomem(r);
     }
     *p = i;
     return CAP_OK;
@@ -190,16 +178,16 @@ static CapStatus csv_plain(Reader *r, const char *text, size_t *p, int line, Csv
 
 /* Reads the row at text[*p] into row; *line advances past it. */
 static CapStatus csv_row(Reader *r, const char *text, size_t *p, int *line, CsvRow *row) {
-    row->len = 0;
+    strbuf_clear(&row->fields);
     row->n = 0;
     for (;;) {
         if (row->n == CSV_MAX_FIELDS)
             return data_fail(r->err, r->err_size, CAP_E_FORMAT, "%s:%d: too many fields", r->path, *line);
-        row->start[row->n++] = row->len;
+        row->start[row->n++] = row->fields.len;
         CapStatus st = text[*p] == '"' ? csv_quoted(r, text, p, line, row)
                                        : csv_plain(r, text, p, *line, row);
         if (st) return st;
-        if (row_put(row, 0)) return nomem(r);
+        if (!strbuf_putc(&row->fields, 0)) return nomem(r);
         if (text[*p] != ',') break;
         (*p)++;
     }
@@ -218,16 +206,16 @@ static CapStatus read_csv(Reader *r, const char *text) {
         int row_line = line;
         st = csv_row(r, text, &p, &line, &row);
         if (st) break;
-        if (row.n == 1 && row.buf[0] == 0) continue; /* blank line */
+        if (row.n == 1 && row.fields.data[0] == 0) continue; /* blank line */
         if (row.n != 2) {
             st = data_fail(r->err, r->err_size, CAP_E_FORMAT,
                            "%s:%d: expected 2 fields (image,caption), found %d", r->path, row_line, row.n);
             break;
         }
-        const char *cap = row.buf + row.start[1];
-        st = add_pair(r, row.buf, cap, strlen(cap), row_line);
+        const char *cap = row.fields.data + row.start[1];
+        st = add_pair(r, row.fields.data, cap, strlen(cap), row_line);
     }
-    free(row.buf);
+    strbuf_free(&row.fields);
     return st;
 }
 

@@ -10,7 +10,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include <cjson/cJSON.h>
 #include <jpeglib.h>
@@ -18,6 +17,8 @@
 
 #include "data_internal.h"
 #include "data_rng.h"
+#include "files.h"
+#include "strbuf.h"
 
 const char *const synth_shape_names[SYNTH_N_SHAPES] = {"circle", "square", "triangle", "cross"};
 const char *const synth_colour_names[SYNTH_N_COLOURS] = {"red", "green", "blue", "yellow", "purple",
@@ -127,26 +128,13 @@ void synth_render(const SynthScene *s, int size, uint8_t *rgb) {
 
 /* ---- captions ------------------------------------------------------------------------------- */
 
-typedef struct Buf {
-    char *s;
-    size_t n, cap;
-} Buf;
-
-static void put(Buf *b, const char *text) {
-    size_t k = strlen(text);
-    if (b->n + k >= b->cap) k = b->cap - 1 - b->n;
-    memcpy(b->s + b->n, text, k);
-    b->n += k;
-    b->s[b->n] = 0;
-}
-
 /* "a [small|large] red circle"; the size word with probability 1/2. */
-static void noun_phrase(Buf *b, Draws *d, const SynthObject *o) {
-    put(b, "a ");
-    if (draw_below(d, 2)) put(b, o->large ? "large " : "small ");
-    put(b, synth_colour_names[o->colour]);
-    put(b, " ");
-    put(b, synth_shape_names[o->shape]);
+static void noun_phrase(StrBuf *b, Draws *d, const SynthObject *o) {
+    strbuf_puts(b, "a ");
+    if (draw_below(d, 2)) strbuf_puts(b, o->large ? "large " : "small ");
+    strbuf_puts(b, synth_colour_names[o->colour]);
+    strbuf_puts(b, " ");
+    strbuf_puts(b, synth_shape_names[o->shape]);
 }
 
 /* A relation that holds between a and b (one exists: boxes are separated). */
@@ -158,60 +146,60 @@ static SynthRelation pick_relation(Draws *d, const SynthObject *a, const SynthOb
     return holds[draw_below(d, (uint32_t)n)];
 }
 
-static void relation_phrase(Buf *b, Draws *d, const SynthObject *x, const SynthObject *y) {
+static void relation_phrase(StrBuf *b, Draws *d, const SynthObject *x, const SynthObject *y) {
     noun_phrase(b, d, x);
-    put(b, " ");
-    put(b, synth_relation_names[pick_relation(d, x, y)]);
-    put(b, " ");
+    strbuf_puts(b, " ");
+    strbuf_puts(b, synth_relation_names[pick_relation(d, x, y)]);
+    strbuf_puts(b, " ");
     noun_phrase(b, d, y);
 }
 
-static void one_object(Buf *b, Draws *d, const SynthScene *s) {
+static void one_object(StrBuf *b, Draws *d, const SynthScene *s) {
     static const char *const lead[] = {"", "there is ", "a picture of ", "one shape: "};
-    put(b, lead[draw_below(d, 4)]);
+    strbuf_puts(b, lead[draw_below(d, 4)]);
     noun_phrase(b, d, &s->obj[0]);
-    if (draw_below(d, 3) == 0) put(b, " on a gray background");
+    if (draw_below(d, 3) == 0) strbuf_puts(b, " on a gray background");
 }
 
-static void two_objects(Buf *b, Draws *d, const SynthScene *s) {
+static void two_objects(StrBuf *b, Draws *d, const SynthScene *s) {
     int i = (int)draw_below(d, 2);
     const SynthObject *x = &s->obj[i], *y = &s->obj[1 - i];
     switch (draw_below(d, 3)) {
     case 0: relation_phrase(b, d, x, y); break;
-    case 1: put(b, "there is "); relation_phrase(b, d, x, y); break;
+    case 1: strbuf_puts(b, "there is "); relation_phrase(b, d, x, y); break;
     default:
-        put(b, "two shapes: ");
+        strbuf_puts(b, "two shapes: ");
         noun_phrase(b, d, x);
-        put(b, " and ");
+        strbuf_puts(b, " and ");
         noun_phrase(b, d, y);
     }
 }
 
-static void three_objects(Buf *b, Draws *d, const SynthScene *s) {
+static void three_objects(StrBuf *b, Draws *d, const SynthScene *s) {
     int i = (int)draw_below(d, 3), j = (i + 1 + (int)draw_below(d, 2)) % 3, k = 3 - i - j;
     switch (draw_below(d, 3)) {
     case 0:
-        put(b, "three shapes: ");
+        strbuf_puts(b, "three shapes: ");
         noun_phrase(b, d, &s->obj[i]);
-        put(b, ", ");
+        strbuf_puts(b, ", ");
         noun_phrase(b, d, &s->obj[j]);
-        put(b, " and ");
+        strbuf_puts(b, " and ");
         noun_phrase(b, d, &s->obj[k]);
         break;
-    case 1: put(b, "three shapes with "); relation_phrase(b, d, &s->obj[i], &s->obj[j]); break;
+    case 1: strbuf_puts(b, "three shapes with "); relation_phrase(b, d, &s->obj[i], &s->obj[j]); break;
     default: relation_phrase(b, d, &s->obj[i], &s->obj[j]);
     }
 }
 
 /* Caption attempt number `a` into out (200 bytes). */
 static void one_caption(const SynthScene *s, Draws *d, char *out) {
-    Buf b = {out, 0, 200};
-    out[0] = 0;
+    StrBuf b;
+    strbuf_init_fixed(&b, out, 200); /* a longer caption is cut off */
     if (s->n == 1) one_object(&b, d, s);
     else if (s->n == 2) two_objects(&b, d, s);
     else three_objects(&b, d, s);
     if (draw_below(d, 2)) out[0] = (char)(out[0] - 'a' + 'A'); /* raw mixed-case text */
-    if (draw_below(d, 2)) put(&b, ".");
+    if (draw_below(d, 2)) strbuf_puts(&b, ".");
 }
 
 void synth_captions(const SynthScene *s, uint32_t seed, int64_t index,
@@ -329,18 +317,14 @@ void synth_split_counts(int n, int *n_train, int *n_val, int *n_test) {
 }
 
 static CapStatus make_dir(const char *path, char *err, size_t err_size) {
-    char buf[4096];
-    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf)
+    char failed[4096];
+    if (strlen(path) >= sizeof failed)
         return data_fail(err, err_size, CAP_E_ARG, "%s: path too long", path);
-    for (char *p = buf + 1;; p++) {
-        if (*p != '/' && *p) continue;
-        char c = *p;
-        *p = 0;
-        if (mkdir(buf, 0777) != 0 && errno != EEXIST)
-            return data_fail(err, err_size, CAP_E_IO, "%s: cannot create directory: %s", buf, strerror(errno));
-        if (!c) return CAP_OK;
-        *p = c;
-    }
+    int e = file_make_dirs(path, failed, sizeof failed);
+    if (e)
+        return data_fail(err, err_size, CAP_E_IO, "%s: cannot create directory: %s", failed,
+                         strerror(e));
+    return CAP_OK;
 }
 
 static cJSON *scene_json(const SynthScene *s) {

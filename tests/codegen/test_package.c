@@ -437,12 +437,12 @@ static void dedupe_steps(const char *s2, int *n_kernels, int kernel[2], char **s
  * with equal scalars deduplication merges them into one. */
 static void test_call_args_are_kernel_constants(void **state) {
     (void)state;
-    int n_diff, n_same, kd[2], ks[2];
+    int n_diff, n_same, kernels_diff[2], kernels_same[2];
     char *src_diff, *src_same;
-    dedupe_steps("0.2", &n_diff, kd, &src_diff);
-    dedupe_steps("0.1", &n_same, ks, &src_same);
-    assert_int_not_equal(kd[0], kd[1]);
-    assert_int_equal(ks[0], ks[1]);
+    dedupe_steps("0.2", &n_diff, kernels_diff, &src_diff);
+    dedupe_steps("0.1", &n_same, kernels_same, &src_same);
+    assert_int_not_equal(kernels_diff[0], kernels_diff[1]);
+    assert_int_equal(kernels_same[0], kernels_same[1]);
     assert_int_equal(n_same, n_diff - 1);
     assert_non_null(strstr(src_diff, "0.1f * "));
     assert_non_null(strstr(src_diff, "0.2f * "));

@@ -5,6 +5,7 @@
  * in a test), the first line alone still says everything.
  */
 #include "diag.h"
+#include "strbuf.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +13,39 @@
 const char DIAG_FILE_IN_DIAG[] = "<the file named in the Diag>";
 
 void diag_vset(Diag *d, SrcLoc loc, const char *fmt, va_list ap) {
-    vsnprintf(d->msg, sizeof d->msg, fmt, ap);
+    diag_vmsg(d, fmt, ap);
     d->loc = loc;
+}
+
+void diag_clear(Diag *d) {
+    d->msg[0] = '\0';
+    d->loc = SRCLOC_NONE;
+}
+
+void diag_vmsg(Diag *d, const char *fmt, va_list ap) {
+    vsnprintf(d->msg, sizeof d->msg, fmt, ap);
+}
+
+void diag_msg(Diag *d, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    diag_vmsg(d, fmt, ap);
+    va_end(ap);
+}
+
+int diag_internal(Diag *d, SrcLoc loc, const char *fmt, ...) {
+    char msg[sizeof d->msg];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    diag_set(d, loc, "internal error: %s (this is a bug in capc)", msg);
+    return -1;
+}
+
+int diag_path_error(Diag *d, const char *what, const char *path, int err) {
+    diag_set(d, SRCLOC_NONE, "cannot %s '%.900s': %s", what, path, strerror(err));
+    return -1;
 }
 
 void diag_set(Diag *d, SrcLoc loc, const char *fmt, ...) {
@@ -27,36 +59,25 @@ void diag_set(Diag *d, SrcLoc loc, const char *fmt, ...) {
 static char *read_line(const char *path, int line) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
-    size_t cap = 256, len = 0;
-    char *buf = malloc(cap);
+    StrBuf buf = {0};
     int cur = 1, c;
-    while (buf && (c = fgetc(f)) != EOF) {
+    while ((c = fgetc(f)) != EOF) {
         if (c == '\n') {
             if (cur == line) break;
             cur++;
             continue;
         }
-        if (cur != line) continue;
-        if (len + 2 > cap) {
-            char *p = realloc(buf, cap *= 2);
-            if (!p) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = p;
-        }
-        buf[len++] = (char)c;
+        if (cur == line && !strbuf_putc(&buf, (char)c)) break;
     }
     fclose(f);
-    if (!buf) return NULL;
     if (cur != line) {
-        free(buf);
+        strbuf_free(&buf);
         return NULL;
     }
-    if (len && buf[len - 1] == '\r') len--;
-    buf[len] = '\0';
-    return buf;
+    size_t len = buf.len;
+    char *text = strbuf_take(&buf);
+    if (text && len && text[len - 1] == '\r') text[len - 1] = '\0';
+    return text;
 }
 
 static void print_caret(FILE *out, const SrcLoc *loc) {
