@@ -8,6 +8,14 @@
 #                  -DSCRIPT=scripts/param_counts.py -DDUMP_DIR=dir [-DDEFINES=...] -P ...
 #            dumps the IR and compares every param/buffer line (name, shape, frozen flag)
 #            with the independent list of scripts/param_counts.py.
+#   golden:  cmake -DMODE=golden -DCAPC=bin -DMODEL=models/x.json -DNAME=x -DDATA=dir
+#                  -DDUMP_DIR=dir [-DUPDATE=1] -P check_model.cmake   (from the source tree)
+#            runs `capc --check --target=cpu --dump-ir=DUMP_DIR MODEL` and compares, byte for
+#            byte, the IR after the shapes pass (01-shapes.ir) with DATA/NAME.shapes.ir(.gz)
+#            and the parameter list (every param/buffer line of that IR, then the summary's
+#            `parameters:` and `trainable:` lines) with DATA/NAME.params.txt. The files were
+#            written by the capc before the model files were refactored (UPDATE=1 writes
+#            them): a refactoring of the model files must leave the IR exactly as it was.
 #   same:    cmake -DMODE=same -DMODEL=a.json -DOTHER=b.json -P check_model.cmake
 #            requires the two files to be identical apart from "model" and "config": the
 #            captioners share one architecture and differ only in their configuration.
@@ -57,6 +65,53 @@ elseif(MODE STREQUAL "names")
     message(FATAL_ERROR "parameter names of ${MODEL} differ from PyTorch's:\n${out}${err}")
   endif()
   message(STATUS "${out}")
+elseif(MODE STREQUAL "golden")
+  file(REMOVE_RECURSE "${DUMP_DIR}")
+  execute_process(COMMAND "${CAPC}" --check --target=cpu ${define_args} "--dump-ir=${DUMP_DIR}"
+                          "${MODEL}"
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "capc --check --dump-ir ${MODEL} exited with ${rc}\n${out}${err}")
+  endif()
+  set(shapes "${DUMP_DIR}/01-shapes.ir")
+  file(STRINGS "${shapes}" param_lines REGEX "^(param|buffer) ")
+  string(REGEX MATCHALL "(^|\n)(parameters|trainable): [0-9]+" counts "${out}")
+  string(REPLACE ";" "\n" param_lines "${param_lines}")
+  string(REPLACE ";" "" counts "${counts}")
+  file(WRITE "${DUMP_DIR}/params.txt" "${param_lines}${counts}\n")
+  if(UPDATE)
+    file(MAKE_DIRECTORY "${DATA}")
+    file(COPY_FILE "${DUMP_DIR}/params.txt" "${DATA}/${NAME}.params.txt")
+    file(SIZE "${shapes}" size)
+    if(size GREATER 1000000)
+      execute_process(COMMAND gzip -n -9 -c "${shapes}" OUTPUT_FILE "${DATA}/${NAME}.shapes.ir.gz")
+    else()
+      file(COPY_FILE "${shapes}" "${DATA}/${NAME}.shapes.ir")
+    endif()
+    message(STATUS "wrote ${DATA}/${NAME}.*")
+    return()
+  endif()
+  set(want "${DATA}/${NAME}.shapes.ir")
+  if(EXISTS "${want}.gz")
+    set(want "${DUMP_DIR}/expected-shapes.ir")
+    execute_process(COMMAND gzip -dc "${DATA}/${NAME}.shapes.ir.gz" OUTPUT_FILE "${want}"
+                    RESULT_VARIABLE rc)
+    if(NOT rc EQUAL 0)
+      message(FATAL_ERROR "gzip -dc ${DATA}/${NAME}.shapes.ir.gz failed")
+    endif()
+  endif()
+  foreach(pair "${shapes};${want}" "${DUMP_DIR}/params.txt;${DATA}/${NAME}.params.txt")
+    list(GET pair 0 got)
+    list(GET pair 1 expected)
+    execute_process(COMMAND ${CMAKE_COMMAND} -E compare_files "${got}" "${expected}"
+                    RESULT_VARIABLE rc)
+    if(NOT rc EQUAL 0)
+      execute_process(COMMAND diff -u "${expected}" "${got}" OUTPUT_VARIABLE d)
+      string(SUBSTRING "${d}" 0 4000 d)
+      message(FATAL_ERROR "${MODEL}: ${got} differs from ${expected}:\n${d}")
+    endif()
+  endforeach()
+  message(STATUS "${MODEL}: IR after shapes and parameter list as committed")
 elseif(MODE STREQUAL "same")
   file(READ "${MODEL}" a)
   file(READ "${OTHER}" b)
