@@ -16,9 +16,6 @@
 #            `parameters:` and `trainable:` lines) with DATA/NAME.params.txt. The files were
 #            written by the capc before the model files were refactored (UPDATE=1 writes
 #            them): a refactoring of the model files must leave the IR exactly as it was.
-#   same:    cmake -DMODE=same -DMODEL=a.json -DOTHER=b.json -P check_model.cmake
-#            requires the two files to be identical apart from "model" and "config": the
-#            captioners share one architecture and differ only in their configuration.
 cmake_minimum_required(VERSION 3.20)
 
 set(define_args)
@@ -112,30 +109,6 @@ elseif(MODE STREQUAL "golden")
     endif()
   endforeach()
   message(STATUS "${MODEL}: IR after shapes and parameter list as committed")
-elseif(MODE STREQUAL "same")
-  file(READ "${MODEL}" a)
-  file(READ "${OTHER}" b)
-  foreach(key inputs frozen blocks body outputs train entries)
-    string(JSON va GET "${a}" ${key})
-    string(JSON vb GET "${b}" ${key})
-    if(NOT va STREQUAL vb)
-      message(FATAL_ERROR "${MODEL} and ${OTHER} differ in \"${key}\"; the captioners must "
-                          "differ only in their config")
-    endif()
-  endforeach()
-  string(JSON na LENGTH "${a}" config)
-  string(JSON nb LENGTH "${b}" config)
-  math(EXPR last "${na} - 1")
-  foreach(i RANGE ${last})
-    string(JSON k MEMBER "${a}" config ${i})
-    string(JSON kb ERROR_VARIABLE missing GET "${b}" config ${k})
-    if(missing)
-      message(FATAL_ERROR "config variable ${k} of ${MODEL} is missing in ${OTHER}")
-    endif()
-  endforeach()
-  if(NOT na EQUAL nb)
-    message(FATAL_ERROR "${MODEL} has ${na} config variables, ${OTHER} ${nb}")
-  endif()
 else()
   message(FATAL_ERROR "check_model.cmake: unknown MODE '${MODE}'")
 endif()
