@@ -117,14 +117,14 @@ int fe_error_at(Frontend *fe, const cJSON *node, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int fe_error_key(Frontend *fe, const cJSON *node, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Location of node for the IR (file name owned by the module). */
-SrcLoc fe_ir_loc(const Frontend *fe, const cJSON *node);
 /* Fails on the first key of obj not in allowed (NULL-terminated): "unknown key 'k' in WHAT". */
 int fe_check_keys(Frontend *fe, const cJSON *obj, const char *const *allowed, const char *what);
 /* The member named key, or NULL; required: error at obj when missing. */
 const cJSON *fe_member(Frontend *fe, const cJSON *obj, const char *key, bool required,
                        const char *what, int *rc);
 
+/* Location of node for the IR: in the file that holds it, by the module-owned name. */
+SrcLoc fe_ir_loc(const Frontend *fe, const cJSON *node);
 /* The document a node belongs to (the first file's when none). */
 const JsonDoc *fe_doc(const Frontend *fe, const cJSON *node);
 
