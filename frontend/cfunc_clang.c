@@ -858,22 +858,11 @@ static int clang_errors(Frontend *fe, CSources *cs, int file) {
     return 0;
 }
 
-/* The C source path: relative names are taken from the model file's folder. */
-static char *source_path(const char *model, const char *name) {
-    const char *slash = strrchr(model, '/');
-    size_t dir = name[0] == '/' || !slash ? 0 : (size_t)(slash - model) + 1;
-    char *p = malloc(dir + strlen(name) + 1);
-    if (!p) return NULL;
-    memcpy(p, model, dir);
-    strcpy(p + dir, name);
-    return p;
-}
-
 static int load_file(Frontend *fe, CSources *cs, const cJSON *entry) {
     if (!cJSON_IsString(entry) || !entry->valuestring[0])
         return fe_error_at(fe, entry, "'functions' entries must be C file names (strings)");
     int i = cs->n_files;
-    cs->paths[i] = source_path(fe->doc.file, entry->valuestring);
+    cs->paths[i] = fe_relative_path(fe_node_path(fe, entry), entry->valuestring);
     if (!cs->paths[i]) return fe_error(fe, SRCLOC_NONE, "out of memory");
     cs->n_files++;
     FILE *f = fopen(cs->paths[i], "rb");

@@ -76,7 +76,7 @@ static int report_cycle(Frontend *fe, int idx) {
 static int eval_node(Frontend *fe, const VarFrame *vars, const cJSON *node, const char *what,
                      ExprValue *out) {
     if (cJSON_IsNumber(node)) {
-        if (json_number_is_int(&fe->doc, node)) {
+        if (json_number_is_int(fe_doc(fe, node), node)) {
             if (!(node->valuedouble >= -9.2e18 && node->valuedouble <= 9.2e18))
                 return fe_error_at(fe, node, "%s: integer too large", what);
             *out = expr_int((int64_t)node->valuedouble);
@@ -96,7 +96,7 @@ static int eval_node(Frontend *fe, const VarFrame *vars, const cJSON *node, cons
     ExprError err;
     if (expr_eval(node->valuestring, lookup_name, &lk, out, &err) == 0) return 0;
     if (err.aborted) return -1;
-    return fe_error(fe, json_string_loc(&fe->doc, node, err.offset), "%s", err.msg);
+    return fe_error(fe, json_string_loc(fe_doc(fe, node), node, err.offset), "%s", err.msg);
 }
 
 static int eval_config(Frontend *fe, int idx) {
@@ -151,7 +151,21 @@ static int apply_override(Frontend *fe, const ConfigOverride *o) {
     return 0;
 }
 
-int fe_load_config(Frontend *fe, const cJSON *config, const ConfigOverride *ov, int n_ov) {
+/* A preset or an extending file's "config": its members replace the variables of their name. */
+static int apply_layer(Frontend *fe, const cJSON *layer) {
+    if (!cJSON_IsObject(layer))
+        return fe_error_at(fe, layer, "'config' must be an object, got %s", json_type_name(layer));
+    for (const cJSON *m = layer->child; m; m = m->next) {
+        int idx = find_config(fe, m->string);
+        if (idx < 0)
+            return fe_error_key(fe, m, "'%s' is not a config variable of the model", m->string);
+        fe->config[idx].node = m;
+    }
+    return 0;
+}
+
+int fe_load_config(Frontend *fe, const cJSON *config, const cJSON *const *layers, int n_layers,
+                   const ConfigOverride *ov, int n_ov) {
     if (config && !cJSON_IsObject(config))
         return fe_error_at(fe, config, "'config' must be an object, got %s", json_type_name(config));
     int n = config ? cJSON_GetArraySize(config) : 0;
@@ -164,6 +178,8 @@ int fe_load_config(Frontend *fe, const cJSON *config, const ConfigOverride *ov, 
                                 c->string);
         fe->config[fe->n_config++] = (ConfigEntry){c, CFG_PENDING, false, {0}};
     }
+    for (int i = 0; i < n_layers; i++)
+        if (apply_layer(fe, layers[i])) return -1;
     for (int i = 0; i < n_ov; i++)
         if (apply_override(fe, &ov[i])) return -1;
     for (int i = 0; i < fe->n_config; i++)
@@ -201,7 +217,7 @@ char *fe_name(const Ctx *c, const cJSON *node, const char *what) {
     char *s = expr_interpolate(node->valuestring, lookup_name, &lk, &err);
     if (!s) {
         if (!err.aborted)
-            fe_error(c->fe, json_string_loc(&c->fe->doc, node, err.offset), "%s",
+            fe_error(c->fe, json_string_loc(fe_doc(c->fe, node), node, err.offset), "%s",
                      err.msg[0] ? err.msg : "out of memory");
         return NULL;
     }

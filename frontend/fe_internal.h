@@ -8,6 +8,8 @@
  *   train.c       the "train" section: optimizer, clipping, LR schedule, groups
  *   entries.c     the "entries" section: more entry points (encode, decode_step) sharing
  *                 forward's parameters
+ *   imports.c     the files of a model: "extends" (a short file naming a preset of another),
+ *                 "import" (block libraries), the block table, "presets"
  *
  * Every function that can fail returns 0 or -1; on -1 the Diag in the Frontend is filled and
  * the caller just propagates the failure.
@@ -40,17 +42,38 @@ typedef struct CallFrame {
     const struct CallFrame *caller;
 } CallFrame;
 
-typedef struct Frontend {
+/* One JSON file of the model: the file named on the command line, the files it extends, the
+ * block libraries they import. */
+typedef struct FeFile {
     JsonDoc doc;
+    char *text;                    /* owned; NULL for the first file (the caller's text) */
+    char *path;                    /* as opened: the importing file's folder + the name */
+    const char *ir_file;           /* path, owned by the module, for op/param SrcLocs */
+    unsigned long long dev, ino;   /* identity: a file imported twice is read once */
+    bool known;                    /* dev and ino are set (the file could be stat'ed) */
+    bool loading;                  /* its imports are being read: meeting it again is a cycle */
+    const struct FeFile *importer; /* the file that imported or extended it first */
+} FeFile;
+
+/* The block table: open addressing on the block name. */
+typedef struct BlockSlot {
+    const char *name; /* NULL: empty */
+    const cJSON *def; /* the member of a "blocks" object (def->string == name) */
+} BlockSlot;
+
+typedef struct Frontend {
+    FeFile **files; /* files[0]: the file named on the command line */
+    int n_files, cap_files;
+    const cJSON *root; /* the complete model: the last file of the "extends" chain */
     Module *m;
     Function *fn;
     Diag *d;
-    const char *ir_file; /* file name owned by the module, for op/param SrcLocs */
     ConfigEntry *config;
     int n_config;
     int *cfg_stack; /* config entries being evaluated, outermost first */
     int cfg_depth;
-    const cJSON *blocks; /* "blocks" object or NULL */
+    BlockSlot *block_tab;
+    size_t block_cap, n_blocks;
     const cJSON *frozen; /* "frozen" list or NULL */
     int64_t next_stream; /* dropout sites numbered in the order they are emitted */
     int64_t n_ops;
@@ -94,20 +117,53 @@ int fe_error_at(Frontend *fe, const cJSON *node, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int fe_error_key(Frontend *fe, const cJSON *node, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Location of node for the IR (file name owned by the module). */
-SrcLoc fe_ir_loc(const Frontend *fe, const cJSON *node);
 /* Fails on the first key of obj not in allowed (NULL-terminated): "unknown key 'k' in WHAT". */
 int fe_check_keys(Frontend *fe, const cJSON *obj, const char *const *allowed, const char *what);
 /* The member named key, or NULL; required: error at obj when missing. */
 const cJSON *fe_member(Frontend *fe, const cJSON *obj, const char *key, bool required,
                        const char *what, int *rc);
 
+/* Location of node for the IR: in the file that holds it, by the module-owned name. */
+SrcLoc fe_ir_loc(const Frontend *fe, const cJSON *node);
+/* The document a node belongs to (the first file's when none). */
+const JsonDoc *fe_doc(const Frontend *fe, const cJSON *node);
+
+/* ---- the files of a model (imports.c) ---- */
+/* Reads the whole file at path into a malloc'd, NUL-terminated buffer; NULL with errno set. */
+char *fe_read_text(const char *path, size_t *len);
+/* name taken relative to the folder of the file `from` (an absolute name as it is). */
+char *fe_relative_path(const char *from, const char *name);
+/* The path of the file holding node. */
+const char *fe_node_path(const Frontend *fe, const cJSON *node);
+/* Adds files[0] from text in memory (not copied). */
+int fe_add_first_file(Frontend *fe, const char *text, size_t len, const char *path);
+/* Follows "extends" from files[0] to the complete model (fe->root); *layers gets the
+ * extending files' roots, the one nearest fe->root first (n at most FE_MAX_EXTENDS). */
+#define FE_MAX_EXTENDS 16
+int fe_load_extends(Frontend *fe, const cJSON **layers, int *n_layers);
+/* Gives every file read so far its module-owned name (fe->m must exist). */
+void fe_name_files(Frontend *fe);
+/* The model's "import" list then its "blocks" into the block table. */
+int fe_load_blocks(Frontend *fe, const cJSON *model);
+/* The definition of block name, or NULL. */
+const cJSON *fe_find_block(const Frontend *fe, const char *name);
+/* The preset to apply (NULL: none): -D preset=NAME, else the nearest "preset" key of the
+ * extending files, else the model's own; unknown names list the known ones. *ov and *n_ov
+ * lose a -D preset= (their array is then a malloc'd copy in *owned). */
+int fe_choose_preset(Frontend *fe, const cJSON *const *layers, int n_layers,
+                     const ConfigOverride **ov, int *n_ov, ConfigOverride **owned,
+                     const cJSON **preset);
+void fe_free_files(Frontend *fe);
+
 /* The "inputs" / "outputs" objects of the top level or an entry, into fe->fn and c->env. */
 int fe_load_inputs(const Ctx *c, const cJSON *inputs);
 int fe_load_outputs(const Ctx *c, const cJSON *outputs);
 
 /* ---- config and expressions (config.c) ---- */
-int fe_load_config(Frontend *fe, const cJSON *config, const ConfigOverride *ov, int n_ov);
+/* The model's "config", then each of layers[0..n_layers) in order (objects whose members
+ * replace variables of that name: a preset, the extending files' "config"), then -D. */
+int fe_load_config(Frontend *fe, const cJSON *config, const cJSON *const *layers, int n_layers,
+                   const ConfigOverride *ov, int n_ov);
 /* Evaluates a JSON number, bool (0/1) or string expression. */
 int fe_eval(const Ctx *c, const cJSON *node, const char *what, ExprValue *out);
 /* Same, requiring an integer. */

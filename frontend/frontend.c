@@ -23,7 +23,7 @@ int fe_error(Frontend *fe, SrcLoc loc, const char *fmt, ...) {
 int fe_error_at(Frontend *fe, const cJSON *node, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    diag_vset(fe->d, json_loc(&fe->doc, node), fmt, ap);
+    diag_vset(fe->d, json_loc(fe_doc(fe, node), node), fmt, ap);
     va_end(ap);
     return -1;
 }
@@ -31,15 +31,9 @@ int fe_error_at(Frontend *fe, const cJSON *node, const char *fmt, ...) {
 int fe_error_key(Frontend *fe, const cJSON *node, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    diag_vset(fe->d, json_key_loc(&fe->doc, node), fmt, ap);
+    diag_vset(fe->d, json_key_loc(fe_doc(fe, node), node), fmt, ap);
     va_end(ap);
     return -1;
-}
-
-SrcLoc fe_ir_loc(const Frontend *fe, const cJSON *node) {
-    SrcLoc loc = json_loc(&fe->doc, node);
-    loc.file = fe->ir_file;
-    return loc;
 }
 
 int fe_check_keys(Frontend *fe, const cJSON *obj, const char *const *allowed, const char *what) {
@@ -118,38 +112,59 @@ static int load_frozen(Frontend *fe, const cJSON *frozen) {
     return 0;
 }
 
-static int load_blocks(Frontend *fe, const cJSON *blocks) {
-    if (!blocks) return 0;
-    if (!cJSON_IsObject(blocks))
-        return fe_error_at(fe, blocks, "'blocks' must be an object, got %s", json_type_name(blocks));
-    for (const cJSON *b = blocks->child; b; b = b->next)
-        if (fe_check_block_def(fe, b)) return -1;
-    fe->blocks = blocks;
-    return 0;
+/* "model" of the nearest extending file that sets it, else the model's own. */
+static const cJSON *model_name(Frontend *fe, const cJSON *const *layers, int n_layers) {
+    for (int i = n_layers - 1; i >= 0; i--) {
+        const cJSON *name = cJSON_GetObjectItemCaseSensitive(layers[i], "model");
+        if (name) return name;
+    }
+    int rc = 0;
+    return fe_member(fe, fe->root, "model", true, "the model", &rc);
+}
+
+/* Config: the model's, the chosen preset's values, the extending files' (nearest last), -D. */
+static int load_config(Frontend *fe, const cJSON *const *layers, int n_layers,
+                       const ConfigOverride *ov, int n_ov) {
+    const cJSON *cfg[FE_MAX_EXTENDS + 1];
+    int n_cfg = 0;
+    ConfigOverride *owned = NULL;
+    int rc = fe_choose_preset(fe, layers, n_layers, &ov, &n_ov, &owned, &cfg[0]);
+    if (!rc && cfg[0]) n_cfg++;
+    for (int i = 0; i < n_layers && !rc; i++) {
+        const cJSON *c = cJSON_GetObjectItemCaseSensitive(layers[i], "config");
+        if (c) cfg[n_cfg++] = c;
+    }
+    if (!rc)
+        rc = fe_load_config(fe, cJSON_GetObjectItemCaseSensitive(fe->root, "config"), cfg, n_cfg, ov, n_ov);
+    free(owned);
+    return rc;
 }
 
 static int load_model(Frontend *fe, const ConfigOverride *ov, int n_ov) {
-    static const char *const keys[] = {"model", "config", "inputs", "frozen",
-                                       "blocks", "body", "outputs", "train", "entries",
-                                       "functions", NULL};
-    const cJSON *root = fe->doc.root;
+    static const char *const keys[] = {"model", "config", "inputs", "frozen", "blocks",
+                                       "body", "outputs", "train", "entries", "functions",
+                                       "import", "presets", "preset", NULL};
+    const cJSON *layers[FE_MAX_EXTENDS];
+    int n_layers = 0;
+    if (fe_load_extends(fe, layers, &n_layers)) return -1;
+    const cJSON *root = fe->root;
     if (!cJSON_IsObject(root))
         return fe_error_at(fe, root, "a model file must hold a JSON object, got %s", json_type_name(root));
     if (fe_check_keys(fe, root, keys, "the model")) return -1;
     int rc = 0;
-    const cJSON *name = fe_member(fe, root, "model", true, "the model", &rc);
+    const cJSON *name = model_name(fe, layers, n_layers);
     const cJSON *inputs = fe_member(fe, root, "inputs", true, "the model", &rc);
     const cJSON *body = fe_member(fe, root, "body", true, "the model", &rc);
     const cJSON *outputs = fe_member(fe, root, "outputs", true, "the model", &rc);
-    if (rc) return -1;
+    if (rc || !name) return -1;
     if (!cJSON_IsString(name) || !fe_valid_name(name->valuestring))
         return fe_error_at(fe, name, "'model' must be a name of letters, digits, '_' and '.'");
     fe->m = module_new(name->valuestring);
-    fe->ir_file = module_strdup(fe->m, fe->doc.file);
+    fe_name_files(fe);
     fe->fn = module_add_function(fe->m, "forward");
-    if (fe_load_config(fe, cJSON_GetObjectItemCaseSensitive(root, "config"), ov, n_ov) ||
+    if (load_config(fe, layers, n_layers, ov, n_ov) ||
         load_frozen(fe, cJSON_GetObjectItemCaseSensitive(root, "frozen")) ||
-        load_blocks(fe, cJSON_GetObjectItemCaseSensitive(root, "blocks")) ||
+        fe_load_blocks(fe, root) ||
         fe_load_functions(fe, cJSON_GetObjectItemCaseSensitive(root, "functions")))
         return -1;
     Env env = {0};
@@ -181,14 +196,22 @@ int frontend_parse_define(const char *arg, ConfigOverride *o, Diag *d) {
     return 0;
 }
 
+/* An error's file name outlives the frontend: files other than the caller's are copied. */
+static void keep_diag_file(Diag *d, const char *filename) {
+    if (!d->loc.file || d->loc.file == filename || d->loc.file == DIAG_FILE_IN_DIAG) return;
+    snprintf(d->file, sizeof d->file, "%s", d->loc.file);
+    d->loc.file = DIAG_FILE_IN_DIAG;
+}
+
 Module *frontend_load_text(const char *text, size_t len, const char *filename,
                            const ConfigOverride *overrides, int n_overrides, Diag *d) {
     Frontend fe = {.d = d};
     memset(d, 0, sizeof *d);
     if (!filename) filename = "<model>";
-    if (json_doc_parse(&fe.doc, text, len, filename, d)) return NULL;
-    int rc = load_model(&fe, overrides, n_overrides);
-    json_doc_free(&fe.doc);
+    int rc = fe_add_first_file(&fe, text, len, filename);
+    if (!rc) rc = load_model(&fe, overrides, n_overrides);
+    if (rc) keep_diag_file(d, filename);
+    fe_free_files(&fe);
     fe_free_functions(fe.csrc);
     free(fe.config);
     free(fe.cfg_stack);
@@ -202,26 +225,10 @@ Module *frontend_load_text(const char *text, size_t len, const char *filename,
 Module *frontend_load_file(const char *path, const ConfigOverride *overrides, int n_overrides,
                            Diag *d) {
     memset(d, 0, sizeof *d);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    size_t len;
+    char *text = fe_read_text(path, &len);
+    if (!text) {
         diag_set(d, SRCLOC_NONE, "cannot open model file '%s': %s", path, strerror(errno));
-        return NULL;
-    }
-    size_t cap = 1 << 16, len = 0, got;
-    char *text = malloc(cap);
-    while (text && (got = fread(text + len, 1, cap - len, f)) > 0) {
-        len += got;
-        if (len == cap) {
-            char *p = realloc(text, cap *= 2);
-            if (!p) free(text);
-            text = p;
-        }
-    }
-    bool failed = ferror(f);
-    fclose(f);
-    if (!text || failed) {
-        free(text);
-        diag_set(d, SRCLOC_NONE, "cannot read model file '%s'", path);
         return NULL;
     }
     Module *m = frontend_load_text(text, len, path, overrides, n_overrides, d);

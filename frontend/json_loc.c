@@ -272,6 +272,8 @@ static const JsonSpan *find_span(const JsonDoc *doc, const cJSON *node) {
     return bsearch(&key, doc->spans, doc->n_spans, sizeof key, cmp_span);
 }
 
+bool json_doc_has(const JsonDoc *doc, const cJSON *node) { return find_span(doc, node) != NULL; }
+
 SrcLoc json_loc(const JsonDoc *doc, const cJSON *node) {
     const JsonSpan *sp = find_span(doc, node);
     if (!sp) return (SrcLoc){doc->file, 0, 0};

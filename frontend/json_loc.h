@@ -36,6 +36,8 @@ typedef struct JsonDoc {
 int json_doc_parse(JsonDoc *doc, const char *text, size_t len, const char *file, Diag *d);
 void json_doc_free(JsonDoc *doc);
 
+/* True when node is a value of this document (a model reads several: imports, extends). */
+bool json_doc_has(const JsonDoc *doc, const cJSON *node);
 /* Location of a node's value (its first character). NULL node or unknown node: the file with
  * line 0, which diag prints as just the file name. */
 SrcLoc json_loc(const JsonDoc *doc, const cJSON *node);

@@ -245,7 +245,7 @@ static int parse_init(const Ctx *c, const cJSON *node, char *buf, size_t size) {
             ExprValue v;
             /* The temporary node has no position: errors point at the init string. */
             if (fe_eval(c, &tmp, "initializer argument", &v)) {
-                c->fe->d->loc = json_loc(&c->fe->doc, node);
+                c->fe->d->loc = json_loc(fe_doc(c->fe, node), node);
                 return -1;
             }
             char num[64];
@@ -453,7 +453,7 @@ static int run_block_call(const Ctx *c, const cJSON *s) {
         return fe_error_at(fe, name_node, "'block' must be a string naming a block, got %s",
                            json_type_name(name_node));
     const char *block = name_node->valuestring;
-    const cJSON *def = fe->blocks ? cJSON_GetObjectItemCaseSensitive(fe->blocks, block) : NULL;
+    const cJSON *def = fe_find_block(fe, block);
     if (!def) return fe_error_at(fe, name_node, "undefined block '%s'", block);
     for (const CallFrame *f = c->calls; f; f = f->caller)
         if (strcmp(f->block, block) == 0) return report_recursion(c, name_node, block);

@@ -61,7 +61,7 @@ ATTRS(softmax, {"axis", ATTR_INT, "-1"})
 ATTRS(layer_norm, {"eps", ATTR_FLOAT, "1e-05"})
 ATTRS(batch_norm, {"training", ATTR_BOOL, "false"}, {"eps", ATTR_FLOAT, "1e-05"},
       {"momentum", ATTR_FLOAT, "0.1"})
-ATTRS(cross_entropy, {"ignore_index", ATTR_INT, "0"})
+ATTRS(cross_entropy, {"ignore_index", ATTR_INT, "-100"})
 ATTRS(max_pool2d, {"kernel", ATTR_INTS, NULL}, {"stride", ATTR_INTS, NULL},
       {"padding", ATTR_INTS, "[0,0]"})
 ATTRS(adaptive_avg_pool2d, {"output", ATTR_INTS, NULL})
@@ -87,7 +87,7 @@ ATTRS(conv2d_grad_input, {"stride", ATTR_INTS, "[1,1]"}, {"padding", ATTR_INTS, 
 ATTRS(conv2d_grad_weight, {"stride", ATTR_INTS, "[1,1]"}, {"padding", ATTR_INTS, "[0,0]"},
       {"dilation", ATTR_INTS, "[1,1]"}, {"groups", ATTR_INT, "1"},
       {"kernel", ATTR_INTS, NULL})
-ATTRS(cross_entropy_grad, {"ignore_index", ATTR_INT, "0"})
+ATTRS(cross_entropy_grad, {"ignore_index", ATTR_INT, "-100"})
 
 /* Ops with no differentiable operand (sources, ids-only ops) and the backward ops themselves
  * (autodiff never differentiates a gradient) share one explicit rule, grad_none, so autodiff

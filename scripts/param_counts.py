@@ -37,6 +37,9 @@ MODELS = {
                            blocks1=1, blocks2=1, blocks3=1, blocks4=1),
 }
 
+# the presets of models/captioner.json (-D preset=NAME): the configurations above
+PRESETS = {"resnet101": "captioner", "resnet50": "captioner_resnet50", "tiny": "captioner_tiny"}
+
 # what PyTorch prints (sum(p.numel() for p in model.parameters()), and with requires_grad)
 EXPECTED = {
     "captioner": (71_901_008, 44_365_584),
@@ -167,6 +170,9 @@ def config_for(model, defines):
     c = dict(MODELS[model])
     for dfn in defines or []:
         k, _, v = dfn.partition("=")
+        if k == "preset":  # the file's preset first: the other -D apply on top of it
+            c = dict(MODELS[PRESETS[v]], **{x: c[x] for x in c if c[x] != MODELS[model][x]})
+            continue
         if k not in c:
             sys.exit("no config variable %r" % k)
         c[k] = int(v) if re.fullmatch(r"-?\d+", v) else float(v)

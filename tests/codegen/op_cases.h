@@ -219,6 +219,11 @@ static Op *c_batch_norm_eval(Function *f) {
 static Op *c_cross_entropy(Function *f) {
     return oc_op(f, "cross_entropy", X(f, "f32[6,7]"), X(f, "i32[6]"), NULL);
 }
+static Op *c_cross_entropy_ignore0(Function *f) { /* ignore_index 0: class 0's rows skipped */
+    Op *o = oc_op(f, "cross_entropy", X(f, "f32[6,7]"), X(f, "i32[6]"), NULL);
+    op_set_int(o, "ignore_index", 0);
+    return o;
+}
 static Op *c_max_pool2d(Function *f) {
     Op *o = oc_op(f, "max_pool2d", X(f, "f32[2,3,9,9]"), NULL);
     oc_ints(o, "kernel", 2, 3, 3);
@@ -324,6 +329,11 @@ static Op *c_conv2d_grad_weight(Function *f) {
 static Op *c_cross_entropy_grad(Function *f) {
     return oc_op(f, "cross_entropy_grad", X(f, "f32[]"), X(f, "f32[6,7]"), X(f, "i32[6]"), NULL);
 }
+static Op *c_cross_entropy_grad_ignore0(Function *f) {
+    Op *o = oc_op(f, "cross_entropy_grad", X(f, "f32[]"), X(f, "f32[6,7]"), X(f, "i32[6]"), NULL);
+    op_set_int(o, "ignore_index", 0);
+    return o;
+}
 
 static Op *c_update_slice(Function *f) {
     Op *o = oc_op(f, "update_slice", X(f, "f32[2,6,3]"), X(f, "f32[2,2,3]"), X(f, "i32[]"), NULL);
@@ -381,6 +391,7 @@ static const OpCase OP_CASES[] = {
     {"batch_norm", c_batch_norm_train, "rrrrp", 0},
     {"batch_norm", c_batch_norm_eval, "rrrrp", 0},
     {"cross_entropy", c_cross_entropy, "ri", 7},
+    {"cross_entropy", c_cross_entropy_ignore0, "ri", 7},
     {"max_pool2d", c_max_pool2d, "r", 0},
     {"adaptive_avg_pool2d", c_adaptive_avg_pool2d, "r", 0},
     {"matmul", c_matmul, "rr", 0},
@@ -401,6 +412,7 @@ static const OpCase OP_CASES[] = {
     {"conv2d_grad_input", c_conv2d_grad_input_1x1, "rr", 0},
     {"conv2d_grad_weight", c_conv2d_grad_weight_1x1, "rr", 0},
     {"cross_entropy_grad", c_cross_entropy_grad, "rri", 7},
+    {"cross_entropy_grad", c_cross_entropy_grad_ignore0, "rri", 7},
     {"update_slice", c_update_slice, "rri", 5},
     {"position_mask", c_position_mask, "i", 6},
 };

@@ -107,6 +107,21 @@ static const char MLP[] =
     "  \"outputs\": { \"loss\": \"loss\", \"logits\": \"logits\" }\n"
     "}\n";
 
+/* A cross_entropy written without ignore_index ignores no class (PyTorch's default, -100): a
+ * classifier's class 0 counts. The values are checked in tests/ir/test_ref_ops.c. */
+static void test_cross_entropy_default(void **state) {
+    (void)state;
+    static const char attrs[] = ", \"attrs\": { \"ignore_index\": -1 }";
+    char text[sizeof MLP];
+    const char *at = strstr(MLP, attrs);
+    assert_non_null(at);
+    snprintf(text, sizeof text, "%.*s%s", (int)(at - MLP), MLP, at + strlen(attrs));
+    Module *m = load(text, NULL, 0);
+    const Function *f = forward(m);
+    assert_int_equal(op_int(f->ops[f->n_ops - 1], "ignore_index"), -100);
+    module_free(m);
+}
+
 static void test_mlp_example(void **state) {
     (void)state;
     Module *m = load(MLP, NULL, 0);
@@ -309,6 +324,7 @@ static void test_error_locations(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mlp_example), cmocka_unit_test(test_defines),
+        cmocka_unit_test(test_cross_entropy_default),
         cmocka_unit_test(test_layers),      cmocka_unit_test(test_blocks),
         cmocka_unit_test(test_printed_ir),  cmocka_unit_test(test_error_locations),
     };

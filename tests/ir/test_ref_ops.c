@@ -349,6 +349,27 @@ static void case_cross_entropy(TestCtx *c) {
     tu_expect_values(c, a, "f32[]", want, 1, TOL);
 }
 
+/* The default ignore_index ignores nothing (PyTorch's -100): class 0 counts. Rows [1,2] target 0:
+ * log(e + e^2) - 1 = log(1 + e); [3,4] target 1: log(e^3 + e^4) - 4 = log(1 + 1/e). Asked to
+ * ignore class 0, only the second row is left. */
+static void test_cross_entropy_class0(void **state) {
+    (void)state;
+    static const double l4[] = {1, 2, 3, 4}, t[] = {0, 1};
+    static const double both[] = {(1.3132616875182228 + 0.31326168751822286) / 2};
+    static const double second[] = {0.31326168751822286};
+    TestCtx c;
+    tu_open(&c);
+    Op *ce = tu_op(&c, "cross_entropy", tu_in(&c, "f32[2,2]", l4), tu_in(&c, "i32[2]", t), END);
+    assert_int_equal(op_int(ce, "ignore_index"), -100);
+    tu_expect_values(&c, ce, "f32[]", both, 1, TOL);
+    tu_close(&c);
+    tu_open(&c);
+    ce = tu_op(&c, "cross_entropy", tu_in(&c, "f32[2,2]", l4), tu_in(&c, "i32[2]", t), END);
+    op_set_int(ce, "ignore_index", 0);
+    tu_expect_values(&c, ce, "f32[]", second, 1, TOL);
+    tu_close(&c);
+}
+
 static void test_cross_entropy_edges(void **state) {
     (void)state;
     TestCtx c;
@@ -356,14 +377,14 @@ static void test_cross_entropy_edges(void **state) {
     tu_open(&c);
     static const double big[] = {1000, 1000}, t0[] = {0}, ln2[] = {0.6931471805599453};
     Op *ce = tu_op(&c, "cross_entropy", tu_in(&c, "f32[1,2]", big), tu_in(&c, "i32[1]", t0), END);
-    op_set_int(ce, "ignore_index", -100); /* the default 0 would ignore target 0 */
     tu_expect_values(&c, ce, "f32[]", ln2, 1, TOL);
     tu_close(&c);
-    /* every target ignored (the default ignore_index 0) -> NaN, as in PyTorch */
+    /* every target ignored (ignore_index 0, all targets 0) -> NaN, as in PyTorch */
     tu_open(&c);
     static const double pads[] = {0, 0}, l4[] = {1, 2, 3, 4}, nan1[] = {NAN};
-    tu_expect_values(&c, tu_op(&c, "cross_entropy", tu_in(&c, "f32[2,2]", l4), tu_in(&c, "i32[2]", pads), END),
-                     "f32[]", nan1, 1, 0);
+    Op *all = tu_op(&c, "cross_entropy", tu_in(&c, "f32[2,2]", l4), tu_in(&c, "i32[2]", pads), END);
+    op_set_int(all, "ignore_index", 0);
+    tu_expect_values(&c, all, "f32[]", nan1, 1, 0);
     tu_close(&c);
     /* a target outside [0, V) that is not ignored is an error naming the id */
     tu_open(&c);
@@ -843,6 +864,7 @@ int main(void) {
         cmocka_unit_test(test_transpose_2d),
         cmocka_unit_test(test_batch_norm_eval),
         cmocka_unit_test(test_cross_entropy_edges),
+        cmocka_unit_test(test_cross_entropy_class0),
         cmocka_unit_test(test_adaptive_avg_pool2d_7_and_8_to_14),
         cmocka_unit_test(test_matmul_variants),
         cmocka_unit_test(test_conv2d_variants),
