@@ -1,7 +1,10 @@
-/* cap_main.c — the `cap` command line over libcaprt (cap.h): info, init, loss, train.
- * docs/cli.md ("cap") describes it; `cap --help` prints the same usage. This is the only
- * layer that prints to stderr or exits: exit 0 on success, 1 on an error (the library's
- * message, prefixed "cap: error: "), 2 on a bad command line.
+/* cap_main.c — the `cap` command line over libcaprt (cap.h): the command table (COMMANDS,
+ * which `cap --help` lists and `cap help --list-commands` walks), main, and the commands
+ * info, init, loss and train (with --data it hands over to cli_caption.c). Every command's
+ * options are a table of support/options.h, which parses them and prints their --help.
+ * docs/cli.md ("cap") describes them. Exit 0 on success, 1 on an error (the library's
+ * message, prefixed "cap: error: "), 2 on a bad command line; this file's commands exit
+ * on errors, the others return their status.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -13,6 +16,8 @@
 
 #include "cap.h"
 #include "files.h"
+#include "options.h"
+#include "cli_common.h"
 #include "cli_data.h" /* cap_cmd_data, cap_cmd_vocab */
 #include "cli_caption.h" /* cap train --data, cap sample, cap eval */
 #include "cli_score.h"
@@ -23,158 +28,46 @@
 
 #define ERR_SIZE 2048
 
-static const char USAGE[] =
-    "usage: cap COMMAND cap.so [options]\n"
-    "\n"
-    "commands:\n"
-    "  info  cap.so                      what the model holds: parameters, entry points,\n"
-    "                                    kernels, arena, backends\n"
-    "  init  cap.so -o W.safetensors [--seed N] [--from PRETRAINED.safetensors [--prefix P]]\n"
-    "                                    initial weights (PyTorch's default initializers);\n"
-    "                                    --from fills the tensors it has (named P + its\n"
-    "                                    names, e.g. --prefix backbone. for a torchvision\n"
-    "                                    ResNet) and reports what stayed random\n"
-    "  loss  cap.so --weights W.safetensors --batch B.safetensors [--mode eval|train]\n"
-    "        [--grads G.safetensors] [--seed N]\n"
-    "                                    prints `loss: <value>`; --grads writes the\n"
-    "                                    gradients named as the parameters\n"
-    "  train cap.so (--batches B1[,B2...] | --batch-dir DIR) (--steps N | --epochs N)\n"
-    "        --out CKPT [--weights W | --resume CKPT] [--log metrics.jsonl] [--seed S]\n"
-    "        [--save-every N] [--print-every N] [--time-limit 5m] [--on-nonfinite stop|skip]\n"
-    "                                    runs train_step; --steps counts from step 0, so a\n"
-    "                                    resumed run stops at the same total; --time-limit\n"
-    "                                    (s, m, h) also stops at the first step after it, with\n"
-    "                                    a checkpoint; a batch whose loss\n"
-    "                                    or gradient is NaN/inf updates nothing and stops\n"
-    "                                    the run (default) or is skipped\n"
-    "  train cap.so --data SPEC --vocab VOCAB.txt (--steps N | --epochs N) --out CKPT\n"
-    "        [--weights W | --resume CKPT] [--log L] [--seed S] [--workers K] [--time-limit 5m]\n"
-    "        [--no-feature-cache] [--on-nonfinite stop|skip] [--eval-every N [--eval-images M]]\n"
-    "                                    trains on a dataset's train split (docs/data.md);\n"
-    "                                    the data position and vocabulary go in CKPT;\n"
-    "                                    --eval-every logs val loss, BLEU-4 and CIDEr-D\n"
-    "  sample cap.so --weights CKPT --image FILE... [--greedy | --temperature T]\n"
-    "        [--top-k K] [--top-p P] [--beam N] [--max-len L] [--seed S] [--vocab V]\n"
-    "                                    prints `FILE: caption` per image\n"
-    "  eval  cap.so --weights CKPT --data SPEC [--split test] [--beam N]\n"
-    "        [--results results.json]    captions a split, prints BLEU-1..4 and CIDEr-D\n"
-    "  score RESULTS.json --refs CAPTIONS.json [--tokenizer ptb|none]\n"
-    "                                    BLEU-1..4 and CIDEr-D of a COCO results file\n"
-    "                                    (no cap.so; docs/metrics.md)\n"
-    "  plot  metrics.jsonl -o curves.svg  the curves of a --log file (loss, lr, grad_norm,\n"
-    "                                    validation scores), one panel each, as SVG\n"
-    "\n"
-    "options for every command:\n"
-    "  --backend auto|cpu|cuda           where to run (default auto: cuda if a GPU is usable)\n"
-    "  --threads N                       CPU threads (default: OMP_NUM_THREADS, else every\n"
-    "                                    CPU this process may use)\n"
-    "  -v, --verbose                     also say why auto chose the cpu\n"
-    "  -h, --help                        this text\n"
-    "  --version                         the runtime's version\n"
-    "\n"
-    "exit status: 0 success, 1 error, 2 bad command line. docs/cli.md has the details.\n";
-
 /* ---- command line ------------------------------------------------------------------------ */
 
+/* One command's parsed line: the model (the positional) and the options this file reads. */
 typedef struct Args {
-    const char *cmd, *model;
-    const char *out, *weights, *batch, *batches, *batch_dir, *grads, *resume, *log, *mode;
-    const char *backend, *threads;
-    const char *seed, *steps, *epochs, *save_every, *print_every, *time, *on_nonfinite;
+    const OptResult *r;
+    const char *model;
+    const char *out, *weights, *batch, *batches, *batch_dir, *grads, *resume, *log;
     const char *from, *prefix;
+    int verbose;
 } Args;
 
-static void usage_error(const char *fmt, const char *arg) {
-    fprintf(stderr, "cap: error: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see cap --help)\n");
-    exit(2);
-}
-
-static const char **option_slot(Args *a, const char *name) {
-    static const struct {
-        const char *name;
-        size_t off;
-    } table[] = {
-        {"-o", offsetof(Args, out)},           {"--out", offsetof(Args, out)},
-        {"--weights", offsetof(Args, weights)}, {"--batch", offsetof(Args, batch)},
-        {"--batches", offsetof(Args, batches)}, {"--batch-dir", offsetof(Args, batch_dir)},
-        {"--grads", offsetof(Args, grads)},     {"--resume", offsetof(Args, resume)},
-        {"--log", offsetof(Args, log)},         {"--mode", offsetof(Args, mode)},
-        {"--backend", offsetof(Args, backend)}, {"--seed", offsetof(Args, seed)},
-        {"--threads", offsetof(Args, threads)}, {"--time", offsetof(Args, time)},
-        {"--time-limit", offsetof(Args, time)},
-        {"--steps", offsetof(Args, steps)},     {"--epochs", offsetof(Args, epochs)},
-        {"--save-every", offsetof(Args, save_every)},
-        {"--print-every", offsetof(Args, print_every)},
-        {"--on-nonfinite", offsetof(Args, on_nonfinite)},
-        {"--from", offsetof(Args, from)},       {"--prefix", offsetof(Args, prefix)},
+static void args_from(const OptResult *r, Args *a) {
+    *a = (Args){
+        .r = r, .model = r->pos[0], .out = opt_str(r, "--out"), .weights = opt_str(r, "--weights"),
+        .batch = opt_str(r, "--batch"), .batches = opt_str(r, "--batches"),
+        .batch_dir = opt_str(r, "--batch-dir"), .grads = opt_str(r, "--grads"),
+        .resume = opt_str(r, "--resume"), .log = opt_str(r, "--log"), .from = opt_str(r, "--from"),
+        .prefix = opt_str(r, "--prefix"), .verbose = opt_get(r, "--verbose")->count,
     };
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (strcmp(table[i].name, name) == 0) return (const char **)((char *)a + table[i].off);
-    return NULL;
 }
 
-static void parse_args(int argc, char **argv, Args *a) {
-    memset(a, 0, sizeof *a);
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
-            fputs(USAGE, stdout);
-            fputs(cap_dist_help(), stdout);
-            exit(0);
-        }
-        if (strcmp(s, "--version") == 0) {
-            printf("cap %s (artifact version %d)\n", CAPC_VERSION, CAP_ARTIFACT_VERSION);
-            exit(0);
-        }
-    }
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        if (s[0] != '-' || s[1] == 0) {
-            if (!a->cmd) a->cmd = s;
-            else if (!a->model) a->model = s;
-            else usage_error("unexpected argument '%s'", s);
-            continue;
-        }
-        char name[64];
-        const char *eq = strchr(s, '=');
-        size_t n = eq ? (size_t)(eq - s) : strlen(s);
-        if (n >= sizeof name) usage_error("unknown option '%s'", s);
-        memcpy(name, s, n);
-        name[n] = 0;
-        const char **slot = option_slot(a, name);
-        if (!slot) usage_error("unknown option '%s'", s);
-        if (eq) *slot = eq + 1;
-        else if (i + 1 < argc) *slot = argv[++i];
-        else usage_error("option '%s' needs a value", s);
-    }
-    if (!a->cmd) usage_error("no command%s", "");
-    if (!a->model) usage_error("'%s' needs a cap.so", a->cmd);
+/* A bad option value: the message, then exit 2 (this file's commands exit on errors). */
+__attribute__((format(printf, 2, 3), noreturn)) static void usage_error(const Args *a,
+                                                                       const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    exit(opt_vfail(a->r->cmd, fmt, ap));
 }
 
-static int64_t int_option(const char *name, const char *v, int64_t dflt, int64_t min) {
-    if (!v) return dflt;
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || errno || x < min) {
-        fprintf(stderr, "cap: error: %s must be an integer >= %lld, not '%s' (see cap --help)\n",
-                name, (long long)min, v);
-        exit(2);
-    }
+static int64_t int_option(const Args *a, const char *name, int64_t dflt, int64_t min,
+                          int64_t max) {
+    long long x;
+    char err[512];
+    if (opt_int(a->r, name, dflt, min, max, &x, err, sizeof err)) usage_error(a, "%s", err);
     return (int64_t)x;
 }
 
 /* --seed: Philox keys are 32-bit, so a larger value would silently become another seed. */
-static uint32_t seed_option(const char *v) {
-    int64_t x = int_option("--seed", v, 0, 0);
-    if (x > (int64_t)UINT32_MAX) {
-        fprintf(stderr, "cap: error: --seed must be at most %lu, not '%s' (see cap --help)\n",
-                (unsigned long)UINT32_MAX, v);
-        exit(2);
-    }
-    return (uint32_t)x;
+static uint32_t seed_option(const Args *a) {
+    return (uint32_t)int_option(a, "--seed", 0, 0, UINT32_MAX);
 }
 
 static void fail_if(CapStatus st, const char *err) {
@@ -190,10 +83,6 @@ static void check_output(const char *out, const char *what, const char *const *i
         fail_if(CAP_E_ARG, err);
 }
 
-static void forbid(const char *cmd, const char *opt, const char *value) {
-    if (value) usage_error("this option does not apply here: %s", opt), (void)cmd;
-}
-
 /* ---- shared steps ---------------------------------------------------------------------- */
 
 static CapModel *open_model(const char *path) {
@@ -205,15 +94,15 @@ static CapModel *open_model(const char *path) {
 
 static CapSession *open_session(const CapModel *m, const Args *a) {
     CapBackendKind kind = CAP_BACKEND_AUTO;
-    if (a->backend && cap_backend_parse(a->backend, &kind))
-        usage_error("unknown backend '%s' (auto, cpu or cuda)", a->backend);
-    int64_t threads = int_option("--threads", a->threads, 0, 1);
-    if (threads > 4096) usage_error("--threads must be at most 4096, not '%s'", a->threads);
+    const char *backend = opt_str(a->r, "--backend");
+    if (backend && cap_backend_parse(backend, &kind))
+        usage_error(a, "unknown backend '%s' (auto, cpu or cuda)", backend);
+    int64_t threads = int_option(a, "--threads", 0, 1, 4096);
     char err[ERR_SIZE];
     CapSession *s = NULL;
     fail_if(cap_session_new(m, kind, &s, err, sizeof err), err);
     cap_session_set_threads(s, (int)threads);
-    cap_cli_backend_note(s);
+    cap_cli_backend_note(s, a->verbose);
     return s;
 }
 
@@ -240,7 +129,9 @@ static void print_entry(const CapArtifact *a, const CapEntry *e) {
     if (n_updates) printf("    updates %d state tensors in place (@X outputs)\n", n_updates);
 }
 
-static int cmd_info(const Args *a) {
+static int cmd_info(const OptResult *r) {
+    Args args, *a = &args;
+    args_from(r, a);
     CapModel *m = open_model(a->model);
     const CapArtifact *art = cap_model_artifact(m);
     CapCounts c;
@@ -340,11 +231,11 @@ static void print_import(const char *from, const char *prefix, const CapImportRe
     }
 }
 
-static int cmd_init(const Args *a) {
-    if (!a->out) usage_error("cap init needs -o WEIGHTS.safetensors%s", "");
-    if (a->prefix && !a->from) usage_error("--prefix goes with --from%s", "");
+static int cmd_init(const OptResult *r) {
+    Args args, *a = &args;
+    args_from(r, a);
     check_output(a->out, "-o", (const char *[]){a->model, a->from}, 2);
-    uint32_t seed = seed_option(a->seed);
+    uint32_t seed = seed_option(a);
     CapModel *m = open_model(a->model);
     CapSession *s = open_session(m, a);
     char err[ERR_SIZE];
@@ -408,20 +299,20 @@ static void write_grads(const CapModel *m, const char *entry, CapSession *s, Cap
     free(ts);
 }
 
-static int cmd_loss(const Args *a) {
-    if (!a->weights) usage_error("cap loss needs --weights W.safetensors%s", "");
-    if (!a->batch) usage_error("cap loss needs --batch B.safetensors%s", "");
-    const char *mode = a->mode ? a->mode : "eval";
-    if (strcmp(mode, "eval") && strcmp(mode, "train"))
-        usage_error("--mode is eval or train, not '%s'", mode);
+static int cmd_loss(const OptResult *r) {
+    Args args, *a = &args;
+    args_from(r, a);
+    char err[ERR_SIZE];
+    int train = opt_choice(a->r, "--mode", "eval|train", 0, err, sizeof err);
+    if (train < 0) usage_error(a, "%s", err);
+    const char *mode = train ? "train" : "eval";
     check_output(a->grads, "--grads", (const char *[]){a->model, a->weights, a->batch}, 3);
-    uint32_t seed = seed_option(a->seed);
+    uint32_t seed = seed_option(a);
     CapModel *m = open_model(a->model);
     const char *entry = strcmp(mode, "eval") == 0 ? "eval_loss"
                         : cap_model_find_entry(m, "train_loss") >= 0 ? "train_loss"
                                                                       : "train_step";
     const char *gentry = a->grads ? grads_entry(m, mode) : NULL;
-    char err[ERR_SIZE];
     if (a->grads && !gentry)
         fail_if(CAP_E_UNSUPPORTED,
                 strcmp(mode, "eval") == 0
@@ -485,8 +376,6 @@ static int cmp_str(const void *x, const void *y) {
 }
 
 static void collect_batches(const Args *a, PathList *p) {
-    if (!!a->batches == !!a->batch_dir)
-        usage_error("cap train needs exactly one of --batches and --batch-dir%s", "");
     if (a->batches) {
         for (const char *s = a->batches; *s;) {
             size_t n = strcspn(s, ",");
@@ -523,9 +412,8 @@ static void prepare_state(const Args *a, CapSession *s, CapTrainMeta *meta, uint
     char err[ERR_SIZE];
     memset(meta, 0, sizeof *meta);
     if (a->resume) {
-        if (a->weights) usage_error("--resume and --weights exclude each other%s", "");
         fail_if(cap_load_checkpoint(s, a->resume, meta, err, sizeof err), err);
-        if (a->seed && meta->seed != seed) {
+        if (opt_has(a->r, "--seed") && meta->seed != seed) {
             fprintf(stderr, "cap: error: %s was trained with --seed %u, not %u\n", a->resume,
                     meta->seed, seed);
             exit(1);
@@ -542,39 +430,40 @@ static void prepare_state(const Args *a, CapSession *s, CapTrainMeta *meta, uint
 }
 
 /* --time-limit DURATION (--time is the same option): 0 when absent. */
-static double time_limit(const char *text) {
+static double time_limit(const Args *a) {
     double seconds = 0;
+    const char *text = opt_str(a->r, "--time-limit");
     if (text && cap_parse_duration(text, &seconds) != 0)
-        usage_error("--time-limit takes a duration such as 90, 90s, 5m or 2h, not '%s'", text);
+        usage_error(a, "--time-limit takes a duration such as 90, 90s, 5m or 2h, not '%s'", text);
     return seconds;
 }
 
-static int cmd_train(const Args *a) {
-    if (!a->out) usage_error("cap train needs --out CKPT%s", "");
-    if (!!a->steps == !!a->epochs) usage_error("cap train needs exactly one of --steps and --epochs%s", "");
-    forbid("train", "--grads", a->grads);
+static int cmd_train(const OptResult *r) {
+    Args args, *a = &args;
+    args_from(r, a);
     /* --out may be the --resume checkpoint: continuing a run in place is the common case, and
      * the save is atomic (the old checkpoint stays whole until the new one is complete) */
     check_output(a->out, "--out", (const char *[]){a->model, a->weights}, 2);
     check_output(a->log, "--log", (const char *[]){a->model, a->weights, a->resume}, 3);
     PathList batches = {0};
     collect_batches(a, &batches);
-    uint32_t seed = seed_option(a->seed);
-    int64_t steps = a->steps ? int_option("--steps", a->steps, 0, 1)
-                             : int_option("--epochs", a->epochs, 0, 1) * batches.n;
+    uint32_t seed = seed_option(a);
+    int64_t steps = opt_has(a->r, "--steps") ? int_option(a, "--steps", 0, 1, INT64_MAX)
+                  : int_option(a, "--epochs", 0, 1, INT32_MAX) * batches.n;
     CapModel *m = open_model(a->model);
     CapSession *s = open_session(m, a);
     CapTrainMeta meta;
     prepare_state(a, s, &meta, seed);
     CapTrainOptions o = {
         .batch_paths = (const char *const *)batches.items, .n_batches = batches.n,
-        .steps = steps, .max_seconds = time_limit(a->time), .seed = seed,
+        .steps = steps, .max_seconds = time_limit(a), .seed = seed,
         .out_path = a->out,
-        .save_every = int_option("--save-every", a->save_every, 0, 0), .log_path = a->log,
-        .print_every = int_option("--print-every", a->print_every, 10, 0), .progress = stdout,
+        .save_every = int_option(a, "--save-every", 0, 0, INT64_MAX), .log_path = a->log,
+        .print_every = int_option(a, "--print-every", 10, 0, INT64_MAX), .progress = stdout,
     };
-    if (cap_nonfinite_parse(a->on_nonfinite, &o.on_nonfinite) != 0)
-        usage_error("--on-nonfinite must be stop or skip, not '%s'", a->on_nonfinite);
+    const char *nonfinite = opt_str(a->r, "--on-nonfinite");
+    if (cap_nonfinite_parse(nonfinite, &o.on_nonfinite) != 0)
+        usage_error(a, "--on-nonfinite must be stop or skip, not '%s'", nonfinite);
     char err[ERR_SIZE];
     fail_if(cap_train(s, &o, &meta, err, sizeof err), err);
     printf("saved %s (step %lld", a->out, (long long)meta.step);
@@ -587,25 +476,138 @@ static int cmd_train(const Args *a) {
     return 0;
 }
 
-/* Removes -v / --verbose from argv (every subcommand accepts it); returns whether it was there. */
-static int take_verbose(int *argc, char **argv) {
-    int found = 0, n = 1;
-    for (int i = 1; i < *argc; i++) {
-        if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) found = 1;
-        else argv[n++] = argv[i];
-    }
-    argv[n] = NULL;
-    *argc = n;
-    return found;
-}
+/* ---- the commands ------------------------------------------------------------------------ */
+
+#define SEED_OPTION(what) {"--seed", 0, OPT_VALUE, 0, "S", what " (0..4294967295, default 0)", NULL}
+
+static const OptCommand INFO = {
+    .prog = "cap info",
+    .synopsis = "cap.so",
+    .summary = "what the model holds: parameters, entry points, kernels, arena, backends",
+    .tables = {CAP_SESSION_OPTIONS},
+    .min_pos = 1, .max_pos = 1, .pos_missing = "cap info needs a cap.so",
+};
+
+static int info_main(int argc, char **argv) { return opt_run(&INFO, argc, argv, cmd_info); }
+
+static const OptSpec INIT_OPTIONS[] = {
+    {"--out", 'o', OPT_VALUE, OPT_REQUIRED, "W.safetensors", "the weights file to write", NULL},
+    SEED_OPTION("the initializers' seed"),
+    {"--from", 0, OPT_VALUE, 0, "PRETRAINED.safetensors",
+     "fill the tensors it has (named --prefix + its names), report what stayed random", NULL},
+    {"--prefix", 0, OPT_VALUE, 0, "P",
+     "the model's name for --from's tensors: P + their names (e.g. backbone. for a "
+     "torchvision ResNet)", NULL},
+    OPT_END,
+};
+
+static const OptRule INIT_RULES[] = {
+    {OPT_GOES_WITH, {"--prefix", "--from"}},
+    {OPT_RULE_END, {NULL}},
+};
+
+static const OptCommand INIT = {
+    .prog = "cap init",
+    .synopsis = "cap.so -o W.safetensors [--seed N] [--from PRETRAINED.safetensors [--prefix P]]",
+    .summary = "initial weights (PyTorch's default initializers), or a pretrained backbone's",
+    .tables = {INIT_OPTIONS, CAP_SESSION_OPTIONS},
+    .rules = INIT_RULES,
+    .min_pos = 1, .max_pos = 1, .pos_missing = "cap init needs a cap.so",
+};
+
+static int init_main(int argc, char **argv) { return opt_run(&INIT, argc, argv, cmd_init); }
+
+static const OptSpec LOSS_OPTIONS[] = {
+    {"--weights", 0, OPT_VALUE, OPT_REQUIRED, "W.safetensors", "weights or a checkpoint", NULL},
+    {"--batch", 0, OPT_VALUE, OPT_REQUIRED, "B.safetensors", "the batch's data inputs", NULL},
+    {"--mode", 0, OPT_VALUE, 0, "eval|train",
+     "eval_loss (default) or the training program's loss", NULL},
+    {"--grads", 0, OPT_VALUE, 0, "G.safetensors",
+     "also write the gradients, named as the parameters", NULL},
+    SEED_OPTION("the dropout seed"),
+    OPT_END,
+};
+
+static const OptCommand LOSS = {
+    .prog = "cap loss",
+    .synopsis = "cap.so --weights W.safetensors --batch B.safetensors [--mode eval|train] "
+                "[--grads G.safetensors] [--seed N]",
+    .summary = "print `loss: <value>` of one batch; --grads writes the gradients",
+    .tables = {LOSS_OPTIONS, CAP_SESSION_OPTIONS},
+    .min_pos = 1, .max_pos = 1, .pos_missing = "cap loss needs a cap.so",
+};
+
+static int loss_main(int argc, char **argv) { return opt_run(&LOSS, argc, argv, cmd_loss); }
+
+static const OptSpec TRAIN_OPTIONS[] = {
+    {"--data", 0, OPT_VALUE, 0, "SPEC",
+     "train on a dataset's train split (docs/data.md): FORMAT:PATH[,IMAGE_DIR][,split=RULE]",
+     NULL},
+    {"--batches", 0, OPT_VALUE, 0, "B1[,B2...]", "train on these batch files, in turn", NULL},
+    {"--batch-dir", 0, OPT_VALUE, 0, "DIR", "train on DIR's *.safetensors, in name order", NULL},
+    {"--steps", 0, OPT_VALUE, 0, "N",
+     "stop after update N, counted from step 0 (a resumed run stops at the same total)", NULL},
+    {"--epochs", 0, OPT_VALUE, 0, "N", "train N passes over the batches or the train split",
+     NULL},
+    {"--out", 0, OPT_VALUE, OPT_REQUIRED, "CKPT",
+     "the checkpoint to write (may be the --resume one: saves are atomic)", NULL},
+    {"--weights", 0, OPT_VALUE, 0, "W", "start from these weights (default: the initializers)",
+     NULL},
+    {"--resume", 0, OPT_VALUE, 0, "CKPT", "continue from this checkpoint", NULL},
+    {"--log", 0, OPT_VALUE, 0, "metrics.jsonl",
+     "append one JSON line per step (step, loss, lr, grad_norm, ...)", NULL},
+    SEED_OPTION("the run's seed: initializers, dropout, shuffling"),
+    {"--save-every", 0, OPT_VALUE, 0, "N", "also save every N steps (default 0: at the end)",
+     NULL},
+    {"--print-every", 0, OPT_VALUE, 0, "N", "a progress line every N steps (default 10; 0: none)",
+     NULL},
+    {"--time-limit", 0, OPT_VALUE, 0, "DURATION",
+     "also stop, with a checkpoint, at the first step after DURATION (90, 90s, 5m, 2h)",
+     "--time"},
+    {"--on-nonfinite", 0, OPT_VALUE, 0, "stop|skip",
+     "a batch whose loss or gradient is NaN/inf updates nothing and stops the run (default) "
+     "or is skipped", NULL},
+    {"--vocab", 0, OPT_VALUE, 0, "VOCAB.txt",
+     "with --data: the vocabulary (a resume takes the checkpoint's)", NULL},
+    {"--workers", 0, OPT_VALUE, 0, "K", "with --data: decoding threads, 0..64 (default 2)", NULL},
+    {"--no-feature-cache", 0, OPT_FLAG, 0, NULL,
+     "with --data: run the backbone every step even when cap.so could cache its features",
+     NULL},
+    {"--eval-every", 0, OPT_VALUE, 0, "N",
+     "with --data: every N steps log val loss, BLEU-4 and CIDEr-D", NULL},
+    {"--eval-images", 0, OPT_VALUE, 0, "M",
+     "with --eval-every: caption the val split's first M images (default 100)", NULL},
+    OPT_END,
+};
+
+static const OptRule TRAIN_RULES[] = {
+    {OPT_ONE_OF, {"--data", "--batches", "--batch-dir"}},
+    {OPT_ONE_OF, {"--steps", "--epochs"}},
+    {OPT_EXCLUDE, {"--weights", "--resume"}},
+    {OPT_GOES_WITH, {"--vocab", "--data"}},
+    {OPT_GOES_WITH, {"--workers", "--data"}},
+    {OPT_GOES_WITH, {"--no-feature-cache", "--data"}},
+    {OPT_GOES_WITH, {"--eval-every", "--data"}},
+    {OPT_GOES_WITH, {"--eval-images", "--eval-every"}},
+    {OPT_RULE_END, {NULL}},
+};
+
+static const OptCommand TRAIN = {
+    .prog = "cap train",
+    .synopsis = "cap.so (--data SPEC --vocab VOCAB.txt | --batches B1[,B2...] | --batch-dir DIR) "
+                "(--steps N | --epochs N) --out CKPT [--weights W | --resume CKPT] "
+                "[--log metrics.jsonl] [options]",
+    .summary = "train: runs train_step on batch files or a dataset, writes a checkpoint",
+    .about = "Runs train_step on batch files (--batches, --batch-dir) or on a dataset's train "
+             "split (--data, docs/data.md; the data position and vocabulary go in the "
+             "checkpoint), printing progress.",
+    .tables = {TRAIN_OPTIONS, CAP_SESSION_OPTIONS},
+    .rules = TRAIN_RULES,
+    .min_pos = 1, .max_pos = 1, .pos_missing = "cap train needs a cap.so",
+};
 
 /* `cap train --data`, data parallel when mpirun started it (distributed.h). */
-static int train_data(int argc, char **argv) {
-    if (cap_cli_has_option(argc, argv, "--help") || cap_cli_has_option(argc, argv, "-h")) {
-        int rc = cap_cmd_train_data(argc - 1, argv + 1, NULL);
-        fputs(cap_dist_help(), stdout);
-        return rc;
-    }
+static int train_data(int argc, char **argv, const OptResult *r) {
     CapComm comm;
     char err[ERR_SIZE];
     int dist = cap_dist_init(&argc, &argv, &comm, err, sizeof err);
@@ -613,27 +615,105 @@ static int train_data(int argc, char **argv) {
         fprintf(stderr, "cap: error: %s\n", err);
         return 1;
     }
-    int rc = cap_cmd_train_data(argc - 1, argv + 1, dist ? &comm : NULL);
+    int rc = cap_cmd_train_data(r, dist ? &comm : NULL);
     cap_dist_finish(rc);
     return rc;
 }
 
+static int train_main(int argc, char **argv) {
+    OptResult r;
+    char err[512];
+    int rc = opt_parse(&TRAIN, argc, argv, &r, err, sizeof err);
+    if (rc == OPT_HELP) {
+        opt_help(stdout, &TRAIN);
+        fputs(cap_dist_help(), stdout);
+    }
+    if (rc == OPT_ERROR) rc = opt_fail(&TRAIN, "%s", err);
+    else if (rc == OPT_OK) rc = opt_has(&r, "--data") ? train_data(argc, argv, &r) : cmd_train(&r);
+    else rc = 0;
+    opt_free(&r);
+    return rc;
+}
+
+static const OptCommand CAP;
+
+static void print_prog(const OptCommand *cmd, void *ctx) {
+    (void)ctx;
+    printf("%s\n", cmd->prog);
+}
+
+static const OptSpec HELP_OPTIONS[] = {
+    {"--list-commands", 0, OPT_FLAG, 0, NULL, "print every command and subcommand, one a line",
+     NULL},
+    OPT_END,
+};
+
+static const OptCommand HELP = {
+    .prog = "cap help",
+    .synopsis = "[COMMAND [SUBCOMMAND]] | --list-commands",
+    .summary = "the help of cap or of a command",
+    .tables = {HELP_OPTIONS},
+    .max_pos = 2,
+};
+
+/* `cap help [COMMAND...]`: that command's --help; --list-commands: every command's name
+ * (tests/runtime walks them). */
+static int help_run(const OptResult *r) {
+    if (opt_has(r, "--list-commands")) {
+        opt_walk(&CAP, print_prog, NULL);
+        return 0;
+    }
+    const OptCommand *cmd = &CAP;
+    char err[512];
+    for (int i = 0; i < r->n_pos; i++) {
+        const OptSub *sub = opt_find_sub(cmd, r->pos[i], err, sizeof err);
+        if (sub == NULL) return opt_fail(&HELP, "%s", err);
+        cmd = sub->cmd;
+    }
+    opt_help(stdout, cmd);
+    return 0;
+}
+
+static int help_main(int argc, char **argv) { return opt_run(&HELP, argc, argv, help_run); }
+
+static const OptSub COMMANDS[] = {
+    {"info", &INFO, info_main, 0},
+    {"init", &INIT, init_main, 0},
+    {"loss", &LOSS, loss_main, 0},
+    {"train", &TRAIN, train_main, 0},
+    {"sample", &CAP_SAMPLE_COMMAND, cap_cmd_sample, 0},
+    {"eval", &CAP_EVAL_COMMAND, cap_cmd_eval, 0},
+    {"score", &CAP_SCORE_COMMAND, cap_cmd_score, 0},
+    {"plot", &CAP_PLOT_COMMAND, cap_cmd_plot, 0},
+    {"data", &CAP_DATA_COMMAND, cap_cmd_data, 0},
+    {"vocab", &CAP_VOCAB_COMMAND, cap_cmd_vocab, 0},
+    {"help", &HELP, help_main, OPT_HIDDEN},
+    {NULL, NULL, NULL, 0},
+};
+
+static const OptSpec CAP_OPTIONS[] = {
+    {"--version", 0, OPT_FLAG, OPT_EARLY, NULL, "print the runtime's version and exit", NULL},
+    OPT_END,
+};
+
+static const OptCommand CAP = {
+    .prog = "cap",
+    .synopsis = "COMMAND [cap.so] [options]",
+    .about = "Runs what capc compiled (libcaprt). `cap COMMAND --help` describes a command and "
+             "all its options.",
+    .tables = {CAP_OPTIONS, CAP_SESSION_OPTIONS},
+    .table_titles = {"options", "options for every command that runs a cap.so"},
+    .subs = COMMANDS,
+    .footer = "exit status: 0 success, 1 error, 2 bad command line. docs/cli.md has the "
+              "details.",
+};
+
 int main(int argc, char **argv) {
-    cap_cli_set_verbose(take_verbose(&argc, argv));
-    if (argc > 1 && strcmp(argv[1], "score") == 0) return cap_cmd_score(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "plot") == 0) return cap_cmd_plot(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "sample") == 0) return cap_cmd_sample(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "eval") == 0) return cap_cmd_eval(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "train") == 0 && cap_cli_has_option(argc, argv, "--data"))
-        return train_data(argc, argv);
-    if (argc > 1 && strcmp(argv[1], "data") == 0) return cap_cmd_data(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "vocab") == 0) return cap_cmd_vocab(argc - 1, argv + 1);
-    Args a;
-    parse_args(argc, argv, &a);
-    if (strcmp(a.cmd, "info") == 0) return cmd_info(&a);
-    if (strcmp(a.cmd, "init") == 0) return cmd_init(&a);
-    if (strcmp(a.cmd, "loss") == 0) return cmd_loss(&a);
-    if (strcmp(a.cmd, "train") == 0) return cmd_train(&a);
-    usage_error("unknown command '%s'", a.cmd);
-    return 2;
+    OptResult r;
+    int status;
+    if (opt_dispatch(&CAP, argc, argv, &r, &status)) return status;
+    if (r.early != NULL) printf("cap %s (artifact version %d)\n", CAPC_VERSION, CAP_ARTIFACT_VERSION);
+    else status = opt_fail(&CAP, "no command");
+    opt_free(&r);
+    return status;
 }
