@@ -206,7 +206,8 @@ static int find_early(OptResult *r, int argc, char **argv) {
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return OPT_HELP;
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
-        int index = argv[i][0] == '-' && argv[i][1] == '-' ? find_long(r->cmd, argv[i], strlen(argv[i])) : -1;
+        bool is_long = argv[i][0] == '-' && argv[i][1] == '-';
+        int index = is_long ? find_long(r->cmd, argv[i], strlen(argv[i])) : -1;
         if (index >= 0 && (spec_at(r->cmd, index)->flags & OPT_EARLY)) {
             r->early = spec_at(r->cmd, index);
             r->values[index].value = "1";
@@ -476,8 +477,11 @@ static void commands_help(FILE *out, const OptCommand *cmd) {
 }
 
 void opt_help(FILE *out, const OptCommand *cmd) {
-    fprintf(out, "usage: %s%s%s\n", cmd->prog, cmd->synopsis ? " " : "",
-            cmd->synopsis ? cmd->synopsis : "");
+    int col = fprintf(out, "usage: %s", cmd->prog);
+    if (cmd->synopsis != NULL) { /* a long synopsis wraps under itself */
+        fputc(' ', out);
+        wrap(out, cmd->synopsis, col + 1, col + 1);
+    } else fputc('\n', out);
     if (cmd->about != NULL) {
         fputc('\n', out);
         wrap(out, cmd->about, 0, 0);

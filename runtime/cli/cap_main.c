@@ -712,7 +712,8 @@ int main(int argc, char **argv) {
     OptResult r;
     int status;
     if (opt_dispatch(&CAP, argc, argv, &r, &status)) return status;
-    if (r.early != NULL) printf("cap %s (artifact version %d)\n", CAPC_VERSION, CAP_ARTIFACT_VERSION);
+    if (r.early != NULL)
+        printf("cap %s (artifact version %d)\n", CAPC_VERSION, CAP_ARTIFACT_VERSION);
     else status = opt_fail(&CAP, "no command");
     opt_free(&r);
     return status;

@@ -141,11 +141,13 @@ static int train_resume(Run *r, const OptResult *o, CapTrainMeta *meta, DataPosi
 static int train_fresh(Run *r, const OptResult *o, CapTrainMeta *meta, uint32_t seed) {
     char err[ERR_SIZE];
     memset(meta, 0, sizeof *meta);
-    if (!opt_str(o, "--vocab")) return opt_fail(o->cmd, "cap train --data needs --vocab VOCAB.txt (or --resume CKPT)");
+    if (!opt_str(o, "--vocab"))
+        return opt_fail(o->cmd, "cap train --data needs --vocab VOCAB.txt (or --resume CKPT)");
     if (vocab_load(opt_str(o, "--vocab"), &r->vocab, err, sizeof err) ||
         cap_check_vocab(r->m, r->vocab, opt_str(o, "--vocab"), err, sizeof err) ||
         cap_session_init(r->s, seed, err, sizeof err) ||
-        (opt_str(o, "--weights") && cap_load_weights(r->s, opt_str(o, "--weights"), err, sizeof err)))
+        (opt_has(o, "--weights") &&
+         cap_load_weights(r->s, opt_str(o, "--weights"), err, sizeof err)))
         return fail(err);
     return 0;
 }
@@ -195,7 +197,8 @@ static int train_run(Run *r, const OptResult *o, uint32_t seed, const CapComm *c
     if (epochs) steps = (epochs * n_train + global - 1) / global;
     int skips = 0;
     CapDataTrainOptions to = {
-        .ds = r->ds, .vocab = r->vocab, .steps = steps, .max_seconds = seconds, .seed = opt_str(o, "--resume") ? meta.seed : seed,
+        .ds = r->ds, .vocab = r->vocab, .steps = steps, .max_seconds = seconds,
+        .seed = opt_has(o, "--resume") ? meta.seed : seed,
         .workers = (int)workers, .start = pos, .out_path = lead ? opt_str(o, "--out") : NULL,
         .save_every = save_every, .log_path = lead ? opt_str(o, "--log") : NULL,
         .print_every = print_every, .progress = lead ? stdout : NULL,

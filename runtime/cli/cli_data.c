@@ -67,8 +67,9 @@ static int cmd_synth(const OptResult *o) {
     const char *f = opt_str(o, "--format") ? opt_str(o, "--format") : "mixed";
     int tr, va, te;
     synth_split_counts(so.n_images, &tr, &va, &te);
-    printf("wrote %d images (%dx%d, %s, seed %u) to %s: %d train, %d val, %d test, %d captions each\n",
-           so.n_images, so.size, so.size, f, so.seed, so.out_dir, tr, va, te, SYNTH_N_CAPTIONS);
+    printf("wrote %d images (%dx%d, %s, seed %u) to %s: %d train, %d val, %d test, %d captions "
+           "each\n", so.n_images, so.size, so.size, f, so.seed, so.out_dir, tr, va, te,
+           SYNTH_N_CAPTIONS);
     printf("use --data coco:%s/captions.json (splits inside), or captions_{train,val,test}.json\n",
            so.out_dir);
     return 0;
