@@ -1,11 +1,11 @@
 /* cli_caption.c — `cap train --data`, `cap sample`, `cap eval` (cli_caption.h, docs/cli.md).
- * Command-line errors print `cap: error: ... (see cap COMMAND --help)` and return 2; run-time errors
- * print the library's message and return 1. Progress and results go to stdout; notes
+ * Their options are tables of support/options.h. Command-line errors print `cap: error: ...
+ * (see cap COMMAND --help)` and return 2; run-time errors print the library's message and
+ * return 1. Progress and results go to stdout; notes
  * (backend choice, resume, skipped images) to stderr.
  */
 #include "cli_caption.h"
 
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -25,14 +25,12 @@
 #define ERR_SIZE 2048
 #define MAX_IMAGES 4096
 
-/* ---- options --------------------------------------------------------------------------------- */
+/* ---- shared: model, session, vocabulary --------------------------------------------------- */
 
 static int fail(const char *err) {
     fprintf(stderr, "cap: error: %s\n", err);
     return 1;
 }
-
-/* ---- shared: model, session, vocabulary --------------------------------------------------- */
 
 typedef struct Run {
     CapModel *m;
