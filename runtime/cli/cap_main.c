@@ -3,8 +3,8 @@
  * info, init, loss and train (with --data it hands over to cli_caption.c). Every command's
  * options are a table of support/options.h, which parses them and prints their --help.
  * docs/cli.md ("cap") describes them. Exit 0 on success, 1 on an error (the library's
- * message, prefixed "cap: error: "), 2 on a bad command line; this file's commands exit
- * on errors, the others return their status.
+ * message, prefixed "cap: error: "), 2 on a bad command line: every command returns its
+ * status, and only main exits.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -49,61 +49,73 @@ static void args_from(const OptResult *r, Args *a) {
     };
 }
 
-/* A bad option value: the message, then exit 2 (this file's commands exit on errors). */
-__attribute__((format(printf, 2, 3), noreturn)) static void usage_error(const Args *a,
-                                                                       const char *fmt, ...) {
+/* A bad option value: the message; returns 2, the exit status. */
+__attribute__((format(printf, 2, 3))) static int usage_error(const Args *a, const char *fmt,
+                                                            ...) {
     va_list ap;
     va_start(ap, fmt);
-    exit(opt_vfail(a->r->cmd, fmt, ap));
+    int rc = opt_vfail(a->r->cmd, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
-static int64_t int_option(const Args *a, const char *name, int64_t dflt, int64_t min,
-                          int64_t max) {
+/* An integer option into *out (dflt when absent); returns 0, or 2 after the message. */
+static int int_option(const Args *a, const char *name, int64_t dflt, int64_t min, int64_t max,
+                      int64_t *out) {
     long long x;
     char err[512];
-    if (opt_int(a->r, name, dflt, min, max, &x, err, sizeof err)) usage_error(a, "%s", err);
-    return (int64_t)x;
+    if (opt_int(a->r, name, dflt, min, max, &x, err, sizeof err)) return usage_error(a, "%s", err);
+    *out = (int64_t)x;
+    return 0;
 }
 
 /* --seed: Philox keys are 32-bit, so a larger value would silently become another seed. */
-static uint32_t seed_option(const Args *a) {
-    return (uint32_t)int_option(a, "--seed", 0, 0, UINT32_MAX);
+static int seed_option(const Args *a, uint32_t *seed) {
+    int64_t x = 0;
+    int rc = int_option(a, "--seed", 0, 0, UINT32_MAX, &x);
+    *seed = (uint32_t)x;
+    return rc;
 }
 
-static void fail_if(CapStatus st, const char *err) {
-    if (st == CAP_OK) return;
+/* The library's message when st is an error: returns 1, the exit status; else 0. */
+static int fail_if(CapStatus st, const char *err) {
+    if (st == CAP_OK) return 0;
     fprintf(stderr, "cap: error: %s\n", err);
-    exit(1);
+    return 1;
 }
 
-/* An output of the command (`what` names its option): writable, and none of its inputs. */
-static void check_output(const char *out, const char *what, const char *const *inputs, int n) {
+/* An output of the command (`what` names its option): writable, and none of its inputs.
+ * Returns 0 or 1. */
+static int check_output(const char *out, const char *what, const char *const *inputs, int n) {
     char err[ERR_SIZE];
     if (out && file_check_new_output(out, what, inputs, n, err, sizeof err))
-        fail_if(CAP_E_ARG, err);
+        return fail_if(CAP_E_ARG, err);
+    return 0;
 }
 
 /* ---- shared steps ---------------------------------------------------------------------- */
 
-static CapModel *open_model(const char *path) {
+static int open_model(const char *path, CapModel **m) {
     char err[ERR_SIZE];
-    CapModel *m = NULL;
-    fail_if(cap_model_open(path, &m, err, sizeof err), err);
-    return m;
+    *m = NULL;
+    return fail_if(cap_model_open(path, m, err, sizeof err), err);
 }
 
-static CapSession *open_session(const CapModel *m, const Args *a) {
+/* A session on --backend with --threads threads; returns 0, 1 or 2 (a bad option). */
+static int open_session(const CapModel *m, const Args *a, CapSession **s) {
     CapBackendKind kind = CAP_BACKEND_AUTO;
     const char *backend = opt_str(a->r, "--backend");
-    if (backend && cap_backend_parse(backend, &kind))
-        usage_error(a, "unknown backend '%s' (auto, cpu or cuda)", backend);
-    int64_t threads = int_option(a, "--threads", 0, 1, 4096);
+    int64_t threads = 0;
     char err[ERR_SIZE];
-    CapSession *s = NULL;
-    fail_if(cap_session_new(m, kind, &s, err, sizeof err), err);
-    cap_session_set_threads(s, (int)threads);
-    cap_cli_backend_note(s, a->verbose);
-    return s;
+    *s = NULL;
+    if (backend && cap_backend_parse(backend, &kind))
+        return usage_error(a, "unknown backend '%s' (auto, cpu or cuda)", backend);
+    int rc = int_option(a, "--threads", 0, 1, 4096, &threads);
+    if (!rc) rc = fail_if(cap_session_new(m, kind, s, err, sizeof err), err);
+    if (rc) return rc;
+    cap_session_set_threads(*s, (int)threads);
+    cap_cli_backend_note(*s, a->verbose);
+    return 0;
 }
 
 /* ---- cap info ---------------------------------------------------------------------------- */
@@ -130,9 +142,8 @@ static void print_entry(const CapArtifact *a, const CapEntry *e) {
 }
 
 static int cmd_info(const OptResult *r) {
-    Args args, *a = &args;
-    args_from(r, a);
-    CapModel *m = open_model(a->model);
+    CapModel *m;
+    if (open_model(r->pos[0], &m)) return 1;
     const CapArtifact *art = cap_model_artifact(m);
     CapCounts c;
     cap_model_counts(m, &c);
@@ -231,34 +242,44 @@ static void print_import(const char *from, const char *prefix, const CapImportRe
     }
 }
 
-static int cmd_init(const OptResult *r) {
-    Args args, *a = &args;
-    args_from(r, a);
-    check_output(a->out, "-o", (const char *[]){a->model, a->from}, 2);
-    uint32_t seed = seed_option(a);
-    CapModel *m = open_model(a->model);
-    CapSession *s = open_session(m, a);
+/* Initializers, then --from's tensors, then the weights written to -o; returns 0 or 1. */
+static int init_weights(const Args *a, CapSession *s, uint32_t seed) {
     char err[ERR_SIZE];
-    fail_if(cap_session_init(s, seed, err, sizeof err), err);
-    if (a->from) {
+    CapStatus st = cap_session_init(s, seed, err, sizeof err);
+    if (!st && a->from) {
         CapImportReport r;
-        CapStatus st = cap_import_weights(s, a->from, a->prefix, &r, err, sizeof err);
+        st = cap_import_weights(s, a->from, a->prefix, &r, err, sizeof err);
         if (!st) print_import(a->from, a->prefix ? a->prefix : "", &r);
         if (!st && r.n_loaded == 0)
             st = cap_fail_msg(err, sizeof err, "%s: none of its tensors is a weight of this model "
                               "under the prefix '%s' (its first is '%s'; is --prefix right?)",
                               a->from, a->prefix ? a->prefix : "", r.n_unused ? r.unused[0] : "");
         cap_import_report_free(&r);
-        fail_if(st, err);
     }
-    fail_if(cap_save_weights(s, a->out, err, sizeof err), err);
-    CapCounts c;
-    cap_model_counts(m, &c);
-    printf("wrote %s: %d tensors, %lld parameters (seed %u)\n", a->out,
-           c.n_weights + c.n_buffers, (long long)c.params, seed);
+    if (!st) st = cap_save_weights(s, a->out, err, sizeof err);
+    return fail_if(st, err);
+}
+
+static int cmd_init(const OptResult *r) {
+    Args args, *a = &args;
+    args_from(r, a);
+    uint32_t seed = 0;
+    CapModel *m = NULL;
+    CapSession *s = NULL;
+    int rc = seed_option(a, &seed);
+    if (!rc) rc = check_output(a->out, "-o", (const char *[]){a->model, a->from}, 2);
+    if (!rc) rc = open_model(a->model, &m);
+    if (!rc) rc = open_session(m, a, &s);
+    if (!rc) rc = init_weights(a, s, seed);
+    if (!rc) {
+        CapCounts c;
+        cap_model_counts(m, &c);
+        printf("wrote %s: %d tensors, %lld parameters (seed %u)\n", a->out,
+               c.n_weights + c.n_buffers, (long long)c.params, seed);
+    }
     cap_session_free(s);
     cap_model_close(m);
-    return 0;
+    return rc;
 }
 
 /* ---- cap loss ---------------------------------------------------------------------------- */
@@ -272,77 +293,97 @@ static const char *grads_entry(const CapModel *m, const char *mode) {
     return NULL;
 }
 
-static void write_grads(const CapModel *m, const char *entry, CapSession *s, CapBatch *b,
-                        uint32_t seed, const char *path) {
+/* Runs the gradient entry, prints the loss and writes the gradients to path; returns 0 or 1. */
+static int write_grads(const CapModel *m, const char *entry, CapSession *s, CapBatch *b,
+                       uint32_t seed, const char *path) {
     const CapArtifact *art = cap_model_artifact(m);
     const CapEntry *e = &art->entries[cap_model_find_entry(m, entry)];
     void **outs = calloc((size_t)e->n_outputs + 1, sizeof *outs);
     StWriteTensor *ts = calloc((size_t)e->n_outputs + 1, sizeof *ts);
+    char err[ERR_SIZE] = "out of memory";
+    CapStatus st = outs && ts ? CAP_OK : CAP_E_NOMEM;
     int n = 0, li = -1;
-    for (int i = 0; i < e->n_outputs; i++) {
+    for (int i = 0; !st && i < e->n_outputs; i++) {
         if (e->output_state && e->output_state[i] >= 0) continue;
         outs[i] = malloc(cap_tensor_bytes(&e->outputs[i]) + 1);
+        if (!outs[i]) st = CAP_E_NOMEM;
         if (strcmp(e->outputs[i].name, "loss") == 0) li = i;
         if (strncmp(e->outputs[i].name, "grad.", 5) == 0)
             ts[n++] = (StWriteTensor){e->outputs[i].name + 5, ST_F32, e->outputs[i].rank,
                                       e->outputs[i].dims, outs[i]};
     }
-    char err[ERR_SIZE];
-    fail_if(cap_session_run_batch(s, entry, b, seed, 0, outs, err, sizeof err), err);
-    if (li >= 0) printf("loss: %.9g\n", (double)*(float *)outs[li]);
+    if (!st) st = cap_session_run_batch(s, entry, b, seed, 0, outs, err, sizeof err);
+    if (!st && li >= 0) printf("loss: %.9g\n", (double)*(float *)outs[li]);
     const char *keys[] = {"format", "entry"};
     const char *values[] = {"capc-grads", entry};
-    fail_if(st_write_file(path, ts, n, keys, values, 2, err, sizeof err) ? CAP_E_IO : CAP_OK, err);
-    fprintf(stderr, "cap: wrote %d gradients to %s\n", n, path);
-    for (int i = 0; i < e->n_outputs; i++) free(outs[i]);
+    if (!st && st_write_file(path, ts, n, keys, values, 2, err, sizeof err)) st = CAP_E_IO;
+    if (!st) fprintf(stderr, "cap: wrote %d gradients to %s\n", n, path);
+    for (int i = 0; outs && i < e->n_outputs; i++) free(outs[i]);
     free(outs);
     free(ts);
+    return fail_if(st, err);
+}
+
+/* The entry point `cap loss` runs for mode (*gentry: the gradient entry with --grads).
+ * Returns 0, or 1 after saying that cap.so lacks it. */
+static int loss_entries(const Args *a, const CapModel *m, const char *mode, const char **entry,
+                        const char **gentry) {
+    char err[ERR_SIZE];
+    *entry = strcmp(mode, "eval") == 0 ? "eval_loss"
+             : cap_model_find_entry(m, "train_loss") >= 0 ? "train_loss"
+                                                           : "train_step";
+    *gentry = a->grads ? grads_entry(m, mode) : NULL;
+    if (a->grads && !*gentry)
+        return fail_if(CAP_E_UNSUPPORTED,
+                       strcmp(mode, "eval") == 0
+                           ? "--grads: this cap.so has no gradient entry point ('eval_grads' "
+                             "with outputs 'loss' and 'grad.<param>'); compile a model with a "
+                             "\"train\" section"
+                           : "--grads: this cap.so has no gradient entry point ('train_grads' "
+                             "with outputs 'loss' and 'grad.<param>'); compile a model with a "
+                             "\"train\" section");
+    if (*gentry) *entry = *gentry;
+    if (cap_model_find_entry(m, *entry) >= 0) return 0;
+    snprintf(err, sizeof err, "%s has no entry point '%s'%s", a->model, *entry,
+             strcmp(mode, "train") == 0 ? " (nor 'train_loss'): it was compiled without a "
+                                          "train section" : "");
+    return fail_if(CAP_E_UNSUPPORTED, err);
+}
+
+/* Loads the weights and the batch, then prints the loss (or writes the gradients). */
+static int run_loss(const Args *a, const CapModel *m, CapSession *s, const char *entry,
+                    const char *gentry, uint32_t seed) {
+    char err[ERR_SIZE];
+    CapBatch *b = NULL;
+    double loss = 0;
+    int rc = fail_if(cap_load_weights(s, a->weights, err, sizeof err), err);
+    if (!rc) rc = fail_if(cap_batch_open(m, entry, a->batch, &b, err, sizeof err), err);
+    if (!rc && gentry) rc = write_grads(m, gentry, s, b, seed, a->grads);
+    else if (!rc) rc = fail_if(cap_session_loss(s, entry, b, seed, 0, &loss, err, sizeof err), err);
+    if (!rc && !gentry) printf("loss: %.9g\n", loss);
+    cap_batch_free(b);
+    return rc;
 }
 
 static int cmd_loss(const OptResult *r) {
     Args args, *a = &args;
     args_from(r, a);
     char err[ERR_SIZE];
+    uint32_t seed = 0;
     int train = opt_choice(a->r, "--mode", "eval|train", 0, err, sizeof err);
-    if (train < 0) usage_error(a, "%s", err);
-    const char *mode = train ? "train" : "eval";
-    check_output(a->grads, "--grads", (const char *[]){a->model, a->weights, a->batch}, 3);
-    uint32_t seed = seed_option(a);
-    CapModel *m = open_model(a->model);
-    const char *entry = strcmp(mode, "eval") == 0 ? "eval_loss"
-                        : cap_model_find_entry(m, "train_loss") >= 0 ? "train_loss"
-                                                                      : "train_step";
-    const char *gentry = a->grads ? grads_entry(m, mode) : NULL;
-    if (a->grads && !gentry)
-        fail_if(CAP_E_UNSUPPORTED,
-                strcmp(mode, "eval") == 0
-                    ? "--grads: this cap.so has no gradient entry point ('eval_grads' with "
-                      "outputs 'loss' and 'grad.<param>'); compile a model with a \"train\" section"
-                    : "--grads: this cap.so has no gradient entry point ('train_grads' with "
-                      "outputs 'loss' and 'grad.<param>'); compile a model with a \"train\" "
-                      "section");
-    if (gentry) entry = gentry;
-    if (cap_model_find_entry(m, entry) < 0) {
-        snprintf(err, sizeof err, "%s has no entry point '%s'%s", a->model, entry,
-                 strcmp(mode, "train") == 0 ? " (nor 'train_loss'): it was compiled without a "
-                                              "train section" : "");
-        fail_if(CAP_E_UNSUPPORTED, err);
-    }
-    CapSession *s = open_session(m, a);
-    fail_if(cap_load_weights(s, a->weights, err, sizeof err), err);
-    CapBatch *b = NULL;
-    fail_if(cap_batch_open(m, entry, a->batch, &b, err, sizeof err), err);
-    if (gentry) {
-        write_grads(m, gentry, s, b, seed, a->grads);
-    } else {
-        double loss = 0;
-        fail_if(cap_session_loss(s, entry, b, seed, 0, &loss, err, sizeof err), err);
-        printf("loss: %.9g\n", loss);
-    }
-    cap_batch_free(b);
+    int rc = train < 0 ? usage_error(a, "%s", err) : seed_option(a, &seed);
+    const char *mode = train > 0 ? "train" : "eval", *entry = NULL, *gentry = NULL;
+    const char *inputs[] = {a->model, a->weights, a->batch};
+    if (!rc) rc = check_output(a->grads, "--grads", inputs, 3);
+    CapModel *m = NULL;
+    CapSession *s = NULL;
+    if (!rc) rc = open_model(a->model, &m);
+    if (!rc) rc = loss_entries(a, m, mode, &entry, &gentry);
+    if (!rc) rc = open_session(m, a, &s);
+    if (!rc) rc = run_loss(a, m, s, entry, gentry, seed);
     cap_session_free(s);
     cap_model_close(m);
-    return 0;
+    return rc;
 }
 
 /* ---- cap train --------------------------------------------------------------------------- */
@@ -352,128 +393,147 @@ typedef struct PathList {
     int n;
 } PathList;
 
-static void out_of_memory(void) {
-    fprintf(stderr, "cap: error: out of memory\n");
-    exit(1);
+static void paths_free(PathList *p) {
+    for (int i = 0; i < p->n; i++) free(p->items[i]);
+    free(p->items);
 }
 
-/* Appends "PREFIX" + the first len bytes of s (prefix may be ""). */
-static void paths_add(PathList *p, const char *prefix, const char *s, size_t len) {
+/* Appends "PREFIX" + the first len bytes of s (prefix may be ""); -1 when out of memory. */
+static int paths_add(PathList *p, const char *prefix, const char *s, size_t len) {
     char **items = realloc(p->items, (size_t)(p->n + 1) * sizeof *p->items);
-    if (!items) out_of_memory();
+    if (!items) return -1;
     p->items = items;
     size_t np = strlen(prefix);
     char *item = malloc(np + len + 1);
-    if (!item) out_of_memory();
+    if (!item) return -1;
     memcpy(item, prefix, np);
     memcpy(item + np, s, len);
     item[np + len] = 0;
     p->items[p->n++] = item;
+    return 0;
 }
 
 static int cmp_str(const void *x, const void *y) {
     return strcmp(*(char *const *)x, *(char *const *)y);
 }
 
-static void collect_batches(const Args *a, PathList *p) {
-    if (a->batches) {
-        for (const char *s = a->batches; *s;) {
-            size_t n = strcspn(s, ",");
-            if (n) paths_add(p, "", s, n);
-            s += n + (s[n] == ',');
-        }
-        return;
-    }
-    size_t nd = strlen(a->batch_dir);
-    char *prefix = malloc(nd + 2);
-    if (!prefix) out_of_memory();
-    snprintf(prefix, nd + 2, "%s/", a->batch_dir);
-    DIR *d = opendir(a->batch_dir);
+/* DIR's *.safetensors, sorted by name (a stable order); returns 0 or 1. */
+static int list_batch_dir(const char *dir, PathList *p) {
+    DIR *d = opendir(dir);
     if (!d) {
-        fprintf(stderr, "cap: error: %s: cannot open directory: %s\n", a->batch_dir, strerror(errno));
-        exit(1);
+        fprintf(stderr, "cap: error: %s: cannot open directory: %s\n", dir, strerror(errno));
+        return 1;
     }
-    struct dirent *de;
-    while ((de = readdir(d))) {
+    size_t nd = strlen(dir);
+    char *prefix = malloc(nd + 2);
+    int rc = prefix ? 0 : -1;
+    if (prefix) snprintf(prefix, nd + 2, "%s/", dir);
+    for (struct dirent *de; !rc && (de = readdir(d));) {
         size_t n = strlen(de->d_name);
-        if (n <= 12 || strcmp(de->d_name + n - 12, ".safetensors")) continue;
-        paths_add(p, prefix, de->d_name, n);
+        if (n > 12 && strcmp(de->d_name + n - 12, ".safetensors") == 0)
+            rc = paths_add(p, prefix, de->d_name, n);
     }
     closedir(d);
     free(prefix);
-    qsort(p->items, (size_t)p->n, sizeof *p->items, cmp_str); /* a stable order */
+    if (rc) return fail_if(CAP_E_NOMEM, "out of memory");
+    qsort(p->items, (size_t)p->n, sizeof *p->items, cmp_str);
     if (p->n == 0) {
-        fprintf(stderr, "cap: error: %s: no .safetensors batch files\n", a->batch_dir);
-        exit(1);
+        fprintf(stderr, "cap: error: %s: no .safetensors batch files\n", dir);
+        return 1;
     }
+    return 0;
 }
 
-static void prepare_state(const Args *a, CapSession *s, CapTrainMeta *meta, uint32_t seed) {
+/* --batches B1,B2,... or --batch-dir DIR; returns 0 or 1. */
+static int collect_batches(const Args *a, PathList *p) {
+    if (!a->batches) return list_batch_dir(a->batch_dir, p);
+    for (const char *s = a->batches; *s;) {
+        size_t n = strcspn(s, ",");
+        if (n && paths_add(p, "", s, n)) return fail_if(CAP_E_NOMEM, "out of memory");
+        s += n + (s[n] == ',');
+    }
+    return 0;
+}
+
+/* The state to start from: --resume's, else the initializers and --weights. Returns 0 or 1. */
+static int prepare_state(const Args *a, CapSession *s, CapTrainMeta *meta, uint32_t seed) {
     char err[ERR_SIZE];
     memset(meta, 0, sizeof *meta);
-    if (a->resume) {
-        fail_if(cap_load_checkpoint(s, a->resume, meta, err, sizeof err), err);
-        if (opt_has(a->r, "--seed") && meta->seed != seed) {
-            fprintf(stderr, "cap: error: %s was trained with --seed %u, not %u\n", a->resume,
-                    meta->seed, seed);
-            exit(1);
-        }
-        fprintf(stderr, "cap: resuming %s at step %lld\n", a->resume, (long long)meta->step);
-        char changes[1024];
-        if (cap_checkpoint_config_changes(cap_session_model(s), a->resume, changes, sizeof changes))
-            fprintf(stderr, "cap: note: %s was trained with another config (checkpoint -> this "
-                    "cap.so): %s\n", a->resume, changes);
-        return;
+    if (!a->resume) {
+        int rc = fail_if(cap_session_init(s, seed, err, sizeof err), err); /* optimizer state */
+        if (!rc && a->weights) rc = fail_if(cap_load_weights(s, a->weights, err, sizeof err), err);
+        return rc;
     }
-    fail_if(cap_session_init(s, seed, err, sizeof err), err); /* optimizer state, unlisted */
-    if (a->weights) fail_if(cap_load_weights(s, a->weights, err, sizeof err), err);
+    if (fail_if(cap_load_checkpoint(s, a->resume, meta, err, sizeof err), err)) return 1;
+    if (opt_has(a->r, "--seed") && meta->seed != seed) {
+        fprintf(stderr, "cap: error: %s was trained with --seed %u, not %u\n", a->resume,
+                meta->seed, seed);
+        return 1;
+    }
+    fprintf(stderr, "cap: resuming %s at step %lld\n", a->resume, (long long)meta->step);
+    char changes[1024];
+    if (cap_checkpoint_config_changes(cap_session_model(s), a->resume, changes, sizeof changes))
+        fprintf(stderr, "cap: note: %s was trained with another config (checkpoint -> this "
+                "cap.so): %s\n", a->resume, changes);
+    return 0;
 }
 
-/* --time-limit DURATION (--time is the same option): 0 when absent. */
-static double time_limit(const Args *a) {
-    double seconds = 0;
-    const char *text = opt_str(a->r, "--time-limit");
-    if (text && cap_parse_duration(text, &seconds) != 0)
-        usage_error(a, "--time-limit takes a duration such as 90, 90s, 5m or 2h, not '%s'", text);
-    return seconds;
+/* cap train's option values into o (steps, or *epochs to multiply by the batches); returns
+ * 0 or 2 after the message. --time-limit DURATION (--time is the same option). */
+static int train_options(const Args *a, CapTrainOptions *o, int64_t *epochs) {
+    const char *limit = opt_str(a->r, "--time-limit"), *nonfinite = opt_str(a->r, "--on-nonfinite");
+    *o = (CapTrainOptions){.out_path = a->out, .log_path = a->log, .progress = stdout};
+    *epochs = 0;
+    int rc = opt_has(a->r, "--steps") ? int_option(a, "--steps", 0, 1, INT64_MAX, &o->steps)
+                                      : int_option(a, "--epochs", 0, 1, INT32_MAX, epochs);
+    if (!rc) rc = seed_option(a, &o->seed);
+    if (!rc) rc = int_option(a, "--save-every", 0, 0, INT64_MAX, &o->save_every);
+    if (!rc) rc = int_option(a, "--print-every", 10, 0, INT64_MAX, &o->print_every);
+    if (!rc && limit && cap_parse_duration(limit, &o->max_seconds) != 0)
+        rc = usage_error(a, "--time-limit takes a duration such as 90, 90s, 5m or 2h, not '%s'",
+                         limit);
+    if (!rc && cap_nonfinite_parse(nonfinite, &o->on_nonfinite) != 0)
+        rc = usage_error(a, "--on-nonfinite must be stop or skip, not '%s'", nonfinite);
+    return rc;
+}
+
+static int train_batches(const Args *a, CapSession *s, CapTrainOptions *o, const PathList *b,
+                         int64_t epochs) {
+    CapTrainMeta meta;
+    char err[ERR_SIZE];
+    o->batch_paths = (const char *const *)b->items;
+    o->n_batches = b->n;
+    if (epochs) o->steps = epochs * b->n;
+    if (prepare_state(a, s, &meta, o->seed)) return 1;
+    if (fail_if(cap_train(s, o, &meta, err, sizeof err), err)) return 1;
+    printf("saved %s (step %lld", a->out, (long long)meta.step);
+    if (meta.skipped) printf(", %lld non-finite steps skipped", (long long)meta.skipped);
+    printf(")\n");
+    return 0;
 }
 
 static int cmd_train(const OptResult *r) {
     Args args, *a = &args;
     args_from(r, a);
+    CapTrainOptions o;
+    int64_t epochs;
+    PathList batches = {0};
+    CapModel *m = NULL;
+    CapSession *s = NULL;
+    int rc = train_options(a, &o, &epochs);
     /* --out may be the --resume checkpoint: continuing a run in place is the common case, and
      * the save is atomic (the old checkpoint stays whole until the new one is complete) */
-    check_output(a->out, "--out", (const char *[]){a->model, a->weights}, 2);
-    check_output(a->log, "--log", (const char *[]){a->model, a->weights, a->resume}, 3);
-    PathList batches = {0};
-    collect_batches(a, &batches);
-    uint32_t seed = seed_option(a);
-    int64_t steps = opt_has(a->r, "--steps") ? int_option(a, "--steps", 0, 1, INT64_MAX)
-                  : int_option(a, "--epochs", 0, 1, INT32_MAX) * batches.n;
-    CapModel *m = open_model(a->model);
-    CapSession *s = open_session(m, a);
-    CapTrainMeta meta;
-    prepare_state(a, s, &meta, seed);
-    CapTrainOptions o = {
-        .batch_paths = (const char *const *)batches.items, .n_batches = batches.n,
-        .steps = steps, .max_seconds = time_limit(a), .seed = seed,
-        .out_path = a->out,
-        .save_every = int_option(a, "--save-every", 0, 0, INT64_MAX), .log_path = a->log,
-        .print_every = int_option(a, "--print-every", 10, 0, INT64_MAX), .progress = stdout,
-    };
-    const char *nonfinite = opt_str(a->r, "--on-nonfinite");
-    if (cap_nonfinite_parse(nonfinite, &o.on_nonfinite) != 0)
-        usage_error(a, "--on-nonfinite must be stop or skip, not '%s'", nonfinite);
-    char err[ERR_SIZE];
-    fail_if(cap_train(s, &o, &meta, err, sizeof err), err);
-    printf("saved %s (step %lld", a->out, (long long)meta.step);
-    if (meta.skipped) printf(", %lld non-finite steps skipped", (long long)meta.skipped);
-    printf(")\n");
-    for (int i = 0; i < batches.n; i++) free(batches.items[i]);
-    free(batches.items);
+    if (!rc) rc = check_output(a->out, "--out", (const char *[]){a->model, a->weights}, 2);
+    const char *log_inputs[] = {a->model, a->weights, a->resume};
+    if (!rc) rc = check_output(a->log, "--log", log_inputs, 3);
+    if (!rc) rc = collect_batches(a, &batches);
+    if (!rc) rc = open_model(a->model, &m);
+    if (!rc) rc = open_session(m, a, &s);
+    if (!rc) rc = train_batches(a, s, &o, &batches, epochs);
+    paths_free(&batches);
     cap_session_free(s);
     cap_model_close(m);
-    return 0;
+    return rc;
 }
 
 /* ---- the commands ------------------------------------------------------------------------ */
