@@ -20,6 +20,7 @@
 #include "diag.h"
 #include "files.h"
 #include "frontend.h"
+#include "options.h"
 #include "ops.h"
 #include "pipeline.h"
 
@@ -47,90 +48,85 @@ typedef struct CliArgs {
     int jobs;             /* -j; 0: the online CPUs */
 } CliArgs;
 
-static const char USAGE[] =
-    "usage: capc [options] MODEL.json\n"
-    "\n"
-    "Compiles a model description (JSON) into cap.so, a library that trains the model and\n"
-    "samples from it.\n"
-    "\n"
-    "options:\n"
-    "  --check             load the model, run the passes and code generation, print a\n"
-    "                      summary (with every entry point's kernel counts), write nothing\n"
-    "  -o FILE             write the compiled library to FILE (default " DEFAULT_OUTPUT ")\n"
-    "  -D NAME=VALUE       override the config variable NAME (also -DNAME=VALUE; repeatable)\n"
-    "  --dump-ir DIR       write what every stage left to DIR: NN-STAGE.ir and .dot after the\n"
-    "                      IR passes, NN-memplan.txt, NN-kernels.c and .cu (also --dump-ir=DIR)\n"
-    "  --target=T          cpu, cuda or all (default: cpu, plus cuda when NVRTC is available)\n"
-    "  --emit-src DIR      also write the generated cap.c and cap.cu to DIR (also --emit-src=DIR)\n"
-    "  --no-fuse           no fusion: every op its own kernel (same results up to rounding;\n"
-    "                      docs/fusion.md)\n"
-    "  --fuse=LIST         switch fusion rules off (-RULE) or on (RULE), comma-separated:\n"
-    "                      elementwise, reduction, contraction, attention, multi_reduction,\n"
-    "                      multi_tensor; 'none' or 'all' for every rule (default: all)\n"
-    "  --cache-dir DIR     keep compiled kernels in DIR (default: $CAPC_CACHE_DIR, else\n"
-    "                      $XDG_CACHE_HOME/capc, else ~/.cache/capc; docs/compile-cache.md)\n"
-    "  --no-cache          compile every kernel, neither reading nor filling the cache\n"
-    "  --cache-max SIZE    evict least recently used kernels beyond SIZE bytes (K, M, G\n"
-    "                      suffixes; default 2G)\n"
-    "  -j, --jobs N        compile with N threads and compiler processes (default: the CPUs)\n"
-    "  -v, --verbose       print each stage with its time, the compiles and the cache's hits\n"
-    "                      and misses to stderr (-vv: every compiled unit too)\n"
-    "  -h, --help          print this help and exit\n"
-    "  --version           print the version and exit\n"
-    "  --list-ops          print the op table (operands, attributes, fusion kind, meaning) as\n"
-    "                      markdown and exit; docs/ops.md is this output\n"
-    "\n"
-    "exit status: 0 success, 1 error in the model or a file, 2 bad command line\n";
+static const OptSpec OPTIONS[] = {
+    {"--check", 0, OPT_FLAG, 0, NULL,
+     "load the model, run the passes and code generation, print a summary (with every entry "
+     "point's kernel counts), write nothing", NULL},
+    {NULL, 'o', OPT_VALUE, 0, "FILE",
+     "write the compiled library to FILE (default " DEFAULT_OUTPUT ")", NULL},
+    {NULL, 'D', OPT_REPEAT, 0, "NAME=VALUE",
+     "override the config variable NAME (also -DNAME=VALUE; repeatable, later wins)", NULL},
+    {"--dump-ir", 0, OPT_VALUE, 0, "DIR",
+     "write what every stage left to DIR: NN-STAGE.ir and .dot after the IR passes, "
+     "NN-memplan.txt, NN-kernels.c and .cu (also --dump-ir=DIR)", NULL},
+    {"--target", 0, OPT_VALUE, 0, "T",
+     "cpu, cuda or all (default: cpu, plus cuda when NVRTC is available)", NULL},
+    {"--emit-src", 0, OPT_VALUE, 0, "DIR",
+     "also write the generated cap.c and cap.cu to DIR (also --emit-src=DIR)", NULL},
+    {"--no-fuse", 0, OPT_FLAG, 0, NULL,
+     "no fusion: every op its own kernel (same results up to rounding; docs/fusion.md)", NULL},
+    {"--fuse", 0, OPT_VALUE, OPT_NONEMPTY, "LIST",
+     "switch fusion rules off (-RULE) or on (RULE), comma-separated: elementwise, reduction, "
+     "contraction, attention, multi_reduction, multi_tensor; 'none' or 'all' for every rule "
+     "(default: all)", NULL},
+    {"--cache-dir", 0, OPT_VALUE, OPT_NONEMPTY, "DIR",
+     "keep compiled kernels in DIR (default: $CAPC_CACHE_DIR, else $XDG_CACHE_HOME/capc, else "
+     "~/.cache/capc; docs/compile-cache.md)", NULL},
+    {"--no-cache", 0, OPT_FLAG, 0, NULL,
+     "compile every kernel, neither reading nor filling the cache", NULL},
+    {"--cache-max", 0, OPT_VALUE, OPT_NONEMPTY, "SIZE",
+     "evict least recently used kernels beyond SIZE bytes (K, M, G suffixes; default 2G)",
+     NULL},
+    {"--jobs", 'j', OPT_VALUE, OPT_NONEMPTY, "N",
+     "compile with N threads and compiler processes (1-64; default: the CPUs)", NULL},
+    {"--verbose", 'v', OPT_COUNTED, 0, NULL,
+     "print each stage with its time, the compiles and the cache's hits and misses to stderr "
+     "(-vv: every compiled unit too)", NULL},
+    {"--version", 0, OPT_FLAG, OPT_EARLY, NULL, "print the version and exit", NULL},
+    {"--list-ops", 0, OPT_FLAG, OPT_EARLY, NULL,
+     "print the op table (operands, attributes, fusion kind, meaning) as markdown and exit; "
+     "docs/ops.md is this output", NULL},
+    OPT_END,
+};
 
-static int usage_error(const char *fmt, const char *arg) {
-    fprintf(stderr, "capc: error: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see capc --help)\n");
-    return -1;
-}
-
-/* Matches "--name VALUE" and "--name=VALUE" (long) or "-n VALUE" and "-nVALUE" (short).
- * Returns 1 with *value set, 0 if argv[*i] is not this option, -1 if its value is missing. */
-static int option_value(int argc, char **argv, int *i, const char *name, const char **value) {
-    const char *arg = argv[*i];
-    size_t len = strlen(name);
-    if (strncmp(arg, name, len) != 0) return 0;
-    const char *rest = arg + len;
-    bool is_long = name[1] == '-';
-    if (*rest != '\0') {
-        if (is_long && *rest != '=') return 0; /* --dump-irx is another option */
-        *value = is_long ? rest + 1 : rest;
-        return 1;
-    }
-    if (*i + 1 >= argc) return -1;
-    *value = argv[++*i];
-    return 1;
-}
+static const OptCommand CAPC = {
+    .prog = "capc",
+    .synopsis = "[options] MODEL.json",
+    .about = "Compiles a model description (JSON) into cap.so, a library that trains the model "
+             "and samples from it.",
+    .tables = {OPTIONS},
+    .min_pos = 1,
+    .max_pos = 1,
+    .pos_missing = "no model file given",
+    .pos_extra = "more than one model file given ('%s')",
+    .footer = "exit status: 0 success, 1 error in the model or a file, 2 bad command line. "
+              "`--` ends the options: what follows is the model file. docs/cli.md has the "
+              "details.",
+};
 
 static int add_define(CliArgs *a, const char *text) {
     Diag d = {0};
-    if (frontend_parse_define(text, &a->defines[a->n_defines], &d) != 0) {
-        fprintf(stderr, "capc: error: %s (see capc --help)\n", d.msg);
-        return -1;
-    }
+    if (frontend_parse_define(text, &a->defines[a->n_defines], &d) != 0)
+        return opt_fail(&CAPC, "%s", d.msg);
     a->n_defines++;
     return 0;
 }
 
-static int parse_target(CliArgs *a, const char *value) {
-    if (strcmp(value, "cpu") == 0) a->targets = TARGET_CPU;
-    else if (strcmp(value, "cuda") == 0) a->targets = TARGET_CUDA;
-    else if (strcmp(value, "all") == 0) a->targets = TARGET_ALL;
-    else return usage_error("unknown --target '%s' (cpu, cuda or all)", value);
-    return 1;
+static int parse_target(CliArgs *a, const OptResult *r) {
+    static const int targets[] = {TARGET_CPU, TARGET_CUDA, TARGET_ALL};
+    char err[256];
+    int k = opt_choice(r, "--target", "cpu|cuda|all", -1, err, sizeof err);
+    if (k == -1 && opt_has(r, "--target")) return opt_fail(&CAPC, "%s", err);
+    a->targets = k >= 0 ? targets[k] : 0;
+    return 0;
 }
 
 /* --fuse=LIST: "none", "all", RULE (on), -RULE (off), comma-separated, left to right. */
 static int parse_fuse(CliArgs *a, const char *list) {
-    for (const char *p = list; *p != '\0';) {
+    for (const char *p = list; p != NULL && *p != '\0';) {
         size_t len = strcspn(p, ",");
         char item[64];
-        if (len == 0 || len >= sizeof item) return usage_error("bad --fuse list '%s'", list);
+        if (len == 0 || len >= sizeof item) return opt_fail(&CAPC, "bad --fuse list '%s'", list);
         memcpy(item, p, len);
         item[len] = '\0';
         p += len + (p[len] == ',');
@@ -144,15 +140,16 @@ static int parse_fuse(CliArgs *a, const char *list) {
         while (fuse_rule_name((FuseRule)r) != NULL && strcmp(fuse_rule_name((FuseRule)r), name) != 0)
             r++;
         if (fuse_rule_name((FuseRule)r) == NULL)
-            return usage_error("unknown fusion rule '%s' in --fuse", name);
+            return opt_fail(&CAPC, "unknown fusion rule '%s' in --fuse", name);
         if (off) a->passes.fuse_off |= 1u << r;
         else a->passes.fuse_off &= ~(1u << r);
     }
-    return 1;
+    return 0;
 }
 
 /* --cache-max: bytes, with an optional K, M or G (powers of 1024). */
 static int parse_size(CliArgs *a, const char *value) {
+    if (value == NULL) return 0;
     char *end = NULL;
     errno = 0;
     double v = strtod(value, &end);
@@ -160,103 +157,64 @@ static int parse_size(CliArgs *a, const char *value) {
                 : *end == 'G' || *end == 'g' ? 1073741824.0 : 1.0;
     if (unit > 1.0) end++;
     if (end == value || *end != '\0' || errno != 0 || !(v * unit >= 1.0) || v * unit > 9e18)
-        return usage_error("bad --cache-max '%s' (a size such as 500M or 4G)", value);
+        return opt_fail(&CAPC, "bad --cache-max '%s' (a size such as 500M or 4G)", value);
     a->cache_max = (int64_t)(v * unit);
-    return 1;
+    return 0;
 }
 
-static int parse_jobs(CliArgs *a, const char *option, const char *value) {
-    char *end = NULL;
-    long n = strtol(value, &end, 10);
-    if (end == value || *end != '\0' || n < 1 || n > 64) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "bad %s '%%s' (a number from 1 to 64)", option);
-        return usage_error(msg, value);
-    }
+static int parse_jobs(CliArgs *a, const OptResult *r) {
+    long long n = 0;
+    char err[256];
+    if (opt_int(r, "--jobs", 0, 1, 64, &n, err, sizeof err) != 0)
+        return opt_fail(&CAPC, "%s", err);
     a->jobs = (int)n;
-    return 1;
-}
-
-/* Handles one option that takes a value. Returns 1 if argv[*i] was one, 0 if not, -1 on a
- * usage error (already printed). */
-static int parse_valued_option(int argc, char **argv, int *i, CliArgs *a) {
-    static const char *const names[] = {"-D", "--dump-ir", "-o", "--target", "--emit-src",
-                                        "--fuse", "--cache-dir", "--cache-max", "-j", "--jobs"};
-    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
-        const char *value = NULL;
-        int r = option_value(argc, argv, i, names[k], &value);
-        if (r == 0) continue;
-        if (r < 0) return usage_error("option '%s' needs a value", names[k]);
-        if (k == 0) return add_define(a, value) == 0 ? 1 : -1;
-        if (k == 1) a->dump_dir = value;
-        if (k == 2) a->output = value;
-        if (k == 3) return parse_target(a, value);
-        if (k == 4) a->emit_src = value;
-        if (*value == '\0') return usage_error("option '%s' needs a value", names[k]);
-        if (k == 5) return parse_fuse(a, value);
-        if (k == 6) a->cache_dir = value;
-        if (k == 7) return parse_size(a, value);
-        if (k == 8 || k == 9) return parse_jobs(a, names[k], value);
-        return 1;
-    }
     return 0;
 }
 
-/* Options without a value. (--help and --version are found before parsing.) */
-static int parse_flag(const char *arg, CliArgs *a) {
-    if (strcmp(arg, "--check") == 0) a->action = ACTION_CHECK;
-    else if (strcmp(arg, "-v") == 0 || strcmp(arg, "--verbose") == 0) a->verbose++;
-    else if (strcmp(arg, "-vv") == 0) a->verbose += 2;
-    else if (strcmp(arg, "--no-fuse") == 0) a->passes.no_fuse = true;
-    else if (strcmp(arg, "--no-cache") == 0) a->no_cache = 1;
-    else return 0;
-    return 1;
-}
-
-static int set_model(CliArgs *a, const char *path) {
-    if (a->model_path != NULL)
-        return usage_error("more than one model file given ('%s')", path);
-    a->model_path = path;
+static int take_defines(CliArgs *a, const OptValue *d) {
+    a->defines = calloc((size_t)d->n_list + 1, sizeof *a->defines);
+    if (a->defines == NULL) return opt_fail(&CAPC, "out of memory");
+    for (int i = 0; i < d->n_list; i++)
+        if (add_define(a, d->list[i]) != 0) return 2;
     return 0;
 }
 
-/* --help and --version win over everything else on the line (before any "--"), so
- * `capc --help --bogus` still helps. */
-static Action early_action(int argc, char **argv) {
-    for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return ACTION_HELP;
-        if (strcmp(argv[i], "--version") == 0) return ACTION_VERSION;
-        if (strcmp(argv[i], "--list-ops") == 0) return ACTION_LIST_OPS;
-    }
-    return ACTION_COMPILE;
+/* The parsed options into a; returns 0 or 2 after printing the first error. */
+static int take_options(const OptResult *r, CliArgs *a) {
+    a->model_path = r->pos[0];
+    a->action = opt_has(r, "--check") ? ACTION_CHECK : ACTION_COMPILE;
+    a->dump_dir = opt_str(r, "--dump-ir");
+    a->output = opt_str(r, "-o");
+    a->emit_src = opt_str(r, "--emit-src");
+    a->passes.no_fuse = opt_has(r, "--no-fuse");
+    a->cache_dir = opt_str(r, "--cache-dir");
+    a->no_cache = opt_has(r, "--no-cache");
+    a->verbose = opt_get(r, "--verbose")->count;
+    int rc = take_defines(a, opt_get(r, "-D"));
+    if (rc == 0) rc = parse_target(a, r);
+    if (rc == 0) rc = parse_fuse(a, opt_str(r, "--fuse"));
+    if (rc == 0) rc = parse_size(a, opt_str(r, "--cache-max"));
+    if (rc == 0) rc = parse_jobs(a, r);
+    if (rc == 0 && a->action == ACTION_CHECK && a->output != NULL)
+        rc = opt_fail(&CAPC, "--check writes nothing; it cannot be combined with -o");
+    if (rc == 0 && a->action == ACTION_CHECK && a->emit_src != NULL)
+        rc = opt_fail(&CAPC, "--check writes nothing; it cannot be combined with --emit-src");
+    return rc;
 }
 
-/* Fills a from argv. Returns 0, or -1 after printing the first usage error. */
-static int parse_args(int argc, char **argv, CliArgs *a) {
-    a->action = early_action(argc, argv);
-    if (a->action != ACTION_COMPILE) return 0;
-    a->defines = calloc((size_t)argc, sizeof *a->defines);
-    if (a->defines == NULL) return usage_error("%s", "out of memory");
-
-    bool only_files = false; /* after "--" */
-    for (int i = 1; i < argc; i++) {
-        const char *arg = argv[i];
-        if (only_files || arg[0] != '-' || arg[1] == '\0') {
-            if (set_model(a, arg) != 0) return -1;
-        } else if (strcmp(arg, "--") == 0) {
-            only_files = true;
-        } else if (!parse_flag(arg, a)) {
-            int r = parse_valued_option(argc, argv, &i, a);
-            if (r < 0) return -1;
-            if (r == 0) return usage_error("unknown option '%s'", arg);
-        }
+/* Fills a from argv. Returns 0 to go on, else *status is the exit status (help: 0, a bad
+ * line: 2, after printing). */
+static int parse_args(int argc, char **argv, CliArgs *a, int *status) {
+    OptResult r;
+    if (!opt_begin(&CAPC, argc, argv, &r, status)) {
+        a->action = ACTION_HELP;
+        return -1;
     }
-    if (a->model_path == NULL) return usage_error("%s", "no model file given");
-    if (a->action == ACTION_CHECK && a->output != NULL)
-        return usage_error("%s", "--check writes nothing; it cannot be combined with -o");
-    if (a->action == ACTION_CHECK && a->emit_src != NULL)
-        return usage_error("%s", "--check writes nothing; it cannot be combined with --emit-src");
-    return 0;
+    if (r.early != NULL)
+        a->action = strcmp(r.early->name, "--version") == 0 ? ACTION_VERSION : ACTION_LIST_OPS;
+    else *status = take_options(&r, a);
+    opt_free(&r);
+    return *status == 0 ? 0 : -1;
 }
 
 /* ---- --check summary ------------------------------------------------------------------ */
@@ -531,7 +489,7 @@ static int list_ops(void) {
 
 static int dispatch(const CliArgs *a) {
     switch (a->action) {
-    case ACTION_HELP: fputs(USAGE, stdout); return 0;
+    case ACTION_HELP: return 0; /* printed while parsing */
     case ACTION_VERSION: printf("capc %s\n", CAPC_VERSION); return 0;
     case ACTION_LIST_OPS: return list_ops();
     case ACTION_CHECK: return run_check(a);
@@ -542,7 +500,8 @@ static int dispatch(const CliArgs *a) {
 
 int main(int argc, char **argv) {
     CliArgs args = {0};
-    int status = parse_args(argc, argv, &args) == 0 ? dispatch(&args) : EXIT_USAGE;
+    int status = 0;
+    if (parse_args(argc, argv, &args, &status) == 0) status = dispatch(&args);
     free(args.defines);
     return status;
 }

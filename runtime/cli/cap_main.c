@@ -1,7 +1,10 @@
-/* cap_main.c — the `cap` command line over libcaprt (cap.h): info, init, loss, train.
- * docs/cli.md ("cap") describes it; `cap --help` prints the same usage. This is the only
- * layer that prints to stderr or exits: exit 0 on success, 1 on an error (the library's
- * message, prefixed "cap: error: "), 2 on a bad command line.
+/* cap_main.c — the `cap` command line over libcaprt (cap.h): the command table (COMMANDS,
+ * which `cap --help` lists and `cap help --list-commands` walks), main, and the commands
+ * info, init, loss and train (with --data it hands over to cli_caption.c). Every command's
+ * options are a table of support/options.h, which parses them and prints their --help.
+ * docs/cli.md ("cap") describes them. Exit 0 on success, 1 on an error (the library's
+ * message, prefixed "cap: error: "), 2 on a bad command line: every command returns its
+ * status, and only main exits.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -13,6 +16,8 @@
 
 #include "cap.h"
 #include "files.h"
+#include "options.h"
+#include "cli_common.h"
 #include "cli_data.h" /* cap_cmd_data, cap_cmd_vocab */
 #include "cli_caption.h" /* cap train --data, cap sample, cap eval */
 #include "cli_score.h"
@@ -23,198 +28,94 @@
 
 #define ERR_SIZE 2048
 
-static const char USAGE[] =
-    "usage: cap COMMAND cap.so [options]\n"
-    "\n"
-    "commands:\n"
-    "  info  cap.so                      what the model holds: parameters, entry points,\n"
-    "                                    kernels, arena, backends\n"
-    "  init  cap.so -o W.safetensors [--seed N] [--from PRETRAINED.safetensors [--prefix P]]\n"
-    "                                    initial weights (PyTorch's default initializers);\n"
-    "                                    --from fills the tensors it has (named P + its\n"
-    "                                    names, e.g. --prefix backbone. for a torchvision\n"
-    "                                    ResNet) and reports what stayed random\n"
-    "  loss  cap.so --weights W.safetensors --batch B.safetensors [--mode eval|train]\n"
-    "        [--grads G.safetensors] [--seed N]\n"
-    "                                    prints `loss: <value>`; --grads writes the\n"
-    "                                    gradients named as the parameters\n"
-    "  train cap.so (--batches B1[,B2...] | --batch-dir DIR) (--steps N | --epochs N)\n"
-    "        --out CKPT [--weights W | --resume CKPT] [--log metrics.jsonl] [--seed S]\n"
-    "        [--save-every N] [--print-every N] [--time-limit 5m] [--on-nonfinite stop|skip]\n"
-    "                                    runs train_step; --steps counts from step 0, so a\n"
-    "                                    resumed run stops at the same total; --time-limit\n"
-    "                                    (s, m, h) also stops at the first step after it, with\n"
-    "                                    a checkpoint; a batch whose loss\n"
-    "                                    or gradient is NaN/inf updates nothing and stops\n"
-    "                                    the run (default) or is skipped\n"
-    "  train cap.so --data SPEC --vocab VOCAB.txt (--steps N | --epochs N) --out CKPT\n"
-    "        [--weights W | --resume CKPT] [--log L] [--seed S] [--workers K] [--time-limit 5m]\n"
-    "        [--no-feature-cache] [--on-nonfinite stop|skip] [--eval-every N [--eval-images M]]\n"
-    "                                    trains on a dataset's train split (docs/data.md);\n"
-    "                                    the data position and vocabulary go in CKPT;\n"
-    "                                    --eval-every logs val loss, BLEU-4 and CIDEr-D\n"
-    "  sample cap.so --weights CKPT --image FILE... [--greedy | --temperature T]\n"
-    "        [--top-k K] [--top-p P] [--beam N] [--max-len L] [--seed S] [--vocab V]\n"
-    "                                    prints `FILE: caption` per image\n"
-    "  eval  cap.so --weights CKPT --data SPEC [--split test] [--beam N]\n"
-    "        [--results results.json]    captions a split, prints BLEU-1..4 and CIDEr-D\n"
-    "  score RESULTS.json --refs CAPTIONS.json [--tokenizer ptb|none]\n"
-    "                                    BLEU-1..4 and CIDEr-D of a COCO results file\n"
-    "                                    (no cap.so; docs/metrics.md)\n"
-    "  plot  metrics.jsonl -o curves.svg  the curves of a --log file (loss, lr, grad_norm,\n"
-    "                                    validation scores), one panel each, as SVG\n"
-    "\n"
-    "options for every command:\n"
-    "  --backend auto|cpu|cuda           where to run (default auto: cuda if a GPU is usable)\n"
-    "  --threads N                       CPU threads (default: OMP_NUM_THREADS, else every\n"
-    "                                    CPU this process may use)\n"
-    "  -v, --verbose                     also say why auto chose the cpu\n"
-    "  -h, --help                        this text\n"
-    "  --version                         the runtime's version\n"
-    "\n"
-    "exit status: 0 success, 1 error, 2 bad command line. docs/cli.md has the details.\n";
-
 /* ---- command line ------------------------------------------------------------------------ */
 
+/* One command's parsed line: the model (the positional) and the options this file reads. */
 typedef struct Args {
-    const char *cmd, *model;
-    const char *out, *weights, *batch, *batches, *batch_dir, *grads, *resume, *log, *mode;
-    const char *backend, *threads;
-    const char *seed, *steps, *epochs, *save_every, *print_every, *time, *on_nonfinite;
+    const OptResult *r;
+    const char *model;
+    const char *out, *weights, *batch, *batches, *batch_dir, *grads, *resume, *log;
     const char *from, *prefix;
+    int verbose;
 } Args;
 
-static void usage_error(const char *fmt, const char *arg) {
-    fprintf(stderr, "cap: error: ");
-    fprintf(stderr, fmt, arg);
-    fprintf(stderr, " (see cap --help)\n");
-    exit(2);
-}
-
-static const char **option_slot(Args *a, const char *name) {
-    static const struct {
-        const char *name;
-        size_t off;
-    } table[] = {
-        {"-o", offsetof(Args, out)},           {"--out", offsetof(Args, out)},
-        {"--weights", offsetof(Args, weights)}, {"--batch", offsetof(Args, batch)},
-        {"--batches", offsetof(Args, batches)}, {"--batch-dir", offsetof(Args, batch_dir)},
-        {"--grads", offsetof(Args, grads)},     {"--resume", offsetof(Args, resume)},
-        {"--log", offsetof(Args, log)},         {"--mode", offsetof(Args, mode)},
-        {"--backend", offsetof(Args, backend)}, {"--seed", offsetof(Args, seed)},
-        {"--threads", offsetof(Args, threads)}, {"--time", offsetof(Args, time)},
-        {"--time-limit", offsetof(Args, time)},
-        {"--steps", offsetof(Args, steps)},     {"--epochs", offsetof(Args, epochs)},
-        {"--save-every", offsetof(Args, save_every)},
-        {"--print-every", offsetof(Args, print_every)},
-        {"--on-nonfinite", offsetof(Args, on_nonfinite)},
-        {"--from", offsetof(Args, from)},       {"--prefix", offsetof(Args, prefix)},
+static void args_from(const OptResult *r, Args *a) {
+    *a = (Args){
+        .r = r, .model = r->pos[0], .out = opt_str(r, "--out"), .weights = opt_str(r, "--weights"),
+        .batch = opt_str(r, "--batch"), .batches = opt_str(r, "--batches"),
+        .batch_dir = opt_str(r, "--batch-dir"), .grads = opt_str(r, "--grads"),
+        .resume = opt_str(r, "--resume"), .log = opt_str(r, "--log"), .from = opt_str(r, "--from"),
+        .prefix = opt_str(r, "--prefix"), .verbose = opt_get(r, "--verbose")->count,
     };
-    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++)
-        if (strcmp(table[i].name, name) == 0) return (const char **)((char *)a + table[i].off);
-    return NULL;
 }
 
-static void parse_args(int argc, char **argv, Args *a) {
-    memset(a, 0, sizeof *a);
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
-            fputs(USAGE, stdout);
-            fputs(cap_dist_help(), stdout);
-            exit(0);
-        }
-        if (strcmp(s, "--version") == 0) {
-            printf("cap %s (artifact version %d)\n", CAPC_VERSION, CAP_ARTIFACT_VERSION);
-            exit(0);
-        }
-    }
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        if (s[0] != '-' || s[1] == 0) {
-            if (!a->cmd) a->cmd = s;
-            else if (!a->model) a->model = s;
-            else usage_error("unexpected argument '%s'", s);
-            continue;
-        }
-        char name[64];
-        const char *eq = strchr(s, '=');
-        size_t n = eq ? (size_t)(eq - s) : strlen(s);
-        if (n >= sizeof name) usage_error("unknown option '%s'", s);
-        memcpy(name, s, n);
-        name[n] = 0;
-        const char **slot = option_slot(a, name);
-        if (!slot) usage_error("unknown option '%s'", s);
-        if (eq) *slot = eq + 1;
-        else if (i + 1 < argc) *slot = argv[++i];
-        else usage_error("option '%s' needs a value", s);
-    }
-    if (!a->cmd) usage_error("no command%s", "");
-    if (!a->model) usage_error("'%s' needs a cap.so", a->cmd);
+/* A bad option value: the message; returns 2, the exit status. */
+__attribute__((format(printf, 2, 3))) static int usage_error(const Args *a, const char *fmt,
+                                                            ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = opt_vfail(a->r->cmd, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
-static int64_t int_option(const char *name, const char *v, int64_t dflt, int64_t min) {
-    if (!v) return dflt;
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || errno || x < min) {
-        fprintf(stderr, "cap: error: %s must be an integer >= %lld, not '%s' (see cap --help)\n",
-                name, (long long)min, v);
-        exit(2);
-    }
-    return (int64_t)x;
+/* An integer option into *out (dflt when absent); returns 0, or 2 after the message. */
+static int int_option(const Args *a, const char *name, int64_t dflt, int64_t min, int64_t max,
+                      int64_t *out) {
+    long long x;
+    char err[512];
+    if (opt_int(a->r, name, dflt, min, max, &x, err, sizeof err)) return usage_error(a, "%s", err);
+    *out = (int64_t)x;
+    return 0;
 }
 
 /* --seed: Philox keys are 32-bit, so a larger value would silently become another seed. */
-static uint32_t seed_option(const char *v) {
-    int64_t x = int_option("--seed", v, 0, 0);
-    if (x > (int64_t)UINT32_MAX) {
-        fprintf(stderr, "cap: error: --seed must be at most %lu, not '%s' (see cap --help)\n",
-                (unsigned long)UINT32_MAX, v);
-        exit(2);
-    }
-    return (uint32_t)x;
+static int seed_option(const Args *a, uint32_t *seed) {
+    int64_t x = 0;
+    int rc = int_option(a, "--seed", 0, 0, UINT32_MAX, &x);
+    *seed = (uint32_t)x;
+    return rc;
 }
 
-static void fail_if(CapStatus st, const char *err) {
-    if (st == CAP_OK) return;
+/* The library's message when st is an error: returns 1, the exit status; else 0. */
+static int fail_if(CapStatus st, const char *err) {
+    if (st == CAP_OK) return 0;
     fprintf(stderr, "cap: error: %s\n", err);
-    exit(1);
+    return 1;
 }
 
-/* An output of the command (`what` names its option): writable, and none of its inputs. */
-static void check_output(const char *out, const char *what, const char *const *inputs, int n) {
+/* An output of the command (`what` names its option): writable, and none of its inputs.
+ * Returns 0 or 1. */
+static int check_output(const char *out, const char *what, const char *const *inputs, int n) {
     char err[ERR_SIZE];
     if (out && file_check_new_output(out, what, inputs, n, err, sizeof err))
-        fail_if(CAP_E_ARG, err);
-}
-
-static void forbid(const char *cmd, const char *opt, const char *value) {
-    if (value) usage_error("this option does not apply here: %s", opt), (void)cmd;
+        return fail_if(CAP_E_ARG, err);
+    return 0;
 }
 
 /* ---- shared steps ---------------------------------------------------------------------- */
 
-static CapModel *open_model(const char *path) {
+static int open_model(const char *path, CapModel **m) {
     char err[ERR_SIZE];
-    CapModel *m = NULL;
-    fail_if(cap_model_open(path, &m, err, sizeof err), err);
-    return m;
+    *m = NULL;
+    return fail_if(cap_model_open(path, m, err, sizeof err), err);
 }
 
-static CapSession *open_session(const CapModel *m, const Args *a) {
+/* A session on --backend with --threads threads; returns 0, 1 or 2 (a bad option). */
+static int open_session(const CapModel *m, const Args *a, CapSession **s) {
     CapBackendKind kind = CAP_BACKEND_AUTO;
-    if (a->backend && cap_backend_parse(a->backend, &kind))
-        usage_error("unknown backend '%s' (auto, cpu or cuda)", a->backend);
-    int64_t threads = int_option("--threads", a->threads, 0, 1);
-    if (threads > 4096) usage_error("--threads must be at most 4096, not '%s'", a->threads);
+    const char *backend = opt_str(a->r, "--backend");
+    int64_t threads = 0;
     char err[ERR_SIZE];
-    CapSession *s = NULL;
-    fail_if(cap_session_new(m, kind, &s, err, sizeof err), err);
-    cap_session_set_threads(s, (int)threads);
-    cap_cli_backend_note(s);
-    return s;
+    *s = NULL;
+    if (backend && cap_backend_parse(backend, &kind))
+        return usage_error(a, "unknown backend '%s' (auto, cpu or cuda)", backend);
+    int rc = int_option(a, "--threads", 0, 1, 4096, &threads);
+    if (!rc) rc = fail_if(cap_session_new(m, kind, s, err, sizeof err), err);
+    if (rc) return rc;
+    cap_session_set_threads(*s, (int)threads);
+    cap_cli_backend_note(*s, a->verbose);
+    return 0;
 }
 
 /* ---- cap info ---------------------------------------------------------------------------- */
@@ -240,8 +141,9 @@ static void print_entry(const CapArtifact *a, const CapEntry *e) {
     if (n_updates) printf("    updates %d state tensors in place (@X outputs)\n", n_updates);
 }
 
-static int cmd_info(const Args *a) {
-    CapModel *m = open_model(a->model);
+static int cmd_info(const OptResult *r) {
+    CapModel *m;
+    if (open_model(r->pos[0], &m)) return 1;
     const CapArtifact *art = cap_model_artifact(m);
     CapCounts c;
     cap_model_counts(m, &c);
@@ -340,34 +242,44 @@ static void print_import(const char *from, const char *prefix, const CapImportRe
     }
 }
 
-static int cmd_init(const Args *a) {
-    if (!a->out) usage_error("cap init needs -o WEIGHTS.safetensors%s", "");
-    if (a->prefix && !a->from) usage_error("--prefix goes with --from%s", "");
-    check_output(a->out, "-o", (const char *[]){a->model, a->from}, 2);
-    uint32_t seed = seed_option(a->seed);
-    CapModel *m = open_model(a->model);
-    CapSession *s = open_session(m, a);
+/* Initializers, then --from's tensors, then the weights written to -o; returns 0 or 1. */
+static int init_weights(const Args *a, CapSession *s, uint32_t seed) {
     char err[ERR_SIZE];
-    fail_if(cap_session_init(s, seed, err, sizeof err), err);
-    if (a->from) {
+    CapStatus st = cap_session_init(s, seed, err, sizeof err);
+    if (!st && a->from) {
         CapImportReport r;
-        CapStatus st = cap_import_weights(s, a->from, a->prefix, &r, err, sizeof err);
+        st = cap_import_weights(s, a->from, a->prefix, &r, err, sizeof err);
         if (!st) print_import(a->from, a->prefix ? a->prefix : "", &r);
         if (!st && r.n_loaded == 0)
             st = cap_fail_msg(err, sizeof err, "%s: none of its tensors is a weight of this model "
                               "under the prefix '%s' (its first is '%s'; is --prefix right?)",
                               a->from, a->prefix ? a->prefix : "", r.n_unused ? r.unused[0] : "");
         cap_import_report_free(&r);
-        fail_if(st, err);
     }
-    fail_if(cap_save_weights(s, a->out, err, sizeof err), err);
-    CapCounts c;
-    cap_model_counts(m, &c);
-    printf("wrote %s: %d tensors, %lld parameters (seed %u)\n", a->out,
-           c.n_weights + c.n_buffers, (long long)c.params, seed);
+    if (!st) st = cap_save_weights(s, a->out, err, sizeof err);
+    return fail_if(st, err);
+}
+
+static int cmd_init(const OptResult *r) {
+    Args args, *a = &args;
+    args_from(r, a);
+    uint32_t seed = 0;
+    CapModel *m = NULL;
+    CapSession *s = NULL;
+    int rc = seed_option(a, &seed);
+    if (!rc) rc = check_output(a->out, "-o", (const char *[]){a->model, a->from}, 2);
+    if (!rc) rc = open_model(a->model, &m);
+    if (!rc) rc = open_session(m, a, &s);
+    if (!rc) rc = init_weights(a, s, seed);
+    if (!rc) {
+        CapCounts c;
+        cap_model_counts(m, &c);
+        printf("wrote %s: %d tensors, %lld parameters (seed %u)\n", a->out,
+               c.n_weights + c.n_buffers, (long long)c.params, seed);
+    }
     cap_session_free(s);
     cap_model_close(m);
-    return 0;
+    return rc;
 }
 
 /* ---- cap loss ---------------------------------------------------------------------------- */
@@ -381,77 +293,97 @@ static const char *grads_entry(const CapModel *m, const char *mode) {
     return NULL;
 }
 
-static void write_grads(const CapModel *m, const char *entry, CapSession *s, CapBatch *b,
-                        uint32_t seed, const char *path) {
+/* Runs the gradient entry, prints the loss and writes the gradients to path; returns 0 or 1. */
+static int write_grads(const CapModel *m, const char *entry, CapSession *s, CapBatch *b,
+                       uint32_t seed, const char *path) {
     const CapArtifact *art = cap_model_artifact(m);
     const CapEntry *e = &art->entries[cap_model_find_entry(m, entry)];
     void **outs = calloc((size_t)e->n_outputs + 1, sizeof *outs);
     StWriteTensor *ts = calloc((size_t)e->n_outputs + 1, sizeof *ts);
+    char err[ERR_SIZE] = "out of memory";
+    CapStatus st = outs && ts ? CAP_OK : CAP_E_NOMEM;
     int n = 0, li = -1;
-    for (int i = 0; i < e->n_outputs; i++) {
+    for (int i = 0; !st && i < e->n_outputs; i++) {
         if (e->output_state && e->output_state[i] >= 0) continue;
         outs[i] = malloc(cap_tensor_bytes(&e->outputs[i]) + 1);
+        if (!outs[i]) st = CAP_E_NOMEM;
         if (strcmp(e->outputs[i].name, "loss") == 0) li = i;
         if (strncmp(e->outputs[i].name, "grad.", 5) == 0)
             ts[n++] = (StWriteTensor){e->outputs[i].name + 5, ST_F32, e->outputs[i].rank,
                                       e->outputs[i].dims, outs[i]};
     }
-    char err[ERR_SIZE];
-    fail_if(cap_session_run_batch(s, entry, b, seed, 0, outs, err, sizeof err), err);
-    if (li >= 0) printf("loss: %.9g\n", (double)*(float *)outs[li]);
+    if (!st) st = cap_session_run_batch(s, entry, b, seed, 0, outs, err, sizeof err);
+    if (!st && li >= 0) printf("loss: %.9g\n", (double)*(float *)outs[li]);
     const char *keys[] = {"format", "entry"};
     const char *values[] = {"capc-grads", entry};
-    fail_if(st_write_file(path, ts, n, keys, values, 2, err, sizeof err) ? CAP_E_IO : CAP_OK, err);
-    fprintf(stderr, "cap: wrote %d gradients to %s\n", n, path);
-    for (int i = 0; i < e->n_outputs; i++) free(outs[i]);
+    if (!st && st_write_file(path, ts, n, keys, values, 2, err, sizeof err)) st = CAP_E_IO;
+    if (!st) fprintf(stderr, "cap: wrote %d gradients to %s\n", n, path);
+    for (int i = 0; outs && i < e->n_outputs; i++) free(outs[i]);
     free(outs);
     free(ts);
+    return fail_if(st, err);
 }
 
-static int cmd_loss(const Args *a) {
-    if (!a->weights) usage_error("cap loss needs --weights W.safetensors%s", "");
-    if (!a->batch) usage_error("cap loss needs --batch B.safetensors%s", "");
-    const char *mode = a->mode ? a->mode : "eval";
-    if (strcmp(mode, "eval") && strcmp(mode, "train"))
-        usage_error("--mode is eval or train, not '%s'", mode);
-    check_output(a->grads, "--grads", (const char *[]){a->model, a->weights, a->batch}, 3);
-    uint32_t seed = seed_option(a->seed);
-    CapModel *m = open_model(a->model);
-    const char *entry = strcmp(mode, "eval") == 0 ? "eval_loss"
-                        : cap_model_find_entry(m, "train_loss") >= 0 ? "train_loss"
-                                                                      : "train_step";
-    const char *gentry = a->grads ? grads_entry(m, mode) : NULL;
+/* The entry point `cap loss` runs for mode (*gentry: the gradient entry with --grads).
+ * Returns 0, or 1 after saying that cap.so lacks it. */
+static int loss_entries(const Args *a, const CapModel *m, const char *mode, const char **entry,
+                        const char **gentry) {
     char err[ERR_SIZE];
-    if (a->grads && !gentry)
-        fail_if(CAP_E_UNSUPPORTED,
-                strcmp(mode, "eval") == 0
-                    ? "--grads: this cap.so has no gradient entry point ('eval_grads' with "
-                      "outputs 'loss' and 'grad.<param>'); compile a model with a \"train\" section"
-                    : "--grads: this cap.so has no gradient entry point ('train_grads' with "
-                      "outputs 'loss' and 'grad.<param>'); compile a model with a \"train\" "
-                      "section");
-    if (gentry) entry = gentry;
-    if (cap_model_find_entry(m, entry) < 0) {
-        snprintf(err, sizeof err, "%s has no entry point '%s'%s", a->model, entry,
-                 strcmp(mode, "train") == 0 ? " (nor 'train_loss'): it was compiled without a "
-                                              "train section" : "");
-        fail_if(CAP_E_UNSUPPORTED, err);
-    }
-    CapSession *s = open_session(m, a);
-    fail_if(cap_load_weights(s, a->weights, err, sizeof err), err);
+    *entry = strcmp(mode, "eval") == 0 ? "eval_loss"
+             : cap_model_find_entry(m, "train_loss") >= 0 ? "train_loss"
+                                                           : "train_step";
+    *gentry = a->grads ? grads_entry(m, mode) : NULL;
+    if (a->grads && !*gentry)
+        return fail_if(CAP_E_UNSUPPORTED,
+                       strcmp(mode, "eval") == 0
+                           ? "--grads: this cap.so has no gradient entry point ('eval_grads' "
+                             "with outputs 'loss' and 'grad.<param>'); compile a model with a "
+                             "\"train\" section"
+                           : "--grads: this cap.so has no gradient entry point ('train_grads' "
+                             "with outputs 'loss' and 'grad.<param>'); compile a model with a "
+                             "\"train\" section");
+    if (*gentry) *entry = *gentry;
+    if (cap_model_find_entry(m, *entry) >= 0) return 0;
+    snprintf(err, sizeof err, "%s has no entry point '%s'%s", a->model, *entry,
+             strcmp(mode, "train") == 0 ? " (nor 'train_loss'): it was compiled without a "
+                                          "train section" : "");
+    return fail_if(CAP_E_UNSUPPORTED, err);
+}
+
+/* Loads the weights and the batch, then prints the loss (or writes the gradients). */
+static int run_loss(const Args *a, const CapModel *m, CapSession *s, const char *entry,
+                    const char *gentry, uint32_t seed) {
+    char err[ERR_SIZE];
     CapBatch *b = NULL;
-    fail_if(cap_batch_open(m, entry, a->batch, &b, err, sizeof err), err);
-    if (gentry) {
-        write_grads(m, gentry, s, b, seed, a->grads);
-    } else {
-        double loss = 0;
-        fail_if(cap_session_loss(s, entry, b, seed, 0, &loss, err, sizeof err), err);
-        printf("loss: %.9g\n", loss);
-    }
+    double loss = 0;
+    int rc = fail_if(cap_load_weights(s, a->weights, err, sizeof err), err);
+    if (!rc) rc = fail_if(cap_batch_open(m, entry, a->batch, &b, err, sizeof err), err);
+    if (!rc && gentry) rc = write_grads(m, gentry, s, b, seed, a->grads);
+    else if (!rc) rc = fail_if(cap_session_loss(s, entry, b, seed, 0, &loss, err, sizeof err), err);
+    if (!rc && !gentry) printf("loss: %.9g\n", loss);
     cap_batch_free(b);
+    return rc;
+}
+
+static int cmd_loss(const OptResult *r) {
+    Args args, *a = &args;
+    args_from(r, a);
+    char err[ERR_SIZE];
+    uint32_t seed = 0;
+    int train = opt_choice(a->r, "--mode", "eval|train", 0, err, sizeof err);
+    int rc = train < 0 ? usage_error(a, "%s", err) : seed_option(a, &seed);
+    const char *mode = train > 0 ? "train" : "eval", *entry = NULL, *gentry = NULL;
+    const char *inputs[] = {a->model, a->weights, a->batch};
+    if (!rc) rc = check_output(a->grads, "--grads", inputs, 3);
+    CapModel *m = NULL;
+    CapSession *s = NULL;
+    if (!rc) rc = open_model(a->model, &m);
+    if (!rc) rc = loss_entries(a, m, mode, &entry, &gentry);
+    if (!rc) rc = open_session(m, a, &s);
+    if (!rc) rc = run_loss(a, m, s, entry, gentry, seed);
     cap_session_free(s);
     cap_model_close(m);
-    return 0;
+    return rc;
 }
 
 /* ---- cap train --------------------------------------------------------------------------- */
@@ -461,151 +393,281 @@ typedef struct PathList {
     int n;
 } PathList;
 
-static void out_of_memory(void) {
-    fprintf(stderr, "cap: error: out of memory\n");
-    exit(1);
+static void paths_free(PathList *p) {
+    for (int i = 0; i < p->n; i++) free(p->items[i]);
+    free(p->items);
 }
 
-/* Appends "PREFIX" + the first len bytes of s (prefix may be ""). */
-static void paths_add(PathList *p, const char *prefix, const char *s, size_t len) {
+/* Appends "PREFIX" + the first len bytes of s (prefix may be ""); -1 when out of memory. */
+static int paths_add(PathList *p, const char *prefix, const char *s, size_t len) {
     char **items = realloc(p->items, (size_t)(p->n + 1) * sizeof *p->items);
-    if (!items) out_of_memory();
+    if (!items) return -1;
     p->items = items;
     size_t np = strlen(prefix);
     char *item = malloc(np + len + 1);
-    if (!item) out_of_memory();
+    if (!item) return -1;
     memcpy(item, prefix, np);
     memcpy(item + np, s, len);
     item[np + len] = 0;
     p->items[p->n++] = item;
+    return 0;
 }
 
 static int cmp_str(const void *x, const void *y) {
     return strcmp(*(char *const *)x, *(char *const *)y);
 }
 
-static void collect_batches(const Args *a, PathList *p) {
-    if (!!a->batches == !!a->batch_dir)
-        usage_error("cap train needs exactly one of --batches and --batch-dir%s", "");
-    if (a->batches) {
-        for (const char *s = a->batches; *s;) {
-            size_t n = strcspn(s, ",");
-            if (n) paths_add(p, "", s, n);
-            s += n + (s[n] == ',');
-        }
-        return;
-    }
-    size_t nd = strlen(a->batch_dir);
-    char *prefix = malloc(nd + 2);
-    if (!prefix) out_of_memory();
-    snprintf(prefix, nd + 2, "%s/", a->batch_dir);
-    DIR *d = opendir(a->batch_dir);
+/* DIR's *.safetensors, sorted by name (a stable order); returns 0 or 1. */
+static int list_batch_dir(const char *dir, PathList *p) {
+    DIR *d = opendir(dir);
     if (!d) {
-        fprintf(stderr, "cap: error: %s: cannot open directory: %s\n", a->batch_dir, strerror(errno));
-        exit(1);
+        fprintf(stderr, "cap: error: %s: cannot open directory: %s\n", dir, strerror(errno));
+        return 1;
     }
-    struct dirent *de;
-    while ((de = readdir(d))) {
+    size_t nd = strlen(dir);
+    char *prefix = malloc(nd + 2);
+    int rc = prefix ? 0 : -1;
+    if (prefix) snprintf(prefix, nd + 2, "%s/", dir);
+    for (struct dirent *de; !rc && (de = readdir(d));) {
         size_t n = strlen(de->d_name);
-        if (n <= 12 || strcmp(de->d_name + n - 12, ".safetensors")) continue;
-        paths_add(p, prefix, de->d_name, n);
+        if (n > 12 && strcmp(de->d_name + n - 12, ".safetensors") == 0)
+            rc = paths_add(p, prefix, de->d_name, n);
     }
     closedir(d);
     free(prefix);
-    qsort(p->items, (size_t)p->n, sizeof *p->items, cmp_str); /* a stable order */
+    if (rc) return fail_if(CAP_E_NOMEM, "out of memory");
+    qsort(p->items, (size_t)p->n, sizeof *p->items, cmp_str);
     if (p->n == 0) {
-        fprintf(stderr, "cap: error: %s: no .safetensors batch files\n", a->batch_dir);
-        exit(1);
+        fprintf(stderr, "cap: error: %s: no .safetensors batch files\n", dir);
+        return 1;
     }
-}
-
-static void prepare_state(const Args *a, CapSession *s, CapTrainMeta *meta, uint32_t seed) {
-    char err[ERR_SIZE];
-    memset(meta, 0, sizeof *meta);
-    if (a->resume) {
-        if (a->weights) usage_error("--resume and --weights exclude each other%s", "");
-        fail_if(cap_load_checkpoint(s, a->resume, meta, err, sizeof err), err);
-        if (a->seed && meta->seed != seed) {
-            fprintf(stderr, "cap: error: %s was trained with --seed %u, not %u\n", a->resume,
-                    meta->seed, seed);
-            exit(1);
-        }
-        fprintf(stderr, "cap: resuming %s at step %lld\n", a->resume, (long long)meta->step);
-        char changes[1024];
-        if (cap_checkpoint_config_changes(cap_session_model(s), a->resume, changes, sizeof changes))
-            fprintf(stderr, "cap: note: %s was trained with another config (checkpoint -> this "
-                    "cap.so): %s\n", a->resume, changes);
-        return;
-    }
-    fail_if(cap_session_init(s, seed, err, sizeof err), err); /* optimizer state, unlisted */
-    if (a->weights) fail_if(cap_load_weights(s, a->weights, err, sizeof err), err);
-}
-
-/* --time-limit DURATION (--time is the same option): 0 when absent. */
-static double time_limit(const char *text) {
-    double seconds = 0;
-    if (text && cap_parse_duration(text, &seconds) != 0)
-        usage_error("--time-limit takes a duration such as 90, 90s, 5m or 2h, not '%s'", text);
-    return seconds;
-}
-
-static int cmd_train(const Args *a) {
-    if (!a->out) usage_error("cap train needs --out CKPT%s", "");
-    if (!!a->steps == !!a->epochs) usage_error("cap train needs exactly one of --steps and --epochs%s", "");
-    forbid("train", "--grads", a->grads);
-    /* --out may be the --resume checkpoint: continuing a run in place is the common case, and
-     * the save is atomic (the old checkpoint stays whole until the new one is complete) */
-    check_output(a->out, "--out", (const char *[]){a->model, a->weights}, 2);
-    check_output(a->log, "--log", (const char *[]){a->model, a->weights, a->resume}, 3);
-    PathList batches = {0};
-    collect_batches(a, &batches);
-    uint32_t seed = seed_option(a->seed);
-    int64_t steps = a->steps ? int_option("--steps", a->steps, 0, 1)
-                             : int_option("--epochs", a->epochs, 0, 1) * batches.n;
-    CapModel *m = open_model(a->model);
-    CapSession *s = open_session(m, a);
-    CapTrainMeta meta;
-    prepare_state(a, s, &meta, seed);
-    CapTrainOptions o = {
-        .batch_paths = (const char *const *)batches.items, .n_batches = batches.n,
-        .steps = steps, .max_seconds = time_limit(a->time), .seed = seed,
-        .out_path = a->out,
-        .save_every = int_option("--save-every", a->save_every, 0, 0), .log_path = a->log,
-        .print_every = int_option("--print-every", a->print_every, 10, 0), .progress = stdout,
-    };
-    if (cap_nonfinite_parse(a->on_nonfinite, &o.on_nonfinite) != 0)
-        usage_error("--on-nonfinite must be stop or skip, not '%s'", a->on_nonfinite);
-    char err[ERR_SIZE];
-    fail_if(cap_train(s, &o, &meta, err, sizeof err), err);
-    printf("saved %s (step %lld", a->out, (long long)meta.step);
-    if (meta.skipped) printf(", %lld non-finite steps skipped", (long long)meta.skipped);
-    printf(")\n");
-    for (int i = 0; i < batches.n; i++) free(batches.items[i]);
-    free(batches.items);
-    cap_session_free(s);
-    cap_model_close(m);
     return 0;
 }
 
-/* Removes -v / --verbose from argv (every subcommand accepts it); returns whether it was there. */
-static int take_verbose(int *argc, char **argv) {
-    int found = 0, n = 1;
-    for (int i = 1; i < *argc; i++) {
-        if (strcmp(argv[i], "-v") == 0 || strcmp(argv[i], "--verbose") == 0) found = 1;
-        else argv[n++] = argv[i];
+/* --batches B1,B2,... or --batch-dir DIR; returns 0 or 1. */
+static int collect_batches(const Args *a, PathList *p) {
+    if (!a->batches) return list_batch_dir(a->batch_dir, p);
+    for (const char *s = a->batches; *s;) {
+        size_t n = strcspn(s, ",");
+        if (n && paths_add(p, "", s, n)) return fail_if(CAP_E_NOMEM, "out of memory");
+        s += n + (s[n] == ',');
     }
-    argv[n] = NULL;
-    *argc = n;
-    return found;
+    return 0;
 }
 
-/* `cap train --data`, data parallel when mpirun started it (distributed.h). */
-static int train_data(int argc, char **argv) {
-    if (cap_cli_has_option(argc, argv, "--help") || cap_cli_has_option(argc, argv, "-h")) {
-        int rc = cap_cmd_train_data(argc - 1, argv + 1, NULL);
-        fputs(cap_dist_help(), stdout);
+/* The state to start from: --resume's, else the initializers and --weights. Returns 0 or 1. */
+static int prepare_state(const Args *a, CapSession *s, CapTrainMeta *meta, uint32_t seed) {
+    char err[ERR_SIZE];
+    memset(meta, 0, sizeof *meta);
+    if (!a->resume) {
+        int rc = fail_if(cap_session_init(s, seed, err, sizeof err), err); /* optimizer state */
+        if (!rc && a->weights) rc = fail_if(cap_load_weights(s, a->weights, err, sizeof err), err);
         return rc;
     }
+    if (fail_if(cap_load_checkpoint(s, a->resume, meta, err, sizeof err), err)) return 1;
+    if (opt_has(a->r, "--seed") && meta->seed != seed) {
+        fprintf(stderr, "cap: error: %s was trained with --seed %u, not %u\n", a->resume,
+                meta->seed, seed);
+        return 1;
+    }
+    fprintf(stderr, "cap: resuming %s at step %lld\n", a->resume, (long long)meta->step);
+    char changes[1024];
+    if (cap_checkpoint_config_changes(cap_session_model(s), a->resume, changes, sizeof changes))
+        fprintf(stderr, "cap: note: %s was trained with another config (checkpoint -> this "
+                "cap.so): %s\n", a->resume, changes);
+    return 0;
+}
+
+/* cap train's option values into o (steps, or *epochs to multiply by the batches); returns
+ * 0 or 2 after the message. --time-limit DURATION (--time is the same option). */
+static int train_options(const Args *a, CapTrainOptions *o, int64_t *epochs) {
+    const char *limit = opt_str(a->r, "--time-limit"), *nonfinite = opt_str(a->r, "--on-nonfinite");
+    *o = (CapTrainOptions){.out_path = a->out, .log_path = a->log, .progress = stdout};
+    *epochs = 0;
+    int rc = opt_has(a->r, "--steps") ? int_option(a, "--steps", 0, 1, INT64_MAX, &o->steps)
+                                      : int_option(a, "--epochs", 0, 1, INT32_MAX, epochs);
+    if (!rc) rc = seed_option(a, &o->seed);
+    if (!rc) rc = int_option(a, "--save-every", 0, 0, INT64_MAX, &o->save_every);
+    if (!rc) rc = int_option(a, "--print-every", 10, 0, INT64_MAX, &o->print_every);
+    if (!rc && limit && cap_parse_duration(limit, &o->max_seconds) != 0)
+        rc = usage_error(a, "--time-limit takes a duration such as 90, 90s, 5m or 2h, not '%s'",
+                         limit);
+    if (!rc && cap_nonfinite_parse(nonfinite, &o->on_nonfinite) != 0)
+        rc = usage_error(a, "--on-nonfinite must be stop or skip, not '%s'", nonfinite);
+    return rc;
+}
+
+static int train_batches(const Args *a, CapSession *s, CapTrainOptions *o, const PathList *b,
+                         int64_t epochs) {
+    CapTrainMeta meta;
+    char err[ERR_SIZE];
+    o->batch_paths = (const char *const *)b->items;
+    o->n_batches = b->n;
+    if (epochs) o->steps = epochs * b->n;
+    if (prepare_state(a, s, &meta, o->seed)) return 1;
+    if (fail_if(cap_train(s, o, &meta, err, sizeof err), err)) return 1;
+    printf("saved %s (step %lld", a->out, (long long)meta.step);
+    if (meta.skipped) printf(", %lld non-finite steps skipped", (long long)meta.skipped);
+    printf(")\n");
+    return 0;
+}
+
+static int cmd_train(const OptResult *r) {
+    Args args, *a = &args;
+    args_from(r, a);
+    CapTrainOptions o;
+    int64_t epochs;
+    PathList batches = {0};
+    CapModel *m = NULL;
+    CapSession *s = NULL;
+    int rc = train_options(a, &o, &epochs);
+    /* --out may be the --resume checkpoint: continuing a run in place is the common case, and
+     * the save is atomic (the old checkpoint stays whole until the new one is complete) */
+    if (!rc) rc = check_output(a->out, "--out", (const char *[]){a->model, a->weights}, 2);
+    const char *log_inputs[] = {a->model, a->weights, a->resume};
+    if (!rc) rc = check_output(a->log, "--log", log_inputs, 3);
+    if (!rc) rc = collect_batches(a, &batches);
+    if (!rc) rc = open_model(a->model, &m);
+    if (!rc) rc = open_session(m, a, &s);
+    if (!rc) rc = train_batches(a, s, &o, &batches, epochs);
+    paths_free(&batches);
+    cap_session_free(s);
+    cap_model_close(m);
+    return rc;
+}
+
+/* ---- the commands ------------------------------------------------------------------------ */
+
+#define SEED_OPTION(what) {"--seed", 0, OPT_VALUE, 0, "S", what " (0..4294967295, default 0)", NULL}
+
+static const OptCommand INFO = {
+    .prog = "cap info",
+    .synopsis = "cap.so",
+    .summary = "what the model holds: parameters, entry points, kernels, arena, backends",
+    .tables = {CAP_SESSION_OPTIONS},
+    .min_pos = 1, .max_pos = 1, .pos_missing = "cap info needs a cap.so",
+};
+
+static int info_main(int argc, char **argv) { return opt_run(&INFO, argc, argv, cmd_info); }
+
+static const OptSpec INIT_OPTIONS[] = {
+    {"--out", 'o', OPT_VALUE, OPT_REQUIRED, "W.safetensors", "the weights file to write", NULL},
+    SEED_OPTION("the initializers' seed"),
+    {"--from", 0, OPT_VALUE, 0, "PRETRAINED.safetensors",
+     "fill the tensors it has (named --prefix + its names), report what stayed random", NULL},
+    {"--prefix", 0, OPT_VALUE, 0, "P",
+     "the model's name for --from's tensors: P + their names (e.g. backbone. for a "
+     "torchvision ResNet)", NULL},
+    OPT_END,
+};
+
+static const OptRule INIT_RULES[] = {
+    {OPT_GOES_WITH, {"--prefix", "--from"}},
+    {OPT_RULE_END, {NULL}},
+};
+
+static const OptCommand INIT = {
+    .prog = "cap init",
+    .synopsis = "cap.so -o W.safetensors [--seed N] [--from PRETRAINED.safetensors [--prefix P]]",
+    .summary = "initial weights (PyTorch's default initializers), or a pretrained backbone's",
+    .tables = {INIT_OPTIONS, CAP_SESSION_OPTIONS},
+    .rules = INIT_RULES,
+    .min_pos = 1, .max_pos = 1, .pos_missing = "cap init needs a cap.so",
+};
+
+static int init_main(int argc, char **argv) { return opt_run(&INIT, argc, argv, cmd_init); }
+
+static const OptSpec LOSS_OPTIONS[] = {
+    {"--weights", 0, OPT_VALUE, OPT_REQUIRED, "W.safetensors", "weights or a checkpoint", NULL},
+    {"--batch", 0, OPT_VALUE, OPT_REQUIRED, "B.safetensors", "the batch's data inputs", NULL},
+    {"--mode", 0, OPT_VALUE, 0, "eval|train",
+     "eval_loss (default) or the training program's loss", NULL},
+    {"--grads", 0, OPT_VALUE, 0, "G.safetensors",
+     "also write the gradients, named as the parameters", NULL},
+    SEED_OPTION("the dropout seed"),
+    OPT_END,
+};
+
+static const OptCommand LOSS = {
+    .prog = "cap loss",
+    .synopsis = "cap.so --weights W.safetensors --batch B.safetensors [--mode eval|train] "
+                "[--grads G.safetensors] [--seed N]",
+    .summary = "print `loss: <value>` of one batch; --grads writes the gradients",
+    .tables = {LOSS_OPTIONS, CAP_SESSION_OPTIONS},
+    .min_pos = 1, .max_pos = 1, .pos_missing = "cap loss needs a cap.so",
+};
+
+static int loss_main(int argc, char **argv) { return opt_run(&LOSS, argc, argv, cmd_loss); }
+
+static const OptSpec TRAIN_OPTIONS[] = {
+    {"--data", 0, OPT_VALUE, 0, "SPEC",
+     "train on a dataset's train split (docs/data.md): FORMAT:PATH[,IMAGE_DIR][,split=RULE]",
+     NULL},
+    {"--batches", 0, OPT_VALUE, 0, "B1[,B2...]", "train on these batch files, in turn", NULL},
+    {"--batch-dir", 0, OPT_VALUE, 0, "DIR", "train on DIR's *.safetensors, in name order", NULL},
+    {"--steps", 0, OPT_VALUE, 0, "N",
+     "stop after update N, counted from step 0 (a resumed run stops at the same total)", NULL},
+    {"--epochs", 0, OPT_VALUE, 0, "N", "train N passes over the batches or the train split",
+     NULL},
+    {"--out", 0, OPT_VALUE, OPT_REQUIRED, "CKPT",
+     "the checkpoint to write (may be the --resume one: saves are atomic)", NULL},
+    {"--weights", 0, OPT_VALUE, 0, "W", "start from these weights (default: the initializers)",
+     NULL},
+    {"--resume", 0, OPT_VALUE, 0, "CKPT", "continue from this checkpoint", NULL},
+    {"--log", 0, OPT_VALUE, 0, "metrics.jsonl",
+     "append one JSON line per step (step, loss, lr, grad_norm, ...)", NULL},
+    SEED_OPTION("the run's seed: initializers, dropout, shuffling"),
+    {"--save-every", 0, OPT_VALUE, 0, "N", "also save every N steps (default 0: at the end)",
+     NULL},
+    {"--print-every", 0, OPT_VALUE, 0, "N", "a progress line every N steps (default 10; 0: none)",
+     NULL},
+    {"--time-limit", 0, OPT_VALUE, 0, "DURATION",
+     "also stop, with a checkpoint, at the first step after DURATION (90, 90s, 5m, 2h)",
+     "--time"},
+    {"--on-nonfinite", 0, OPT_VALUE, 0, "stop|skip",
+     "a batch whose loss or gradient is NaN/inf updates nothing and stops the run (default) "
+     "or is skipped", NULL},
+    {"--vocab", 0, OPT_VALUE, 0, "VOCAB.txt",
+     "with --data: the vocabulary (a resume takes the checkpoint's)", NULL},
+    {"--workers", 0, OPT_VALUE, 0, "K", "with --data: decoding threads, 0..64 (default 2)", NULL},
+    {"--no-feature-cache", 0, OPT_FLAG, 0, NULL,
+     "with --data: run the backbone every step even when cap.so could cache its features",
+     NULL},
+    {"--eval-every", 0, OPT_VALUE, 0, "N",
+     "with --data: every N steps log val loss, BLEU-4 and CIDEr-D", NULL},
+    {"--eval-images", 0, OPT_VALUE, 0, "M",
+     "with --eval-every: caption the val split's first M images (default 100)", NULL},
+    OPT_END,
+};
+
+static const OptRule TRAIN_RULES[] = {
+    {OPT_ONE_OF, {"--data", "--batches", "--batch-dir"}},
+    {OPT_ONE_OF, {"--steps", "--epochs"}},
+    {OPT_EXCLUDE, {"--weights", "--resume"}},
+    {OPT_GOES_WITH, {"--vocab", "--data"}},
+    {OPT_GOES_WITH, {"--workers", "--data"}},
+    {OPT_GOES_WITH, {"--no-feature-cache", "--data"}},
+    {OPT_GOES_WITH, {"--eval-every", "--data"}},
+    {OPT_GOES_WITH, {"--eval-images", "--eval-every"}},
+    {OPT_RULE_END, {NULL}},
+};
+
+static const OptCommand TRAIN = {
+    .prog = "cap train",
+    .synopsis = "cap.so (--data SPEC --vocab VOCAB.txt | --batches B1[,B2...] | --batch-dir DIR) "
+                "(--steps N | --epochs N) --out CKPT [--weights W | --resume CKPT] "
+                "[--log metrics.jsonl] [options]",
+    .summary = "train: runs train_step on batch files or a dataset, writes a checkpoint",
+    .about = "Runs train_step on batch files (--batches, --batch-dir) or on a dataset's train "
+             "split (--data, docs/data.md; the data position and vocabulary go in the "
+             "checkpoint), printing progress.",
+    .tables = {TRAIN_OPTIONS, CAP_SESSION_OPTIONS},
+    .rules = TRAIN_RULES,
+    .min_pos = 1, .max_pos = 1, .pos_missing = "cap train needs a cap.so",
+};
+
+/* `cap train --data`, data parallel when mpirun started it (distributed.h). */
+static int train_data(int argc, char **argv, const OptResult *r) {
     CapComm comm;
     char err[ERR_SIZE];
     int dist = cap_dist_init(&argc, &argv, &comm, err, sizeof err);
@@ -613,27 +675,106 @@ static int train_data(int argc, char **argv) {
         fprintf(stderr, "cap: error: %s\n", err);
         return 1;
     }
-    int rc = cap_cmd_train_data(argc - 1, argv + 1, dist ? &comm : NULL);
+    int rc = cap_cmd_train_data(r, dist ? &comm : NULL);
     cap_dist_finish(rc);
     return rc;
 }
 
+static int train_main(int argc, char **argv) {
+    OptResult r;
+    char err[512];
+    int rc = opt_parse(&TRAIN, argc, argv, &r, err, sizeof err);
+    if (rc == OPT_HELP) {
+        opt_help(stdout, &TRAIN);
+        fputs(cap_dist_help(), stdout);
+    }
+    if (rc == OPT_ERROR) rc = opt_fail(&TRAIN, "%s", err);
+    else if (rc == OPT_OK) rc = opt_has(&r, "--data") ? train_data(argc, argv, &r) : cmd_train(&r);
+    else rc = 0;
+    opt_free(&r);
+    return rc;
+}
+
+static const OptCommand CAP;
+
+static void print_prog(const OptCommand *cmd, void *ctx) {
+    (void)ctx;
+    printf("%s\n", cmd->prog);
+}
+
+static const OptSpec HELP_OPTIONS[] = {
+    {"--list-commands", 0, OPT_FLAG, 0, NULL, "print every command and subcommand, one a line",
+     NULL},
+    OPT_END,
+};
+
+static const OptCommand HELP = {
+    .prog = "cap help",
+    .synopsis = "[COMMAND [SUBCOMMAND]] | --list-commands",
+    .summary = "the help of cap or of a command",
+    .tables = {HELP_OPTIONS},
+    .max_pos = 2,
+};
+
+/* `cap help [COMMAND...]`: that command's --help; --list-commands: every command's name
+ * (tests/runtime walks them). */
+static int help_run(const OptResult *r) {
+    if (opt_has(r, "--list-commands")) {
+        opt_walk(&CAP, print_prog, NULL);
+        return 0;
+    }
+    const OptCommand *cmd = &CAP;
+    char err[512];
+    for (int i = 0; i < r->n_pos; i++) {
+        const OptSub *sub = opt_find_sub(cmd, r->pos[i], err, sizeof err);
+        if (sub == NULL) return opt_fail(&HELP, "%s", err);
+        cmd = sub->cmd;
+    }
+    opt_help(stdout, cmd);
+    return 0;
+}
+
+static int help_main(int argc, char **argv) { return opt_run(&HELP, argc, argv, help_run); }
+
+static const OptSub COMMANDS[] = {
+    {"info", &INFO, info_main, 0},
+    {"init", &INIT, init_main, 0},
+    {"loss", &LOSS, loss_main, 0},
+    {"train", &TRAIN, train_main, 0},
+    {"sample", &CAP_SAMPLE_COMMAND, cap_cmd_sample, 0},
+    {"eval", &CAP_EVAL_COMMAND, cap_cmd_eval, 0},
+    {"score", &CAP_SCORE_COMMAND, cap_cmd_score, 0},
+    {"plot", &CAP_PLOT_COMMAND, cap_cmd_plot, 0},
+    {"data", &CAP_DATA_COMMAND, cap_cmd_data, 0},
+    {"vocab", &CAP_VOCAB_COMMAND, cap_cmd_vocab, 0},
+    {"help", &HELP, help_main, OPT_HIDDEN},
+    {NULL, NULL, NULL, 0},
+};
+
+static const OptSpec CAP_OPTIONS[] = {
+    {"--version", 0, OPT_FLAG, OPT_EARLY, NULL, "print the runtime's version and exit", NULL},
+    OPT_END,
+};
+
+static const OptCommand CAP = {
+    .prog = "cap",
+    .synopsis = "COMMAND [cap.so] [options]",
+    .about = "Runs what capc compiled (libcaprt). `cap COMMAND --help` describes a command and "
+             "all its options.",
+    .tables = {CAP_OPTIONS, CAP_SESSION_OPTIONS},
+    .table_titles = {"options", "options for every command that runs a cap.so"},
+    .subs = COMMANDS,
+    .footer = "exit status: 0 success, 1 error, 2 bad command line. docs/cli.md has the "
+              "details.",
+};
+
 int main(int argc, char **argv) {
-    cap_cli_set_verbose(take_verbose(&argc, argv));
-    if (argc > 1 && strcmp(argv[1], "score") == 0) return cap_cmd_score(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "plot") == 0) return cap_cmd_plot(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "sample") == 0) return cap_cmd_sample(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "eval") == 0) return cap_cmd_eval(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "train") == 0 && cap_cli_has_option(argc, argv, "--data"))
-        return train_data(argc, argv);
-    if (argc > 1 && strcmp(argv[1], "data") == 0) return cap_cmd_data(argc - 1, argv + 1);
-    if (argc > 1 && strcmp(argv[1], "vocab") == 0) return cap_cmd_vocab(argc - 1, argv + 1);
-    Args a;
-    parse_args(argc, argv, &a);
-    if (strcmp(a.cmd, "info") == 0) return cmd_info(&a);
-    if (strcmp(a.cmd, "init") == 0) return cmd_init(&a);
-    if (strcmp(a.cmd, "loss") == 0) return cmd_loss(&a);
-    if (strcmp(a.cmd, "train") == 0) return cmd_train(&a);
-    usage_error("unknown command '%s'", a.cmd);
-    return 2;
+    OptResult r;
+    int status;
+    if (opt_dispatch(&CAP, argc, argv, &r, &status)) return status;
+    if (r.early != NULL)
+        printf("cap %s (artifact version %d)\n", CAPC_VERSION, CAP_ARTIFACT_VERSION);
+    else status = opt_fail(&CAP, "no command");
+    opt_free(&r);
+    return status;
 }

@@ -4,6 +4,11 @@
 #ifndef CLI_DATA_H
 #define CLI_DATA_H
 
+#include "options.h"
+
+extern const OptCommand CAP_DATA_COMMAND;  /* with its subcommands synth and stats */
+extern const OptCommand CAP_VOCAB_COMMAND;
+
 int cap_cmd_data(int argc, char **argv);
 int cap_cmd_vocab(int argc, char **argv);
 

@@ -15,6 +15,7 @@
 
 #include <cjson/cJSON.h>
 
+#include "cli_common.h"
 #include "files.h"
 
 enum { MAX_SERIES = 16, PANEL_W = 760, PANEL_H = 170, MARGIN_L = 80, MARGIN_T = 30, GAP = 40 };
@@ -163,34 +164,36 @@ static int write_svg(const char *path, const Plot *p, char *err, size_t size) {
     return 0;
 }
 
-static int usage(const char *msg) {
-    fprintf(stderr, "cap: error: %s (usage: cap plot metrics.jsonl -o curves.svg)\n", msg);
-    return 2;
-}
+static const OptSpec PLOT_OPTIONS[] = {
+    {"--out", 'o', OPT_VALUE, OPT_REQUIRED, "SVG", "the SVG file to write (not the log itself)",
+     NULL},
+    OPT_END,
+};
 
-int cap_cmd_plot(int argc, char **argv) {
-    const char *in = NULL, *out = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "-o") == 0 || strcmp(argv[i], "--out") == 0) {
-            if (++i == argc) return usage("-o needs a file");
-            out = argv[i];
-        } else if (strncmp(argv[i], "--out=", 6) == 0) {
-            out = argv[i] + 6;
-        } else if (argv[i][0] == '-') {
-            return usage("unknown option");
-        } else if (!in) {
-            in = argv[i];
-        } else {
-            return usage("one metrics file");
-        }
-    }
-    if (!in || !out) return usage("needs a metrics file and -o");
+const OptCommand CAP_PLOT_COMMAND = {
+    .prog = "cap plot",
+    .synopsis = "metrics.jsonl -o curves.svg",
+    .summary = "the curves of a --log file (loss, lr, grad_norm, validation scores), one panel "
+               "each, as SVG",
+    .about = "Draws the curves of a `cap train --log` file as an SVG: one panel per numeric "
+             "metric, stacked on a shared step axis.",
+    .tables = {PLOT_OPTIONS, CAP_VERBOSE_OPTIONS},
+    .min_pos = 1,
+    .max_pos = 1,
+    .pos_missing = "cap plot needs a metrics file",
+    .pos_extra = "one metrics file, not also '%s'",
+};
+
+static int plot(const OptResult *o) {
+    const char *in = o->pos[0], *out = opt_str(o, "--out");
     char err[1024];
     Plot p = {0};
     int rc = file_check_new_output(out, "-o", &in, 1, err, sizeof err) ||
-             read_log(in, &p, err, sizeof err) || write_svg(out, &p, err, sizeof err);
+         read_log(in, &p, err, sizeof err) || write_svg(out, &p, err, sizeof err);
     if (rc) fprintf(stderr, "cap: error: %s\n", err);
     else printf("wrote %s: %d curves\n", out, p.n);
     plot_free(&p);
     return rc ? 1 : 0;
 }
+
+int cap_cmd_plot(int argc, char **argv) { return opt_run(&CAP_PLOT_COMMAND, argc, argv, plot); }

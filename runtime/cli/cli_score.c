@@ -3,6 +3,7 @@
  * (docs/metrics.md). It returns its exit status and never exits.
  */
 #include "cap_internal.h"
+#include "cli_common.h"
 #include "cli_score.h"
 #include "metrics.h"
 
@@ -14,57 +15,27 @@
 
 /* ---- the command ------------------------------------------------------------------------- */
 
-static const char SCORE_USAGE[] =
-    "usage: cap score RESULTS.json --refs CAPTIONS.json [--tokenizer ptb|none]\n"
-    "  scores a COCO results file ([{\"image_id\", \"caption\"}]) against a COCO captions\n"
-    "  file: BLEU-1..4 and CIDEr-D as pycocoevalcap computes them (docs/metrics.md).\n"
-    "  --tokenizer ptb (default) lowercases and strips punctuation like pycocoevalcap's\n"
-    "  PTB tokenizer; none scores the captions split on whitespace, as they are.\n";
+static const OptSpec SCORE_OPTIONS[] = {
+    {"--refs", 0, OPT_VALUE, OPT_REQUIRED, "CAPTIONS.json",
+     "the COCO captions file with the references", NULL},
+    {"--tokenizer", 0, OPT_VALUE, 0, "ptb|none",
+     "ptb (default) lowercases and strips punctuation like pycocoevalcap's PTB tokenizer; "
+     "none scores the captions split on whitespace, as they are", NULL},
+    OPT_END,
+};
 
-static int score_usage_error(const char *msg, const char *arg) {
-    fprintf(stderr, "cap: error: ");
-    fprintf(stderr, msg, arg);
-    fprintf(stderr, " (see cap score --help)\n");
-    return 2;
-}
-
-typedef struct ScoreArgs {
-    const char *results, *refs, *tokenizer;
-} ScoreArgs;
-
-/* 0 to run, -1 after --help, else the exit status of a usage error. */
-static int parse_score_args(int argc, char **argv, ScoreArgs *a) {
-    memset(a, 0, sizeof *a);
-    a->tokenizer = "ptb";
-    for (int i = 1; i < argc; i++) {
-        const char *s = argv[i];
-        if (strcmp(s, "-h") == 0 || strcmp(s, "--help") == 0) {
-            fputs(SCORE_USAGE, stdout);
-            return -1;
-        }
-        const char **slot = NULL;
-        size_t k = 0;
-        if (strncmp(s, "--refs", 6) == 0 && (s[6] == 0 || s[6] == '=')) slot = &a->refs, k = 6;
-        else if (strncmp(s, "--tokenizer", 11) == 0 && (s[11] == 0 || s[11] == '='))
-            slot = &a->tokenizer, k = 11;
-        if (slot) {
-            if (s[k] == '=') *slot = s + k + 1;
-            else if (i + 1 < argc) *slot = argv[++i];
-            else return score_usage_error("option '%s' needs a value", s);
-        } else if (s[0] == '-' && s[1]) {
-            return score_usage_error("unknown option '%s'", s);
-        } else if (!a->results) {
-            a->results = s;
-        } else {
-            return score_usage_error("unexpected argument '%s'", s);
-        }
-    }
-    if (!a->results) return score_usage_error("cap score needs a RESULTS.json%s", "");
-    if (!a->refs) return score_usage_error("cap score needs --refs CAPTIONS.json%s", "");
-    if (strcmp(a->tokenizer, "ptb") && strcmp(a->tokenizer, "none"))
-        return score_usage_error("--tokenizer is ptb or none, not '%s'", a->tokenizer);
-    return 0;
-}
+const OptCommand CAP_SCORE_COMMAND = {
+    .prog = "cap score",
+    .synopsis = "RESULTS.json --refs CAPTIONS.json [--tokenizer ptb|none]",
+    .summary = "BLEU-1..4 and CIDEr-D of a COCO results file (no cap.so; docs/metrics.md)",
+    .about = "Scores a COCO results file ([{\"image_id\", \"caption\"}]) against a COCO "
+             "captions file: BLEU-1..4 and CIDEr-D as pycocoevalcap computes them "
+             "(docs/metrics.md).",
+    .tables = {SCORE_OPTIONS, CAP_VERBOSE_OPTIONS},
+    .min_pos = 1,
+    .max_pos = 1,
+    .pos_missing = "cap score needs a RESULTS.json",
+};
 
 /* Replaces every caption of s by its PTB-like tokenization. */
 static CapStatus tokenize_set(CapScoreSet *s, char *err, size_t err_size) {
@@ -91,15 +62,13 @@ static CapStatus score_set(const CapScoreSet *s, double bleu[CAP_BLEU_N], double
     return st;
 }
 
-int cap_cmd_score(int argc, char **argv) {
-    ScoreArgs a;
-    int rc = parse_score_args(argc, argv, &a);
-    if (rc) return rc < 0 ? 0 : rc;
+/* Loads, scores and prints; returns 0, or 1 after the message. */
+static int score(const char *results, const char *refs, int ptb) {
     char err[SCORE_ERR];
     CapScoreSet s;
     double bleu[CAP_BLEU_N], cider = 0;
-    CapStatus st = cap_score_set_load(a.results, a.refs, &s, err, sizeof err);
-    if (!st && strcmp(a.tokenizer, "ptb") == 0) st = tokenize_set(&s, err, sizeof err);
+    CapStatus st = cap_score_set_load(results, refs, &s, err, sizeof err);
+    if (!st && ptb) st = tokenize_set(&s, err, sizeof err);
     if (!st) st = score_set(&s, bleu, &cider, err, sizeof err);
     cap_score_set_free(&s);
     if (st) {
@@ -109,4 +78,15 @@ int cap_cmd_score(int argc, char **argv) {
     for (int n = 0; n < CAP_BLEU_N; n++) printf("BLEU-%d: %.12g\n", n + 1, bleu[n]);
     printf("CIDEr-D: %.12g\n", cider);
     return 0;
+}
+
+static int score_command(const OptResult *o) {
+    char err[SCORE_ERR];
+    int tokenizer = opt_choice(o, "--tokenizer", "ptb|none", 0, err, sizeof err);
+    return tokenizer < 0 ? opt_fail(o->cmd, "%s", err)
+                         : score(o->pos[0], opt_str(o, "--refs"), tokenizer == 0);
+}
+
+int cap_cmd_score(int argc, char **argv) {
+    return opt_run(&CAP_SCORE_COMMAND, argc, argv, score_command);
 }

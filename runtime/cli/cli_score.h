@@ -2,6 +2,10 @@
 #ifndef CAP_CLI_SCORE_H
 #define CAP_CLI_SCORE_H
 
+#include "options.h"
+
+extern const OptCommand CAP_SCORE_COMMAND;
+
 /* `cap score RESULTS.json --refs CAPTIONS.json [--tokenizer ptb|none]` (cli_score.c):
  * argv[0] is "score". Prints BLEU-1..4 and CIDEr-D; returns the exit status (0 ok, 1 error,
  * 2 bad command line) with messages on stderr. Never exits. */
