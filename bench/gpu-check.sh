@@ -56,14 +56,14 @@ cmake_build() {
 
 # Without cmake: the same sources with the system cc (tests are not built this way):
 #   cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -DCAPC_VERSION='"0.1.0"' -I{ir,frontend,passes,
-#      codegen,support,runtime/abi} ir/*.c frontend/*.c passes/*.c codegen/*.c support/*.c
-#      driver/capc.c $B/cap_artifact_text.c -lcjson -lclang -lm -ldl -lpthread -o $B/capc
+#      codegen,driver,support,runtime/abi} ir/*.c frontend/*.c passes/*.c codegen/*.c support/*.c
+#      driver/*.c $B/cap_artifact_text.c -lcjson -lclang -lm -ldl -lpthread -o $B/capc
 #   cc ... -shared -fPIC runtime/{core,data,caption}/*.c support/*.c -o $B/libcaprt.so
 #      -lcjson -ljpeg -lpng -lm -ldl -lpthread;  cc runtime/cli/*.c -> $B/cap; bench/bench_step.c
 cc_build() {
     mkdir -p "$B"
     local cflags=(-std=c11 -O2 -D_POSIX_C_SOURCE=200809L "-DCAPC_VERSION=\"0.1.0\"" -Iir -Ifrontend
-                  -Ipasses -Icodegen -Isupport -Iruntime/abi -Iruntime/core -Iruntime/data
+                  -Ipasses -Icodegen -Idriver -Isupport -Iruntime/abi -Iruntime/core -Iruntime/data
                   -Iruntime/caption -Iruntime/cli)
     local clang_inc
     clang_inc=$(ls -d /usr/lib/llvm-*/include 2>/dev/null | tail -1)
@@ -71,51 +71,12 @@ cc_build() {
       od -An -v -tx1 runtime/abi/cap_artifact.h | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'
       echo '0x00};'; } >"$B/cap_artifact_text.c"
     run "cc build capc" 300 cc "${cflags[@]}" -I"$clang_inc" ir/*.c frontend/*.c passes/*.c \
-        codegen/*.c support/*.c driver/capc.c "$B/cap_artifact_text.c" \
+        codegen/*.c support/*.c driver/*.c "$B/cap_artifact_text.c" \
         -L"${clang_inc%/include}/lib" -lclang -lcjson -lm -ldl -lpthread -o "$B/capc" || return 1
     run "cc build libcaprt" 300 cc "${cflags[@]}" -shared -fPIC runtime/core/*.c runtime/data/*.c \
         runtime/caption/*.c support/*.c -o "$B/libcaprt.so" \
         -lcjson -ljpeg -lpng -lm -ldl -lpthread || return 1
     run "cc build cap" 120 cc "${cflags[@]}" runtime/cli/*.c -o "$B/cap" \
-        -L"$B" -lcaprt -Wl,-rpath,"$PWD/$B" -lcjson -lm || return 1
-    run "cc build cap_bench_step" 60 cc "${cflags[@]}" bench/bench_step.c -o "$B/cap_bench_step" \
-        -L"$B" -lcaprt -Wl,-rpath,"$PWD/$B"
-}
-
-build() {
-    local tests=ON
-    have_pkg cmocka || { say "note: libcmocka not found: cmocka tests not built"; tests=OFF; }
-    run "configure (cmake Release)" 120 cmake -S . -B "$B" -DCMAKE_BUILD_TYPE=Release \
-        -DCAPC_SANITIZE=OFF -DCAPC_WERROR=OFF -DCAPC_TESTS=$tests || return 1
-    local targets="capc cap cap_bench_step"
-    [ $tests = ON ] && targets="$targets test_cuda_kernels test_cuda_backend"
-    # shellcheck disable=SC2086
-    run "build ($targets)" 300 cmake --build "$B" -j"$JOBS" --target $targets
-}
-
-# Without cmake: the same sources with the system cc (tests are not built this way):
-#   cc -std=c11 -O2 -D_POSIX_C_SOURCE=200809L -DCAPC_VERSION='"0.1.0"' -I{ir,frontend,passes,
-#      codegen,runtime} ir/*.c frontend/*.c passes/*.c codegen/*.c driver/capc.c
-#      $B/cap_artifact_text.c -lcjson -lm -ldl -lpthread -o $B/capc
-#   cc ... -shared -fPIC runtime/<libcaprt and capdata files> -o $B/libcaprt.so -lcjson
-#      -ljpeg -lpng -lm -ldl -lpthread;  cc runtime/cap_main.c -> $B/cap; bench/bench_step.c
-cc_build() {
-    mkdir -p "$B"
-    local cflags=(-std=c11 -O2 -D_POSIX_C_SOURCE=200809L "-DCAPC_VERSION=\"0.1.0\"" -Iir -Ifrontend
-                  -Ipasses -Icodegen -Iruntime)
-    { echo 'const char capc_artifact_header_text[] = {'
-      od -An -v -tx1 runtime/cap_artifact.h | sed 's/\([0-9a-f][0-9a-f]\)/0x\1,/g'
-      echo '0x00};'; } >"$B/cap_artifact_text.c"
-    local rt="model backend backend_cuda cuda_driver session threads init checkpoint batch trainer
-              metrics sampling cli_score safetensors data_common data_json data_flickr data_rng
-              text vocab image data_loader synth cli_data train_data feature_cache"
-    local rtsrc=()
-    for f in $rt; do [ -f "runtime/$f.c" ] && rtsrc+=("runtime/$f.c"); done
-    run "cc build capc" 300 cc "${cflags[@]}" ir/*.c frontend/*.c passes/*.c codegen/*.c \
-        driver/capc.c "$B/cap_artifact_text.c" -lcjson -lm -ldl -lpthread -o "$B/capc" || return 1
-    run "cc build libcaprt" 300 cc "${cflags[@]}" -shared -fPIC "${rtsrc[@]}" -o "$B/libcaprt.so" \
-        -lcjson -ljpeg -lpng -lm -ldl -lpthread || return 1
-    run "cc build cap" 120 cc "${cflags[@]}" runtime/cap_main.c runtime/cli_data.c -o "$B/cap" \
         -L"$B" -lcaprt -Wl,-rpath,"$PWD/$B" -lcjson -lm || return 1
     run "cc build cap_bench_step" 60 cc "${cflags[@]}" bench/bench_step.c -o "$B/cap_bench_step" \
         -L"$B" -lcaprt -Wl,-rpath,"$PWD/$B"

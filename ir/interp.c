@@ -51,13 +51,6 @@ static int store_index(const RefStore *s, const char *name) {
     return -1;
 }
 
-static char *dup_string(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 static int store_grow(RefStore *s) {
     if (s->n < s->cap) return 0;
     int cap = s->cap ? 2 * s->cap : 8;
@@ -77,7 +70,7 @@ int ref_store_put(RefStore *s, const char *name, RefTensor *t) {
         ref_tensor_free(&s->tensors[i]);
     } else {
         if (store_grow(s) != 0) return -1;
-        char *copy = dup_string(name);
+        char *copy = strdup(name);
         if (!copy) return -1;
         i = s->n++;
         s->names[i] = copy;

@@ -78,13 +78,6 @@ static int lower_bound(const IdIndex *v, int n, int64_t id) {
     return lo;
 }
 
-static char *dup_str(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 /* The annotations of the captions file, sorted by image id (then file order). */
 static CapStatus load_refs(const char *path, const cJSON *root, IdIndex **out, int *n_out,
                            char *err, size_t err_size) {
@@ -146,13 +139,13 @@ static CapStatus fill_item(CapScoreSet *s, int k, const cJSON *rec, const cJSON 
         return cap_fail(err, err_size, CAP_E_FORMAT, "%s: record %d: image_id %lld has no "
                         "captions in %s", res_path, index, (long long)id, refs_path);
     s->image_ids[k] = id;
-    s->candidates[k] = dup_str(cJSON_GetObjectItemCaseSensitive(rec, "caption")->valuestring);
+    s->candidates[k] = strdup(cJSON_GetObjectItemCaseSensitive(rec, "caption")->valuestring);
     s->refs[k] = calloc((size_t)(hi - lo), sizeof **s->refs);
     if (!s->candidates[k] || !s->refs[k]) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
     s->n_refs[k] = hi - lo;
     for (int j = lo; j < hi; j++) {
         const cJSON *a = cJSON_GetArrayItem(anns, refs[j].index);
-        s->refs[k][j - lo] = dup_str(cJSON_GetObjectItemCaseSensitive(a, "caption")->valuestring);
+        s->refs[k][j - lo] = strdup(cJSON_GetObjectItemCaseSensitive(a, "caption")->valuestring);
         if (!s->refs[k][j - lo]) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
     }
     return CAP_OK;

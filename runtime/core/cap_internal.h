@@ -74,14 +74,14 @@ struct CapSession {
 void cap_threads_prepare(void);
 int cap_default_threads(void);
 
-/* Writes the message into err and returns code. */
-CapStatus cap_fail(char *err, size_t err_size, CapStatus code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Writes the message into err and returns code (support/errmsg.h). */
+#define cap_fail(err, err_size, code, ...) ((CapStatus)errmsg_fail(err, err_size, code, __VA_ARGS__))
 
 /* Initializer of one state tensor (init.c): fills dst (numel f32 or i32) from info->init. */
 CapStatus cap_init_state(const CapStateInfo *info, int index, uint32_t seed, void *dst,
                          char *err, size_t err_size);
 /* Philox4x32-10: support/philox.h. */
+#include "errmsg.h"
 #include "philox.h"
 
 /* Checks file tensor t against info (shape; F32/F64 for f32, I32/I64 for i32) and converts it

@@ -28,16 +28,6 @@ const char *cap_status_name(CapStatus s) {
     return "unknown status";
 }
 
-CapStatus cap_fail(char *err, size_t err_size, CapStatus code, const char *fmt, ...) {
-    if (err && err_size) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_size, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 char *cap_dims_str(int rank, const int64_t *dims, char *buf, size_t size) {
     size_t n = 0;
     n += (size_t)snprintf(buf, size, "[");

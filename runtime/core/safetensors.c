@@ -53,13 +53,6 @@ bool st_dtype_from_name(const char *name, StDType *dt) {
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-static char *dup_str(const char *s) {
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (d) memcpy(d, s, n);
-    return d;
-}
-
 /* err = "WHERE: message". Always returns -1. */
 static int fail(char *err, size_t err_size, const char *where, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
@@ -279,8 +272,8 @@ static int parse_metadata(const cJSON *meta, StFile *f, char *err, size_t err_si
         if (!cJSON_IsString(k))
             return fail(err, err_size, f->path, "__metadata__ value of '%s' is not a string",
                         k->string);
-        f->meta_keys[f->n_meta] = dup_str(k->string);
-        f->meta_values[f->n_meta] = dup_str(k->valuestring);
+        f->meta_keys[f->n_meta] = strdup(k->string);
+        f->meta_values[f->n_meta] = strdup(k->valuestring);
         if (!f->meta_keys[f->n_meta] || !f->meta_values[f->n_meta])
             return fail(err, err_size, f->path, "out of memory");
         f->n_meta++;
@@ -304,7 +297,7 @@ static int parse_entries(const cJSON *root, StFile *f, char *err, size_t err_siz
         if (st_find(f, k->string))
             return fail(err, err_size, f->path, "tensor '%s' appears twice", k->string);
         StTensor *t = &f->tensors[f->n];
-        t->name = dup_str(k->string);
+        t->name = strdup(k->string);
         if (!t->name) return fail(err, err_size, f->path, "out of memory");
         f->n++;
         if (parse_tensor(k, t, f->path, err, err_size) != 0) return -1;
@@ -406,7 +399,7 @@ int st_parse(uint8_t *buf, size_t size, const char *name, StFile *out, char *err
     memset(out, 0, sizeof *out);
     out->buf = buf;
     out->size = size;
-    out->path = dup_str(name ? name : "(memory)");
+    out->path = strdup(name ? name : "(memory)");
     if (!out->path) {
         st_free(out);
         return fail(err, err_size, name ? name : "(memory)", "out of memory");
@@ -551,7 +544,7 @@ static int write_contents(int fd, const char *header, size_t hlen, const StWrite
 
 /* fsync of the directory holding path, so the rename itself is durable (best effort). */
 static void sync_parent_dir(const char *path) {
-    char *dir = dup_str(path);
+    char *dir = strdup(path);
     if (!dir) return;
     char *slash = strrchr(dir, '/');
     const char *d = slash == dir ? "/" : slash ? (*slash = '\0', dir) : ".";
@@ -581,7 +574,7 @@ static bool is_temp_of(const char *entry, const char *base) {
 }
 
 int st_remove_stale_temps(const char *path) {
-    char *copy = dup_str(path);
+    char *copy = strdup(path);
     if (!copy) return 0;
     char *slash = strrchr(copy, '/');
     const char *base = slash ? slash + 1 : copy;

@@ -13,16 +13,6 @@
 
 /* ---- small helpers ------------------------------------------------------------------------ */
 
-CapStatus data_fail(char *err, size_t err_size, CapStatus code, const char *fmt, ...) {
-    if (err && err_size) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, err_size, fmt, ap);
-        va_end(ap);
-    }
-    return code;
-}
-
 CapStatus data_read_file(const char *path, char **text, size_t *len, char *err,
                          size_t err_size) {
     switch (file_read_all(path, text, len)) {

@@ -7,6 +7,7 @@
 #define DATA_INTERNAL_H
 
 #include "data.h"
+#include "errmsg.h"
 
 #include <stdarg.h>
 
@@ -71,9 +72,8 @@ CapStatus data_read_file(const char *path, char **text, size_t *len, char *err,
                          size_t err_size);
 /* Line (1-based) and column of byte offset off in text. */
 void data_line_col(const char *text, size_t off, int *line, int *col);
-/* Writes "fmt" into err and returns code. */
-CapStatus data_fail(char *err, size_t err_size, CapStatus code, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
+/* Writes "fmt" into err and returns code (support/errmsg.h). */
+#define data_fail(err, err_size, code, ...) ((CapStatus)errmsg_fail(err, err_size, code, __VA_ARGS__))
 /* A malloc'ed string "a/b" (just b if a is empty or b is absolute). */
 char *data_join_path(const char *a, const char *b);
 /* The directory part of path ("." if none), malloc'ed. */
