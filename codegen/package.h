@@ -138,7 +138,7 @@ void pkg_cuda_image_symbol(int i, char *out, size_t size);
 /* 64-bit FNV-1a of s[0..n) continuing from h (0: start): kernel-name hashes, module groups. */
 uint64_t pkg_fnv1a(const char *s, size_t n, uint64_t h);
 
-/* The text of runtime/cap_artifact.h, embedded at build time (cmake/embed_text.cmake). */
+/* The text of runtime/abi/cap_artifact.h, embedded at build time (cmake/embed_text.cmake). */
 extern const char capc_artifact_header_text[];
 
 /* ---- files and the C compiler (package_cc.c) -------------------------------------------- */

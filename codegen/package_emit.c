@@ -3,7 +3,7 @@
  * cap.c is self-contained so that it compiles anywhere with just a C compiler and OpenBLAS:
  *
  *   a banner (model, capc version, how to rebuild)
- *   the text of runtime/cap_artifact.h (embedded into capc at build time), so the tables
+ *   the text of runtime/abi/cap_artifact.h (embedded into capc at build time), so the tables
  *     below are checked by the compiler against the very header the runtime reads
  *   codegen_c_prelude()
  *   every kernel's C source        (cpu target only)

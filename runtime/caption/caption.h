@@ -1,7 +1,7 @@
 /* caption.h — captions from a captioner cap.so: `encode` once per batch of images, then
  * `decode_step` position by position, feeding its cache outputs (self_k, self_v, key_mask:
  * outputs named like inputs) back as the next step's inputs (docs/training.md, "Sampling").
- * The next token comes from runtime/sampling.h: greedy, or temperature / top-k / top-p
+ * The next token comes from runtime/caption/sampling.h: greedy, or temperature / top-k / top-p
  * sampling, or beam search.
  *
  * Batching: the compiled batch B is the number of rows of every encode / decode_step call.
@@ -67,7 +67,7 @@ typedef struct CapEvalResult {
 
 /* Captions every image of `split` (int: a DataSplit) in file order, up to B per encode, image
  * k sampling with stream = its dataset index, and scores them against all the split's
- * captions with BLEU-1..4 and CIDEr-D (runtime/metrics.h; both sides PTB-tokenized, as
+ * captions with BLEU-1..4 and CIDEr-D (runtime/caption/metrics.h; both sides PTB-tokenized, as
  * `cap score` does). limit > 0 takes only the first limit images. */
 CapStatus cap_eval_split(CapCaptioner *c, const struct Dataset *ds, int split,
                          const struct Vocab *v, const CapCaptionOptions *o, int limit,

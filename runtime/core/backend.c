@@ -1,7 +1,7 @@
 /* backend.c — the cpu backend (host memory, kernels called directly) and backend selection.
  *
  * cpu: "device" memory is 64-byte aligned host memory; a step is a call of the kernel's C
- * function with the resolved buffer pointers. cuda: runtime/backend_cuda.c, over the driver
+ * function with the resolved buffer pointers. cuda: runtime/core/backend_cuda.c, over the driver
  * opened with dlopen (never linked); without it the answer is "no usable CUDA driver: <why>".
  * `auto` picks cuda when a GPU is usable, else cpu, and the session's note says which.
  */

@@ -112,7 +112,7 @@ const char *cap_session_backend_name(const CapSession *s); /* "cpu" */
  * or "" when it was asked for by name. */
 const char *cap_session_backend_note(const CapSession *s);
 
-/* Fills every state tensor from its initializer (runtime/init.c: PyTorch's defaults; optimizer
+/* Fills every state tensor from its initializer (runtime/core/init.c: PyTorch's defaults; optimizer
  * state and integer state start at zero). Random numbers come from Philox4x32-10 keyed by
  * (seed, state index): the result does not depend on order or on the backend. */
 CapStatus cap_session_init(CapSession *s, uint32_t seed, char *err, size_t err_size);
@@ -130,7 +130,7 @@ CapStatus cap_session_write_state(CapSession *s, int index, const void *src, cha
 CapStatus cap_session_run(CapSession *s, const char *entry, const void *const *inputs,
                           void *const *outputs, char *err, size_t err_size);
 
-/* ---- weights and checkpoints (runtime/checkpoint.c) ---------------------------------------- */
+/* ---- weights and checkpoints (runtime/core/checkpoint.c) ---------------------------------------- */
 
 /* Writes WEIGHT and BUFFER states under their names (F32/I32), atomically. */
 CapStatus cap_save_weights(const CapSession *s, const char *path, char *err, size_t err_size);
@@ -194,7 +194,7 @@ CapStatus cap_save_checkpoint_extra(const CapSession *s, const char *path,
 CapStatus cap_file_metadata(const char *path, const char *key, char **value, char *err,
                             size_t err_size);
 
-/* ---- batches (runtime/batch.c) ------------------------------------------------------------- */
+/* ---- batches (runtime/core/batch.c) ------------------------------------------------------------- */
 
 typedef struct CapBatch CapBatch;
 
@@ -218,7 +218,7 @@ CapStatus cap_session_run_batch(CapSession *s, const char *entry, const CapBatch
 CapStatus cap_session_loss(CapSession *s, const char *entry, const CapBatch *b, uint32_t seed,
                            uint32_t step, double *loss, char *err, size_t err_size);
 
-/* ---- training (runtime/trainer.c) ---------------------------------------------------------- */
+/* ---- training (runtime/core/trainer.c) ---------------------------------------------------------- */
 
 /* What cap_train does with a step whose loss or gradient norm is NaN or infinite. Either way
  * the step changed nothing: train_step only writes its state when both are finite. */

@@ -1,5 +1,5 @@
 /* make_image_seeds.c — writes the image seeds of tests/fuzz/corpus/jpeg and corpus/png: one
- * tiny image of each colour space / colour type and bit depth that runtime/image.c decodes,
+ * tiny image of each colour space / colour type and bit depth that runtime/data/image.c decodes,
  * plus broken ones (truncated, a bad CRC, the oversized headers of issue 16). Run once by
  * hand; the output is committed (the fuzzers never need this program):
  *   cc -std=c11 -Wall -Wextra make_image_seeds.c -o /tmp/mis $(pkg-config --cflags --libs libjpeg libpng)
