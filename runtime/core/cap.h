@@ -130,7 +130,7 @@ CapStatus cap_session_write_state(CapSession *s, int index, const void *src, cha
 CapStatus cap_session_run(CapSession *s, const char *entry, const void *const *inputs,
                           void *const *outputs, char *err, size_t err_size);
 
-/* ---- weights and checkpoints (runtime/core/checkpoint.c) ---------------------------------------- */
+/* ---- weights and checkpoints (runtime/core/checkpoint.c) ------------------------------------- */
 
 /* Writes WEIGHT and BUFFER states under their names (F32/I32), atomically. */
 CapStatus cap_save_weights(const CapSession *s, const char *path, char *err, size_t err_size);
@@ -194,7 +194,7 @@ CapStatus cap_save_checkpoint_extra(const CapSession *s, const char *path,
 CapStatus cap_file_metadata(const char *path, const char *key, char **value, char *err,
                             size_t err_size);
 
-/* ---- batches (runtime/core/batch.c) ------------------------------------------------------------- */
+/* ---- batches (runtime/core/batch.c) ---------------------------------------------------------- */
 
 typedef struct CapBatch CapBatch;
 
@@ -218,7 +218,7 @@ CapStatus cap_session_run_batch(CapSession *s, const char *entry, const CapBatch
 CapStatus cap_session_loss(CapSession *s, const char *entry, const CapBatch *b, uint32_t seed,
                            uint32_t step, double *loss, char *err, size_t err_size);
 
-/* ---- training (runtime/core/trainer.c) ---------------------------------------------------------- */
+/* ---- training (runtime/core/trainer.c) ------------------------------------------------------- */
 
 /* What cap_train does with a step whose loss or gradient norm is NaN or infinite. Either way
  * the step changed nothing: train_step only writes its state when both are finite. */
