@@ -8,6 +8,7 @@
  * - + !.
  */
 #include "expr.h"
+#include "strbuf.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -399,64 +400,44 @@ int expr_eval(const char *text, ExprLookup lookup, void *ctx, ExprValue *out, Ex
 
 char *expr_interpolate(const char *text, ExprLookup lookup, void *ctx, ExprError *err) {
     memset(err, 0, sizeof *err);
-    size_t cap = strlen(text) + 32, len = 0;
-    char *out = malloc(cap);
-    if (!out) return NULL;
+    StrBuf out = {0};
+    strbuf_puts(&out, "");
     for (size_t i = 0; text[i];) {
-        if (text[i] != '{') {
-            out[len++] = text[i++];
-        } else {
-            const char *close = strchr(text + i, '}');
-            if (!close) {
-                snprintf(err->msg, sizeof err->msg, "'{' without a closing '}'");
-                err->offset = i;
-                free(out);
-                return NULL;
-            }
-            size_t n = (size_t)(close - text) - i - 1;
-            char *inner = malloc(n + 1);
-            if (!inner) {
-                free(out);
-                return NULL;
-            }
-            memcpy(inner, text + i + 1, n);
-            inner[n] = '\0';
-            ExprValue v;
-            int rc = expr_eval(inner, lookup, ctx, &v, err);
-            free(inner);
-            if (!rc && !v.is_int) {
-                snprintf(err->msg, sizeof err->msg, "'{...}' in a name must be an integer, got %g", v.f);
-                err->offset = 0;
-                rc = -1;
-            }
-            if (rc) {
-                err->offset += i + 1;
-                free(out);
-                return NULL;
-            }
-            char num[32];
-            int k = snprintf(num, sizeof num, "%lld", (long long)v.i);
-            i = (size_t)(close - text) + 1;
-            cap += (size_t)k;
-            char *grown = realloc(out, cap);
-            if (!grown) {
-                free(out);
-                return NULL;
-            }
-            out = grown;
-            memcpy(out + len, num, (size_t)k);
-            len += (size_t)k;
+        const char *open = strchr(text + i, '{');
+        size_t plain = open ? (size_t)(open - text) - i : strlen(text + i);
+        strbuf_append(&out, text + i, plain);
+        i += plain;
+        if (!open) break;
+        const char *close = strchr(open, '}');
+        if (!close) {
+            snprintf(err->msg, sizeof err->msg, "'{' without a closing '}'");
+            err->offset = i;
+            strbuf_free(&out);
+            return NULL;
         }
-        if (len + 1 >= cap) {
-            cap *= 2;
-            char *grown = realloc(out, cap);
-            if (!grown) {
-                free(out);
-                return NULL;
-            }
-            out = grown;
+        size_t n = (size_t)(close - open) - 1;
+        char *inner = malloc(n + 1);
+        if (!inner) {
+            strbuf_free(&out);
+            return NULL;
         }
+        memcpy(inner, open + 1, n);
+        inner[n] = '\0';
+        ExprValue v;
+        int rc = expr_eval(inner, lookup, ctx, &v, err);
+        free(inner);
+        if (!rc && !v.is_int) {
+            snprintf(err->msg, sizeof err->msg, "'{...}' in a name must be an integer, got %g", v.f);
+            err->offset = 0;
+            rc = -1;
+        }
+        if (rc) {
+            err->offset += i + 1;
+            strbuf_free(&out);
+            return NULL;
+        }
+        strbuf_printf(&out, "%lld", (long long)v.i);
+        i = (size_t)(close - text) + 1;
     }
-    out[len] = '\0';
-    return out;
+    return strbuf_take(&out); /* NULL when out of memory */
 }

@@ -15,32 +15,16 @@
 #include <sys/stat.h>
 
 #include "fe_internal.h"
+#include "files.h"
 
 /* ---- reading files -------------------------------------------------------------------- */
 
 char *fe_read_text(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 1 << 16, got;
-    char *text = malloc(cap + 1);
-    *len = 0;
-    while (text && (got = fread(text + *len, 1, cap - *len, f)) > 0) {
-        *len += got;
-        if (*len == cap) {
-            char *p = realloc(text, (cap *= 2) + 1);
-            if (!p) free(text);
-            text = p;
-        }
-    }
-    bool failed = ferror(f);
-    fclose(f);
-    if (!text || failed) {
-        free(text);
-        errno = failed ? EIO : ENOMEM;
-        return NULL;
-    }
-    text[*len] = '\0';
-    return text;
+    char *text;
+    FileReadStatus st = file_read_all(path, &text, len);
+    if (st == FILE_READ_OK) return text;
+    if (st != FILE_READ_CANNOT_OPEN) errno = st == FILE_READ_NO_MEMORY ? ENOMEM : EIO;
+    return NULL;
 }
 
 char *fe_relative_path(const char *from, const char *name) {
