@@ -37,8 +37,10 @@
 
 /* One kernel lowered from one step of a function's schedule (a fused group or one op). */
 typedef struct LoweredKernel {
-    KernelDesc *desc;    /* owned: rendered for C, and for CUDA unless cuda is set */
-    KernelDesc *cuda;    /* owned: a separate CUDA form (conv's direct loops), or NULL */
+    KernelDesc *desc;    /* owned (unless shared): rendered for C, and for CUDA unless cuda is set */
+    KernelDesc *cuda;    /* owned (unless shared): a separate CUDA form (conv's direct loops), or NULL */
+    bool shared;         /* desc and cuda are an identical earlier kernel's (pkg_share_lowered):
+                          * borrowed, neither rewritten nor freed through this one */
     const Value **args;  /* owned array of n_args: the step's writes, then its reads */
     int n_args;
     int step;            /* index in the schedule */

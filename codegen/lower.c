@@ -123,8 +123,10 @@ static int lower_step_desc(LowerCtx *c) {
 /* ---- the kernel list ---------------------------------------------------------------------- */
 
 static void kernel_free(LoweredKernel *k) {
-    kd_free(k->desc);
-    kd_free(k->cuda);
+    if (!k->shared) {
+        kd_free(k->desc);
+        kd_free(k->cuda);
+    }
     free((void *)k->args);
     free(k->source_ops);
 }
@@ -213,6 +215,7 @@ int codegen_lower_function(const Function *f, FunctionKernels *fk, Diag *d) {
 int codegen_check_kernels(const FunctionKernels *fk, Diag *d) {
     for (int i = 0; i < fk->n_kernels; i++) {
         const LoweredKernel *k = &fk->kernels[i];
+        if (k->shared) continue; /* checked as its owner */
         if (kd_check(k->desc, k->cuda == NULL, d) != 0) return -1;
         if (k->cuda != NULL && kd_check(k->cuda, true, d) != 0) return -1;
     }

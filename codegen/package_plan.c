@@ -356,7 +356,9 @@ int pkg_lower(Package *p, Diag *d) {
         p->n_entries++;
         p->entries[i].f = m->funcs[i];
         if (codegen_lower_function(m->funcs[i], &p->fk[i], d) != 0) return -1;
+        if (pkg_share_lowered(p, &p->fk[i]) != 0) return out_of_memory(d);
     }
+    pkg_share_done(p);
     return 0;
 }
 
@@ -379,5 +381,6 @@ void pkg_free(Package *p) {
     free(p->fk);
     free(p->plans);
     pkg_kernels_free(p);
+    pkg_share_done(p);
     memset(p, 0, sizeof *p);
 }

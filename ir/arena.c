@@ -8,7 +8,10 @@
 
 #include "ir.h"
 
-enum { ARENA_CHUNK_SIZE = 64 * 1024 };
+/* Chunks grow from ARENA_FIRST_CHUNK to ARENA_CHUNK_SIZE, doubling: a module's arena soon
+ * allocates 64 KiB at a time, while the many small arenas (one per kernel description, tens
+ * of thousands in a deep model) stay small. */
+enum { ARENA_FIRST_CHUNK = 2 * 1024, ARENA_CHUNK_SIZE = 64 * 1024 };
 
 typedef struct ArenaChunk {
     struct ArenaChunk *next;
@@ -34,9 +37,11 @@ static size_t align_up(size_t n) {
     return (n + al - 1) / al * al;
 }
 
-/* A request bigger than a chunk gets a chunk of its own, so big arrays waste nothing. */
-static ArenaChunk *chunk_new(size_t need) {
-    size_t size = need > ARENA_CHUNK_SIZE ? need : ARENA_CHUNK_SIZE;
+/* A request bigger than a chunk gets a chunk of its own, so big arrays waste nothing. `last`
+ * is the size of the newest chunk (0 for none): the next one is twice that, up to the cap. */
+static ArenaChunk *chunk_new(size_t need, size_t last) {
+    size_t grow = last == 0 ? ARENA_FIRST_CHUNK : last >= ARENA_CHUNK_SIZE / 2 ? ARENA_CHUNK_SIZE : 2 * last;
+    size_t size = need > grow ? need : grow;
     ArenaChunk *c = malloc(sizeof(ArenaChunk) + size);
     if (!c) ir_bug("out of memory allocating %zu bytes", size);
     c->next = NULL;
@@ -49,7 +54,7 @@ void *arena_alloc(Arena *a, size_t size) {
     size_t n = align_up(size ? size : 1);
     ArenaChunk *c = a->head;
     if (!c || c->size - c->used < n) {
-        ArenaChunk *fresh = chunk_new(n);
+        ArenaChunk *fresh = chunk_new(n, c ? c->size : 0);
         if (c && n > ARENA_CHUNK_SIZE / 4) {
             /* A big block: keep filling the current chunk afterwards. */
             fresh->next = c->next;
