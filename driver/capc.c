@@ -52,23 +52,23 @@ static const OptSpec OPTIONS[] = {
     {"--check", 0, OPT_FLAG, 0, NULL,
      "load the model, run the passes and code generation, print a summary (with every entry "
      "point's kernel counts), write nothing", NULL},
-    {NULL, 'o', OPT_VALUE, 0, "FILE",
+    {NULL, 'o', OPT_VALUE, OPT_NONEMPTY, "FILE",
      "write the compiled library to FILE (default " DEFAULT_OUTPUT ")", NULL},
     {NULL, 'D', OPT_REPEAT, 0, "NAME=VALUE",
      "override the config variable NAME (also -DNAME=VALUE; repeatable, later wins)", NULL},
-    {"--dump-ir", 0, OPT_VALUE, 0, "DIR",
+    {"--dump-ir", 0, OPT_VALUE, OPT_NONEMPTY, "DIR",
      "write what every stage left to DIR: NN-STAGE.ir and .dot after the IR passes, "
      "NN-memplan.txt, NN-kernels.c and .cu (also --dump-ir=DIR)", NULL},
     {"--target", 0, OPT_VALUE, 0, "T",
      "cpu, cuda or all (default: cpu, plus cuda when NVRTC is available)", NULL},
-    {"--emit-src", 0, OPT_VALUE, 0, "DIR",
+    {"--emit-src", 0, OPT_VALUE, OPT_NONEMPTY, "DIR",
      "also write the generated cap.c and cap.cu to DIR (also --emit-src=DIR)", NULL},
     {"--no-fuse", 0, OPT_FLAG, 0, NULL,
      "no fusion: every op its own kernel (same results up to rounding; docs/fusion.md)", NULL},
-    {"--fuse", 0, OPT_VALUE, OPT_NONEMPTY, "LIST",
+    {"--fuse", 0, OPT_REPEAT, OPT_NONEMPTY, "LIST",
      "switch fusion rules off (-RULE) or on (RULE), comma-separated: elementwise, reduction, "
      "contraction, attention, multi_reduction, multi_tensor; 'none' or 'all' for every rule "
-     "(default: all)", NULL},
+     "(default: all; repeatable, applied left to right)", NULL},
     {"--cache-dir", 0, OPT_VALUE, OPT_NONEMPTY, "DIR",
      "keep compiled kernels in DIR (default: $CAPC_CACHE_DIR, else $XDG_CACHE_HOME/capc, else "
      "~/.cache/capc; docs/compile-cache.md)", NULL},
@@ -192,7 +192,8 @@ static int take_options(const OptResult *r, CliArgs *a) {
     a->verbose = opt_get(r, "--verbose")->count;
     int rc = take_defines(a, opt_get(r, "-D"));
     if (rc == 0) rc = parse_target(a, r);
-    if (rc == 0) rc = parse_fuse(a, opt_str(r, "--fuse"));
+    const OptValue *fuse = opt_get(r, "--fuse");
+    for (int i = 0; rc == 0 && i < fuse->n_list; i++) rc = parse_fuse(a, fuse->list[i]);
     if (rc == 0) rc = parse_size(a, opt_str(r, "--cache-max"));
     if (rc == 0) rc = parse_jobs(a, r);
     if (rc == 0 && a->action == ACTION_CHECK && a->output != NULL)
@@ -317,21 +318,29 @@ static int check_readable(const char *path) {
 
 /* ---- outputs that are inputs ---------------------------------------------------------- */
 
-/* capc's only input is the model file; an output that is the same file (by device and inode,
- * so a second name, a hard link or a symlink count too) would replace the model with the
- * library or a dump, and rename() over it leaves no trace. Every output is checked before
- * anything runs or is written. */
+/* capc's inputs are the model file and every file it names (extends, imports, C sources); an
+ * output that is one of them (by device and inode, so a second name, a hard link or a
+ * symlink count too) would replace it with the library or a dump, and rename() over it
+ * leaves no trace. Every output is checked against the model file before anything runs, and
+ * against all of them once the frontend has read them, before anything is written. */
 typedef struct Clobber {
     const char *model_path;
+    const char *const *inputs;
+    int n_inputs;
     const char *option; /* the option that names the output, for the message */
     const char *dir;    /* the output's directory for names relative to it; NULL: a path */
 } Clobber;
 
-static int refuse_if_model(const Clobber *c, const char *path) {
-    if (!file_same(path, c->model_path)) return 0;
-    fprintf(stderr, "capc: error: %s would overwrite '%s', which is the model file '%s'; "
-            "choose another output\n", c->option, path, c->model_path);
-    return -1;
+static int refuse_if_input(const Clobber *c, const char *path) {
+    for (int i = 0; i < c->n_inputs; i++) {
+        if (!file_same(path, c->inputs[i])) continue;
+        fprintf(stderr, "capc: error: %s would overwrite '%s', which is %s '%s'; choose another "
+                "output\n", c->option, path,
+                file_same(c->inputs[i], c->model_path) ? "the model file" : "a file the model reads",
+                c->inputs[i]);
+        return -1;
+    }
+    return 0;
 }
 
 static int refuse_in_dir(const char *name, void *ctx) {
@@ -343,17 +352,19 @@ static int refuse_in_dir(const char *name, void *ctx) {
         return -1;
     }
     snprintf(path, size, "%s/%s", c->dir, name);
-    int rc = refuse_if_model(c, path);
+    int rc = refuse_if_input(c, path);
     free(path);
     return rc;
 }
 
 /* -o (the default cap.so included), --emit-src's cap.c and cap.cu, every --dump-ir file. */
-static int check_outputs_are_not_inputs(const CliArgs *a, const PipelineOptions *opts) {
-    Clobber c = {.model_path = a->model_path}; /* a missing model: the frontend says so */
+static int check_outputs_are_not_inputs(const PipelineOptions *opts, const CliArgs *a,
+                                        const char *const *inputs, int n_inputs) {
+    /* a missing model: the frontend says so */
+    Clobber c = {.model_path = a->model_path, .inputs = inputs, .n_inputs = n_inputs};
     if (opts->goal >= PIPELINE_LIBRARY) {
         c.option = a->output != NULL ? "-o" : "the default output (no -o)";
-        if (refuse_if_model(&c, opts->package.output_path) != 0) return -1;
+        if (refuse_if_input(&c, opts->package.output_path) != 0) return -1;
         if (opts->package.emit_src_dir != NULL) {
             c.option = "--emit-src";
             c.dir = opts->package.emit_src_dir;
@@ -372,13 +383,18 @@ static Module *compile(const CliArgs *a, PipelineOptions *opts) {
     opts->passes = a->passes;
     opts->dump_dir = a->dump_dir;
     opts->verbose = a->verbose;
-    if (check_outputs_are_not_inputs(a, opts) != 0) return NULL;
+    const char *model_only[] = {a->model_path};
+    if (check_outputs_are_not_inputs(opts, a, model_only, 1) != 0) return NULL;
     Diag d = {0};
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     Module *m = frontend_load_file(a->model_path, a->defines, a->n_defines, &d);
     if (m == NULL) {
         diag_print(stderr, &d);
+        return NULL;
+    }
+    if (check_outputs_are_not_inputs(opts, a, m->input_files, m->n_input_files) != 0) {
+        module_free(m);
         return NULL;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);

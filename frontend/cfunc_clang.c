@@ -865,6 +865,7 @@ static int load_file(Frontend *fe, CSources *cs, const cJSON *entry) {
     cs->paths[i] = fe_relative_path(fe_node_path(fe, entry), entry->valuestring);
     if (!cs->paths[i]) return fe_error(fe, SRCLOC_NONE, "out of memory");
     cs->n_files++;
+    module_add_input_file(fe->m, cs->paths[i]);
     FILE *f = fopen(cs->paths[i], "rb");
     if (!f)
         return fe_error_at(fe, entry, "cannot read C source '%s': %s", cs->paths[i], strerror(errno));

@@ -211,6 +211,7 @@ Module *frontend_load_text(const char *text, size_t len, const char *filename,
     int rc = fe_add_first_file(&fe, text, len, filename);
     if (!rc) rc = load_model(&fe, overrides, n_overrides);
     if (rc) keep_diag_file(d, filename);
+    for (int i = 0; !rc && i < fe.n_files; i++) module_add_input_file(fe.m, fe.files[i]->path);
     fe_free_files(&fe);
     fe_free_functions(fe.csrc);
     free(fe.config);

@@ -87,8 +87,9 @@ int fe_add_first_file(Frontend *fe, const char *text, size_t len, const char *pa
 }
 
 void fe_name_files(Frontend *fe) {
-    for (int i = 0; i < fe->n_files; i++)
+    for (int i = 0; i < fe->n_files; i++) {
         if (!fe->files[i]->ir_file) fe->files[i]->ir_file = module_strdup(fe->m, fe->files[i]->path);
+    }
 }
 
 void fe_free_files(Frontend *fe) {
@@ -115,10 +116,10 @@ static int report_cycle(Frontend *fe, const cJSON *at, const char *kind, const F
     }
     char path[768] = "";
     size_t len = 0;
-    for (int i = n - 1; i >= 0; i--)
-        len += (size_t)snprintf(path + len, len < sizeof path ? sizeof path - len : 0, "%s -> ",
-                                chain[i]->path);
+    for (int i = n - 1; i >= 0 && len < sizeof path; i--)
+        len += (size_t)snprintf(path + len, sizeof path - len, "%s -> ", chain[i]->path);
     if (len < sizeof path) snprintf(path + len, sizeof path - len, "%s", again->path);
+    else snprintf(path + sizeof path - 4, 4, "...");
     return fe_error_at(fe, at, "%s cycle: %s", kind, path);
 }
 
@@ -334,11 +335,16 @@ int fe_choose_preset(Frontend *fe, const cJSON *const *layers, int n_layers,
                      const ConfigOverride **ov, int *n_ov, ConfigOverride **owned,
                      const cJSON **preset) {
     const cJSON *presets = cJSON_GetObjectItemCaseSensitive(fe->root, "presets");
+    const cJSON *config = cJSON_GetObjectItemCaseSensitive(fe->root, "config");
     *preset = NULL;
-    if (presets && check_presets(fe, presets, cJSON_GetObjectItemCaseSensitive(fe->root, "config")))
-        return -1;
-    const char *name = presets ? take_define(ov, n_ov, owned) : NULL;
-    if (presets && !*owned) return fe_error(fe, SRCLOC_NONE, "out of memory");
+    /* `-D preset=` names a preset, so no config variable may be called that */
+    const cJSON *reserved = cJSON_IsObject(config) ? cJSON_GetObjectItemCaseSensitive(config, "preset") : NULL;
+    if (reserved)
+        return fe_error_key(fe, reserved, "'preset' is reserved for choosing a preset "
+                                          "(-D preset=NAME): name the config variable otherwise");
+    if (presets && check_presets(fe, presets, config)) return -1;
+    const char *name = take_define(ov, n_ov, owned);
+    if (!*owned) return fe_error(fe, SRCLOC_NONE, "out of memory");
     const cJSON *at = NULL;
     for (int i = n_layers - 1; i >= 0 && !name && !at; i--)
         at = cJSON_GetObjectItemCaseSensitive(layers[i], "preset");

@@ -378,6 +378,7 @@ void module_free(Module *m) {
     for (int i = 0; i < m->n_funcs; i++) function_free_arrays(m->funcs[i]);
     free(m->funcs);
     free(m->cfuncs);
+    free(m->input_files);
     free(m->params);
     free(m->config);
     name_index_free(m->arena->names);
@@ -401,6 +402,11 @@ void module_set_config(Module *m, const char *name, double value, bool is_int) {
     }
     GROW(m->config, m->n_config, m->cap_config);
     m->config[m->n_config++] = (ConfigVar){module_strdup(m, name), value, is_int};
+}
+
+void module_add_input_file(Module *m, const char *path) {
+    GROW(m->input_files, m->n_input_files, m->cap_input_files);
+    m->input_files[m->n_input_files++] = module_strdup(m, path);
 }
 
 const ConfigVar *module_find_config(const Module *m, const char *name) {

@@ -208,6 +208,10 @@ struct Module {
     /* C scalar functions the `call` op applies (cfunc.h), in definition order. */
     struct CFunc **cfuncs;
     int n_cfuncs, cap_cfuncs;
+    /* Every file the module was read from (model files, imports, C sources), as opened:
+     * what an output must never overwrite. */
+    const char **input_files;
+    int n_input_files, cap_input_files;
 };
 
 /* ---- building ------------------------------------------------------------------------- */
@@ -217,6 +221,9 @@ void module_free(Module *m);
 /* Arena allocation owned by the module: zeroed memory, freed by module_free. */
 void *module_alloc(Module *m, size_t size);
 const char *module_strdup(Module *m, const char *s);
+
+/* Records a file the module was read from (module->input_files). */
+void module_add_input_file(Module *m, const char *path);
 
 /* Sets (or overwrites) a config variable; kept in insertion order for printing. */
 void module_set_config(Module *m, const char *name, double value, bool is_int);

@@ -95,27 +95,14 @@ static int check_output(const char *out, const char *what, const char *const *in
 
 /* ---- shared steps ---------------------------------------------------------------------- */
 
-static int open_model(const char *path, CapModel **m) {
+/* The model, once the session options are known to be good (a bad one is exit 2). */
+static int open_model(const OptResult *r, const char *path, CapModel **m) {
     char err[ERR_SIZE];
+    CapBackendKind kind;
+    int threads;
     *m = NULL;
-    return fail_if(cap_model_open(path, m, err, sizeof err), err);
-}
-
-/* A session on --backend with --threads threads; returns 0, 1 or 2 (a bad option). */
-static int open_session(const CapModel *m, const Args *a, CapSession **s) {
-    CapBackendKind kind = CAP_BACKEND_AUTO;
-    const char *backend = opt_str(a->r, "--backend");
-    int64_t threads = 0;
-    char err[ERR_SIZE];
-    *s = NULL;
-    if (backend && cap_backend_parse(backend, &kind))
-        return usage_error(a, "unknown backend '%s' (auto, cpu or cuda)", backend);
-    int rc = int_option(a, "--threads", 0, 1, 4096, &threads);
-    if (!rc) rc = fail_if(cap_session_new(m, kind, s, err, sizeof err), err);
-    if (rc) return rc;
-    cap_session_set_threads(*s, (int)threads);
-    cap_cli_backend_note(*s, a->verbose);
-    return 0;
+    int rc = cap_cli_session_options(r, &kind, &threads);
+    return rc ? rc : fail_if(cap_model_open(path, m, err, sizeof err), err);
 }
 
 /* ---- cap info ---------------------------------------------------------------------------- */
@@ -143,7 +130,8 @@ static void print_entry(const CapArtifact *a, const CapEntry *e) {
 
 static int cmd_info(const OptResult *r) {
     CapModel *m;
-    if (open_model(r->pos[0], &m)) return 1;
+    int rc = open_model(r, r->pos[0], &m);
+    if (rc) return rc;
     const CapArtifact *art = cap_model_artifact(m);
     CapCounts c;
     cap_model_counts(m, &c);
@@ -268,8 +256,8 @@ static int cmd_init(const OptResult *r) {
     CapSession *s = NULL;
     int rc = seed_option(a, &seed);
     if (!rc) rc = check_output(a->out, "-o", (const char *[]){a->model, a->from}, 2);
-    if (!rc) rc = open_model(a->model, &m);
-    if (!rc) rc = open_session(m, a, &s);
+    if (!rc) rc = open_model(a->r, a->model, &m);
+    if (!rc) rc = cap_cli_open_session(a->r, m, &s);
     if (!rc) rc = init_weights(a, s, seed);
     if (!rc) {
         CapCounts c;
@@ -377,9 +365,9 @@ static int cmd_loss(const OptResult *r) {
     if (!rc) rc = check_output(a->grads, "--grads", inputs, 3);
     CapModel *m = NULL;
     CapSession *s = NULL;
-    if (!rc) rc = open_model(a->model, &m);
+    if (!rc) rc = open_model(a->r, a->model, &m);
     if (!rc) rc = loss_entries(a, m, mode, &entry, &gentry);
-    if (!rc) rc = open_session(m, a, &s);
+    if (!rc) rc = cap_cli_open_session(a->r, m, &s);
     if (!rc) rc = run_loss(a, m, s, entry, gentry, seed);
     cap_session_free(s);
     cap_model_close(m);
@@ -527,8 +515,8 @@ static int cmd_train(const OptResult *r) {
     const char *log_inputs[] = {a->model, a->weights, a->resume};
     if (!rc) rc = check_output(a->log, "--log", log_inputs, 3);
     if (!rc) rc = collect_batches(a, &batches);
-    if (!rc) rc = open_model(a->model, &m);
-    if (!rc) rc = open_session(m, a, &s);
+    if (!rc) rc = open_model(a->r, a->model, &m);
+    if (!rc) rc = cap_cli_open_session(a->r, m, &s);
     if (!rc) rc = train_batches(a, s, &o, &batches, epochs);
     paths_free(&batches);
     cap_session_free(s);
@@ -664,6 +652,7 @@ static const OptCommand TRAIN = {
     .tables = {TRAIN_OPTIONS, CAP_SESSION_OPTIONS},
     .rules = TRAIN_RULES,
     .min_pos = 1, .max_pos = 1, .pos_missing = "cap train needs a cap.so",
+    .footer = CAP_DIST_HELP,
 };
 
 /* `cap train --data`, data parallel when mpirun started it (distributed.h). */
@@ -684,10 +673,7 @@ static int train_main(int argc, char **argv) {
     OptResult r;
     char err[512];
     int rc = opt_parse(&TRAIN, argc, argv, &r, err, sizeof err);
-    if (rc == OPT_HELP) {
-        opt_help(stdout, &TRAIN);
-        fputs(cap_dist_help(), stdout);
-    }
+    if (rc == OPT_HELP) opt_help(stdout, &TRAIN);
     if (rc == OPT_ERROR) rc = opt_fail(&TRAIN, "%s", err);
     else if (rc == OPT_OK) rc = opt_has(&r, "--data") ? train_data(argc, argv, &r) : cmd_train(&r);
     else rc = 0;

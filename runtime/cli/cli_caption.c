@@ -51,19 +51,12 @@ static void run_free(Run *r) {
 /* The model (the positional argument) and a session on --backend with --threads. */
 static int run_open(Run *r, const OptResult *o) {
     char err[ERR_SIZE];
-    CapBackendKind kind = CAP_BACKEND_AUTO;
-    long long n_threads;
-    const char *backend = opt_str(o, "--backend");
-    if (backend && cap_backend_parse(backend, &kind))
-        return opt_fail(o->cmd, "unknown backend '%s' (auto, cpu or cuda)", backend);
-    if (opt_int(o, "--threads", 0, 1, 4096, &n_threads, err, sizeof err))
-        return opt_fail(o->cmd, "%s", err);
-    if (cap_model_open(o->pos[0], &r->m, err, sizeof err) ||
-        cap_session_new(r->m, kind, &r->s, err, sizeof err))
-        return fail(err);
-    cap_session_set_threads(r->s, (int)n_threads);
-    cap_cli_backend_note(r->s, opt_get(o, "--verbose")->count);
-    return 0;
+    CapBackendKind kind;
+    int threads;
+    int rc = cap_cli_session_options(o, &kind, &threads);
+    if (rc) return rc;
+    if (cap_model_open(o->pos[0], &r->m, err, sizeof err)) return fail(err);
+    return cap_cli_open_session(o, r->m, &r->s);
 }
 
 /* The vocabulary from the weights file's metadata, else from --vocab; the compiled size is
@@ -285,7 +278,7 @@ static const OptSpec CAPTION_OPTIONS[] = {
     {"--top-k", 0, OPT_VALUE, 0, "K", "sample among the K most likely tokens (0: all)", NULL},
     {"--top-p", 0, OPT_VALUE, 0, "P", "sample within the top probability mass P, (0, 1]", NULL},
     {"--beam", 0, OPT_VALUE, 0, "N",
-     "beam search with N beams (N <= the compiled batch); excludes the sampling options",
+     "beam search with N beams (N <= the compiled batch); excludes --greedy and the sampling options",
      NULL},
     {"--length-alpha", 0, OPT_VALUE, 0, "A",
      "beam length normalization, 0..10 (default 0: raw log-probability)", NULL},

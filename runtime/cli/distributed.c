@@ -69,10 +69,6 @@ void cap_dist_finish(int rc) {
     else MPI_Finalize();
 }
 
-const char *cap_dist_help(void) {
-    return "data parallel: mpirun -np N cap train cap.so --data ... (the compiled batch is the "
-           "per-process batch; docs/distributed.md)\n";
-}
 
 #else
 
@@ -89,9 +85,5 @@ void cap_dist_finish(int rc) {
     (void)rc;
 }
 
-const char *cap_dist_help(void) {
-    return "data parallel (mpirun -np N cap train ...) needs a cap built with MPI: install "
-           "Open MPI (scripts/setup.sh) and rebuild (docs/distributed.md)\n";
-}
 
 #endif

@@ -22,8 +22,16 @@ int cap_dist_init(int *argc, char ***argv, CapComm *comm, char *err, size_t err_
  * waiting in an allreduce for a failed one do not hang. Nothing when MPI was not started. */
 void cap_dist_finish(int rc);
 
-/* One line for `cap train --help`: how distributed training is launched, or how to get a
- * cap that can. */
-const char *cap_dist_help(void);
+/* The last paragraph of `cap train --help` (and `cap help train`): how distributed training
+ * is launched, or how to get a cap that can. A literal, so that the option table can hold it. */
+#ifdef CAP_WITH_MPI
+#define CAP_DIST_HELP                                                                         \
+    "data parallel: mpirun -np N cap train cap.so --data ... (the compiled batch is the "    \
+    "per-process batch; docs/distributed.md)"
+#else
+#define CAP_DIST_HELP                                                                         \
+    "data parallel (mpirun -np N cap train ...) needs a cap built with MPI: install Open MPI " \
+    "(scripts/setup.sh) and rebuild (docs/distributed.md)"
+#endif
 
 #endif

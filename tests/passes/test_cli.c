@@ -348,6 +348,31 @@ static void test_output_is_model(void **state) {
     free(text);
 }
 
+/* A model that extends another: the file it extends is an input too (read by the frontend),
+ * so -o naming it is refused once the frontend has read it, before anything is written. */
+static void test_output_is_extended_model(void **state) {
+    const char *tmp = *state;
+    char base[4096], ext[4200];
+    char *text = copy_model(tmp, "base.json", base, sizeof base);
+    snprintf(ext, sizeof ext, "%s/ext.json", tmp);
+    FILE *f = fopen(ext, "w");
+    assert_non_null(f);
+    fputs("{\"extends\": \"base.json\"}\n", f);
+    assert_int_equal(fclose(f), 0);
+    int before = count_files(tmp);
+    Run r = run_capc(tmp, (const char *[]){ext, "-o", base, "--target=cpu", NULL});
+    assert_int_equal(r.status, 1);
+    assert_contains(r.err, "capc: error: -o would overwrite '");
+    assert_contains(r.err, "which is a file the model reads '");
+    run_free(&r);
+    char *now = read_text_file(base);
+    assert_non_null(now);
+    assert_string_equal(now, text);
+    free(now);
+    free(text);
+    assert_int_equal(count_files(tmp), before);
+}
+
 /* --emit-src DIR writes DIR/cap.c and DIR/cap.cu; --dump-ir DIR writes NN-STAGE.* (with
  * --check too): a model file of one of those names in DIR is refused. */
 static void test_emit_and_dump_are_not_model(void **state) {
@@ -388,6 +413,7 @@ int main(void) {
         T(test_dump_ir_separate_arg),
         T(test_dump_ir_unwritable),
         T(test_output_is_model),
+        T(test_output_is_extended_model),
         T(test_emit_and_dump_are_not_model),
     };
 #undef T
