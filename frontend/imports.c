@@ -67,12 +67,16 @@ static int push_file(Frontend *fe, FeFile *f) {
     return 0;
 }
 
-static void set_identity(FeFile *f) {
+/* Returns 0, or the errno that makes f->path no file to read: a directory (EISDIR), a FIFO
+ * or a device (EINVAL), which would fail late with EIO or block. A path that stat cannot see
+ * stays unknown here; opening it then says why. */
+static int set_identity(FeFile *f) {
     struct stat st;
-    if (stat(f->path, &st) != 0) return;
+    if (stat(f->path, &st) != 0) return 0;
     f->dev = (unsigned long long)st.st_dev;
     f->ino = (unsigned long long)st.st_ino;
     f->known = true;
+    return S_ISDIR(st.st_mode) ? EISDIR : S_ISREG(st.st_mode) ? 0 : EINVAL;
 }
 
 int fe_add_first_file(Frontend *fe, const char *text, size_t len, const char *path) {
@@ -82,7 +86,7 @@ int fe_add_first_file(Frontend *fe, const char *text, size_t len, const char *pa
         return fe_error(fe, SRCLOC_NONE, "out of memory");
     }
     f->path = (char *)path; /* the caller's: not freed (fe_free_files skips files[0]) */
-    set_identity(f);
+    (void)set_identity(f); /* the caller read it already */
     return json_doc_parse(&f->doc, text, len, f->path, fe->d);
 }
 
@@ -139,9 +143,17 @@ static int open_file(Frontend *fe, FeFile *from, const cJSON *at, const char *ki
         free(f);
         return fe_error(fe, SRCLOC_NONE, "out of memory");
     }
-    set_identity(f);
+    int not_file = set_identity(f);
     const FeFile *seen = find_loaded(fe, f);
     int rc = 0;
+    if (not_file && !seen) {
+        rc = fe_error_at(fe, at, "cannot read %s '%s': %s",
+                         strcmp(kind, "import") == 0 ? "imported file" : "model file", f->path,
+                         not_file == EISDIR ? "it is a directory" : "not a regular file");
+        free(f->path);
+        free(f);
+        return rc;
+    }
     if (seen && seen->loading) rc = report_cycle(fe, at, kind, from, seen);
     if (seen || rc) {
         free(f->path);

@@ -698,7 +698,7 @@ static const OptCommand HELP = {
     .prog = "cap help",
     .synopsis = "[COMMAND [SUBCOMMAND]] | --list-commands",
     .summary = "the help of cap or of a command",
-    .tables = {HELP_OPTIONS},
+    .tables = {HELP_OPTIONS, CAP_VERBOSE_OPTIONS},
     .max_pos = 2,
 };
 
@@ -712,6 +712,8 @@ static int help_run(const OptResult *r) {
     const OptCommand *cmd = &CAP;
     char err[512];
     for (int i = 0; i < r->n_pos; i++) {
+        if (cmd->subs == NULL)
+            return opt_fail(&HELP, "%s has no subcommands ('%s')", cmd->prog, r->pos[i]);
         const OptSub *sub = opt_find_sub(cmd, r->pos[i], err, sizeof err);
         if (sub == NULL) return opt_fail(&HELP, "%s", err);
         cmd = sub->cmd;
