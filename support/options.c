@@ -539,10 +539,22 @@ static int first_positional(const OptCommand *cmd, int argc, char **argv) {
     return -1;
 }
 
+/* Whether argv[1..w-1] (before the command word) holds one of cmd's OPT_EARLY options. */
+static bool early_before(const OptCommand *cmd, int w, char **argv) {
+    for (int i = 1; i < w; i++) {
+        if (argv[i][0] != '-' || argv[i][1] != '-') continue;
+        int index = find_long(cmd, argv[i], strlen(argv[i]));
+        if (index >= 0 && (spec_at(cmd, index)->flags & OPT_EARLY)) return true;
+    }
+    return false;
+}
+
 int opt_dispatch(const OptCommand *cmd, int argc, char **argv, OptResult *r, int *status) {
     int w = first_positional(cmd, argc, argv);
     memset(r, 0, sizeof *r);
     if (w < 0) return !opt_begin(cmd, argc, argv, r, status);
+    /* `cap --version info`: the early option wins over the rest of the line, the command too */
+    if (early_before(cmd, w, argv)) return !opt_begin(cmd, w, argv, r, status);
     char err[512];
     const OptSub *sub = opt_find_sub(cmd, argv[w], err, sizeof err);
     if (sub == NULL) {

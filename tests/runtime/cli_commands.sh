@@ -80,6 +80,10 @@ expect 2 "cap data needs a subcommand: synth or stats" "$cap" data
 expect 2 "capc: error: unknown option '--chek'; did you mean --check? (see capc --help)" \
     "$capc" --chek m.json
 expect 2 "capc: error: unknown option '-x' in '-vvx'" "$capc" -vvx m.json
+expect 2 "cap info has no subcommands ('extra')" "$cap" help info extra
+# an early option before the command word (cap --version) wins over the command
+v=$("$cap" --version info x.so 2>&1) && [ "$v" = "$("$cap" --version)" ] ||
+    { echo "FAIL: cap --version info x.so: '$v'"; fails=$((fails + 1)); }
 
 [ "$fails" -eq 0 ] || { echo "$fails failures"; exit 1; }
 echo "ok: $n commands"
