@@ -52,6 +52,7 @@ typedef struct FeFile {
     unsigned long long dev, ino;   /* identity: a file imported twice is read once */
     bool known;                    /* dev and ino are set (the file could be stat'ed) */
     bool loading;                  /* its imports are being read: meeting it again is a cycle */
+    bool model_file;               /* of the extends chain (the model or a file extending it) */
     const struct FeFile *importer; /* the file that imported or extended it first */
 } FeFile;
 

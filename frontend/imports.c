@@ -191,6 +191,7 @@ int fe_load_extends(Frontend *fe, const cJSON **layers, int *n_layers) {
     const cJSON *root = f->doc.root, *ext;
     const cJSON *chain[FE_MAX_EXTENDS];
     int n = 0, rc = 0;
+    f->model_file = true;
     while (!rc && cJSON_IsObject(root) && (ext = cJSON_GetObjectItemCaseSensitive(root, "extends"))) {
         f->loading = true;
         if (fe_check_keys(fe, root, keys, "a file that extends another")) return -1;
@@ -201,7 +202,10 @@ int fe_load_extends(Frontend *fe, const cJSON **layers, int *n_layers) {
         chain[n++] = root;
         bool fresh;
         rc = open_file(fe, f, ext, "extends", &f, &fresh);
-        if (!rc) root = f->doc.root;
+        if (!rc) {
+            f->model_file = true;
+            root = f->doc.root;
+        }
     }
     for (int i = 0; i < fe->n_files; i++) fe->files[i]->loading = false;
     fe->root = root;
@@ -267,6 +271,9 @@ static int load_imports(Frontend *fe, FeFile *file, const cJSON *list) {
         FeFile *lib;
         bool fresh;
         if (open_file(fe, file, e, "import", &lib, &fresh)) return -1;
+        if (lib->model_file) /* else it would count as read already, from one file and not another */
+            return fe_error_at(fe, e, "'%s' is a model file of this model (its extends chain), not "
+                               "a block library", lib->path);
         if (!fresh) continue; /* read already, through another import */
         static const char *const keys[] = {"import", "blocks", NULL};
         const cJSON *root = lib->doc.root;
