@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "cache.h"
+#include "diag.h"
 #include "package.h"
 
 static const char MAGIC[] = "capc-cache-1\n";
@@ -81,7 +82,7 @@ KernelCache *kcache_open(const char *dir, int64_t max_bytes, char *why, size_t w
     }
     snprintf(v1, size, "%s/v1", dir);
     Diag d = {0};
-    int err = pkg_make_dirs(v1, &d) != 0 ? -1 : probe_writable(v1);
+    int err = diag_make_dirs(&d, v1) != 0 ? -1 : probe_writable(v1);
     if (err != 0) {
         if (err > 0) snprintf(why, why_size, "cannot write the cache directory '%s': %s", dir, strerror(err));
         else snprintf(why, why_size, "%s", d.msg);

@@ -151,8 +151,6 @@ extern const char capc_artifact_header_text[];
 
 /* ---- files and the C compiler (package_cc.c) -------------------------------------------- */
 
-/* mkdir -p. Returns 0 or -1 with d. */
-int pkg_make_dirs(const char *dir, Diag *d);
 /* Writes text to path (whole file). Returns 0 or -1 with d naming path. */
 int pkg_write_file(const char *path, const char *text, Diag *d);
 /* A fresh private directory under $TMPDIR (or /tmp): malloc'd path, or NULL with d. */

@@ -382,7 +382,7 @@ static int write_in_dir(const char *dir, const char *name, const char *text, Dia
 
 static int emit_sources(const Build *b, const PkgCudaImage *images, int n_images, Diag *d) {
     const char *dir = b->opts->emit_src_dir;
-    if (pkg_make_dirs(dir, d) != 0) return -1;
+    if (diag_make_dirs(d, dir) != 0) return -1;
     char *c = pkg_render_c(b->p, b->opts, images, n_images), *cu = pkg_render_cuda(b->p, -1);
     int rc = c != NULL && cu != NULL ? 0 : oom(d);
     if (rc == 0) rc = write_in_dir(dir, "cap.c", c, d);

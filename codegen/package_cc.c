@@ -29,12 +29,6 @@
 
 extern char **environ;
 
-int pkg_make_dirs(const char *dir, Diag *d) {
-    char failed[4096];
-    int err = file_make_dirs(dir, failed, sizeof failed);
-    return err ? diag_path_error(d, "create directory", failed, err) : 0;
-}
-
 int pkg_write_file(const char *path, const char *text, Diag *d) {
     FILE *f = fopen(path, "wb");
     if (f == NULL) return diag_path_error(d, "write", path, errno);

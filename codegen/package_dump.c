@@ -55,7 +55,7 @@ static char *path_of(const char *dir, const char *stem, const char *ext) {
 }
 
 int package_dump_kernels(const Package *p, const char *dir, const char *stem, Diag *d) {
-    if (pkg_make_dirs(dir, d) != 0) return -1;
+    if (diag_make_dirs(d, dir) != 0) return -1;
     char *c = path_of(dir, stem, "c"), *cu = path_of(dir, stem, "cu");
     int rc = c != NULL && cu != NULL ? 0 : -1;
     if (rc != 0) diag_msg(d, "out of memory");
@@ -67,7 +67,7 @@ int package_dump_kernels(const Package *p, const char *dir, const char *stem, Di
 }
 
 int package_dump_memplan(const Package *p, const char *dir, const char *stem, Diag *d) {
-    if (pkg_make_dirs(dir, d) != 0) return -1;
+    if (diag_make_dirs(d, dir) != 0) return -1;
     char *path = path_of(dir, stem, "txt");
     if (path == NULL) {
         diag_msg(d, "out of memory");

@@ -11,12 +11,13 @@ static const KernelRewrite REWRITES[] = {
 };
 
 int codegen_rewrite_kernels(FunctionKernels *fk, Diag *d) {
-    for (int k = 0; k < fk->n_kernels; k++)
+    for (int k = 0; k < fk->n_kernels; k++) {
+        LoweredKernel *lk = &fk->kernels[k];
+        if (lk->shared) continue; /* its owner, an identical earlier kernel, is rewritten */
         for (size_t r = 0; r < sizeof REWRITES / sizeof REWRITES[0]; r++) {
-            LoweredKernel *lk = &fk->kernels[k];
-            if (lk->shared) break; /* its owner, an identical earlier kernel, is rewritten */
             if (REWRITES[r](lk->desc, d) != 0) return -1;
             if (lk->cuda != NULL && REWRITES[r](lk->cuda, d) != 0) return -1;
         }
+    }
     return 0;
 }

@@ -19,7 +19,6 @@
 #include <time.h>
 
 #include "diag.h"
-#include "files.h"
 #include "pipeline.h"
 
 typedef struct Run {
@@ -102,12 +101,6 @@ static const Stage STAGES[] = {
 enum { N_STAGES = sizeof STAGES / sizeof STAGES[0] };
 
 /* mkdir -p: creates dir and any missing parents; an existing directory is fine. */
-static int make_dirs(const char *dir, Diag *d) {
-    char failed[4096];
-    int err = file_make_dirs(dir, failed, sizeof failed);
-    return err ? diag_path_error(d, "create directory", failed, err) : 0;
-}
-
 typedef void (*Printer)(FILE *out, const Module *m);
 
 /* Writes one dump file; write errors (disk full...) surface at fclose, so both are checked. */
@@ -126,7 +119,7 @@ static int write_file(const Module *m, const char *dir, const char *stem, const 
 }
 
 int dump_module(const Module *m, const char *dir, const char *stem, Diag *d) {
-    if (make_dirs(dir, d) != 0) return -1;
+    if (diag_make_dirs(d, dir) != 0) return -1;
     if (write_file(m, dir, stem, "ir", ir_print_module, d) != 0) return -1;
     return write_file(m, dir, stem, "dot", ir_print_dot, d);
 }

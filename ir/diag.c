@@ -5,6 +5,7 @@
  * in a test), the first line alone still says everything.
  */
 #include "diag.h"
+#include "files.h"
 #include "strbuf.h"
 
 #include <stdlib.h>
@@ -111,4 +112,10 @@ void diag_print(FILE *out, const Diag *d) {
         fprintf(out, "%s:%d:%d: error: %s\n", loc->file, loc->line, loc->col, d->msg);
         print_caret(out, loc);
     }
+}
+
+int diag_make_dirs(Diag *d, const char *dir) {
+    char failed[4096];
+    int err = file_make_dirs(dir, failed, sizeof failed);
+    return err ? diag_path_error(d, "create directory", failed, err) : 0;
 }

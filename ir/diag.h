@@ -30,6 +30,9 @@ int diag_internal(Diag *d, SrcLoc loc, const char *fmt, ...) __attribute__((form
 /* "cannot WHAT 'PATH': strerror(err)", no location; a path too long for the message is cut
  * (after 900 bytes) so that the reason always shows. Returns -1. */
 int diag_path_error(Diag *d, const char *what, const char *path, int err);
+/* mkdir -p dir (support/files.h); a failure is "cannot create directory 'PATH': REASON" in d,
+ * naming the part that could not be made. Returns 0 or -1. */
+int diag_make_dirs(Diag *d, const char *dir);
 
 /* Same as diag_set, at a location in a file whose name the caller does not keep: the name is
  * copied into d->file and loc.file is DIAG_FILE_IN_DIAG, which diag_print reads as d->file. */
