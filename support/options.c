@@ -201,10 +201,25 @@ static int parse_short(OptResult *r, int argc, char **argv, int *i, char *err, s
 
 static bool is_option(const char *arg) { return arg[0] == '-' && arg[1] != '\0'; }
 
+/* Whether arg is -h/--help, or a cluster of flags that holds h ("-vh"; in "-oh" the h is
+ * -o's value). */
+static bool asks_help(const OptCommand *cmd, const char *arg) {
+    if (strcmp(arg, "--help") == 0) return true;
+    if (arg[0] != '-' || arg[1] == '-') return false;
+    for (const char *p = arg + 1; *p != '\0'; p++) {
+        if (*p == 'h') return true;
+        int index = find_short(cmd, *p);
+        if (index < 0) return false;
+        OptKind kind = spec_at(cmd, index)->kind;
+        if (kind != OPT_FLAG && kind != OPT_COUNTED) return false;
+    }
+    return false;
+}
+
 /* -h/--help, then the first OPT_EARLY option, anywhere before "--". */
 static int find_early(OptResult *r, int argc, char **argv) {
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++)
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) return OPT_HELP;
+        if (asks_help(r->cmd, argv[i])) return OPT_HELP;
     for (int i = 1; i < argc && strcmp(argv[i], "--") != 0; i++) {
         bool is_long = argv[i][0] == '-' && argv[i][1] == '-';
         int index = is_long ? find_long(r->cmd, argv[i], strlen(argv[i])) : -1;
@@ -367,6 +382,12 @@ const char *opt_str(const OptResult *r, const char *name) {
 
 int opt_has(const OptResult *r, const char *name) { return opt_str(r, name) != NULL; }
 
+/* strtoll and strtod skip leading blanks and take a '+': a value is a number only if it
+ * starts like one ("-3", "0.5", ".5"): " 3" and "+3" are refused. */
+static bool number_start(const char *v) {
+    return (*v >= '0' && *v <= '9') || *v == '-' || *v == '.';
+}
+
 int opt_int(const OptResult *r, const char *name, long long dflt, long long min, long long max,
             long long *out, char *err, size_t err_size) {
     const char *v = opt_str(r, name);
@@ -375,7 +396,7 @@ int opt_int(const OptResult *r, const char *name, long long dflt, long long min,
     char *end;
     errno = 0;
     long long x = strtoll(v, &end, 10);
-    if (*v == '\0' || *end != '\0' || errno != 0 || x < min || x > max) {
+    if (!number_start(v) || *end != '\0' || errno != 0 || x < min || x > max) {
         snprintf(err, err_size, "%s must be an integer in %lld..%lld, not '%s'", name, min, max,
                  v);
         return -1;
@@ -392,7 +413,7 @@ int opt_real(const OptResult *r, const char *name, double dflt, double min, doub
     char *end;
     errno = 0;
     double x = strtod(v, &end);
-    if (*v == '\0' || *end != '\0' || errno != 0 || !(x >= min && x <= max)) {
+    if (!number_start(v) || *end != '\0' || errno != 0 || !(x >= min && x <= max)) {
         snprintf(err, err_size, "%s must be a number in %g..%g, not '%s'", name, min, max, v);
         return -1;
     }

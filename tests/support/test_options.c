@@ -132,6 +132,11 @@ static void test_help_and_early(void **state) {
     assert_int_equal(parse(&r, err, "m", "-o", "a", "--data", "d", "--", "--help", NULL),
                      OPT_ERROR); /* after "--", --help is a second positional */
     opt_free(&r);
+    assert_int_equal(parse(&r, err, "-vh", NULL), OPT_HELP); /* h in a cluster of flags */
+    opt_free(&r);
+    assert_int_equal(parse(&r, err, "m", "-oh", "--data", "d", NULL), OPT_OK); /* -o's value */
+    assert_string_equal(opt_str(&r, "--out"), "h");
+    opt_free(&r);
 }
 
 static void test_help_text(void **state) {
@@ -170,6 +175,19 @@ static void test_values(void **state) {
     assert_int_equal(opt_choice(&r, "--data", "stop|skip", 0, err, sizeof err), -1);
     assert_string_equal(err, "--data is stop or skip, not '0.5'");
     assert_int_equal(opt_choice(&r, "--batches", "stop|skip", 1, err, sizeof err), 1);
+    opt_free(&r);
+    /* strtoll/strtod would take these; a number option does not */
+    assert_int_equal(parse(&r, err, "m", "-o", " 12", "--data", "+0.5", NULL), OPT_OK);
+    assert_int_equal(opt_int(&r, "--out", 0, 1, 20, &n, err, sizeof err), -1);
+    assert_string_equal(err, "--out must be an integer in 1..20, not ' 12'");
+    assert_int_equal(opt_real(&r, "--data", 0, 0, 1, &x, err, sizeof err), -1);
+    assert_string_equal(err, "--data must be a number in 0..1, not '+0.5'");
+    opt_free(&r);
+    assert_int_equal(parse(&r, err, "m", "-o", "-3", "--data", ".5", NULL), OPT_OK);
+    assert_int_equal(opt_int(&r, "--out", 0, -5, 20, &n, err, sizeof err), 0);
+    assert_int_equal(n, -3);
+    assert_int_equal(opt_real(&r, "--data", 0, 0, 1, &x, err, sizeof err), 0);
+    assert_true(x == 0.5);
     opt_free(&r);
 }
 
