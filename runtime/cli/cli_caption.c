@@ -550,8 +550,8 @@ static int attend_run(Run *r, const OptResult *o, const CapCaptionOptions *co, i
     }
     if (!st) st = cap_attend(r->att, pre, 1, tokens, T1, &len, maps, &disagree, err, sizeof err);
     if (!st && disagree && co->beam == 0 && co->sample.greedy)
-        fprintf(stderr, "cap: warning: for %d of %d words the attend entry's logits prefer "
-                "another word than decode_step's (float near-ties)\n", disagree, len);
+        fprintf(stderr, "cap: warning: for %d of %d words the argmax of the attend entry's "
+                "logits is not the word decode_step chose (float32 near-ties)\n", disagree, len);
     if (!st) st = attend_draw(r, o, &im, maps, words, len, caption, cols, err, sizeof err);
     free(caption);
     free(pre);
