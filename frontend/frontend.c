@@ -84,6 +84,22 @@ int fe_load_inputs(const Ctx *c, const cJSON *inputs) {
     return 0;
 }
 
+/* An output "%NAME" names a value of the function by its IR name (the scope path and the `out`
+ * name, `{expr}` interpolated), so an entry can return a value computed inside a block, such
+ * as the captioners' cross-attention probabilities (docs/model-format.md, "Entries"). */
+static int ir_value_output(const Ctx *c, const cJSON *o, Value **v) {
+    char *name = fe_name(c, o, "an output");
+    if (!name) return -1;
+    *v = name[1] ? func_find_value(c->fe->fn, name + 1) : NULL;
+    int rc = *v ? 0
+                : fe_error_at(c->fe, o,
+                              "function '%s' has no value named '%s' (a '%%NAME' output is a "
+                              "value's IR name: its scope path and out name, as `capc "
+                              "--dump-ir` prints it)", c->fe->fn->name, name);
+    free(name);
+    return rc;
+}
+
 int fe_load_outputs(const Ctx *c, const cJSON *outputs) {
     Frontend *fe = c->fe;
     if (!cJSON_IsObject(outputs))
@@ -93,8 +109,12 @@ int fe_load_outputs(const Ctx *c, const cJSON *outputs) {
             return fe_error_key(fe, o, "bad output name '%s'", o->string);
         if (!cJSON_IsString(o))
             return fe_error_at(fe, o, "output '%s' must name a value, got %s", o->string, json_type_name(o));
-        Value *v = fe_env_find(c->env, o->valuestring);
-        if (!v) return fe_error_at(fe, o, "undefined value '%s'", o->valuestring);
+        Value *v = NULL;
+        if (o->valuestring[0] == '%') {
+            if (ir_value_output(c, o, &v)) return -1;
+        } else if (!(v = fe_env_find(c->env, o->valuestring))) {
+            return fe_error_at(fe, o, "undefined value '%s'", o->valuestring);
+        }
         func_add_output(fe->fn, o->string, v);
     }
     return 0;

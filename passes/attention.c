@@ -257,6 +257,11 @@ static bool forward(const Uses *u, const Op *softmax, AttnMatch *m) {
         m->n_post = 0;
         if (!walk_post(u, softmax->result, s, m, true)) return false; /* backward only */
     }
+    /* P and P' are never stored by the fused kernels: a function that returns one (the
+     * captioners' `attend` entry returns the probabilities) keeps its ops unfused */
+    if (is_output(u, softmax->result)) return false;
+    for (int i = 0; i < m->n_post; i++)
+        if (is_output(u, m->post[i]->result)) return false;
     m->q = m->scores->inputs[0];
     m->k = m->scores->inputs[1];
     if (m->context != NULL) m->v = m->context->inputs[1];
@@ -419,6 +424,15 @@ static bool backward(const Uses *u, AttnMatch *m) {
     return ok;
 }
 
+/* Without a backward that recomputes them, P and the post values may be read only by the
+ * next op of the chain (the fused kernel keeps them in registers or its workspace). */
+static bool read_by_pattern_alone(const Uses *u, const AttnMatch *m) {
+    if (n_uses(u, m->softmax->result) != 1) return false;
+    for (int i = 0; i < m->n_post; i++)
+        if (n_uses(u, m->post[i]->result) != 1) return false;
+    return true;
+}
+
 bool attn_match_in(const AttnIndex *u, const Op *softmax, AttnMatch *m) {
     ((AttnIndex *)u)->stale = false; /* says whether this match met a changed value */
     memset(m, 0, sizeof *m);
@@ -431,7 +445,7 @@ bool attn_match_in(const AttnIndex *u, const Op *softmax, AttnMatch *m) {
             m->d_v = m->d_p = m->d_q = m->d_k = NULL;
             m->d_o = m->g = NULL;
             m->n_bwd = 0;
-            ok = m->context != NULL && batch_shape(&m->v->shape, &softmax->result->shape,
+            ok = m->context != NULL && read_by_pattern_alone(u, m) && batch_shape(&m->v->shape, &softmax->result->shape,
                                                    softmax->result->shape.dims[softmax->result->shape.rank - 1]);
         }
     }

@@ -67,6 +67,10 @@ echo "-- the same, beam search with 3 beams:"
 "$CAP" sample "$OUT/cap.so" --weights "$OUT/ckpt.safetensors" --image "${held_out[@]:0:3}" \
   --beam 3 --backend cpu
 
+echo "-- where the decoder looked, word by word (open $OUT/attend.png):"
+"$CAP" attend "$OUT/cap.so" --weights "$OUT/ckpt.safetensors" --image "${held_out[0]}" \
+  -o "$OUT/attend.png" --backend cpu
+
 phase "cap eval: the test split, greedy"
 "$CAP" eval "$OUT/cap.so" --weights "$OUT/ckpt.safetensors" --data "$DATA" --split test \
   --results "$OUT/results.json" --backend cpu | tee "$OUT/scores.txt"
@@ -74,4 +78,4 @@ phase "cap eval: the test split, greedy"
 echo
 echo "== done in $((SECONDS - t_start)) s (build $((t_built - t_start)) s, training ${t_train} s)"
 echo "   BLEU-4 $(sed -n 's/^BLEU-4: //p' "$OUT/scores.txt"), CIDEr-D $(sed -n 's/^CIDEr-D: //p' "$OUT/scores.txt") on the held-out test split"
-echo "   files in $OUT/: cap.so, ckpt.safetensors, metrics.jsonl, curves.svg (open it in a browser), results.json, vocab.txt"
+echo "   files in $OUT/: cap.so, ckpt.safetensors, metrics.jsonl, curves.svg (open it in a browser), attend.png, results.json, vocab.txt"

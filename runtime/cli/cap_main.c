@@ -731,6 +731,7 @@ static const OptSub COMMANDS[] = {
     {"train", &TRAIN, train_main, 0},
     {"sample", &CAP_SAMPLE_COMMAND, cap_cmd_sample, 0},
     {"eval", &CAP_EVAL_COMMAND, cap_cmd_eval, 0},
+    {"attend", &CAP_ATTEND_COMMAND, cap_cmd_attend, 0},
     {"score", &CAP_SCORE_COMMAND, cap_cmd_score, 0},
     {"plot", &CAP_PLOT_COMMAND, cap_cmd_plot, 0},
     {"data", &CAP_DATA_COMMAND, cap_cmd_data, 0},

@@ -1,4 +1,5 @@
-/* cli_caption.c — `cap train --data`, `cap sample`, `cap eval` (cli_caption.h, docs/cli.md).
+/* cli_caption.c — `cap train --data`, `cap sample`, `cap eval`, `cap attend` (cli_caption.h,
+ * docs/cli.md).
  * Their options are tables of support/options.h. Command-line errors print `cap: error: ...
  * (see cap COMMAND --help)` and return 2; run-time errors print the library's message and
  * return 1. Progress and results go to stdout; notes
@@ -12,6 +13,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "attend.h"
+#include "attend_picture.h"
 #include "cap_internal.h" /* cap_fail */
 #include "cli_common.h"
 #include "caption.h"
@@ -38,9 +41,11 @@ typedef struct Run {
     Vocab *vocab;
     Dataset *ds;
     CapCaptioner *cap;
+    CapAttender *att;
 } Run;
 
 static void run_free(Run *r) {
+    cap_attender_free(r->att);
     cap_captioner_free(r->cap);
     data_free(r->ds);
     vocab_free(r->vocab);
@@ -471,3 +476,136 @@ static int eval(const OptResult *o) {
 }
 
 int cap_cmd_eval(int argc, char **argv) { return opt_run(&CAP_EVAL_COMMAND, argc, argv, eval); }
+
+/* ---- cap attend ---------------------------------------------------------------------------------- */
+
+/* The image at its own size (for the picture) and preprocessed for the model (S x S). */
+static CapStatus attend_image(const char *path, int S, Image *im, float **pre, char *err,
+                              size_t err_size) {
+    CapStatus st = image_decode_file(path, im, err, err_size);
+    if (st) return st;
+    *pre = malloc(3 * (size_t)S * (size_t)S * sizeof **pre);
+    if (!*pre || image_resize_crop(im, S, *pre) != 0)
+        return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    image_normalize(*pre, S);
+    return CAP_OK;
+}
+
+/* The picture of the caption's words (one panel each), the caption in its Description. */
+static CapStatus attend_draw(Run *r, const OptResult *o, const Image *im, const float *maps,
+                             const char *const *words, int len, const char *caption, int cols,
+                             char *err, size_t err_size) {
+    AttendPicture p = {.image = im, .size = cap_captioner_image_size(r->cap),
+                       .grid = cap_attender_grid(r->att), .maps = maps, .words = words,
+                       .n = len, .cols = cols};
+    Image out = {0};
+    CapStatus st = attend_picture_draw(&p, &out, err, err_size);
+    const char *text[] = {"Description", caption, "Software", "cap attend"};
+    if (!st) st = image_write_png(opt_str(o, "--out"), out.rgb, out.width, out.height, text, 2,
+                                  err, err_size);
+    if (!st)
+        fprintf(stderr, "cap: wrote %s: %d panels of %dx%d (%dx%d), the last decoder layer's "
+                "cross-attention over a %dx%d grid\n", opt_str(o, "--out"), len, im->width,
+                im->height, out.width, out.height, p.grid, p.grid);
+    image_free(&out);
+    return st;
+}
+
+static int attend_run(Run *r, const OptResult *o, const CapCaptionOptions *co, int cols) {
+    char err[ERR_SIZE];
+    const char *path = opt_str(o, "--image");
+    if (cap_load_weights(r->s, opt_str(o, "--weights"), err, sizeof err) ||
+        cap_captioner_new(r->s, &r->cap, err, sizeof err))
+        return fail(err);
+    int S = cap_captioner_image_size(r->cap), T1 = cap_captioner_max_tokens(r->cap);
+    int G = cap_attender_grid(r->att);
+    if (cap_attender_image_size(r->att) != S || cap_attender_max_words(r->att) != T1)
+        return fail("attend's image or caption length differs from encode / decode_step's");
+    Image im = {0};
+    float *pre = NULL, *maps = malloc((size_t)T1 * (size_t)G * (size_t)G * sizeof *maps);
+    int32_t tokens[T1];
+    int len = 0, disagree = 0;
+    char *caption = NULL;
+    CapStatus st = maps ? attend_image(path, S, &im, &pre, err, sizeof err)
+                        : cap_fail(err, sizeof err, CAP_E_NOMEM, "out of memory");
+    if (!st) st = cap_caption_images(r->cap, pre, 1, co, NULL, tokens, &len, err, sizeof err);
+    /* every generated token is a panel, so the caption printed is the tokens as they are:
+     * one word per panel (no <start>/<pad> dropped, no punctuation attached) */
+    const char *words[T1];
+    size_t need = 1;
+    for (int t = 0; !st && t < len; t++)
+        need += strlen(words[t] = vocab_token(r->vocab, tokens[t])) + 1;
+    if (!st && !(caption = calloc(1, need)))
+        st = cap_fail(err, sizeof err, CAP_E_NOMEM, "out of memory");
+    for (int t = 0; !st && t < len; t++) {
+        if (t) strcat(caption, " ");
+        strcat(caption, words[t]);
+    }
+    if (!st) {
+        printf("%s: %s\n", path, caption);
+        fflush(stdout);
+        if (len == 0)
+            st = cap_fail(err, sizeof err, CAP_E_ARG, "%s: the caption is empty (<end> came "
+                          "first): there is no word to draw", path);
+    }
+    if (!st) st = cap_attend(r->att, pre, 1, tokens, T1, &len, maps, &disagree, err, sizeof err);
+    if (!st && disagree && co->beam == 0 && co->sample.greedy)
+        fprintf(stderr, "cap: warning: for %d of %d words the argmax of the attend entry's "
+                "logits is not the word decode_step chose (float32 near-ties)\n", disagree, len);
+    if (!st) st = attend_draw(r, o, &im, maps, words, len, caption, cols, err, sizeof err);
+    free(caption);
+    free(pre);
+    free(maps);
+    image_free(&im);
+    return st ? fail(err) : 0;
+}
+
+static const OptSpec ATTEND_OPTIONS[] = {
+    WEIGHTS_OPTION,
+    {"--image", 0, OPT_VALUE, OPT_REQUIRED, "FILE", "the image to caption (PNG or JPEG)", NULL},
+    {"--out", 'o', OPT_VALUE, OPT_REQUIRED, "PNG",
+     "the picture to write: one panel per word, each the image's size", NULL},
+    {"--cols", 0, OPT_VALUE, 0, "N", "panels per row, 1..64 (default 4)", NULL},
+    OPT_END,
+};
+
+const OptCommand CAP_ATTEND_COMMAND = {
+    .prog = "cap attend",
+    .synopsis = "cap.so --weights CKPT --image FILE -o attn.png [--cols 4] [--vocab V] "
+                "[sample's --greedy, --beam, ... options]",
+    .summary = "caption an image and draw, for each word, where the decoder looked (PNG)",
+    .about = "Captions the image as `cap sample` does (greedy by default), prints `FILE: "
+             "caption`, and writes a PNG with one panel per word: the image at its own size "
+             "with the last decoder layer's cross-attention for that word (averaged over the "
+             "heads) as a heat map over it, and the word on top. Needs the `attend` entry "
+             "(docs/training.md, \"Attention maps\").",
+    .tables = {ATTEND_OPTIONS, CAPTION_OPTIONS, CAP_SESSION_OPTIONS},
+    .table_titles = {"options", "choosing tokens", "running"},
+    .min_pos = 1,
+    .max_pos = 1,
+    .pos_missing = "cap attend needs a cap.so",
+};
+
+static int attend(const OptResult *o) {
+    CapCaptionOptions co;
+    char err[ERR_SIZE];
+    long long cols = 4;
+    int rc = 0;
+    if (opt_int(o, "--cols", 4, 1, 64, &cols, err, sizeof err)) rc = opt_fail(o->cmd, "%s", err);
+    if (!rc) rc = caption_options(o, &co);
+    const char *inputs[] = {o->pos[0], opt_str(o, "--weights"), opt_str(o, "--vocab"),
+                            opt_str(o, "--image")};
+    if (!rc) rc = check_output(opt_str(o, "--out"), "-o", NULL, inputs, 4);
+    Run r = {0};
+    if (!rc) rc = run_open(&r, o);
+    /* the entry first: a cap.so compiled before it existed says so before anything is read */
+    if (!rc && cap_attender_new(r.s, &r.att, err, sizeof err)) rc = fail(err);
+    if (!rc) rc = load_vocab(&r, opt_str(o, "--weights"), opt_str(o, "--vocab"));
+    if (!rc) rc = attend_run(&r, o, &co, (int)cols);
+    run_free(&r);
+    return rc;
+}
+
+int cap_cmd_attend(int argc, char **argv) {
+    return opt_run(&CAP_ATTEND_COMMAND, argc, argv, attend);
+}

@@ -1,6 +1,6 @@
 /* image.c — JPEG and PNG decoding and the resize / crop / normalize preprocessing (rules in
- * image.h). Each decoder reads from memory; library errors longjmp back to the decoder, which
- * frees what it allocated and returns the message. */
+ * image.h), and writing both formats. Each decoder reads from memory; library errors longjmp
+ * back to the decoder (or writer), which frees what it allocated and returns the message. */
 #include "image.h"
 
 #include <errno.h>
@@ -454,4 +454,103 @@ CapStatus image_load_preprocessed(const char *path, int size, float *dst, char *
     if (bad) return data_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory", path);
     image_normalize(dst, size);
     return CAP_OK;
+}
+
+/* ---- writing ---------------------------------------------------------------------------- */
+
+typedef struct PngOut {
+    FILE *f;
+    png_structp png;
+    png_infop info;
+    char msg[256];
+} PngOut;
+
+static void png_out_error(png_structp png, png_const_charp msg) {
+    PngOut *o = png_get_error_ptr(png);
+    snprintf(o->msg, sizeof o->msg, "%s", msg);
+    png_longjmp(png, 1);
+}
+
+CapStatus image_write_png(const char *path, const uint8_t *rgb, int w, int h,
+                          const char *const *text, int n_text, char *err, size_t err_size) {
+    PngOut *o = calloc(1, sizeof *o); /* heap: nothing automatic changes after setjmp */
+    if (!o) return data_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory", path);
+    o->f = fopen(path, "wb");
+    if (!o->f) {
+        free(o);
+        return data_fail(err, err_size, CAP_E_IO, "%s: cannot write: %s", path, strerror(errno));
+    }
+    o->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, o, png_out_error, NULL);
+    o->info = o->png ? png_create_info_struct(o->png) : NULL;
+    CapStatus st = CAP_OK;
+    if (!o->info) st = data_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory", path);
+    else if (setjmp(png_jmpbuf(o->png))) st = data_fail(err, err_size, CAP_E_IO, "%s: %s", path, o->msg);
+    else {
+        png_init_io(o->png, o->f);
+        png_set_IHDR(o->png, o->info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB,
+                     PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+        png_text chunks[IMAGE_MAX_TEXT];
+        int n = n_text < IMAGE_MAX_TEXT ? n_text : IMAGE_MAX_TEXT;
+        for (int i = 0; i < n; i++)
+            chunks[i] = (png_text){.compression = PNG_TEXT_COMPRESSION_NONE,
+                                   .key = (png_charp)text[2 * i],
+                                   .text = (png_charp)text[2 * i + 1]};
+        if (n > 0) png_set_text(o->png, o->info, chunks, n);
+        png_write_info(o->png, o->info);
+        for (int y = 0; y < h; y++) png_write_row(o->png, rgb + (size_t)y * w * 3);
+        png_write_end(o->png, NULL);
+    }
+    png_destroy_write_struct(&o->png, &o->info);
+    if (fclose(o->f) != 0 && !st) st = data_fail(err, err_size, CAP_E_IO, "%s: cannot write", path);
+    free(o);
+    return st;
+}
+
+typedef struct JpegOut {
+    struct jpeg_error_mgr mgr; /* first */
+    jmp_buf jump;
+    struct jpeg_compress_struct ci;
+    FILE *f;
+    char msg[JMSG_LENGTH_MAX];
+} JpegOut;
+
+static void jpeg_out_error(j_common_ptr ci) {
+    JpegOut *o = (JpegOut *)ci->err;
+    (*ci->err->format_message)(ci, o->msg);
+    longjmp(o->jump, 1);
+}
+
+CapStatus image_write_jpeg(const char *path, const uint8_t *rgb, int w, int h, int quality,
+                           char *err, size_t err_size) {
+    JpegOut *o = calloc(1, sizeof *o);
+    if (!o) return data_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory", path);
+    o->f = fopen(path, "wb");
+    if (!o->f) {
+        free(o);
+        return data_fail(err, err_size, CAP_E_IO, "%s: cannot write: %s", path, strerror(errno));
+    }
+    o->ci.err = jpeg_std_error(&o->mgr);
+    o->mgr.error_exit = jpeg_out_error;
+    CapStatus st = CAP_OK;
+    if (setjmp(o->jump)) st = data_fail(err, err_size, CAP_E_IO, "%s: %s", path, o->msg);
+    else {
+        jpeg_create_compress(&o->ci);
+        jpeg_stdio_dest(&o->ci, o->f);
+        o->ci.image_width = (JDIMENSION)w;
+        o->ci.image_height = (JDIMENSION)h;
+        o->ci.input_components = 3;
+        o->ci.in_color_space = JCS_RGB;
+        jpeg_set_defaults(&o->ci);
+        jpeg_set_quality(&o->ci, quality, TRUE);
+        jpeg_start_compress(&o->ci, TRUE);
+        while (o->ci.next_scanline < o->ci.image_height) {
+            JSAMPROW row = (JSAMPROW)(rgb + (size_t)o->ci.next_scanline * w * 3);
+            jpeg_write_scanlines(&o->ci, &row, 1);
+        }
+        jpeg_finish_compress(&o->ci);
+    }
+    jpeg_destroy_compress(&o->ci);
+    if (fclose(o->f) != 0 && !st) st = data_fail(err, err_size, CAP_E_IO, "%s: cannot write", path);
+    free(o);
+    return st;
 }

@@ -1,5 +1,6 @@
 /* image.h — decoding JPEG (libjpeg) and PNG (libpng) files into 8-bit RGB, and the model's
- * preprocessing: resize the short side to S, center-crop SxS, ImageNet-normalize into f32 CHW.
+ * preprocessing: resize the short side to S, center-crop SxS, ImageNet-normalize into f32 CHW;
+ * writing 8-bit RGB as PNG or JPEG (the synthetic set, `cap attend`).
  *
  * What decodes (docs/data.md, "Images"): JPEG grayscale, YCbCr/RGB, CMYK and YCCK (Adobe
  * marker present = inverted CMYK, as Photoshop writes and PIL reads; R = C*K/255, else
@@ -64,5 +65,17 @@ void image_normalize(float *chw, int size);
 /* Decode + resize/crop + normalize: dst is 3 x size x size f32. */
 CapStatus image_load_preprocessed(const char *path, int size, float *dst, char *err,
                                   size_t err_size);
+
+/* ---- writing (8-bit RGB, rgb as in Image) ---- */
+
+#define IMAGE_MAX_TEXT 8 /* tEXt chunks written at most */
+
+/* A PNG file; text: n_text (key, value) pairs of Latin-1 strings as tEXt chunks (PNG keys are
+ * 1-79 characters: "Description", "Software"), or NULL. */
+CapStatus image_write_png(const char *path, const uint8_t *rgb, int w, int h,
+                          const char *const *text, int n_text, char *err, size_t err_size);
+/* A JPEG file at quality 0..100. */
+CapStatus image_write_jpeg(const char *path, const uint8_t *rgb, int w, int h, int quality,
+                           char *err, size_t err_size);
 
 #endif

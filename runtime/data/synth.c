@@ -6,18 +6,16 @@
 
 #include <errno.h>
 #include <math.h>
-#include <setjmp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <cjson/cJSON.h>
-#include <jpeglib.h>
-#include <png.h>
 
 #include "data_internal.h"
 #include "data_rng.h"
 #include "files.h"
+#include "image.h"
 #include "strbuf.h"
 
 const char *const synth_shape_names[SYNTH_N_SHAPES] = {"circle", "square", "triangle", "cross"};
@@ -215,98 +213,6 @@ void synth_captions(const SynthScene *s, uint32_t seed, int64_t index,
     }
 }
 
-/* ---- image files ---------------------------------------------------------------------------- */
-
-typedef struct PngOut {
-    FILE *f;
-    png_structp png;
-    png_infop info;
-    char msg[256];
-} PngOut;
-
-static void png_out_error(png_structp png, png_const_charp msg) {
-    PngOut *o = png_get_error_ptr(png);
-    snprintf(o->msg, sizeof o->msg, "%s", msg);
-    png_longjmp(png, 1);
-}
-
-CapStatus synth_write_png(const char *path, const uint8_t *rgb, int w, int h, char *err,
-                          size_t err_size) {
-    PngOut *o = calloc(1, sizeof *o); /* heap: nothing automatic changes after setjmp */
-    if (!o) return data_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory", path);
-    o->f = fopen(path, "wb");
-    if (!o->f) {
-        free(o);
-        return data_fail(err, err_size, CAP_E_IO, "%s: cannot write: %s", path, strerror(errno));
-    }
-    o->png = png_create_write_struct(PNG_LIBPNG_VER_STRING, o, png_out_error, NULL);
-    o->info = o->png ? png_create_info_struct(o->png) : NULL;
-    CapStatus st = CAP_OK;
-    if (!o->info) st = data_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory", path);
-    else if (setjmp(png_jmpbuf(o->png))) st = data_fail(err, err_size, CAP_E_IO, "%s: %s", path, o->msg);
-    else {
-        png_init_io(o->png, o->f);
-        png_set_IHDR(o->png, o->info, (png_uint_32)w, (png_uint_32)h, 8, PNG_COLOR_TYPE_RGB,
-                     PNG_INTERLACE_NONE, PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-        png_write_info(o->png, o->info);
-        for (int y = 0; y < h; y++) png_write_row(o->png, rgb + (size_t)y * w * 3);
-        png_write_end(o->png, NULL);
-    }
-    png_destroy_write_struct(&o->png, &o->info);
-    if (fclose(o->f) != 0 && !st) st = data_fail(err, err_size, CAP_E_IO, "%s: cannot write", path);
-    free(o);
-    return st;
-}
-
-typedef struct JpegOut {
-    struct jpeg_error_mgr mgr; /* first */
-    jmp_buf jump;
-    struct jpeg_compress_struct ci;
-    FILE *f;
-    char msg[JMSG_LENGTH_MAX];
-} JpegOut;
-
-static void jpeg_out_error(j_common_ptr ci) {
-    JpegOut *o = (JpegOut *)ci->err;
-    (*ci->err->format_message)(ci, o->msg);
-    longjmp(o->jump, 1);
-}
-
-CapStatus synth_write_jpeg(const char *path, const uint8_t *rgb, int w, int h, int quality,
-                           char *err, size_t err_size) {
-    JpegOut *o = calloc(1, sizeof *o);
-    if (!o) return data_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory", path);
-    o->f = fopen(path, "wb");
-    if (!o->f) {
-        free(o);
-        return data_fail(err, err_size, CAP_E_IO, "%s: cannot write: %s", path, strerror(errno));
-    }
-    o->ci.err = jpeg_std_error(&o->mgr);
-    o->mgr.error_exit = jpeg_out_error;
-    CapStatus st = CAP_OK;
-    if (setjmp(o->jump)) st = data_fail(err, err_size, CAP_E_IO, "%s: %s", path, o->msg);
-    else {
-        jpeg_create_compress(&o->ci);
-        jpeg_stdio_dest(&o->ci, o->f);
-        o->ci.image_width = (JDIMENSION)w;
-        o->ci.image_height = (JDIMENSION)h;
-        o->ci.input_components = 3;
-        o->ci.in_color_space = JCS_RGB;
-        jpeg_set_defaults(&o->ci);
-        jpeg_set_quality(&o->ci, quality, TRUE);
-        jpeg_start_compress(&o->ci, TRUE);
-        while (o->ci.next_scanline < o->ci.image_height) {
-            JSAMPROW row = (JSAMPROW)(rgb + (size_t)o->ci.next_scanline * w * 3);
-            jpeg_write_scanlines(&o->ci, &row, 1);
-        }
-        jpeg_finish_compress(&o->ci);
-    }
-    jpeg_destroy_compress(&o->ci);
-    if (fclose(o->f) != 0 && !st) st = data_fail(err, err_size, CAP_E_IO, "%s: cannot write", path);
-    free(o);
-    return st;
-}
-
 /* ---- the set -------------------------------------------------------------------------------- */
 
 void synth_split_counts(int n, int *n_train, int *n_val, int *n_test) {
@@ -408,8 +314,9 @@ static CapStatus write_image(const SynthOptions *o, int i, const SynthScene *s, 
     char *path = data_join_path(o->out_dir, file);
     if (!path) return data_fail(err, err_size, CAP_E_NOMEM, "out of memory");
     synth_render(s, o->size, rgb);
-    CapStatus st = image_is_png(o, i) ? synth_write_png(path, rgb, o->size, o->size, err, err_size)
-                                      : synth_write_jpeg(path, rgb, o->size, o->size, 92, err, err_size);
+    CapStatus st = image_is_png(o, i) ? image_write_png(path, rgb, o->size, o->size, NULL, 0, err,
+                                                        err_size)
+                                      : image_write_jpeg(path, rgb, o->size, o->size, 92, err, err_size);
     free(path);
     return st;
 }

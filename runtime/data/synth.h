@@ -64,10 +64,4 @@ void synth_split_counts(int n, int *n_train, int *n_val, int *n_test);
  * and OUT/captions.json (all images, each with "split" and "scene"). */
 CapStatus synth_write(const SynthOptions *o, char *err, size_t err_size);
 
-/* Image files (used by the tests): 8-bit RGB, JPEG quality 0..100. */
-CapStatus synth_write_png(const char *path, const uint8_t *rgb, int w, int h, char *err,
-                          size_t err_size);
-CapStatus synth_write_jpeg(const char *path, const uint8_t *rgb, int w, int h, int quality,
-                           char *err, size_t err_size);
-
 #endif

@@ -237,8 +237,8 @@ static void test_refused(void **state) {
     (void)state;
     uint8_t rgb[64 * 64 * 3];
     for (int i = 0; i < 64 * 64 * 3; i++) rgb[i] = (uint8_t)(i * 7);
-    assert_int_equal(synth_write_jpeg(tmp_path("full.jpg"), rgb, 64, 64, 90, err, sizeof err), CAP_OK);
-    assert_int_equal(synth_write_png(tmp_path("full.png"), rgb, 64, 64, err, sizeof err), CAP_OK);
+    assert_int_equal(image_write_jpeg(tmp_path("full.jpg"), rgb, 64, 64, 90, err, sizeof err), CAP_OK);
+    assert_int_equal(image_write_png(tmp_path("full.png"), rgb, 64, 64, NULL, 0, err, sizeof err), CAP_OK);
     char full[4200];
     snprintf(full, sizeof full, "%s", tmp_path("full.jpg"));
     truncate_copy(full, tmp_path("cut.jpg"), -1);
@@ -375,7 +375,7 @@ static void test_normalize_and_pipeline(void **state) {
     (void)state;
     uint8_t rgb[4 * 4 * 3];
     for (int i = 0; i < 16; i++) rgb[3 * i] = 255, rgb[3 * i + 1] = 0, rgb[3 * i + 2] = 128;
-    assert_int_equal(synth_write_png(tmp_path("flat.png"), rgb, 4, 4, err, sizeof err), CAP_OK);
+    assert_int_equal(image_write_png(tmp_path("flat.png"), rgb, 4, 4, NULL, 0, err, sizeof err), CAP_OK);
     float out[3 * 2 * 2];
     assert_int_equal(image_load_preprocessed(tmp_path("flat.png"), 2, out, err, sizeof err), CAP_OK);
     float r = (1.0f - 0.485f) / 0.229f, g = (0.0f - 0.456f) / 0.224f, b = (128 / 255.0f - 0.406f) / 0.225f;

@@ -157,11 +157,36 @@ static void test_entry_errors(void **state) {
                "undefined value 'y'");
 }
 
+/* An output "%NAME" is a value of the function by its IR name, `{expr}` interpolated: here
+ * the linear inside a block call (scope fc), which the entry's own names do not reach, and a
+ * value whose `out` was interpolated. */
+static void test_output_by_ir_name(void **state) {
+    (void)state;
+    Module *m = load(",\n  \"entries\": {\"e\": {\"inputs\": {\"x1\": {\"shape\": [1, \"n\"]}},\n"
+                     "    \"body\": [{\"block\": \"dense\", \"scope\": \"fc\", \"in\": {\"x\": \"x1\"}, "
+                     "\"args\": {\"train\": 0}, \"out\": \"y\"},\n"
+                     "      {\"op\": \"relu\", \"in\": [\"y\"], \"out\": \"r{k}\"}],\n"
+                     "    \"outputs\": {\"r\": \"%r{k}\", \"lin\": \"%fc.y\"}}}");
+    const Function *f = module_find_function(m, "e");
+    assert_int_equal(f->n_outputs, 2);
+    assert_string_equal(f->output_names[1], "lin");
+    assert_ptr_equal(f->outputs[1], f->ops[2]->result);
+    assert_string_equal(f->outputs[1]->name, "fc.y");
+    assert_string_equal(f->outputs[0]->name, "r2");
+    module_free(m);
+    /* A name that is not a value is an error at the string, naming the function. */
+    load_fails(",\n  \"entries\": {\"e\": {\"inputs\": {}, \"body\": [], \"outputs\": {\"y\": \"%fc.{k - 1}.y\"}}}",
+               21, 64,
+               "function 'e' has no value named '%fc.1.y' (a '%NAME' output is a value's IR name: "
+               "its scope path and out name, as `capc --dump-ir` prints it)");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_entry_shares_parameters),
         cmocka_unit_test(test_entry_through_passes),
         cmocka_unit_test(test_entry_errors),
+        cmocka_unit_test(test_output_by_ir_name),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -8,6 +8,8 @@
  *  - decode_step never reads cache entries past pos: the caches start as garbage, and changing
  *    every entry after pos (unmasking the key mask there too) changes no output bit.
  *  - the training-program pass leaves encode and decode_step as the frontend built them.
+ *  - attend(image, caption[:, :-1]) gives eval_loss's logits, distributions over the image
+ *    cells as its cross_attn, and row t of them depends on tokens 0..t only.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -240,10 +242,81 @@ static void test_decode_step_ignores_later_positions(void **state) {
     fixture_close(&fx);
 }
 
+/* attend's inputs: the image and caption[:, :-1] (the decoder's input row). */
+static RefTensor *attend_inputs(const Fixture *fx, const Function *attend) {
+    const RefTensor *caption = &fx->batch[input_index(fx->eval, "caption")];
+    int64_t rows = caption->shape.dims[0], len = caption->shape.dims[1];
+    RefTensor *in = calloc((size_t)attend->n_inputs, sizeof *in);
+    assert_non_null(in);
+    copy_tensor(&in[input_index(attend, "image")], &fx->batch[input_index(fx->eval, "image")]);
+    RefTensor *tokens = &in[input_index(attend, "tokens")];
+    init_like(tokens, attend->inputs[input_index(attend, "tokens")]);
+    assert_int_equal(tokens->shape.dims[1], len - 1);
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t t = 0; t < len - 1; t++) tokens->data[r * (len - 1) + t] = caption->data[r * len + t];
+    return in;
+}
+
+/* attend (the teacher-forced decoder returning the last layer's cross-attention, for `cap
+ * attend`) computes eval_loss's logits; its probabilities are distributions over the image
+ * cells, and row t depends on tokens 0..t only (it is the attention of the step that chose
+ * word t+1): changing every later token changes no bit of rows <= t. */
+static void test_attend_matches_eval_loss(void **state) {
+    (void)state;
+    Fixture fx;
+    fixture_open(&fx);
+    const Function *attend = module_find_function(fx.m, "attend");
+    assert_non_null(attend);
+    RefTensor *in = attend_inputs(&fx, attend);
+    RefTensor *out = run_function(attend, in, &fx.params);
+    const RefTensor *want = &fx.logits[output_index(fx.eval, "logits")];
+    const RefTensor *got = &out[output_index(attend, "logits")];
+    assert_int_equal(ref_tensor_numel(got), ref_tensor_numel(want));
+    double scale = 0, diff = 0;
+    for (int64_t k = 0; k < ref_tensor_numel(want); k++) {
+        scale = fmax(scale, fabs(want->data[k]));
+        diff = fmax(diff, fabs(got->data[k] - want->data[k]));
+    }
+    if (!(diff <= REL_TOL * scale)) fail_msg("attend's logits differ by %.3g relative", diff / scale);
+    const RefTensor *p = &out[output_index(attend, "cross_attn")]; /* [B, h, T-1, N] */
+    assert_int_equal(p->shape.rank, 4);
+    int64_t rows = p->shape.dims[0] * p->shape.dims[1], steps = p->shape.dims[2], cells = p->shape.dims[3];
+    for (int64_t r = 0; r < rows * steps; r++) {
+        double sum = 0;
+        for (int64_t c = 0; c < cells; c++) {
+            double x = p->data[r * cells + c];
+            assert_true(x >= 0 && x <= 1);
+            sum += x;
+        }
+        assert_true(fabs(sum - 1) < 1e-12);
+    }
+    const int64_t keep = 3; /* tokens 0..3 kept, the rest changed */
+    RefTensor *tokens = &in[input_index(attend, "tokens")];
+    for (int64_t b = 0; b < p->shape.dims[0]; b++)
+        for (int64_t t = keep + 1; t < steps; t++) tokens->data[b * steps + t] = (double)(3 + (t % 7));
+    RefTensor *changed = run_function(attend, in, &fx.params);
+    const RefTensor *q = &changed[output_index(attend, "cross_attn")];
+    int moved = 0;
+    for (int64_t r = 0; r < rows; r++)
+        for (int64_t t = 0; t < steps; t++)
+            for (int64_t c = 0; c < cells; c++) {
+                int64_t k = (r * steps + t) * cells + c;
+                if (t <= keep && p->data[k] != q->data[k])
+                    fail_msg("row %lld: position %lld changed with later tokens", (long long)r, (long long)t);
+                moved += t > keep && p->data[k] != q->data[k];
+            }
+    assert_true(moved > 0);
+    free_outputs(attend, changed);
+    free_outputs(attend, out);
+    free_inputs(attend, in);
+    fixture_close(&fx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_decode_steps_match_eval_loss),
         cmocka_unit_test(test_decode_step_ignores_later_positions),
+        cmocka_unit_test(test_attend_matches_eval_loss),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -83,6 +83,9 @@ static const struct {
     {"eval_loss", 61, 151},
     {"encode", 31, 73},
     {"decode_step", 43, 77},
+    /* encode + the whole decoder in eval mode, returning the last cross-attention's
+     * probabilities, whose attention therefore stays unfused (3 kernels, not 1) */
+    {"attend", 64, 138},
 };
 
 static void test_totals(void **state) {
@@ -151,12 +154,14 @@ static void test_patterns_match_the_model(void **state) {
     assert_int_equal(groups_named(c.m, "encode", "attention"), 1);       /* encoder self */
     assert_int_equal(groups_named(c.m, "decode_step", "attention"), 4);  /* self + cross, x2 */
     assert_int_equal(groups_named(c.m, "decode_step", "residual_layernorm"), 6);
+    /* encoder self, decoder self x2, the first decoder layer's cross; not the returned one */
+    assert_int_equal(groups_named(c.m, "attend", "attention"), 4);
     assert_int_equal(groups_named(c.m, "train_step", "batch_norm"), 3);
     assert_int_equal(groups_named(c.m, "train_step", "multi_tensor"), 1);
     assert_int_equal(groups_named(c.m, "train_step", "multi_reduction"), 1);
 
     /* Eval-mode BatchNorm: the frozen ones are gone from every entry but `fold` (9 convs, a
-     * weight and a bias each). In the entries without a backward (eval_loss, encode) the
+     * weight and a bias each). In the entries without a backward (eval_loss, encode, attend) the
      * others sit in their convolution's epilogue (conv_bn, conv_bn_relu); with a backward
      * (eval_grads) the convolution's output is read again by it, so its epilogue chain stops
      * there and BatchNorm + ReLU are one elementwise kernel. */
@@ -166,7 +171,8 @@ static void test_patterns_match_the_model(void **state) {
     for (int i = 0; i < c.m->n_funcs; i++) {
         const Function *f = c.m->funcs[i];
         if (f == fold) continue;
-        bool no_backward = strcmp(f->name, "eval_loss") == 0 || strcmp(f->name, "encode") == 0;
+        bool no_backward = strcmp(f->name, "eval_loss") == 0 || strcmp(f->name, "encode") == 0 ||
+                           strcmp(f->name, "attend") == 0;
         for (int k = 0; k < f->n_ops; k++) {
             const Op *op = f->ops[k];
             if (op->kind != OP_BATCH_NORM || op_bool(op, "training")) continue;

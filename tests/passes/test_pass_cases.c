@@ -12,7 +12,9 @@
  *   which the group then stores too);
  *   residual_from_elsewhere (joining would close a cycle through a contraction),
  *   contraction_into_contraction, reduction_input_needed_later (the backward's reduction of a
- *   LayerNorm's input stays out of the forward group, which writes that input for it).
+ *   LayerNorm's input stays out of the forward group, which writes that input for it),
+ *   attention_probs_returned (a function that returns the probabilities keeps the attention
+ *   unfused: the fused kernel never stores them; the softmax still takes its prologue).
  * Every tests/passes/fold/NAME.in.ir runs BatchNorm folding the same way: frozen_conv_bn
  * (folded: derived state, the `fold` entry point), shared_weight_two_bns (one conv weight
  * before two BatchNorms: two folds, not one reused), and the cases that must not fold:

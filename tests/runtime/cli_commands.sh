@@ -9,14 +9,8 @@
 set -u
 cap=$1
 capc=$2
-fails=0
-t=$(mktemp -d)
-trap 'rm -rf "$t"' EXIT
-
-fail() {
-    echo "FAIL: $*"
-    fails=$((fails + 1))
-}
+# shellcheck source=cli_test_lib.sh
+. "$(dirname "$0")/cli_test_lib.sh"
 
 # check_help PROG [WORDS...]: --help and -h print the same usage, exit 0, stderr empty
 check_help() {
@@ -27,16 +21,6 @@ check_help() {
     [ -s "$t/err" ] && fail "$* --help wrote to stderr: $(cat "$t/err")"
     "$@" -h >"$t/out2" 2>&1 || fail "$* -h: exit $?"
     cmp -s "$t/out" "$t/out2" || fail "$* -h differs from --help"
-}
-
-# expect STATUS NEEDLE PROG ARGS...: exits STATUS and stderr holds NEEDLE
-expect() {
-    want=$1 needle=$2
-    shift 2
-    "$@" >"$t/out" 2>"$t/err"
-    rc=$?
-    [ "$rc" -eq "$want" ] || fail "$*: exit $rc, want $want ($(cat "$t/err"))"
-    grep -qF -- "$needle" "$t/err" || fail "$*: stderr lacks '$needle': $(cat "$t/err")"
 }
 
 check_help "$capc"

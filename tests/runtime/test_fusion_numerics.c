@@ -16,6 +16,8 @@
  *     the gradient (the first moment) is at least 1e-4 of its tensor's largest, and the
  *     moments, which are the gradients themselves, everywhere; the count of weight entries
  *     left out is printed.
+ *   - attend (`cap attend`'s entry): its logits are eval_loss's, its cross-attention rows are
+ *     distributions, and fused agrees with --no-fuse.
  * Each comparison prints its worst ratio to the bound (<= 1 passes). */
 #include <math.h>
 #include <stdbool.h>
@@ -32,6 +34,7 @@
 
 #include "cap.h"
 #include "capc_compile.h"
+#include "safetensors.h"
 
 #define ERR 2048
 #define TOL 1e-5
@@ -188,6 +191,81 @@ static void test_train_step_state(void **unused) {
     run_close(&u);
 }
 
+/* attend(image, tokens) on model so with the golden weights: logits and cross_attn into
+ * malloc'd buffers. */
+static void run_attend(const char *so, const float *image, const int32_t *tokens, float **logits,
+                       float **probs, int64_t *n_logits, int64_t *n_probs) {
+    char err[ERR], path[512];
+    CapModel *m;
+    CapSession *s;
+    ok(cap_model_open(so, &m, err, sizeof err), err);
+    ok(cap_session_new(m, CAP_BACKEND_CPU, &s, err, sizeof err), err);
+    snprintf(path, sizeof path, "%s/tests/golden/tiny_weights.safetensors", test_src_dir());
+    ok(cap_load_weights(s, path, err, sizeof err), err);
+    int ei = cap_model_find_entry(m, "attend");
+    assert_true(ei >= 0);
+    const CapEntry *e = &cap_model_artifact(m)->entries[ei];
+    assert_string_equal(e->outputs[0].name, "logits");
+    assert_string_equal(e->outputs[1].name, "cross_attn");
+    *n_logits = e->outputs[0].numel;
+    *n_probs = e->outputs[1].numel;
+    *logits = malloc((size_t)*n_logits * 4);
+    *probs = malloc((size_t)*n_probs * 4);
+    const void *in[2] = {image, tokens};
+    void *out[2] = {*logits, *probs};
+    ok(cap_session_run(s, "attend", in, out, err, sizeof err), err);
+    cap_session_free(s);
+    cap_model_close(m);
+}
+
+/* `cap attend`'s entry on the golden weights, image and caption[:, :-1]: its logits are
+ * eval_loss's (1e-5 mixed; both fused), every cross-attention row is a distribution (sums to
+ * 1 within 1e-5), and fused (the returned attention left unfused, the rest fused) agrees with
+ * --no-fuse (1e-5 mixed). */
+static void test_attend(void **unused) {
+    if (why[0]) fail_msg("capc could not compile the tiny captioner: %s", why);
+    char err[ERR], path[512];
+    StFile batch;
+    snprintf(path, sizeof path, "%s/tests/golden/tiny_batch.safetensors", test_src_dir());
+    if (st_read_file(path, &batch, err, sizeof err) != 0) fail_msg("%s", err);
+    const StTensor *im = st_find(&batch, "image"), *cap = st_find(&batch, "caption");
+    assert_non_null(im);
+    assert_non_null(cap);
+    int64_t rows = cap->shape[0], len = cap->shape[1];
+    float *image = malloc(im->nbytes);
+    int32_t *caption = malloc(cap->nbytes), *tokens = malloc((size_t)(rows * (len - 1)) * 4);
+    memcpy(image, im->data, im->nbytes);
+    memcpy(caption, cap->data, cap->nbytes);
+    for (int64_t r = 0; r < rows; r++)
+        memcpy(tokens + r * (len - 1), caption + r * len, (size_t)(len - 1) * 4);
+    float *lf, *pf, *lu, *pu;
+    int64_t nl, np, nl2, np2;
+    run_attend(fused_so, image, tokens, &lf, &pf, &nl, &np);
+    run_attend(unfused_so, image, tokens, &lu, &pu, &nl2, &np2);
+    assert_true(nl == nl2 && np == np2);
+    Run e = {0};
+    run_open(&e, fused_so, "eval_loss");
+    assert_string_equal(entry_of(&e, "eval_loss")->outputs[1].name, "logits");
+    assert_int_equal(entry_of(&e, "eval_loss")->outputs[1].numel, nl);
+    double vs_eval = ratio(lf, e.outs[1], nl), logits_fused = ratio(lf, lu, nl);
+    double probs_fused = ratio(pf, pu, np), worst_sum = 0;
+    int64_t cells = 16; /* G = 4 */
+    for (int64_t k = 0; k < np / cells; k++) {
+        double sum = 0;
+        for (int64_t c = 0; c < cells; c++) sum += pf[k * cells + c];
+        worst_sum = fmax(worst_sum, fabs(sum - 1));
+    }
+    print_message("attend: logits vs eval_loss %.3g, vs --no-fuse %.3g; cross_attn vs --no-fuse "
+                  "%.3g (of the 1e-5 mixed bound); rows sum to 1 within %.2e\n", vs_eval,
+                  logits_fused, probs_fused, worst_sum);
+    assert_true(vs_eval <= 1.0 && logits_fused <= 1.0 && probs_fused <= 1.0);
+    assert_true(worst_sum <= 1e-5);
+    run_close(&e);
+    free(lf), free(pf), free(lu), free(pu);
+    free(image), free(caption), free(tokens);
+    st_free(&batch);
+}
+
 static void compile_into(const char *sub, const char *flags, char *out, size_t size) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/%s", tmpdir, sub);
@@ -214,6 +292,7 @@ int main(void) {
         cmocka_unit_test(test_eval_grads),
         cmocka_unit_test(test_train_grads),
         cmocka_unit_test(test_train_step_state),
+        cmocka_unit_test(test_attend),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
