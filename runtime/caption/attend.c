@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cap_internal.h"
+#include "sampling.h" /* cap_argmax */
 
 struct CapAttender {
     CapSession *s;
@@ -120,13 +121,6 @@ static void fill_row(CapAttender *a, int b, const float *image, const int32_t *w
     for (int t = 1; t < a->T1; t++) row[t] = t < len ? words[t - 1] : a->pad_id;
 }
 
-static int argmax(const float *x, int n) {
-    int best = 0;
-    for (int i = 1; i < n; i++)
-        if (x[i] > x[best]) best = i;
-    return best;
-}
-
 /* Row b's maps (head average) into maps[t * cells], and its disagreements with the words. */
 static int take_row(const CapAttender *a, int b, const int32_t *words, int len, float *maps) {
     int wrong = 0;
@@ -139,7 +133,7 @@ static int take_row(const CapAttender *a, int b, const int32_t *words, int len, 
             for (int c = 0; c < a->cells; c++) m[c] += p[c] / (float)a->heads;
         }
         const float *lg = a->logits + ((size_t)b * (size_t)a->T1 + (size_t)t) * (size_t)a->V;
-        wrong += argmax(lg, a->V) != words[t];
+        wrong += cap_argmax(lg, a->V) != words[t];
     }
     return wrong;
 }

@@ -67,6 +67,11 @@ static const struct Glyph {
     {'_', {".....", ".....", ".....", ".....", ".....", ".....", "#####"}},
     {'/', {"....#", "...#.", "...#.", "..#..", ".#...", ".#...", "#...."}},
     {':', {".....", ".##..", ".##..", ".....", ".##..", ".##..", "....."}},
+    {';', {".....", ".##..", ".##..", ".....", ".##..", "..#..", ".#..."}},
+    {'"', {".#.#.", ".#.#.", ".....", ".....", ".....", ".....", "....."}},
+    {'(', {"...#.", "..#..", ".#...", ".#...", ".#...", "..#..", "...#."}},
+    {')', {".#...", "..#..", "...#.", "...#.", "...#.", "..#..", ".#..."}},
+    {'&', {".##..", "#..#.", "#.#..", ".#...", "#.#.#", "#..#.", ".##.#"}},
 };
 
 static const char *const BOX[GLYPH_H] = {"#####", "#...#", "#...#", "#...#", "#...#", "#...#",
@@ -102,14 +107,17 @@ static uint8_t *pixel(const Canvas *c, int x, int y) {
 }
 
 static uint8_t clamp_byte(float v) {
-    return (uint8_t)(v <= 0 ? 0 : v >= 255 ? 255 : lrintf(v));
+    return (uint8_t)(!(v > 0) ? 0 : v >= 255 ? 255 : lrintf(v));
 }
+
+/* v clamped to [0, 1], NaN as 0 (a NaN map must not index past STOPS). */
+static float unit(float v) { return !(v > 0) ? 0 : v >= 1 ? 1 : v; }
 
 /* The heat colour of v in [0, 1]: piecewise linear through six colours. */
 static void heat(float v, float rgb[3]) {
     static const float STOPS[6][3] = {{0, 0, 140},     {0, 60, 255},  {0, 220, 255},
                                       {120, 255, 100}, {255, 200, 0}, {230, 20, 0}};
-    float x = (v <= 0 ? 0 : v >= 1 ? 1 : v) * 5;
+    float x = unit(v) * 5;
     int i = x >= 5 ? 4 : (int)x;
     float f = x - (float)i;
     for (int k = 0; k < 3; k++) rgb[k] = STOPS[i][k] + f * (STOPS[i + 1][k] - STOPS[i][k]);
@@ -137,8 +145,8 @@ typedef struct GridMap {
     float size;        /* S */
 } GridMap;
 
-static int to_grid(const GridMap *m, int x, int y, float *gx, float *gy) {
-    float u = ((float)x + 0.5f) * m->sx - m->left, v = ((float)y + 0.5f) * m->sy - m->top;
+static int to_grid(const GridMap *m, float x, float y, float *gx, float *gy) {
+    float u = x * m->sx - m->left, v = y * m->sy - m->top;
     if (u < 0 || v < 0 || u >= m->size || v >= m->size) return 0;
     *gx = u * m->cells - 0.5f;
     *gy = v * m->cells - 0.5f;
@@ -147,25 +155,31 @@ static int to_grid(const GridMap *m, int x, int y, float *gx, float *gy) {
 
 /* ---- one panel ----------------------------------------------------------------------------- */
 
+/* Panel k: w x h pixels at (ox, oy); image pixel centres and the grid are sampled at the
+ * panel pixel's centre, (x + 0.5) / scale in image pixels (nearest image pixel). */
 static void draw_heat(const AttendPicture *p, const GridMap *gm, const float *map, Canvas *c,
-                      int ox, int oy) {
+                      int ox, int oy, int w, int h) {
     const Image *im = p->image;
     int g = p->grid;
     float top = 0;
     for (int i = 0; i < g * g; i++) top = map[i] > top ? map[i] : top;
     float scale = top > 0 ? 1 / top : 0;
-    for (int y = 0; y < im->height; y++)
-        for (int x = 0; x < im->width; x++) {
-            const uint8_t *src = im->rgb + ((size_t)y * (size_t)im->width + (size_t)x) * 3;
+    float to_x = (float)im->width / (float)w, to_y = (float)im->height / (float)h;
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++) {
+            float fx = ((float)x + 0.5f) * to_x, fy = ((float)y + 0.5f) * to_y;
+            int sx = (int)fx < im->width ? (int)fx : im->width - 1;
+            int sy = (int)fy < im->height ? (int)fy : im->height - 1;
+            const uint8_t *src = im->rgb + ((size_t)sy * (size_t)im->width + (size_t)sx) * 3;
             uint8_t *dst = pixel(c, ox + x, oy + y);
             float gx, gy;
-            if (!to_grid(gm, x, y, &gx, &gy)) {
+            if (!to_grid(gm, fx, fy, &gx, &gy)) {
                 for (int k = 0; k < 3; k++) dst[k] = (uint8_t)(src[k] / 2);
                 continue;
             }
             float v = sample(map, g, gx, gy) * scale, col[3];
             heat(v, col);
-            float a = 0.3f + 0.4f * (v <= 0 ? 0 : v >= 1 ? 1 : v);
+            float a = 0.3f + 0.4f * unit(v);
             for (int k = 0; k < 3; k++) dst[k] = clamp_byte((1 - a) * (float)src[k] + a * col[k]);
         }
 }
@@ -202,38 +216,42 @@ static void draw_word(Canvas *c, int ox, int oy, int w, int h, const char *word)
 
 /* ---- the picture ------------------------------------------------------------------------- */
 
-int attend_picture_size(const AttendPicture *p, int *width, int *height) {
+int attend_picture_size(const AttendPicture *p, int *panel_w, int *panel_h, int *width,
+                        int *height) {
     int cols = p->cols < p->n ? p->cols : p->n, rows = (p->n + cols - 1) / cols;
-    double pixels = (double)cols * p->image->width * rows * p->image->height;
-    if (pixels > IMAGE_MAX_PIXELS || (double)cols * p->image->width > IMAGE_MAX_SIDE ||
-        (double)rows * p->image->height > IMAGE_MAX_SIDE)
-        return -1;
-    *width = cols * p->image->width;
-    *height = rows * p->image->height;
-    return 0;
+    double w = p->image->width, h = p->image->height, s = 1;
+    double fits[] = {ATTEND_MAX_PANEL / (w > h ? w : h), IMAGE_MAX_SIDE / (cols * w),
+                     IMAGE_MAX_SIDE / (rows * h), sqrt(IMAGE_MAX_PIXELS / (cols * rows * w * h))};
+    for (size_t i = 0; i < sizeof fits / sizeof *fits; i++) s = fits[i] < s ? fits[i] : s;
+    *panel_w = s < 1 ? (int)(w * s) : (int)w;
+    *panel_h = s < 1 ? (int)(h * s) : (int)h;
+    if (*panel_w < 1) *panel_w = 1;
+    if (*panel_h < 1) *panel_h = 1;
+    *width = cols * *panel_w;
+    *height = rows * *panel_h;
+    return s < 1;
 }
 
 CapStatus attend_picture_draw(const AttendPicture *p, Image *out, char *err, size_t err_size) {
     memset(out, 0, sizeof *out);
-    int width, height;
-    if (attend_picture_size(p, &width, &height) != 0)
-        return cap_fail(err, err_size, CAP_E_ARG,
-                        "%d panels of %dx%d would be more than %d pixels or %d on a side: use a "
-                        "smaller image, or --cols", p->n, p->image->width, p->image->height,
-                        IMAGE_MAX_PIXELS, IMAGE_MAX_SIDE);
-    Canvas c = {calloc((size_t)width * (size_t)height, 3), width, height};
-    if (!c.rgb) return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+    int pw, ph, width, height;
+    attend_picture_size(p, &pw, &ph, &width, &height);
+    Canvas c = {malloc((size_t)width * (size_t)height * 3), width, height};
+    if (!c.rgb)
+        return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory for a %dx%d picture", width,
+                        height);
     memset(c.rgb, 32, (size_t)width * (size_t)height * 3); /* cells without a panel */
     ImageCrop crop;
     image_crop_geometry(p->image->width, p->image->height, p->size, &crop);
     GridMap gm = {(float)crop.resized_w / (float)p->image->width,
                   (float)crop.resized_h / (float)p->image->height, (float)crop.left,
                   (float)crop.top, (float)p->grid / (float)p->size, (float)p->size};
-    int cols = width / p->image->width;
+    int cols = width / pw;
     for (int k = 0; k < p->n; k++) {
-        int ox = (k % cols) * p->image->width, oy = (k / cols) * p->image->height;
-        draw_heat(p, &gm, p->maps + (size_t)k * (size_t)p->grid * (size_t)p->grid, &c, ox, oy);
-        draw_word(&c, ox, oy, p->image->width, p->image->height, p->words[k]);
+        int ox = (k % cols) * pw, oy = (k / cols) * ph;
+        draw_heat(p, &gm, p->maps + (size_t)k * (size_t)p->grid * (size_t)p->grid, &c, ox, oy,
+                  pw, ph);
+        draw_word(&c, ox, oy, pw, ph, p->words[k]);
     }
     *out = (Image){.width = width, .height = height, .rgb = c.rgb};
     return CAP_OK;

@@ -486,7 +486,8 @@ static CapStatus attend_image(const char *path, int S, Image *im, float **pre, c
     if (st) return st;
     *pre = malloc(3 * (size_t)S * (size_t)S * sizeof **pre);
     if (!*pre || image_resize_crop(im, S, *pre) != 0)
-        return cap_fail(err, err_size, CAP_E_NOMEM, "out of memory");
+        return cap_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory resizing it to %dx%d",
+                        path, S, S);
     image_normalize(*pre, S);
     return CAP_OK;
 }
@@ -503,10 +504,11 @@ static CapStatus attend_draw(Run *r, const OptResult *o, const Image *im, const 
     const char *text[] = {"Description", caption, "Software", "cap attend"};
     if (!st) st = image_write_png(opt_str(o, "--out"), out.rgb, out.width, out.height, text, 2,
                                   err, err_size);
+    int pw, ph, w, h, scaled = attend_picture_size(&p, &pw, &ph, &w, &h);
     if (!st)
-        fprintf(stderr, "cap: wrote %s: %d panels of %dx%d (%dx%d), the last decoder layer's "
-                "cross-attention over a %dx%d grid\n", opt_str(o, "--out"), len, im->width,
-                im->height, out.width, out.height, p.grid, p.grid);
+        fprintf(stderr, "cap: wrote %s: %d panels of %dx%d%s in a %dx%d picture, the last decoder layer's "
+                "cross-attention over a %dx%d grid\n", opt_str(o, "--out"), len, pw, ph,
+                scaled ? " (the image scaled down)" : "", out.width, out.height, p.grid, p.grid);
     image_free(&out);
     return st;
 }
@@ -519,8 +521,11 @@ static int attend_run(Run *r, const OptResult *o, const CapCaptionOptions *co, i
         return fail(err);
     int S = cap_captioner_image_size(r->cap), T1 = cap_captioner_max_tokens(r->cap);
     int G = cap_attender_grid(r->att);
-    if (cap_attender_image_size(r->att) != S || cap_attender_max_words(r->att) != T1)
-        return fail("attend's image or caption length differs from encode / decode_step's");
+    if (cap_attender_image_size(r->att) != S || cap_attender_max_words(r->att) != T1) {
+        fprintf(stderr, "cap: error: %s: the attend entry's image size or caption length "
+                "differs from encode / decode_step's\n", cap_model_path(r->m));
+        return 1;
+    }
     Image im = {0};
     float *pre = NULL, *maps = malloc((size_t)T1 * (size_t)G * (size_t)G * sizeof *maps);
     int32_t tokens[T1];
@@ -549,7 +554,8 @@ static int attend_run(Run *r, const OptResult *o, const CapCaptionOptions *co, i
                           "first): there is no word to draw", path);
     }
     if (!st) st = cap_attend(r->att, pre, 1, tokens, T1, &len, maps, &disagree, err, sizeof err);
-    if (!st && disagree && co->beam == 0 && co->sample.greedy)
+    bool greedy = co->sample.greedy || !(co->sample.temperature > 0);
+    if (!st && disagree && co->beam == 0 && greedy)
         fprintf(stderr, "cap: warning: for %d of %d words the argmax of the attend entry's "
                 "logits is not the word decode_step chose (float32 near-ties)\n", disagree, len);
     if (!st) st = attend_draw(r, o, &im, maps, words, len, caption, cols, err, sizeof err);

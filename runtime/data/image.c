@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <setjmp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -471,6 +472,13 @@ static void png_out_error(png_structp png, png_const_charp msg) {
     png_longjmp(png, 1);
 }
 
+/* ASCII text is the same in Latin-1 (tEXt); anything else is written as UTF-8 (iTXt). */
+static bool latin1_safe(const char *s) {
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+        if (*p >= 0x80) return false;
+    return true;
+}
+
 CapStatus image_write_png(const char *path, const uint8_t *rgb, int w, int h,
                           const char *const *text, int n_text, char *err, size_t err_size) {
     PngOut *o = calloc(1, sizeof *o); /* heap: nothing automatic changes after setjmp */
@@ -492,9 +500,12 @@ CapStatus image_write_png(const char *path, const uint8_t *rgb, int w, int h,
         png_text chunks[IMAGE_MAX_TEXT];
         int n = n_text < IMAGE_MAX_TEXT ? n_text : IMAGE_MAX_TEXT;
         for (int i = 0; i < n; i++)
-            chunks[i] = (png_text){.compression = PNG_TEXT_COMPRESSION_NONE,
+            chunks[i] = (png_text){.compression = latin1_safe(text[2 * i + 1])
+                                                      ? PNG_TEXT_COMPRESSION_NONE
+                                                      : PNG_ITXT_COMPRESSION_NONE,
                                    .key = (png_charp)text[2 * i],
-                                   .text = (png_charp)text[2 * i + 1]};
+                                   .text = (png_charp)text[2 * i + 1],
+                                   .lang = (png_charp) "", .lang_key = (png_charp) ""};
         if (n > 0) png_set_text(o->png, o->info, chunks, n);
         png_write_info(o->png, o->info);
         for (int y = 0; y < h; y++) png_write_row(o->png, rgb + (size_t)y * w * 3);
@@ -502,6 +513,7 @@ CapStatus image_write_png(const char *path, const uint8_t *rgb, int w, int h,
     }
     png_destroy_write_struct(&o->png, &o->info);
     if (fclose(o->f) != 0 && !st) st = data_fail(err, err_size, CAP_E_IO, "%s: cannot write", path);
+    if (st) remove(path); /* no half-written picture left behind */
     free(o);
     return st;
 }

@@ -70,8 +70,9 @@ CapStatus image_load_preprocessed(const char *path, int size, float *dst, char *
 
 #define IMAGE_MAX_TEXT 8 /* tEXt chunks written at most */
 
-/* A PNG file; text: n_text (key, value) pairs of Latin-1 strings as tEXt chunks (PNG keys are
- * 1-79 characters: "Description", "Software"), or NULL. */
+/* A PNG file; text: n_text (key, value) pairs (PNG keys are 1-79 ASCII characters:
+ * "Description", "Software"), or NULL; an ASCII value is a tEXt chunk, any other an iTXt one
+ * (UTF-8). On failure no file is left at path. */
 CapStatus image_write_png(const char *path, const uint8_t *rgb, int w, int h,
                           const char *const *text, int n_text, char *err, size_t err_size);
 /* A JPEG file at quality 0..100. */

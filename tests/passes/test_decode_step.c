@@ -259,8 +259,9 @@ static RefTensor *attend_inputs(const Fixture *fx, const Function *attend) {
 
 /* attend (the teacher-forced decoder returning the last layer's cross-attention, for `cap
  * attend`) computes eval_loss's logits; its probabilities are distributions over the image
- * cells, and row t depends on tokens 0..t only (it is the attention of the step that chose
- * word t+1): changing every later token changes no bit of rows <= t. */
+ * cells, and row t depends on tokens 0..t only (<start> is token 0: row t is the step that
+ * chose token t+1, the caption's word t counted from 0): changing every later token changes
+ * no bit of rows <= t. */
 static void test_attend_matches_eval_loss(void **state) {
     (void)state;
     Fixture fx;

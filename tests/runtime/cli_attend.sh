@@ -5,7 +5,11 @@
 #     image: not the model's 128x128, not square), one panel per word printed, at most 4 per
 #     row; its Description (tEXt) is the printed caption; the panels are not all the same
 #     (each word has its own map); --cols 2 gives 2 per row;
-#   - attend's logits agree with the greedy caption (no warning on stderr);
+#   - attend's logits agree with the greedy caption (no warning on stderr), also for a model
+#     trained for 200 steps on the synthetic set (lr 0.002), whose captions have distinct words: row t
+#     of attend's output must be the step that chose word t, or the argmax check warns;
+#   - an image larger than 1024 on a side (2048x1000) gives panels of the image scaled down
+#     (1024x500);
 #   - refused with a message and exit 1: a cap.so compiled from a model without the attend
 #     entry (what a cap.so from an older capc is), an image that is not one, an output that
 #     is the input image (left as it was), an output in a directory that does not exist
@@ -22,19 +26,21 @@ src=$4
 "$cap" vocab --data "coco:$t/demo/captions.json" --min-count 1 -o "$t/vocab.txt" >/dev/null ||
     fail "cap vocab"
 v=$(wc -l <"$t/vocab.txt")
-"$capc" "$src/models/captioner_tiny.json" -D "vocab=$v" -D batch=2 --target=cpu -o "$t/cap.so" \
+"$capc" "$src/models/captioner_tiny.json" -D "vocab=$v" -D batch=2 -D lr=0.002 --target=cpu \
+    -o "$t/cap.so" \
     >"$t/capc.log" 2>&1 || fail "capc: $(tail -3 "$t/capc.log")"
 "$cap" init "$t/cap.so" -o "$t/w.safetensors" --seed 3 >/dev/null || fail "cap init"
 "$python" "$src/tests/runtime/png_panels.py" write "$t/wide.png" 150 100 ||
     fail "writing a 150x100 PNG"
 
-# check_picture PNG COLS: the picture of the caption in $t/out
+# check_picture PNG COLS [W H]: the picture of the caption in $t/out, panels of W x H
+# (default 150 x 100)
 check_picture() {
     caption=$(sed -n 's/^[^:]*: //p' "$t/out")
     n=$(echo "$caption" | wc -w)
     [ "$n" -ge 1 ] || fail "no words printed: $(cat "$t/out")"
-    "$python" "$src/tests/runtime/png_panels.py" check "$1" 150 100 "$n" "$2" "$caption" ||
-        fail "$1: not $n panels of 150x100 in rows of $2"
+    "$python" "$src/tests/runtime/png_panels.py" check "$1" "${3:-150}" "${4:-100}" "$n" "$2" \
+        "$caption" || fail "$1: not $n panels of ${3:-150}x${4:-100} in rows of $2"
 }
 
 "$cap" attend "$t/cap.so" --weights "$t/w.safetensors" --vocab "$t/vocab.txt" \
@@ -47,6 +53,29 @@ check_picture "$t/attn.png" 4
     --image "$t/wide.png" -o "$t/attn2.png" --cols 2 >"$t/out" 2>"$t/err" ||
     fail "cap attend --cols 2: exit $? ($(cat "$t/err"))"
 check_picture "$t/attn2.png" 2
+
+# a trained model: distinct words, so a row of attend's output taken for the wrong word
+# makes the argmax check warn
+"$cap" train "$t/cap.so" --data "coco:$t/demo/captions.json" --vocab "$t/vocab.txt" \
+    --steps 200 --out "$t/trained.safetensors" >"$t/train.log" 2>&1 ||
+    fail "cap train: $(tail -3 "$t/train.log")"
+for i in 0 1 2; do
+    img=$(ls "$t/demo/images/synth_00000$i".*)
+    "$cap" attend "$t/cap.so" --weights "$t/trained.safetensors" --vocab "$t/vocab.txt" \
+        --image "$img" -o "$t/trained$i.png" >"$t/out" 2>"$t/err" ||
+        fail "cap attend (trained, $img): exit $? ($(cat "$t/err"))"
+    grep -q "warning" "$t/err" && fail "cap attend warned for the trained model: $(cat "$t/err")"
+    words=$(sed -n 's/^[^:]*: //p' "$t/out" | tr ' ' '\n' | sort -u | wc -l)
+    [ "$words" -ge 3 ] || fail "the trained model's caption has $words distinct words: $(cat "$t/out")"
+done
+# a large image: panels scaled down to 1024 on the long side
+"$python" "$src/tests/runtime/png_panels.py" write "$t/big.png" 2048 1000 ||
+    fail "writing a 2048x1000 PNG"
+"$cap" attend "$t/cap.so" --weights "$t/trained.safetensors" --vocab "$t/vocab.txt" \
+    --image "$t/big.png" -o "$t/big_attn.png" >"$t/out" 2>"$t/err" ||
+    fail "cap attend (2048x1000): exit $? ($(cat "$t/err"))"
+grep -q "scaled down" "$t/err" || fail "no 'scaled down' note: $(cat "$t/err")"
+check_picture "$t/big_attn.png" 4 1024 500
 
 # a cap.so without the attend entry: the model file less its "entries"."attend"
 "$python" - "$src/models/captioner.json" "$t/noattend.json" <<'EOF' || fail "writing noattend.json"
