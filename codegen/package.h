@@ -81,6 +81,8 @@ struct Package {
     int module_group[PKG_MAX_MODULES]; /* per module: its hash group, which names its files */
     /* Lowered kernels by description while lowering (pkg_share_lowered), then NULL. */
     PkgShareTable *shared;
+    /* Lowered kernels by the structure of their steps while lowering (lower_key.c), then NULL. */
+    LowerCache *lower_cache;
     /* Kernel deduplication (package_kernels.c): open addressing over description hashes. */
     PkgDedupSlot *slots;
     int n_slots, n_used_slots;
@@ -98,7 +100,9 @@ void pkg_free(Package *p);
 
 /* Adds a lowered kernel (package_kernels.c): returns the index of an identical kernel already
  * in the package, or of the new one, which takes k's descriptions (renamed if its name is
- * taken); -1 on OOM. */
+ * taken), and records it in k->artifact; -1 on OOM. A kernel that shares an earlier one's
+ * descriptions (same_as) gets that one's index without looking: kernels are added in the
+ * order they were lowered. */
 int pkg_add_kernel(Package *p, LoweredKernel *k);
 /* After a function is lowered: each of fk's kernels identical to one lowered before (this
  * function's or an earlier one's) frees its descriptions and borrows that one's (shared).

@@ -148,11 +148,13 @@ static int add_new_kernel(Package *p, LoweredKernel *k) {
 /* ---- identical kernels share their descriptions from lowering on ------------------------ */
 
 /* A deep model's kernels are mostly the same few: every layer repeats the same ones and every
- * entry point repeats forward's. Lowering still builds each, but once a function is lowered
- * its kernels that equal an earlier one (kd_equal, both forms) free their descriptions and
- * borrow the earlier one's, so descriptions take memory once per distinct kernel rather than
- * once per step (1,000 encoder layers: gigabytes). The first instance stays the owner, and it
- * is also the one pkg_add_kernel keeps, so names and the package are what they were. */
+ * entry point repeats forward's. A step shaped like an earlier one is not even lowered: it
+ * borrows that one's kernel (LowerCache, lower_key.c). Of the kernels that are lowered, once
+ * a function is lowered those that equal an earlier one (kd_equal, both forms: steps of
+ * different shape may still lower alike) free their descriptions and borrow the earlier
+ * one's, so descriptions take memory once per distinct kernel rather than once per step
+ * (1,000 encoder layers: gigabytes). The first instance stays the owner, and it is also the
+ * one pkg_add_kernel keeps, so names and the package are what they were. */
 typedef struct SharedSlot {
     uint64_t hash;
     const LoweredKernel *owner; /* NULL: empty */
@@ -199,6 +201,13 @@ int pkg_share_lowered(Package *p, FunctionKernels *fk) {
     PkgShareTable *t = p->shared;
     for (int i = 0; i < fk->n_kernels; i++) {
         LoweredKernel *k = &fk->kernels[i];
+        if (k->same_as != NULL) {
+            /* A step shaped like an earlier one (LowerCache): that one, met earlier in this
+             * loop or in an earlier function's, now holds its final descriptions. */
+            k->desc = k->same_as->desc;
+            k->cuda = k->same_as->cuda;
+            continue;
+        }
         if ((t->n_used + 1) * 2 > t->n_slots && share_grow(t) != 0) return -1;
         uint64_t hash = kernel_hash(k->desc, k->cuda);
         SharedSlot *slot = shared_slot(t, k, hash);
@@ -212,11 +221,14 @@ int pkg_share_lowered(Package *p, FunctionKernels *fk) {
         k->desc = slot->owner->desc;
         k->cuda = slot->owner->cuda;
         k->shared = true;
+        k->same_as = slot->owner;
     }
     return 0;
 }
 
 void pkg_share_done(Package *p) {
+    lower_cache_free(p->lower_cache);
+    p->lower_cache = NULL;
     if (p->shared == NULL) return;
     free(p->shared->slots);
     free(p->shared);
@@ -224,19 +236,25 @@ void pkg_share_done(Package *p) {
 }
 
 int pkg_add_kernel(Package *p, LoweredKernel *k) {
+    if (k->same_as != NULL) {
+        /* Its descriptions are same_as's, added before it (in program order, as lowered). */
+        k->artifact = k->same_as->artifact;
+        if (k->artifact >= 0) p->kernels[k->artifact].merged++;
+        return k->artifact;
+    }
     if ((p->n_used_slots + 1) * 2 > p->n_slots && grow_slots(p) != 0) return -1;
     uint64_t hash = kernel_hash(k->desc, k->cuda);
     PkgDedupSlot *slot = find_slot(p, k, hash);
     if (slot->kernel >= 0) {
         p->kernels[slot->kernel].merged++;
-        return slot->kernel;
+        return k->artifact = slot->kernel;
     }
     int index = add_new_kernel(p, k);
     if (index < 0) return -1;
     slot->hash = hash;
     slot->kernel = index;
     p->n_used_slots++;
-    return index;
+    return k->artifact = index;
 }
 
 int pkg_render_kernels(Package *p, Diag *d) {

@@ -352,10 +352,12 @@ int pkg_lower(Package *p, Diag *d) {
     p->plans = calloc(n, sizeof *p->plans);
     p->entries = calloc(n, sizeof *p->entries);
     if (p->fk == NULL || p->plans == NULL || p->entries == NULL) return out_of_memory(d);
+    if ((p->lower_cache = lower_cache_new()) == NULL) return out_of_memory(d);
     for (int i = 0; i < m->n_funcs; i++) {
         p->n_entries++;
         p->entries[i].f = m->funcs[i];
-        if (codegen_lower_function(m->funcs[i], &p->fk[i], d) != 0) return -1;
+        if (codegen_lower_function_cached(m->funcs[i], &p->fk[i], p->lower_cache, d) != 0)
+            return -1;
         if (pkg_share_lowered(p, &p->fk[i]) != 0) return out_of_memory(d);
     }
     pkg_share_done(p);
