@@ -13,6 +13,7 @@
 #include "codegen.h"
 #include "diag.h"
 #include "lower.h"
+#include "strbuf.h"
 
 /* ---- names and comments ------------------------------------------------------------------ */
 
@@ -46,10 +47,16 @@ static char *source_ops(const Function *f, const Step *st) {
     return s;
 }
 
+/* "%name f32[2,3]" (cut off to size - 1 bytes, as snprintf would). */
 static void describe(const Value *v, char *buf, size_t size) {
     char type[128];
     type_format(v->dtype, &v->shape, type, sizeof type);
-    snprintf(buf, size, "%%%s %s", v->name, type);
+    StrBuf b;
+    strbuf_init_fixed(&b, buf, size);
+    strbuf_putc(&b, '%');
+    strbuf_puts(&b, v->name);
+    strbuf_putc(&b, ' ');
+    strbuf_puts(&b, type);
 }
 
 KernelDesc *lower_clone_args(const KernelDesc *kd) {
