@@ -70,6 +70,11 @@ const char *codegen_cuda_prelude(void);
  * (free fk with function_kernels_free either way). */
 int codegen_lower_function(const Function *f, FunctionKernels *fk, Diag *d);
 void function_kernels_free(FunctionKernels *fk);
+/* Frees what only lowering and planning read (the schedule, the kernels' arguments and
+ * source_ops), keeping each kernel's descriptions, same_as and artifact: once its entry's
+ * steps are built, a package keeps no more of a function's kernels (a later entry's kernel
+ * may still have one of them as same_as). function_kernels_free is still needed. */
+void function_kernels_trim(FunctionKernels *fk);
 /* Steps shaped like an earlier step (the same ops, attributes, types and wiring: lower_key.c)
  * need not be lowered again: with a LowerCache, one that was seen before (in this function or
  * an earlier one lowered with the same cache) gets the earlier kernel's descriptions (shared,

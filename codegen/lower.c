@@ -253,6 +253,10 @@ static int lower_function(const Function *f, FunctionKernels *fk, LowerCache *ca
         }
     }
     free(buf_of);
+    /* The evaluator's per-value scratch (eval.c) serves lowering only. */
+    if (fk->schedule.scratch_free != NULL) fk->schedule.scratch_free(fk->schedule.scratch);
+    fk->schedule.scratch = NULL;
+    fk->schedule.scratch_free = NULL;
     return rc;
 }
 
@@ -263,6 +267,18 @@ int codegen_lower_function(const Function *f, FunctionKernels *fk, Diag *d) {
 int codegen_lower_function_cached(const Function *f, FunctionKernels *fk, LowerCache *cache,
                                   Diag *d) {
     return lower_function(f, fk, cache, d);
+}
+
+void function_kernels_trim(FunctionKernels *fk) {
+    for (int i = 0; i < fk->n_kernels; i++) {
+        LoweredKernel *k = &fk->kernels[i];
+        free((void *)k->args);
+        free(k->source_ops);
+        k->args = NULL;
+        k->n_args = 0;
+        k->source_ops = NULL;
+    }
+    schedule_free(&fk->schedule);
 }
 
 int codegen_check_kernels(const FunctionKernels *fk, Diag *d) {

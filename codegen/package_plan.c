@@ -41,6 +41,10 @@ typedef struct EntryCtx {
      * none); built once per entry (entry_index), as scanning the outputs per kernel argument
      * was quadratic in the number of parameters. */
     int *state_of, *input_of;
+    /* Per value id: its place once found (placed[id]); a value is an argument of several
+     * kernels, and a param's place is a lookup by name. */
+    CapBufRef *place_of;
+    bool *placed;
 } EntryCtx;
 
 static int out_of_memory(Diag *d) {
@@ -67,7 +71,10 @@ static int entry_index(EntryCtx *c) {
     size_t n = (size_t)f->n_values + 1;
     c->state_of = malloc(sizeof(int) * n);
     c->input_of = malloc(sizeof(int) * n);
-    if (c->state_of == NULL || c->input_of == NULL) return -1;
+    c->place_of = malloc(sizeof *c->place_of * n);
+    c->placed = calloc(n, sizeof *c->placed);
+    if (c->state_of == NULL || c->input_of == NULL || c->place_of == NULL || c->placed == NULL)
+        return -1;
     ir_work_add((int64_t)n + f->n_outputs + f->n_inputs);
     for (int v = 0; v < f->n_values; v++) c->state_of[v] = c->input_of[v] = -1;
     for (int i = f->n_outputs - 1; i >= 0; i--) /* backwards: the first one wins */
@@ -120,6 +127,10 @@ static int place_value(const EntryCtx *c, const Value *v, CapBufRef *ref) {
     if (v == NULL || v->fn != c->f || v->id < 0 || v->id >= c->plan->n_values)
         return diag_internal(c->d, SRCLOC_NONE,
                              "a kernel of @%s reads a value of another function", c->f->name);
+    if (c->placed[v->id]) {
+        *ref = c->place_of[v->id];
+        return 0;
+    }
     const Value *base = v;
     int64_t in_base = 0; /* bytes: a slice view starts inside its base */
     while (base->def != NULL && op_is_view(base->def)) {
@@ -134,6 +145,8 @@ static int place_value(const EntryCtx *c, const Value *v, CapBufRef *ref) {
                              "%%%s (%lld bytes at %lld) lies outside the arena of @%s (%lld bytes)",
                              v->name, (long long)ref->bytes, (long long)ref->offset, c->f->name,
                              (long long)c->e->arena_bytes);
+    c->place_of[v->id] = *ref;
+    c->placed[v->id] = true;
     return 0;
 }
 
@@ -306,6 +319,10 @@ static int plan_entry(Package *p, int i, Diag *d) {
         rc = entry_index(&c) != 0 ? out_of_memory(d) : build_steps(&c, fk);
         free(c.state_of);
         free(c.input_of);
+        free(c.place_of);
+        free(c.placed);
+        /* The steps are built: of fk, later entries need only what trim keeps. */
+        if (rc == 0) function_kernels_trim(fk);
     }
     if (rc == 0 && p->verbose)
         fprintf(stderr, "capc: %s: %d kernels, %d launches, arena %lld bytes (%.3fs)\n",
