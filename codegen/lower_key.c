@@ -9,7 +9,8 @@
  *   - each op input: an earlier op of the step (by position) or a read (by position in the
  *     step's reads, which is its argument position after the writes);
  *   - its reads' dtypes and shapes and its writes (by the position of the op defining each);
- *   - which of the step's values the function returns (the attention matcher asks);
+ *   - for the attention pattern only, which of the step's values the function returns (the
+ *     matcher asks: attn_match);
  * and everything it builds into a KernelDesc (buffers, variables, statements) follows from
  * those alone: value names and ids go only into the kernel's name, comment and argument
  * descriptions, which kd_equal ignores. So two steps with equal keys lower to equal
@@ -55,8 +56,10 @@ static void put_str(KeyBuf *k, const char *s) {
     put(k, s, n);
 }
 
+/* v's dtype and shape, and whether the function returns it when `returned` is not NULL. */
 static void put_type(KeyBuf *k, const Value *v, const bool *returned) {
-    put_i64(k, (int64_t)v->dtype * 64 + v->shape.rank * 2 + (returned[v->id] ? 1 : 0));
+    put_i64(k, (int64_t)v->dtype * 64 + v->shape.rank * 2 +
+                   (returned != NULL && returned[v->id] ? 1 : 0));
     put(k, v->shape.dims, sizeof v->shape.dims[0] * (size_t)(v->shape.rank > 0 ? v->shape.rank : 0));
 }
 
@@ -87,20 +90,26 @@ static void put_attrs(KeyBuf *k, const Op *op) {
  * reads, and cleared again. */
 static void step_key(const Schedule *s, const Step *st, int *code, KeyBuf *k) {
     const Function *f = s->f;
+    /* Only the attention lowering asks what the function returns (attn_match); elsewhere it
+     * would tell apart the same step of two entry points (forward returns what train_step
+     * consumes). */
+    const char *pattern = st->group >= 0 ? f->groups[st->group].pattern : NULL;
+    bool attention = pattern != NULL && strncmp(pattern, "attention", 9) == 0;
+    const bool *returned = attention ? s->returned : NULL;
     k->n = 0;
-    put_str(k, st->group >= 0 ? f->groups[st->group].pattern : NULL);
+    put_str(k, pattern);
     put_i64(k, st->n_ops);
     put_i64(k, st->n_writes);
     put_i64(k, st->n_reads);
     for (int r = 0; r < st->n_reads; r++) {
         code[st->reads[r]->id] = -1 - r;
-        put_type(k, st->reads[r], s->returned);
+        put_type(k, st->reads[r], returned);
     }
     for (int i = 0; i < st->n_ops; i++) {
         const Op *op = f->ops[st->first_op + i];
         put_i64(k, op->kind);
         put_i64(k, op->n_inputs);
-        put_type(k, op->result, s->returned);
+        put_type(k, op->result, returned);
         put_attrs(k, op);
         for (int j = 0; j < op->n_inputs; j++) put_i64(k, code[op->inputs[j]->id]);
         code[op->result->id] = 1 + i;

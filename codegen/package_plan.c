@@ -378,6 +378,16 @@ int pkg_lower(Package *p, Diag *d) {
         if (pkg_share_lowered(p, &p->fk[i]) != 0) return out_of_memory(d);
     }
     pkg_share_done(p);
+    if (p->verbose) {
+        int n = 0, reused = 0;
+        for (int i = 0; i < m->n_funcs; i++)
+            for (int k = 0; k < p->fk[i].n_kernels; k++) {
+                n++;
+                reused += p->fk[i].kernels[k].source_ops == NULL;
+            }
+        fprintf(stderr, "capc: %d kernels, %d lowered (the rest took the kernel of an earlier "
+                "step of the same structure)\n", n, n - reused);
+    }
     return 0;
 }
 
