@@ -41,9 +41,8 @@ typedef struct LoweredKernel {
     KernelDesc *cuda;    /* owned (unless shared): a separate CUDA form (conv's direct loops), or NULL */
     bool shared;         /* desc and cuda are an identical earlier kernel's (same_as): borrowed,
                           * neither rewritten nor freed through this one */
-    const struct LoweredKernel *same_as; /* shared: the earlier kernel whose descriptions these
-                          * are (a step of the same structure, LowerCache; or an equal
-                          * description, pkg_share_lowered); else NULL */
+    const struct LoweredKernel *same_as; /* shared: the kernel of an earlier step of the same
+                          * structure (LowerCache), whose descriptions these are; else NULL */
     const Value **args;  /* owned array of n_args: the step's writes, then its reads */
     int n_args;
     int step;            /* index in the schedule */
@@ -78,8 +77,8 @@ void function_kernels_trim(FunctionKernels *fk);
 /* Steps shaped like an earlier step (the same ops, attributes, types and wiring: lower_key.c)
  * need not be lowered again: with a LowerCache, one that was seen before (in this function or
  * an earlier one lowered with the same cache) gets the earlier kernel's descriptions (shared,
- * same_as) and only its own arguments. The cache must outlive those kernels' use of same_as
- * in pkg_share_lowered; it points into the FunctionKernels, which must outlive it. */
+ * same_as) and only its own arguments. The cache points into the FunctionKernels, which must
+ * outlive it. */
 typedef struct LowerCache LowerCache;
 LowerCache *lower_cache_new(void); /* NULL when out of memory */
 void lower_cache_free(LowerCache *c);

@@ -17,7 +17,7 @@
  * descriptions (kd_equal, both forms), and the later one takes the earlier one's kernel with
  * its own arguments (the step's writes, then reads, exactly as lower.c declares them).
  * tests/codegen/test_lower_reuse.c lowers every step of the captioners both ways and compares.
- * Equal descriptions from different keys are still merged after lowering (pkg_share_lowered).
+ * Equal descriptions from different keys are still merged by the package (pkg_add_kernel).
  */
 #include <stdlib.h>
 #include <string.h>

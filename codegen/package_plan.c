@@ -359,6 +359,11 @@ static int check_io_dtypes(const Function *f, Diag *d) {
     return 0;
 }
 
+void pkg_lower_done(Package *p) {
+    lower_cache_free(p->lower_cache);
+    p->lower_cache = NULL;
+}
+
 int pkg_lower(Package *p, Diag *d) {
     const Module *m = p->m;
     if (check_state_dtypes(m, d) != 0) return -1;
@@ -375,9 +380,8 @@ int pkg_lower(Package *p, Diag *d) {
         p->entries[i].f = m->funcs[i];
         if (codegen_lower_function_cached(m->funcs[i], &p->fk[i], p->lower_cache, d) != 0)
             return -1;
-        if (pkg_share_lowered(p, &p->fk[i]) != 0) return out_of_memory(d);
     }
-    pkg_share_done(p);
+    pkg_lower_done(p);
     if (p->verbose) {
         int n = 0, reused = 0;
         for (int i = 0; i < m->n_funcs; i++)
@@ -410,6 +414,6 @@ void pkg_free(Package *p) {
     free(p->fk);
     free(p->plans);
     pkg_kernels_free(p);
-    pkg_share_done(p);
+    pkg_lower_done(p);
     memset(p, 0, sizeof *p);
 }
