@@ -117,6 +117,7 @@ static void step_key(const Schedule *s, const Step *st, int *code, KeyBuf *k) {
     for (int w = 0; w < st->n_writes; w++) put_i64(k, code[st->writes[w]->id]);
     for (int r = 0; r < st->n_reads; r++) code[st->reads[r]->id] = 0;
     for (int i = 0; i < st->n_ops; i++) code[f->ops[st->first_op + i]->result->id] = 0;
+    ir_work_add((int64_t)(k->n / sizeof(int64_t))); /* the key's size: the step's own */
 }
 
 /* ---- the cache: open addressing over key hashes ----------------------------------------- */

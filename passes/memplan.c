@@ -950,6 +950,7 @@ static int check_overlaps(Checker *c) {
             roots[n++] = r; /* an empty value shares no bytes */
     }
     if (sort_by_end(c, roots, n, by_end) != 0) rc = check_fail(c, "out of memory");
+    ir_work_add(n); /* the sweep: each class enters and leaves the live set once */
     int gone = 0; /* by_end[0..gone) have left `live` */
     for (int i = 0; i < n && rc == 0; i++) {
         int b = roots[i], sb = c->live.def_index[b];
