@@ -69,7 +69,8 @@ typedef struct PkgDedupSlot PkgDedupSlot;
 struct Package {
     const Module *m;
     int verbose;
-    FunctionKernels *fk; /* per function: its schedule and lowered kernels (pkg_lower) */
+    FunctionKernels *fk; /* per function: its schedule and lowered kernels (pkg_lower);
+                          * trimmed once its entry's steps are built (pkg_plan) */
     MemPlan *plans;      /* per function (pkg_plan) */
     ArtifactKernel *kernels;
     int n_kernels, cap_kernels;

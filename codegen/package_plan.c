@@ -1,7 +1,8 @@
 /* package_plan.c — each entry point as a straight list of kernel steps over buffers.
  *
  * Needs: a module whose functions are verified with every shape known.
- * pkg_lower: every function's schedule lowered to kernels (codegen_lower_function).
+ * pkg_lower: every function's schedule lowered to kernels (codegen_lower_function_cached: a
+ * step shaped like an earlier one, in any entry point, takes that one's kernel).
  * pkg_plan: every function's memory planned (memplan_schedule, always checked by
  * memplan_check_schedule), its kernels added to the package's table (identical ones merged),
  * and every kernel argument given a place (a CapBufRef):
