@@ -39,12 +39,16 @@
 typedef struct LoweredKernel {
     KernelDesc *desc;    /* owned (unless shared): rendered for C, and for CUDA unless cuda is set */
     KernelDesc *cuda;    /* owned (unless shared): a separate CUDA form (conv's direct loops), or NULL */
-    bool shared;         /* desc and cuda are an identical earlier kernel's (pkg_share_lowered):
-                          * borrowed, neither rewritten nor freed through this one */
+    bool shared;         /* desc and cuda are an identical earlier kernel's (same_as): borrowed,
+                          * neither rewritten nor freed through this one */
+    const struct LoweredKernel *same_as; /* shared: the kernel of an earlier step of the same
+                          * structure (LowerCache), whose descriptions these are; else NULL */
     const Value **args;  /* owned array of n_args: the step's writes, then its reads */
     int n_args;
     int step;            /* index in the schedule */
-    char *source_ops;    /* owned: "conv2d %x", or "fused.conv_bn_relu: conv2d %a, ..." */
+    char *source_ops;    /* owned: "conv2d %x", or "fused.conv_bn_relu: conv2d %a, ..."; NULL
+                          * for a kernel that reused a step of the same structure (LowerCache) */
+    int artifact;        /* its index in the package's kernel table (pkg_add_kernel), or -1 */
 } LoweredKernel;
 
 /* A function's schedule and its kernels, in program order (steps that write nothing get
@@ -65,6 +69,21 @@ const char *codegen_cuda_prelude(void);
  * (free fk with function_kernels_free either way). */
 int codegen_lower_function(const Function *f, FunctionKernels *fk, Diag *d);
 void function_kernels_free(FunctionKernels *fk);
+/* Frees what only lowering and planning read (the schedule, the kernels' arguments and
+ * source_ops), keeping each kernel's descriptions, same_as and artifact: once its entry's
+ * steps are built, a package keeps no more of a function's kernels (a later entry's kernel
+ * may still have one of them as same_as). function_kernels_free is still needed. */
+void function_kernels_trim(FunctionKernels *fk);
+/* Steps shaped like an earlier step (the same ops, attributes, types and wiring: lower_key.c)
+ * need not be lowered again: with a LowerCache, one that was seen before (in this function or
+ * an earlier one lowered with the same cache) gets the earlier kernel's descriptions (shared,
+ * same_as) and only its own arguments. The cache points into the FunctionKernels, which must
+ * outlive it. */
+typedef struct LowerCache LowerCache;
+LowerCache *lower_cache_new(void); /* NULL when out of memory */
+void lower_cache_free(LowerCache *c);
+int codegen_lower_function_cached(const Function *f, FunctionKernels *fk, LowerCache *cache,
+                                  Diag *d);
 /* kd_check on every kernel (its CUDA form too). Returns 0, or -1 with d. */
 int codegen_check_kernels(const FunctionKernels *fk, Diag *d);
 /* The CUDA form of k. */

@@ -11,6 +11,27 @@
 
 #include "arena.h"
 
+/* out = prefix followed by n in decimal, exactly as snprintf(out, size, "%s%d", prefix, n)
+ * writes it (cut off to size - 1 bytes): buffer and variable names, made for every one of a
+ * kernel's many, without vsnprintf's cost. */
+static void numbered(char *out, size_t size, const char *prefix, int n) {
+    char digits[12], *p = digits + sizeof digits;
+    unsigned u = n < 0 ? 0u - (unsigned)n : (unsigned)n;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (n < 0) *--p = '-';
+    size_t len = strlen(prefix), nd = (size_t)(digits + sizeof digits - p);
+    if (len + nd >= size) {
+        snprintf(out, size, "%s%d", prefix, n);
+        return;
+    }
+    memcpy(out, prefix, len);
+    memcpy(out + len, p, nd);
+    out[len + nd] = 0;
+}
+
 KernelDesc *kd_new(const char *name) {
     KernelDesc *kd = calloc(1, sizeof *kd);
     if (!kd) return NULL;
@@ -52,7 +73,7 @@ static int add_buf(KernelDesc *kd, const KBuffer *b) {
 int kd_arg(KernelDesc *kd, const char *what, KType type, int64_t numel, bool written) {
     IR_ASSERT(kd->n_args == kd->n_bufs); /* arguments come before scratch */
     char name[16];
-    snprintf(name, sizeof name, "a%d", kd->n_args);
+    numbered(name, sizeof name, "a", kd->n_args);
     KBuffer b = {arena_strdup(kd->arena, name), arena_strdup(kd->arena, what), type, numel,
                  written, false, false};
     kd->n_args++;
@@ -89,9 +110,10 @@ int kd_var(KernelDesc *kd, const char *hint, KType type) {
         if (!kd->vars) ir_bug("out of memory");
     }
     char name[64];
-    /* Buffers are a0.. and s0..: a variable must never read like one. */
+    /* Buffers are a0.. and s0..: a variable must never read like one ("a_3"). */
     bool clash = (hint[0] == 'a' || hint[0] == 's') && hint[1] == 0;
-    snprintf(name, sizeof name, clash ? "%s_%d" : "%s%d", hint, kd->n_vars);
+    char prefix[3] = {hint[0], '_', 0};
+    numbered(name, sizeof name, clash ? prefix : hint, kd->n_vars);
     kd->vars[kd->n_vars].name = arena_strdup(kd->arena, name);
     kd->vars[kd->n_vars].type = type;
     return kd->n_vars++;
@@ -470,10 +492,10 @@ static uint64_t hash_buffers(uint64_t h, const KernelDesc *kd) {
                        (uint64_t)b->local);
         h = mix(h, (uint64_t)b->numel);
     }
-    for (int i = 0; i < kd->n_vars; i++) {
-        h = mix(h, (uint64_t)kd->vars[i].type);
-        for (const char *c = kd->vars[i].name; *c; c++) h = mix(h, (uint64_t)(unsigned char)*c);
-    }
+    /* Variable types only: their names (which kd_equal compares too) follow from the
+     * statements that make them, and hashing them character by character was most of the
+     * cost for kernels with thousands of variables. */
+    for (int i = 0; i < kd->n_vars; i++) h = mix(h, (uint64_t)kd->vars[i].type);
     return h;
 }
 

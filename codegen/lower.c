@@ -13,6 +13,7 @@
 #include "codegen.h"
 #include "diag.h"
 #include "lower.h"
+#include "strbuf.h"
 
 /* ---- names and comments ------------------------------------------------------------------ */
 
@@ -46,10 +47,16 @@ static char *source_ops(const Function *f, const Step *st) {
     return s;
 }
 
+/* "%name f32[2,3]" (cut off to size - 1 bytes, as snprintf would). */
 static void describe(const Value *v, char *buf, size_t size) {
     char type[128];
     type_format(v->dtype, &v->shape, type, sizeof type);
-    snprintf(buf, size, "%%%s %s", v->name, type);
+    StrBuf b;
+    strbuf_init_fixed(&b, buf, size);
+    strbuf_putc(&b, '%');
+    strbuf_puts(&b, v->name);
+    strbuf_putc(&b, ' ');
+    strbuf_puts(&b, type);
 }
 
 KernelDesc *lower_clone_args(const KernelDesc *kd) {
@@ -162,6 +169,7 @@ static int lower_step(const Schedule *s, int step, LoweredKernel *k, int *buf_of
     kernel_name(f, st, name, sizeof name);
     memset(k, 0, sizeof *k);
     k->step = step;
+    k->artifact = -1;
     k->desc = kd_new(name);
     k->source_ops = source_ops(f, st);
     if (k->desc == NULL || k->source_ops == NULL || declare_args(st, k->desc, k, buf_of) != 0) {
@@ -190,7 +198,31 @@ static int check_shapes(const Function *f, Diag *d) {
     return 0;
 }
 
-int codegen_lower_function(const Function *f, FunctionKernels *fk, Diag *d) {
+/* Step i's kernel taken from `same` (an earlier step of the same structure: lower_key.c): its
+ * descriptions borrowed, its arguments the step's own writes, then reads, as declare_args
+ * makes them. */
+static int reuse_step(const Schedule *s, int step, LoweredKernel *k, const LoweredKernel *same,
+                      Diag *d) {
+    const Step *st = &s->steps[step];
+    memset(k, 0, sizeof *k);
+    k->step = step;
+    k->artifact = -1;
+    k->n_args = st->n_writes + st->n_reads;
+    k->args = malloc(sizeof *k->args * (size_t)(k->n_args + 1));
+    if (k->args == NULL) {
+        diag_msg(d, "out of memory");
+        return -1;
+    }
+    memcpy(k->args, st->writes, sizeof *k->args * (size_t)st->n_writes);
+    memcpy(k->args + st->n_writes, st->reads, sizeof *k->args * (size_t)st->n_reads);
+    k->desc = same->desc;
+    k->cuda = same->cuda;
+    k->shared = true;
+    k->same_as = same;
+    return 0;
+}
+
+static int lower_function(const Function *f, FunctionKernels *fk, LowerCache *cache, Diag *d) {
     memset(fk, 0, sizeof *fk);
     fk->f = f;
     if (check_shapes(f, d) != 0 || schedule_build(f, &fk->schedule, d) != 0) return -1;
@@ -198,18 +230,55 @@ int codegen_lower_function(const Function *f, FunctionKernels *fk, Diag *d) {
     fk->kernels = calloc((size_t)s->n_steps + 1, sizeof *fk->kernels);
     int *buf_of = malloc(sizeof *buf_of * ((size_t)f->n_values + 1));
     int rc = 0;
-    if (fk->kernels == NULL || buf_of == NULL) {
+    if (fk->kernels == NULL || buf_of == NULL || (cache && lower_cache_begin(cache, f) != 0)) {
         diag_msg(d, "out of memory");
         rc = -1;
     }
     for (int v = 0; rc == 0 && v < f->n_values; v++) buf_of[v] = -1;
     for (int i = 0; rc == 0 && i < s->n_steps; i++) {
         if (s->steps[i].n_writes == 0) continue; /* nothing reads what it computes */
-        rc = lower_step(s, i, &fk->kernels[fk->n_kernels], buf_of, d);
+        LoweredKernel *k = &fk->kernels[fk->n_kernels];
+        const LoweredKernel *same = NULL;
+        uint64_t key = 0;
+        if (cache != NULL && lower_cache_lookup(cache, s, i, &same, &key) != 0) {
+            diag_msg(d, "out of memory");
+            rc = -1;
+            break;
+        }
+        rc = same != NULL ? reuse_step(s, i, k, same, d) : lower_step(s, i, k, buf_of, d);
         fk->n_kernels++; /* counted even on failure, so its parts are freed */
+        if (rc == 0 && cache != NULL && same == NULL && lower_cache_add(cache, key, k) != 0) {
+            diag_msg(d, "out of memory");
+            rc = -1;
+        }
     }
     free(buf_of);
+    /* The evaluator's per-value scratch (eval.c) serves lowering only. */
+    if (fk->schedule.scratch_free != NULL) fk->schedule.scratch_free(fk->schedule.scratch);
+    fk->schedule.scratch = NULL;
+    fk->schedule.scratch_free = NULL;
     return rc;
+}
+
+int codegen_lower_function(const Function *f, FunctionKernels *fk, Diag *d) {
+    return lower_function(f, fk, NULL, d);
+}
+
+int codegen_lower_function_cached(const Function *f, FunctionKernels *fk, LowerCache *cache,
+                                  Diag *d) {
+    return lower_function(f, fk, cache, d);
+}
+
+void function_kernels_trim(FunctionKernels *fk) {
+    for (int i = 0; i < fk->n_kernels; i++) {
+        LoweredKernel *k = &fk->kernels[i];
+        free((void *)k->args);
+        free(k->source_ops);
+        k->args = NULL;
+        k->n_args = 0;
+        k->source_ops = NULL;
+    }
+    schedule_free(&fk->schedule);
 }
 
 int codegen_check_kernels(const FunctionKernels *fk, Diag *d) {

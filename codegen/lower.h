@@ -14,6 +14,8 @@
  *   lower_attention.c the attention pattern, forward and backward
  *   lower_pool.c, lower_norm.c (cross_entropy), lower_layout.c (scatter_add): ops that run
  *                     alone
+ *   lower_key.c       a step's structure as a key (LowerCache): a step shaped like an earlier
+ *                     one takes that one's kernel instead of being lowered
  *
  * Values inside a group are computed by the evaluator (eval.c) from the op table's per-op
  * expression hooks (op_exprs.c): "the value of this op's result at this index".
@@ -23,6 +25,7 @@
 
 #include <stdio.h>
 
+#include "codegen.h"
 #include "kernel.h"
 #include "ops.h"
 #include "passes.h"
@@ -106,6 +109,17 @@ const char *ev_error(Eval *ev);
 #undef OP
 typedef const KExpr *(*KExprHook)(Eval *ev, const Op *op, Ix *at);
 KExprHook kexpr_hook(int kind);
+
+/* ---- step keys (lower_key.c) ------------------------------------------------------------- */
+
+/* Before lowering f with cache c: sizes its scratch (-1 when out of memory). */
+int lower_cache_begin(LowerCache *c, const Function *f);
+/* The key of step `step` of s (kept in c until the next lookup) and its hash; *hit = the
+ * kernel of an earlier step with that key, or NULL. -1 when out of memory. */
+int lower_cache_lookup(LowerCache *c, const Schedule *s, int step, const LoweredKernel **hit,
+                       uint64_t *hash);
+/* Records k as the kernel of the key the last lookup made (hash its hash). -1 on OOM. */
+int lower_cache_add(LowerCache *c, uint64_t hash, const LoweredKernel *k);
 
 /* ---- lowerings ------------------------------------------------------------------------- */
 

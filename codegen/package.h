@@ -65,12 +65,12 @@ typedef struct PkgEntry {
 } PkgEntry;
 
 typedef struct PkgDedupSlot PkgDedupSlot;
-typedef struct PkgShareTable PkgShareTable;
 
 struct Package {
     const Module *m;
     int verbose;
-    FunctionKernels *fk; /* per function: its schedule and lowered kernels (pkg_lower) */
+    FunctionKernels *fk; /* per function: its schedule and lowered kernels (pkg_lower);
+                          * trimmed once its entry's steps are built (pkg_plan) */
     MemPlan *plans;      /* per function (pkg_plan) */
     ArtifactKernel *kernels;
     int n_kernels, cap_kernels;
@@ -79,8 +79,8 @@ struct Package {
     int n_lowered; /* kernels the lowering produced, before deduplication */
     int n_modules; /* pkg_assign_modules: kernel modules, none empty */
     int module_group[PKG_MAX_MODULES]; /* per module: its hash group, which names its files */
-    /* Lowered kernels by description while lowering (pkg_share_lowered), then NULL. */
-    PkgShareTable *shared;
+    /* Lowered kernels by the structure of their steps while lowering (lower_key.c), then NULL. */
+    LowerCache *lower_cache;
     /* Kernel deduplication (package_kernels.c): open addressing over description hashes. */
     PkgDedupSlot *slots;
     int n_slots, n_used_slots;
@@ -98,13 +98,12 @@ void pkg_free(Package *p);
 
 /* Adds a lowered kernel (package_kernels.c): returns the index of an identical kernel already
  * in the package, or of the new one, which takes k's descriptions (renamed if its name is
- * taken); -1 on OOM. */
+ * taken), and records it in k->artifact; -1 on OOM. A kernel that shares an earlier one's
+ * descriptions (same_as) gets that one's index without looking: kernels are added in the
+ * order they were lowered. */
 int pkg_add_kernel(Package *p, LoweredKernel *k);
-/* After a function is lowered: each of fk's kernels identical to one lowered before (this
- * function's or an earlier one's) frees its descriptions and borrows that one's (shared).
- * pkg_share_done frees the table once every function is lowered. -1 on OOM. */
-int pkg_share_lowered(Package *p, FunctionKernels *fk);
-void pkg_share_done(Package *p);
+/* Frees the step keys (the LowerCache) once every function is lowered. */
+void pkg_lower_done(Package *p);
 /* Renders every kernel's C and CUDA source and CUDA launch geometry. Returns 0 or -1 with d. */
 int pkg_render_kernels(Package *p, Diag *d);
 /* The copy kernel for numel elements of dtype (4-byte elements); -1 on OOM. */

@@ -145,98 +145,32 @@ static int add_new_kernel(Package *p, LoweredKernel *k) {
     return p->n_kernels - 1;
 }
 
-/* ---- identical kernels share their descriptions from lowering on ------------------------ */
-
-/* A deep model's kernels are mostly the same few: every layer repeats the same ones and every
- * entry point repeats forward's. Lowering still builds each, but once a function is lowered
- * its kernels that equal an earlier one (kd_equal, both forms) free their descriptions and
- * borrow the earlier one's, so descriptions take memory once per distinct kernel rather than
- * once per step (1,000 encoder layers: gigabytes). The first instance stays the owner, and it
- * is also the one pkg_add_kernel keeps, so names and the package are what they were. */
-typedef struct SharedSlot {
-    uint64_t hash;
-    const LoweredKernel *owner; /* NULL: empty */
-} SharedSlot;
-
-struct PkgShareTable {
-    SharedSlot *slots;
-    size_t n_slots, n_used;
-};
-
-static bool same_lowered(const LoweredKernel *a, const LoweredKernel *b) {
-    if (!kd_equal(a->desc, b->desc) || (a->cuda == NULL) != (b->cuda == NULL)) return false;
-    return a->cuda == NULL || kd_equal(a->cuda, b->cuda);
-}
-
-static SharedSlot *shared_slot(const PkgShareTable *t, const LoweredKernel *k, uint64_t hash) {
-    size_t mask = t->n_slots - 1;
-    size_t j = (size_t)hash & mask;
-    while (t->slots[j].owner != NULL &&
-           (t->slots[j].hash != hash || !same_lowered(t->slots[j].owner, k)))
-        j = (j + 1) & mask;
-    return &t->slots[j];
-}
-
-static int share_grow(PkgShareTable *t) {
-    size_t n = t->n_slots == 0 ? 1024 : t->n_slots * 2;
-    SharedSlot *slots = calloc(n, sizeof *slots);
-    if (slots == NULL) return -1;
-    for (size_t i = 0; i < t->n_slots; i++) {
-        const SharedSlot *o = &t->slots[i];
-        if (o->owner == NULL) continue;
-        size_t j = (size_t)o->hash & (n - 1);
-        while (slots[j].owner != NULL) j = (j + 1) & (n - 1);
-        slots[j] = *o;
-    }
-    free(t->slots);
-    t->slots = slots;
-    t->n_slots = n;
-    return 0;
-}
-
-int pkg_share_lowered(Package *p, FunctionKernels *fk) {
-    if (p->shared == NULL && (p->shared = calloc(1, sizeof *p->shared)) == NULL) return -1;
-    PkgShareTable *t = p->shared;
-    for (int i = 0; i < fk->n_kernels; i++) {
-        LoweredKernel *k = &fk->kernels[i];
-        if ((t->n_used + 1) * 2 > t->n_slots && share_grow(t) != 0) return -1;
-        uint64_t hash = kernel_hash(k->desc, k->cuda);
-        SharedSlot *slot = shared_slot(t, k, hash);
-        if (slot->owner == NULL) {
-            *slot = (SharedSlot){hash, k};
-            t->n_used++;
-            continue;
-        }
-        kd_free(k->desc);
-        kd_free(k->cuda);
-        k->desc = slot->owner->desc;
-        k->cuda = slot->owner->cuda;
-        k->shared = true;
-    }
-    return 0;
-}
-
-void pkg_share_done(Package *p) {
-    if (p->shared == NULL) return;
-    free(p->shared->slots);
-    free(p->shared);
-    p->shared = NULL;
-}
-
+/* A deep model's kernels are mostly the same few: every layer repeats them and every entry
+ * point repeats forward's. A step shaped like an earlier one is not even lowered: it borrows
+ * that one's descriptions (LowerCache, lower_key.c), so descriptions take memory once per
+ * distinct kernel rather than once per step (1,000 encoder layers: gigabytes), and it gets
+ * that kernel's index here without hashing. Kernels lowered apart that still come out equal
+ * (a lone matmul and a group of the same matmul and a reshape) merge by hash and kd_equal. */
 int pkg_add_kernel(Package *p, LoweredKernel *k) {
+    if (k->same_as != NULL) {
+        /* Its descriptions are same_as's, added before it (in program order, as lowered). */
+        k->artifact = k->same_as->artifact;
+        if (k->artifact >= 0) p->kernels[k->artifact].merged++;
+        return k->artifact;
+    }
     if ((p->n_used_slots + 1) * 2 > p->n_slots && grow_slots(p) != 0) return -1;
     uint64_t hash = kernel_hash(k->desc, k->cuda);
     PkgDedupSlot *slot = find_slot(p, k, hash);
     if (slot->kernel >= 0) {
         p->kernels[slot->kernel].merged++;
-        return slot->kernel;
+        return k->artifact = slot->kernel;
     }
     int index = add_new_kernel(p, k);
     if (index < 0) return -1;
     slot->hash = hash;
     slot->kernel = index;
     p->n_used_slots++;
-    return index;
+    return k->artifact = index;
 }
 
 int pkg_render_kernels(Package *p, Diag *d) {

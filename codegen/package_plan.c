@@ -1,7 +1,8 @@
 /* package_plan.c — each entry point as a straight list of kernel steps over buffers.
  *
  * Needs: a module whose functions are verified with every shape known.
- * pkg_lower: every function's schedule lowered to kernels (codegen_lower_function).
+ * pkg_lower: every function's schedule lowered to kernels (codegen_lower_function_cached: a
+ * step shaped like an earlier one, in any entry point, takes that one's kernel).
  * pkg_plan: every function's memory planned (memplan_schedule, always checked by
  * memplan_check_schedule), its kernels added to the package's table (identical ones merged),
  * and every kernel argument given a place (a CapBufRef):
@@ -41,6 +42,10 @@ typedef struct EntryCtx {
      * none); built once per entry (entry_index), as scanning the outputs per kernel argument
      * was quadratic in the number of parameters. */
     int *state_of, *input_of;
+    /* Per value id: its place once found (placed[id]); a value is an argument of several
+     * kernels, and a param's place is a lookup by name. */
+    CapBufRef *place_of;
+    bool *placed;
 } EntryCtx;
 
 static int out_of_memory(Diag *d) {
@@ -67,7 +72,10 @@ static int entry_index(EntryCtx *c) {
     size_t n = (size_t)f->n_values + 1;
     c->state_of = malloc(sizeof(int) * n);
     c->input_of = malloc(sizeof(int) * n);
-    if (c->state_of == NULL || c->input_of == NULL) return -1;
+    c->place_of = malloc(sizeof *c->place_of * n);
+    c->placed = calloc(n, sizeof *c->placed);
+    if (c->state_of == NULL || c->input_of == NULL || c->place_of == NULL || c->placed == NULL)
+        return -1;
     ir_work_add((int64_t)n + f->n_outputs + f->n_inputs);
     for (int v = 0; v < f->n_values; v++) c->state_of[v] = c->input_of[v] = -1;
     for (int i = f->n_outputs - 1; i >= 0; i--) /* backwards: the first one wins */
@@ -120,6 +128,10 @@ static int place_value(const EntryCtx *c, const Value *v, CapBufRef *ref) {
     if (v == NULL || v->fn != c->f || v->id < 0 || v->id >= c->plan->n_values)
         return diag_internal(c->d, SRCLOC_NONE,
                              "a kernel of @%s reads a value of another function", c->f->name);
+    if (c->placed[v->id]) {
+        *ref = c->place_of[v->id];
+        return 0;
+    }
     const Value *base = v;
     int64_t in_base = 0; /* bytes: a slice view starts inside its base */
     while (base->def != NULL && op_is_view(base->def)) {
@@ -134,6 +146,8 @@ static int place_value(const EntryCtx *c, const Value *v, CapBufRef *ref) {
                              "%%%s (%lld bytes at %lld) lies outside the arena of @%s (%lld bytes)",
                              v->name, (long long)ref->bytes, (long long)ref->offset, c->f->name,
                              (long long)c->e->arena_bytes);
+    c->place_of[v->id] = *ref;
+    c->placed[v->id] = true;
     return 0;
 }
 
@@ -306,6 +320,10 @@ static int plan_entry(Package *p, int i, Diag *d) {
         rc = entry_index(&c) != 0 ? out_of_memory(d) : build_steps(&c, fk);
         free(c.state_of);
         free(c.input_of);
+        free(c.place_of);
+        free(c.placed);
+        /* The steps are built: of fk, later entries need only what trim keeps. */
+        if (rc == 0) function_kernels_trim(fk);
     }
     if (rc == 0 && p->verbose)
         fprintf(stderr, "capc: %s: %d kernels, %d launches, arena %lld bytes (%.3fs)\n",
@@ -342,6 +360,11 @@ static int check_io_dtypes(const Function *f, Diag *d) {
     return 0;
 }
 
+void pkg_lower_done(Package *p) {
+    lower_cache_free(p->lower_cache);
+    p->lower_cache = NULL;
+}
+
 int pkg_lower(Package *p, Diag *d) {
     const Module *m = p->m;
     if (check_state_dtypes(m, d) != 0) return -1;
@@ -352,13 +375,24 @@ int pkg_lower(Package *p, Diag *d) {
     p->plans = calloc(n, sizeof *p->plans);
     p->entries = calloc(n, sizeof *p->entries);
     if (p->fk == NULL || p->plans == NULL || p->entries == NULL) return out_of_memory(d);
+    if ((p->lower_cache = lower_cache_new()) == NULL) return out_of_memory(d);
     for (int i = 0; i < m->n_funcs; i++) {
         p->n_entries++;
         p->entries[i].f = m->funcs[i];
-        if (codegen_lower_function(m->funcs[i], &p->fk[i], d) != 0) return -1;
-        if (pkg_share_lowered(p, &p->fk[i]) != 0) return out_of_memory(d);
+        if (codegen_lower_function_cached(m->funcs[i], &p->fk[i], p->lower_cache, d) != 0)
+            return -1;
     }
-    pkg_share_done(p);
+    pkg_lower_done(p);
+    if (p->verbose) {
+        int n = 0, reused = 0;
+        for (int i = 0; i < m->n_funcs; i++)
+            for (int k = 0; k < p->fk[i].n_kernels; k++) {
+                n++;
+                reused += p->fk[i].kernels[k].source_ops == NULL;
+            }
+        fprintf(stderr, "capc: %d kernels, %d lowered (the rest took the kernel of an earlier "
+                "step of the same structure)\n", n, n - reused);
+    }
     return 0;
 }
 
@@ -381,6 +415,6 @@ void pkg_free(Package *p) {
     free(p->fk);
     free(p->plans);
     pkg_kernels_free(p);
-    pkg_share_done(p);
+    pkg_lower_done(p);
     memset(p, 0, sizeof *p);
 }

@@ -48,7 +48,28 @@ static const Target TARGET_CUDA = {
 #define CUDA_BLOCK 256
 #define CUDA_MAX_GRID 65536
 
-static void indent(StrBuf *o, int level) { strbuf_printf(o, "%*s", 4 * level, ""); }
+/* Text goes out through these rather than strbuf_printf: a kernel is mostly short tokens and
+ * small integers, and formatting each through vsnprintf (twice: once to measure) was most of
+ * the render stage's time. */
+static void put(StrBuf *o, const char *s) { strbuf_puts(o, s); }
+
+/* v in decimal, as "%lld" writes it. */
+static void put_int(StrBuf *o, long long v) {
+    char buf[24], *p = buf + sizeof buf;
+    unsigned long long u = v < 0 ? 0ULL - (unsigned long long)v : (unsigned long long)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0) *--p = '-';
+    strbuf_append(o, p, (size_t)(buf + sizeof buf - p));
+}
+
+static void indent(StrBuf *o, int level) {
+    static const char SPACES[] = "                                                                ";
+    for (int n = 4 * level; n > 0; n -= (int)sizeof SPACES - 1)
+        strbuf_append(o, SPACES, n < (int)sizeof SPACES - 1 ? (size_t)n : sizeof SPACES - 1);
+}
 
 /* ---- expressions ------------------------------------------------------------------------ */
 
@@ -107,36 +128,40 @@ static void const_float(Ctx *c, const KExpr *e) {
     snprintf(buf, sizeof buf, f32 ? "%.9g" : "%.17g", e->f);
     /* A float constant must read as one: 2 -> 2.0 (then the f suffix for f32). */
     bool has_point = strpbrk(buf, ".e") != NULL;
-    strbuf_printf(c->o, "%s%s%s", buf, has_point ? "" : ".0", f32 ? "f" : "");
+    put(c->o, buf);
+    put(c->o, has_point ? "" : ".0");
+    put(c->o, f32 ? "f" : "");
 }
 
 static void const_int(Ctx *c, const KExpr *e) {
     switch (e->type) {
-    case KT_U32: strbuf_printf(c->o, "%lluu", (unsigned long long)(uint32_t)e->i); break;
-    case KT_I64:
-        if (e->i > INT32_MAX || e->i < INT32_MIN)
-            strbuf_printf(c->o, "%lldLL", (long long)e->i);
-        else
-            strbuf_printf(c->o, "%lld", (long long)e->i);
+    case KT_U32:
+        put_int(c->o, (long long)(uint32_t)e->i);
+        put(c->o, "u");
         break;
-    default: strbuf_printf(c->o, "%lld", (long long)e->i); break;
+    case KT_I64:
+        put_int(c->o, (long long)e->i);
+        if (e->i > INT32_MAX || e->i < INT32_MIN) put(c->o, "LL");
+        break;
+    default: put_int(c->o, (long long)e->i); break;
     }
 }
 
 static void call(Ctx *c, const KExpr *e) {
     bool f64 = e->type == KT_F64 || e->a->type == KT_F64 || (e->b && e->b->type == KT_F64);
     const char *name = f64 ? c->t->fn_f64[e->op] : c->t->fn_f32[e->op];
-    strbuf_printf(c->o, "%s(", name);
+    put(c->o, name);
+    put(c->o, "(");
     expr(c, e->a, 0);
     if (e->b) {
-        strbuf_printf(c->o, ", ");
+        put(c->o, ", ");
         expr(c, e->b, 0);
     }
     if (e->c) {
-        strbuf_printf(c->o, ", ");
+        put(c->o, ", ");
         expr(c, e->c, 0);
     }
-    strbuf_printf(c->o, ")");
+    put(c->o, ")");
 }
 
 static void expr_inner(Ctx *c, const KExpr *e) {
@@ -147,32 +172,37 @@ static void expr_inner(Ctx *c, const KExpr *e) {
         else
             const_int(c, e);
         break;
-    case KE_VAR: strbuf_printf(c->o, "%s", c->kd->vars[e->var].name); break;
+    case KE_VAR: put(c->o, c->kd->vars[e->var].name); break;
     case KE_LOAD:
-        strbuf_printf(c->o, "%s[", c->kd->bufs[e->buf].name);
+        put(c->o, c->kd->bufs[e->buf].name);
+        put(c->o, "[");
         expr(c, e->a, 0);
-        strbuf_printf(c->o, "]");
+        put(c->o, "]");
         break;
     case KE_BIN: {
         /* && inside || gets parentheses anyway: compilers warn about it, readers trip on it */
         int p = e->op == KB_OR ? PREC_AND + 1 : bin_prec(e->op);
         expr(c, e->a, p);
-        strbuf_printf(c->o, " %s ", bin_text(e->op));
+        put(c->o, " ");
+        put(c->o, bin_text(e->op));
+        put(c->o, " ");
         expr(c, e->b, e->op == KB_OR ? p : p + 1); /* left-assoc: equal rank on the right needs () */
         break;
     }
-    case KE_NOT: strbuf_printf(c->o, "!"); expr(c, e->a, PREC_UNARY); break;
-    case KE_NEG: strbuf_printf(c->o, "-"); expr(c, e->a, PREC_UNARY); break;
+    case KE_NOT: put(c->o, "!"); expr(c, e->a, PREC_UNARY); break;
+    case KE_NEG: put(c->o, "-"); expr(c, e->a, PREC_UNARY); break;
     case KE_CALL: call(c, e); break;
     case KE_SELECT:
         expr(c, e->a, PREC_OR);
-        strbuf_printf(c->o, " ? ");
+        put(c->o, " ? ");
         expr(c, e->b, PREC_OR);
-        strbuf_printf(c->o, " : ");
+        put(c->o, " : ");
         expr(c, e->c, PREC_SELECT);
         break;
     case KE_CAST:
-        strbuf_printf(c->o, "(%s)", c->t->type_name[e->type]);
+        put(c->o, "(");
+        put(c->o, c->t->type_name[e->type]);
+        put(c->o, ")");
         expr(c, e->a, PREC_UNARY);
         break;
     case KE_DROPOUT:
@@ -189,9 +219,9 @@ static void expr_inner(Ctx *c, const KExpr *e) {
 
 static void expr(Ctx *c, const KExpr *e, int min_prec) {
     bool paren = prec_of(e) < min_prec;
-    if (paren) strbuf_printf(c->o, "(");
+    if (paren) put(c->o, "(");
     expr_inner(c, e);
-    if (paren) strbuf_printf(c->o, ")");
+    if (paren) put(c->o, ")");
 }
 
 /* ---- statements ------------------------------------------------------------------------- */
@@ -201,18 +231,26 @@ static int render_block(Ctx *c, const KStmt *s, int level, Diag *d);
 static void loop_head(Ctx *c, const KStmt *s, int level) {
     const char *v = c->kd->vars[s->var].name, *ty = c->t->type_name[c->kd->vars[s->var].type];
     indent(c->o, level);
-    strbuf_printf(c->o, "for (%s %s = ", ty, v);
+    put(c->o, "for (");
+    put(c->o, ty);
+    put(c->o, " ");
+    put(c->o, v);
+    put(c->o, " = ");
     expr(c, s->lo, 0);
-    strbuf_printf(c->o, "; %s < ", v);
+    put(c->o, "; ");
+    put(c->o, v);
+    put(c->o, " < ");
     expr(c, s->hi, PREC_REL + 1);
-    strbuf_printf(c->o, "; %s++) {\n", v);
+    put(c->o, "; ");
+    put(c->o, v);
+    put(c->o, "++) {\n");
 }
 
 static void parfor_head(Ctx *c, const KStmt *s, int level) {
     if (!c->t->cuda) {
         if (!s->serial) {
             indent(c->o, level);
-            strbuf_printf(c->o, "CAP_PARALLEL_FOR\n");
+            put(c->o, "CAP_PARALLEL_FOR\n");
         }
         loop_head(c, s, level);
         return;
@@ -372,52 +410,56 @@ static int render_stmt(Ctx *c, const KStmt *s, int level, Diag *d) {
         c->in_item = false;
         if (rc) return -1;
         indent(c->o, level);
-        strbuf_printf(c->o, "}\n");
+        put(c->o, "}\n");
         return 0;
     case KS_FOR:
         if (s->simd && !c->t->cuda) {
             indent(c->o, level);
-            strbuf_printf(c->o, "CAP_SIMD\n");
+            put(c->o, "CAP_SIMD\n");
         }
         loop_head(c, s, level);
         if (render_block(c, s->body, level + 1, d)) return -1;
         indent(c->o, level);
-        strbuf_printf(c->o, "}\n");
+        put(c->o, "}\n");
         return 0;
     case KS_DECL:
         indent(c->o, level);
-        strbuf_printf(c->o, "%s %s = ", c->t->type_name[kd->vars[s->var].type],
-                      kd->vars[s->var].name);
+        put(c->o, c->t->type_name[kd->vars[s->var].type]);
+        put(c->o, " ");
+        put(c->o, kd->vars[s->var].name);
+        put(c->o, " = ");
         expr(c, s->value, 0);
-        strbuf_printf(c->o, ";\n");
+        put(c->o, ";\n");
         return 0;
     case KS_ASSIGN:
         indent(c->o, level);
-        strbuf_printf(c->o, "%s = ", kd->vars[s->var].name);
+        put(c->o, kd->vars[s->var].name);
+        put(c->o, " = ");
         expr(c, s->value, 0);
-        strbuf_printf(c->o, ";\n");
+        put(c->o, ";\n");
         return 0;
     case KS_STORE:
         indent(c->o, level);
-        strbuf_printf(c->o, "%s[", kd->bufs[s->buf].name);
+        put(c->o, kd->bufs[s->buf].name);
+        put(c->o, "[");
         expr(c, s->index, 0);
-        strbuf_printf(c->o, "] = ");
+        put(c->o, "] = ");
         expr(c, s->value, 0);
-        strbuf_printf(c->o, ";\n");
+        put(c->o, ";\n");
         return 0;
     case KS_IF:
         indent(c->o, level);
-        strbuf_printf(c->o, "if (");
+        put(c->o, "if (");
         expr(c, s->cond, 0);
-        strbuf_printf(c->o, ") {\n");
+        put(c->o, ") {\n");
         if (render_block(c, s->body, level + 1, d)) return -1;
         if (s->else_body) {
             indent(c->o, level);
-            strbuf_printf(c->o, "} else {\n");
+            put(c->o, "} else {\n");
             if (render_block(c, s->else_body, level + 1, d)) return -1;
         }
         indent(c->o, level);
-        strbuf_printf(c->o, "}\n");
+        put(c->o, "}\n");
         return 0;
     case KS_ARRAY: {
         const KBuffer *b = &kd->bufs[s->buf];
@@ -484,38 +526,63 @@ static void mark_block(const KStmt *s, bool *used) {
 
 static void header_comment(Ctx *c) {
     const KernelDesc *kd = c->kd;
-    strbuf_printf(c->o, "/* %s:", kd->comment);
-    for (int i = 0; i < kd->n_args; i++)
-        strbuf_printf(c->o, "%s %s %s", i ? "," : "", kd->bufs[i].name, kd->bufs[i].what);
-    strbuf_printf(c->o, " */\n");
+    put(c->o, "/* ");
+    put(c->o, kd->comment);
+    put(c->o, ":");
+    for (int i = 0; i < kd->n_args; i++) {
+        put(c->o, i ? ", " : " ");
+        put(c->o, kd->bufs[i].name);
+        put(c->o, " ");
+        put(c->o, kd->bufs[i].what);
+    }
+    put(c->o, " */\n");
 }
 
 static void c_signature(Ctx *c, const bool *used) {
     const KernelDesc *kd = c->kd;
-    strbuf_printf(c->o, "void %s(void *const *bufs) {\n", kd->name);
+    put(c->o, "void ");
+    put(c->o, kd->name);
+    put(c->o, "(void *const *bufs) {\n");
     for (int i = 0; i < kd->n_args; i++) {
         const KBuffer *b = &kd->bufs[i];
         const char *ty = c->t->type_name[b->type];
         if (!used[i]) {
-            strbuf_printf(c->o, "    (void)bufs[%d]; /* %s: not read by this form of the op */\n", i, b->name);
+            put(c->o, "    (void)bufs[");
+            put_int(c->o, i);
+            put(c->o, "]; /* ");
+            put(c->o, b->name);
+            put(c->o, ": not read by this form of the op */\n");
             continue;
         }
-        if (b->written)
-            strbuf_printf(c->o, "    %s *%s = (%s *)bufs[%d];\n", ty, b->name, ty, i);
-        else
-            strbuf_printf(c->o, "    const %s *%s = (const %s *)bufs[%d];\n", ty, b->name, ty, i);
+        const char *cst = b->written ? "" : "const ";
+        put(c->o, "    ");
+        put(c->o, cst);
+        put(c->o, ty);
+        put(c->o, " *");
+        put(c->o, b->name);
+        put(c->o, " = (");
+        put(c->o, cst);
+        put(c->o, ty);
+        put(c->o, " *)bufs[");
+        put_int(c->o, i);
+        put(c->o, "];\n");
     }
 }
 
 static void cuda_signature(Ctx *c) {
     const KernelDesc *kd = c->kd;
-    strbuf_printf(c->o, "extern \"C\" __global__ void %s(", kd->name);
+    put(c->o, "extern \"C\" __global__ void ");
+    put(c->o, kd->name);
+    put(c->o, "(");
     for (int i = 0; i < kd->n_args; i++) {
         const KBuffer *b = &kd->bufs[i];
-        strbuf_printf(c->o, "%s%s%s *%s", i ? ", " : "", b->written ? "" : "const ",
-            c->t->type_name[b->type], b->name);
+        put(c->o, i ? ", " : "");
+        put(c->o, b->written ? "" : "const ");
+        put(c->o, c->t->type_name[b->type]);
+        put(c->o, " *");
+        put(c->o, b->name);
     }
-    strbuf_printf(c->o, ") {\n");
+    put(c->o, ") {\n");
 }
 
 char *kernel_render(const KernelDesc *kd, KTarget target, Diag *d) {

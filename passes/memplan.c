@@ -838,28 +838,80 @@ static int check_pair(Checker *c, int a, int b) {
                       va->name, sa, c->cls_end[a], vb->name, sb, c->cls_end[b], (long long)lo);
 }
 
+/* The classes live at the current op, by offset: a treap over value ids keyed by their
+ * offsets (pairwise disjoint bytes, so distinct offsets), with fixed pseudo-random priorities.
+ * A sorted array cost a memmove of the live set per class, and a deep model's backward pass
+ * keeps thousands of activations live: quadratic in depth. */
 typedef struct Live {
-    int *index; /* class roots, ascending offset; their bytes pairwise disjoint */
-    int n;
+    const int64_t *key; /* the plan's offsets */
+    int *left, *right;  /* per value id */
+    int root;           /* -1: empty */
 } Live;
 
-/* Position of the first root in `live` whose offset is >= off (or > off when `after`). */
-static int live_find(const Checker *c, const Live *live, int64_t off, bool after) {
-    int lo = 0, hi = live->n;
-    while (lo < hi) {
-        int mid = lo + (hi - lo) / 2;
-        int64_t o = c->plan->offsets[live->index[mid]];
-        if (o < off || (after && o == off)) lo = mid + 1;
-        else hi = mid;
-    }
-    return lo;
+static uint32_t live_prio(int v) {
+    uint32_t x = (uint32_t)v * 2654435761u + 0x9E3779B9u;
+    x ^= x >> 16, x *= 0x85EBCA6Bu, x ^= x >> 13;
+    return x;
 }
 
-static void live_remove(const Checker *c, Live *live, int r) {
-    int k = live_find(c, live, c->plan->offsets[r], false);
-    if (k >= live->n || live->index[k] != r) return; /* not there (already removed) */
-    memmove(live->index + k, live->index + k + 1, sizeof(int) * (size_t)(live->n - k - 1));
-    live->n--;
+/* Splits x into the nodes with key < at (<= at when `after`) in *lo and the rest in *hi. */
+static void live_split(Live *t, int x, int64_t at, bool after, int *lo, int *hi) {
+    if (x < 0) {
+        *lo = *hi = -1;
+    } else if (t->key[x] < at || (after && t->key[x] == at)) {
+        live_split(t, t->right[x], at, after, &t->right[x], hi);
+        *lo = x;
+    } else {
+        live_split(t, t->left[x], at, after, lo, &t->left[x]);
+        *hi = x;
+    }
+}
+
+/* Joins a and b, every key in a at most every key in b. */
+static int live_merge(Live *t, int a, int b) {
+    if (a < 0) return b;
+    if (b < 0) return a;
+    if (live_prio(a) > live_prio(b)) {
+        t->right[a] = live_merge(t, t->right[a], b);
+        return a;
+    }
+    t->left[b] = live_merge(t, a, t->left[b]);
+    return b;
+}
+
+/* The live class with the highest offset below `below`, or -1. */
+static int live_below(const Live *t, int64_t below) {
+    int found = -1;
+    for (int x = t->root; x >= 0;) {
+        if (t->key[x] < below) {
+            found = x;
+            x = t->right[x];
+        } else {
+            x = t->left[x];
+        }
+    }
+    return found;
+}
+
+static void live_insert(Live *t, int r) {
+    int lo, hi;
+    live_split(t, t->root, t->key[r], true, &lo, &hi);
+    t->left[r] = t->right[r] = -1;
+    t->root = live_merge(t, live_merge(t, lo, r), hi);
+}
+
+/* Removes r when it is the first live class at its offset (not there: already removed). */
+static void live_remove(Live *t, int r) {
+    int lo, mid, hi;
+    live_split(t, t->root, t->key[r], false, &lo, &mid);
+    live_split(t, mid, t->key[r], true, &mid, &hi); /* mid: the classes at r's offset */
+    int first = mid, parent = -1;
+    while (first >= 0 && t->left[first] >= 0) parent = first, first = t->left[first];
+    if (first == r) {
+        if (parent < 0) mid = t->right[r];
+        else t->left[parent] = t->right[r];
+    }
+    t->root = live_merge(t, live_merge(t, lo, mid), hi);
 }
 
 /* roots[0..n) into by_end, ascending by last read (a counting sort: ends are op indices in
@@ -884,11 +936,11 @@ static int sort_by_end(const Checker *c, const int *roots, int n, int *by_end) {
 static int check_overlaps(Checker *c) {
     const Function *f = c->f;
     const MemPlan *plan = c->plan;
-    size_t cap = (size_t)f->n_ops + 1;
+    size_t cap = (size_t)f->n_ops + 1, nv = (size_t)f->n_values + 1;
     int *roots = malloc(sizeof(int) * cap), *by_end = malloc(sizeof(int) * cap);
-    Live live = {malloc(sizeof(int) * cap), 0};
-    if (roots == NULL || by_end == NULL || live.index == NULL) {
-        free(roots), free(by_end), free(live.index);
+    Live live = {plan->offsets, malloc(sizeof(int) * nv), malloc(sizeof(int) * nv), -1};
+    if (roots == NULL || by_end == NULL || live.left == NULL || live.right == NULL) {
+        free(roots), free(by_end), free(live.left), free(live.right);
         return check_fail(c, "out of memory");
     }
     int n = 0, rc = 0;
@@ -898,28 +950,23 @@ static int check_overlaps(Checker *c) {
             roots[n++] = r; /* an empty value shares no bytes */
     }
     if (sort_by_end(c, roots, n, by_end) != 0) rc = check_fail(c, "out of memory");
+    ir_work_add(n); /* the sweep: each class enters and leaves the live set once */
     int gone = 0; /* by_end[0..gone) have left `live` */
     for (int i = 0; i < n && rc == 0; i++) {
         int b = roots[i], sb = c->live.def_index[b];
-        for (; gone < n && c->cls_end[by_end[gone]] < sb; gone++)
-            live_remove(c, &live, by_end[gone]);
+        for (; gone < n && c->cls_end[by_end[gone]] < sb; gone++) live_remove(&live, by_end[gone]);
         int u = plan->alias_of[b];
         if (u >= 0 && c->cls_end[c->cls[u]] == sb) {
             int a = c->cls[u];
             rc = check_pair(c, a, b); /* in place over a: fine, else a clash */
-            live_remove(c, &live, a);
+            live_remove(&live, a);
         }
-        int64_t off = plan->offsets[b], hi = off + value_bytes(f->values[b]);
-        int k = live_find(c, &live, hi, false); /* live[k-1]: the last starting below hi */
-        if (rc == 0 && k > 0) rc = check_pair(c, live.index[k - 1], b);
-        if (rc == 0) {
-            k = live_find(c, &live, off, true);
-            memmove(live.index + k + 1, live.index + k, sizeof(int) * (size_t)(live.n - k));
-            live.index[k] = b;
-            live.n++;
-        }
+        int64_t hi = plan->offsets[b] + value_bytes(f->values[b]);
+        int below = live_below(&live, hi); /* the last class starting below b's end */
+        if (rc == 0 && below >= 0) rc = check_pair(c, below, b);
+        if (rc == 0) live_insert(&live, b);
     }
-    free(roots), free(by_end), free(live.index);
+    free(roots), free(by_end), free(live.left), free(live.right);
     return rc;
 }
 
