@@ -74,6 +74,7 @@ typedef struct Fuser {
     Function *f;
     int n;              /* ops */
     OpClass *cls;       /* per op */
+    int64_t *numel;     /* per op: its result's elements */
     int *op_of_value;   /* per value id: its defining op, or -1 */
     int *cons_start, *cons; /* consumers (op indices) of op i's result: cons[cons_start[i]..] */
     int *input_of_value;    /* per value id: its index among the function's inputs, or -1 */
@@ -227,7 +228,7 @@ static int n_consumers(const Fuser *u, int op) {
     return u->cons_start[op + 1] - u->cons_start[op] + (u->is_output[op] ? 1 : 0);
 }
 
-static int64_t numel_of_op(const Fuser *u, int op) { return shape_numel(&u->f->ops[op]->result->shape); }
+static int64_t numel_of_op(const Fuser *u, int op) { return u->numel[op]; }
 
 /* A lone op or a group of elementwise, broadcast, layout ops and views. */
 static bool pointwise_group(const Fuser *u, int g) {
@@ -924,7 +925,8 @@ static void commit(Fuser *u) {
 /* ---- setup -------------------------------------------------------------------------------- */
 
 static void fuser_free(Fuser *u) {
-    free(u->cls), free(u->op_of_value), free(u->cons_start), free(u->cons), free(u->is_output);
+    free(u->cls), free(u->numel), free(u->op_of_value), free(u->cons_start), free(u->cons);
+    free(u->is_output);
     free(u->input_of_value), free(u->in_cons_start), free(u->in_cons), free(u->plain_output);
     free(u->parent), free(u->next), free(u->head), free(u->tail), free(u->size), free(u->kind);
     free(u->dom), free(u->reduced), free(u->rows), free(u->order), free(u->pos);
@@ -969,6 +971,7 @@ static int fuser_init(Fuser *u, Function *f) {
     int n = u->n = f->n_ops;
     size_t sn = (size_t)n + 1;
     u->cls = malloc(sizeof *u->cls * sn);
+    u->numel = malloc(sizeof *u->numel * sn);
     u->op_of_value = malloc(sizeof *u->op_of_value * ((size_t)f->n_values + 1));
     u->cons_start = calloc(sn + 1, sizeof *u->cons_start);
     u->is_output = calloc(sn, sizeof *u->is_output);
@@ -981,8 +984,8 @@ static int fuser_init(Fuser *u, Function *f) {
     u->pos = malloc(sizeof(int) * sn), u->stamp = calloc(sn, sizeof(int));
     u->stack = malloc(sizeof(int) * sn), u->window = malloc(sizeof(int) * sn);
     u->siblings_done = malloc(sizeof *u->siblings_done * sn);
-    if (!u->cls || !u->op_of_value || !u->cons_start || !u->is_output || !u->plain_output ||
-        !u->parent ||
+    if (!u->cls || !u->numel || !u->op_of_value || !u->cons_start || !u->is_output ||
+        !u->plain_output || !u->parent ||
         !u->next || !u->head || !u->tail || !u->size || !u->kind || !u->dom || !u->reduced ||
         !u->rows || !u->order || !u->pos || !u->stamp || !u->stack || !u->window ||
         !u->siblings_done)
@@ -993,6 +996,7 @@ static int fuser_init(Fuser *u, Function *f) {
         const Op *op = f->ops[i];
         u->op_of_value[op->result->id] = i;
         u->cls[i] = classify(op);
+        u->numel[i] = shape_numel(&op->result->shape);
         u->parent[i] = u->head[i] = u->tail[i] = i;
         u->next[i] = -1;
         u->size[i] = 1;
