@@ -39,6 +39,7 @@ typedef struct CliArgs {
     ConfigOverride *defines; /* -D, in command-line order; owned (free with cli_args_free) */
     int n_defines;
     int verbose;
+    bool verify_each;     /* --verify-each */
     int targets;          /* CodegenTarget bits; 0: cpu, plus cuda when NVRTC is available */
     const char *emit_src; /* --emit-src DIR; NULL: none */
     PassOptions passes;   /* --no-fuse, --fuse=... */
@@ -79,6 +80,9 @@ static const OptSpec OPTIONS[] = {
      NULL},
     {"--jobs", 'j', OPT_VALUE, OPT_NONEMPTY, "N",
      "compile with N threads and compiler processes (1-64; default: the CPUs)", NULL},
+    {"--verify-each", 0, OPT_FLAG, 0, NULL,
+     "run the IR verifier after every IR pass, not only after the last one (slower; names "
+     "the pass that broke the IR)", NULL},
     {"--verbose", 'v', OPT_COUNTED, 0, NULL,
      "print each stage with its time, the compiles and the cache's hits and misses to stderr "
      "(-vv: every compiled unit too)", NULL},
@@ -190,6 +194,7 @@ static int take_options(const OptResult *r, CliArgs *a) {
     a->cache_dir = opt_str(r, "--cache-dir");
     a->no_cache = opt_has(r, "--no-cache");
     a->verbose = opt_get(r, "--verbose")->count;
+    a->verify_each = opt_has(r, "--verify-each");
     int rc = take_defines(a, opt_get(r, "-D"));
     if (rc == 0) rc = parse_target(a, r);
     const OptValue *fuse = opt_get(r, "--fuse");
@@ -383,6 +388,7 @@ static Module *compile(const CliArgs *a, PipelineOptions *opts) {
     opts->passes = a->passes;
     opts->dump_dir = a->dump_dir;
     opts->verbose = a->verbose;
+    opts->verify_each = a->verify_each;
     const char *model_only[] = {a->model_path};
     if (check_outputs_are_not_inputs(opts, a, model_only, 1) != 0) return NULL;
     Diag d = {0};

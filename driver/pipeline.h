@@ -25,14 +25,17 @@ typedef struct PipelineOptions {
     PassOptions passes;      /* fusion switches */
     const char *dump_dir;    /* NULL: no dumps */
     int verbose;             /* each stage's name and time on stderr */
+    bool verify_each;        /* the IR verifier after every IR stage, not only the last one
+                                (always so in builds without NDEBUG: the tests') */
     PipelineGoal goal;
     PackageOptions package;  /* PIPELINE_LIBRARY: the output and its targets */
     PipelineReport *report;  /* filled when not NULL; free with pipeline_report_free */
 } PipelineOptions;
 
 /* Runs every stage up to opts->goal (opts NULL: the IR passes with the defaults), verifying
- * after each one: invalid IR or an invalid kernel or memory plan after a stage is a bug in
- * that stage, and the message says which. With a dump directory it writes what each stage
+ * after each one (the IR after the last IR stage only, unless opts->verify_each): invalid IR
+ * or an invalid kernel or memory plan after a stage is a bug in that stage, and the message
+ * says which. With a dump directory it writes what each stage
  * left: NN-STAGE.ir and .dot (IR stages), NN-memplan.txt, NN-kernels.c and NN-kernels.cu.
  * Returns 0, or -1 with d filled. */
 int pipeline_run(Module *m, const PipelineOptions *opts, Diag *d);

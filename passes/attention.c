@@ -22,12 +22,15 @@
  * every array is sized by the ops, not by the function: code generation asks once per
  * attention group (a few dozen ops of a function of millions of values), and the fusion pass
  * builds one index for the whole function and matches every softmax against it, so each match
- * costs its own pattern's size, not the function's (docs/benchmarks.md, compile time). */
+ * costs its own pattern's size, not the function's (docs/benchmarks.md, compile time). When
+ * the hash table would be at least as large as the function's value table (the fusion pass's
+ * whole-function index), value ids index `val` directly instead: the same slots, no probing. */
 struct AttnIndex {
     const Function *f;
     int n_values;      /* f->n_values when built: a later value is not in the index */
     int *key, *val;    /* open addressing: value id -> slot; key -1 is empty */
     size_t mask;
+    bool direct;       /* val[value id] is the slot (-1: none), key unused */
     int n_slots;       /* values read or computed by the ops */
     int *id;           /* per slot: its value id */
     int *start;        /* per slot: consumers are list[start[s] .. start[s + 1]) */
@@ -56,6 +59,7 @@ static size_t hash_id(int id) { return (size_t)((uint32_t)id * 2654435761u); }
 
 /* The slot of value id, or -1. */
 static int slot_of_id(const Uses *u, int id) {
+    if (u->direct) return u->val[id];
     for (size_t h = hash_id(id) & u->mask;; h = (h + 1) & u->mask) {
         if (u->key[h] == id) return u->val[h];
         if (u->key[h] < 0) return -1;
@@ -77,11 +81,16 @@ static int slot(const Uses *u, const Value *x) {
 }
 
 static int add_slot(Uses *u, int id) {
-    size_t h = hash_id(id) & u->mask;
-    for (; u->key[h] >= 0; h = (h + 1) & u->mask)
-        if (u->key[h] == id) return u->val[h];
-    u->key[h] = id;
-    u->val[h] = u->n_slots;
+    if (u->direct) {
+        if (u->val[id] >= 0) return u->val[id];
+        u->val[id] = u->n_slots;
+    } else {
+        size_t h = hash_id(id) & u->mask;
+        for (; u->key[h] >= 0; h = (h + 1) & u->mask)
+            if (u->key[h] == id) return u->val[h];
+        u->key[h] = id;
+        u->val[h] = u->n_slots;
+    }
     u->id[u->n_slots] = id;
     return u->n_slots++;
 }
@@ -98,7 +107,9 @@ AttnIndex *attn_index_new(const Function *f, const Op *const *ops, int n,
     ir_work_add((int64_t)most);
     while (table < 2 * most) table *= 2;
     u->mask = table - 1;
-    u->key = malloc(sizeof *u->key * table);
+    u->direct = (size_t)f->n_values <= table;
+    if (u->direct) table = (size_t)f->n_values + 1;
+    u->key = malloc(sizeof *u->key * (u->direct ? 1 : table));
     u->val = malloc(sizeof *u->val * table);
     u->id = malloc(sizeof *u->id * most);
     u->start = calloc(most + 1, sizeof *u->start);
@@ -113,7 +124,7 @@ AttnIndex *attn_index_new(const Function *f, const Op *const *ops, int n,
         attn_index_free(u);
         return NULL;
     }
-    memset(u->key, 0xff, sizeof *u->key * table); /* all -1: empty */
+    memset(u->direct ? u->val : u->key, 0xff, sizeof(int) * table); /* all -1: empty */
     for (size_t v = 0; v < most; v++) u->index[v] = -1;
     for (int i = 0; i < n; i++) {
         u->index[add_slot(u, ops[i]->result->id)] = i;

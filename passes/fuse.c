@@ -74,6 +74,7 @@ typedef struct Fuser {
     Function *f;
     int n;              /* ops */
     OpClass *cls;       /* per op */
+    int64_t *numel;     /* per op: its result's elements */
     int *op_of_value;   /* per value id: its defining op, or -1 */
     int *cons_start, *cons; /* consumers (op indices) of op i's result: cons[cons_start[i]..] */
     int *input_of_value;    /* per value id: its index among the function's inputs, or -1 */
@@ -90,6 +91,9 @@ typedef struct Fuser {
     int *order, *pos, n_order;
     /* search scratch */
     int *stamp, cur, *stack, *window;
+    int64_t merges;     /* groups joined so far */
+    int64_t *siblings_done; /* per root: `merges` after a join_siblings walk that joined
+                             * nothing (-1: none), so an unchanged group is not walked again */
     AttnSets *attn;     /* the attention patterns of the function */
     int n_attn;
 } Fuser;
@@ -161,23 +165,27 @@ static bool reaches_through(Fuser *u, int a, int b) {
 }
 
 /* The groups at positions [pos a, pos b] that depend on a move after the merged group;
- * the others stay before it. The slot the two groups free becomes a hole (-1). */
+ * the others stay before it. The slot the two groups free becomes a hole (-1), and so do the
+ * window's holes: one pass, the groups that stay compacted in place, the others set aside. */
 static void reorder(Fuser *u, int a, int b, int merged) {
-    int lo = u->pos[a], hi = u->pos[b], n = 0;
+    int lo = u->pos[a], hi = u->pos[b], n = lo, n_moved = 0;
     for (int p = lo; p <= hi; p++) {
         int g = u->order[p];
-        if (g >= 0 && g != a && g != b && u->stamp[g] != u->cur) u->window[n++] = g;
+        if (g < 0 || g == a || g == b) continue;
+        if (u->stamp[g] == u->cur) {
+            u->window[n_moved++] = g;
+        } else {
+            u->order[n] = g;
+            u->pos[g] = n++;
+        }
     }
-    u->window[n++] = merged;
-    for (int p = lo; p <= hi; p++) {
-        int g = u->order[p];
-        if (g >= 0 && g != a && g != b && u->stamp[g] == u->cur) u->window[n++] = g;
+    u->order[n] = merged;
+    u->pos[merged] = n++;
+    for (int k = 0; k < n_moved; k++) {
+        u->order[n] = u->window[k];
+        u->pos[u->window[k]] = n++;
     }
-    for (int k = 0; k < n; k++) {
-        u->order[lo + k] = u->window[k];
-        u->pos[u->window[k]] = lo + k;
-    }
-    for (int p = lo + n; p <= hi; p++) u->order[p] = -1;
+    for (int p = n; p <= hi; p++) u->order[p] = -1;
 }
 
 /* Groups further apart than this in the order do not merge: the path search and the reorder
@@ -187,16 +195,22 @@ static void reorder(Fuser *u, int a, int b, int merged) {
  * far fewer positions (its kernel counts are the same with or without the bound). */
 enum { MERGE_REACH = 4096 };
 
+/* Makes root y's members members of root x's group (union-find and member list only). */
+static void link(Fuser *u, int x, int y) {
+    u->merges++;
+    u->parent[y] = x;
+    u->next[u->tail[x]] = u->head[y];
+    u->tail[x] = u->tail[y];
+    u->size[x] += u->size[y];
+}
+
 /* Merges groups x and y (roots) when no third group lies on a path between them; the merged
  * group keeps x's facts. Returns the merged root, or -1 when they cannot merge. */
 static int merge(Fuser *u, int x, int y) {
     if (x == y) return x;
     int a = u->pos[x] < u->pos[y] ? x : y, b = a == x ? y : x;
     if (u->pos[b] - u->pos[a] > MERGE_REACH || reaches_through(u, a, b)) return -1;
-    u->parent[y] = x;
-    u->next[u->tail[x]] = u->head[y];
-    u->tail[x] = u->tail[y];
-    u->size[x] += u->size[y];
+    link(u, x, y);
     reorder(u, a, b, x);
     return x;
 }
@@ -214,7 +228,7 @@ static int n_consumers(const Fuser *u, int op) {
     return u->cons_start[op + 1] - u->cons_start[op] + (u->is_output[op] ? 1 : 0);
 }
 
-static int64_t numel_of_op(const Fuser *u, int op) { return shape_numel(&u->f->ops[op]->result->shape); }
+static int64_t numel_of_op(const Fuser *u, int op) { return u->numel[op]; }
 
 /* A lone op or a group of elementwise, broadcast, layout ops and views. */
 static bool pointwise_group(const Fuser *u, int g) {
@@ -578,21 +592,27 @@ static bool readers_of(const Fuser *u, const Value *v, const int **list, int *n)
  * same input) cannot join it: the path through the loss closes a cycle, and merge refuses. */
 static void join_siblings(Fuser *u, int op) {
     int g = find(u, op);
+    /* a walk that joined nothing, with no merge anywhere since, would join nothing again (a
+     * LayerNorm group holds several row ops, the whole-tensor sums' group thousands) */
+    if (u->siblings_done[g] == u->merges) return;
+    int64_t merges_before = u->merges;
+    const Shape *dom = u->dom[g];
+    int64_t dom_numel = dom != NULL ? shape_numel(dom) : -1;
     for (int m = u->head[g]; m >= 0; m = u->next[m]) {
         const Op *o = u->f->ops[m];
         for (int i = 0; i < o->n_inputs; i++) {
             const Value *v = o->inputs[i];
             int p = u->op_of_value[v->id], n;
             const int *readers;
-            if (p >= 0 && (u->cls[p] == C_PARAM || find(u, p) == find(u, op))) continue;
+            if (p >= 0 && (u->cls[p] == C_PARAM || find(u, p) == g)) continue;
             /* only a value the size of what the group reduces is worth reading once: not
              * rng, a scalar, or a per-row statistic many groups happen to read */
-            const Shape *dom = u->dom[find(u, op)];
-            if (dom == NULL || shape_numel(&v->shape) != shape_numel(dom)) continue;
+            if (dom == NULL || shape_numel(&v->shape) != dom_numel) continue;
             if (!readers_of(u, v, &readers, &n)) continue;
-            for (int k = 0; k < n; k++) join_rows(u, find(u, op), find(u, readers[k]));
+            for (int k = 0; k < n; k++) join_rows(u, g, find(u, readers[k]));
         }
     }
+    if (u->merges == merges_before) u->siblings_done[g] = u->merges;
 }
 
 static void fuse_reductions(Fuser *u) {
@@ -766,22 +786,34 @@ static bool state_sink(Fuser *u, int g) {
     return any;
 }
 
+/* The sinks merge from the last one backwards, as the scalars do. A sink has no reader
+ * outside itself, so no path leads from one to another and a merge is refused only for the
+ * distance (MERGE_REACH): merge() would search nothing and then reorder the whole window
+ * between the two, which only drops the earlier sink from the order (nothing depends on it)
+ * and closes the window's holes. The loop never looks at those positions again and commit()
+ * needs only the order of the groups, so the merges are done here without reordering: the
+ * earlier sink's slot becomes a hole, and `at` is the position the accumulated group would
+ * have had after the reorders (the window then holds no holes). */
 static void fuse_state_updates(Fuser *u) {
-    int acc = -1;
+    int acc = -1, at = 0, holes = 0; /* holes: below `at` and above p, since the last merge */
     for (int p = u->n_order - 1; p >= 0; p--) {
         int g = u->order[p];
-        if (g < 0 || find(u, g) != g || !state_sink(u, g)) continue;
-        if (acc < 0) {
-            acc = g;
+        if (g < 0) {
+            holes++;
             continue;
         }
-        int m = merge(u, acc, g); /* sinks never lie on a path: always possible */
-        if (m < 0) {
+        if (find(u, g) != g || !state_sink(u, g)) continue;
+        if (acc < 0 || at - p > MERGE_REACH) {
             acc = g;
+            at = p;
+            holes = 0;
             continue;
         }
-        u->kind[m] = G_POINT;
-        acc = m;
+        link(u, acc, g);
+        u->order[p] = -1;
+        u->kind[acc] = G_POINT;
+        at -= 1 + holes;
+        holes = 0;
     }
 }
 
@@ -893,11 +925,12 @@ static void commit(Fuser *u) {
 /* ---- setup -------------------------------------------------------------------------------- */
 
 static void fuser_free(Fuser *u) {
-    free(u->cls), free(u->op_of_value), free(u->cons_start), free(u->cons), free(u->is_output);
+    free(u->cls), free(u->numel), free(u->op_of_value), free(u->cons_start), free(u->cons);
+    free(u->is_output);
     free(u->input_of_value), free(u->in_cons_start), free(u->in_cons), free(u->plain_output);
     free(u->parent), free(u->next), free(u->head), free(u->tail), free(u->size), free(u->kind);
     free(u->dom), free(u->reduced), free(u->rows), free(u->order), free(u->pos);
-    free(u->stamp), free(u->stack), free(u->window);
+    free(u->stamp), free(u->stack), free(u->window), free(u->siblings_done);
     attn_sets_free(u->attn, u->n_attn);
 }
 
@@ -938,6 +971,7 @@ static int fuser_init(Fuser *u, Function *f) {
     int n = u->n = f->n_ops;
     size_t sn = (size_t)n + 1;
     u->cls = malloc(sizeof *u->cls * sn);
+    u->numel = malloc(sizeof *u->numel * sn);
     u->op_of_value = malloc(sizeof *u->op_of_value * ((size_t)f->n_values + 1));
     u->cons_start = calloc(sn + 1, sizeof *u->cons_start);
     u->is_output = calloc(sn, sizeof *u->is_output);
@@ -949,10 +983,12 @@ static int fuser_init(Fuser *u, Function *f) {
     u->rows = calloc(sn, sizeof *u->rows), u->order = malloc(sizeof(int) * sn);
     u->pos = malloc(sizeof(int) * sn), u->stamp = calloc(sn, sizeof(int));
     u->stack = malloc(sizeof(int) * sn), u->window = malloc(sizeof(int) * sn);
-    if (!u->cls || !u->op_of_value || !u->cons_start || !u->is_output || !u->plain_output ||
-        !u->parent ||
+    u->siblings_done = malloc(sizeof *u->siblings_done * sn);
+    if (!u->cls || !u->numel || !u->op_of_value || !u->cons_start || !u->is_output ||
+        !u->plain_output || !u->parent ||
         !u->next || !u->head || !u->tail || !u->size || !u->kind || !u->dom || !u->reduced ||
-        !u->rows || !u->order || !u->pos || !u->stamp || !u->stack || !u->window)
+        !u->rows || !u->order || !u->pos || !u->stamp || !u->stack || !u->window ||
+        !u->siblings_done)
         return -1;
     for (int v = 0; v < f->n_values; v++) u->op_of_value[v] = -1;
     int n_edges = 0;
@@ -960,10 +996,12 @@ static int fuser_init(Fuser *u, Function *f) {
         const Op *op = f->ops[i];
         u->op_of_value[op->result->id] = i;
         u->cls[i] = classify(op);
+        u->numel[i] = shape_numel(&op->result->shape);
         u->parent[i] = u->head[i] = u->tail[i] = i;
         u->next[i] = -1;
         u->size[i] = 1;
         u->order[i] = u->pos[i] = i;
+        u->siblings_done[i] = -1;
         n_edges += op->n_inputs;
     }
     u->n_order = n;

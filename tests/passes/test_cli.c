@@ -187,6 +187,17 @@ static void test_check_summary(void **state) {
     run_free(&r);
 }
 
+/* --verify-each verifies after every IR pass; the summary is the same as without it. */
+static void test_verify_each(void **state) {
+    Run once = run_capc(*state, (const char *[]){"--check", SMALL_MODEL, NULL});
+    Run each = run_capc(*state, (const char *[]){"--check", "--verify-each", SMALL_MODEL, NULL});
+    assert_int_equal(once.status, 0);
+    assert_int_equal(each.status, 0);
+    assert_string_equal(each.out, once.out);
+    run_free(&once);
+    run_free(&each);
+}
+
 /* Both spellings of -D, and the override reaches the shapes. */
 static void test_check_defines(void **state) {
     Run r = run_capc(*state, (const char *[]){"--check", "-D", "batch=4", SMALL_MODEL,
@@ -406,6 +417,7 @@ int main(void) {
         T(test_missing_file),
         T(test_output_writes_library),
         T(test_check_summary),
+        T(test_verify_each),
         T(test_check_defines),
         T(test_shape_error_location),
         T(test_bad_define),
