@@ -74,7 +74,7 @@ static void check_model(const char *path, const ConfigOverride *ov, int n_ov, bo
             reused++;
             assert_true(b->shared);
             assert_null(b->same_as->same_as); /* only lowered kernels are reused */
-            int fi, ki;
+            int fi = -1, ki = -1; /* set by locate, which fails the test when not found */
             locate(cached, n, b->same_as, &fi, &ki);
             assert_true(fi < i || (fi == i && ki < k));
             if (!same_forms(a, &full[fi].kernels[ki]))
