@@ -485,11 +485,8 @@ static CapStatus attend_image(const char *path, int S, Image *im, float **pre, c
     CapStatus st = image_decode_file(path, im, err, err_size);
     if (st) return st;
     *pre = malloc(3 * (size_t)S * (size_t)S * sizeof **pre);
-    if (!*pre || image_resize_crop(im, S, *pre) != 0)
-        return cap_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory resizing it to %dx%d",
-                        path, S, S);
-    image_normalize(*pre, S);
-    return CAP_OK;
+    if (!*pre) return cap_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory", path);
+    return image_preprocess(im, path, S, *pre, err, err_size);
 }
 
 /* The picture of the caption's words (one panel each), the caption in its Description. */

@@ -445,16 +445,22 @@ void image_normalize(float *chw, int size) {
             chw[c * plane + i] = (chw[c * plane + i] / 255.0f - mean[c]) / std[c];
 }
 
+CapStatus image_preprocess(const Image *im, const char *path, int size, float *dst, char *err,
+                           size_t err_size) {
+    if (image_resize_crop(im, size, dst) != 0)
+        return data_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory", path);
+    image_normalize(dst, size);
+    return CAP_OK;
+}
+
 CapStatus image_load_preprocessed(const char *path, int size, float *dst, char *err,
                                   size_t err_size) {
     Image im;
     CapStatus st = image_decode_file(path, &im, err, err_size);
     if (st) return st;
-    int bad = image_resize_crop(&im, size, dst);
+    st = image_preprocess(&im, path, size, dst, err, err_size);
     image_free(&im);
-    if (bad) return data_fail(err, err_size, CAP_E_NOMEM, "%s: out of memory", path);
-    image_normalize(dst, size);
-    return CAP_OK;
+    return st;
 }
 
 /* ---- writing ---------------------------------------------------------------------------- */

@@ -62,7 +62,12 @@ int image_resize_crop(const Image *im, int size, float *dst);
  * 0.229 0.224 0.225, over 3 x size x size CHW. */
 void image_normalize(float *chw, int size);
 
-/* Decode + resize/crop + normalize: dst is 3 x size x size f32. */
+/* Resize/crop + normalize an image decoded from path (named in the error): dst is 3 x size x
+ * size f32. */
+CapStatus image_preprocess(const Image *im, const char *path, int size, float *dst, char *err,
+                           size_t err_size);
+
+/* Decode + image_preprocess. */
 CapStatus image_load_preprocessed(const char *path, int size, float *dst, char *err,
                                   size_t err_size);
 
