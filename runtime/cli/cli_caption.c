@@ -503,8 +503,9 @@ static CapStatus attend_draw(Run *r, const OptResult *o, const Image *im, const 
                                   err, err_size);
     int pw, ph, w, h, scaled = attend_picture_size(&p, &pw, &ph, &w, &h);
     if (!st)
-        fprintf(stderr, "cap: wrote %s: %d panels of %dx%d%s in a %dx%d picture, the last decoder layer's "
-                "cross-attention over a %dx%d grid\n", opt_str(o, "--out"), len, pw, ph,
+        fprintf(stderr, "cap: wrote %s: %d panels of %dx%d%s in a %dx%d picture, the last "
+                "decoder layer's cross-attention over a %dx%d grid\n", opt_str(o, "--out"), len,
+                pw, ph,
                 scaled ? " (the image scaled down)" : "", out.width, out.height, p.grid, p.grid);
     image_free(&out);
     return st;
@@ -567,7 +568,8 @@ static const OptSpec ATTEND_OPTIONS[] = {
     WEIGHTS_OPTION,
     {"--image", 0, OPT_VALUE, OPT_REQUIRED, "FILE", "the image to caption (PNG or JPEG)", NULL},
     {"--out", 'o', OPT_VALUE, OPT_REQUIRED, "PNG",
-     "the picture to write: one panel per word, each the image's size", NULL},
+     "the picture to write: one panel per word, each the image's size (up to 1024 on a "
+     "side)", NULL},
     {"--cols", 0, OPT_VALUE, 0, "N", "panels per row, 1..64 (default 4)", NULL},
     OPT_END,
 };
